@@ -1,0 +1,1 @@
+//! libllama-compatible exports over GhostCore: planned (see README, roadmap).

@@ -1,0 +1,14 @@
+//! GGUF: the model file format. A zero-copy validating reader and a writer.
+
+mod error;
+mod reader;
+mod value;
+mod writer;
+
+pub use error::GgufError;
+pub use reader::{GgufFile, TensorInfo, DEFAULT_ALIGNMENT, GGUF_MAGIC, MAX_DIMS};
+pub use value::{Array, Value, ValueType};
+pub use writer::{tensor_bytes, GgufWriter, WriterTensor};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,1 @@
+//! sparsity (to be filled)
