@@ -10,6 +10,7 @@
 //! - [`cli`]: the `ghost` command-line tool's subcommands.
 
 pub mod backend;
+pub mod chat;
 pub mod cli;
 pub mod error;
 pub mod gguf;

@@ -61,3 +61,25 @@ pub fn find_model(file: &str) -> Option<PathBuf> {
 pub fn reference_dir() -> PathBuf {
     workspace_root().join("tests").join("data").join("reference")
 }
+
+/// A Python interpreter with the oracle packages (gguf-py, numpy): `$GHOSTCORE_PYTHON`, else
+/// `<workspace>/.venv/bin/python` (made by scripts/setup-venv.sh). `None` means skip (a
+/// message was printed); under CI its absence panics.
+pub fn python_oracle() -> Option<PathBuf> {
+    let candidates = std::env::var("GHOSTCORE_PYTHON")
+        .ok()
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(std::iter::once(workspace_root().join(".venv/bin/python")));
+    for p in candidates {
+        if p.is_file() {
+            return Some(p);
+        }
+    }
+    let msg = "no Python oracle (gguf-py); run scripts/setup-venv.sh or set GHOSTCORE_PYTHON";
+    if running_in_ci() {
+        panic!("CI=true and {msg}");
+    }
+    eprintln!("SKIPPED: {msg}");
+    None
+}

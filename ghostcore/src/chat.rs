@@ -1,0 +1,1 @@
+//! Chat templates: rendering `tokenizer.chat_template` with minijinja (to be filled).
