@@ -69,7 +69,7 @@ fn run(model_file: &str, batch: bool) -> Option<Report> {
     let mut deltas = Vec::new();
     let (mut nll, mut ref_nll) = (0.0f64, 0.0f64);
     let mut n = 0usize;
-    for pos in positions {
+    for pos in positions.iter() {
         let i = pos["pos"].as_u64().unwrap() as usize;
         let row = &logits[i * n_vocab..(i + 1) * n_vocab];
         let top: Vec<(usize, f64)> = pos["top10"]
@@ -86,9 +86,8 @@ fn run(model_file: &str, batch: bool) -> Option<Report> {
         if our_top == top[0].0 {
             agree += 1;
         }
-        if let Some(lp) = pos["logprob_next_token"].as_f64() {
-            let next = tokens[i + 1] as usize;
-            let (_, o) = log_softmax_at(row, std::iter::once(next));
+        if let (Some(lp), Some(&next)) = (pos["logprob_next_token"].as_f64(), tokens.get(i + 1)) {
+            let (_, o) = log_softmax_at(row, std::iter::once(next as usize));
             nll -= o[0];
             ref_nll -= lp;
             n += 1;
