@@ -10,7 +10,5 @@ pub struct Args {
 }
 
 pub fn run(_args: Args) -> Result<()> {
-    Err(Error::Unsupported(
-        "`ghost tokenize` is not implemented yet".into(),
-    ))
+    Err(Error::Unsupported("`ghost tokenize` is not implemented yet".into()))
 }
