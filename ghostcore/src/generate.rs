@@ -128,6 +128,59 @@ pub fn generate_tokens(
     })
 }
 
+/// What to generate from.
+#[derive(Debug, Clone, Copy)]
+pub enum Prompt<'a> {
+    /// Text, tokenized with the model's tokenizer: special tokens are parsed, and BOS is
+    /// added (when the model wants it) only if the context is empty.
+    Text(&'a str),
+    /// Token ids, used as given.
+    Tokens(&'a [u32]),
+}
+
+/// Generates text from `prompt` appended to the context, streaming valid UTF-8 pieces to
+/// `on_piece` (return `false` to stop). Stops at end-of-generation tokens unless
+/// `params.ignore_eog`.
+pub fn generate(
+    ctx: &mut Context,
+    prompt: Prompt<'_>,
+    params: &GenerateParams,
+    mut on_piece: impl FnMut(&str) -> bool,
+) -> Result<GenerateStats> {
+    let model = std::sync::Arc::clone(ctx.model());
+    let tok = model.tokenizer()?;
+    let owned;
+    let tokens: &[u32] = match prompt {
+        Prompt::Text(text) => {
+            owned = tok.encode(text, ctx.n_past() == 0, true)?;
+            &owned
+        }
+        Prompt::Tokens(t) => t,
+    };
+    let mut stream = Utf8Stream::new();
+    let mut stopped = false;
+    let mut stats = generate_tokens(
+        ctx,
+        tokens,
+        params,
+        |t| tok.is_eog(t),
+        |t| {
+            let piece = tok.token_to_piece(t, true)?;
+            let text = stream.push(&piece);
+            if !text.is_empty() && !on_piece(&text) {
+                stopped = true;
+                return Ok(false);
+            }
+            Ok(true)
+        },
+    )?;
+    let rest = stream.finish();
+    if !stopped && !rest.is_empty() && !on_piece(&rest) {
+        stats.stop = StopReason::Callback;
+    }
+    Ok(stats)
+}
+
 /// Joins token byte pieces into valid UTF-8 text, holding back an incomplete multi-byte
 /// sequence until the next piece completes it. Invalid bytes become U+FFFD.
 #[derive(Debug, Default)]

@@ -78,26 +78,26 @@ pub fn dense_ffn(
     scratch: &mut FfnScratch,
     observer: Option<&mut (dyn FfnObserver + '_)>,
     out: &mut [f32],
-) {
+) -> Result<()> {
     let cfg = model.config();
     let lw = model.layer(il);
     let (n_embd, n_ff) = (cfg.n_embd, cfg.n_ff);
     let gate = &mut scratch.gate[..m * n_ff];
     let up = &mut scratch.up[..m * n_ff];
     let vdt = linear::vec_dot_type(lw.ffn_gate.ty);
-    linear::quantize_rows(pool, vdt, &x[..m * n_embd], n_embd, m, &mut scratch.acts);
+    linear::quantize_rows(pool, vdt, &x[..m * n_embd], n_embd, m, &mut scratch.acts)?;
     linear::matmul(
         pool,
         &lw.ffn_gate,
         model.bytes(&lw.ffn_gate),
         &scratch.acts,
         gate,
-    );
+    )?;
     let vdt_up = linear::vec_dot_type(lw.ffn_up.ty);
     if vdt_up != vdt {
-        linear::quantize_rows(pool, vdt_up, &x[..m * n_embd], n_embd, m, &mut scratch.acts);
+        linear::quantize_rows(pool, vdt_up, &x[..m * n_embd], n_embd, m, &mut scratch.acts)?;
     }
-    linear::matmul(pool, &lw.ffn_up, model.bytes(&lw.ffn_up), &scratch.acts, up);
+    linear::matmul(pool, &lw.ffn_up, model.bytes(&lw.ffn_up), &scratch.acts, up)?;
     activate(cfg.activation, gate);
     if let Some(obs) = observer {
         for j in 0..m {
@@ -113,12 +113,13 @@ pub fn dense_ffn(
         *g *= u;
     }
     let vdt_down = linear::vec_dot_type(lw.ffn_down.ty);
-    linear::quantize_rows(pool, vdt_down, gate, n_ff, m, &mut scratch.acts);
+    linear::quantize_rows(pool, vdt_down, gate, n_ff, m, &mut scratch.acts)?;
     linear::matmul(
         pool,
         &lw.ffn_down,
         model.bytes(&lw.ffn_down),
         &scratch.acts,
         &mut out[..m * n_embd],
-    );
+    )?;
+    Ok(())
 }

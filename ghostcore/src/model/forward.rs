@@ -4,7 +4,6 @@ use std::sync::Arc;
 
 use super::ffn::{self, DecodeFfn, FfnCall, FfnObserver, FfnScratch};
 use super::Model;
-use crate::backend::cpu::kernels_shim as kernels;
 use crate::backend::cpu::linear::{self, QuantizedActs};
 use crate::backend::cpu::ops;
 use crate::model::config::RopeStyle;
@@ -146,7 +145,7 @@ pub fn forward(
     for (j, &t) in tokens.iter().enumerate() {
         let t = t as usize;
         let dst = &mut s.x[j * n_embd..(j + 1) * n_embd];
-        kernels::dequantize_row(w.token_embd.ty, &emb[t * emb_row..(t + 1) * emb_row], dst)?;
+        crate::quant::dequantize_row(w.token_embd.ty, &emb[t * emb_row..(t + 1) * emb_row], dst)?;
         if emb_scale != 1.0 {
             dst.iter_mut().for_each(|v| *v *= emb_scale);
         }
@@ -193,10 +192,10 @@ pub fn forward(
         ] {
             let vdt = linear::vec_dot_type(wt.ty);
             if acts_ty != Some(vdt) {
-                linear::quantize_rows(pool, vdt, &s.xn[..m * n_embd], n_embd, m, &mut s.acts);
+                linear::quantize_rows(pool, vdt, &s.xn[..m * n_embd], n_embd, m, &mut s.acts)?;
                 acts_ty = Some(vdt);
             }
-            linear::matmul(pool, wt, model.bytes(wt), &s.acts, &mut out[..m * dim]);
+            linear::matmul(pool, wt, model.bytes(wt), &s.acts, &mut out[..m * dim])?;
         }
         for (b, out, dim) in [
             (&lw.bq, &mut s.q, q_dim),
@@ -292,14 +291,14 @@ pub fn forward(
             att_dim,
             m,
             &mut s.acts,
-        );
+        )?;
         linear::matmul(
             pool,
             &lw.wo,
             model.bytes(&lw.wo),
             &s.acts,
             &mut s.tmp[..m * n_embd],
-        );
+        )?;
         if let Some(pn) = &lw.post_attn_norm {
             let pn = model.f32s(pn);
             for row in s.tmp[..m * n_embd].chunks_exact_mut(n_embd) {
@@ -339,7 +338,7 @@ pub fn forward(
                     .map(|o| &mut **o as &mut dyn FfnObserver);
                 ffn::dense_ffn(
                     model, il, pool, &s.xn, m, n_past, &mut s.ffn, obs, &mut s.tmp,
-                );
+                )?;
             }
         }
         if let Some(pn) = &lw.post_ffn_norm {
@@ -377,14 +376,14 @@ pub fn forward(
         n_embd,
         n_out,
         &mut s.acts,
-    );
+    )?;
     linear::matmul(
         pool,
         &w.output,
         model.bytes(&w.output),
         &s.acts,
         &mut logits[..n_out * n_vocab],
-    );
+    )?;
     if let Some(c) = cfg.final_logit_softcap {
         logits[..n_out * n_vocab]
             .iter_mut()

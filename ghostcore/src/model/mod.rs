@@ -17,6 +17,7 @@ pub use config::{Activation, Architecture, Config, RopeStyle, SUPPORTED_ARCHITEC
 pub use weights::{LayerWeights, Weight, Weights};
 
 use crate::gguf::GgufFile;
+use crate::tokenizer::Tokenizer;
 use crate::Result;
 
 /// Options for [`Model::load`].
@@ -55,6 +56,7 @@ pub struct Model {
     config: Config,
     weights: Weights,
     info: ModelInfo,
+    tokenizer: Option<Tokenizer>,
 }
 
 impl std::fmt::Debug for Model {
@@ -78,9 +80,23 @@ impl Model {
         Self::from_gguf(file, params, Instant::now())
     }
 
-    fn from_gguf(file: Arc<GgufFile>, _params: &ModelParams, t0: Instant) -> Result<Arc<Model>> {
+    fn from_gguf(file: Arc<GgufFile>, params: &ModelParams, t0: Instant) -> Result<Arc<Model>> {
         let config = Config::from_gguf(&file)?;
         let weights = Weights::load(&file, &config)?;
+        let tokenizer = if params.skip_tokenizer {
+            None
+        } else {
+            let t = Tokenizer::from_gguf(&file)?;
+            if t.n_vocab() > config.n_vocab {
+                crate::bail!(
+                    Format,
+                    "tokenizer has {} tokens but the model's embedding has only {}",
+                    t.n_vocab(),
+                    config.n_vocab
+                );
+            }
+            Some(t)
+        };
         let n_params: u64 = file.tensors().iter().map(|t| t.n_elements()).sum();
         let tensor_bytes: u64 = file.tensors().iter().map(|t| t.size).sum();
         let mut by_type: std::collections::BTreeMap<&'static str, u64> = Default::default();
@@ -124,11 +140,20 @@ impl Model {
             config,
             weights,
             info,
+            tokenizer,
         }))
     }
 
     pub fn info(&self) -> &ModelInfo {
         &self.info
+    }
+
+    /// The model's tokenizer (`InvalidArgument` if it was skipped at load).
+    pub fn tokenizer(&self) -> Result<&Tokenizer> {
+        match &self.tokenizer {
+            Some(t) => Ok(t),
+            None => crate::bail!(InvalidArgument, "model was loaded without its tokenizer"),
+        }
     }
 
     pub fn config(&self) -> &Config {
