@@ -31,6 +31,10 @@ pub struct Args {
     /// Repetitions per test.
     #[arg(short = 'r', long, default_value_t = 5)]
     pub reps: usize,
+    /// Quantize prefill activations to 8 bits like single tokens (instead of the default
+    /// exact f32 math for batches, which follows llama.cpp's batched logits).
+    #[arg(long = "quantized-prefill")]
+    pub quantized_prefill: bool,
     /// Output format.
     #[arg(short = 'o', long, default_value = "md", value_parser = ["md", "json"])]
     pub output: String,
@@ -85,18 +89,27 @@ pub fn run(args: Args) -> Result<()> {
     let mut rng = Rng::new(1234);
     let mut rows = Vec::new();
     for &threads in &args.threads {
-        let params = ContextParams { n_ctx, n_batch: n_ctx, n_threads: threads, ..Default::default() };
+        let params = ContextParams {
+            n_ctx,
+            n_batch: n_ctx,
+            n_threads: threads,
+            exact_prefill: !args.quantized_prefill,
+        };
         let mut ctx = Context::new(Arc::clone(&model), params)?;
         for &n in args.n_prompt.iter().filter(|&&n| n > 0) {
             let toks = random_tokens(&mut rng, n, info.n_vocab);
             time_prefill(&mut ctx, &toks)?;
+            ctx.reset_profile();
             let samples = (0..args.reps).map(|_| time_prefill(&mut ctx, &toks)).collect::<Result<Vec<_>>>()?;
+            print_profile(&ctx, &format!("pp{n}"));
             rows.push(Row { threads: ctx.n_threads(), test: format!("pp{n}"), n_tokens: n, samples });
         }
         for &n in args.n_gen.iter().filter(|&&n| n > 0) {
             let toks = random_tokens(&mut rng, n, info.n_vocab);
             time_generation(&mut ctx, &toks)?;
+            ctx.reset_profile();
             let samples = (0..args.reps).map(|_| time_generation(&mut ctx, &toks)).collect::<Result<Vec<_>>>()?;
+            print_profile(&ctx, &format!("tg{n}"));
             rows.push(Row { threads: ctx.n_threads(), test: format!("tg{n}"), n_tokens: n, samples });
         }
     }
@@ -130,6 +143,17 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Prints the per-phase time split to stderr when profiling is on.
+fn print_profile(ctx: &Context, test: &str) {
+    let prof = ctx.profile();
+    let total: f64 = prof.iter().map(|p| p.1).sum();
+    if total > 0.0 {
+        let parts: Vec<String> =
+            prof.iter().map(|(n, t)| format!("{n} {:.1}%", 100.0 * t / total)).collect();
+        eprintln!("profile {test} ({} threads): {}", ctx.n_threads(), parts.join(", "));
+    }
 }
 
 fn size_label(n_params: u64) -> String {

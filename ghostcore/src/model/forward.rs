@@ -77,6 +77,61 @@ pub struct Scratch {
     pub prefill_math: ActMath,
     /// Activation math of the output head in batches.
     pub output_math: ActMath,
+    /// Per-phase timers (enabled with `GHOST_PROFILE=1`).
+    pub prof: Profile,
+}
+
+/// Phases of the forward pass timed by [`Profile`].
+#[derive(Debug, Clone, Copy)]
+pub enum Phase {
+    Qkv,
+    Attention,
+    AttnOutput,
+    Ffn,
+    Output,
+    Other,
+}
+
+/// Wall time per [`Phase`], accumulated when enabled (`GHOST_PROFILE=1`); a no-op otherwise.
+#[derive(Debug)]
+pub struct Profile {
+    enabled: bool,
+    last: Option<std::time::Instant>,
+    pub totals: [std::time::Duration; 6],
+}
+
+impl Profile {
+    pub fn from_env() -> Profile {
+        let enabled = std::env::var("GHOST_PROFILE").is_ok_and(|v| v == "1");
+        Profile { enabled, last: None, totals: Default::default() }
+    }
+
+    /// Charges the time since the previous lap to `phase`.
+    pub fn lap(&mut self, phase: Phase) {
+        if !self.enabled {
+            return;
+        }
+        let now = std::time::Instant::now();
+        if let Some(t) = self.last {
+            self.totals[phase as usize] += now - t;
+        }
+        self.last = Some(now);
+    }
+
+    /// Ends a forward pass (the next lap starts fresh).
+    pub fn stop(&mut self) {
+        self.last = None;
+    }
+
+    /// `(phase name, seconds)` pairs.
+    pub fn report(&self) -> Vec<(&'static str, f64)> {
+        let names = ["qkv", "attention", "attn_output", "ffn", "output", "other"];
+        names.iter().zip(&self.totals).map(|(n, d)| (*n, d.as_secs_f64())).collect()
+    }
+
+    pub fn reset(&mut self) {
+        self.totals = Default::default();
+    }
 }
 
 impl Scratch {
@@ -101,6 +156,7 @@ impl Scratch {
             row: vec![0.0; c.n_embd],
             prefill_math: ActMath::Exact,
             output_math: ActMath::Exact,
+            prof: Profile::from_env(),
         }
     }
 
@@ -198,6 +254,7 @@ pub fn forward(
         }
     }
 
+    s.prof.lap(Phase::Other);
     for il in 0..cfg.n_layer {
         let lw = model.layer(il);
         let swa = cfg.is_swa_layer(il);
@@ -253,6 +310,7 @@ pub fn forward(
                 ops::rope_apply(&mut head[..cfg.n_rot], c, sn, neox);
             }
         }
+        s.prof.lap(Phase::Qkv);
         // Append to the cache.
         let kc = &mut kv.k[il];
         let vc = &mut kv.v[il];
@@ -306,6 +364,7 @@ pub fn forward(
                 }
             })
         });
+        s.prof.lap(Phase::Attention);
         let att_dim = n_head * hdv;
         let math = s.math(m);
         linear::project(
@@ -330,6 +389,7 @@ pub fn forward(
             .zip(&s.tmp[..m * n_embd])
             .for_each(|(x, &t)| *x += t);
 
+        s.prof.lap(Phase::AttnOutput);
         // FFN block.
         let norm_w = model.f32s(&lw.ffn_norm);
         for j in 0..m {
@@ -362,6 +422,7 @@ pub fn forward(
                 )?;
             }
         }
+        s.prof.lap(Phase::Ffn);
         if let Some(pn) = &lw.post_ffn_norm {
             let pn = model.f32s(pn);
             for row in s.tmp[..m * n_embd].chunks_exact_mut(n_embd) {
@@ -374,6 +435,7 @@ pub fn forward(
             .for_each(|(x, &t)| *x += t);
     }
 
+    s.prof.lap(Phase::Other);
     // Output head.
     let rows: std::ops::Range<usize> = match which {
         LogitsFor::Last => m - 1..m,
@@ -407,5 +469,7 @@ pub fn forward(
             .iter_mut()
             .for_each(|l| *l = (*l / c).tanh() * c);
     }
+    s.prof.lap(Phase::Output);
+    s.prof.stop();
     Ok(())
 }
