@@ -156,7 +156,11 @@ impl ThreadPool {
         if let Err(p) = mine {
             resume_unwind(p);
         }
-        let worker_panic = shared.panic.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let worker_panic = shared
+            .panic
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         if let Some(p) = worker_panic {
             resume_unwind(p);
         }
@@ -243,7 +247,12 @@ fn worker_loop(shared: &Shared, index: usize) {
             if gen_of(cur) != seen || cur & CLOSED != 0 {
                 break false;
             }
-            match shared.state.compare_exchange_weak(cur, cur + 1, Ordering::AcqRel, Ordering::Acquire) {
+            match shared.state.compare_exchange_weak(
+                cur,
+                cur + 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
                 Ok(_) => break true,
                 Err(now) => cur = now,
             }

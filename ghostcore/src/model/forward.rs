@@ -47,7 +47,7 @@ impl KvCache {
 fn try_zeroed(n: usize) -> Result<Vec<f16>> {
     let mut v = Vec::new();
     v.try_reserve_exact(n)
-        .map_err(|_| crate::Error::OutOfMemory(format!("cannot allocate {} MiB", n * 2 >> 20)))?;
+        .map_err(|_| crate::Error::OutOfMemory(format!("cannot allocate {} MiB", (n * 2) >> 20)))?;
     v.resize(n, f16::ZERO);
     Ok(v)
 }
@@ -103,7 +103,11 @@ pub struct Profile {
 impl Profile {
     pub fn from_env() -> Profile {
         let enabled = std::env::var("GHOST_PROFILE").is_ok_and(|v| v == "1");
-        Profile { enabled, last: None, totals: Default::default() }
+        Profile {
+            enabled,
+            last: None,
+            totals: Default::default(),
+        }
     }
 
     /// Charges the time since the previous lap to `phase`.
@@ -126,7 +130,11 @@ impl Profile {
     /// `(phase name, seconds)` pairs.
     pub fn report(&self) -> Vec<(&'static str, f64)> {
         let names = ["qkv", "attention", "attn_output", "ffn", "output", "other"];
-        names.iter().zip(&self.totals).map(|(n, d)| (*n, d.as_secs_f64())).collect()
+        names
+            .iter()
+            .zip(&self.totals)
+            .map(|(n, d)| (*n, d.as_secs_f64()))
+            .collect()
     }
 
     pub fn reset(&mut self) {
@@ -265,12 +273,26 @@ pub fn forward(
             ops::rms_norm(&s.x[r.clone()], norm_w, cfg.rms_eps, &mut s.xn[r]);
         }
         let math = s.math(m);
-        for (i, (wt, out, dim)) in [(&lw.wq, &mut s.q, q_dim), (&lw.wk, &mut s.k, k_dim), (&lw.wv, &mut s.v, v_dim)]
-            .into_iter()
-            .enumerate()
+        for (i, (wt, out, dim)) in [
+            (&lw.wq, &mut s.q, q_dim),
+            (&lw.wk, &mut s.k, k_dim),
+            (&lw.wv, &mut s.v, v_dim),
+        ]
+        .into_iter()
+        .enumerate()
         {
             let x = &s.xn[..m * n_embd];
-            linear::project(pool, math, wt, model.bytes(wt), x, m, &mut s.acts, i > 0, &mut out[..m * dim])?;
+            linear::project(
+                pool,
+                math,
+                wt,
+                model.bytes(wt),
+                x,
+                m,
+                &mut s.acts,
+                i > 0,
+                &mut out[..m * dim],
+            )?;
         }
         for (b, out, dim) in [
             (&lw.bq, &mut s.q, q_dim),
@@ -452,7 +474,11 @@ pub fn forward(
     if logits.len() < n_out * n_vocab {
         logits.resize(n_out * n_vocab, 0.0);
     }
-    let math = if m >= EXACT_MIN_BATCH { s.output_math } else { ActMath::Quantized };
+    let math = if m >= EXACT_MIN_BATCH {
+        s.output_math
+    } else {
+        ActMath::Quantized
+    };
     linear::project(
         pool,
         math,

@@ -181,7 +181,12 @@ pub fn attend_head_f16(
         assert!(k_off + hd <= k_stride && v_off + dv <= v_stride && qbuf.len() >= hd);
         // SAFETY: AVX2+FMA+F16C are available (active ISA); every key/value row read lies
         // within the caches (checked just above), and `qbuf`/`out` hold hd/dv floats.
-        unsafe { attend_head_f16_avx2(q, k_cache, k_stride, k_off, v_cache, v_stride, v_off, first, n_kv, softcap, qbuf, out) };
+        unsafe {
+            attend_head_f16_avx2(
+                q, k_cache, k_stride, k_off, v_cache, v_stride, v_off, first, n_kv, softcap, qbuf,
+                out,
+            )
+        };
         return;
     }
     ROUND.with(|r| {
@@ -204,7 +209,11 @@ pub fn attend_head_f16(
                 s = (s / c).tanh() * c;
             }
             let (ms, vs) = if s > max {
-                let ms = if max == f32::NEG_INFINITY { 0.0 } else { (max - s).exp() };
+                let ms = if max == f32::NEG_INFINITY {
+                    0.0
+                } else {
+                    (max - s).exp()
+                };
                 max = s;
                 if ms != 1.0 {
                     out.iter_mut().for_each(|o| *o *= ms);
@@ -254,7 +263,10 @@ unsafe fn attend_head_f16_avx2(
     unsafe {
         let round = |v: __m256| _mm256_cvtph_ps(_mm256_cvtps_ph::<RN>(v));
         for i in (0..hd).step_by(8) {
-            _mm256_storeu_ps(qbuf.as_mut_ptr().add(i), round(_mm256_loadu_ps(q.as_ptr().add(i))));
+            _mm256_storeu_ps(
+                qbuf.as_mut_ptr().add(i),
+                round(_mm256_loadu_ps(q.as_ptr().add(i))),
+            );
         }
         let op = out.as_mut_ptr();
         for i in (0..dv).step_by(8) {
@@ -277,12 +289,19 @@ unsafe fn attend_head_f16_avx2(
                 s = (s / c).tanh() * c;
             }
             let (ms, vs) = if s > max {
-                let ms = if max == f32::NEG_INFINITY { 0.0 } else { (max - s).exp() };
+                let ms = if max == f32::NEG_INFINITY {
+                    0.0
+                } else {
+                    (max - s).exp()
+                };
                 max = s;
                 if ms != 1.0 {
                     let m8 = _mm256_set1_ps(ms);
                     for i in (0..dv).step_by(8) {
-                        _mm256_storeu_ps(op.add(i), round(_mm256_mul_ps(_mm256_loadu_ps(op.add(i)), m8)));
+                        _mm256_storeu_ps(
+                            op.add(i),
+                            round(_mm256_mul_ps(_mm256_loadu_ps(op.add(i)), m8)),
+                        );
                     }
                 }
                 (ms, 1.0)
@@ -293,7 +312,10 @@ unsafe fn attend_head_f16_avx2(
             let v8 = _mm256_set1_ps(vs);
             for i in (0..dv).step_by(8) {
                 let vv = _mm256_cvtph_ps(_mm_loadu_si128(vp.add(i / 8)));
-                _mm256_storeu_ps(op.add(i), round(_mm256_fmadd_ps(vv, v8, _mm256_loadu_ps(op.add(i)))));
+                _mm256_storeu_ps(
+                    op.add(i),
+                    round(_mm256_fmadd_ps(vv, v8, _mm256_loadu_ps(op.add(i)))),
+                );
             }
             sum = sum * ms + vs;
         }
@@ -388,18 +410,29 @@ mod tests {
     fn f16_attention_matches_naive() {
         let (hd, n) = (8, 40);
         let q: Vec<f32> = (0..hd).map(|i| 0.3 * i as f32 - 0.9).collect();
-        let k: Vec<f32> = (0..n * hd).map(|i| ((i * 7 % 11) as f32 - 5.0) * 0.2).collect();
-        let v: Vec<f32> = (0..n * hd).map(|i| ((i * 5 % 13) as f32 - 6.0) * 0.1).collect();
+        let k: Vec<f32> = (0..n * hd)
+            .map(|i| ((i * 7 % 11) as f32 - 5.0) * 0.2)
+            .collect();
+        let v: Vec<f32> = (0..n * hd)
+            .map(|i| ((i * 5 % 13) as f32 - 6.0) * 0.1)
+            .collect();
         let k16: Vec<f16> = k.iter().map(|&x| f16::from_f32(x)).collect();
         let v16: Vec<f16> = v.iter().map(|&x| f16::from_f32(x)).collect();
-        let (mut qb, mut kb, mut vb, mut out) = (vec![0.0; hd], vec![0.0; hd], vec![0.0; hd], vec![0.0; hd]);
+        let (mut qb, mut kb, mut vb, mut out) =
+            (vec![0.0; hd], vec![0.0; hd], vec![0.0; hd], vec![0.0; hd]);
         let first = 3;
-        attend_head_f16(&q, &k16, hd, 0, &v16, hd, 0, first, n, None, &mut qb, &mut kb, &mut vb, &mut out);
-        let s: Vec<f64> = (first..n).map(|t| (0..hd).map(|i| q[i] as f64 * k[t * hd + i] as f64).sum()).collect();
+        attend_head_f16(
+            &q, &k16, hd, 0, &v16, hd, 0, first, n, None, &mut qb, &mut kb, &mut vb, &mut out,
+        );
+        let s: Vec<f64> = (first..n)
+            .map(|t| (0..hd).map(|i| q[i] as f64 * k[t * hd + i] as f64).sum())
+            .collect();
         let m = s.iter().cloned().fold(f64::MIN, f64::max);
         let z: f64 = s.iter().map(|x| (x - m).exp()).sum();
         for i in 0..hd {
-            let e: f64 = (first..n).map(|t| (s[t - first] - m).exp() / z * v[t * hd + i] as f64).sum();
+            let e: f64 = (first..n)
+                .map(|t| (s[t - first] - m).exp() / z * v[t * hd + i] as f64)
+                .sum();
             assert!((out[i] as f64 - e).abs() < 5e-3, "{i}: {} vs {e}", out[i]);
         }
     }
