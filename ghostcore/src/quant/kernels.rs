@@ -100,6 +100,24 @@ pub(crate) fn row_dot_for(ty: GgmlType, isa: Isa) -> Option<RowDot> {
     scalar_row_dot(ty)
 }
 
+/// Activation rows per call of a multi-row kernel.
+pub(crate) const MULTI_ACT_ROWS: usize = 4;
+
+/// One weight row against [`MULTI_ACT_ROWS`] activation rows, bit-identical to that many
+/// [`RowDot`] calls.
+pub(crate) type RowDotMulti = fn(w: &[u8], a: [&[u8]; MULTI_ACT_ROWS]) -> [f32; MULTI_ACT_ROWS];
+
+/// The multi-row kernel for `ty` under `isa`, where one exists.
+pub(crate) fn row_dot_multi_for(ty: GgmlType, isa: Isa) -> Option<RowDotMulti> {
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx2 && best_supported_isa() == Isa::Avx2 {
+        const _: () = assert!(crate::quant::dot_avx2::ACT_ROWS == MULTI_ACT_ROWS);
+        return crate::quant::dot_avx2::row_dot_multi(ty);
+    }
+    let _ = (ty, isa);
+    None
+}
+
 /// The kernel for `ty` under [`active_isa`].
 pub(crate) fn row_dot(ty: GgmlType) -> Option<RowDot> {
     row_dot_for(ty, active_isa())
