@@ -663,32 +663,32 @@ unsafe fn dot4_q4_k(w: &[BlockQ4K], a: [&[BlockQ8K]; ACT_ROWS]) -> [f32; ACT_ROW
         let sm = k4_scales_mins(&x.scales);
         let mins = _mm256_extracti128_si256(sm, 1);
         let scales = _mm256_broadcastsi128_si256(_mm256_castsi256_si128(sm));
-        let mut q = [_mm256_setzero_si256(); 8];
-        for c in 0..4 {
-            let bits = _mm256_loadu_si256(x.qs.as_ptr().add(32 * c).cast());
-            q[2 * c] = _mm256_and_si256(bits, low4);
-            q[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(bits, 4), low4);
-        }
         for j in 0..ACT_ROWS {
             let y = &a[j][i];
-            let yd = y.d();
-            let d = yd * xd;
-            let dmin = -yd * xdmin;
+            let dmin = -y.d() * xdmin;
             let prod_m = k_mins_dot(mins, y);
             acc_m[j] = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod_m), acc_m[j]);
-            let mut sumi = _mm256_setzero_si256();
-            for c in 0..4 {
+        }
+        // Chunk-major: decode one 64-weight chunk, use it for every activation row.
+        let mut sumi = [_mm256_setzero_si256(); ACT_ROWS];
+        for c in 0..4 {
+            let bits = _mm256_loadu_si256(x.qs.as_ptr().add(32 * c).cast());
+            let ql = _mm256_and_si256(bits, low4);
+            let qh = _mm256_and_si256(_mm256_srli_epi16(bits, 4), low4);
+            let sl = broadcast_i16_lane(scales, 2 * c);
+            let sh = broadcast_i16_lane(scales, 2 * c + 1);
+            for j in 0..ACT_ROWS {
+                let y = &a[j][i];
                 let yl = _mm256_loadu_si256(y.qs.as_ptr().add(64 * c).cast());
                 let yh = _mm256_loadu_si256(y.qs.as_ptr().add(64 * c + 32).cast());
-                let pl =
-                    _mm256_madd_epi16(broadcast_i16_lane(scales, 2 * c), maddubs(q[2 * c], yl));
-                let ph = _mm256_madd_epi16(
-                    broadcast_i16_lane(scales, 2 * c + 1),
-                    maddubs(q[2 * c + 1], yh),
-                );
-                sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(pl, ph));
+                let pl = _mm256_madd_epi16(sl, maddubs(ql, yl));
+                let ph = _mm256_madd_epi16(sh, maddubs(qh, yh));
+                sumi[j] = _mm256_add_epi32(sumi[j], _mm256_add_epi32(pl, ph));
             }
-            acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc[j]);
+        }
+        for j in 0..ACT_ROWS {
+            let d = a[j][i].d() * xd;
+            acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[j]), acc[j]);
         }
     }
     let mut out = [0f32; ACT_ROWS];
