@@ -104,7 +104,10 @@ fn test_quantize_fns_accuracy() {
             _ => 0.002,
         };
         eprintln!("{ty}: test-quantize-fns error {err:.6} (limit {limit})");
-        assert!(err < limit, "{ty}: error {err} over llama.cpp's limit {limit}");
+        assert!(
+            err < limit,
+            "{ty}: error {err} over llama.cpp's limit {limit}"
+        );
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -197,8 +200,14 @@ fn round_trip_error_and_gguf_py_bytes() {
         );
         // The special blocks: all-zero input stays exactly zero; everything finite.
         let tail = &y[64 * 1024..];
-        assert!(tail.iter().all(|v| v.is_finite()), "{ty}: non-finite output");
-        assert!(tail[..256].iter().all(|&v| v == 0.0), "{ty}: zeros not kept");
+        assert!(
+            tail.iter().all(|v| v.is_finite()),
+            "{ty}: non-finite output"
+        );
+        assert!(
+            tail[..256].iter().all(|&v| v == 0.0),
+            "{ty}: zeros not kept"
+        );
 
         let py = dir.join(format!("{}.py", ty.name()));
         if py.exists() {
@@ -257,7 +266,12 @@ fn rejects_bad_input() {
     let x = vec![0.5f32; 256];
     let mut out = vec![0u8; 1024];
     // Types that cannot be produced.
-    for ty in [GgmlType::IQ2_XXS, GgmlType::Q8_K, GgmlType::I32, GgmlType::MXFP4] {
+    for ty in [
+        GgmlType::IQ2_XXS,
+        GgmlType::Q8_K,
+        GgmlType::I32,
+        GgmlType::MXFP4,
+    ] {
         assert!(!can_quantize_to(ty));
         assert!(matches!(
             quantize_row(ty, &x, &mut out),
