@@ -23,7 +23,7 @@ pub struct Args {
     /// Worker threads (0 = all cores).
     #[arg(long, short = 't', default_value_t = 0)]
     pub threads: usize,
-    /// No progress bar.
+    /// No progress bar and no summary (errors are still reported).
     #[arg(long, short = 'q')]
     pub quiet: bool,
 }
@@ -59,6 +59,9 @@ pub fn run(args: Args) -> Result<()> {
     });
     bar.finish_and_clear();
     let summary = summary?;
+    if args.quiet {
+        return Ok(());
+    }
 
     let mut by_type: BTreeMap<String, (usize, u64)> = BTreeMap::new();
     let mut fallbacks = 0;
