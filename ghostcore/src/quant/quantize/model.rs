@@ -192,7 +192,10 @@ fn convert_tensor(
     let mut dst = vec![0u8; dst_len];
 
     let convert_rows = |src_rows: &[u8], dst_rows: &mut [u8], buf: &mut [f32]| -> Result<()> {
-        for (s, d) in src_rows.chunks_exact(src_row).zip(dst_rows.chunks_exact_mut(dst_row)) {
+        for (s, d) in src_rows
+            .chunks_exact(src_row)
+            .zip(dst_rows.chunks_exact_mut(dst_row))
+        {
             dequantize(source, s, buf)
                 .and_then(|()| quantize_row(target, buf, d))
                 .map_err(|e| Error::InvalidArgument(format!("tensor {name}: {e}")))?;
@@ -243,54 +246,7 @@ fn convert_tensor(
     Ok(dst)
 }
 
-/// One row of `ty` to f32.
+/// One row of `ty` to f32 (ggml's reference dequantization, which llama-quantize uses).
 fn dequantize(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<()> {
-    interim_dequant::dequantize_row(ty, src, dst)
-}
-
-/// Stand-in until `quant::dequantize_row` lands: the simple formats only, ggml's
-/// reference formulas.
-mod interim_dequant {
-    use super::super::f16_value;
-    use crate::quant::GgmlType;
-    use crate::{bail, Result};
-
-    fn f16_at(b: &[u8], i: usize) -> f32 {
-        f16_value(u16::from_le_bytes([b[i], b[i + 1]]))
-    }
-
-    pub(super) fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<()> {
-        match ty {
-            GgmlType::F32 => {
-                for (d, s) in dst.iter_mut().zip(src.chunks_exact(4)) {
-                    *d = f32::from_le_bytes([s[0], s[1], s[2], s[3]]);
-                }
-            }
-            GgmlType::F16 => {
-                for (i, d) in dst.iter_mut().enumerate() {
-                    *d = f16_at(src, 2 * i);
-                }
-            }
-            GgmlType::Q4_1 => {
-                for (b, y) in src.chunks_exact(20).zip(dst.chunks_exact_mut(32)) {
-                    let d = f16_at(b, 0);
-                    let m = f16_at(b, 2);
-                    for j in 0..16 {
-                        y[j] = (b[4 + j] & 0x0F) as f32 * d + m;
-                        y[j + 16] = (b[4 + j] >> 4) as f32 * d + m;
-                    }
-                }
-            }
-            GgmlType::Q8_0 => {
-                for (b, y) in src.chunks_exact(34).zip(dst.chunks_exact_mut(32)) {
-                    let d = f16_at(b, 0);
-                    for j in 0..32 {
-                        y[j] = (b[2 + j] as i8) as f32 * d;
-                    }
-                }
-            }
-            other => bail!(Unsupported, "dequantizing {other} is not available yet"),
-        }
-        Ok(())
-    }
+    crate::quant::dequantize_row(ty, src, dst)
 }
