@@ -1,1 +1,4 @@
 //! backend (to be filled)
+
+#[cfg(feature = "cuda")]
+pub mod cuda;
