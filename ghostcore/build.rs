@@ -35,7 +35,13 @@ fn build_kernels() -> Result<(), String> {
     let kernels_dir = workspace.join("kernels");
     let out_dir = PathBuf::from(env::var("OUT_DIR").map_err(|e| e.to_string())?);
 
-    for var in ["NVCC", "CUDA_PATH", "CUDA_HOME", "PATH", "GHOSTCORE_NVCC_THREADS"] {
+    for var in [
+        "NVCC",
+        "CUDA_PATH",
+        "CUDA_HOME",
+        "PATH",
+        "GHOSTCORE_NVCC_THREADS",
+    ] {
         println!("cargo:rerun-if-env-changed={var}");
     }
     println!("cargo:rerun-if-changed={}", kernels_dir.display());

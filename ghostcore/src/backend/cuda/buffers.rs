@@ -27,16 +27,33 @@ impl DeviceMatrix {
     /// Uploads `bytes` (exactly `n_rows` rows of `ty`) once. `n_cols` must be a multiple of 32
     /// (every kernel works on 32-weight units) and `ty` one of
     /// [`super::SUPPORTED_WEIGHT_TYPES`].
-    pub fn upload(backend: &CudaBackend, ty: GgmlType, n_cols: usize, n_rows: usize, bytes: &[u8]) -> Result<Self> {
+    pub fn upload(
+        backend: &CudaBackend,
+        ty: GgmlType,
+        n_cols: usize,
+        n_rows: usize,
+        bytes: &[u8],
+    ) -> Result<Self> {
         if type_suffix(ty).is_none() {
-            bail!(Unsupported, "CUDA backend: weight type {} has no kernels", ty.name());
+            bail!(
+                Unsupported,
+                "CUDA backend: weight type {} has no kernels",
+                ty.name()
+            );
         }
         if n_cols == 0 || n_cols % 32 != 0 {
-            bail!(InvalidArgument, "CUDA matrix: n_cols {n_cols} is not a positive multiple of 32");
+            bail!(
+                InvalidArgument,
+                "CUDA matrix: n_cols {n_cols} is not a positive multiple of 32"
+            );
         }
         let row_bytes = match ty.row_bytes(n_cols as u64) {
             Some(b) => b as usize,
-            None => bail!(InvalidArgument, "CUDA matrix: {n_cols} columns is not whole {} blocks", ty.name()),
+            None => bail!(
+                InvalidArgument,
+                "CUDA matrix: {n_cols} columns is not whole {} blocks",
+                ty.name()
+            ),
         };
         let expected = row_bytes.checked_mul(n_rows);
         if expected != Some(bytes.len()) {
@@ -48,10 +65,19 @@ impl DeviceMatrix {
             );
         }
         if n_rows > i32::MAX as usize || n_cols > i32::MAX as usize {
-            bail!(InvalidArgument, "CUDA matrix: {n_rows} x {n_cols} exceeds the kernels' 32-bit indices");
+            bail!(
+                InvalidArgument,
+                "CUDA matrix: {n_rows} x {n_cols} exceeds the kernels' 32-bit indices"
+            );
         }
         let data = backend.upload_padded(bytes, WEIGHT_PADDING_BYTES)?;
-        Ok(DeviceMatrix { ty, n_rows, n_cols, row_bytes, data })
+        Ok(DeviceMatrix {
+            ty,
+            n_rows,
+            n_cols,
+            row_bytes,
+            data,
+        })
     }
 
     pub fn ty(&self) -> GgmlType {
@@ -77,11 +103,17 @@ pub struct DeviceVec {
 
 impl DeviceVec {
     pub fn zeros(backend: &CudaBackend, len: usize) -> Result<Self> {
-        Ok(DeviceVec { data: backend.alloc_zeros(len)?, len })
+        Ok(DeviceVec {
+            data: backend.alloc_zeros(len)?,
+            len,
+        })
     }
 
     pub fn from_host(backend: &CudaBackend, values: &[f32]) -> Result<Self> {
-        Ok(DeviceVec { data: backend.upload_padded(values, 0)?, len: values.len() })
+        Ok(DeviceVec {
+            data: backend.upload_padded(values, 0)?,
+            len: values.len(),
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -95,7 +127,12 @@ impl DeviceVec {
     /// Overwrites the vector with `values` (same length).
     pub fn write(&mut self, backend: &CudaBackend, values: &[f32]) -> Result<()> {
         if values.len() != self.len {
-            bail!(InvalidArgument, "DeviceVec::write: {} values into a vector of {}", values.len(), self.len);
+            bail!(
+                InvalidArgument,
+                "DeviceVec::write: {} values into a vector of {}",
+                values.len(),
+                self.len
+            );
         }
         backend.upload_into(values, &mut self.data)
     }
@@ -125,7 +162,10 @@ impl DeviceActivations {
     /// `n` must be a multiple of 32.
     pub fn new(backend: &CudaBackend, n: usize) -> Result<Self> {
         if n == 0 || n % 32 != 0 {
-            bail!(InvalidArgument, "activations of length {n}: not a positive multiple of 32");
+            bail!(
+                InvalidArgument,
+                "activations of length {n}: not a positive multiple of 32"
+            );
         }
         Ok(DeviceActivations {
             x: DeviceVec::zeros(backend, n)?,
@@ -173,10 +213,23 @@ pub struct KvCache {
 
 impl KvCache {
     pub fn new(backend: &CudaBackend, shape: KvCacheShape) -> Result<Self> {
-        let KvCacheShape { n_layers, n_kv_heads, head_dim, max_ctx } = shape;
-        if n_layers == 0 || n_kv_heads == 0 || max_ctx == 0 || head_dim == 0 || head_dim % 2 != 0 || head_dim > 1024
+        let KvCacheShape {
+            n_layers,
+            n_kv_heads,
+            head_dim,
+            max_ctx,
+        } = shape;
+        if n_layers == 0
+            || n_kv_heads == 0
+            || max_ctx == 0
+            || head_dim == 0
+            || head_dim % 2 != 0
+            || head_dim > 1024
         {
-            bail!(InvalidArgument, "KV cache shape {shape:?}: zero size, or head_dim odd or above 1024");
+            bail!(
+                InvalidArgument,
+                "KV cache shape {shape:?}: zero size, or head_dim odd or above 1024"
+            );
         }
         let per_layer = n_kv_heads
             .checked_mul(max_ctx)
@@ -201,7 +254,11 @@ impl KvCache {
     /// Host copy of one layer's (keys, values) as f16 bits, `[n_kv_heads][max_ctx][head_dim]`.
     pub fn read_layer(&self, backend: &CudaBackend, layer: usize) -> Result<(Vec<u16>, Vec<u16>)> {
         if layer >= self.shape.n_layers {
-            bail!(InvalidArgument, "KV cache layer {layer} of {}", self.shape.n_layers);
+            bail!(
+                InvalidArgument,
+                "KV cache layer {layer} of {}",
+                self.shape.n_layers
+            );
         }
         let n = self.k[layer].len();
         let mut k = vec![0u16; n];
@@ -224,9 +281,19 @@ pub struct NeuronMajorDown {
 
 impl NeuronMajorDown {
     /// `q8_0_rows`: `n_ff` rows of `n_embd` Q8_0 weights (`n_embd` a multiple of 32).
-    pub fn upload(backend: &CudaBackend, n_ff: usize, n_embd: usize, q8_0_rows: &[u8]) -> Result<Self> {
+    pub fn upload(
+        backend: &CudaBackend,
+        n_ff: usize,
+        n_embd: usize,
+        q8_0_rows: &[u8],
+    ) -> Result<Self> {
         let m = DeviceMatrix::upload(backend, GgmlType::Q8_0, n_embd, n_ff, q8_0_rows)?;
-        Ok(NeuronMajorDown { n_ff, n_embd, row_bytes: m.row_bytes, data: m.data })
+        Ok(NeuronMajorDown {
+            n_ff,
+            n_embd,
+            row_bytes: m.row_bytes,
+            data: m.data,
+        })
     }
 
     pub fn n_ff(&self) -> usize {
@@ -271,6 +338,10 @@ impl SparseFfnScratch {
         let mut vals = vec![0f32; n];
         backend.download(&self.ids, n, &mut ids)?;
         backend.download(&self.a_vals, n, &mut vals)?;
-        Ok(ids.into_iter().zip(vals).map(|(i, a)| (i as u32, a)).collect())
+        Ok(ids
+            .into_iter()
+            .zip(vals)
+            .map(|(i, a)| (i as u32, a))
+            .collect())
     }
 }

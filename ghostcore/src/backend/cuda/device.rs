@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Once};
 
-use cudarc::driver::{sys, CudaContext, CudaFunction, CudaSlice, CudaStream, DeviceRepr, DriverError, ValidAsZeroBits};
+use cudarc::driver::{
+    sys, CudaContext, CudaFunction, CudaSlice, CudaStream, DeviceRepr, DriverError, ValidAsZeroBits,
+};
 use cudarc::nvrtc::Ptx;
 
 use super::kernels::{ALL_KERNELS, FATBIN};
@@ -32,18 +34,26 @@ pub struct CudaBackend {
 
 impl std::fmt::Debug for CudaBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CudaBackend").field("info", &self.info).finish_non_exhaustive()
+        f.debug_struct("CudaBackend")
+            .field("info", &self.info)
+            .finish_non_exhaustive()
     }
 }
 
 /// Runs one cudarc call, converting both its error and a panic inside it (cudarc panics when
 /// libcuda or one of its symbols is missing, and on some argument mismatches) into
 /// [`Error::Cuda`]; out-of-memory becomes [`Error::OutOfMemory`].
-pub(crate) fn guard<T>(what: &str, f: impl FnOnce() -> std::result::Result<T, DriverError>) -> Result<T> {
+pub(crate) fn guard<T>(
+    what: &str,
+    f: impl FnOnce() -> std::result::Result<T, DriverError>,
+) -> Result<T> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(driver_error(what, e)),
-        Err(payload) => Err(Error::Cuda(format!("{what}: cudarc panicked: {}", panic_message(&*payload)))),
+        Err(payload) => Err(Error::Cuda(format!(
+            "{what}: cudarc panicked: {}",
+            panic_message(&*payload)
+        ))),
     }
 }
 
@@ -103,7 +113,10 @@ impl CudaBackend {
             return Ok(None);
         }
         if ordinal >= count as usize {
-            crate::bail!(InvalidArgument, "CUDA device {ordinal} requested, {count} present");
+            crate::bail!(
+                InvalidArgument,
+                "CUDA device {ordinal} requested, {count} present"
+            );
         }
         let ctx = guard("cuCtxCreate", || CudaContext::new(ordinal))?;
         // SAFETY: every buffer of this backend is used only on `stream`, the one stream
@@ -115,7 +128,9 @@ impl CudaBackend {
         })?;
         let mut functions = HashMap::with_capacity(ALL_KERNELS.len());
         for &name in ALL_KERNELS {
-            let f = guard(&format!("cuModuleGetFunction({name})"), || module.load_function(name))?;
+            let f = guard(&format!("cuModuleGetFunction({name})"), || {
+                module.load_function(name)
+            })?;
             functions.insert(name, f);
         }
         let info = DeviceInfo {
@@ -127,7 +142,12 @@ impl CudaBackend {
                 ctx.attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
             })?,
         };
-        Ok(Some(CudaBackend { ctx, stream, functions, info }))
+        Ok(Some(CudaBackend {
+            ctx,
+            stream,
+            functions,
+            info,
+        }))
     }
 
     pub fn info(&self) -> &DeviceInfo {
@@ -140,9 +160,9 @@ impl CudaBackend {
 
     /// The loaded kernel `name` (one of [`ALL_KERNELS`]).
     pub(crate) fn function(&self, name: &str) -> Result<&CudaFunction> {
-        self.functions
-            .get(name)
-            .ok_or_else(|| Error::Internal(format!("CUDA kernel {name} not in the embedded module")))
+        self.functions.get(name).ok_or_else(|| {
+            Error::Internal(format!("CUDA kernel {name} not in the embedded module"))
+        })
     }
 
     /// Waits for all queued work; reports asynchronous kernel faults.
@@ -156,13 +176,20 @@ impl CudaBackend {
     }
 
     /// A zeroed device buffer of `len` elements.
-    pub(crate) fn alloc_zeros<T: DeviceRepr + ValidAsZeroBits>(&self, len: usize) -> Result<CudaSlice<T>> {
+    pub(crate) fn alloc_zeros<T: DeviceRepr + ValidAsZeroBits>(
+        &self,
+        len: usize,
+    ) -> Result<CudaSlice<T>> {
         // cudarc rejects zero-length allocations on some paths; keep at least one element.
         guard("cuMemAlloc", || self.stream.alloc_zeros::<T>(len.max(1)))
     }
 
     /// Copies `src` to a new device buffer with `pad` extra zeroed elements at the end.
-    pub(crate) fn upload_padded<T: DeviceRepr + ValidAsZeroBits>(&self, src: &[T], pad: usize) -> Result<CudaSlice<T>> {
+    pub(crate) fn upload_padded<T: DeviceRepr + ValidAsZeroBits>(
+        &self,
+        src: &[T],
+        pad: usize,
+    ) -> Result<CudaSlice<T>> {
         let mut dst = self.alloc_zeros::<T>(src.len() + pad)?;
         if !src.is_empty() {
             guard("cuMemcpyHtoD", || {
@@ -174,9 +201,18 @@ impl CudaBackend {
     }
 
     /// Copies `src` (device) into `dst` (host); both must have the same length.
-    pub(crate) fn download<T: DeviceRepr>(&self, src: &CudaSlice<T>, len: usize, dst: &mut [T]) -> Result<()> {
+    pub(crate) fn download<T: DeviceRepr>(
+        &self,
+        src: &CudaSlice<T>,
+        len: usize,
+        dst: &mut [T],
+    ) -> Result<()> {
         if dst.len() != len || len > src.len() {
-            crate::bail!(InvalidArgument, "download of {len} elements into a host slice of {}", dst.len());
+            crate::bail!(
+                InvalidArgument,
+                "download of {len} elements into a host slice of {}",
+                dst.len()
+            );
         }
         if len == 0 {
             return Ok(());
@@ -189,9 +225,18 @@ impl CudaBackend {
     }
 
     /// Copies `src` (host) into the first `src.len()` elements of `dst`.
-    pub(crate) fn upload_into<T: DeviceRepr>(&self, src: &[T], dst: &mut CudaSlice<T>) -> Result<()> {
+    pub(crate) fn upload_into<T: DeviceRepr>(
+        &self,
+        src: &[T],
+        dst: &mut CudaSlice<T>,
+    ) -> Result<()> {
         if src.len() > dst.len() {
-            crate::bail!(InvalidArgument, "upload of {} elements into a device buffer of {}", src.len(), dst.len());
+            crate::bail!(
+                InvalidArgument,
+                "upload of {} elements into a device buffer of {}",
+                src.len(),
+                dst.len()
+            );
         }
         if src.is_empty() {
             return Ok(());
@@ -203,7 +248,10 @@ impl CudaBackend {
     }
 
     /// Sets the first `len` elements of `dst` to zero.
-    pub(crate) fn zero<T: DeviceRepr + ValidAsZeroBits>(&self, dst: &mut CudaSlice<T>) -> Result<()> {
+    pub(crate) fn zero<T: DeviceRepr + ValidAsZeroBits>(
+        &self,
+        dst: &mut CudaSlice<T>,
+    ) -> Result<()> {
         guard("cuMemsetD8", || self.stream.memset_zeros(dst))
     }
 }
@@ -219,7 +267,10 @@ mod tests {
         let result = std::panic::catch_unwind(CudaBackend::try_new);
         let backend = result.expect("CudaBackend::try_new panicked");
         if !driver_present() {
-            assert!(matches!(backend, Ok(None)), "expected Ok(None) without libcuda, got {backend:?}");
+            assert!(
+                matches!(backend, Ok(None)),
+                "expected Ok(None) without libcuda, got {backend:?}"
+            );
         } else {
             match backend {
                 Ok(Some(b)) => assert!(b.functions.len() == ALL_KERNELS.len()),
@@ -231,9 +282,13 @@ mod tests {
 
     #[test]
     fn guard_turns_panics_into_cuda_errors() {
-        let r: Result<()> = guard("test call", || panic!("Unable to dynamically load the \"cuda\" shared library"));
+        let r: Result<()> = guard("test call", || {
+            panic!("Unable to dynamically load the \"cuda\" shared library")
+        });
         match r {
-            Err(Error::Cuda(msg)) => assert!(msg.contains("test call") && msg.contains("Unable to dynamically load")),
+            Err(Error::Cuda(msg)) => {
+                assert!(msg.contains("test call") && msg.contains("Unable to dynamically load"))
+            }
             other => panic!("expected Error::Cuda, got {other:?}"),
         }
     }

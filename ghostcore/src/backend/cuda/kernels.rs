@@ -8,7 +8,8 @@
 use crate::quant::GgmlType;
 
 /// The fatbin produced by `build.rs`.
-pub(crate) static FATBIN: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/ghostcore_kernels.fatbin"));
+pub(crate) static FATBIN: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/ghostcore_kernels.fatbin"));
 
 /// Every entry point, loaded (and so checked to exist) when the backend starts.
 pub(crate) const ALL_KERNELS: &[&str] = &[
@@ -101,7 +102,10 @@ mod tests {
             assert!(ALL_KERNELS.contains(&format!("gc_matvec_f32x_{s}").as_str()));
             if has_q8_1_kernel(ty) {
                 for k in ["gc_matvec", "gc_sparse_gate", "gc_sparse_up"] {
-                    assert!(ALL_KERNELS.contains(&format!("{k}_{s}").as_str()), "{k}_{s}");
+                    assert!(
+                        ALL_KERNELS.contains(&format!("{k}_{s}").as_str()),
+                        "{k}_{s}"
+                    );
                 }
             }
         }
@@ -112,7 +116,9 @@ mod tests {
     #[test]
     fn every_kernel_name_is_in_the_fatbin() {
         for name in ALL_KERNELS {
-            let found = FATBIN.windows(name.len() + 1).any(|w| &w[..name.len()] == name.as_bytes() && w[name.len()] == 0);
+            let found = FATBIN
+                .windows(name.len() + 1)
+                .any(|w| &w[..name.len()] == name.as_bytes() && w[name.len()] == 0);
             assert!(found, "{name} not found in the fatbin");
         }
     }

@@ -15,8 +15,8 @@ pub mod kernels;
 pub mod ops;
 
 pub use buffers::{
-    DeviceActivations, DeviceMatrix, DeviceVec, KvCache, KvCacheShape, NeuronMajorDown, SparseFfnScratch,
-    WEIGHT_PADDING_BYTES,
+    DeviceActivations, DeviceMatrix, DeviceVec, KvCache, KvCacheShape, NeuronMajorDown,
+    SparseFfnScratch, WEIGHT_PADDING_BYTES,
 };
 pub use device::{driver_present, CudaBackend, DeviceInfo};
 pub use kernels::SUPPORTED_WEIGHT_TYPES;
