@@ -101,6 +101,7 @@ step "C example builds" cc "${cflags[@]}" examples/c/simple.c -L"$libdir" -lghos
 if command -v valgrind >/dev/null; then
   step "C example runs under valgrind (no leaks, no errors)" run_example c \
     valgrind -q --leak-check=full --errors-for-leak-kinds=definite,indirect,possible \
+    --suppressions="$root/tests/c/valgrind.supp" \
     --error-exitcode=99 "$bin/simple_c" "${args[@]}"
 else
   skip "C example under valgrind" "valgrind not installed"

@@ -12,6 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use ghostcore::gguf::{GgufFile, Value};
+use ghostcore::tokenizer::Tokenizer;
 
 use crate::status::{invalid_arg, unsupported, FfiResult};
 
@@ -37,12 +38,12 @@ pub(crate) struct ModelOptions {
 pub(crate) struct Model {
     #[allow(dead_code)] // read by the forward pass once it lands
     gguf: Arc<GgufFile>,
+    tokenizer: Tokenizer,
     pub facts: ModelFacts,
 }
 
 const FORWARD_MISSING: &str =
     "the forward pass is not in this build yet (branch `forward` of GhostCore)";
-const TOKENIZER_MISSING: &str = "the tokenizer is not in this build yet";
 
 impl Model {
     pub fn load(path: &Path, options: ModelOptions) -> FfiResult<Model> {
@@ -54,28 +55,33 @@ impl Model {
         }
         let gguf = GgufFile::open(path)?;
         let facts = read_facts(&gguf)?;
-        Ok(Model { gguf, facts })
+        let tokenizer = Tokenizer::from_gguf(&gguf)?;
+        Ok(Model {
+            gguf,
+            tokenizer,
+            facts,
+        })
     }
 
     pub fn tokenize(
         &self,
-        _text: &str,
-        _add_special: bool,
-        _parse_special: bool,
+        text: &str,
+        add_special: bool,
+        parse_special: bool,
     ) -> FfiResult<Vec<u32>> {
-        unsupported(TOKENIZER_MISSING)
+        Ok(self.tokenizer.encode(text, add_special, parse_special)?)
     }
 
-    pub fn token_to_piece(&self, token: u32, _special: bool) -> FfiResult<Vec<u8>> {
+    pub fn token_to_piece(&self, token: u32, special: bool) -> FfiResult<Vec<u8>> {
         self.check_token(token)?;
-        unsupported(TOKENIZER_MISSING)
+        Ok(self.tokenizer.token_to_piece(token, special)?)
     }
 
-    pub fn detokenize(&self, tokens: &[u32], _remove_special: bool) -> FfiResult<Vec<u8>> {
+    pub fn detokenize(&self, tokens: &[u32], remove_special: bool) -> FfiResult<Vec<u8>> {
         for &t in tokens {
             self.check_token(t)?;
         }
-        unsupported(TOKENIZER_MISSING)
+        Ok(self.tokenizer.decode_bytes(tokens, remove_special)?)
     }
 
     pub fn check_token(&self, token: u32) -> FfiResult<()> {
@@ -137,7 +143,7 @@ pub(crate) struct GenerateFigures {
 pub(crate) enum Sparsity {
     Dense,
     Threshold(f32),
-    TargetSparsity(f32),
+    Target(f32),
 }
 
 /// A calibrated sparsity mask (sidecar). The sparsity engine does not exist yet, so no

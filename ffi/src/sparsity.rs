@@ -291,7 +291,7 @@ pub unsafe extern "C" fn gc_ctx_set_sparsity(
             }
             m if m == gc_sparsity_mode::GC_SPARSITY_TARGET as u32 => {
                 check_fraction("params.target_sparsity", p.target_sparsity)?;
-                Sparsity::TargetSparsity(p.target_sparsity)
+                Sparsity::Target(p.target_sparsity)
             }
             m => return invalid_arg(format!("params.mode = {m} is not a gc_sparsity_mode")),
         };

@@ -10,7 +10,8 @@ fn crate_dir() -> PathBuf {
 
 fn generate_header() -> String {
     let dir = crate_dir();
-    let config = cbindgen::Config::from_file(dir.join("cbindgen.toml")).expect("read cbindgen.toml");
+    let config =
+        cbindgen::Config::from_file(dir.join("cbindgen.toml")).expect("read cbindgen.toml");
     let bindings = cbindgen::Builder::new()
         .with_crate(&dir)
         .with_config(config)
@@ -86,7 +87,10 @@ fn header_declares_the_contract() {
     let version_rs = std::fs::read_to_string(crate_dir().join("src/version.rs")).unwrap();
     let abi = version_rs
         .lines()
-        .find_map(|l| l.trim().strip_prefix("pub const GHOSTCORE_ABI_VERSION: u32 = "))
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("pub const GHOSTCORE_ABI_VERSION: u32 = ")
+        })
         .and_then(|r| r.strip_suffix(';'))
         .expect("GHOSTCORE_ABI_VERSION in version.rs");
     assert!(header.contains(&format!("#define GHOSTCORE_ABI_VERSION {abi}")));

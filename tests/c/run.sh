@@ -68,6 +68,7 @@ step "abi_errors passes (static)" "$bin/abi_errors_static" "${model_args[@]}"
 if command -v valgrind >/dev/null; then
   step "abi_errors under valgrind: no leaks, no errors" env LD_LIBRARY_PATH="$libdir" \
     valgrind -q --leak-check=full --errors-for-leak-kinds=definite,indirect,possible \
+    --suppressions="$root/tests/c/valgrind.supp" \
     --error-exitcode=99 "$bin/abi_errors" "${model_args[@]}"
 else
   skip "abi_errors under valgrind" "valgrind not installed (scripts/install-example-deps.sh)"
