@@ -101,6 +101,11 @@ _ctx_free = _fn("gc_ctx_free", None, _p)
 _tokenize = _fn("gc_tokenize", _status, _p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_bool,
                 ctypes.c_bool, ctypes.POINTER(gc_token), ctypes.c_size_t,
                 ctypes.POINTER(ctypes.c_size_t))
+_token_to_piece = _fn("gc_token_to_piece", _status, _p, gc_token, ctypes.c_bool, ctypes.c_char_p,
+                      ctypes.c_size_t, ctypes.POINTER(ctypes.c_size_t))
+_detokenize = _fn("gc_detokenize", _status, _p, ctypes.POINTER(gc_token), ctypes.c_size_t,
+                  ctypes.c_bool, ctypes.c_char_p, ctypes.c_size_t,
+                  ctypes.POINTER(ctypes.c_size_t))
 _generate_default_params = _fn("gc_generate_default_params", GenerateParams)
 _generate = _fn("gc_generate", _status, _p, ctypes.c_char_p, ctypes.POINTER(GenerateParams),
                 TOKEN_CALLBACK, _p, ctypes.POINTER(GenerateStats))
@@ -149,7 +154,7 @@ class Model:
         return info
 
     def tokenize(self, text, add_special=True, parse_special=True):
-        data = text.encode()
+        data = text if isinstance(text, bytes) else text.encode()
         n = ctypes.c_size_t(0)
         status = _tokenize(self._handle, data, len(data), add_special, parse_special, None, 0,
                            ctypes.byref(n))
@@ -159,6 +164,30 @@ class Model:
         _check(_tokenize(self._handle, data, len(data), add_special, parse_special, out, n.value,
                          ctypes.byref(n)), "gc_tokenize")
         return list(out[:n.value])
+
+    def token_to_piece(self, token, special=True):
+        """The bytes of one token (may be part of a UTF-8 sequence)."""
+        n = ctypes.c_size_t(0)
+        status = _token_to_piece(self._handle, token, special, None, 0, ctypes.byref(n))
+        if status not in (GC_OK, GC_ERR_BUFFER_TOO_SMALL):
+            _check(status, "gc_token_to_piece")
+        buf = ctypes.create_string_buffer(n.value + 1)
+        _check(_token_to_piece(self._handle, token, special, buf, len(buf), ctypes.byref(n)),
+               "gc_token_to_piece")
+        return buf.raw[:n.value]
+
+    def detokenize(self, tokens, remove_special=False):
+        """The bytes of a token sequence."""
+        arr = (gc_token * max(len(tokens), 1))(*tokens)
+        n = ctypes.c_size_t(0)
+        status = _detokenize(self._handle, arr, len(tokens), remove_special, None, 0,
+                             ctypes.byref(n))
+        if status not in (GC_OK, GC_ERR_BUFFER_TOO_SMALL):
+            _check(status, "gc_detokenize")
+        buf = ctypes.create_string_buffer(n.value + 1)
+        _check(_detokenize(self._handle, arr, len(tokens), remove_special, buf, len(buf),
+                           ctypes.byref(n)), "gc_detokenize")
+        return buf.raw[:n.value]
 
 
 class Context:

@@ -4,6 +4,7 @@
 #  - the header is what cbindgen generates (scripts/check-header.sh), and the functions it
 #    declares are exactly the library's exported gc_* symbols;
 #  - libghostcore.so has SONAME libghostcore.so.<GHOSTCORE_ABI_VERSION>;
+#  - tokenization through the C ABI equals llama.cpp's (tokenize_reference.py);
 #  - abi_errors (every export with NULL/invalid arguments) passes linked shared, linked
 #    static, and under valgrind with no leaks or errors;
 #  - scripts/install-lib.sh installs a tree that pkg-config builds against.
@@ -72,6 +73,21 @@ if command -v valgrind >/dev/null; then
     --error-exitcode=99 "$bin/abi_errors" "${model_args[@]}"
 else
   skip "abi_errors under valgrind" "valgrind not installed (scripts/install-example-deps.sh)"
+fi
+
+if command -v python3 >/dev/null; then
+  model_dirs=()
+  for d in "${GHOSTCORE_MODELS_DIR:-}" "$root/models" "$root/../shared/models"; do
+    [ -n "$d" ] && [ -d "$d" ] && model_dirs+=("$d")
+  done
+  if [ ${#model_dirs[@]} -gt 0 ]; then
+    step "tokenization through the C ABI == llama.cpp (tokenize_reference.py)" \
+      env GHOSTCORE_LIB="$libdir/libghostcore.so" python3 tests/c/tokenize_reference.py "${model_dirs[@]}"
+  else
+    skip "tokenize_reference.py" "no model folder"
+  fi
+else
+  skip "tokenize_reference.py" "python3 not installed"
 fi
 
 install_and_pkg_config() {
