@@ -182,18 +182,6 @@ pub struct FfnScratch {
     h_dense: Vec<f32>,
 }
 
-/// Gather values of `src` (indexed by the position in `from`) for the ids in `to` ⊆ `from`.
-fn restrict(from: &[u32], src: &[f32], to: &[u32], out: &mut Vec<f32>) {
-    out.clear();
-    let mut k = 0;
-    for &id in to {
-        while from[k] != id {
-            k += 1;
-        }
-        out.push(src[k]);
-    }
-}
-
 /// Run one layer's FFN on the (normed) input `x`, writing `out` (len `n_embd`).
 pub fn sparse_ffn(
     w: &FfnWeights,
