@@ -9,11 +9,13 @@
 pub mod ffn;
 pub mod histogram;
 pub mod mode;
+pub mod plan;
 pub mod rows;
 pub mod sidecar;
 pub mod stats;
 
 pub use ffn::{sparse_ffn, Activation, FfnScratch, FfnStepStats, FfnWeights, LayerPlan, LayerRule};
 pub use mode::{Rule, Score, SparsityMode};
+pub use plan::{resolve_plans, LayerTally, SparsityTally};
 pub use sidecar::{model_checksum, BudgetEntry, DownCopy, LayerCalibration, Sidecar};
 pub use stats::{CalibrationStats, LayerStats, TARGETS};
