@@ -10,6 +10,7 @@ pub mod ffn;
 pub mod histogram;
 pub mod mode;
 pub mod plan;
+pub mod report;
 pub mod rows;
 pub mod sidecar;
 pub mod stats;
