@@ -7,7 +7,7 @@
 //! to zero. With nothing skipped that is the dense kernel, so a sparse plan whose thresholds
 //! are all zero gives exactly the dense result.
 
-use super::rows::{axpy_rows, matvec_rows, QMatrix};
+use super::rows::{axpy_rows, matvec_rows, quantize_input, QMatrix, Splitter};
 use crate::{bail, Result};
 
 /// The FFN's gate nonlinearity.
@@ -115,19 +115,41 @@ pub enum LayerRule {
     Input(f32),
 }
 
-/// One layer's plan: the live neurons (dead ones removed) and the rule.
+/// Which down projection a step uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DownPath {
+    /// Whichever reads fewer bytes for this token's active set.
+    #[default]
+    Auto,
+    /// Always the neuron-major copy (measures what its requantization costs).
+    NeuronMajor,
+    /// Always the model's own `ffn_down`, skipped activations set to zero.
+    Dense,
+}
+
+/// One layer's plan: the live neurons (dead ones removed), the rule, the down path.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LayerPlan {
     /// Sorted live neuron ids; `None` when no neuron is dead (no gather cost at all).
     pub live: Option<Vec<u32>>,
     pub rule: LayerRule,
+    pub down: DownPath,
 }
 
 impl LayerPlan {
     pub const DENSE: LayerPlan = LayerPlan {
         live: None,
         rule: LayerRule::Dense,
+        down: DownPath::Auto,
     };
+
+    pub fn new(live: Option<Vec<u32>>, rule: LayerRule) -> Self {
+        LayerPlan {
+            live,
+            rule,
+            down: DownPath::Auto,
+        }
+    }
 
     /// Live list from a dead mask; `None` when nothing is dead.
     pub fn live_from_dead(dead: &[bool]) -> Option<Vec<u32>> {
@@ -174,6 +196,8 @@ impl FfnStepStats {
 /// Reusable buffers for [`sparse_ffn`].
 #[derive(Default, Debug)]
 pub struct FfnScratch {
+    xq: Vec<u8>,
+    partials: Vec<Vec<f32>>,
     x_masked: Vec<f32>,
     gate: Vec<f32>,
     up: Vec<f32>,
@@ -188,6 +212,7 @@ pub fn sparse_ffn(
     plan: &LayerPlan,
     x: &[f32],
     scratch: &mut FfnScratch,
+    exec: &dyn Splitter,
     out: &mut [f32],
 ) -> Result<FfnStepStats> {
     let (n_ff, n_embd) = (w.n_ff(), w.n_embd());
@@ -218,7 +243,8 @@ pub fn sparse_ffn(
     let live: Option<&[u32]> = plan.live.as_deref();
     let n_live = live.map_or(n_ff, <[u32]>::len);
     s.gate.resize(n_live, 0.0);
-    matvec_rows(&w.gate, live, x, &mut s.gate)?;
+    quantize_input(&w.gate, x, &mut s.xq)?;
+    matvec_rows(&w.gate, live, &s.xq, &mut s.gate, exec)?;
     for g in s.gate.iter_mut() {
         *g = w.act.apply(*g);
     }
@@ -268,7 +294,10 @@ pub fn sparse_ffn(
     let n_up = s.ids.len();
     s.up.resize(n_up, 0.0);
     let rows = if n_up == n_ff { None } else { Some(&s.ids[..]) };
-    matvec_rows(&w.up, rows, x, &mut s.up)?;
+    if w.up.vec_dot_type() != w.gate.vec_dot_type() {
+        quantize_input(&w.up, x, &mut s.xq)?;
+    }
+    matvec_rows(&w.up, rows, &s.xq, &mut s.up, exec)?;
     stats.n_up = n_up;
     stats.bytes_read += (n_up as f64 * w.up.row_bytes() as f64 * col_share) as usize;
 
@@ -294,20 +323,27 @@ pub fn sparse_ffn(
 
     // 6. Down: the cheaper of the neuron-major axpy over active rows and the dense down.
     let dense_down = w.down.total_bytes();
-    let axpy_bytes = w.down_t.map(|t| n_active * t.row_bytes());
-    match (w.down_t, axpy_bytes) {
-        (Some(dt), Some(b)) if b < dense_down => {
-            out.fill(0.0);
-            axpy_rows(&dt, &s.ids, &s.coefs, out)?;
-            stats.bytes_read += b;
+    let use_copy = match (plan.down, w.down_t) {
+        (DownPath::Dense, _) | (_, None) => None,
+        (DownPath::NeuronMajor, Some(t)) => Some(t),
+        (DownPath::Auto, Some(t)) => (n_active * t.row_bytes() < dense_down).then_some(t),
+    };
+    if plan.down == DownPath::NeuronMajor && use_copy.is_none() {
+        bail!(InvalidArgument, "the neuron-major down path needs the down copy");
+    }
+    match use_copy {
+        Some(dt) => {
+            axpy_rows(&dt, &s.ids, &s.coefs, out, exec, &mut s.partials)?;
+            stats.bytes_read += n_active * dt.row_bytes();
         }
-        _ => {
+        None => {
             s.h_dense.clear();
             s.h_dense.resize(n_ff, 0.0);
             for (&j, &h) in s.ids.iter().zip(&s.coefs) {
                 s.h_dense[j as usize] = h;
             }
-            matvec_rows(&w.down, None, &s.h_dense, out)?;
+            quantize_input(&w.down, &s.h_dense, &mut s.xq)?;
+            matvec_rows(&w.down, None, &s.xq, out, exec)?;
             stats.bytes_read += dense_down;
         }
     }
@@ -315,36 +351,21 @@ pub fn sparse_ffn(
 }
 
 /// The dense FFN: down(act(gate·x) ⊙ up·x), the reference the sparse path is checked against.
-pub fn dense_ffn(w: &FfnWeights, x: &[f32], scratch: &mut FfnScratch, out: &mut [f32]) -> Result<()> {
-    sparse_ffn(w, &LayerPlan::DENSE, x, scratch, out).map(|_| ())
-}
-
-/// Same as [`sparse_ffn`] but the caller also gets the gated activation and up values the
-/// dense path computed, for calibration (`act`, `up` of len `n_ff`).
-pub fn dense_ffn_observed(
+pub fn dense_ffn(
     w: &FfnWeights,
     x: &[f32],
-    act: &mut [f32],
-    up: &mut [f32],
+    scratch: &mut FfnScratch,
+    exec: &dyn Splitter,
     out: &mut [f32],
 ) -> Result<()> {
-    let n_ff = w.n_ff();
-    if act.len() != n_ff || up.len() != n_ff || out.len() != w.n_embd() {
-        bail!(InvalidArgument, "observed FFN buffers have the wrong length");
-    }
-    matvec_rows(&w.gate, None, x, act)?;
-    for a in act.iter_mut() {
-        *a = w.act.apply(*a);
-    }
-    matvec_rows(&w.up, None, x, up)?;
-    let h: Vec<f32> = act.iter().zip(up.iter()).map(|(a, u)| a * u).collect();
-    matvec_rows(&w.down, None, &h, out)
+    sparse_ffn(w, &LayerPlan::DENSE, x, scratch, exec, out).map(|_| ())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::quant::GgmlType;
+    use crate::sparsity::rows::Serial;
 
     struct Owned {
         gate: Vec<u8>,
@@ -438,7 +459,7 @@ mod tests {
         for seed in 0..4 {
             let x = input(n_embd, 100 + seed);
             let mut dense = vec![0.0; n_embd];
-            dense_ffn(&w, &x, &mut sc, &mut dense).unwrap();
+            dense_ffn(&w, &x, &mut sc, &Serial, &mut dense).unwrap();
             for rule in [
                 LayerRule::Act(0.0),
                 LayerRule::Product(0.0),
@@ -448,9 +469,9 @@ mod tests {
                 },
                 LayerRule::Input(0.0),
             ] {
-                let plan = LayerPlan { live: None, rule };
+                let plan = LayerPlan::new(None, rule);
                 let mut sparse = vec![0.0; n_embd];
-                let st = sparse_ffn(&w, &plan, &x, &mut sc, &mut sparse).unwrap();
+                let st = sparse_ffn(&w, &plan, &x, &mut sc, &Serial, &mut sparse).unwrap();
                 assert_eq!(sparse, dense, "{plan:?}");
                 assert_eq!(st.n_active, n_ff);
                 assert_eq!(st.bytes_skipped(), 0.0);
@@ -461,6 +482,32 @@ mod tests {
                 assert!((*a as f64 - b).abs() < 1e-4, "{a} vs {b}");
             }
         }
+    }
+
+    /// The neuron-major copy, forced, equals dense up to summation order; without a copy the
+    /// forced path is a typed error.
+    #[test]
+    fn forced_neuron_major_down_matches_dense() {
+        let (n_embd, n_ff) = (32, 96);
+        let o = make(n_embd, n_ff, 5);
+        let w = weights(&o, n_embd, n_ff, true);
+        let mut sc = FfnScratch::default();
+        let x = input(n_embd, 11);
+        let mut dense = vec![0.0; n_embd];
+        dense_ffn(&w, &x, &mut sc, &Serial, &mut dense).unwrap();
+        let mut plan = LayerPlan::new(None, LayerRule::Dense);
+        plan.down = DownPath::NeuronMajor;
+        let mut out = vec![0.0; n_embd];
+        let st = sparse_ffn(&w, &plan, &x, &mut sc, &Serial, &mut out).unwrap();
+        assert_eq!(st.n_active, n_ff);
+        for (a, b) in out.iter().zip(&dense) {
+            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+        }
+        let w2 = weights(&o, n_embd, n_ff, false);
+        assert!(matches!(
+            sparse_ffn(&w2, &plan, &x, &mut sc, &Serial, &mut out),
+            Err(crate::Error::InvalidArgument(_))
+        ));
     }
 
     #[test]
@@ -486,9 +533,9 @@ mod tests {
             ),
         ];
         for (rule, keep) in cases {
-            let plan = LayerPlan { live: None, rule };
+            let plan = LayerPlan::new(None, rule);
             let mut out = vec![0.0; n_embd];
-            let st = sparse_ffn(&w, &plan, &x, &mut sc, &mut out).unwrap();
+            let st = sparse_ffn(&w, &plan, &x, &mut sc, &Serial, &mut out).unwrap();
             let r = reference(&o, n_embd, n_ff, &x, &keep);
             let n_keep = (0..n_ff)
                 .filter(|&j| {
@@ -526,17 +573,14 @@ mod tests {
         let mut dead = vec![false; n_ff];
         dead[5] = true;
         dead[40] = true;
-        let plan = LayerPlan {
-            live: LayerPlan::live_from_dead(&dead),
-            rule: LayerRule::Dense,
-        };
+        let plan = LayerPlan::new(LayerPlan::live_from_dead(&dead), LayerRule::Dense);
         let mut sc = FfnScratch::default();
         for seed in 0..3 {
             let x = input(n_embd, 50 + seed);
             let mut dense = vec![0.0; n_embd];
-            dense_ffn(&w, &x, &mut sc, &mut dense).unwrap();
+            dense_ffn(&w, &x, &mut sc, &Serial, &mut dense).unwrap();
             let mut out = vec![0.0; n_embd];
-            let st = sparse_ffn(&w, &plan, &x, &mut sc, &mut out).unwrap();
+            let st = sparse_ffn(&w, &plan, &x, &mut sc, &Serial, &mut out).unwrap();
             assert_eq!(st.n_active, n_ff - 2);
             for (a, b) in out.iter().zip(&dense) {
                 assert!((a - b).abs() < 1e-5, "{a} vs {b}");
@@ -555,12 +599,10 @@ mod tests {
         let mut out = vec![0.0; n_embd];
         let st = sparse_ffn(
             &w,
-            &LayerPlan {
-                live: None,
-                rule: LayerRule::Stat(0.0),
-            },
+            &LayerPlan::new(None, LayerRule::Stat(0.0)),
             &x,
             &mut sc,
+            &Serial,
             &mut out,
         )
         .unwrap();

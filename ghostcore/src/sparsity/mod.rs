@@ -15,7 +15,10 @@ pub mod rows;
 pub mod sidecar;
 pub mod stats;
 
-pub use ffn::{sparse_ffn, Activation, FfnScratch, FfnStepStats, FfnWeights, LayerPlan, LayerRule};
+pub use ffn::{
+    sparse_ffn, Activation, DownPath, FfnScratch, FfnStepStats, FfnWeights, LayerPlan, LayerRule,
+};
+pub use rows::{QMatrix, Serial, Splitter};
 pub use mode::{Rule, Score, SparsityMode};
 pub use plan::{resolve_plans, LayerTally, SparsityTally};
 pub use sidecar::{model_checksum, BudgetEntry, DownCopy, LayerCalibration, Sidecar};

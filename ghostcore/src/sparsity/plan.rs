@@ -94,7 +94,7 @@ pub fn resolve_plans(
             }
             Some(Rule::Budget(_)) => unreachable!("resolved above"),
         };
-        plans.push(LayerPlan { live, rule });
+        plans.push(LayerPlan::new(live, rule));
     }
     Ok(plans)
 }
