@@ -134,10 +134,11 @@ pub fn vec_dot(ty: GgmlType, n: usize, w_row: &[u8], act: &[u8]) -> f32 {
     f(w_row, act)
 }
 
-/// [`vec_dot`] with the scalar reference kernel, whatever [`active_isa`] says
-/// (for tests and benchmarks). Same preconditions.
-pub fn vec_dot_scalar(ty: GgmlType, n: usize, w_row: &[u8], act: &[u8]) -> f32 {
-    let f = scalar_row_dot(ty).unwrap_or_else(|| panic!("vec_dot: no kernel for {ty}"));
+/// [`vec_dot`] with the kernels of `isa` instead of [`active_isa`] (for tests and
+/// benchmarks). An `isa` this CPU lacks, or a type without a SIMD kernel, runs the scalar
+/// reference. Same preconditions as [`vec_dot`].
+pub fn vec_dot_with_isa(isa: Isa, ty: GgmlType, n: usize, w_row: &[u8], act: &[u8]) -> f32 {
+    let f = row_dot_for(ty, isa).unwrap_or_else(|| panic!("vec_dot: no kernel for {ty}"));
     assert_eq!(
         Some(w_row.len()),
         row_len(ty, n),
