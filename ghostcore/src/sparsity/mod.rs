@@ -11,6 +11,7 @@ pub mod histogram;
 pub mod mode;
 pub mod plan;
 pub mod report;
+pub mod repack;
 pub mod rows;
 pub mod sidecar;
 pub mod stats;
