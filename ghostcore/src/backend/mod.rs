@@ -1,1 +1,3 @@
-//! backend (to be filled)
+//! Compute backends. The CPU backend is always present; CUDA lives in `cuda/` (feature `cuda`).
+
+pub mod cpu;
