@@ -38,7 +38,9 @@ fn calibrated(model: &GgufFile) -> Sidecar {
     stats.sample_stride = 1;
     for t in 0..50 {
         for l in 0..N_LAYER {
-            let x: Vec<f32> = (0..N_EMBD).map(|i| ((t * 7 + i) % 5) as f32 - 2.0).collect();
+            let x: Vec<f32> = (0..N_EMBD)
+                .map(|i| ((t * 7 + i) % 5) as f32 - 2.0)
+                .collect();
             // Neuron 3 never fires in layer 1.
             let a: Vec<f32> = (0..N_FF)
                 .map(|j| {

@@ -206,6 +206,13 @@ pub struct FfnScratch {
     h_dense: Vec<f32>,
 }
 
+impl FfnScratch {
+    /// After a step with [`LayerPlan::DENSE`]: `act(gate·x)` and `up·x` of every neuron.
+    pub fn dense_act_up(&self) -> (&[f32], &[f32]) {
+        (&self.gate, &self.up)
+    }
+}
+
 /// Run one layer's FFN on the (normed) input `x`, writing `out` (len `n_embd`).
 pub fn sparse_ffn(
     w: &FfnWeights,
@@ -217,7 +224,12 @@ pub fn sparse_ffn(
 ) -> Result<FfnStepStats> {
     let (n_ff, n_embd) = (w.n_ff(), w.n_embd());
     if x.len() != n_embd || out.len() != n_embd {
-        bail!(InvalidArgument, "FFN input {} / output {} for n_embd {n_embd}", x.len(), out.len());
+        bail!(
+            InvalidArgument,
+            "FFN input {} / output {} for n_embd {n_embd}",
+            x.len(),
+            out.len()
+        );
     }
     let mut stats = FfnStepStats {
         n_ff,
@@ -329,7 +341,10 @@ pub fn sparse_ffn(
         (DownPath::Auto, Some(t)) => (n_active * t.row_bytes() < dense_down).then_some(t),
     };
     if plan.down == DownPath::NeuronMajor && use_copy.is_none() {
-        bail!(InvalidArgument, "the neuron-major down path needs the down copy");
+        bail!(
+            InvalidArgument,
+            "the neuron-major down path needs the down copy"
+        );
     }
     match use_copy {
         Some(dt) => {
@@ -432,9 +447,13 @@ mod tests {
     ) -> Vec<f64> {
         let mut out = vec![0f64; n_embd];
         for j in 0..n_ff {
-            let gx: f64 = (0..n_embd).map(|c| o.g[j * n_embd + c] as f64 * x[c] as f64).sum();
+            let gx: f64 = (0..n_embd)
+                .map(|c| o.g[j * n_embd + c] as f64 * x[c] as f64)
+                .sum();
             let a = gx / (1.0 + (-gx).exp());
-            let ux: f64 = (0..n_embd).map(|c| o.u[j * n_embd + c] as f64 * x[c] as f64).sum();
+            let ux: f64 = (0..n_embd)
+                .map(|c| o.u[j * n_embd + c] as f64 * x[c] as f64)
+                .sum();
             if !keep(a, ux, j) {
                 continue;
             }
@@ -519,7 +538,10 @@ mod tests {
         let x = input(n_embd, 7);
         let t = 0.08f32;
         let cases: Vec<(LayerRule, Box<dyn Fn(f64, f64, usize) -> bool>)> = vec![
-            (LayerRule::Act(t), Box::new(move |a, _, _| a.abs() > t as f64)),
+            (
+                LayerRule::Act(t),
+                Box::new(move |a, _, _| a.abs() > t as f64),
+            ),
             (
                 LayerRule::Product(0.02),
                 Box::new(|a, u, _| (a * u).abs() > 0.02),

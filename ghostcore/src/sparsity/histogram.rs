@@ -159,7 +159,9 @@ mod tests {
         let mut state = 12345u64;
         let mut xs = Vec::new();
         for _ in 0..20_000 {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let u = (state >> 11) as f64 / (1u64 << 53) as f64;
             xs.push((10f64.powf(-4.0 + 5.0 * u)) as f32);
         }

@@ -110,7 +110,10 @@ fn parse_fraction(s: &str, what: &str) -> Result<f32> {
         .map_err(|_| Error::InvalidArgument(format!("{what}: {s:?} is not a number")))?;
     let v = (v * scale) as f32;
     if !(0.0..1.0).contains(&v) {
-        crate::bail!(InvalidArgument, "{what}: {s:?} must lie in [0, 1) (or [0%, 100%))");
+        crate::bail!(
+            InvalidArgument,
+            "{what}: {s:?} must lie in [0, 1) (or [0%, 100%))"
+        );
     }
     Ok(v)
 }

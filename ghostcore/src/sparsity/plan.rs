@@ -42,7 +42,11 @@ pub fn resolve_plans(
         })?;
         let mut inner: SparsityMode = entry.mode.parse()?;
         if matches!(inner.rule, Some(Rule::Budget(_))) {
-            bail!(Format, "sidecar budget entry {:?} is itself a budget", entry.mode);
+            bail!(
+                Format,
+                "sidecar budget entry {:?} is itself a budget",
+                entry.mode
+            );
         }
         inner.dead |= mode.dead;
         return resolve_plans(&inner, sidecar, n_layer);
@@ -164,10 +168,9 @@ impl SparsityTally {
 
     /// Share of FFN weight bytes not read, over all layers and steps.
     pub fn bytes_skipped(&self) -> f64 {
-        let (r, d) = self
-            .layers
-            .iter()
-            .fold((0u64, 0u64), |(r, d), t| (r + t.bytes_read, d + t.bytes_dense));
+        let (r, d) = self.layers.iter().fold((0u64, 0u64), |(r, d), t| {
+            (r + t.bytes_read, d + t.bytes_dense)
+        });
         1.0 - r as f64 / d.max(1) as f64
     }
 }
@@ -184,7 +187,13 @@ mod tests {
         assert!(p[0].live.is_none());
         let p = resolve_plans(&"dense".parse().unwrap(), None, 2).unwrap();
         assert_eq!(p[1], LayerPlan::DENSE);
-        for m in ["dead", "target:0.4", "budget:2", "input:0.3", "cascade:0.1:0.2"] {
+        for m in [
+            "dead",
+            "target:0.4",
+            "budget:2",
+            "input:0.3",
+            "cascade:0.1:0.2",
+        ] {
             assert!(
                 matches!(
                     resolve_plans(&m.parse().unwrap(), None, 2),
@@ -206,7 +215,14 @@ mod tests {
             bytes_dense: 100,
         };
         t.add(0, &s);
-        t.add(1, &FfnStepStats { n_active: 10, bytes_read: 100, ..s });
+        t.add(
+            1,
+            &FfnStepStats {
+                n_active: 10,
+                bytes_read: 100,
+                ..s
+            },
+        );
         assert!((t.sparsity() - 0.2).abs() < 1e-12);
         assert!((t.bytes_skipped() - 0.15).abs() < 1e-12);
         assert_eq!(t.layer_sparsity(), vec![0.4, 0.0]);

@@ -15,7 +15,8 @@ use crate::{bail, Result};
 /// neuron), else Q5_0 (32-wide blocks fit any `n_embd` divisible by 32; 5.5 bits per weight),
 /// else F16.
 pub fn default_copy_type(down_ty: GgmlType, n_embd: usize) -> GgmlType {
-    if down_ty.row_bytes(n_embd as u64).is_some() && crate::quant::quantize::can_quantize_to(down_ty)
+    if down_ty.row_bytes(n_embd as u64).is_some()
+        && crate::quant::quantize::can_quantize_to(down_ty)
     {
         down_ty
     } else if n_embd % 32 == 0 {

@@ -25,9 +25,8 @@ pub struct SweepRow {
 }
 
 pub fn csv(rows: &[SweepRow]) -> String {
-    let mut s = String::from(
-        "mode,family,sparsity,ffn_bytes_skipped,ppl,dppl_pct,kl,tok_s,dense_tok_s\n",
-    );
+    let mut s =
+        String::from("mode,family,sparsity,ffn_bytes_skipped,ppl,dppl_pct,kl,tok_s,dense_tok_s\n");
     let opt = |v: Option<f64>| v.map(|x| format!("{x:.2}")).unwrap_or_default();
     for r in rows {
         let _ = writeln!(
@@ -119,7 +118,11 @@ pub fn svg(rows: &[SweepRow], title: &str, max_dppl: f64) -> String {
     );
     let ylabels = ["ΔPPL (%)", "decode speed-up vs dense (×)"];
     for (pi, &(x0, y0)) in panels.iter().enumerate() {
-        let (ymin, ymax) = if pi == 0 { (0.0, max_dppl) } else { (min_sp, max_sp) };
+        let (ymin, ymax) = if pi == 0 {
+            (0.0, max_dppl)
+        } else {
+            (min_sp, max_sp)
+        };
         let px = |x: f64| x0 + x / max_x * pw;
         let py = |y: f64| y0 + ph - (y.clamp(ymin, ymax) - ymin) / (ymax - ymin) * ph;
         let _ = writeln!(
@@ -250,7 +253,11 @@ mod tests {
         ];
         let c = csv(&rows);
         assert_eq!(c.lines().count(), 4);
-        assert!(c.lines().nth(2).unwrap().starts_with("gate:0.1,gate,0.2000,"));
+        assert!(c
+            .lines()
+            .nth(2)
+            .unwrap()
+            .starts_with("gate:0.1,gate,0.2000,"));
         let m = markdown(&rows);
         assert_eq!(m.lines().count(), 5);
         assert!(m.contains("| `target:0.4:product` | 25.0% | 25.0% |"));

@@ -81,7 +81,12 @@ impl<'a> QMatrix<'a> {
     /// Dequantize row `r` into `out` (len `n_cols`).
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) -> Result<()> {
         if r >= self.n_rows || out.len() != self.n_cols {
-            bail!(InvalidArgument, "row {r} of {} / out len {}", self.n_rows, out.len());
+            bail!(
+                InvalidArgument,
+                "row {r} of {} / out len {}",
+                self.n_rows,
+                out.len()
+            );
         }
         let rb = self.row_bytes();
         quant::dequantize_row(self.ty, &self.data[r * rb..(r + 1) * rb], out)
@@ -91,12 +96,17 @@ impl<'a> QMatrix<'a> {
 /// Quantize `x` as the activation type of `m` into `buf` (resized).
 pub fn quantize_input(m: &QMatrix, x: &[f32], buf: &mut Vec<u8>) -> Result<()> {
     if x.len() != m.n_cols {
-        bail!(InvalidArgument, "input length {} for {} columns", x.len(), m.n_cols);
+        bail!(
+            InvalidArgument,
+            "input length {} for {} columns",
+            x.len(),
+            m.n_cols
+        );
     }
     let vdt = m.vec_dot_type();
-    let n = vdt
-        .row_bytes(x.len() as u64)
-        .ok_or_else(|| Error::InvalidArgument(format!("{} values are not whole {vdt} blocks", x.len())))?;
+    let n = vdt.row_bytes(x.len() as u64).ok_or_else(|| {
+        Error::InvalidArgument(format!("{} values are not whole {vdt} blocks", x.len()))
+    })?;
     buf.resize(n as usize, 0);
     quant::quantize_activations(vdt, x, buf)
 }
@@ -296,7 +306,14 @@ mod tests {
             Err(Error::InvalidArgument(_))
         ));
         assert!(matches!(
-            axpy_rows(&m, &[0], &[1.0, 2.0], &mut [0.0; 32], &Serial, &mut Vec::new()),
+            axpy_rows(
+                &m,
+                &[0],
+                &[1.0, 2.0],
+                &mut [0.0; 32],
+                &Serial,
+                &mut Vec::new()
+            ),
             Err(Error::InvalidArgument(_))
         ));
         assert!(matches!(

@@ -230,7 +230,10 @@ impl Sidecar {
         w.set("ghost.calib.n_tokens", Value::U64(self.calib_tokens));
         w.set_f32("ghost.calib.eps", self.eps);
         w.set_str("ghost.calib.corpus", &self.corpus);
-        w.set("ghost.targets", Value::Array(Array::F32(self.targets.clone())));
+        w.set(
+            "ghost.targets",
+            Value::Array(Array::F32(self.targets.clone())),
+        );
         w.set(
             "ghost.budget.max_ppl_pct",
             Value::Array(Array::F32(
@@ -285,7 +288,11 @@ impl Sidecar {
             ];
             for (k, v, len) in f32s {
                 if v.len() as u64 != len {
-                    bail!(Internal, "layer {i} {k}: {} values, expected {len}", v.len());
+                    bail!(
+                        Internal,
+                        "layer {i} {k}: {} values, expected {len}",
+                        v.len()
+                    );
                 }
                 let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
                 w.add_tensor(
@@ -296,7 +303,12 @@ impl Sidecar {
                 )?;
             }
             let dead: Vec<u8> = l.dead.iter().map(|&d| d as u8).collect();
-            w.add_tensor(format!("blk.{i}.sparsity.dead"), GgmlType::I8, &[n_ff], dead)?;
+            w.add_tensor(
+                format!("blk.{i}.sparsity.dead"),
+                GgmlType::I8,
+                &[n_ff],
+                dead,
+            )?;
             let order: Vec<u8> = l.hot_order.iter().flat_map(|x| x.to_le_bytes()).collect();
             w.add_tensor(
                 format!("blk.{i}.sparsity.hot_order"),
@@ -305,9 +317,9 @@ impl Sidecar {
                 order,
             )?;
             if let Some(copies) = &self.down_copies {
-                let c = copies.get(i).ok_or_else(|| {
-                    Error::Internal(format!("down copy missing for layer {i}"))
-                })?;
+                let c = copies
+                    .get(i)
+                    .ok_or_else(|| Error::Internal(format!("down copy missing for layer {i}")))?;
                 w.add_tensor(
                     format!("blk.{i}.ffn_down_t"),
                     c.ty,
@@ -423,7 +435,9 @@ impl Sidecar {
             .collect();
 
         let tensor = |name: &str, ty: GgmlType, len: usize| -> Result<&[u8]> {
-            let (info, data) = file.tensor(name).map_err(|_| bad(format!("missing tensor {name}")))?;
+            let (info, data) = file
+                .tensor(name)
+                .map_err(|_| bad(format!("missing tensor {name}")))?;
             if info.ty != ty || info.dims != [len as u64] {
                 return Err(bad(format!(
                     "tensor {name} is {} {:?}, expected {ty} [{len}]",

@@ -12,8 +12,8 @@ use super::mode::Score;
 
 /// The target sparsities for which thresholds are stored (shares of neurons skipped).
 pub const TARGETS: [f32; 19] = [
-    0.05, 0.10, 0.15, 0.20, 0.25, 0.30, 0.35, 0.40, 0.45, 0.50, 0.55, 0.60, 0.65, 0.70, 0.75,
-    0.80, 0.85, 0.90, 0.95,
+    0.05, 0.10, 0.15, 0.20, 0.25, 0.30, 0.35, 0.40, 0.45, 0.50, 0.55, 0.60, 0.65, 0.70, 0.75, 0.80,
+    0.85, 0.90, 0.95,
 ];
 
 /// Statistics of one layer's FFN.
@@ -163,7 +163,9 @@ pub struct CalibrationStats {
 impl CalibrationStats {
     pub fn new(n_layer: usize, n_embd: usize, n_ff: usize, eps: f32) -> Self {
         CalibrationStats {
-            layers: (0..n_layer).map(|_| LayerStats::new(n_embd, n_ff)).collect(),
+            layers: (0..n_layer)
+                .map(|_| LayerStats::new(n_embd, n_ff))
+                .collect(),
             eps,
             sample_stride: 4,
             max_samples: 1024,
