@@ -20,11 +20,7 @@ fn smollm2_q4_k_m_matches_llama_quantize() {
 
     // Metadata: same keys, same order, same values.
     let our_keys: Vec<&str> = ours.metadata().iter().map(|(k, _)| k.as_str()).collect();
-    let ref_keys: Vec<&str> = reference
-        .metadata()
-        .iter()
-        .map(|(k, _)| k.as_str())
-        .collect();
+    let ref_keys: Vec<&str> = reference.metadata().iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(our_keys, ref_keys, "metadata keys or order differ");
     for ((k, a), (_, b)) in ours.metadata().iter().zip(reference.metadata()) {
         assert_eq!(a, b, "metadata value of {k} differs");

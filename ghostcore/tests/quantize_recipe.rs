@@ -6,9 +6,7 @@ use std::collections::BTreeMap;
 
 use ghostcore::gguf::GgufFile;
 use ghostcore::quant::recipe::{plan, plan_file, Ftype, ModelShape, TensorDesc};
-use ghostcore::test_models::{
-    find_model, reference_dir, GEMMA3_Q4_K_M, SMOLLM2_Q4_1, SMOLLM2_Q4_K_M,
-};
+use ghostcore::test_models::{find_model, reference_dir, GEMMA3_Q4_K_M, SMOLLM2_Q4_1, SMOLLM2_Q4_K_M};
 
 fn reference_histogram(file: &str) -> BTreeMap<String, u64> {
     let text = std::fs::read_to_string(reference_dir().join("tensor_types.json")).unwrap();
@@ -59,10 +57,7 @@ fn assert_replans_to_itself(model: &str) {
     let mut wrong = Vec::new();
     for c in &choices {
         if c.target != c.source {
-            wrong.push(format!(
-                "{}: llama.cpp {} ours {}",
-                c.name, c.source, c.target
-            ));
+            wrong.push(format!("{}: llama.cpp {} ours {}", c.name, c.source, c.target));
         }
     }
     assert!(wrong.is_empty(), "{model}: {wrong:#?}");
@@ -134,23 +129,14 @@ fn untied_model_with_aligned_rows() {
         let more = [0, 1, 4, 7, 10, 13, 14, 15].contains(&i);
         let want = if more { T::Q6_K } else { T::Q4_K };
         assert_eq!(ty(&format!("blk.{i}.attn_v.weight")), want, "attn_v {i}");
-        assert_eq!(
-            ty(&format!("blk.{i}.ffn_down.weight")),
-            want,
-            "ffn_down {i}"
-        );
+        assert_eq!(ty(&format!("blk.{i}.ffn_down.weight")), want, "ffn_down {i}");
         assert_eq!(ty(&format!("blk.{i}.attn_q.weight")), T::Q4_K);
     }
     // Write order: non-layer tensors by name, then layers in numeric order.
     let names: Vec<&str> = choices.iter().take(4).map(|c| c.name.as_str()).collect();
     assert_eq!(
         names,
-        [
-            "output.weight",
-            "output_norm.weight",
-            "token_embd.weight",
-            "blk.0.attn_k.weight"
-        ]
+        ["output.weight", "output_norm.weight", "token_embd.weight", "blk.0.attn_k.weight"]
     );
     // Plain types.
     let q8 = plan(&shape, &tensors, Ftype::Q8_0).unwrap();

@@ -49,14 +49,20 @@ pub fn run(args: Args) -> Result<()> {
         bar
     };
     let started = Instant::now();
-    let summary = quantize_model(&args.input, &args.output, ftype, args.threads, &mut |p| {
-        bar.set_length(p.elements_total);
-        bar.set_position(p.elements_done);
-        bar.set_message(format!(
-            "[{}/{}] {} {} -> {}",
-            p.done, p.total, p.name, p.source, p.target
-        ));
-    });
+    let summary = quantize_model(
+        &args.input,
+        &args.output,
+        ftype,
+        args.threads,
+        &mut |p| {
+            bar.set_length(p.elements_total);
+            bar.set_position(p.elements_done);
+            bar.set_message(format!(
+                "[{}/{}] {} {} -> {}",
+                p.done, p.total, p.name, p.source, p.target
+            ));
+        },
+    );
     bar.finish_and_clear();
     let summary = summary?;
 
@@ -86,9 +92,7 @@ pub fn run(args: Args) -> Result<()> {
         eprintln!("  {ty:<6} {n:>5} tensors {:>10.2} MiB", mib(*bytes));
     }
     if fallbacks > 0 {
-        eprintln!(
-            "  {fallbacks} tensors used a fallback type (row length not a multiple of the block)"
-        );
+        eprintln!("  {fallbacks} tensors used a fallback type (row length not a multiple of the block)");
     }
     Ok(())
 }

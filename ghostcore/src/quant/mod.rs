@@ -19,8 +19,7 @@ pub use activation::{quantize_activations, vec_dot_type};
 pub use dequant::dequantize_row;
 pub use drivers::{axpy_rows, matmul, matvec, matvec_gather, row_bytes};
 pub use kernels::{
-    active_isa, best_supported_isa, has_simd_kernel, vec_dot, vec_dot_with_isa, Isa,
-    FORCE_SCALAR_ENV,
+    active_isa, best_supported_isa, has_simd_kernel, vec_dot, vec_dot_with_isa, Isa, FORCE_SCALAR_ENV,
 };
 
 pub mod quantize;

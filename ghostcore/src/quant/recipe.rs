@@ -296,10 +296,7 @@ impl Category {
     }
 
     fn is_attn_v_like(self) -> bool {
-        matches!(
-            self,
-            Category::AttnV | Category::AttnQkv | Category::AttnKvB
-        )
+        matches!(self, Category::AttnV | Category::AttnQkv | Category::AttnKvB)
     }
 }
 
@@ -369,7 +366,10 @@ pub fn layer_of(name: &str) -> i64 {
     if end == 0 {
         return -1;
     }
-    digits[..end].parse::<i64>().map(|v| sign * v).unwrap_or(-1)
+    digits[..end]
+        .parse::<i64>()
+        .map(|v| sign * v)
+        .unwrap_or(-1)
 }
 
 /// llama.cpp's tensor write order (`weight_name_comparer`): layer, then name.
@@ -482,10 +482,7 @@ impl State<'_> {
         } else if cat == Category::AttnOutput {
             if !falcon {
                 if shape.n_expert == 8 {
-                    if matches!(
-                        ftype,
-                        F::Q2_K | F::Q3_K_S | F::Q3_K_M | F::Q4_K_S | F::Q4_K_M
-                    ) {
+                    if matches!(ftype, F::Q2_K | F::Q3_K_S | F::Q3_K_M | F::Q4_K_S | F::Q4_K_M) {
                         ty = T::Q5_K;
                     }
                 } else {
@@ -645,26 +642,11 @@ mod tests {
 
     #[test]
     fn fallback_chain() {
-        assert_eq!(
-            fallback(576, GgmlType::Q4_K).unwrap(),
-            (GgmlType::Q5_0, true)
-        );
-        assert_eq!(
-            fallback(576, GgmlType::Q5_K).unwrap(),
-            (GgmlType::Q5_1, true)
-        );
-        assert_eq!(
-            fallback(576, GgmlType::Q6_K).unwrap(),
-            (GgmlType::Q8_0, true)
-        );
-        assert_eq!(
-            fallback(512, GgmlType::Q6_K).unwrap(),
-            (GgmlType::Q6_K, false)
-        );
-        assert_eq!(
-            fallback(100, GgmlType::Q4_K).unwrap(),
-            (GgmlType::F16, true)
-        );
+        assert_eq!(fallback(576, GgmlType::Q4_K).unwrap(), (GgmlType::Q5_0, true));
+        assert_eq!(fallback(576, GgmlType::Q5_K).unwrap(), (GgmlType::Q5_1, true));
+        assert_eq!(fallback(576, GgmlType::Q6_K).unwrap(), (GgmlType::Q8_0, true));
+        assert_eq!(fallback(512, GgmlType::Q6_K).unwrap(), (GgmlType::Q6_K, false));
+        assert_eq!(fallback(100, GgmlType::Q4_K).unwrap(), (GgmlType::F16, true));
         assert!(matches!(
             fallback(100, GgmlType::Q8_0),
             Err(Error::Unsupported(_))

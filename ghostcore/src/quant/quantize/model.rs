@@ -192,10 +192,7 @@ fn convert_tensor(
     let mut dst = vec![0u8; dst_len];
 
     let convert_rows = |src_rows: &[u8], dst_rows: &mut [u8], buf: &mut [f32]| -> Result<()> {
-        for (s, d) in src_rows
-            .chunks_exact(src_row)
-            .zip(dst_rows.chunks_exact_mut(dst_row))
-        {
+        for (s, d) in src_rows.chunks_exact(src_row).zip(dst_rows.chunks_exact_mut(dst_row)) {
             dequantize(source, s, buf)
                 .and_then(|()| quantize_row(target, buf, d))
                 .map_err(|e| Error::InvalidArgument(format!("tensor {name}: {e}")))?;
