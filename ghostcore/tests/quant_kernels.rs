@@ -534,3 +534,43 @@ fn drivers_reject_bad_arguments() {
         "short output"
     );
 }
+
+#[test]
+fn kernels_match_references_on_real_model_rows() {
+    use ghostcore::gguf::GgufFile;
+    use ghostcore::test_models::{find_model, GEMMA3_Q4_K_M, SMOLLM2_Q4_1, SMOLLM2_Q4_K_M};
+    let mut rng = Rng::new(7);
+    for model in [SMOLLM2_Q4_1, SMOLLM2_Q4_K_M, GEMMA3_Q4_K_M] {
+        let Some(path) = find_model(model) else {
+            continue;
+        };
+        let file = GgufFile::open(&path).unwrap();
+        for info in file.tensors() {
+            let n = info.row_len() as usize;
+            let n_rows = info.n_rows() as usize;
+            if n_rows < 2 {
+                continue; // norms and biases: not matrices
+            }
+            let rb = info.ty.row_bytes(n as u64).unwrap() as usize;
+            let data = file.tensor_data(info);
+            let (a, _) = quantized_acts(&mut rng, info.ty, n);
+            let ad = dequant_acts(info.ty, &a, n);
+            for r in [0, n_rows / 3, n_rows - 1] {
+                let w = &data[r * rb..(r + 1) * rb];
+                assert_simd_matches_scalar(info.ty, n, w, &a, &format!("{model} {}", info.name));
+                let wd = dequant(info.ty, w, n);
+                let want: f64 = wd.iter().zip(&ad).map(|(x, y)| *x as f64 * *y as f64).sum();
+                let got = vec_dot(info.ty, n, w, &a) as f64;
+                let mut tol = 64.0 * f32::EPSILON as f64 * magnitude(info.ty, w, n, &ad);
+                if vec_dot_type(info.ty) == GgmlType::Q8_1 {
+                    tol += 2f64.powi(-9) * magnitude(info.ty, w, n, &ad);
+                }
+                assert!(
+                    (got - want).abs() <= tol,
+                    "{model} {} row {r}: vec_dot {got} vs f64 {want} (tol {tol:e})",
+                    info.name
+                );
+            }
+        }
+    }
+}
