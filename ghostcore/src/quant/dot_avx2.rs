@@ -55,6 +55,8 @@ pub(crate) fn row_dot(ty: GgmlType) -> Option<RowDot> {
         Q5_0 => wrap!(dot32::<Q5_0Kernel>, BlockQ5_0, BlockQ8_0),
         Q5_1 => wrap!(dot32::<Q5_1Kernel>, BlockQ5_1, BlockQ8_1),
         Q8_0 => wrap!(dot32::<Q8_0Kernel>, BlockQ8_0, BlockQ8_0),
+        Q2_K => wrap!(dot_q2_k, BlockQ2K, BlockQ8K),
+        Q3_K => wrap!(dot_q3_k, BlockQ3K, BlockQ8K),
         Q4_K => wrap!(dot_q4_k, BlockQ4K, BlockQ8K),
         Q5_K => wrap!(dot_q5_k, BlockQ5K, BlockQ8K),
         Q6_K => wrap!(dot_q6_k, BlockQ6K, BlockQ8K),
@@ -576,6 +578,81 @@ unsafe fn dot_q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
                 sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(scale, p));
             }
         }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    hsum_ps(acc)
+}
+
+/// Scale vector for a pair of 16-weight groups: i16 lanes 0..8 = `lo`, lanes 8..16 = `hi`
+/// (matching the two halves of a 32-byte `maddubs` product).
+#[inline(always)]
+unsafe fn group_pair_scale(lo: i16, hi: i16) -> __m256i {
+    _mm256_set_m128i(_mm_set1_epi16(hi), _mm_set1_epi16(lo))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_q2_k(w: &[BlockQ2K], a: &[BlockQ8K]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let mut acc_m = _mm256_setzero_ps();
+    let three = _mm256_set1_epi8(3);
+    for (x, y) in w.iter().zip(a) {
+        let yd = y.d();
+        let (xd, xdmin) = h2f_pair(x.d, x.dmin);
+        // Mins: Σ_g (scales[g] >> 4) * bsums[g], exact in i32.
+        let sc_bytes = _mm_loadu_si128(x.scales.as_ptr().cast());
+        let mins = _mm256_cvtepu8_epi16(_mm_and_si128(
+            _mm_srli_epi16(sc_bytes, 4),
+            _mm_set1_epi8(0x0f),
+        ));
+        let bsums = _mm256_loadu_si256(y.bsums.as_ptr().cast());
+        let msum = _mm256_madd_epi16(mins, bsums);
+        acc_m = _mm256_fmadd_ps(_mm256_set1_ps(-yd * xdmin), _mm256_cvtepi32_ps(msum), acc_m);
+
+        let mut sumi = _mm256_setzero_si256();
+        for half in 0..2 {
+            let q = _mm256_loadu_si256(x.qs.as_ptr().add(32 * half).cast());
+            for k in 0..4 {
+                let qk =
+                    _mm256_and_si256(_mm256_srl_epi16(q, _mm_cvtsi32_si128(2 * k as i32)), three);
+                let yv = _mm256_loadu_si256(y.qs.as_ptr().add(128 * half + 32 * k).cast());
+                let g = 8 * half + 2 * k;
+                let scale =
+                    group_pair_scale((x.scales[g] & 0x0f) as i16, (x.scales[g + 1] & 0x0f) as i16);
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(scale, maddubs(qk, yv)));
+            }
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(yd * xd), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    hsum_ps(_mm256_add_ps(acc, acc_m))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_q3_k(w: &[BlockQ3K], a: &[BlockQ8K]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let three = _mm256_set1_epi8(3);
+    let one = _mm256_set1_epi8(1);
+    let four = _mm256_set1_epi8(4);
+    for (x, y) in w.iter().zip(a) {
+        let scales = x.unpacked_scales();
+        let hm = load32(&x.hmask);
+        let mut sumi = _mm256_setzero_si256();
+        for half in 0..2 {
+            let q = _mm256_loadu_si256(x.qs.as_ptr().add(32 * half).cast());
+            for k in 0..4 {
+                let ql =
+                    _mm256_and_si256(_mm256_srl_epi16(q, _mm_cvtsi32_si128(2 * k as i32)), three);
+                let bit = _mm_cvtsi32_si128((4 * half + k) as i32);
+                let h = _mm256_and_si256(_mm256_srl_epi16(hm, bit), one);
+                // q3 = ql - 4 * (1 - h) = (ql | 4h) - 4; Σ q3 y = Σ (ql | 4h) y - Σ 4 y.
+                let u = _mm256_or_si256(ql, _mm256_slli_epi16(h, 2));
+                let yv = _mm256_loadu_si256(y.qs.as_ptr().add(128 * half + 32 * k).cast());
+                let p = _mm256_sub_epi16(maddubs(u, yv), maddubs(four, yv));
+                let g = 8 * half + 2 * k;
+                let scale = group_pair_scale(scales[g] as i16 - 32, scales[g + 1] as i16 - 32);
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(scale, p));
+            }
+        }
+        let d = h2f(x.d) * y.d();
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
     }
     hsum_ps(acc)
