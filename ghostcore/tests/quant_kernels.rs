@@ -30,22 +30,7 @@ fn n_for(ty: GgmlType, blocks: usize) -> usize {
 /// separately, so cancellation inside a block does not shrink the error budget below the
 /// magnitudes the kernel actually adds.
 fn magnitude(ty: GgmlType, row: &[u8], n: usize, act: &[f32]) -> f64 {
-    let fields = f16_fields(ty);
-    let parts: Vec<Vec<f32>> = if fields.len() == 2 {
-        (0..2)
-            .map(|keep| {
-                let mut r = row.to_vec();
-                let zero = fields[1 - keep];
-                for blk in r.chunks_exact_mut(ty.type_size()) {
-                    blk[zero..zero + 2].copy_from_slice(&[0, 0]);
-                }
-                dequant(ty, &r, n)
-            })
-            .collect()
-    } else {
-        vec![dequant(ty, row, n)]
-    };
-    parts
+    weight_parts(ty, row, n)
         .iter()
         .map(|w| {
             w.iter()
@@ -54,6 +39,25 @@ fn magnitude(ty: GgmlType, row: &[u8], n: usize, act: &[f32]) -> f64 {
                 .sum::<f64>()
         })
         .sum()
+}
+
+/// The dequantized row split into its scale part and its offset/min part (formats with two
+/// scale fields), or just the row: their absolute sum bounds the magnitudes a kernel adds.
+fn weight_parts(ty: GgmlType, row: &[u8], n: usize) -> Vec<Vec<f32>> {
+    let fields = f16_fields(ty);
+    if fields.len() != 2 {
+        return vec![dequant(ty, row, n)];
+    }
+    (0..2)
+        .map(|keep| {
+            let mut r = row.to_vec();
+            let zero = fields[1 - keep];
+            for blk in r.chunks_exact_mut(ty.type_size()) {
+                blk[zero..zero + 2].copy_from_slice(&[0, 0]);
+            }
+            dequant(ty, &r, n)
+        })
+        .collect()
 }
 
 fn dequant_acts(ty: GgmlType, a: &[u8], n: usize) -> Vec<f32> {
@@ -460,10 +464,15 @@ fn axpy_rows_matches_f64_accumulation() {
         let mut mag: Vec<f64> = init.iter().map(|&v| (v as f64).abs()).collect();
         for (&r, &c) in ids.iter().zip(&coefs) {
             let r = r as usize;
-            let d = dequant(ty, &w[r * rb..(r + 1) * rb], n);
+            let row = &w[r * rb..(r + 1) * rb];
+            let d = dequant(ty, row, n);
             for i in 0..n {
                 want[i] += c as f64 * d[i] as f64;
-                mag[i] += (c as f64 * d[i] as f64).abs();
+            }
+            for part in weight_parts(ty, row, n) {
+                for i in 0..n {
+                    mag[i] += (c as f64 * part[i] as f64).abs();
+                }
             }
         }
         for i in 0..n {

@@ -84,7 +84,7 @@ unsafe fn hsum_ps128(s: __m128) -> f32 {
 /// lone u16 lets LLVM use `vpinsrw` into an arbitrary register, which made each block's
 /// scale wait on the accumulator chain held in that register.
 #[inline(always)]
-unsafe fn h2f_pair(lo: [u8; 2], hi: [u8; 2]) -> (f32, f32) {
+pub(crate) unsafe fn h2f_pair(lo: [u8; 2], hi: [u8; 2]) -> (f32, f32) {
     let bits = u32::from_le_bytes([lo[0], lo[1], hi[0], hi[1]]);
     let v = _mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32));
     (_mm_cvtss_f32(v), _mm_cvtss_f32(_mm_movehdup_ps(v)))
@@ -101,7 +101,7 @@ unsafe fn h2f_prod(a: [u8; 2], b: [u8; 2]) -> f32 {
 
 /// One f16 value as f32.
 #[inline(always)]
-unsafe fn h2f(b: [u8; 2]) -> f32 {
+pub(crate) unsafe fn h2f(b: [u8; 2]) -> f32 {
     h2f_pair(b, [0, 0]).0
 }
 
@@ -124,7 +124,7 @@ unsafe fn maddubs(q: __m256i, y: __m256i) -> __m256i {
 
 /// The 32 nibbles of 16 bytes as bytes: low nibbles first, then high nibbles.
 #[inline(always)]
-unsafe fn nibbles_32(qs: &[u8; 16]) -> __m256i {
+pub(crate) unsafe fn nibbles_32(qs: &[u8; 16]) -> __m256i {
     let t = _mm_loadu_si128(qs.as_ptr().cast());
     let both = _mm256_set_m128i(_mm_srli_epi16(t, 4), t);
     _mm256_and_si256(both, _mm256_set1_epi8(0x0f))
@@ -132,7 +132,7 @@ unsafe fn nibbles_32(qs: &[u8; 16]) -> __m256i {
 
 /// Byte j (0..32) is 0x10 where bit j of `qh` is set, else 0.
 #[inline(always)]
-unsafe fn fifth_bits_32(qh: u32) -> __m256i {
+pub(crate) unsafe fn fifth_bits_32(qh: u32) -> __m256i {
     let v = _mm256_set1_epi32(qh as i32);
     let pick = _mm256_setr_epi8(
         0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3,
@@ -152,7 +152,7 @@ unsafe fn load(p: *const u16) -> __m256 {
 
 /// Bits `2k, 2k+1` of each byte of `qh`, moved to bits 4 and 5.
 #[inline(always)]
-unsafe fn q6_high_bits(qh: __m256i, k: i32, three: __m256i) -> __m256i {
+pub(crate) unsafe fn q6_high_bits(qh: __m256i, k: i32, three: __m256i) -> __m256i {
     let shifted = _mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * k));
     _mm256_slli_epi16(_mm256_and_si256(shifted, three), 4)
 }
