@@ -229,8 +229,8 @@ fn check_ids(row_ids: &[u32], n_rows: usize) -> Result<()> {
 /// `out += Σ_k coefs[k] * dequantize(weight row row_ids[k])` (the sparse down projection over
 /// a neuron-major copy of `ffn_down`). `out.len() == n_cols`, `coefs.len() == row_ids.len()`.
 ///
-/// F32, F16 and Q8_0 rows are accumulated directly (SIMD where available); other types are
-/// dequantized one row at a time into a scratch buffer.
+/// F32, F16 and Q8_0 rows (and with AVX2 also Q5_0, Q4_K and Q6_K rows) are accumulated
+/// directly; other types are dequantized one row at a time into a scratch buffer.
 pub fn axpy_rows(
     ty: GgmlType,
     n_cols: usize,
