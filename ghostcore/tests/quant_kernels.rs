@@ -365,14 +365,17 @@ fn quantization_rounds_ties_to_even_like_ggml() {
     assert_eq!(f32::from_le_bytes(q[..4].try_into().unwrap()), -1.0);
 }
 
-const DRIVER_TYPES: [GgmlType; 8] = [
+const DRIVER_TYPES: [GgmlType; 11] = [
     GgmlType::F32,
     GgmlType::F16,
     GgmlType::Q4_0,
     GgmlType::Q4_1,
     GgmlType::Q5_0,
+    GgmlType::Q5_1,
     GgmlType::Q8_0,
+    GgmlType::Q3_K,
     GgmlType::Q4_K,
+    GgmlType::Q5_K,
     GgmlType::Q6_K,
 ];
 

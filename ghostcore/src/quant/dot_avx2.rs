@@ -689,6 +689,7 @@ pub(crate) fn row_dot_multi(ty: GgmlType) -> Option<RowDotMulti> {
         Q5_1 => wrap!(dot32_multi::<Q5_1Kernel>, BlockQ5_1, BlockQ8_1),
         Q8_0 => wrap!(dot32_multi::<Q8_0Kernel>, BlockQ8_0, BlockQ8_0),
         Q4_K => wrap!(dot4_q4_k, BlockQ4K, BlockQ8K),
+        Q5_K => wrap!(dot4_q5_k, BlockQ5K, BlockQ8K),
         Q6_K => wrap!(dot4_q6_k, BlockQ6K, BlockQ8K),
         _ => return None,
     })
@@ -752,6 +753,62 @@ unsafe fn dot4_q4_k(w: &[BlockQ4K], a: [&[BlockQ8K]; ACT_ROWS]) -> [f32; ACT_ROW
             let bits = _mm256_loadu_si256(x.qs.as_ptr().add(32 * c).cast());
             let ql = _mm256_and_si256(bits, low4);
             let qh = _mm256_and_si256(_mm256_srli_epi16(bits, 4), low4);
+            let sl = broadcast_i16_lane(scales, 2 * c);
+            let sh = broadcast_i16_lane(scales, 2 * c + 1);
+            for j in 0..ACT_ROWS {
+                let y = &a[j][i];
+                let yl = _mm256_loadu_si256(y.qs.as_ptr().add(64 * c).cast());
+                let yh = _mm256_loadu_si256(y.qs.as_ptr().add(64 * c + 32).cast());
+                let pl = _mm256_madd_epi16(sl, maddubs(ql, yl));
+                let ph = _mm256_madd_epi16(sh, maddubs(qh, yh));
+                sumi[j] = _mm256_add_epi32(sumi[j], _mm256_add_epi32(pl, ph));
+            }
+        }
+        for j in 0..ACT_ROWS {
+            let d = a[j][i].d() * xd;
+            acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[j]), acc[j]);
+        }
+    }
+    let mut out = [0f32; ACT_ROWS];
+    for j in 0..ACT_ROWS {
+        out[j] = hsum_ps(acc[j]) + hsum_ps128(acc_m[j]);
+    }
+    out
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot4_q5_k(w: &[BlockQ5K], a: [&[BlockQ8K]; ACT_ROWS]) -> [f32; ACT_ROWS] {
+    let mut acc = [_mm256_setzero_ps(); ACT_ROWS];
+    let mut acc_m = [_mm_setzero_ps(); ACT_ROWS];
+    let low4 = _mm256_set1_epi8(0x0f);
+    let one = _mm256_set1_epi8(1);
+    let nb = common_blocks(w, &a);
+    let (w, a) = (&w[..nb], a.map(|r| &r[..nb]));
+    for i in 0..nb {
+        let x = &w[i];
+        let (xd, xdmin) = h2f_pair(x.d, x.dmin);
+        let sm = k4_scales_mins(&x.scales);
+        let mins = _mm256_extracti128_si256(sm, 1);
+        let scales = _mm256_broadcastsi128_si256(_mm256_castsi256_si128(sm));
+        for j in 0..ACT_ROWS {
+            let y = &a[j][i];
+            let dmin = -y.d() * xdmin;
+            let prod_m = k_mins_dot(mins, y);
+            acc_m[j] = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod_m), acc_m[j]);
+        }
+        let hbits = load32(&x.qh);
+        let mut sumi = [_mm256_setzero_si256(); ACT_ROWS];
+        for c in 0..4 {
+            let bits = _mm256_loadu_si256(x.qs.as_ptr().add(32 * c).cast());
+            let shift_l = _mm_cvtsi32_si128(2 * c as i32);
+            let shift_h = _mm_cvtsi32_si128(2 * c as i32 + 1);
+            let hl = _mm256_and_si256(_mm256_srl_epi16(hbits, shift_l), one);
+            let hh = _mm256_and_si256(_mm256_srl_epi16(hbits, shift_h), one);
+            let ql = _mm256_or_si256(_mm256_and_si256(bits, low4), _mm256_slli_epi16(hl, 4));
+            let qh = _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16(bits, 4), low4),
+                _mm256_slli_epi16(hh, 4),
+            );
             let sl = broadcast_i16_lane(scales, 2 * c);
             let sh = broadcast_i16_lane(scales, 2 * c + 1);
             for j in 0..ACT_ROWS {
