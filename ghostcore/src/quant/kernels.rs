@@ -152,6 +152,24 @@ pub fn vec_dot(ty: GgmlType, n: usize, w_row: &[u8], act: &[u8]) -> f32 {
     f(w_row, act)
 }
 
+/// [`vec_dot`] that returns an error instead of panicking when `ty` has no kernel or a length
+/// is wrong.
+pub fn try_vec_dot(ty: GgmlType, n: usize, w_row: &[u8], act: &[u8]) -> crate::Result<f32> {
+    let Some(f) = row_dot(ty) else {
+        crate::bail!(Unsupported, "no dot-product kernel for {ty} weights");
+    };
+    let vdt = vec_dot_type(ty);
+    if Some(w_row.len()) != row_len(ty, n) || Some(act.len()) != row_len(vdt, n) {
+        crate::bail!(
+            InvalidArgument,
+            "vec_dot {ty} over {n} weights: row of {} bytes, activations of {} bytes",
+            w_row.len(),
+            act.len()
+        );
+    }
+    Ok(f(w_row, act))
+}
+
 /// [`vec_dot`] with the kernels of `isa` instead of [`active_isa`] (for tests and
 /// benchmarks). An `isa` this CPU lacks, or a type without a SIMD kernel, runs the scalar
 /// reference. Same preconditions as [`vec_dot`].
