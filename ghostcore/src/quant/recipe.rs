@@ -10,7 +10,7 @@
 //! - per-category bumps: `attn_v` and `ffn_down` get Q6_K in the layers `use_more_bits`
 //!   picks for Q4_K_M/Q5_K_M, and so on;
 //! - a row length the chosen type cannot hold falls back (Q4_K→Q5_0, Q5_K→Q5_1,
-//!   Q6_K→Q8_0, Q2_K/Q3_K→Q4_0; F16 if even that does not fit).
+//!   Q6_K→Q8_0, Q2_K/Q3_K→Q4_0; F16 if even that does not fit, as for 32-weight types).
 //!
 //! Tensors come out in llama.cpp's write order: by layer number (non-layer tensors
 //! first), then by name.
@@ -518,6 +518,8 @@ fn fallback(row_len: u64, ty: GgmlType) -> Result<(GgmlType, bool)> {
         T::Q4_K => T::Q5_0,
         T::Q5_K => T::Q5_1,
         T::Q6_K => T::Q8_0,
+        // A 32-block type has no smaller block to demote to: F16 below.
+        other if other.block_size() <= 32 => other,
         other => bail!(
             Unsupported,
             "rows of {row_len} values do not fit {other} and no fallback type is defined"
@@ -661,8 +663,12 @@ mod tests {
             fallback(100, GgmlType::Q4_K).unwrap(),
             (GgmlType::F16, true)
         );
+        assert_eq!(
+            fallback(100, GgmlType::Q8_0).unwrap(),
+            (GgmlType::F16, true)
+        );
         assert!(matches!(
-            fallback(100, GgmlType::Q8_0),
+            fallback(100, GgmlType::IQ2_XXS),
             Err(Error::Unsupported(_))
         ));
     }
