@@ -198,3 +198,50 @@ fn synthetic_model_types_metadata_and_progress() {
         summary.tensors.iter().map(|t| t.bytes).sum::<u64>()
     );
 }
+
+fn one_tensor_model(ty: GgmlType, dims: &[u64], data: Vec<u8>) -> Vec<u8> {
+    let mut w = GgufWriter::new();
+    w.set_str("general.architecture", "llama");
+    w.set_u32("llama.block_count", 1);
+    w.add_tensor("blk.0.ffn_up.weight", ty, dims, data).unwrap();
+    w.to_bytes()
+}
+
+#[test]
+fn errors_are_typed_and_name_the_tensor() {
+    use ghostcore::Error;
+    // A source type with no dequantizer.
+    let file = GgufFile::from_bytes(one_tensor_model(
+        GgmlType::IQ4_NL,
+        &[64, 2],
+        vec![0u8; 4 * 18],
+    ))
+    .unwrap();
+    match quantize_gguf(&file, Ftype::Q8_0, 1, &mut |_| {}) {
+        Err(Error::Unsupported(m)) => assert!(m.contains("blk.0.ffn_up.weight"), "{m}"),
+        other => panic!("expected Unsupported, got {:?}", other.map(|_| ())),
+    }
+    assert!(matches!(
+        quantize_gguf(&file, Ftype::F16, 1, &mut |_| {}),
+        Err(Error::Unsupported(_))
+    ));
+    // A NaN weight.
+    let mut data: Vec<u8> = (0..512)
+        .flat_map(|i| (i as f32 * 1e-3).to_le_bytes())
+        .collect();
+    data[4 * 300..4 * 301].copy_from_slice(&f32::NAN.to_le_bytes());
+    let file = GgufFile::from_bytes(one_tensor_model(GgmlType::F32, &[256, 2], data)).unwrap();
+    match quantize_gguf(&file, Ftype::Q4_K_M, 2, &mut |_| {}) {
+        Err(Error::InvalidArgument(m)) => assert!(m.contains("blk.0.ffn_up.weight"), "{m}"),
+        other => panic!("expected InvalidArgument, got {:?}", other.map(|_| ())),
+    }
+    // No architecture metadata: not a model the recipe can plan.
+    let mut w = GgufWriter::new();
+    w.add_tensor("x.weight", GgmlType::F32, &[32, 2], vec![0u8; 256])
+        .unwrap();
+    let file = GgufFile::from_bytes(w.to_bytes()).unwrap();
+    assert!(matches!(
+        quantize_gguf(&file, Ftype::Q8_0, 1, &mut |_| {}),
+        Err(Error::Format(_))
+    ));
+}

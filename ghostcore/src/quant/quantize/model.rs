@@ -88,6 +88,25 @@ pub fn quantize_gguf<'a>(
         threads
     };
     let choices = plan_file(file, ftype)?;
+    // Fail before any work if a tensor cannot be converted.
+    for c in choices.iter().filter(|c| c.target != c.source) {
+        if !c.source.is_supported_for_compute() {
+            bail!(
+                Unsupported,
+                "tensor {}: cannot requantize from {} (no dequantizer for it)",
+                c.name,
+                c.source
+            );
+        }
+        if !can_quantize_to(c.target) {
+            bail!(
+                Unsupported,
+                "tensor {}: cannot quantize to {}",
+                c.name,
+                c.target
+            );
+        }
+    }
 
     let mut writer = GgufWriter::new();
     writer.version = file.version;
@@ -198,7 +217,7 @@ fn convert_tensor(
         {
             dequantize(source, s, buf)
                 .and_then(|()| quantize_row(target, buf, d))
-                .map_err(|e| Error::InvalidArgument(format!("tensor {name}: {e}")))?;
+                .map_err(|e| in_tensor(name, e))?;
         }
         Ok(())
     };
@@ -244,6 +263,18 @@ fn convert_tensor(
     });
     results.into_iter().collect::<Result<()>>()?;
     Ok(dst)
+}
+
+/// Name the tensor in an error's message, keeping its kind.
+fn in_tensor(name: &str, e: Error) -> Error {
+    let tag = |m: String| format!("tensor {name}: {m}");
+    match e {
+        Error::Unsupported(m) => Error::Unsupported(tag(m)),
+        Error::Format(m) => Error::Format(tag(m)),
+        Error::InvalidArgument(m) => Error::InvalidArgument(tag(m)),
+        Error::Internal(m) => Error::Internal(tag(m)),
+        other => other,
+    }
 }
 
 /// One row of `ty` to f32 (ggml's reference dequantization, which llama-quantize uses).
