@@ -11,7 +11,7 @@ use std::ops::Range;
 use crate::error::Result;
 use crate::quant::activation::vec_dot_type;
 use crate::quant::dequant::dequantize_row;
-use crate::quant::kernels::{row_dot, row_len, RowDot};
+use crate::quant::kernels::{active_isa, row_dot_for, row_len, Isa, RowDot};
 use crate::quant::types::GgmlType;
 
 /// Weight rows per tile in [`matmul`]: each tile is read once per activation row from cache.
@@ -27,7 +27,11 @@ struct Checked {
 }
 
 fn check(ty: GgmlType, n_cols: usize, weights: &[u8]) -> Result<Checked> {
-    let Some(kernel) = row_dot(ty) else {
+    check_with(active_isa(), ty, n_cols, weights)
+}
+
+fn check_with(isa: Isa, ty: GgmlType, n_cols: usize, weights: &[u8]) -> Result<Checked> {
+    let Some(kernel) = row_dot_for(ty, isa) else {
         crate::bail!(Unsupported, "no dot-product kernel for {ty} weights");
     };
     let vdt = vec_dot_type(ty);
@@ -74,7 +78,21 @@ pub fn matvec(
     act: &[u8],
     out: &mut [f32],
 ) -> Result<()> {
-    let c = check(ty, n_cols, weights)?;
+    matvec_with_isa(active_isa(), ty, n_cols, weights, rows, act, out)
+}
+
+/// [`matvec`] with the kernels of `isa` (scalar where `isa` is unavailable); for benchmarks
+/// and tests that compare instruction sets.
+pub fn matvec_with_isa(
+    isa: Isa,
+    ty: GgmlType,
+    n_cols: usize,
+    weights: &[u8],
+    rows: Range<usize>,
+    act: &[u8],
+    out: &mut [f32],
+) -> Result<()> {
+    let c = check_with(isa, ty, n_cols, weights)?;
     check_rows(&rows, c.n_rows)?;
     if act.len() != c.a_row || out.len() != rows.len() {
         crate::bail!(

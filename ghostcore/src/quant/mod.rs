@@ -17,7 +17,7 @@ mod kernels;
 
 pub use activation::{quantize_activations, vec_dot_type};
 pub use dequant::dequantize_row;
-pub use drivers::{axpy_rows, matmul, matvec, matvec_gather, row_bytes};
+pub use drivers::{axpy_rows, matmul, matvec, matvec_gather, matvec_with_isa, row_bytes};
 pub use kernels::{
     active_isa, best_supported_isa, has_simd_kernel, vec_dot, vec_dot_with_isa, Isa, FORCE_SCALAR_ENV,
 };
