@@ -245,3 +245,30 @@ fn errors_are_typed_and_name_the_tensor() {
         Err(Error::Format(_))
     ));
 }
+
+#[test]
+fn explicit_type_that_does_not_fit_is_rejected_up_front() {
+    use ghostcore::quant::recipe::Recipe;
+    use ghostcore::Error;
+    let file = GgufFile::from_bytes(synthetic_model()).unwrap();
+    let recipe = Recipe {
+        token_embedding_type: Some(GgmlType::Q4_K),
+        ..Ftype::Q8_0.into()
+    };
+    // 512-wide rows take Q4_K...
+    assert!(quantize_gguf(&file, recipe, 1, &mut |_| {}).is_ok());
+    // ...but not a 32-wide one.
+    let data: Vec<u8> = (0..96).flat_map(|i| (i as f32).to_le_bytes()).collect();
+    let mut w = GgufWriter::new();
+    w.set_str("general.architecture", "llama");
+    w.set_u32("llama.block_count", 1);
+    w.add_tensor("token_embd.weight", GgmlType::F32, &[32, 3], data)
+        .unwrap();
+    let file = GgufFile::from_bytes(w.to_bytes()).unwrap();
+    let mut calls = 0;
+    match quantize_gguf(&file, recipe, 1, &mut |_| calls += 1) {
+        Err(Error::InvalidArgument(m)) => assert!(m.contains("token_embd.weight"), "{m}"),
+        other => panic!("expected InvalidArgument, got {:?}", other.map(|_| ())),
+    }
+    assert_eq!(calls, 0, "nothing was converted before the error");
+}

@@ -166,6 +166,29 @@ impl FromStr for Ftype {
     }
 }
 
+/// A file type plus llama-quantize's options that change type choices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Recipe {
+    pub ftype: Ftype,
+    /// `--pure`: every quantizable tensor gets the default type (still with fallbacks).
+    pub pure: bool,
+    /// `--output-tensor-type`: type of `output.weight` (and of a tied token embedding).
+    pub output_tensor_type: Option<GgmlType>,
+    /// `--token-embedding-type`: type of `token_embd.weight`.
+    pub token_embedding_type: Option<GgmlType>,
+}
+
+impl From<Ftype> for Recipe {
+    fn from(ftype: Ftype) -> Recipe {
+        Recipe {
+            ftype,
+            pure: false,
+            output_tensor_type: None,
+            token_embedding_type: None,
+        }
+    }
+}
+
 /// The model facts the recipe looks at.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ModelShape {
@@ -381,6 +404,7 @@ fn use_more_bits(i_layer: i64, n_layers: i64) -> bool {
 struct State<'a> {
     shape: &'a ModelShape,
     ftype: Ftype,
+    output_tensor_type: Option<GgmlType>,
     n_attention_wv: i64,
     i_attention_wv: i64,
     n_layer: i64,
@@ -413,7 +437,9 @@ impl State<'_> {
         let mut ty = ftype.default_type();
         if cat == Category::Output || (self.tied_embeddings && cat == Category::TokenEmbd) {
             let nx = t.dims[0];
-            if falcon || nx % ty.block_size() as u64 != 0 {
+            if let Some(forced) = self.output_tensor_type {
+                ty = forced;
+            } else if falcon || nx % ty.block_size() as u64 != 0 {
                 ty = T::Q8_0;
             } else if ty != T::Q8_0 {
                 ty = T::Q6_K;
@@ -532,13 +558,20 @@ fn fallback(row_len: u64, ty: GgmlType) -> Result<(GgmlType, bool)> {
 }
 
 /// Choose a type for every tensor, in llama.cpp's write order.
-pub fn plan(shape: &ModelShape, tensors: &[TensorDesc], ftype: Ftype) -> Result<Vec<TensorChoice>> {
+pub fn plan(
+    shape: &ModelShape,
+    tensors: &[TensorDesc],
+    recipe: impl Into<Recipe>,
+) -> Result<Vec<TensorChoice>> {
+    let recipe = recipe.into();
+    let ftype = recipe.ftype;
     let mut order: Vec<usize> = (0..tensors.len()).collect();
     order.sort_by(|&a, &b| output_order(&tensors[a].name, &tensors[b].name));
     let categories: Vec<Category> = tensors.iter().map(|t| Category::of(&t.name)).collect();
     let mut state = State {
         shape,
         ftype,
+        output_tensor_type: recipe.output_tensor_type,
         n_attention_wv: categories.iter().filter(|c| c.is_attn_v_like()).count() as i64,
         i_attention_wv: 0,
         n_layer: shape.n_layer as i64,
@@ -562,13 +595,28 @@ pub fn plan(shape: &ModelShape, tensors: &[TensorDesc], ftype: Ftype) -> Result<
             target: t.ty,
             fallback: false,
         };
+        let cat = categories[i];
         if allows_quantization(&t.name, t.dims.len()) {
-            choice.target = ftype.default_type();
-            if quantized_default {
-                let preferred = state.preferred_type(t, categories[i])?;
-                let (ty, fell_back) = fallback(t.dims[0], preferred)?;
+            // Explicit overrides win outright (llama.cpp applies no fallback to them).
+            let forced = match cat {
+                Category::TokenEmbd => recipe.token_embedding_type,
+                Category::Output => recipe.output_tensor_type,
+                _ => None,
+            };
+            if let Some(ty) = forced {
                 choice.target = ty;
-                choice.fallback = fell_back;
+            } else {
+                choice.target = ftype.default_type();
+                if quantized_default {
+                    let preferred = if recipe.pure {
+                        choice.target
+                    } else {
+                        state.preferred_type(t, cat)?
+                    };
+                    let (ty, fell_back) = fallback(t.dims[0], preferred)?;
+                    choice.target = ty;
+                    choice.fallback = fell_back;
+                }
             }
         }
         out.push(choice);
@@ -577,7 +625,7 @@ pub fn plan(shape: &ModelShape, tensors: &[TensorDesc], ftype: Ftype) -> Result<
 }
 
 /// [`plan`] for a GGUF file.
-pub fn plan_file(file: &GgufFile, ftype: Ftype) -> Result<Vec<TensorChoice>> {
+pub fn plan_file(file: &GgufFile, recipe: impl Into<Recipe>) -> Result<Vec<TensorChoice>> {
     let shape = ModelShape::from_file(file)?;
     let tensors: Vec<TensorDesc> = file
         .tensors()
@@ -588,7 +636,7 @@ pub fn plan_file(file: &GgufFile, ftype: Ftype) -> Result<Vec<TensorChoice>> {
             ty: t.ty,
         })
         .collect();
-    plan(&shape, &tensors, ftype)
+    plan(&shape, &tensors, recipe)
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use super::{can_quantize_to, quantize_row};
 use crate::gguf::{GgufFile, GgufWriter};
-use crate::quant::recipe::{plan_file, Ftype};
+use crate::quant::recipe::{plan_file, Ftype, Recipe};
 use crate::quant::GgmlType;
 use crate::{bail, Error, Result};
 
@@ -53,18 +53,19 @@ pub struct QuantizeSummary {
     pub output_bytes: u64,
 }
 
-/// Quantize the model at `input` to `ftype`, writing `output` atomically. Uses `threads`
+/// Quantize the model at `input` with `recipe` (an [`Ftype`] or a [`Recipe`]), writing
+/// `output` atomically. Uses `threads`
 /// worker threads (0 means all available cores); `on_progress` is called after each
 /// tensor.
 pub fn quantize_model(
     input: &Path,
     output: &Path,
-    ftype: Ftype,
+    recipe: impl Into<Recipe>,
     threads: usize,
     on_progress: &mut dyn FnMut(&QuantizeProgress),
 ) -> Result<QuantizeSummary> {
     let file = GgufFile::open(input)?;
-    let (writer, summary) = quantize_gguf(&file, ftype, threads, on_progress)?;
+    let (writer, summary) = quantize_gguf(&file, recipe, threads, on_progress)?;
     writer.write_file(output).map_err(|e| {
         Error::Io(std::io::Error::new(
             e.kind(),
@@ -78,7 +79,7 @@ pub fn quantize_model(
 /// `file` and owns the converted ones.
 pub fn quantize_gguf<'a>(
     file: &'a GgufFile,
-    ftype: Ftype,
+    recipe: impl Into<Recipe>,
     threads: usize,
     on_progress: &mut dyn FnMut(&QuantizeProgress),
 ) -> Result<(GgufWriter<'a>, QuantizeSummary)> {
@@ -87,7 +88,9 @@ pub fn quantize_gguf<'a>(
     } else {
         threads
     };
-    let choices = plan_file(file, ftype)?;
+    let recipe = recipe.into();
+    let ftype = recipe.ftype;
+    let choices = plan_file(file, recipe)?;
     // Fail before any work if a tensor cannot be converted.
     for c in choices.iter().filter(|c| c.target != c.source) {
         if !c.source.is_supported_for_compute() {
@@ -103,6 +106,15 @@ pub fn quantize_gguf<'a>(
                 Unsupported,
                 "tensor {}: cannot quantize to {}",
                 c.name,
+                c.target
+            );
+        }
+        if c.target.row_bytes(c.dims[0]).is_none() {
+            bail!(
+                InvalidArgument,
+                "tensor {}: rows of {} values are not a whole number of {} blocks",
+                c.name,
+                c.dims[0],
                 c.target
             );
         }
