@@ -74,7 +74,7 @@ pub fn run(args: Args) -> Result<()> {
         bar
     };
     let started = Instant::now();
-    let summary = quantize_model(&args.input, &args.output, ftype, args.threads, &mut |p| {
+    let summary = quantize_model(&args.input, &args.output, recipe, args.threads, &mut |p| {
         bar.set_length(p.elements_total);
         bar.set_position(p.elements_done);
         bar.set_message(format!(
