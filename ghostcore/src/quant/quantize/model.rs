@@ -54,9 +54,11 @@ pub struct QuantizeSummary {
 }
 
 /// Quantize the model at `input` with `recipe` (an [`Ftype`] or a [`Recipe`]), writing
-/// `output` atomically. Uses `threads`
-/// worker threads (0 means all available cores); `on_progress` is called after each
-/// tensor.
+/// `output` atomically. Uses `threads` worker threads (0 means all available cores);
+/// `on_progress` is called after each tensor.
+///
+/// The converted tensors are held in memory until the file is written (the input is
+/// memory-mapped), so peak memory is about the size of the output.
 pub fn quantize_model(
     input: &Path,
     output: &Path,
@@ -120,11 +122,9 @@ pub fn quantize_gguf<'a>(
         }
     }
 
-    let mut writer = GgufWriter::new();
-    writer.version = file.version;
-    for (k, v) in file.metadata() {
-        writer.set(k.clone(), v.clone());
-    }
+    // Metadata in file order; tensors are added below in the recipe's order.
+    let mut writer = GgufWriter::from_file(file);
+    writer.tensors_mut().clear();
     // llama.cpp's gguf_set_val_* removes an existing key and appends it.
     for (key, value) in [
         ("general.quantization_version", QUANTIZATION_VERSION),
