@@ -153,13 +153,16 @@ fn synthetic_model_types_metadata_and_progress() {
     let file = GgufFile::from_bytes(synthetic_model()).unwrap();
     let mut reports: Vec<(usize, usize, String, u64, u64)> = Vec::new();
     let mut on_progress = |p: &QuantizeProgress| {
-        reports.push((
-            p.done,
-            p.total,
-            p.name.to_string(),
-            p.elements_done,
-            p.elements_total,
-        ));
+        if p.tensor_finished {
+            let r = (
+                p.done,
+                p.total,
+                p.name.to_string(),
+                p.elements_done,
+                p.elements_total,
+            );
+            reports.push(r);
+        }
     };
     let (w, summary) = quantize_gguf(&file, Ftype::Q4_K_M, 2, &mut on_progress).unwrap();
     let out = GgufFile::from_bytes(w.to_bytes()).unwrap();
