@@ -1,7 +1,9 @@
 //! File-level quantization recipes: which type each tensor of a model gets.
 //!
 //! [`plan`] mirrors llama.cpp's `llama_tensor_get_type` (src/llama-quant.cpp) for the file
-//! types listed in [`Ftype`], without an importance matrix and without manual overrides:
+//! types listed in [`Ftype`], without an importance matrix or per-tensor regex overrides
+//! ([`Recipe`] adds llama-quantize's `--pure`, `--output-tensor-type` and
+//! `--token-embedding-type`):
 //! - only tensors with ≥ 2 dimensions whose name ends in `weight` are quantized, minus
 //!   norms, expert gates, position/token-type embeddings and a few small special tensors;
 //! - the output matrix (and the token embedding when it doubles as the output, i.e. there
