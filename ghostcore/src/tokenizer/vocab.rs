@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use super::special::SpecialTrie;
 use crate::gguf::{Array, GgufFile};
 use crate::{bail, Result};
 
@@ -86,6 +87,8 @@ pub struct Vocab {
     /// Control, user-defined and unknown tokens, longest text first: the order in which
     /// they are cut out of raw text before tokenization.
     pub special_cache: Vec<u32>,
+    /// The texts of `special_cache`, for finding which occur in a text.
+    pub special_trie: SpecialTrie,
 }
 
 const KEY_MODEL: &str = "tokenizer.ggml.model";
@@ -311,6 +314,7 @@ impl Vocab {
             add_eos,
             add_space_prefix,
             special_cache: Vec::new(),
+            special_trie: SpecialTrie::default(),
         };
         vocab.detect_special_by_text();
         vocab.apply_model_attributes(gguf.get_str("general.name").unwrap_or(""));
@@ -559,6 +563,10 @@ impl Vocab {
             );
             lb.cmp(&la).then(a.cmp(&b))
         });
+        self.special_trie = SpecialTrie::build(
+            ids.iter()
+                .map(|&id| (self.tokens[id as usize].text.as_str(), id)),
+        );
         self.special_cache = ids;
     }
 
