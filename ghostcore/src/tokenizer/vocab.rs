@@ -501,7 +501,7 @@ impl Vocab {
             in_eog(self, &eog, "<|flush|>"),
         );
         if let Some(end) = self.id_of("<|end|>").filter(|id| eog.contains(id)) {
-            if (ret && call) || (call && flush) {
+            if call && (ret || flush) {
                 eog.remove(&end);
                 self.tokens[end as usize].attr = attr::USER_DEFINED;
             }
