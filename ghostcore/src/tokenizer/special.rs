@@ -28,10 +28,18 @@ pub fn partition(vocab: &Vocab, text: &str, parse_special: bool) -> Vec<Fragment
     fragments.push(Fragment::Text(0, text.len()));
     // Only tokens that occur in the text can split it: find them in one pass, then take
     // them in the cache's order (longest first, ties by id).
-    let mut found = Vec::new();
-    vocab
-        .special_trie
-        .occurring(text.as_bytes(), |id| found.push(id));
+    let mut seen = vec![0u64; vocab.n_tokens().div_ceil(64)];
+    vocab.special_trie.occurring(text.as_bytes(), |id| {
+        seen[id as usize / 64] |= 1 << (id % 64);
+    });
+    let mut found: Vec<u32> = Vec::new();
+    for (w, &bits) in seen.iter().enumerate() {
+        let mut b = bits;
+        while b != 0 {
+            found.push(w as u32 * 64 + b.trailing_zeros());
+            b &= b - 1;
+        }
+    }
     found.sort_by(|&a, &b| {
         let (la, lb) = (
             vocab.tokens[a as usize].text.len(),
@@ -39,7 +47,6 @@ pub fn partition(vocab: &Vocab, text: &str, parse_special: bool) -> Vec<Fragment
         );
         lb.cmp(&la).then(a.cmp(&b))
     });
-    found.dedup();
     let bytes = text.as_bytes();
     let mut next = Vec::new();
     for &id in &found {
