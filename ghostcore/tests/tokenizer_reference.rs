@@ -195,3 +195,52 @@ fn special_ids_and_eog_sets() {
         assert_eq!(tok.eog_ids(), vec![1, 106]);
     }
 }
+
+/// A long real text: Debian's GPL-3 (35,149 bytes). The logprob references record
+/// llama.cpp's token count for the whole text and its first 256 ids.
+#[test]
+fn gpl3_text_matches_reference_tokens() {
+    let path = std::path::Path::new("/usr/share/common-licenses/GPL-3");
+    let Ok(text) = std::fs::read_to_string(path) else {
+        if ghostcore::test_models::running_in_ci() {
+            panic!("CI=true and {path:?} is missing (Debian package base-files)");
+        }
+        eprintln!("SKIPPED: {path:?} not found");
+        return;
+    };
+    assert_eq!(
+        text.len(),
+        35149,
+        "not the GPL-3 text the references were made from"
+    );
+    for (file, reference) in [
+        (
+            SMOLLM2_Q4_K_M,
+            "logprobs_top10_gpl3_smollm2-135m-q4_k_m.json",
+        ),
+        (
+            GEMMA3_Q4_K_M,
+            "logprobs_top10_gpl3_gemma-3-270m-q4_k_m.json",
+        ),
+    ] {
+        let Some(tok) = load(file) else { continue };
+        let data = read_json(reference);
+        let got = tok.encode(&text, true, true).unwrap();
+        assert_eq!(
+            got.len() as u64,
+            data["text_total_tokens"].as_u64().unwrap(),
+            "{reference}"
+        );
+        let want = ids(&data["token_ids"]);
+        assert_eq!(&got[..want.len()], &want[..], "{reference}");
+        let mut bytes = Vec::new();
+        for &id in &got {
+            bytes.extend(tok.token_to_piece(id, false).unwrap());
+        }
+        assert_eq!(
+            bytes,
+            text.as_bytes(),
+            "{reference}: pieces reassemble the text"
+        );
+    }
+}
