@@ -32,7 +32,6 @@ enum Algorithm {
 }
 
 /// A tokenizer read from a GGUF file's `tokenizer.*` metadata.
-#[derive(Debug)]
 pub struct Tokenizer {
     vocab: Vocab,
     algorithm: Algorithm,
@@ -40,6 +39,20 @@ pub struct Tokenizer {
     pieces: Vec<Box<[u8]>>,
     /// Decoding removes spaces before `?!.,` and in some contractions.
     clean_spaces: bool,
+}
+
+impl std::fmt::Debug for Tokenizer {
+    /// A summary: the full vocabulary would be hundreds of thousands of entries.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokenizer")
+            .field("model", &self.vocab.model_name)
+            .field("pre", &self.vocab.pre_name)
+            .field("n_vocab", &self.vocab.n_tokens())
+            .field("bos", &self.vocab.special.bos)
+            .field("eos", &self.vocab.special.eos)
+            .field("add_bos", &self.vocab.add_bos)
+            .finish()
+    }
 }
 
 impl Tokenizer {
