@@ -416,43 +416,24 @@ impl Vocab {
             "[e~[",
         ];
 
-        let lists: [(&[&str], u8); 8] = [
-            (EOT, 0),
-            (EOM, 1),
-            (FIM_PRE, 2),
-            (FIM_SUF, 3),
-            (FIM_MID, 4),
-            (FIM_PAD, 5),
-            (FIM_REP, 6),
-            (FIM_SEP, 7),
+        type Slot = fn(&mut SpecialIds) -> &mut Option<u32>;
+        let lists: [(&[&str], Slot); 8] = [
+            (EOT, |s| &mut s.eot),
+            (EOM, |s| &mut s.eom),
+            (FIM_PRE, |s| &mut s.fim_pre),
+            (FIM_SUF, |s| &mut s.fim_suf),
+            (FIM_MID, |s| &mut s.fim_mid),
+            (FIM_PAD, |s| &mut s.fim_pad),
+            (FIM_REP, |s| &mut s.fim_rep),
+            (FIM_SEP, |s| &mut s.fim_sep),
         ];
-        for (texts, which) in lists {
-            let current = match which {
-                0 => self.special.eot,
-                1 => self.special.eom,
-                2 => self.special.fim_pre,
-                3 => self.special.fim_suf,
-                4 => self.special.fim_mid,
-                5 => self.special.fim_pad,
-                6 => self.special.fim_rep,
-                _ => self.special.fim_sep,
-            };
-            if current.is_some() {
+        for (texts, slot) in lists {
+            if slot(&mut self.special).is_some() {
                 continue;
             }
             if let Some(id) = texts.iter().find_map(|t| self.id_of(t)) {
                 self.mark_control(id);
-                let slot = match which {
-                    0 => &mut self.special.eot,
-                    1 => &mut self.special.eom,
-                    2 => &mut self.special.fim_pre,
-                    3 => &mut self.special.fim_suf,
-                    4 => &mut self.special.fim_mid,
-                    5 => &mut self.special.fim_pad,
-                    6 => &mut self.special.fim_rep,
-                    _ => &mut self.special.fim_sep,
-                };
-                *slot = Some(id);
+                *slot(&mut self.special) = Some(id);
             }
         }
 
