@@ -7,6 +7,9 @@
 //! folded into a signed operand. Only the float accumulation order differs from the scalar
 //! reference.
 //!
+//! Every `unsafe fn` here (including the `pub(crate)` decoding helpers that `axpy` reuses)
+//! may only run on a CPU with avx2, fma and f16c.
+//!
 //! The functions in [`row_dot`]'s table are safe wrappers: they are only handed out by
 //! [`crate::quant::kernels::row_dot_for`] after `is_x86_feature_detected!` confirmed
 //! avx2, fma and f16c.
