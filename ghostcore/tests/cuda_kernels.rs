@@ -311,6 +311,129 @@ fn reference_dequant_matches_gguf_py() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// nvcc as build.rs finds it (`NVCC`, `CUDA_PATH`/`CUDA_HOME`, `PATH`, `.cuda/` of
+/// scripts/install-nvcc.sh). `None` means skip (printed); under CI its absence fails.
+fn find_nvcc() -> Option<std::path::PathBuf> {
+    use std::path::PathBuf;
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Some(p) = std::env::var_os("NVCC") {
+        candidates.push(PathBuf::from(p));
+    }
+    for var in ["CUDA_PATH", "CUDA_HOME"] {
+        if let Some(r) = std::env::var_os(var) {
+            candidates.push(PathBuf::from(r).join("bin/nvcc"));
+        }
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        candidates.extend(std::env::split_paths(&path).map(|d| d.join("nvcc")));
+    }
+    candidates.push(ghostcore::test_models::workspace_root().join(".cuda/nvidia/cu13/bin/nvcc"));
+    let found = candidates.into_iter().find(|p| p.is_file());
+    if found.is_none() {
+        let msg = "nvcc not found; run scripts/install-nvcc.sh";
+        assert!(
+            !ghostcore::test_models::running_in_ci(),
+            "CI=true and {msg}"
+        );
+        eprintln!("SKIPPED: {msg}");
+    }
+    found
+}
+
+fn write_f32s(path: &std::path::Path, v: &[f32]) {
+    std::fs::write(
+        path,
+        v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>(),
+    )
+    .unwrap();
+}
+
+fn read_f32s(path: &std::path::Path) -> Vec<f32> {
+    std::fs::read(path)
+        .unwrap()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+/// The per-type math the kernels run (`QuantTraits<T>::dot` with dp4a, `::dequant` in
+/// kernels/quant_blocks.cuh), compiled for the host by nvcc (kernels/check/) and run here
+/// without a GPU, against the scalar reference: dots per 32-weight unit against
+/// sum(w * d * q) of the reference-quantized activations, dequantized weights against
+/// `ref_dequant_row`. Covers bit layouts and scale maths, not launches or warp reductions.
+#[test]
+fn device_math_on_host_matches_reference() {
+    let Some(nvcc) = find_nvcc() else { return };
+    let dir = std::env::temp_dir().join(format!("gc-cuda-hostcheck-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let exe = dir.join("quant_blocks_check");
+    let src = ghostcore::test_models::workspace_root().join("kernels/check/quant_blocks_check.cu");
+    let out = Command::new(&nvcc)
+        .arg("-O2")
+        .arg("-o")
+        .arg(&exe)
+        .arg(&src)
+        .output()
+        .expect("run nvcc");
+    assert!(
+        out.status.success(),
+        "nvcc failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut rng = Rng(12);
+    for ty in TYPES {
+        for rep in 0..4 {
+            let n_cols = 1024;
+            let row = random_rows(&mut rng, ty, 1, n_cols);
+            let x = rng.vec(n_cols, if rep == 0 { 0.01 } else { 2.0 });
+            let (x_deq, qs, ds) = ref_quantize_q8_1(&x);
+            let pairs: Vec<f32> = ds
+                .iter()
+                .enumerate()
+                .flat_map(|(b, &d)| {
+                    [
+                        d,
+                        d * qs[32 * b..32 * b + 32]
+                            .iter()
+                            .map(|&q| q as i32)
+                            .sum::<i32>() as f32,
+                    ]
+                })
+                .collect();
+            let (p_row, p_xq, p_xds) =
+                (dir.join("row.bin"), dir.join("xq.bin"), dir.join("xds.bin"));
+            let (p_dots, p_deq) = (dir.join("dots.out"), dir.join("deq.out"));
+            std::fs::write(&p_row, &row).unwrap();
+            std::fs::write(&p_xq, qs.iter().map(|&q| q as u8).collect::<Vec<u8>>()).unwrap();
+            write_f32s(&p_xds, &pairs);
+            let status = Command::new(&exe)
+                .arg(ty.id().to_string())
+                .arg(n_cols.to_string())
+                .args([&p_row, &p_xq, &p_xds, &p_dots, &p_deq])
+                .status()
+                .unwrap();
+            assert!(status.success(), "host check failed for {}", ty.name());
+            let w = ref_dequant_row(ty, &row, n_cols);
+            let deq = read_f32s(&p_deq);
+            let want: Vec<f64> = w.iter().map(|&v| v as f64).collect();
+            let tol: Vec<f64> = want.iter().map(|v| 1e-6 * v.abs() + 1e-7).collect();
+            assert_close(&format!("host dequant {}", ty.name()), &deq, &want, &tol);
+            if matches!(ty, GgmlType::F32 | GgmlType::F16) {
+                continue;
+            }
+            let dots = read_f32s(&p_dots);
+            let (want, tol): (Vec<f64>, Vec<f64>) = (0..n_cols / 32)
+                .map(|u| {
+                    let (s, m) = dot64(&w[32 * u..32 * u + 32], &x_deq[32 * u..32 * u + 32]);
+                    (s, 1e-5 * m + 1e-7)
+                })
+                .unzip();
+            assert_close(&format!("host dot {}", ty.name()), &dots, &want, &tol);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 // ------------------------------------------------------------------ GPU tests
 
 #[test]
