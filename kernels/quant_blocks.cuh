@@ -152,9 +152,13 @@ template <> struct QuantTraits<GC_TYPE_Q4_K> {
         const uint8_t* qs = b->qs + 32 * (g / 2);
         int y[8];
         load_q8_words(q8, y);
+        // qs sits at byte 16 of a 144-byte block: 16-byte aligned, two vector loads.
+        const int4 qa = ((const int4*)qs)[0];
+        const int4 qb = ((const int4*)qs)[1];
+        const int q[8] = {qa.x, qa.y, qa.z, qa.w, qb.x, qb.y, qb.z, qb.w};
         int sumi = 0;
 #pragma unroll
-        for (int i = 0; i < 8; ++i) sumi = gc_dp4a((load_i32_a4(qs + 4 * i) >> shift) & 0x0F0F0F0F, y[i], sumi);
+        for (int i = 0; i < 8; ++i) sumi = gc_dp4a((q[i] >> shift) & 0x0F0F0F0F, y[i], sumi);
         int sc, m;
         q4k_scale_min(b->scales, g, sc, m);
         // sum (d*sc*q - dmin*m)*d8*q8 = d*sc*d8*sumi - dmin*m*s8

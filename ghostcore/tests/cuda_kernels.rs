@@ -368,6 +368,11 @@ fn device_math_on_host_matches_reference() {
     std::fs::create_dir_all(&dir).unwrap();
     let exe = dir.join("quant_blocks_check");
     let src = ghostcore::test_models::workspace_root().join("kernels/check/quant_blocks_check.cu");
+    if !src.is_file() {
+        // A staged test binary on a machine without the source tree (gpu-stage/).
+        eprintln!("SKIPPED: {} not found", src.display());
+        return;
+    }
     let out = Command::new(&nvcc)
         .arg("-O2")
         .arg("-o")
