@@ -12,13 +12,17 @@
 pub mod backend;
 pub mod chat;
 pub mod cli;
+pub mod context;
 pub mod error;
+pub mod generate;
 pub mod gguf;
 pub mod model;
 pub mod quant;
+pub mod sampling;
 pub mod sparsity;
 #[doc(hidden)]
 pub mod test_models;
+pub mod threadpool;
 pub mod tokenizer;
 
 pub use error::{Error, Result};

@@ -1,14 +1,141 @@
-//! `ghost bench` (not implemented yet).
+//! `ghost bench`: prefill and decode speed, printed like llama-bench.
+//!
+//! Per repetition of `ppN`: clear the context and decode `N` random tokens as one batch.
+//! Per repetition of `tgN`: clear the context and decode `N` random tokens one at a time.
+//! One untimed warm-up run precedes each test. Reported: mean ± sample standard deviation
+//! of tokens per second over the repetitions.
 
-use crate::{Error, Result};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::context::{Context, ContextParams};
+use crate::model::{Model, ModelParams};
+use crate::sampling::Rng;
+use crate::{bail, Result};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Arguments (this subcommand is not implemented yet).
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    pub rest: Vec<String>,
+    /// Model file (default: the built-in SmolLM2-135M Q4_K_M).
+    #[arg(short = 'm', long)]
+    pub model: Option<PathBuf>,
+    /// Prompt lengths to test (comma-separated); 0 skips.
+    #[arg(short = 'p', long = "n-prompt", value_delimiter = ',', default_value = "128")]
+    pub n_prompt: Vec<usize>,
+    /// Generation lengths to test (comma-separated); 0 skips.
+    #[arg(short = 'n', long = "n-gen", value_delimiter = ',', default_value = "64")]
+    pub n_gen: Vec<usize>,
+    /// Thread counts to test (comma-separated).
+    #[arg(short = 't', long, value_delimiter = ',', default_value = "1")]
+    pub threads: Vec<usize>,
+    /// Repetitions per test.
+    #[arg(short = 'r', long, default_value_t = 5)]
+    pub reps: usize,
+    /// Output format.
+    #[arg(short = 'o', long, default_value = "md", value_parser = ["md", "json"])]
+    pub output: String,
 }
 
-pub fn run(_args: Args) -> Result<()> {
-    Err(Error::Unsupported("`ghost bench` is not implemented yet".into()))
+struct Row {
+    threads: usize,
+    test: String,
+    n_tokens: usize,
+    samples: Vec<f64>,
+}
+
+fn mean_sd(v: &[f64]) -> (f64, f64) {
+    let n = v.len() as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    let sd = if v.len() > 1 {
+        (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
+    } else {
+        0.0
+    };
+    (mean, sd)
+}
+
+fn random_tokens(rng: &mut Rng, n: usize, n_vocab: usize) -> Vec<u32> {
+    (0..n).map(|_| (rng.next_u64() % n_vocab as u64) as u32).collect()
+}
+
+fn time_prefill(ctx: &mut Context, tokens: &[u32]) -> Result<f64> {
+    ctx.reset();
+    let t = Instant::now();
+    ctx.decode(tokens)?;
+    Ok(tokens.len() as f64 / t.elapsed().as_secs_f64())
+}
+
+fn time_generation(ctx: &mut Context, tokens: &[u32]) -> Result<f64> {
+    ctx.reset();
+    let t = Instant::now();
+    for &tok in tokens {
+        ctx.decode(&[tok])?;
+    }
+    Ok(tokens.len() as f64 / t.elapsed().as_secs_f64())
+}
+
+pub fn run(args: Args) -> Result<()> {
+    if args.reps == 0 {
+        bail!(InvalidArgument, "--reps must be at least 1");
+    }
+    let path = super::run::resolve_model(args.model.as_deref())?;
+    let model = Model::load(&path, &ModelParams { skip_tokenizer: true })?;
+    let info = model.info().clone();
+    let n_ctx = args.n_prompt.iter().chain(&args.n_gen).copied().max().unwrap_or(1).max(1);
+    let mut rng = Rng::new(1234);
+    let mut rows = Vec::new();
+    for &threads in &args.threads {
+        let params = ContextParams { n_ctx, n_batch: n_ctx, n_threads: threads };
+        let mut ctx = Context::new(Arc::clone(&model), params)?;
+        for &n in args.n_prompt.iter().filter(|&&n| n > 0) {
+            let toks = random_tokens(&mut rng, n, info.n_vocab);
+            time_prefill(&mut ctx, &toks)?;
+            let samples = (0..args.reps).map(|_| time_prefill(&mut ctx, &toks)).collect::<Result<Vec<_>>>()?;
+            rows.push(Row { threads: ctx.n_threads(), test: format!("pp{n}"), n_tokens: n, samples });
+        }
+        for &n in args.n_gen.iter().filter(|&&n| n > 0) {
+            let toks = random_tokens(&mut rng, n, info.n_vocab);
+            time_generation(&mut ctx, &toks)?;
+            let samples = (0..args.reps).map(|_| time_generation(&mut ctx, &toks)).collect::<Result<Vec<_>>>()?;
+            rows.push(Row { threads: ctx.n_threads(), test: format!("tg{n}"), n_tokens: n, samples });
+        }
+    }
+    let model_desc = format!("{} {} {}", info.architecture, size_label(info.n_params), info.dominant_type);
+    let size_mib = info.tensor_bytes as f64 / (1024.0 * 1024.0);
+    let params_m = info.n_params as f64 / 1e6;
+    let isa = crate::quant::active_isa().to_string();
+    if args.output == "json" {
+        let arr: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| {
+                let (m, s) = mean_sd(&r.samples);
+                serde_json::json!({
+                    "model": model_desc, "model_path": path.display().to_string(),
+                    "size_bytes": info.tensor_bytes, "n_params": info.n_params,
+                    "backend": "CPU", "isa": isa, "threads": r.threads, "test": r.test,
+                    "n_tokens": r.n_tokens, "avg_ts": m, "stddev_ts": s, "samples_ts": r.samples,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&arr).unwrap_or_default());
+    } else {
+        println!("| model | size | params | backend | threads | test | t/s |");
+        println!("| --- | ---: | ---: | --- | ---: | ---: | ---: |");
+        for r in &rows {
+            let (m, s) = mean_sd(&r.samples);
+            println!(
+                "| {model_desc} | {size_mib:.2} MiB | {params_m:.2} M | CPU ({isa}) | {} | {} | {m:.2} ± {s:.2} |",
+                r.threads, r.test
+            );
+        }
+    }
+    Ok(())
+}
+
+fn size_label(n_params: u64) -> String {
+    if n_params >= 1_000_000_000 {
+        format!("{:.1}B", n_params as f64 / 1e9)
+    } else {
+        format!("{}M", (n_params as f64 / 1e6).round() as u64)
+    }
 }

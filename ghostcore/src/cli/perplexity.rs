@@ -10,5 +10,7 @@ pub struct Args {
 }
 
 pub fn run(_args: Args) -> Result<()> {
-    Err(Error::Unsupported("`ghost perplexity` is not implemented yet".into()))
+    Err(Error::Unsupported(
+        "`ghost perplexity` is not implemented yet".into(),
+    ))
 }

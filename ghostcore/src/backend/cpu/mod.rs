@@ -1,0 +1,5 @@
+//! CPU backend: quantized linear layers spread over the thread pool, and the f32 ops of the
+//! forward pass.
+
+pub mod linear;
+pub mod ops;

@@ -1,0 +1,227 @@
+//! Element-wise and normalization ops of the forward pass (scalar, f32).
+
+/// `y = x / sqrt(mean(x²) + eps) * w`, as ggml computes it (sum of squares in f64).
+pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, y: &mut [f32]) {
+    debug_assert_eq!(x.len(), w.len());
+    debug_assert_eq!(x.len(), y.len());
+    let sum: f64 = x.iter().map(|&v| (v as f64) * (v as f64)).sum();
+    let mean = (sum / x.len() as f64) as f32;
+    let scale = 1.0 / (mean + eps).sqrt();
+    for ((yi, &xi), &wi) in y.iter_mut().zip(x).zip(w) {
+        *yi = xi * scale * wi;
+    }
+}
+
+/// In-place [`rms_norm`].
+pub fn rms_norm_inplace(x: &mut [f32], w: &[f32], eps: f32) {
+    let sum: f64 = x.iter().map(|&v| (v as f64) * (v as f64)).sum();
+    let mean = (sum / x.len() as f64) as f32;
+    let scale = 1.0 / (mean + eps).sqrt();
+    for (xi, &wi) in x.iter_mut().zip(w) {
+        *xi = *xi * scale * wi;
+    }
+}
+
+pub fn silu(x: f32) -> f32 {
+    x / (1.0 + (-x).exp())
+}
+
+/// GELU, tanh approximation (ggml's `gelu`).
+pub fn gelu_tanh(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    const COEF_A: f32 = 0.044_715;
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + COEF_A * x * x)).tanh())
+}
+
+/// cos/sin table of one position: `n_rot / 2` angles `pos * freq_scale * base^(-2i/n_rot)`,
+/// computed as ggml does (iterated f32 product of the per-pair ratio).
+pub fn rope_table(
+    pos: usize,
+    n_rot: usize,
+    base: f32,
+    freq_scale: f32,
+    cos: &mut [f32],
+    sin: &mut [f32],
+) {
+    let theta_scale = base.powf(-2.0 / n_rot as f32);
+    let mut theta = pos as f32;
+    for i in 0..n_rot / 2 {
+        let t = theta * freq_scale;
+        cos[i] = t.cos();
+        sin[i] = t.sin();
+        theta *= theta_scale;
+    }
+}
+
+/// Rotates one head (`x.len()` = head size; the first `2 * cos.len()` dims rotate).
+/// `neox`: pairs are (i, i + n_rot/2); otherwise adjacent (2i, 2i+1).
+pub fn rope_apply(x: &mut [f32], cos: &[f32], sin: &[f32], neox: bool) {
+    let half = cos.len();
+    if neox {
+        for i in 0..half {
+            let (a, b) = (x[i], x[i + half]);
+            x[i] = a * cos[i] - b * sin[i];
+            x[i + half] = a * sin[i] + b * cos[i];
+        }
+    } else {
+        for i in 0..half {
+            let (a, b) = (x[2 * i], x[2 * i + 1]);
+            x[2 * i] = a * cos[i] - b * sin[i];
+            x[2 * i + 1] = a * sin[i] + b * cos[i];
+        }
+    }
+}
+
+/// Dot product with 8 independent accumulators (vectorizes well).
+#[inline]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0.0f32; 8];
+    let chunks = n / 8;
+    for c in 0..chunks {
+        for k in 0..8 {
+            acc[k] += a[8 * c + k] * b[8 * c + k];
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for i in chunks * 8..n {
+        s += a[i] * b[i];
+    }
+    s
+}
+
+/// `y += a * x`.
+#[inline]
+pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
+    for (yi, &xi) in y.iter_mut().zip(x) {
+        *yi += a * xi;
+    }
+}
+
+/// Causal attention of one query head over `n_kv` cached positions.
+///
+/// `q`: the head's query (already scaled); `k_cache`/`v_cache`: rows of `k_stride`/`v_stride`
+/// floats per position, the head's slice starting at `k_off`/`v_off`; keys at positions
+/// `first..n_kv` are attended. `scores` is scratch of at least `n_kv`; `out` gets the head output.
+#[allow(clippy::too_many_arguments)]
+pub fn attend_head(
+    q: &[f32],
+    k_cache: &[f32],
+    k_stride: usize,
+    k_off: usize,
+    v_cache: &[f32],
+    v_stride: usize,
+    v_off: usize,
+    first: usize,
+    n_kv: usize,
+    softcap: Option<f32>,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    let hd = q.len();
+    let dv = out.len();
+    let mut max = f32::NEG_INFINITY;
+    for t in first..n_kv {
+        let k = &k_cache[t * k_stride + k_off..t * k_stride + k_off + hd];
+        let mut s = dot(q, k);
+        if let Some(c) = softcap {
+            s = (s / c).tanh() * c;
+        }
+        scores[t] = s;
+        if s > max {
+            max = s;
+        }
+    }
+    let mut sum = 0.0f32;
+    for s in &mut scores[first..n_kv] {
+        *s = (*s - max).exp();
+        sum += *s;
+    }
+    let inv = 1.0 / sum;
+    out.fill(0.0);
+    for t in first..n_kv {
+        let v = &v_cache[t * v_stride + v_off..t * v_stride + v_off + dv];
+        axpy(scores[t] * inv, v, out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rms_norm_matches_definition() {
+        let x = [1.0f32, -2.0, 3.0, 0.5];
+        let w = [1.0f32, 2.0, 0.5, 1.0];
+        let mut y = [0.0f32; 4];
+        rms_norm(&x, &w, 1e-6, &mut y);
+        let ms = (1.0 + 4.0 + 9.0 + 0.25) / 4.0f64;
+        let s = 1.0 / (ms + 1e-6).sqrt();
+        for i in 0..4 {
+            assert!((y[i] as f64 - x[i] as f64 * s * w[i] as f64).abs() < 1e-6);
+        }
+    }
+
+    /// RoPE must equal the rotation by angle pos * base^(-2i/d) computed in f64.
+    #[test]
+    fn rope_matches_closed_form() {
+        let d = 8;
+        for &neox in &[false, true] {
+            let x: Vec<f32> = (0..d).map(|i| (i as f32 * 0.37).sin()).collect();
+            let mut y = x.clone();
+            let (mut c, mut s) = (vec![0.0; d / 2], vec![0.0; d / 2]);
+            rope_table(7, d, 10000.0, 1.0, &mut c, &mut s);
+            rope_apply(&mut y, &c, &s, neox);
+            for i in 0..d / 2 {
+                let th = 7.0f64 * 10000f64.powf(-2.0 * i as f64 / d as f64);
+                let (a, b) = if neox {
+                    (i, i + d / 2)
+                } else {
+                    (2 * i, 2 * i + 1)
+                };
+                let ea = x[a] as f64 * th.cos() - x[b] as f64 * th.sin();
+                let eb = x[a] as f64 * th.sin() + x[b] as f64 * th.cos();
+                assert!((y[a] as f64 - ea).abs() < 1e-4, "{neox} {i}");
+                assert!((y[b] as f64 - eb).abs() < 1e-4, "{neox} {i}");
+            }
+        }
+    }
+
+    /// Attention against a naive f64 softmax(q·K)·V.
+    #[test]
+    fn attention_matches_naive() {
+        let (hd, n) = (4, 5);
+        let q: Vec<f32> = (0..hd).map(|i| 0.3 * i as f32 - 0.4).collect();
+        let k: Vec<f32> = (0..n * hd)
+            .map(|i| ((i * 7 % 11) as f32 - 5.0) * 0.2)
+            .collect();
+        let v: Vec<f32> = (0..n * hd)
+            .map(|i| ((i * 5 % 13) as f32 - 6.0) * 0.1)
+            .collect();
+        let mut scores = vec![0.0; n];
+        let mut out = vec![0.0; hd];
+        attend_head(&q, &k, hd, 0, &v, hd, 0, 1, n, None, &mut scores, &mut out);
+        let s: Vec<f64> = (1..n)
+            .map(|t| (0..hd).map(|i| q[i] as f64 * k[t * hd + i] as f64).sum())
+            .collect();
+        let m = s.iter().cloned().fold(f64::MIN, f64::max);
+        let z: f64 = s.iter().map(|x| (x - m).exp()).sum();
+        for i in 0..hd {
+            let e: f64 = (1..n)
+                .map(|t| (s[t - 1] - m).exp() / z * v[t * hd + i] as f64)
+                .sum();
+            assert!((out[i] as f64 - e).abs() < 1e-5);
+        }
+    }
+
+    #[test]
+    fn activations() {
+        assert!((silu(1.0) - 0.731_058_6).abs() < 1e-6);
+        let x = 0.7f64;
+        let g = 0.5
+            * x
+            * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x)).tanh());
+        assert!((gelu_tanh(0.7) as f64 - g).abs() < 1e-6);
+    }
+}

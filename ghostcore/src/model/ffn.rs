@@ -1,0 +1,125 @@
+//! The feed-forward block, structured for activation sparsity.
+//!
+//! `ffn_gate` and `ffn_up` are neuron-major (row `i` is neuron `i`), `ffn_down` is
+//! output-major. The dense FFN computes `down · (act(gate · x) ⊙ (up · x))`.
+//!
+//! Two extension points serve the sparsity engine without touching the forward pass:
+//! - [`FfnObserver`]: sees, per token and layer, `act(gate·x)` and `up·x` (calibration);
+//! - [`DecodeFfn`]: replaces the dense FFN of a layer for single-token decode steps
+//!   (a [`crate::context::Context`] holds one optional override per layer). Prefill
+//!   (batches of more than one token) always runs dense.
+
+use super::Model;
+use crate::backend::cpu::linear::{self, QuantizedActs};
+use crate::backend::cpu::ops;
+use crate::model::config::Activation;
+use crate::threadpool::ThreadPool;
+use crate::Result;
+
+/// Receives FFN activations of every token the context processes (dense path only).
+pub trait FfnObserver: Send {
+    /// `layer`: layer index; `pos`: the token's position; `act_gate`: `act(gate·x)` and
+    /// `up`: `up·x`, both `n_ff` long.
+    fn observe(&mut self, layer: usize, pos: usize, act_gate: &[f32], up: &[f32]);
+}
+
+/// What a [`DecodeFfn`] gets to work with.
+pub struct FfnCall<'a> {
+    pub model: &'a Model,
+    pub layer: usize,
+    /// Position of the token being decoded.
+    pub pos: usize,
+    pub pool: &'a ThreadPool,
+}
+
+/// A replacement FFN for one layer, used for single-token decode steps.
+pub trait DecodeFfn: Send + Sync {
+    /// `x`: the FFN input after `ffn_norm` (`n_embd`); write the FFN output (`n_embd`,
+    /// before any post-FFN norm and the residual add) into `out`.
+    fn forward(&self, call: &FfnCall<'_>, x: &[f32], out: &mut [f32]) -> Result<()>;
+}
+
+/// Scratch for the dense FFN, sized for a batch of `n_batch` tokens.
+#[derive(Debug, Default)]
+pub struct FfnScratch {
+    pub gate: Vec<f32>,
+    pub up: Vec<f32>,
+    pub acts: QuantizedActs,
+}
+
+impl FfnScratch {
+    pub fn new(n_batch: usize, n_ff: usize) -> Self {
+        FfnScratch {
+            gate: vec![0.0; n_batch * n_ff],
+            up: vec![0.0; n_batch * n_ff],
+            acts: QuantizedActs::default(),
+        }
+    }
+}
+
+/// Applies the gate activation in place: `gate[i] = act(gate[i])`.
+pub fn activate(act: Activation, gate: &mut [f32]) {
+    match act {
+        Activation::Silu => gate.iter_mut().for_each(|g| *g = ops::silu(*g)),
+        Activation::GeluTanh => gate.iter_mut().for_each(|g| *g = ops::gelu_tanh(*g)),
+    }
+}
+
+/// The dense FFN of layer `il` over `m` rows of `x` (`m * n_embd`), writing `out`
+/// (`m * n_embd`). `x_acts` may already hold `x` quantized for the gate's vec-dot type.
+#[allow(clippy::too_many_arguments)]
+pub fn dense_ffn(
+    model: &Model,
+    il: usize,
+    pool: &ThreadPool,
+    x: &[f32],
+    m: usize,
+    first_pos: usize,
+    scratch: &mut FfnScratch,
+    observer: Option<&mut (dyn FfnObserver + '_)>,
+    out: &mut [f32],
+) -> Result<()> {
+    let cfg = model.config();
+    let lw = model.layer(il);
+    let (n_embd, n_ff) = (cfg.n_embd, cfg.n_ff);
+    let gate = &mut scratch.gate[..m * n_ff];
+    let up = &mut scratch.up[..m * n_ff];
+    let vdt = linear::vec_dot_type(lw.ffn_gate.ty);
+    linear::quantize_rows(pool, vdt, &x[..m * n_embd], n_embd, m, &mut scratch.acts)?;
+    linear::matmul(
+        pool,
+        &lw.ffn_gate,
+        model.bytes(&lw.ffn_gate),
+        &scratch.acts,
+        gate,
+    )?;
+    let vdt_up = linear::vec_dot_type(lw.ffn_up.ty);
+    if vdt_up != vdt {
+        linear::quantize_rows(pool, vdt_up, &x[..m * n_embd], n_embd, m, &mut scratch.acts)?;
+    }
+    linear::matmul(pool, &lw.ffn_up, model.bytes(&lw.ffn_up), &scratch.acts, up)?;
+    activate(cfg.activation, gate);
+    if let Some(obs) = observer {
+        for j in 0..m {
+            obs.observe(
+                il,
+                first_pos + j,
+                &gate[j * n_ff..(j + 1) * n_ff],
+                &up[j * n_ff..(j + 1) * n_ff],
+            );
+        }
+    }
+    for (g, &u) in gate.iter_mut().zip(up.iter()) {
+        *g *= u;
+    }
+    let vdt_down = linear::vec_dot_type(lw.ffn_down.ty);
+    linear::quantize_rows(pool, vdt_down, gate, n_ff, m, &mut scratch.acts)?;
+    linear::matmul(
+        pool,
+        &lw.ffn_down,
+        model.bytes(&lw.ffn_down),
+        &scratch.acts,
+        &mut out[..m * n_embd],
+    )?;
+    Ok(())
+}

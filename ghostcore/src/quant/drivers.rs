@@ -1,0 +1,272 @@
+//! Matrix drivers over the row-dot kernels, as the forward pass calls them. Each works
+//! single-threaded on a range or list of weight rows; the caller's thread pool splits rows.
+//!
+//! A weight matrix is `n_rows` rows of `n_cols` weights of type `ty`, row `r` starting at
+//! byte `r * ty.row_bytes(n_cols)`; activations are rows quantized as
+//! [`vec_dot_type(ty)`](crate::quant::vec_dot_type). All lengths are checked up front and a
+//! mismatch is an `InvalidArgument` error; nothing here panics on bad input.
+
+use std::ops::Range;
+
+use crate::error::Result;
+use crate::quant::activation::vec_dot_type;
+use crate::quant::dequant::dequantize_row;
+use crate::quant::kernels::{active_isa, row_dot_for, row_len, Isa, RowDot};
+use crate::quant::types::GgmlType;
+
+/// Weight rows per tile in [`matmul`]: each tile is read once per activation row from cache.
+const MATMUL_ROW_TILE: usize = 16;
+/// Activation rows per tile in [`matmul`].
+const MATMUL_ACT_TILE: usize = 64;
+
+struct Checked {
+    kernel: RowDot,
+    w_row: usize,
+    a_row: usize,
+    n_rows: usize,
+}
+
+fn check(ty: GgmlType, n_cols: usize, weights: &[u8]) -> Result<Checked> {
+    check_with(active_isa(), ty, n_cols, weights)
+}
+
+fn check_with(isa: Isa, ty: GgmlType, n_cols: usize, weights: &[u8]) -> Result<Checked> {
+    let Some(kernel) = row_dot_for(ty, isa) else {
+        crate::bail!(Unsupported, "no dot-product kernel for {ty} weights");
+    };
+    let vdt = vec_dot_type(ty);
+    let (Some(w_row), Some(a_row)) = (row_len(ty, n_cols), row_len(vdt, n_cols)) else {
+        crate::bail!(
+            InvalidArgument,
+            "{n_cols} columns is not a whole number of {ty} blocks"
+        );
+    };
+    if w_row == 0 || weights.len() % w_row != 0 {
+        crate::bail!(
+            InvalidArgument,
+            "{ty} weights of {} bytes are not whole rows of {n_cols} columns ({w_row} bytes)",
+            weights.len()
+        );
+    }
+    Ok(Checked {
+        kernel,
+        w_row,
+        a_row,
+        n_rows: weights.len() / w_row,
+    })
+}
+
+fn check_rows(rows: &Range<usize>, n_rows: usize) -> Result<()> {
+    if rows.start > rows.end || rows.end > n_rows {
+        crate::bail!(
+            InvalidArgument,
+            "row range {rows:?} outside a matrix of {n_rows} rows"
+        );
+    }
+    Ok(())
+}
+
+/// `out[i] = dot(weight row rows.start + i, act)` for every row in `rows`.
+///
+/// `weights` is the whole matrix; `act` one activation row (`vec_dot_type(ty).row_bytes(n_cols)`
+/// bytes); `out.len() == rows.len()`.
+pub fn matvec(
+    ty: GgmlType,
+    n_cols: usize,
+    weights: &[u8],
+    rows: Range<usize>,
+    act: &[u8],
+    out: &mut [f32],
+) -> Result<()> {
+    matvec_with_isa(active_isa(), ty, n_cols, weights, rows, act, out)
+}
+
+/// [`matvec`] with the kernels of `isa` (scalar where `isa` is unavailable); for benchmarks
+/// and tests that compare instruction sets.
+pub fn matvec_with_isa(
+    isa: Isa,
+    ty: GgmlType,
+    n_cols: usize,
+    weights: &[u8],
+    rows: Range<usize>,
+    act: &[u8],
+    out: &mut [f32],
+) -> Result<()> {
+    let c = check_with(isa, ty, n_cols, weights)?;
+    check_rows(&rows, c.n_rows)?;
+    if act.len() != c.a_row || out.len() != rows.len() {
+        crate::bail!(
+            InvalidArgument,
+            "matvec {ty}: activation {} bytes (want {}), output {} (want {})",
+            act.len(),
+            c.a_row,
+            out.len(),
+            rows.len()
+        );
+    }
+    let w = &weights[rows.start * c.w_row..rows.end * c.w_row];
+    for (o, wr) in out.iter_mut().zip(w.chunks_exact(c.w_row)) {
+        *o = (c.kernel)(wr, act);
+    }
+    Ok(())
+}
+
+/// `out[j * out_stride + (r - rows.start)] = dot(weight row r, activation row j)` for the
+/// `m` activation rows in `acts` (each `vec_dot_type(ty).row_bytes(n_cols)` bytes) and every
+/// `r` in `rows`. Requires `out_stride >= rows.len()` and room for `m` strided output rows.
+///
+/// Weight rows are processed in tiles, each read from cache for a whole tile of activation
+/// rows, so a prompt batch streams the weights from memory about once.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul(
+    ty: GgmlType,
+    n_cols: usize,
+    weights: &[u8],
+    rows: Range<usize>,
+    acts: &[u8],
+    m: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) -> Result<()> {
+    let c = check(ty, n_cols, weights)?;
+    check_rows(&rows, c.n_rows)?;
+    let n_out = rows.len();
+    let need_out = if m == 0 {
+        0
+    } else {
+        (m - 1)
+            .checked_mul(out_stride)
+            .and_then(|v| v.checked_add(n_out))
+            .unwrap_or(usize::MAX)
+    };
+    if Some(acts.len()) != m.checked_mul(c.a_row) || out_stride < n_out || out.len() < need_out {
+        crate::bail!(
+            InvalidArgument,
+            "matmul {ty}: {m} activation rows need {} bytes (got {}), output stride {out_stride} \
+             for {n_out} rows, output length {} (need {need_out})",
+            m.saturating_mul(c.a_row),
+            acts.len(),
+            out.len()
+        );
+    }
+    if m == 0 || n_out == 0 {
+        return Ok(());
+    }
+    let w = &weights[rows.start * c.w_row..rows.end * c.w_row];
+    for j0 in (0..m).step_by(MATMUL_ACT_TILE) {
+        let j1 = (j0 + MATMUL_ACT_TILE).min(m);
+        for r0 in (0..n_out).step_by(MATMUL_ROW_TILE) {
+            let r1 = (r0 + MATMUL_ROW_TILE).min(n_out);
+            let tile = &w[r0 * c.w_row..r1 * c.w_row];
+            for j in j0..j1 {
+                let a = &acts[j * c.a_row..(j + 1) * c.a_row];
+                let o = &mut out[j * out_stride + r0..j * out_stride + r1];
+                for (o, wr) in o.iter_mut().zip(tile.chunks_exact(c.w_row)) {
+                    *o = (c.kernel)(wr, a);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `out[k] = dot(weight row row_ids[k], act)`: only the listed rows (the active neurons of a
+/// sparse FFN). `out.len() == row_ids.len()`; every id must be a row of the matrix.
+pub fn matvec_gather(
+    ty: GgmlType,
+    n_cols: usize,
+    weights: &[u8],
+    row_ids: &[u32],
+    act: &[u8],
+    out: &mut [f32],
+) -> Result<()> {
+    let c = check(ty, n_cols, weights)?;
+    if act.len() != c.a_row || out.len() != row_ids.len() {
+        crate::bail!(
+            InvalidArgument,
+            "matvec_gather {ty}: activation {} bytes (want {}), output {} for {} ids",
+            act.len(),
+            c.a_row,
+            out.len(),
+            row_ids.len()
+        );
+    }
+    check_ids(row_ids, c.n_rows)?;
+    for (o, &r) in out.iter_mut().zip(row_ids) {
+        let r = r as usize;
+        *o = (c.kernel)(&weights[r * c.w_row..(r + 1) * c.w_row], act);
+    }
+    Ok(())
+}
+
+fn check_ids(row_ids: &[u32], n_rows: usize) -> Result<()> {
+    if let Some(&bad) = row_ids.iter().find(|&&r| r as usize >= n_rows) {
+        crate::bail!(
+            InvalidArgument,
+            "row id {bad} outside a matrix of {n_rows} rows"
+        );
+    }
+    Ok(())
+}
+
+/// `out += Σ_k coefs[k] * dequantize(weight row row_ids[k])` (the sparse down projection over
+/// a neuron-major copy of `ffn_down`). `out.len() == n_cols`, `coefs.len() == row_ids.len()`.
+///
+/// F32, F16 and Q8_0 rows are accumulated directly (SIMD where available); other types are
+/// dequantized one row at a time into a scratch buffer.
+pub fn axpy_rows(
+    ty: GgmlType,
+    n_cols: usize,
+    weights: &[u8],
+    row_ids: &[u32],
+    coefs: &[f32],
+    out: &mut [f32],
+) -> Result<()> {
+    let Some(w_row) = row_len(ty, n_cols) else {
+        crate::bail!(
+            InvalidArgument,
+            "{n_cols} columns is not a whole number of {ty} blocks"
+        );
+    };
+    if !ty.is_supported_for_compute() {
+        crate::bail!(Unsupported, "axpy_rows over {ty} weights");
+    }
+    if w_row == 0 || weights.len() % w_row != 0 {
+        crate::bail!(
+            InvalidArgument,
+            "{ty} weights are not whole rows of {n_cols} columns"
+        );
+    }
+    if coefs.len() != row_ids.len() || out.len() != n_cols {
+        crate::bail!(
+            InvalidArgument,
+            "axpy_rows {ty}: {} coefficients for {} ids, output {} for {n_cols} columns",
+            coefs.len(),
+            row_ids.len(),
+            out.len()
+        );
+    }
+    check_ids(row_ids, weights.len() / w_row)?;
+    let axpy = crate::quant::axpy::axpy_kernel(ty);
+    let mut scratch = Vec::new();
+    for (&r, &coef) in row_ids.iter().zip(coefs) {
+        let r = r as usize;
+        let row = &weights[r * w_row..(r + 1) * w_row];
+        match axpy {
+            Some(f) => f(coef, row, out),
+            None => {
+                scratch.resize(n_cols, 0f32);
+                dequantize_row(ty, row, &mut scratch)?;
+                for (o, v) in out.iter_mut().zip(&scratch) {
+                    *o += coef * v;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Row bytes of type `ty` as `usize` (re-exported helper for callers sizing buffers).
+pub fn row_bytes(ty: GgmlType, n: usize) -> Option<usize> {
+    row_len(ty, n)
+}
