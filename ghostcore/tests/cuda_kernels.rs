@@ -11,6 +11,7 @@
 
 use std::process::Command;
 
+use ghostcore::backend::cpu::ops as cpu_ops;
 use ghostcore::backend::cuda::{
     AttentionWorkspace, CudaBackend, DeviceActivations, DeviceMatrix, DeviceVec, GatedActivation,
     KvCache, KvCacheShape, NeuronMajorDown, RopeParams, RopeStyle, SparseFfnScratch,
@@ -300,6 +301,17 @@ fn reference_dequant_matches_gguf_py() {
             .flat_map(|r| ref_dequant_row(ty, r, n_cols))
             .collect();
         assert_eq!(ours.len(), theirs.len(), "{}", ty.name());
+        // The engine's CPU dequantizer (ghostcore::quant) agrees bit for bit.
+        for (r, row) in bytes.chunks_exact(row_bytes).enumerate() {
+            let mut cpu = vec![0f32; n_cols];
+            ghostcore::quant::dequantize_row(ty, row, &mut cpu).unwrap();
+            assert_eq!(
+                cpu,
+                ours[r * n_cols..(r + 1) * n_cols],
+                "{} row {r}: quant::dequantize_row",
+                ty.name()
+            );
+        }
         for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
             assert!(
                 (a - b).abs() <= 1e-6 * b.abs().max(1e-3),
@@ -515,6 +527,20 @@ fn matvec_matches_reference_for_every_type() {
                 &tol_x,
             );
 
+            // The CPU engine's matvec (its own activation quantization: Q8_0/Q8_1/Q8_K by type).
+            let vdt = ghostcore::quant::vec_dot_type(ty);
+            let mut act_bytes = vec![0u8; vdt.row_bytes(n_cols as u64).unwrap() as usize];
+            ghostcore::quant::quantize_activations(vdt, &x, &mut act_bytes).unwrap();
+            let mut cpu = vec![0f32; n_rows];
+            ghostcore::quant::matvec(ty, n_cols, &w, 0..n_rows, &act_bytes, &mut cpu).unwrap();
+            let cpu64: Vec<f64> = cpu.iter().map(|&v| v as f64).collect();
+            assert_close(
+                &format!("matvec {} vs CPU engine", ty.name()),
+                &got,
+                &cpu64,
+                &tol_x,
+            );
+
             // Dequantizing variant against the exact f32 activations.
             gpu.matvec_dequant(&dm, &act.x, &mut out, false).unwrap();
             let got = out.to_vec(&gpu).unwrap();
@@ -626,6 +652,17 @@ fn rms_norm_matches_reference() {
         }
         let tol: Vec<f64> = want.iter().map(|w| 2e-6 * w.abs() + 1e-6).collect();
         assert_close(&format!("rms_norm {rows}x{n}"), &got, &want, &tol);
+        let mut cpu = vec![0f32; rows * n];
+        for (xr, yr) in x.chunks_exact(n).zip(cpu.chunks_exact_mut(n)) {
+            cpu_ops::rms_norm(xr, &w, eps, yr);
+        }
+        let cpu64: Vec<f64> = cpu.iter().map(|&v| v as f64).collect();
+        assert_close(
+            &format!("rms_norm {rows}x{n} vs CPU backend"),
+            &got,
+            &cpu64,
+            &tol,
+        );
         let mut inplace = DeviceVec::from_host(&gpu, &x).unwrap();
         gpu.rms_norm_inplace(&mut inplace, &dw, eps).unwrap();
         assert_eq!(
@@ -684,6 +721,20 @@ fn rope_matches_reference() {
                     &want,
                     &tol,
                 );
+                // The CPU backend's rope (ggml's f32 angle recurrence).
+                let (mut cos, mut sin) = (vec![0f32; n_rot / 2], vec![0f32; n_rot / 2]);
+                cpu_ops::rope_table(pos, n_rot, 10000.0, 1.0, &mut cos, &mut sin);
+                let mut cpu = x.clone();
+                for h in cpu.chunks_exact_mut(head_dim) {
+                    cpu_ops::rope_apply(h, &cos, &sin, style == RopeStyle::Neox);
+                }
+                let cpu64: Vec<f64> = cpu.iter().map(|&v| v as f64).collect();
+                assert_close(
+                    &format!("rope {style:?} pos {pos} vs CPU backend"),
+                    &got,
+                    &cpu64,
+                    &tol,
+                );
             }
         }
     }
@@ -730,14 +781,14 @@ fn ref_act(act: GatedActivation, g: f64) -> f64 {
 fn attention_matches_softmax_reference() {
     let Some(gpu) = backend() else { return };
     let mut rng = Rng(9);
-    // (n_heads, n_kv_heads, head_dim, tokens stored, attended range)
+    // (n_heads, n_kv_heads, head_dim, tokens stored, attended range, softcap)
     let cases = [
-        (9usize, 3usize, 64usize, 5usize, 0..5usize),
-        (9, 3, 64, 700, 0..700),
-        (4, 1, 256, 300, 100..300),
-        (8, 8, 128, 40, 0..40),
+        (9usize, 3usize, 64usize, 5usize, 0..5usize, None),
+        (9, 3, 64, 700, 0..700, None),
+        (4, 1, 256, 300, 100..300, None),
+        (8, 8, 128, 40, 0..40, Some(0.5f32)),
     ];
-    for (n_heads, n_kv, hd, n_tok, range) in cases {
+    for (n_heads, n_kv, hd, n_tok, range, softcap) in cases {
         let shape = KvCacheShape {
             n_layers: 2,
             n_kv_heads: n_kv,
@@ -777,8 +828,17 @@ fn attention_matches_softmax_reference() {
         let dq = DeviceVec::from_host(&gpu, &q).unwrap();
         let mut ws = AttentionWorkspace::new(&gpu, n_heads, hd, 1024).unwrap();
         let mut out = DeviceVec::zeros(&gpu, n_heads * hd).unwrap();
-        gpu.attention(&dq, &cache, layer, range.clone(), scale, &mut ws, &mut out)
-            .unwrap();
+        gpu.attention(
+            &dq,
+            &cache,
+            layer,
+            range.clone(),
+            scale,
+            softcap,
+            &mut ws,
+            &mut out,
+        )
+        .unwrap();
         let got = out.to_vec(&gpu).unwrap();
 
         let mut want = vec![0f64; n_heads * hd];
@@ -787,10 +847,11 @@ fn attention_matches_softmax_reference() {
             let scores: Vec<f64> = range
                 .clone()
                 .map(|p| {
-                    (0..hd)
+                    let s = (0..hd)
                         .map(|d| q[h * hd + d] as f64 * ks[p][kvh * hd + d].to_f64())
                         .sum::<f64>()
-                        * scale as f64
+                        * scale as f64;
+                    softcap.map_or(s, |c| c as f64 * (s / c as f64).tanh())
                 })
                 .collect();
             let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);

@@ -334,8 +334,9 @@ impl CudaBackend {
         })
     }
 
-    /// Decode attention of `q = [n_heads][head_dim]` over cache positions `kv` of `layer`,
-    /// softmax(scale * q.k) weighted values into `out = [n_heads][head_dim]`. A sliding window
+    /// Decode attention of `q = [n_heads][head_dim]` over cache positions `kv` of `layer`:
+    /// softmax of the scores `scale * q.k` (capped to `c * tanh(score / c)` with
+    /// `softcap = Some(c)`), weighted values into `out = [n_heads][head_dim]`. A sliding window
     /// is a `kv` range that starts after 0.
     #[allow(clippy::too_many_arguments)]
     pub fn attention(
@@ -345,6 +346,7 @@ impl CudaBackend {
         layer: usize,
         kv: Range<usize>,
         scale: f32,
+        softcap: Option<f32>,
         ws: &mut AttentionWorkspace,
         out: &mut DeviceVec,
     ) -> Result<()> {
@@ -398,6 +400,14 @@ impl CudaBackend {
         let (start, end, chunk_i, splits_i) =
             (kv.start as i32, kv.end as i32, chunk as i32, splits as i32);
         let shared = (hd * 4) as u32;
+        let cap = match softcap {
+            Some(c) if c > 0.0 && c.is_finite() => c,
+            Some(c) => bail!(
+                InvalidArgument,
+                "attention: softcap {c} is not positive and finite"
+            ),
+            None => 0.0,
+        };
         guard("launch gc_attn_partial", || {
             let mut b = self.stream().launch_builder(partial);
             b.arg(&q.data)
@@ -412,10 +422,11 @@ impl CudaBackend {
                 .arg(&start)
                 .arg(&end)
                 .arg(&chunk_i)
-                .arg(&scale);
+                .arg(&scale)
+                .arg(&cap);
             // SAFETY: (const float* q, const half* k_cache, const half* v_cache, float* o_part,
             // float2* ml_part, int n_heads, int n_kv_heads, int head_dim, int max_ctx, int kv_start,
-            // int kv_end, int chunk, float scale) matches the kernel; chunk <= GC_ATTN_CHUNK_MAX,
+            // int kv_end, int chunk, float scale, float softcap) matches the kernel; chunk <= GC_ATTN_CHUNK_MAX,
             // splits <= workspace splits, kv_end <= max_ctx, head_dim floats of dynamic shared memory.
             unsafe {
                 b.launch(LaunchConfig {
