@@ -1067,3 +1067,98 @@ fn real_model_tensors_match_reference() {
     }
     eprintln!("real tensor types checked: {seen:?}");
 }
+
+/// The GPU sparse FFN with every neuron active against the CPU engine's FFN
+/// (`sparsity::ffn`, neuron-major down path) on layer 0 of the Q4_K_M SmolLM2 file, with the
+/// neuron-major Q8_0 copy built by the CPU repacker (`sparsity::repack`), so the two backends
+/// share the copy's layout.
+#[test]
+fn real_model_ffn_matches_cpu_engine() {
+    use ghostcore::sparsity::ffn::{
+        sparse_ffn, Activation, DownPath, FfnScratch, FfnWeights, LayerPlan, LayerRule,
+    };
+    use ghostcore::sparsity::repack::neuron_major_down;
+    use ghostcore::sparsity::{QMatrix, Serial};
+
+    let Some(gpu) = backend() else { return };
+    let Some(path) = find_model(SMOLLM2_Q4_K_M) else {
+        return;
+    };
+    let file = GgufFile::open(&path).unwrap();
+    let load = |name: &str| {
+        let (info, data) = file.tensor(name).unwrap();
+        QMatrix::new(info.ty, info.dims[1] as usize, info.dims[0] as usize, data).unwrap()
+    };
+    let (gate, up, down) = (
+        load("blk.0.ffn_gate.weight"),
+        load("blk.0.ffn_up.weight"),
+        load("blk.0.ffn_down.weight"),
+    );
+    let (n_ff, n_embd) = (gate.n_rows, gate.n_cols);
+    let (down_t_bytes, _) = neuron_major_down(&down, GgmlType::Q8_0).unwrap();
+    let down_t = QMatrix::new(GgmlType::Q8_0, n_ff, n_embd, &down_t_bytes).unwrap();
+    let weights = FfnWeights::new(gate, up, down, Some(down_t), Activation::Silu).unwrap();
+    let plan = LayerPlan {
+        live: None,
+        rule: LayerRule::Dense,
+        down: DownPath::NeuronMajor,
+    };
+
+    let mut rng = Rng(13);
+    let x = rng.vec(n_embd, 1.0);
+    let mut cpu = vec![0f32; n_embd];
+    sparse_ffn(
+        &weights,
+        &plan,
+        &x,
+        &mut FfnScratch::default(),
+        &Serial,
+        &mut cpu,
+    )
+    .unwrap();
+
+    let dg = DeviceMatrix::upload(&gpu, gate.ty, n_embd, n_ff, gate.data).unwrap();
+    let du = DeviceMatrix::upload(&gpu, up.ty, n_embd, n_ff, up.data).unwrap();
+    let dd = NeuronMajorDown::upload(&gpu, n_ff, n_embd, &down_t_bytes).unwrap();
+    let mut dx = DeviceActivations::new(&gpu, n_embd).unwrap();
+    dx.x.write(&gpu, &x).unwrap();
+    gpu.quantize_activations(&mut dx).unwrap();
+    let mut scratch = SparseFfnScratch::new(&gpu, n_ff).unwrap();
+    let mut out = DeviceVec::zeros(&gpu, n_embd).unwrap();
+    gpu.sparse_ffn(
+        &dg,
+        &du,
+        &dd,
+        &dx,
+        GatedActivation::Silu,
+        -1.0,
+        &mut scratch,
+        &mut out,
+        false,
+    )
+    .unwrap();
+    assert_eq!(
+        scratch.read_active(&gpu).unwrap().len(),
+        n_ff,
+        "threshold -1 must keep every neuron"
+    );
+    let got = out.to_vec(&gpu).unwrap();
+
+    // Different activation quantization (GPU Q8_1 everywhere; CPU per type) is the only
+    // difference left: compare relative L2 error.
+    let num: f64 = got
+        .iter()
+        .zip(&cpu)
+        .map(|(a, b)| ((a - b) as f64).powi(2))
+        .sum();
+    let den: f64 = cpu.iter().map(|&b| (b as f64).powi(2)).sum();
+    let rel = (num / den).sqrt();
+    eprintln!(
+        "real FFN layer 0 ({} gate/up): GPU vs CPU relative L2 error {rel:.2e}",
+        gate.ty.name()
+    );
+    assert!(
+        rel < 2e-2,
+        "GPU FFN differs from the CPU engine: relative L2 error {rel}"
+    );
+}
