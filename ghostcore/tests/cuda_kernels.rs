@@ -258,7 +258,7 @@ fn assert_close(what: &str, got: &[f32], want: &[f64], tol: &[f64]) {
 
 /// The scalar reference dequantizer above agrees with gguf-py on random blocks of each type.
 #[test]
-fn reference_dequant_matches_gguf_py() {
+fn cuda_reference_dequant_matches_gguf_py() {
     let Some(python) = python_oracle() else {
         return;
     };
@@ -374,7 +374,7 @@ fn read_f32s(path: &std::path::Path) -> Vec<f32> {
 /// sum(w * d * q) of the reference-quantized activations, dequantized weights against
 /// `ref_dequant_row`. Covers bit layouts and scale maths, not launches or warp reductions.
 #[test]
-fn device_math_on_host_matches_reference() {
+fn cuda_device_math_on_host_matches_reference() {
     let Some(nvcc) = find_nvcc() else { return };
     let dir = std::env::temp_dir().join(format!("gc-cuda-hostcheck-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -454,7 +454,7 @@ fn device_math_on_host_matches_reference() {
 // ------------------------------------------------------------------ GPU tests
 
 #[test]
-fn quantize_q8_1_matches_reference() {
+fn cuda_quantize_q8_1_matches_reference() {
     let Some(gpu) = backend() else { return };
     let mut rng = Rng(1);
     let mut x = rng.vec(4096, 3.0);
@@ -477,7 +477,7 @@ fn quantize_q8_1_matches_reference() {
 
 /// Integer (Q8_1) and dequantizing matvecs for every type, including `accumulate`.
 #[test]
-fn matvec_matches_reference_for_every_type() {
+fn cuda_matvec_matches_reference_for_every_type() {
     let Some(gpu) = backend() else { return };
     let mut rng = Rng(2);
     for ty in TYPES {
@@ -571,7 +571,7 @@ fn matvec_matches_reference_for_every_type() {
 }
 
 #[test]
-fn bad_shapes_are_errors_not_faults() {
+fn cuda_bad_shapes_are_errors_not_faults() {
     let Some(gpu) = backend() else { return };
     let mut rng = Rng(3);
     let w = random_rows(&mut rng, GgmlType::Q4_K, 4, 256);
@@ -603,7 +603,7 @@ fn bad_shapes_are_errors_not_faults() {
 }
 
 #[test]
-fn embedding_dequantizes_the_row() {
+fn cuda_embedding_dequantizes_the_row() {
     let Some(gpu) = backend() else { return };
     let mut rng = Rng(4);
     for ty in TYPES {
@@ -632,7 +632,7 @@ fn embedding_dequantizes_the_row() {
 }
 
 #[test]
-fn rms_norm_matches_reference() {
+fn cuda_rms_norm_matches_reference() {
     let Some(gpu) = backend() else { return };
     let mut rng = Rng(5);
     for &(rows, n) in &[(1usize, 576usize), (1, 640), (9, 64), (4, 256)] {
@@ -674,7 +674,7 @@ fn rms_norm_matches_reference() {
 }
 
 #[test]
-fn rope_matches_reference() {
+fn cuda_rope_matches_reference() {
     let Some(gpu) = backend() else { return };
     let mut rng = Rng(6);
     for style in [RopeStyle::Normal, RopeStyle::Neox] {
@@ -741,7 +741,7 @@ fn rope_matches_reference() {
 }
 
 #[test]
-fn gated_activation_and_add() {
+fn cuda_gated_activation_and_add() {
     let Some(gpu) = backend() else { return };
     let mut rng = Rng(8);
     let n = 1536;
@@ -778,7 +778,7 @@ fn ref_act(act: GatedActivation, g: f64) -> f64 {
 }
 
 #[test]
-fn attention_matches_softmax_reference() {
+fn cuda_attention_matches_softmax_reference() {
     let Some(gpu) = backend() else { return };
     let mut rng = Rng(9);
     // (n_heads, n_kv_heads, head_dim, tokens stored, attended range, softcap)
@@ -887,7 +887,7 @@ fn ref_quantize_q8_0(x: &[f32]) -> Vec<u8> {
 }
 
 #[test]
-fn sparse_ffn_matches_masked_dense_reference() {
+fn cuda_sparse_ffn_matches_masked_dense_reference() {
     let Some(gpu) = backend() else { return };
     let mut rng = Rng(10);
     let (n_embd, n_ff) = (512usize, 1536usize);
@@ -1020,7 +1020,7 @@ fn sparse_ffn_matches_masked_dense_reference() {
 /// Real tensors of the llama.cpp Q4_K_M SmolLM2 file (Q4_K, Q5_0, Q6_K, Q8_0 rows as
 /// llama.cpp's quantizer wrote them) through the GPU matvec and embedding.
 #[test]
-fn real_model_tensors_match_reference() {
+fn cuda_real_model_tensors_match_reference() {
     let Some(gpu) = backend() else { return };
     let Some(path) = find_model(SMOLLM2_Q4_K_M) else {
         return;
@@ -1073,7 +1073,7 @@ fn real_model_tensors_match_reference() {
 /// neuron-major Q8_0 copy built by the CPU repacker (`sparsity::repack`), so the two backends
 /// share the copy's layout.
 #[test]
-fn real_model_ffn_matches_cpu_engine() {
+fn cuda_real_model_ffn_matches_cpu_engine() {
     use ghostcore::sparsity::ffn::{
         sparse_ffn, Activation, DownPath, FfnScratch, FfnWeights, LayerPlan, LayerRule,
     };
