@@ -1044,6 +1044,11 @@ fn cuda_real_model_tensors_match_reference() {
         let x = rng.vec(n_cols, 1.0);
         let (x_q8, _, _) = ref_quantize_q8_1(&x);
         let dm = DeviceMatrix::upload(&gpu, info.ty, n_cols, n_rows, w).unwrap();
+        let whole = DeviceMatrix::upload_tensor(&gpu, &file, &info.name).unwrap();
+        assert_eq!(
+            (whole.n_cols(), whole.n_rows()),
+            (n_cols, info.dims[1] as usize)
+        );
         let mut act = DeviceActivations::new(&gpu, n_cols).unwrap();
         act.x.write(&gpu, &x).unwrap();
         gpu.quantize_activations(&mut act).unwrap();
