@@ -16,6 +16,9 @@ use crate::{bail, Result};
 
 /// Rows per block of the matvec and sparse kernels (`GC_MATVEC_ROWS`, `GC_SPARSE_ROWS`).
 const ROWS_PER_BLOCK: u32 = 4;
+/// `gc_sparse_gate_*`: 8 warps of 4 rows, 32 rows per block (`GC_GATE_WARPS`).
+const GATE_THREADS: u32 = 256;
+const GATE_ROWS_PER_BLOCK: u32 = 32;
 /// Threads per output-column block of `gc_sparse_down_q8_0`; each thread owns 4 columns.
 const SPARSE_DOWN_THREADS: u32 = 128;
 /// `GC_ATTN_THREADS` and `GC_ATTN_CHUNK_MAX` in attention.cu.
@@ -598,6 +601,7 @@ impl CudaBackend {
         );
         let (n_ff_i, n_embd_i, act_i) = (n_ff as i32, n_embd as i32, act.id());
         let rows_grid = grid_1d(n_ff, ROWS_PER_BLOCK)?;
+        let gate_grid = grid_1d(n_ff, GATE_ROWS_PER_BLOCK)?;
 
         self.zero(&mut scratch.count)?;
         if !accumulate {
@@ -619,7 +623,7 @@ impl CudaBackend {
             // SAFETY: (const uint8_t* w, u64 row_bytes, int n_ff, int n_cols, const int8_t* xq,
             // const float2* xds, int act, float threshold, int* ids, float* a_vals, int* count)
             // matches the kernel; ids/a_vals hold n_ff entries, count was zeroed above.
-            unsafe { b.launch(cfg((rows_grid, 1), ROWS_PER_BLOCK * 32, 0)) }.map(|_| ())
+            unsafe { b.launch(cfg((gate_grid, 1), GATE_THREADS, 0)) }.map(|_| ())
         })?;
         guard(&format!("launch {up_name}"), || {
             let mut b = self.stream().launch_builder(fu);
