@@ -553,7 +553,24 @@ fn cuda_matvec_matches_reference_for_every_type() {
                 &tol,
             );
 
+            // A sub-range of rows, as the CPU quant::matvec(.., rows, ..) takes.
+            let sub = n_rows / 3..n_rows - 1;
+            let mut part = DeviceVec::zeros(&gpu, sub.len()).unwrap();
+            gpu.matvec_rows(&dm, sub.clone(), &act, &mut part, false)
+                .unwrap();
+            let whole_int = {
+                gpu.matvec(&dm, &act, &mut out, false).unwrap();
+                out.to_vec(&gpu).unwrap()
+            };
+            assert_eq!(
+                part.to_vec(&gpu).unwrap(),
+                whole_int[sub.clone()],
+                "matvec_rows {}",
+                ty.name()
+            );
+
             // accumulate: out += W x on top of the previous result.
+            gpu.matvec_dequant(&dm, &act.x, &mut out, false).unwrap();
             gpu.matvec_dequant(&dm, &act.x, &mut out, true).unwrap();
             let got = out.to_vec(&gpu).unwrap();
             let (want, tol): (Vec<f64>, Vec<f64>) = exact

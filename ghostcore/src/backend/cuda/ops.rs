@@ -147,26 +147,44 @@ impl CudaBackend {
         out: &mut DeviceVec,
         accumulate: bool,
     ) -> Result<()> {
+        self.matvec_rows(w, 0..w.n_rows, act, out, accumulate)
+    }
+
+    /// [`Self::matvec`] over the rows `rows` of `W` only (`out.len() == rows.len()`), the
+    /// shape of the CPU `quant::matvec(ty, n_cols, weights, rows, act, out)`.
+    pub fn matvec_rows(
+        &self,
+        w: &DeviceMatrix,
+        rows: Range<usize>,
+        act: &DeviceActivations,
+        out: &mut DeviceVec,
+        accumulate: bool,
+    ) -> Result<()> {
         if !has_q8_1_kernel(w.ty) {
-            return self.matvec_dequant(w, &act.x, out, accumulate);
+            return self.matvec_dequant_rows(w, rows, &act.x, out, accumulate);
         }
-        check_matvec_shapes(w, act.len(), out)?;
+        check_matvec_shapes(w, &rows, act.len(), out)?;
+        if rows.is_empty() {
+            return Ok(());
+        }
         let name = format!("gc_matvec_{}", type_suffix(w.ty).unwrap_or_default());
         let f = self.function(&name)?;
         let (row_bytes, n_rows, n_cols, acc) = (
             w.row_bytes as u64,
-            w.n_rows as i32,
+            rows.len() as i32,
             w.n_cols as i32,
             accumulate as i32,
         );
-        let grid = grid_1d(w.n_rows, ROWS_PER_BLOCK)?;
+        let grid = grid_1d(rows.len(), ROWS_PER_BLOCK)?;
+        let first = w.data.slice(rows.start * w.row_bytes..);
         guard(&format!("launch {name}"), || {
             let mut b = self.stream().launch_builder(f);
-            b.arg(&w.data).arg(&row_bytes).arg(&n_rows).arg(&n_cols);
+            b.arg(&first).arg(&row_bytes).arg(&n_rows).arg(&n_cols);
             b.arg(&act.qs).arg(&act.ds).arg(&mut out.data).arg(&acc);
             // SAFETY: (const uint8_t* w, u64 row_bytes, int n_rows, int n_cols, const int8_t* xq,
-            // const float2* xds, float* out, int accumulate) matches the kernel; w holds n_rows
-            // rows, the activations n_cols values, out at least n_rows (checked above).
+            // const float2* xds, float* out, int accumulate) matches the kernel; `first` starts
+            // at row rows.start and holds rows.len() rows, the activations n_cols values, out
+            // rows.len() floats (checked above).
             unsafe { b.launch(cfg((grid, 1), ROWS_PER_BLOCK * 32, 0)) }.map(|_| ())
         })
     }
@@ -181,19 +199,35 @@ impl CudaBackend {
         out: &mut DeviceVec,
         accumulate: bool,
     ) -> Result<()> {
-        check_matvec_shapes(w, x.len(), out)?;
+        self.matvec_dequant_rows(w, 0..w.n_rows, x, out, accumulate)
+    }
+
+    /// [`Self::matvec_dequant`] over the rows `rows` of `W` only.
+    pub fn matvec_dequant_rows(
+        &self,
+        w: &DeviceMatrix,
+        rows: Range<usize>,
+        x: &DeviceVec,
+        out: &mut DeviceVec,
+        accumulate: bool,
+    ) -> Result<()> {
+        check_matvec_shapes(w, &rows, x.len(), out)?;
+        if rows.is_empty() {
+            return Ok(());
+        }
         let name = format!("gc_matvec_f32x_{}", type_suffix(w.ty).unwrap_or_default());
         let f = self.function(&name)?;
         let (row_bytes, n_rows, n_cols, acc) = (
             w.row_bytes as u64,
-            w.n_rows as i32,
+            rows.len() as i32,
             w.n_cols as i32,
             accumulate as i32,
         );
-        let grid = grid_1d(w.n_rows, ROWS_PER_BLOCK)?;
+        let grid = grid_1d(rows.len(), ROWS_PER_BLOCK)?;
+        let first = w.data.slice(rows.start * w.row_bytes..);
         guard(&format!("launch {name}"), || {
             let mut b = self.stream().launch_builder(f);
-            b.arg(&w.data).arg(&row_bytes).arg(&n_rows).arg(&n_cols);
+            b.arg(&first).arg(&row_bytes).arg(&n_rows).arg(&n_cols);
             b.arg(&x.data).arg(&mut out.data).arg(&acc);
             // SAFETY: (const uint8_t* w, u64 row_bytes, int n_rows, int n_cols, const float* x,
             // float* out, int accumulate) matches the kernel; sizes checked above.
@@ -662,11 +696,17 @@ impl CudaBackend {
     }
 }
 
-fn check_matvec_shapes(w: &DeviceMatrix, x_len: usize, out: &DeviceVec) -> Result<()> {
-    if x_len != w.n_cols || out.len() != w.n_rows {
+fn check_matvec_shapes(
+    w: &DeviceMatrix,
+    rows: &Range<usize>,
+    x_len: usize,
+    out: &DeviceVec,
+) -> Result<()> {
+    if rows.start > rows.end || rows.end > w.n_rows || x_len != w.n_cols || out.len() != rows.len()
+    {
         bail!(
             InvalidArgument,
-            "matvec: {}x{} {} matrix with x of {x_len} and out of {}",
+            "matvec: rows {rows:?} of a {}x{} {} matrix with x of {x_len} and out of {}",
             w.n_rows,
             w.n_cols,
             w.ty.name(),
