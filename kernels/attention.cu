@@ -4,7 +4,8 @@
 // Query head h reads KV head h / (n_heads / n_kv_heads).
 //
 //   gc_kv_store         write this token's K and V rows (f32 -> f16) at position pos
-//   gc_attn_partial     grid (n_heads, n_splits): split s covers positions
+//   gc_attn_partial     grid (n_heads, n_splits): scores scale * q.k, capped to
+//                       softcap * tanh(score / softcap) when softcap > 0; split s covers positions
 //                       [kv_start + s*chunk, min(kv_start + (s+1)*chunk, kv_end)) and writes an
 //                       unnormalized output, its running max and its sum of exponentials
 //   gc_attn_combine     grid n_heads: merges the splits into out[n_heads][head_dim]
@@ -30,7 +31,7 @@ extern "C" __global__ void __launch_bounds__(GC_ATTN_THREADS)
     gc_attn_partial(const float* __restrict__ q, const half* __restrict__ k_cache,
                     const half* __restrict__ v_cache, float* __restrict__ o_part,
                     float2* __restrict__ ml_part, int n_heads, int n_kv_heads, int head_dim, int max_ctx,
-                    int kv_start, int kv_end, int chunk, float scale) {
+                    int kv_start, int kv_end, int chunk, float scale, float softcap) {
     extern __shared__ float q_sh[];
     __shared__ float p_sh[GC_ATTN_CHUNK_MAX];
     __shared__ float scratch[32];
@@ -71,7 +72,11 @@ extern "C" __global__ void __launch_bounds__(GC_ATTN_THREADS)
             s += kv.x * qv.x + kv.y * qv.y;
         }
         s = warp_sum(s);
-        if (lane == 0) p_sh[j] = s * scale;
+        if (lane == 0) {
+            s *= scale;
+            if (softcap > 0.0f) s = softcap * tanhf(s / softcap);  // Gemma 2 style logit cap
+            p_sh[j] = s;
+        }
     }
     __syncthreads();
 

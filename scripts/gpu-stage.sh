@@ -48,6 +48,33 @@ cp "$test_bin" "$stage/bin/cuda_kernels"
 cp "$bench_bin" "$stage/bin/cuda_bench"
 if command -v strip >/dev/null; then strip "$stage"/bin/* 2>/dev/null || true; fi
 
+# The real-model GPU tests read layer 0 of llama.cpp's SmolLM2 Q4_K_M file (Q5_0, Q8_0, Q6_K
+# tensors). The whole file is over the carry limit, so stage a GGUF holding only blk.0.*
+# (byte-identical tensors, ~2.5 MiB) under the same name. Skipped without the model or gguf-py.
+model="$(for d in "${GHOSTCORE_MODELS_DIR:-}" "$root/models" "$root/../shared/models"; do
+  [ -n "$d" ] && [ -f "$d/smollm2-135m-q4_k_m.gguf" ] && { echo "$d/smollm2-135m-q4_k_m.gguf"; break; }
+done)"
+py="${GHOSTCORE_PYTHON:-$root/.venv/bin/python}"
+if [ -n "$model" ] && [ -x "$py" ] && "$py" -c "import gguf" 2>/dev/null; then
+  mkdir -p "$stage/models"
+  "$py" - "$model" "$stage/models/smollm2-135m-q4_k_m.gguf" <<'PY'
+import sys
+import numpy as np
+from gguf import GGUFReader, GGUFWriter
+src, dst = sys.argv[1], sys.argv[2]
+w = GGUFWriter(dst, arch="llama")
+for t in GGUFReader(src).tensors:
+    if t.name.startswith("blk.0."):
+        w.add_tensor(t.name, np.asarray(t.data), raw_dtype=t.tensor_type)
+w.write_header_to_file()
+w.write_kv_data_to_file()
+w.write_tensors_to_file()
+w.close()
+PY
+else
+  echo "gpu-stage: no SmolLM2 Q4_K_M model or gguf-py; real-model GPU tests will skip" >&2
+fi
+
 cat >"$stage/run-gpu.sh" <<'RUN'
 #!/usr/bin/env bash
 # Runs the staged CUDA tests and benchmarks on a GPU machine. Results go to $OUT (the device
@@ -79,7 +106,7 @@ chmod +x "$stage/run-gpu.sh"
   echo "built: $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(uname -m)"
   echo "nvcc: $("$NVCC" --version | tail -n 1)"
   echo "archs: sm_80 sm_86 sm_89 sm_90 sm_120 + compute_80 PTX"
-  (cd "$stage" && du -b bin/* run-gpu.sh)
+  (cd "$stage" && du -b bin/* run-gpu.sh models/* 2>/dev/null)
 } >"$stage/MANIFEST"
 
 total=$(du -sb "$stage" | cut -f1)
