@@ -11,7 +11,10 @@ use std::ffi::CString;
 use std::path::Path;
 use std::sync::Arc;
 
-use ghostcore::gguf::{GgufFile, Value};
+use ghostcore::context::{Context as EngineContext, ContextParams};
+use ghostcore::generate::{generate_tokens, GenerateParams, StopReason as EngineStop};
+use ghostcore::model::{Model as EngineModel, ModelParams};
+use ghostcore::sampling::SamplerParams;
 use ghostcore::tokenizer::Tokenizer;
 
 use crate::status::{invalid_arg, unsupported, FfiResult};
@@ -36,14 +39,9 @@ pub(crate) struct ModelOptions {
 
 /// A loaded model: immutable, shared by every context made from it.
 pub(crate) struct Model {
-    #[allow(dead_code)] // read by the forward pass once it lands
-    gguf: Arc<GgufFile>,
-    tokenizer: Tokenizer,
+    inner: Arc<EngineModel>,
     pub facts: ModelFacts,
 }
-
-const FORWARD_MISSING: &str =
-    "the forward pass is not in this build yet (branch `forward` of GhostCore)";
 
 impl Model {
     pub fn load(path: &Path, options: ModelOptions) -> FfiResult<Model> {
@@ -53,14 +51,24 @@ impl Model {
                 options.gpu_device
             ));
         }
-        let gguf = GgufFile::open(path)?;
-        let facts = read_facts(&gguf)?;
-        let tokenizer = Tokenizer::from_gguf(&gguf)?;
-        Ok(Model {
-            gguf,
-            tokenizer,
-            facts,
-        })
+        let inner = EngineModel::load(path, &ModelParams::default())?;
+        let info = inner.info();
+        let c = |s: &str| CString::new(s.replace('\0', "")).unwrap_or_default();
+        let small = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
+        let facts = ModelFacts {
+            architecture: c(&info.architecture),
+            name: c(&info.name),
+            n_params: info.n_params,
+            n_ctx_train: small(info.n_ctx_train),
+            n_vocab: small(info.n_vocab),
+            n_layer: small(info.n_layer),
+            n_embd: small(info.n_embd),
+        };
+        Ok(Model { inner, facts })
+    }
+
+    fn tokenizer(&self) -> FfiResult<&Tokenizer> {
+        Ok(self.inner.tokenizer()?)
     }
 
     pub fn tokenize(
@@ -69,19 +77,19 @@ impl Model {
         add_special: bool,
         parse_special: bool,
     ) -> FfiResult<Vec<u32>> {
-        Ok(self.tokenizer.encode(text, add_special, parse_special)?)
+        Ok(self.tokenizer()?.encode(text, add_special, parse_special)?)
     }
 
     pub fn token_to_piece(&self, token: u32, special: bool) -> FfiResult<Vec<u8>> {
         self.check_token(token)?;
-        Ok(self.tokenizer.token_to_piece(token, special)?)
+        Ok(self.tokenizer()?.token_to_piece(token, special)?)
     }
 
     pub fn detokenize(&self, tokens: &[u32], remove_special: bool) -> FfiResult<Vec<u8>> {
         for &t in tokens {
             self.check_token(t)?;
         }
-        Ok(self.tokenizer.decode_bytes(tokens, remove_special)?)
+        Ok(self.tokenizer()?.decode_bytes(tokens, remove_special)?)
     }
 
     pub fn check_token(&self, token: u32) -> FfiResult<()> {
@@ -181,30 +189,52 @@ impl Mask {
 }
 
 /// One inference context: KV cache, logits, sampler state. Used by one thread at a time.
-#[allow(dead_code)] // constructed once the forward pass lands
 pub(crate) struct Context {
     model: Arc<Model>,
-    options: ContextOptions,
+    inner: EngineContext,
     sparsity: Sparsity,
+    /// Whether the logits belong to a decoded token (false after creation and reset).
+    has_logits: bool,
 }
 
 impl Context {
     pub fn new(model: Arc<Model>, options: ContextOptions) -> FfiResult<Context> {
-        let _ = (&model.gguf, options);
-        unsupported(format!("cannot create a context: {FORWARD_MISSING}"))
+        let inner = EngineContext::new(
+            Arc::clone(&model.inner),
+            ContextParams {
+                n_ctx: options.n_ctx as usize,
+                n_batch: options.n_batch as usize,
+                n_threads: options.n_threads as usize,
+            },
+        )?;
+        Ok(Context {
+            model,
+            inner,
+            sparsity: Sparsity::Dense,
+            has_logits: false,
+        })
     }
 
-    pub fn reset(&mut self) {}
+    pub fn reset(&mut self) {
+        self.inner.reset();
+        self.has_logits = false;
+    }
 
     pub fn decode(&mut self, tokens: &[u32]) -> FfiResult<()> {
         for &t in tokens {
             self.model.check_token(t)?;
         }
-        unsupported(FORWARD_MISSING)
+        self.check_room(tokens.len())?;
+        self.inner.decode(tokens)?;
+        self.has_logits = true;
+        Ok(())
     }
 
     pub fn logits(&self) -> FfiResult<&[f32]> {
-        unsupported(FORWARD_MISSING)
+        if !self.has_logits {
+            return invalid_arg("no logits yet: decode a token first (gc_decode or gc_generate)");
+        }
+        Ok(self.inner.logits())
     }
 
     pub fn set_sparsity(&mut self, sparsity: Sparsity) -> FfiResult<()> {
@@ -224,53 +254,75 @@ impl Context {
         }
     }
 
+    /// Fails with a clear message when `n` more tokens do not fit.
+    fn check_room(&self, n: usize) -> FfiResult<()> {
+        let (past, cap) = (self.inner.n_past(), self.inner.n_ctx());
+        if past + n > cap {
+            return invalid_arg(format!(
+                "context full: {past} tokens held + {n} new > n_ctx {cap} (gc_ctx_reset, or a \
+                 larger n_ctx)"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Tokenizes `prompt` (BOS only when the context is empty and `add_special`), decodes
+    /// it, then samples; `on_piece(bytes, token)` gets each generated token's text and
+    /// returns false to stop.
     pub fn generate(
         &mut self,
         prompt: &str,
         options: GenerateOptions,
-        _on_piece: &mut dyn FnMut(&[u8], u32) -> bool,
+        on_piece: &mut dyn FnMut(&[u8], u32) -> bool,
     ) -> FfiResult<(StopReason, GenerateFigures)> {
-        let _ = self
-            .model
-            .tokenize(prompt, options.add_special, options.parse_special)?;
-        unsupported(FORWARD_MISSING)
+        let model = Arc::clone(&self.model);
+        let tok = model.tokenizer()?;
+        let add_special = options.add_special && self.inner.n_past() == 0;
+        let ids = tok.encode(prompt, add_special, options.parse_special)?;
+        if ids.is_empty() && self.inner.n_past() == 0 {
+            return invalid_arg("the prompt is empty (no tokens) and the context holds none");
+        }
+        self.check_room(ids.len())?;
+        let params = GenerateParams {
+            max_tokens: options.max_tokens as usize,
+            sampling: SamplerParams {
+                temperature: options.temperature,
+                top_k: options.top_k as usize,
+                top_p: options.top_p,
+                min_p: options.min_p,
+                repeat_penalty: options.repeat_penalty,
+                repeat_last_n: options.repeat_last_n as usize,
+                seed: options.seed,
+                ..SamplerParams::default()
+            },
+            ignore_eog: !options.stop_at_eog,
+        };
+        let stats = generate_tokens(
+            &mut self.inner,
+            &ids,
+            &params,
+            |t| tok.is_eog(t),
+            |t| {
+                let piece = tok.token_to_piece(t, true)?;
+                Ok(on_piece(&piece, t))
+            },
+        )?;
+        self.has_logits = true;
+        let small = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
+        let reason = match stats.stop {
+            EngineStop::Length => StopReason::MaxTokens,
+            EngineStop::EndOfGeneration => StopReason::EndOfGeneration,
+            EngineStop::Callback => StopReason::Callback,
+            EngineStop::ContextFull => StopReason::ContextFull,
+        };
+        let figures = GenerateFigures {
+            n_prompt_tokens: small(stats.prompt_tokens),
+            n_generated_tokens: small(stats.generated_tokens),
+            prompt_seconds: stats.prompt_time.as_secs_f64(),
+            generate_seconds: stats.generation_time.as_secs_f64(),
+            // Only dense decoding exists until the sparsity engine lands.
+            sparsity: 0.0,
+        };
+        Ok((reason, figures))
     }
-}
-
-/// Reads the model facts from GGUF metadata: `general.architecture`,
-/// `<arch>.context_length`, `<arch>.block_count`, `<arch>.embedding_length`, the length of
-/// `tokenizer.ggml.tokens`, and the element count of all tensors.
-fn read_facts(gguf: &GgufFile) -> FfiResult<ModelFacts> {
-    let format_err =
-        |what: String| crate::status::FfiError::new(crate::status::gc_status::GC_ERR_FORMAT, what);
-    let arch = gguf
-        .architecture()
-        .ok_or_else(|| format_err("GGUF has no general.architecture".into()))?
-        .to_string();
-    let arch_u32 = |key: &str| -> FfiResult<u32> {
-        let full = format!("{arch}.{key}");
-        let v = gguf
-            .get_u64(&full)
-            .ok_or_else(|| format_err(format!("GGUF has no integer {full}")))?;
-        u32::try_from(v).map_err(|_| format_err(format!("{full} = {v} is out of range")))
-    };
-    let n_vocab = match gguf.get("tokenizer.ggml.tokens") {
-        Some(Value::Array(a)) => u32::try_from(a.len())
-            .map_err(|_| format_err("tokenizer.ggml.tokens is too long".into()))?,
-        _ => return Err(format_err("GGUF has no tokenizer.ggml.tokens array".into())),
-    };
-    let n_params = gguf
-        .tensors()
-        .iter()
-        .fold(0u64, |acc, t| acc.saturating_add(t.n_elements()));
-    let c = |s: &str| CString::new(s.replace('\0', "")).unwrap_or_default();
-    Ok(ModelFacts {
-        architecture: c(&arch),
-        name: c(gguf.get_str("general.name").unwrap_or("")),
-        n_params,
-        n_ctx_train: arch_u32("context_length")?,
-        n_vocab,
-        n_layer: arch_u32("block_count")?,
-        n_embd: arch_u32("embedding_length")?,
-    })
 }
