@@ -17,7 +17,7 @@ cd "$root"
 if in_ci; then
   scripts/install-example-deps.sh || echo "warning: scripts/install-example-deps.sh failed"
 fi
-if ! libdir="$(scripts/build-lib.sh 2>"$logdir/build.log")"; then
+if ! libdir="$(scripts/build-lib.sh --profile test 2>"$logdir/build.log")"; then
   cat "$logdir/build.log"
   echo "examples: 0 passed, 1 failed, 0 skipped"
   exit 1

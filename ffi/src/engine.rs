@@ -1,11 +1,6 @@
 //! The one place where the C ABI meets the Rust engine. Everything above this module
-//! speaks C types; everything here speaks `ghostcore` types. While parts of the engine are
-//! still being written, the calls that need them return `GC_ERR_UNSUPPORTED` from here,
-//! with a message saying what is missing, so the ABI above stays stable.
-
-// Option structs and stop reasons are filled in by the layers above and read by the engine
-// calls that are still placeholders; they go live as the engine lands.
-#![allow(dead_code)]
+//! speaks C types; everything here speaks `ghostcore` types (model, context, tokenizer,
+//! generation loop, sparsity engine).
 
 use std::ffi::CString;
 use std::path::Path;
@@ -15,6 +10,9 @@ use ghostcore::context::{Context as EngineContext, ContextParams};
 use ghostcore::generate::{generate_tokens, GenerateParams, StopReason as EngineStop};
 use ghostcore::model::{Model as EngineModel, ModelParams};
 use ghostcore::sampling::SamplerParams;
+use ghostcore::sparsity::calibrate::{calibrate, CalibrateOptions as EngineCalibrateOptions};
+use ghostcore::sparsity::engine::{self as sparsity_engine, SparseHandle};
+use ghostcore::sparsity::{resolve_plans, DownCopy, Rule, Sidecar, SparsityMode};
 use ghostcore::tokenizer::Tokenizer;
 
 use crate::status::{invalid_arg, unsupported, FfiResult};
@@ -146,45 +144,114 @@ pub(crate) struct GenerateFigures {
     pub sparsity: f32,
 }
 
-/// FFN sparsity settings of a context (from gc_sparsity_params / gc_ctx_set_mask).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub(crate) enum Sparsity {
-    Dense,
-    Threshold(f32),
-    Target(f32),
-}
-
-/// A calibrated sparsity mask (sidecar). The sparsity engine does not exist yet, so no
-/// value of this type can be made; the ABI functions that would make one report
-/// GC_ERR_UNSUPPORTED.
-pub(crate) enum Mask {}
-
-pub(crate) const SPARSITY_MISSING: &str =
-    "the sparsity engine (calibration, masks) is not in this build yet";
-
 /// Calibration options after validation (from gc_calibrate_params).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct CalibrateOptions {
-    pub target_sparsity: f32,
-    pub max_tokens_per_text: u32,
+    pub n_ctx: u32,
     pub n_threads: u32,
+    pub eps: f32,
+    pub measure_budgets: bool,
+    pub store_down_copy: bool,
+}
+
+/// A calibrated sparsity mask: the sidecar (thresholds, dead neurons, budget table) for
+/// one model, and its neuron-major `ffn_down` copies when it carries them. Immutable.
+pub(crate) struct Mask {
+    /// The model it was made or loaded for (kept alive; compared by identity).
+    model: Arc<EngineModel>,
+    sidecar: Sidecar,
+    copies: Option<Arc<Vec<DownCopy>>>,
 }
 
 impl Mask {
+    fn new(model: &Model, mut sidecar: Sidecar) -> Mask {
+        let copies = sidecar.down_copies.take().map(Arc::new);
+        Mask {
+            model: Arc::clone(&model.inner),
+            sidecar,
+            copies,
+        }
+    }
+
+    /// Runs the dense model over `texts` (joined) and derives the mask
+    /// (`ghostcore::sparsity::calibrate`).
     pub fn calibrate(
-        _model: &Arc<Model>,
-        _texts: &[&str],
-        _options: CalibrateOptions,
+        model: &Arc<Model>,
+        texts: &[&str],
+        options: CalibrateOptions,
     ) -> FfiResult<Mask> {
-        unsupported(SPARSITY_MISSING)
+        let tok = model.tokenizer()?;
+        let mut ids = Vec::new();
+        for t in texts {
+            ids.extend(tok.encode(t, false, false)?);
+        }
+        let n_ctx = options.n_ctx as usize;
+        if ids.len() < n_ctx {
+            return invalid_arg(format!(
+                "the texts hold {} tokens, fewer than one calibration chunk (n_ctx = {n_ctx}): \
+                 give more text or a smaller n_ctx",
+                ids.len()
+            ));
+        }
+        let bos = if tok.add_bos() { tok.bos() } else { None };
+        let defaults = EngineCalibrateOptions::default();
+        let opts = EngineCalibrateOptions {
+            eps: options.eps,
+            n_ctx,
+            n_threads: options.n_threads as usize,
+            heldout_share: if options.measure_budgets {
+                defaults.heldout_share
+            } else {
+                0.0
+            },
+            budgets: if options.measure_budgets {
+                defaults.budgets.clone()
+            } else {
+                Vec::new()
+            },
+            store_down_copy: options.store_down_copy,
+            ..defaults
+        };
+        let sidecar = calibrate(
+            Arc::clone(&model.inner),
+            &ids,
+            bos,
+            "texts given to gc_mask_calibrate",
+            &opts,
+            &mut |_| {},
+        )?;
+        Ok(Mask::new(model, sidecar))
     }
 
-    pub fn load(_model: &Arc<Model>, _path: &Path) -> FfiResult<Mask> {
-        unsupported(SPARSITY_MISSING)
+    /// Reads a sidecar file and checks it belongs to `model`.
+    pub fn load(model: &Arc<Model>, path: &Path) -> FfiResult<Mask> {
+        let sidecar = Sidecar::load(path, model.inner.gguf())?;
+        Ok(Mask::new(model, sidecar))
     }
 
-    pub fn save(&self, _path: &Path) -> FfiResult<()> {
-        match *self {}
+    pub fn save(&self, path: &Path) -> FfiResult<()> {
+        let whole = Sidecar {
+            down_copies: self.copies.as_ref().map(|c| c.as_ref().clone()),
+            ..self.sidecar.clone()
+        };
+        Ok(whole.write_file(path)?)
+    }
+
+    /// The mode a context switches to when this mask is set on it while dense: the best
+    /// setting within a 1% perplexity increase if calibration measured budgets, otherwise
+    /// only the dead neurons.
+    fn default_mode(&self) -> SparsityMode {
+        if self.sidecar.budget_for(1.0).is_some() {
+            SparsityMode {
+                dead: false,
+                rule: Some(Rule::Budget(1.0)),
+            }
+        } else {
+            SparsityMode {
+                dead: true,
+                rule: None,
+            }
+        }
     }
 }
 
@@ -192,7 +259,10 @@ impl Mask {
 pub(crate) struct Context {
     model: Arc<Model>,
     inner: EngineContext,
-    sparsity: Sparsity,
+    mask: Option<Arc<Mask>>,
+    mode: SparsityMode,
+    /// The installed sparse FFN (None while dense): its tally gives the sparsity achieved.
+    sparse: Option<SparseHandle>,
     /// Whether the logits belong to a decoded token (false after creation and reset).
     has_logits: bool,
 }
@@ -210,7 +280,9 @@ impl Context {
         Ok(Context {
             model,
             inner,
-            sparsity: Sparsity::Dense,
+            mask: None,
+            mode: SparsityMode::DENSE,
+            sparse: None,
             has_logits: false,
         })
     }
@@ -237,21 +309,50 @@ impl Context {
         Ok(self.inner.logits())
     }
 
-    pub fn set_sparsity(&mut self, sparsity: Sparsity) -> FfiResult<()> {
-        match sparsity {
-            Sparsity::Dense => {
-                self.sparsity = sparsity;
-                Ok(())
-            }
-            _ => unsupported(SPARSITY_MISSING),
-        }
+    /// Switches the FFN of every layer to `mode` (resolved against the context's mask).
+    /// On error the previous settings stay in force.
+    pub fn set_sparsity(&mut self, mode: SparsityMode) -> FfiResult<()> {
+        let mask = self.mask.clone();
+        self.install(mode, mask)
     }
 
-    pub fn set_mask(&mut self, mask: Option<&Mask>) -> FfiResult<()> {
-        match mask {
-            None => self.set_sparsity(Sparsity::Dense),
-            Some(m) => match *m {},
+    /// Sets (or, with None, removes) the mask. Removing it returns to dense decoding;
+    /// setting it while dense switches to the mask's default mode.
+    pub fn set_mask(&mut self, mask: Option<Arc<Mask>>) -> FfiResult<()> {
+        let Some(mask) = mask else {
+            return self.install(SparsityMode::DENSE, None);
+        };
+        if !Arc::ptr_eq(&mask.model, &self.model.inner) {
+            // Another handle on (perhaps) the same file: compare the FFN checksum.
+            mask.sidecar.check_model(self.model.inner.gguf())?;
         }
+        let mode = if self.mode.is_dense() {
+            mask.default_mode()
+        } else {
+            self.mode
+        };
+        self.install(mode, Some(mask))
+    }
+
+    fn install(&mut self, mode: SparsityMode, mask: Option<Arc<Mask>>) -> FfiResult<()> {
+        let n_layer = self.model.facts.n_layer as usize;
+        if mode.is_dense() {
+            sparsity_engine::uninstall(&mut self.inner)?;
+            self.sparse = None;
+        } else {
+            if mode.needs_sidecar() && mask.is_none() {
+                return invalid_arg(
+                    "this sparsity mode uses calibration data: set a mask with gc_ctx_set_mask \
+                     first (gc_mask_calibrate or gc_mask_load)",
+                );
+            }
+            let plans = resolve_plans(&mode, mask.as_ref().map(|m| &m.sidecar), n_layer)?;
+            let copies = mask.as_ref().and_then(|m| m.copies.clone());
+            self.sparse = Some(sparsity_engine::install(&mut self.inner, plans, copies)?);
+        }
+        self.mode = mode;
+        self.mask = mask;
+        Ok(())
     }
 
     /// Fails with a clear message when `n` more tokens do not fit.
@@ -283,6 +384,9 @@ impl Context {
             return invalid_arg("the prompt is empty (no tokens) and the context holds none");
         }
         self.check_room(ids.len())?;
+        if let Some(h) = &self.sparse {
+            h.reset();
+        }
         let params = GenerateParams {
             max_tokens: options.max_tokens as usize,
             sampling: SamplerParams {
@@ -308,6 +412,10 @@ impl Context {
             },
         )?;
         self.has_logits = true;
+        let sparsity = self
+            .sparse
+            .as_ref()
+            .map_or(0.0, |h| h.tally().sparsity() as f32);
         let small = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
         let reason = match stats.stop {
             EngineStop::Length => StopReason::MaxTokens,
@@ -320,8 +428,7 @@ impl Context {
             n_generated_tokens: small(stats.generated_tokens),
             prompt_seconds: stats.prompt_time.as_secs_f64(),
             generate_seconds: stats.generation_time.as_secs_f64(),
-            // Only dense decoding exists until the sparsity engine lands.
-            sparsity: 0.0,
+            sparsity,
         };
         Ok((reason, figures))
     }
