@@ -19,7 +19,7 @@
 #include <time.h>
 
 #define TEXT_CAP 4096
-#define CORPUS_BYTES 9000
+#define CORPUS_BYTES 4500
 
 static int n_passed = 0;
 static int n_failed = 0;
