@@ -17,7 +17,7 @@ cd "$root"
 if in_ci; then
   scripts/install-example-deps.sh || echo "warning: scripts/install-example-deps.sh failed"
 fi
-if ! libdir="$(scripts/build-lib.sh 2>"$logdir/build.log")"; then
+if ! libdir="$(scripts/build-lib.sh --profile test 2>"$logdir/build.log")"; then
   cat "$logdir/build.log"
   echo "examples: 0 passed, 1 failed, 0 skipped"
   exit 1
@@ -108,6 +108,17 @@ else
   step "C example runs" run_example c "$bin/simple_c" "${args[@]}"
 fi
 check_run c
+sparse_c_example() {
+  "$bin/simple_c" "${args[@]:0:4}" --sparsity gate:0.05 "$prompt" >"$bin/c_sparse.out" 2>"$bin/c_sparse.err" || {
+    cat "$bin/c_sparse.err"
+    return 1
+  }
+  cat "$bin/c_sparse.err" "$bin/c_sparse.out"
+  grep -qE "FFN sparsity [0-9.]+%" "$bin/c_sparse.err" && ! grep -q "FFN sparsity 0.0%" "$bin/c_sparse.err"
+}
+if ! grep -qx c "$bin/engine_missing" 2>/dev/null; then
+  step "C example with --sparsity gate:0.05 skips FFN neurons" sparse_c_example
+fi
 
 # C++ (RAII wrapper).
 if command -v c++ >/dev/null; then

@@ -58,9 +58,11 @@
  *   gc_ctx_free(ctx); gc_model_free(model);
  *
  * SPARSITY
- *   gc_mask_calibrate, gc_mask_load, gc_mask_save and the non-dense modes of
- *   gc_ctx_set_sparsity return GC_ERR_UNSUPPORTED (with a gc_last_error() message) in
- *   builds without the sparsity engine. Their signatures are final.
+ *   Decoding can skip FFN neurons whose activation is small. gc_ctx_set_sparsity picks
+ *   the rule (a global threshold needs nothing else); calibrated rules need a mask made
+ *   by gc_mask_calibrate (or `ghost calibrate`, loaded with gc_mask_load) and set with
+ *   gc_ctx_set_mask. gc_generate_stats.sparsity reports what was skipped. Prompt batches
+ *   always run dense.
  */
 
 #ifndef GHOSTCORE_H
@@ -164,7 +166,8 @@ typedef enum gc_stop_reason {
 } gc_stop_reason;
 
 /**
- * How a context skips FFN neurons (gc_sparsity_params.mode).
+ * How a context skips FFN neurons (gc_sparsity_params.mode). Decoding of single tokens
+ * (generation) is sparse; prompt batches stay dense.
  */
 typedef enum gc_sparsity_mode {
     /**
@@ -172,14 +175,22 @@ typedef enum gc_sparsity_mode {
      */
     GC_SPARSITY_DENSE = 0,
     /**
-     * Skip neurons whose gate activation magnitude is below `threshold`.
+     * Skip neurons whose |act(gate·x)| is at most `threshold` (one global threshold;
+     * needs no mask).
      */
     GC_SPARSITY_THRESHOLD = 1,
     /**
-     * Skip the fraction `target_sparsity` of neurons, using the per-layer thresholds of
-     * the context's mask (gc_ctx_set_mask; required).
+     * Skip the fraction `target_sparsity` of neurons using the per-layer thresholds of
+     * the context's mask (gc_ctx_set_mask first).
      */
     GC_SPARSITY_TARGET = 2,
+    /**
+     * A mode in the `ghost --sparsity` language, given in `spec`: e.g. "budget:1" (the
+     * mask's best setting within a 1% perplexity increase), "cascade:0.2:0.5",
+     * "target:0.4:product", "dead", "gate:0.05,dead". Modes that use calibration data
+     * need the context's mask.
+     */
+    GC_SPARSITY_SPEC = 3,
 } gc_sparsity_mode;
 
 /**
@@ -388,7 +399,7 @@ typedef struct gc_sparsity_params {
      */
     uint32_t mode;
     /**
-     * For GC_SPARSITY_THRESHOLD: the activation magnitude below which a neuron is
+     * For GC_SPARSITY_THRESHOLD: the activation magnitude at or below which a neuron is
      * skipped (>= 0).
      */
     float threshold;
@@ -396,6 +407,10 @@ typedef struct gc_sparsity_params {
      * For GC_SPARSITY_TARGET: the fraction of neurons to skip, in [0, 1).
      */
     float target_sparsity;
+    /**
+     * For GC_SPARSITY_SPEC: the mode text (NUL-terminated; read during the call only).
+     */
+    const char *spec;
 } gc_sparsity_params;
 
 /**
@@ -407,17 +422,31 @@ typedef struct gc_calibrate_params {
      */
     uint32_t struct_size;
     /**
-     * The sparsity the thresholds are calibrated for, in [0, 1). Default 0.4.
+     * Tokens per calibration chunk (the texts are joined, then cut into chunks of this
+     * length; a shorter tail is dropped). Default 512; the texts must hold at least one
+     * chunk.
      */
-    float target_sparsity;
+    uint32_t n_ctx;
     /**
-     * Most tokens of each text that are run (longer texts are cut). Default 512.
-     */
-    uint32_t max_tokens_per_text;
-    /**
-     * CPU threads; 0 (default): all available cores.
+     * CPU threads; 0 (default): one per available core.
      */
     uint32_t n_threads;
+    /**
+     * Activation magnitude counted as "firing" for the statistics and the dead-neuron
+     * mask. Default 0.01.
+     */
+    float eps;
+    /**
+     * Also measure, on a held-out 15% of the chunks, which sparsity setting stays within
+     * each perplexity budget (0.5% .. 10%), enabling "budget:P" modes. Slow: runs ~20
+     * perplexity evaluations. Default false.
+     */
+    bool measure_budgets;
+    /**
+     * Store the neuron-major ffn_down copy in the mask (faster sparse decoding, larger
+     * mask file). Default true.
+     */
+    bool store_down_copy;
 } gc_calibrate_params;
 
 #ifdef __cplusplus
@@ -578,13 +607,14 @@ struct gc_sparsity_params gc_sparsity_default_params(void);
 struct gc_calibrate_params gc_calibrate_default_params(void);
 
 /**
- * Calibrates a sparsity mask for `model` by running it over `n_texts` sample texts
- * (NUL-terminated UTF-8; representative of the intended use, a few thousand tokens in
- * all). `params` may be NULL for the defaults. On success writes a new mask to
- * `*out_mask` (free with gc_mask_free). The model must be the one the mask is used with.
+ * Calibrates a sparsity mask for `model` by running it densely over `n_texts` sample
+ * texts (NUL-terminated UTF-8, representative of the intended use; together at least
+ * params->n_ctx tokens, ideally tens of thousands). `params` may be NULL for the
+ * defaults. On success writes a new mask to `*out_mask` (free with gc_mask_free). The
+ * mask is bound to this model's FFN weights. Takes a few seconds per chunk of n_ctx
+ * tokens on small models (much longer with measure_budgets).
  *
- * Not yet available: returns GC_ERR_UNSUPPORTED after validating the arguments, until
- * the sparsity engine is in the build.
+ * Errors: GC_ERR_INVALID_ARG (NULL or non-UTF-8 texts, too little text, bad params).
  *
  * # Safety
  * `model` is NULL or a live model; `texts` is NULL or points to `n_texts` pointers that
@@ -597,11 +627,9 @@ enum gc_status gc_mask_calibrate(const gc_model *model,
                                  gc_mask **out_mask);
 
 /**
- * Loads a mask saved by gc_mask_save (or `ghost calibrate`) for `model`. Fails with
- * GC_ERR_FORMAT if the file is not a mask or was made for another model.
- *
- * Not yet available: returns GC_ERR_UNSUPPORTED after validating the arguments, until
- * the sparsity engine is in the build.
+ * Loads a mask saved by gc_mask_save (or made by `ghost calibrate`, MODEL.ghost) for
+ * `model`. Errors: GC_ERR_IO (cannot read), GC_ERR_FORMAT (not a mask file),
+ * GC_ERR_INVALID_ARG (made for a model with other FFN weights).
  *
  * # Safety
  * `model` NULL or live; `path` NULL or NUL-terminated; `out_mask` NULL or writable.
@@ -626,8 +654,12 @@ enum gc_status gc_mask_save(const gc_mask *mask, const char *path);
 void gc_mask_free(gc_mask *mask);
 
 /**
- * Sets the mask (calibrated thresholds) the context uses; NULL returns the context to
- * dense operation. The mask must have been made for the context's model.
+ * Sets the mask (calibration data) the context uses; NULL removes it and returns the
+ * context to dense decoding. The mask must have been made for the context's model's
+ * weights (GC_ERR_INVALID_ARG otherwise). If the context is dense when a mask is set, it
+ * switches to the mask's default mode: its best setting within a 1% perplexity increase
+ * when the mask has a budget table (measure_budgets), otherwise skipping only the
+ * neurons calibration found dead. Choose another mode with gc_ctx_set_sparsity.
  *
  * # Safety
  * `ctx` NULL or live; `mask` NULL or live.
@@ -636,8 +668,11 @@ enum gc_status gc_ctx_set_mask(gc_ctx *ctx, const gc_mask *mask);
 
 /**
  * Sets how the context skips FFN neurons from the next decoded token on. `params` may
- * be NULL for dense. GC_SPARSITY_DENSE always works; the other modes return
- * GC_ERR_UNSUPPORTED until the sparsity engine is in the build.
+ * be NULL for dense. The mask (if any) stays set. gc_generate_stats.sparsity reports the
+ * fraction of FFN neurons skipped during generation. On error the previous settings stay.
+ *
+ * Errors: GC_ERR_INVALID_ARG (unknown mode, value out of range, bad spec text, or a mode
+ * that needs calibration data while the context has no mask).
  *
  * # Safety
  * `ctx` NULL or live; `params` NULL or a valid params struct.

@@ -90,7 +90,8 @@ static void check_default_params(void) {
     CHECK(cp.struct_size == sizeof cp && cp.n_ctx == 0);
     CHECK(gp.struct_size == sizeof gp && gp.max_tokens > 0 && gp.add_special);
     CHECK(sp.struct_size == sizeof sp && sp.mode == GC_SPARSITY_DENSE);
-    CHECK(kp.struct_size == sizeof kp && kp.target_sparsity > 0.0f && kp.target_sparsity < 1.0f);
+    CHECK(kp.struct_size == sizeof kp && kp.n_ctx > 0 && !kp.measure_budgets);
+    CHECK(sp.spec == NULL);
 }
 
 static void check_without_model(const char *tmpdir) {
@@ -259,26 +260,27 @@ static void check_with_model(const char *path) {
         printf("abi_errors: tokenizer not in this build; buffer-size checks skipped\n");
     }
 
-    /* sparsity with a model: argument errors first, then "not yet" */
+    /* sparsity with a model: argument errors (tests/c/sparsity.c runs the real thing) */
     EXPECT(gc_mask_calibrate(model, NULL, 1, NULL, &mask), GC_ERR_INVALID_ARG);
     EXPECT(gc_mask_calibrate(model, texts, 0, NULL, &mask), GC_ERR_INVALID_ARG);
     EXPECT_MSG(gc_mask_calibrate(model, texts, 2, NULL, &mask), GC_ERR_INVALID_ARG, "texts[1]");
     EXPECT(gc_mask_calibrate(model, texts, 1, NULL, NULL), GC_ERR_INVALID_ARG);
-    kp.target_sparsity = 1.5f;
+    EXPECT_MSG(gc_mask_calibrate(model, texts, 1, NULL, &mask), GC_ERR_INVALID_ARG,
+               "calibration chunk"); /* far too little text for one chunk */
+    kp.n_ctx = 4;
+    EXPECT_MSG(gc_mask_calibrate(model, texts, 1, &kp, &mask), GC_ERR_INVALID_ARG, "n_ctx");
+    kp = gc_calibrate_default_params();
+    kp.eps = -1.0f;
     EXPECT(gc_mask_calibrate(model, texts, 1, &kp, &mask), GC_ERR_INVALID_ARG);
     kp = gc_calibrate_default_params();
     kp.struct_size = 3;
     EXPECT(gc_mask_calibrate(model, texts, 1, &kp, &mask), GC_ERR_INVALID_ARG);
     EXPECT(gc_mask_load(model, NULL, &mask), GC_ERR_INVALID_ARG);
     EXPECT(gc_mask_load(model, "x.ghost", NULL), GC_ERR_INVALID_ARG);
-    st = gc_mask_calibrate(model, texts, 1, NULL, &mask);
-    if (st == GC_ERR_UNSUPPORTED) {
-        CHECK(strstr(gc_last_error(), "sparsity") != NULL);
-        CHECK(mask == SENTINEL(gc_mask));
-        mask = NULL;
-    } else {
-        CHECK(st == GC_OK);
-    }
+    EXPECT(gc_mask_load(model, "/nonexistent/x.ghost", &mask), GC_ERR_IO);
+    EXPECT(gc_mask_load(model, path, &mask), GC_ERR_FORMAT); /* a model is not a mask */
+    CHECK(mask == SENTINEL(gc_mask));
+    mask = NULL;
 
     /* context params */
     cp.struct_size = 8;
@@ -324,6 +326,18 @@ static void check_with_model(const char *path) {
         sp.mode = GC_SPARSITY_TARGET;
         sp.target_sparsity = -0.5f;
         EXPECT(gc_ctx_set_sparsity(ctx, &sp), GC_ERR_INVALID_ARG);
+        sp.target_sparsity = 0.3f;
+        EXPECT_MSG(gc_ctx_set_sparsity(ctx, &sp), GC_ERR_INVALID_ARG, "gc_ctx_set_mask");
+        sp.mode = GC_SPARSITY_THRESHOLD;
+        sp.threshold = -1.0f;
+        EXPECT(gc_ctx_set_sparsity(ctx, &sp), GC_ERR_INVALID_ARG);
+        sp.mode = GC_SPARSITY_SPEC;
+        sp.spec = NULL;
+        EXPECT_MSG(gc_ctx_set_sparsity(ctx, &sp), GC_ERR_INVALID_ARG, "spec");
+        sp.spec = "no-such-mode:1";
+        EXPECT(gc_ctx_set_sparsity(ctx, &sp), GC_ERR_INVALID_ARG);
+        sp.spec = "budget:1";
+        EXPECT(gc_ctx_set_sparsity(ctx, &sp), GC_ERR_INVALID_ARG); /* needs a mask */
         sp = gc_sparsity_default_params();
         EXPECT(gc_ctx_set_sparsity(ctx, &sp), GC_OK);
         EXPECT(gc_ctx_set_sparsity(ctx, NULL), GC_OK);
