@@ -148,6 +148,10 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(c) = &sidecar.down_copies {
         println!("neuron-major ffn_down copy: {}", c[0].ty);
     }
-    println!("wrote {} in {:.1}s", out.display(), t0.elapsed().as_secs_f64());
+    println!(
+        "wrote {} in {:.1}s",
+        out.display(),
+        t0.elapsed().as_secs_f64()
+    );
     Ok(())
 }

@@ -145,9 +145,8 @@ pub fn run(args: Args) -> Result<()> {
         None => None,
     };
     let tok = Tokenizer::from_gguf(model.gguf())?;
-    let text = std::fs::read_to_string(&args.file).map_err(|e| {
-        Error::InvalidArgument(format!("cannot read {}: {e}", args.file.display()))
-    })?;
+    let text = std::fs::read_to_string(&args.file)
+        .map_err(|e| Error::InvalidArgument(format!("cannot read {}: {e}", args.file.display())))?;
     let ids = tok.encode(&text, false, false)?;
     let bos = if tok.add_bos() { tok.bos() } else { None };
     let has_budget = sidecar.as_ref().is_some_and(|s| !s.budget.is_empty());
