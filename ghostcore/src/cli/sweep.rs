@@ -29,7 +29,10 @@ pub struct Args {
     pub mask: Option<PathBuf>,
     /// Text to measure perplexity on.
     #[arg(short = 'f', long)]
-    pub file: PathBuf,
+    pub file: Option<PathBuf>,
+    /// Random-weight model without a vocabulary: speed only (implies --no-ppl).
+    #[arg(long)]
+    pub synthetic: bool,
     /// Modes to run, separated by ';' (default: a grid over every mode).
     #[arg(long)]
     pub modes: Option<String>,
@@ -52,6 +55,10 @@ pub struct Args {
     /// sparsity), separated by ','.
     #[arg(long)]
     pub copy_types: Option<String>,
+    /// Type of the neuron-major ffn_down copy the modes use when the sidecar carries none
+    /// (default: q8_0).
+    #[arg(long)]
+    pub down_type: Option<String>,
     /// Print per-layer sparsity for each mode.
     #[arg(long)]
     pub per_layer: bool,
@@ -138,17 +145,41 @@ pub fn tally_summary(t: &SparsityTally) -> String {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let model = Model::load(&args.model, &ModelParams::default())?;
+    let model = Model::load(
+        &args.model,
+        &ModelParams {
+            skip_tokenizer: args.synthetic,
+        },
+    )?;
     let n_layer = model.config().n_layer;
     let sidecar = match &args.mask {
         Some(p) => Some(Sidecar::load(p, model.gguf())?),
         None => None,
     };
-    let tok = Tokenizer::from_gguf(model.gguf())?;
-    let text = std::fs::read_to_string(&args.file)
-        .map_err(|e| Error::InvalidArgument(format!("cannot read {}: {e}", args.file.display())))?;
-    let ids = tok.encode(&text, false, false)?;
-    let bos = if tok.add_bos() { tok.bos() } else { None };
+    let (ids, bos) = if args.synthetic {
+        // Random-weight models have no vocabulary: any ids do for speed.
+        let n_vocab = model.config().n_vocab as u64;
+        let ids: Vec<u32> = (0..args.speed_tokens as u64 + 16)
+            .map(|i| ((i * 7919 + 13) % n_vocab) as u32)
+            .collect();
+        (ids, None)
+    } else {
+        let file = args.file.as_ref().ok_or_else(|| {
+            Error::InvalidArgument("a text file (-f) is needed unless --synthetic".into())
+        })?;
+        let tok = Tokenizer::from_gguf(model.gguf())?;
+        let text = std::fs::read_to_string(file).map_err(|e| {
+            Error::InvalidArgument(format!("cannot read {}: {e}", file.display()))
+        })?;
+        let ids = tok.encode(&text, false, false)?;
+        (ids, if tok.add_bos() { tok.bos() } else { None })
+    };
+    let file_name = args
+        .file
+        .as_ref()
+        .and_then(|f| f.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "synthetic tokens".into());
     let has_budget = sidecar.as_ref().is_some_and(|s| !s.budget.is_empty());
     let modes: Vec<String> = match &args.modes {
         Some(m) => m
@@ -161,13 +192,20 @@ pub fn run(args: Args) -> Result<()> {
     };
     let copies: Arc<Vec<DownCopy>> = match sidecar.as_ref().and_then(|s| s.down_copies.clone()) {
         Some(c) => Arc::new(c),
-        None => Arc::new(build_down_copies(&model, None)?.0),
+        None => {
+            let ty = match &args.down_type {
+                None => None,
+                Some(n) => Some(GgmlType::from_name(n).ok_or_else(|| {
+                    Error::InvalidArgument(format!("unknown type {n:?} for --down-type"))
+                })?),
+            };
+            Arc::new(build_down_copies(&model, ty)?.0)
+        }
     };
     eprintln!(
-        "{}: {} tokens of {}, neuron-major down copy {}",
+        "{}: {} tokens of {file_name}, neuron-major down copy {}",
         args.model.display(),
         ids.len(),
-        args.file.display(),
         copies[0].ty
     );
 
@@ -185,7 +223,7 @@ pub fn run(args: Args) -> Result<()> {
         top_k: 32,
     };
     let mut reference = DenseReference::default();
-    let dense = if args.no_ppl {
+    let dense = if args.no_ppl || args.synthetic {
         None
     } else {
         Some(perplexity(
@@ -308,10 +346,7 @@ pub fn run(args: Args) -> Result<()> {
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default(),
-                args.file
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default()
+                file_name
             )
         });
         let with = |ext: &str| {
