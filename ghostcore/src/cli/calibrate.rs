@@ -117,10 +117,12 @@ pub fn run(args: Args) -> Result<()> {
                 bar.set_message("frontier");
                 bar.set_length(total as u64);
                 bar.set_position(done as u64);
-                bar.println(format!(
-                    "  {mode:<22} ΔPPL {dppl:+6.2}%  FFN bytes skipped {:5.1}%",
-                    100.0 * skipped
-                ));
+                bar.suspend(|| {
+                    eprintln!(
+                        "  {mode:<22} ΔPPL {dppl:+6.2}%  FFN bytes skipped {:5.1}%",
+                        100.0 * skipped
+                    )
+                });
             }
         },
     )?;

@@ -9,12 +9,11 @@ use std::time::Instant;
 use crate::context::{Context, ContextParams};
 use crate::model::{Model, ModelParams};
 use crate::quant::GgmlType;
-use crate::sparsity::engine::{build_down_copies, install, uninstall};
+use crate::sparsity::engine::{build_down_copies, install, tally_summary, uninstall};
 use crate::sparsity::eval::{perplexity, DenseReference, PplConfig};
 use crate::sparsity::report::{csv, markdown, svg, SweepRow};
 use crate::sparsity::{
     resolve_plans, DownCopy, DownPath, LayerPlan, LayerRule, Rule, Score, Sidecar, SparsityMode,
-    SparsityTally,
 };
 use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
@@ -129,21 +128,6 @@ fn decode_speed(ctx: &mut Context, prompt: &[u32], tokens: &[u32]) -> Result<f64
     Ok(tokens.len() as f64 / t0.elapsed().as_secs_f64())
 }
 
-/// The per-layer sparsity and the bytes-skipped line `ghost perplexity` prints.
-pub fn tally_summary(t: &SparsityTally) -> String {
-    let per: Vec<String> = t
-        .layer_sparsity()
-        .iter()
-        .map(|s| format!("{:.0}", 100.0 * s))
-        .collect();
-    format!(
-        "per-layer sparsity (%): {}\nneuron sparsity: {:.1}%\nFFN bytes skipped: {:.1}%",
-        per.join(" "),
-        100.0 * t.sparsity(),
-        100.0 * t.bytes_skipped()
-    )
-}
-
 pub fn run(args: Args) -> Result<()> {
     let model = Model::load(
         &args.model,
@@ -168,9 +152,8 @@ pub fn run(args: Args) -> Result<()> {
             Error::InvalidArgument("a text file (-f) is needed unless --synthetic".into())
         })?;
         let tok = Tokenizer::from_gguf(model.gguf())?;
-        let text = std::fs::read_to_string(file).map_err(|e| {
-            Error::InvalidArgument(format!("cannot read {}: {e}", file.display()))
-        })?;
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| Error::InvalidArgument(format!("cannot read {}: {e}", file.display())))?;
         let ids = tok.encode(&text, false, false)?;
         (ids, if tok.add_bos() { tok.bos() } else { None })
     };
