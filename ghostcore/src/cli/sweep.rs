@@ -69,6 +69,9 @@ pub struct Args {
     pub title: Option<String>,
 }
 
+/// One sweep entry: name, plot family, per-layer plans, the down copies it uses.
+type Job = (String, String, Vec<LayerPlan>, Arc<Vec<DownCopy>>);
+
 /// The default grid.
 pub fn default_modes(has_budget: bool) -> Vec<String> {
     let mut v: Vec<String> = vec!["dead".into()];
@@ -231,7 +234,7 @@ pub fn run(args: Args) -> Result<()> {
         .collect();
 
     // Requantized down copies on their own: forced neuron-major path, nothing skipped.
-    let mut jobs: Vec<(String, String, Vec<LayerPlan>, Arc<Vec<DownCopy>>)> = Vec::new();
+    let mut jobs: Vec<Job> = Vec::new();
     if let Some(types) = &args.copy_types {
         for name in types.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             let ty = GgmlType::from_name(name)

@@ -541,7 +541,8 @@ mod tests {
         let mut sc = FfnScratch::default();
         let x = input(n_embd, 7);
         let t = 0.08f32;
-        let cases: Vec<(LayerRule, Box<dyn Fn(f64, f64, usize) -> bool>)> = vec![
+        type Keep = Box<dyn Fn(f64, f64, usize) -> bool>;
+        let cases: Vec<(LayerRule, Keep)> = vec![
             (
                 LayerRule::Act(t),
                 Box::new(move |a, _, _| a.abs() > t as f64),
