@@ -44,6 +44,10 @@ pub struct Args {
     /// Also measure decode speed over this many tokens per mode (0: skip).
     #[arg(long, default_value_t = 0)]
     pub speed_tokens: usize,
+    /// Time decode speed in CPU seconds of this process instead of wall-clock seconds
+    /// (use with -t 1 on a shared machine).
+    #[arg(long)]
+    pub cpu_time: bool,
     /// Skip perplexity (speed only).
     #[arg(long)]
     pub no_ppl: bool,
@@ -120,15 +124,36 @@ fn family(mode: &SparsityMode) -> String {
     }
 }
 
-/// Decode tokens/s: prefill `prompt` densely, then decode `tokens` one at a time.
-fn decode_speed(ctx: &mut Context, prompt: &[u32], tokens: &[u32]) -> Result<f64> {
+/// CPU time this process has used, in seconds.
+fn process_cpu_seconds() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_PROCESS_CPUTIME_ID is always
+    // available on Linux, and on failure `ts` stays zero (the caller then sees no progress).
+    unsafe {
+        libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts);
+    }
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
+/// Decode speed: prefill `prompt` densely, then decode `tokens` one at a time. Returns
+/// tokens per wall-clock second and per CPU second of this process (with one thread the
+/// latter is the compute speed, unaffected by other processes sharing the cores).
+fn decode_speed(ctx: &mut Context, prompt: &[u32], tokens: &[u32], cpu: bool) -> Result<f64> {
     ctx.reset();
     ctx.decode(prompt)?;
-    let t0 = Instant::now();
+    let (t0, c0) = (Instant::now(), process_cpu_seconds());
     for &t in tokens {
         ctx.decode(&[t])?;
     }
-    Ok(tokens.len() as f64 / t0.elapsed().as_secs_f64())
+    let secs = if cpu {
+        process_cpu_seconds() - c0
+    } else {
+        t0.elapsed().as_secs_f64()
+    };
+    Ok(tokens.len() as f64 / secs.max(1e-9))
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -294,9 +319,9 @@ pub fn run(args: Args) -> Result<()> {
             }
         }
         if !speed_tokens.is_empty() {
-            let dense_s = decode_speed(&mut ctx, &speed_prompt, &speed_tokens)?;
+            let dense_s = decode_speed(&mut ctx, &speed_prompt, &speed_tokens, args.cpu_time)?;
             let h = install(&mut ctx, plans, Some(c))?;
-            let s = decode_speed(&mut ctx, &speed_prompt, &speed_tokens)?;
+            let s = decode_speed(&mut ctx, &speed_prompt, &speed_tokens, args.cpu_time)?;
             uninstall(&mut ctx)?;
             if dense.is_none() {
                 let t = h.tally();
