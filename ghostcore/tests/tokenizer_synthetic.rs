@@ -234,6 +234,13 @@ fn spm_merging_matches_naive_reference() {
                 want,
                 "seed {seed} {text:?}"
             );
+            // Decoding drops the prefix space again, except when a BOS was dropped first
+            // (llama_detokenize clears its remove-space flag then).
+            let plain = tok.encode(&text, false, false).unwrap();
+            assert_eq!(tok.decode(&plain, false).unwrap(), text);
+            if !text.is_empty() {
+                assert_eq!(tok.decode(&want, true).unwrap(), format!(" {text}"));
+            }
         }
     }
 }

@@ -235,7 +235,7 @@ pub fn python_method(
                         None => String::new(),
                     })
                 }
-                "title" => state.apply_filter("title", &[value.clone()])?,
+                "title" => state.apply_filter("title", std::slice::from_ref(value))?,
                 "replace" => match (string_arg(&args, 0), string_arg(&args, 1)) {
                     (Some(a), Some(b)) => Value::from(s.replace(&a, &b)),
                     _ => return unknown(),
@@ -248,7 +248,7 @@ pub fn python_method(
             })
         }
         ValueKind::Map => match method {
-            "items" => state.apply_filter("items", &[value.clone()]),
+            "items" => state.apply_filter("items", std::slice::from_ref(value)),
             "keys" => Ok(value.try_iter()?.collect()),
             "values" => Ok(value
                 .try_iter()?
@@ -266,5 +266,108 @@ pub fn python_method(
             _ => unknown(),
         },
         _ => unknown(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msgs() -> Vec<ChatMessage> {
+        vec![
+            ChatMessage::new("system", "  Be brief.  "),
+            ChatMessage::new("user", "Hi"),
+            ChatMessage::new("assistant", "Hello!"),
+            ChatMessage::new("user", "Bye"),
+        ]
+    }
+
+    /// Expected strings written out by hand from Jinja2 semantics with
+    /// `trim_blocks`/`lstrip_blocks` (what transformers' `apply_chat_template` uses).
+    #[test]
+    fn jinja_python_methods_and_whitespace_control() {
+        let src = "{% for m in messages %}\n  {% if m['role'] == 'system' %}\n[{{ m['content'].strip() }}]\n  {% elif m.content.startswith('H') %}\n{{ m.role.upper() }}:{{ m.content.lower() }};\n  {% else %}\n{{ m.content.replace('y', 'Y').split('Y') | join('+') }};\n  {% endif %}\n{% endfor %}\n{% if add_generation_prompt %}{{ bos_token }}|{{ eos_token }}{% endif %}";
+        let t = ChatTemplate::from_jinja(src, "<s>", "</s>").unwrap();
+        assert_eq!(
+            t.render(&msgs(), true).unwrap(),
+            "[Be brief.]\nUSER:hi;\nASSISTANT:hello!;\nB+e;\n<s>|</s>"
+        );
+        assert_eq!(
+            t.render(&msgs(), false).unwrap(),
+            "[Be brief.]\nUSER:hi;\nASSISTANT:hello!;\nB+e;\n"
+        );
+    }
+
+    #[test]
+    fn jinja_dict_methods() {
+        let src = "{% for m in messages %}{% for k, v in m.items() %}{{ k }}={{ v }} {% endfor %}{{ m.get('name', 'anon') }}/{{ m.keys() | length }};{% endfor %}";
+        let t = ChatTemplate::from_jinja(src, "", "").unwrap();
+        assert_eq!(
+            t.render(&[ChatMessage::new("user", "x")], false).unwrap(),
+            "content=x role=user anon/2;"
+        );
+    }
+
+    #[test]
+    fn raise_exception_and_syntax_errors_are_typed() {
+        let t = ChatTemplate::from_jinja(
+            "{% if messages[0].role != 'user' %}{{ raise_exception('first must be user') }}{% endif %}ok",
+            "",
+            "",
+        )
+        .unwrap();
+        assert_eq!(
+            t.render(&[ChatMessage::new("user", "a")], true).unwrap(),
+            "ok"
+        );
+        let e = t
+            .render(&[ChatMessage::new("system", "a")], true)
+            .unwrap_err();
+        assert!(
+            matches!(&e, Error::InvalidArgument(m) if m.contains("first must be user")),
+            "{e}"
+        );
+        let e = ChatTemplate::from_jinja("{% for m in messages %}", "", "").unwrap_err();
+        assert!(matches!(e, Error::Format(_)), "{e}");
+    }
+
+    /// llama.cpp's built-in formats, strings as its `llm_chat_apply_template` builds them.
+    #[test]
+    fn builtin_formats() {
+        let gemma = ChatTemplate::builtin_by_name("gemma").unwrap();
+        assert_eq!(
+            gemma.render(&msgs(), true).unwrap(),
+            "<start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\nHello!<end_of_turn>\n<start_of_turn>user\nBye<end_of_turn>\n<start_of_turn>model\n"
+        );
+        let chatml = ChatTemplate::builtin_by_name("chatml").unwrap();
+        assert_eq!(
+            chatml.render(&msgs()[1..2], false).unwrap(),
+            "<|im_start|>user\nHi<|im_end|>\n"
+        );
+        let llama3 = ChatTemplate::builtin_by_name("llama3").unwrap();
+        assert_eq!(
+            llama3.render(&msgs()[..2], true).unwrap(),
+            "<|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+        );
+        assert!(matches!(
+            ChatTemplate::builtin_by_name("nope"),
+            Err(Error::Unsupported(m)) if m.contains("chatml")
+        ));
+    }
+
+    #[test]
+    fn detection_follows_llama_cpp_markers() {
+        use BuiltinTemplate as B;
+        assert_eq!(B::detect("{{ '<|im_start|>' + m }}"), Some(B::ChatMl));
+        assert_eq!(B::detect("<|im_start|><|im_sep|>"), None); // phi4
+        assert_eq!(B::detect("{{ '<start_of_turn>' }}"), Some(B::Gemma));
+        assert_eq!(
+            B::detect("<|start_header_id|>x<|end_header_id|>"),
+            Some(B::Llama3)
+        );
+        assert_eq!(B::detect("<|user|><|endoftext|>"), Some(B::Zephyr));
+        assert_eq!(B::detect("<|assistant|><|end|>"), Some(B::Phi3));
+        assert_eq!(B::detect("[INST]"), None);
+        assert_eq!(B::detect("gemma"), Some(B::Gemma));
     }
 }

@@ -2,6 +2,7 @@
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::time::Instant;
 
 use crate::gguf::GgufFile;
 use crate::tokenizer::Tokenizer;
@@ -39,6 +40,12 @@ pub struct Args {
     /// Print only the ids, as `[1, 2, 3]` (llama-tokenize --ids).
     #[arg(long)]
     pub ids: bool,
+    /// Print only the number of tokens.
+    #[arg(long, conflicts_with = "ids")]
+    pub count: bool,
+    /// Encode the text N times and report load time and tokens/s on stderr.
+    #[arg(long, value_name = "N")]
+    pub timing: Option<u32>,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -58,11 +65,34 @@ pub fn run(args: Args) -> Result<()> {
         }
         _ => bail!(InvalidArgument, "give the text with -p TEXT or -f FILE"),
     };
+    let t0 = Instant::now();
     let gguf = GgufFile::open(&args.model)?;
     let tok = Tokenizer::from_gguf(&gguf)?;
+    let load = t0.elapsed();
     let ids = tok.encode(&text, !args.no_bos, args.parse_special)?;
+    if let Some(n) = args.timing {
+        let n = n.max(1);
+        let t = Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(tok.encode(&text, !args.no_bos, args.parse_special)?);
+        }
+        let per = t.elapsed().as_secs_f64() / n as f64;
+        eprintln!(
+            "tokenizer load {:.1} ms; {} bytes -> {} tokens in {:.3} ms per encode ({:.0} tokens/s, {:.2} MB/s), {n} runs, 1 thread",
+            load.as_secs_f64() * 1e3,
+            text.len(),
+            ids.len(),
+            per * 1e3,
+            ids.len() as f64 / per,
+            text.len() as f64 / per / 1e6,
+        );
+    }
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
+    if args.count {
+        writeln!(out, "{}", ids.len())?;
+        return Ok(());
+    }
     write_tokens(&tok, &ids, args.ids, &mut out)?;
     Ok(())
 }
