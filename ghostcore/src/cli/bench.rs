@@ -85,7 +85,7 @@ pub fn run(args: Args) -> Result<()> {
     let mut rng = Rng::new(1234);
     let mut rows = Vec::new();
     for &threads in &args.threads {
-        let params = ContextParams { n_ctx, n_batch: n_ctx, n_threads: threads };
+        let params = ContextParams { n_ctx, n_batch: n_ctx, n_threads: threads, ..Default::default() };
         let mut ctx = Context::new(Arc::clone(&model), params)?;
         for &n in args.n_prompt.iter().filter(|&&n| n > 0) {
             let toks = random_tokens(&mut rng, n, info.n_vocab);

@@ -1,4 +1,7 @@
-//! Element-wise and normalization ops of the forward pass (scalar, f32).
+//! Element-wise and normalization ops of the forward pass (scalar, f32), and attention.
+
+use half::f16;
+use half::slice::HalfFloatSliceExt;
 
 /// `y = x / sqrt(mean(x²) + eps) * w`, as ggml computes it (sum of squares in f64).
 pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, y: &mut [f32]) {
@@ -146,6 +149,69 @@ pub fn attend_head(
     }
 }
 
+/// Causal attention of one query head over an f16 KV cache, computed as ggml's CPU
+/// flash-attention does: the query rounded to f16, q·k accumulated in f32, an online
+/// softmax, and the value accumulator kept in f16 (rounded after every update).
+///
+/// `q`: the head's (already scaled) query; key `t` of this head is
+/// `k_cache[t * k_stride + k_off..][..q.len()]`, value `t` likewise in `v_cache`; keys
+/// `first..n_kv` are attended. `kbuf`/`vbuf` are scratch (head size / value size).
+#[allow(clippy::too_many_arguments)]
+pub fn attend_head_f16(
+    q: &[f32],
+    k_cache: &[f16],
+    k_stride: usize,
+    k_off: usize,
+    v_cache: &[f16],
+    v_stride: usize,
+    v_off: usize,
+    first: usize,
+    n_kv: usize,
+    softcap: Option<f32>,
+    qbuf: &mut [f32],
+    kbuf: &mut [f32],
+    vbuf: &mut [f32],
+    out: &mut [f32],
+) {
+    let hd = q.len();
+    let dv = out.len();
+    for (d, &x) in qbuf[..hd].iter_mut().zip(q) {
+        *d = f16::from_f32(x).to_f32();
+    }
+    let mut max = f32::NEG_INFINITY;
+    let mut sum = 0.0f32;
+    // `out` holds the f16-valued accumulator.
+    out.fill(0.0);
+    for t in first..n_kv {
+        let kr = &k_cache[t * k_stride + k_off..t * k_stride + k_off + hd];
+        kr.convert_to_f32_slice(&mut kbuf[..hd]);
+        let mut s = dot(&qbuf[..hd], &kbuf[..hd]);
+        if let Some(c) = softcap {
+            s = (s / c).tanh() * c;
+        }
+        let (ms, vs) = if s > max {
+            let ms = if max == f32::NEG_INFINITY { 0.0 } else { (max - s).exp() };
+            max = s;
+            if ms != 1.0 {
+                for o in out.iter_mut() {
+                    *o = f16::from_f32(*o * ms).to_f32();
+                }
+            }
+            (ms, 1.0)
+        } else {
+            (1.0, (s - max).exp())
+        };
+        let vr = &v_cache[t * v_stride + v_off..t * v_stride + v_off + dv];
+        vr.convert_to_f32_slice(&mut vbuf[..dv]);
+        for (o, &v) in out.iter_mut().zip(&vbuf[..dv]) {
+            *o = f16::from_f32(v.mul_add(vs, *o)).to_f32();
+        }
+        sum = sum * ms + vs;
+    }
+    let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
+    out.iter_mut().for_each(|o| *o *= inv);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,6 +278,27 @@ mod tests {
                 .map(|t| (s[t - 1] - m).exp() / z * v[t * hd + i] as f64)
                 .sum();
             assert!((out[i] as f64 - e).abs() < 1e-5);
+        }
+    }
+
+    /// The f16-cache attention against the same naive f64 reference (f16 tolerance).
+    #[test]
+    fn f16_attention_matches_naive() {
+        let (hd, n) = (8, 40);
+        let q: Vec<f32> = (0..hd).map(|i| 0.3 * i as f32 - 0.9).collect();
+        let k: Vec<f32> = (0..n * hd).map(|i| ((i * 7 % 11) as f32 - 5.0) * 0.2).collect();
+        let v: Vec<f32> = (0..n * hd).map(|i| ((i * 5 % 13) as f32 - 6.0) * 0.1).collect();
+        let k16: Vec<f16> = k.iter().map(|&x| f16::from_f32(x)).collect();
+        let v16: Vec<f16> = v.iter().map(|&x| f16::from_f32(x)).collect();
+        let (mut qb, mut kb, mut vb, mut out) = (vec![0.0; hd], vec![0.0; hd], vec![0.0; hd], vec![0.0; hd]);
+        let first = 3;
+        attend_head_f16(&q, &k16, hd, 0, &v16, hd, 0, first, n, None, &mut qb, &mut kb, &mut vb, &mut out);
+        let s: Vec<f64> = (first..n).map(|t| (0..hd).map(|i| q[i] as f64 * k[t * hd + i] as f64).sum()).collect();
+        let m = s.iter().cloned().fold(f64::MIN, f64::max);
+        let z: f64 = s.iter().map(|x| (x - m).exp()).sum();
+        for i in 0..hd {
+            let e: f64 = (first..n).map(|t| (s[t - first] - m).exp() / z * v[t * hd + i] as f64).sum();
+            assert!((out[i] as f64 - e).abs() < 5e-3, "{i}: {} vs {e}", out[i]);
         }
     }
 
