@@ -49,31 +49,23 @@ impl Default for CalibrateOptions {
     }
 }
 
-/// The settings calibration tries for the budget table.
+/// The settings calibration tries for the budget table (a short list: each costs one
+/// perplexity run over the held-out slice).
 pub fn default_candidates() -> Vec<String> {
-    let mut v = Vec::new();
-    for s in [0.1, 0.2, 0.3, 0.4] {
-        v.push(format!("target:{s}:act"));
-    }
-    for s in [0.2, 0.3, 0.4] {
-        v.push(format!("target:{s}:upw"));
-    }
-    for s in [0.3, 0.4, 0.5, 0.6] {
-        v.push(format!("target:{s}:product"));
-    }
-    for (a, d) in [
-        (0.05, 0.4),
-        (0.1, 0.4),
-        (0.1, 0.5),
-        (0.15, 0.5),
-        (0.2, 0.5),
-        (0.2, 0.6),
-        (0.25, 0.6),
-        (0.3, 0.65),
-    ] {
-        v.push(format!("cascade:{a}:{d}"));
-    }
-    v
+    [
+        "target:0.2:act",
+        "target:0.3:upw",
+        "target:0.4:product",
+        "target:0.5:product",
+        "target:0.6:product",
+        "cascade:0.1:0.5",
+        "cascade:0.15:0.55",
+        "cascade:0.2:0.6",
+        "cascade:0.25:0.6",
+        "cascade:0.3:0.65",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 /// Progress events for a front end.
