@@ -226,6 +226,7 @@ pub fn run(args: Args) -> Result<()> {
             n_ctx: args.ctx,
             n_batch: args.ctx,
             n_threads: args.threads,
+            ..ContextParams::default()
         },
     )?;
     let pcfg = PplConfig {

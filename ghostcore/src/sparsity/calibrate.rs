@@ -117,6 +117,7 @@ pub fn calibrate(
             n_ctx,
             n_batch: n_ctx,
             n_threads: opts.n_threads,
+            ..ContextParams::default()
         },
     )?;
     ctx.set_decode_ffn_in_batches(true);
