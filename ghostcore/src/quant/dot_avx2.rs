@@ -102,6 +102,19 @@ unsafe fn h2f_prod(a: [u8; 2], b: [u8; 2]) -> f32 {
     _mm_cvtss_f32(_mm_mul_ss(v, _mm_movehdup_ps(v)))
 }
 
+/// The scale products `x0 * y0` and `x1 * y1` of two block pairs (f16 inputs), broadcast:
+/// one conversion for four values. Same values as two [`h2f_prod`] calls.
+#[inline(always)]
+unsafe fn h2f_prod_x2(x0: [u8; 2], y0: [u8; 2], x1: [u8; 2], y1: [u8; 2]) -> (__m256, __m256) {
+    let bits = u64::from_le_bytes([x0[0], x0[1], y0[0], y0[1], x1[0], x1[1], y1[0], y1[1]]);
+    let v = _mm_cvtph_ps(_mm_cvtsi64_si128(bits as i64));
+    let p = _mm_mul_ps(v, _mm_movehdup_ps(v));
+    (
+        _mm256_broadcastss_ps(p),
+        _mm256_broadcastss_ps(_mm_movehl_ps(p, p)),
+    )
+}
+
 /// One f16 value as f32.
 #[inline(always)]
 pub(crate) unsafe fn h2f(b: [u8; 2]) -> f32 {
@@ -241,8 +254,9 @@ trait Q32Kernel {
     unsafe fn decode(x: &Self::W) -> Self::Decoded;
     /// `Σ q_w q_a` of one block pair as 8 partial i32 sums.
     unsafe fn isum(q: Self::Decoded, y: &Self::A) -> __m256i;
-    /// The block's scale product `d_w * d_a`.
-    unsafe fn scale(x: &Self::W, y: &Self::A) -> f32;
+    /// The f16 scale of a weight block and of an activation block.
+    fn w_scale(x: &Self::W) -> [u8; 2];
+    fn a_scale(y: &Self::A) -> [u8; 2];
     /// The offset term `m_w * s_a` (0 when `!HAS_OFFSET`).
     unsafe fn offset(x: &Self::W, y: &Self::A) -> f32;
 }
@@ -275,8 +289,12 @@ impl Q32Kernel for Q8_0Kernel {
         _mm256_add_epi32(lo, hi)
     }
     #[inline(always)]
-    unsafe fn scale(x: &BlockQ8_0, y: &BlockQ8_0) -> f32 {
-        h2f_prod(x.d, y.d)
+    fn w_scale(x: &BlockQ8_0) -> [u8; 2] {
+        x.d
+    }
+    #[inline(always)]
+    fn a_scale(y: &BlockQ8_0) -> [u8; 2] {
+        y.d
     }
     #[inline(always)]
     unsafe fn offset(_: &BlockQ8_0, _: &BlockQ8_0) -> f32 {
@@ -303,8 +321,12 @@ impl Q32Kernel for Q4_0Kernel {
         ))
     }
     #[inline(always)]
-    unsafe fn scale(x: &BlockQ4_0, y: &BlockQ8_0) -> f32 {
-        h2f_prod(x.d, y.d)
+    fn w_scale(x: &BlockQ4_0) -> [u8; 2] {
+        x.d
+    }
+    #[inline(always)]
+    fn a_scale(y: &BlockQ8_0) -> [u8; 2] {
+        y.d
     }
     #[inline(always)]
     unsafe fn offset(_: &BlockQ4_0, _: &BlockQ8_0) -> f32 {
@@ -326,8 +348,12 @@ impl Q32Kernel for Q4_1Kernel {
         widen_sum(maddubs(q, load32_i8(&y.qs)))
     }
     #[inline(always)]
-    unsafe fn scale(x: &BlockQ4_1, y: &BlockQ8_1) -> f32 {
-        h2f_prod(x.d, y.d)
+    fn w_scale(x: &BlockQ4_1) -> [u8; 2] {
+        x.d
+    }
+    #[inline(always)]
+    fn a_scale(y: &BlockQ8_1) -> [u8; 2] {
+        y.d
     }
     #[inline(always)]
     unsafe fn offset(x: &BlockQ4_1, y: &BlockQ8_1) -> f32 {
@@ -354,8 +380,12 @@ impl Q32Kernel for Q5_0Kernel {
         ))
     }
     #[inline(always)]
-    unsafe fn scale(x: &BlockQ5_0, y: &BlockQ8_0) -> f32 {
-        h2f_prod(x.d, y.d)
+    fn w_scale(x: &BlockQ5_0) -> [u8; 2] {
+        x.d
+    }
+    #[inline(always)]
+    fn a_scale(y: &BlockQ8_0) -> [u8; 2] {
+        y.d
     }
     #[inline(always)]
     unsafe fn offset(_: &BlockQ5_0, _: &BlockQ8_0) -> f32 {
@@ -377,8 +407,12 @@ impl Q32Kernel for Q5_1Kernel {
         widen_sum(maddubs(q, load32_i8(&y.qs)))
     }
     #[inline(always)]
-    unsafe fn scale(x: &BlockQ5_1, y: &BlockQ8_1) -> f32 {
-        h2f_prod(x.d, y.d)
+    fn w_scale(x: &BlockQ5_1) -> [u8; 2] {
+        x.d
+    }
+    #[inline(always)]
+    fn a_scale(y: &BlockQ8_1) -> [u8; 2] {
+        y.d
     }
     #[inline(always)]
     unsafe fn offset(x: &BlockQ5_1, y: &BlockQ8_1) -> f32 {
@@ -404,7 +438,18 @@ impl Acc2 {
     }
     #[inline(always)]
     unsafe fn add<K: Q32Kernel, const CHAIN: usize>(&mut self, q: K::Decoded, x: &K::W, y: &K::A) {
-        let d = _mm256_set1_ps(K::scale(x, y));
+        let d = _mm256_set1_ps(h2f_prod(K::w_scale(x), K::a_scale(y)));
+        self.add_scaled::<K, CHAIN>(d, q, x, y);
+    }
+    /// [`Acc2::add`] with the broadcast scale product `d` already computed.
+    #[inline(always)]
+    unsafe fn add_scaled<K: Q32Kernel, const CHAIN: usize>(
+        &mut self,
+        d: __m256,
+        q: K::Decoded,
+        x: &K::W,
+        y: &K::A,
+    ) {
         self.acc[CHAIN] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(K::isum(q, y)), self.acc[CHAIN]);
         if K::HAS_OFFSET {
             self.off[CHAIN] += K::offset(x, y);
@@ -428,8 +473,15 @@ unsafe fn dot32<K: Q32Kernel>(w: &[K::W], a: &[K::A]) -> f32 {
     let mut acc = Acc2::new();
     let mut i = 0;
     while i + 1 < n {
-        acc.add::<K, 0>(K::decode(&w[i]), &w[i], &a[i]);
-        acc.add::<K, 1>(K::decode(&w[i + 1]), &w[i + 1], &a[i + 1]);
+        let (x0, x1, y0, y1) = (&w[i], &w[i + 1], &a[i], &a[i + 1]);
+        let (d0, d1) = h2f_prod_x2(
+            K::w_scale(x0),
+            K::a_scale(y0),
+            K::w_scale(x1),
+            K::a_scale(y1),
+        );
+        acc.add_scaled::<K, 0>(d0, K::decode(x0), x0, y0);
+        acc.add_scaled::<K, 1>(d1, K::decode(x1), x1, y1);
         i += 2;
     }
     if i < n {
@@ -707,9 +759,17 @@ unsafe fn dot32_multi<K: Q32Kernel>(w: &[K::W], a: [&[K::A]; ACT_ROWS]) -> [f32;
     while i + 1 < nb {
         let q0 = K::decode(&w[i]);
         let q1 = K::decode(&w[i + 1]);
+        let (x0, x1) = (&w[i], &w[i + 1]);
         for j in 0..ACT_ROWS {
-            acc[j].add::<K, 0>(q0, &w[i], &a[j][i]);
-            acc[j].add::<K, 1>(q1, &w[i + 1], &a[j][i + 1]);
+            let (y0, y1) = (&a[j][i], &a[j][i + 1]);
+            let (d0, d1) = h2f_prod_x2(
+                K::w_scale(x0),
+                K::a_scale(y0),
+                K::w_scale(x1),
+                K::a_scale(y1),
+            );
+            acc[j].add_scaled::<K, 0>(d0, q0, x0, y0);
+            acc[j].add_scaled::<K, 1>(d1, q1, x1, y1);
         }
         i += 2;
     }
