@@ -91,11 +91,31 @@ extern "C" __global__ void __launch_bounds__(GC_ATTN_THREADS)
     }
     l = block_sum(l, scratch);  // its barriers also publish p_sh
 
-    // Weighted sum of V: threads over dimensions (coalesced rows).
-    for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
+    // Weighted sum of V: threads over dimensions (coalesced rows). When several heads' worth of
+    // threads fit in the block (head_dim <= 64), groups of head_dim threads take every
+    // n_groups-th position and their partial sums are added through shared memory.
+    const int n_groups = head_dim <= (int)blockDim.x ? (int)blockDim.x / head_dim : 1;
+    if (n_groups > 1) {
+        __shared__ float o_sh[GC_ATTN_THREADS];
+        const int g = threadIdx.x / head_dim;
+        const int d = threadIdx.x % head_dim;
         float acc = 0.0f;
-        for (int j = 0; j < len; ++j) acc += p_sh[j] * __half2float(vh[(size_t)(begin + j) * head_dim + d]);
-        o[d] = acc;
+        if (g < n_groups) {
+            for (int j = g; j < len; j += n_groups)
+                acc += p_sh[j] * __half2float(vh[(size_t)(begin + j) * head_dim + d]);
+            o_sh[threadIdx.x] = acc;
+        }
+        __syncthreads();
+        if (g == 0) {
+            for (int k = 1; k < n_groups; ++k) acc += o_sh[k * head_dim + d];
+            o[d] = acc;
+        }
+    } else {
+        for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
+            float acc = 0.0f;
+            for (int j = 0; j < len; ++j) acc += p_sh[j] * __half2float(vh[(size_t)(begin + j) * head_dim + d]);
+            o[d] = acc;
+        }
     }
     if (threadIdx.x == 0) ml_part[h * n_splits + split] = make_float2(m, l);
 }

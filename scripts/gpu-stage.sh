@@ -4,7 +4,8 @@
 #   gpu-stage/bin/ghost           the CLI
 #   gpu-stage/bin/cuda_kernels    the kernel test binary (ghostcore/tests/cuda_kernels.rs)
 #   gpu-stage/bin/cuda_bench      the kernel benchmark (bench/gpu/cuda_kernels.rs)
-#   gpu-stage/run-gpu.sh          runs tests then benchmarks, writing results to $OUT or
+#   gpu-stage/run-gpu.sh          runs tests, benchmarks, then compute-sanitizer memcheck (if
+#                                 installed) over the tests, writing results to $OUT or
 #                                 gpu-stage/results/<UTC time>/
 #   gpu-stage/MANIFEST            commit, build time, nvcc version, file sizes
 # gpu-stage/ is git-ignored; the whole folder stays well under 64 MiB (binaries stripped).
@@ -96,6 +97,14 @@ echo "tests exit status: $status" | tee -a "$out/tests.txt" >&2
 echo "== benchmarks ==" >&2
 GHOSTCORE_BENCH_OUT="$out/bench.jsonl" "$here/bin/cuda_bench" >"$out/bench.txt" 2>&1 || status=$?
 cat "$out/bench.txt" >&2
+# Out-of-bounds and race checks of the kernels, where the toolkit's sanitizer is installed.
+san="$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null || true)"
+if [ -n "$san" ]; then
+  echo "== compute-sanitizer memcheck ==" >&2
+  timeout 300 "$san" --tool memcheck --error-exitcode 3 "$here/bin/cuda_kernels" --test-threads=1 \
+    >"$out/sanitizer.txt" 2>&1 || status=$?
+  tail -n 5 "$out/sanitizer.txt" >&2
+fi
 echo "results in $out" >&2
 exit "$status"
 RUN

@@ -677,9 +677,10 @@ impl CudaBackend {
         })?;
         let col_blocks = grid_1d(n_embd.div_ceil(4), SPARSE_DOWN_THREADS)?;
         let sms = self.info().multiprocessor_count.max(1) as u32;
-        let splits = (4 * sms)
-            .div_ceil(col_blocks)
-            .clamp(1, n_ff.min(65_535) as u32);
+        // Enough blocks to fill the GPU, but at least ~64 neurons (if all are active) per
+        // split: every split adds n_embd atomics into `out`.
+        let max_splits = (n_ff / 64).clamp(1, 65_535) as u32;
+        let splits = (4 * sms).div_ceil(col_blocks).clamp(1, max_splits);
         guard("launch gc_sparse_down_q8_0", || {
             let mut b = self.stream().launch_builder(fd);
             b.arg(&down.data)
