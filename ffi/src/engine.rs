@@ -275,6 +275,7 @@ impl Context {
                 n_ctx: options.n_ctx as usize,
                 n_batch: options.n_batch as usize,
                 n_threads: options.n_threads as usize,
+                ..ContextParams::default()
             },
         )?;
         Ok(Context {
