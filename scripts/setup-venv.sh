@@ -8,8 +8,8 @@ PY="${PYTHON:-python3}"
 if [ ! -x "$venv/bin/python" ]; then
   "$PY" -m venv "$venv"
 fi
-if ! "$venv/bin/python" -c "import gguf, numpy" 2>/dev/null; then
+if ! "$venv/bin/python" -c "import gguf, numpy, regex" 2>/dev/null; then
   "$venv/bin/python" -m pip install --quiet --upgrade pip
-  "$venv/bin/python" -m pip install --quiet "gguf==0.19.0" "numpy<3"
+  "$venv/bin/python" -m pip install --quiet "gguf==0.19.0" "numpy<3" "regex==2024.11.6"
 fi
 echo "setup-venv: $venv ready" >&2

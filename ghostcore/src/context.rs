@@ -54,6 +54,7 @@ pub struct Context {
     n_logit_rows: usize,
     all_logits: Vec<f32>,
     decode_ffn: Vec<Option<Arc<dyn DecodeFfn>>>,
+    decode_ffn_in_batches: bool,
     observer: Option<Box<dyn FfnObserver>>,
 }
 
@@ -100,6 +101,7 @@ impl Context {
             n_logit_rows: 0,
             all_logits: Vec::new(),
             decode_ffn: vec![None; n_layer],
+            decode_ffn_in_batches: false,
             observer: None,
         })
     }
@@ -179,6 +181,13 @@ impl Context {
         Ok(())
     }
 
+    /// Measurement switch: when on, the [`DecodeFfn`] overrides also run (row by row) for
+    /// multi-token batches, so a batched perplexity run sees the sparse FFN at every position.
+    /// Off by default: prefill stays dense.
+    pub fn set_decode_ffn_in_batches(&mut self, on: bool) {
+        self.decode_ffn_in_batches = on;
+    }
+
     /// Installs (or removes) an observer of dense-FFN activations.
     pub fn set_ffn_observer(
         &mut self,
@@ -231,6 +240,7 @@ impl Context {
             let chunk = &tokens[done..(done + nb).min(tokens.len())];
             let mut hooks = FfnHooks {
                 decode_overrides: &self.decode_ffn,
+                overrides_in_batches: self.decode_ffn_in_batches,
                 observer: self
                     .observer
                     .as_deref_mut()

@@ -5,8 +5,10 @@
 use std::collections::BTreeMap;
 
 use ghostcore::gguf::GgufFile;
-use ghostcore::quant::recipe::{plan, plan_file, Ftype, ModelShape, TensorDesc};
-use ghostcore::test_models::{find_model, reference_dir, GEMMA3_Q4_K_M, SMOLLM2_Q4_1, SMOLLM2_Q4_K_M};
+use ghostcore::quant::recipe::{plan, plan_file, Ftype, ModelShape, Recipe, TensorDesc};
+use ghostcore::test_models::{
+    find_model, reference_dir, GEMMA3_Q4_K_M, SMOLLM2_Q4_1, SMOLLM2_Q4_K_M,
+};
 
 fn reference_histogram(file: &str) -> BTreeMap<String, u64> {
     let text = std::fs::read_to_string(reference_dir().join("tensor_types.json")).unwrap();
@@ -44,6 +46,16 @@ fn smollm2_histograms_match_llama_cpp() {
             "{ftype}"
         );
     }
+    // llama-quantize --pure ... Q4_K_M.
+    let pure = Recipe {
+        pure: true,
+        ..Ftype::Q4_K_M.into()
+    };
+    let choices = plan_file(&file, pure).unwrap();
+    assert_eq!(
+        histogram(choices.iter().map(|c| c.target)),
+        reference_histogram("smollm2-135m-q4_k-pure.gguf")
+    );
 }
 
 /// Planning a llama.cpp Q4_K_M file for Q4_K_M again must keep every tensor's type: the
@@ -57,7 +69,10 @@ fn assert_replans_to_itself(model: &str) {
     let mut wrong = Vec::new();
     for c in &choices {
         if c.target != c.source {
-            wrong.push(format!("{}: llama.cpp {} ours {}", c.name, c.source, c.target));
+            wrong.push(format!(
+                "{}: llama.cpp {} ours {}",
+                c.name, c.source, c.target
+            ));
         }
     }
     assert!(wrong.is_empty(), "{model}: {wrong:#?}");
@@ -129,14 +144,23 @@ fn untied_model_with_aligned_rows() {
         let more = [0, 1, 4, 7, 10, 13, 14, 15].contains(&i);
         let want = if more { T::Q6_K } else { T::Q4_K };
         assert_eq!(ty(&format!("blk.{i}.attn_v.weight")), want, "attn_v {i}");
-        assert_eq!(ty(&format!("blk.{i}.ffn_down.weight")), want, "ffn_down {i}");
+        assert_eq!(
+            ty(&format!("blk.{i}.ffn_down.weight")),
+            want,
+            "ffn_down {i}"
+        );
         assert_eq!(ty(&format!("blk.{i}.attn_q.weight")), T::Q4_K);
     }
     // Write order: non-layer tensors by name, then layers in numeric order.
     let names: Vec<&str> = choices.iter().take(4).map(|c| c.name.as_str()).collect();
     assert_eq!(
         names,
-        ["output.weight", "output_norm.weight", "token_embd.weight", "blk.0.attn_k.weight"]
+        [
+            "output.weight",
+            "output_norm.weight",
+            "token_embd.weight",
+            "blk.0.attn_k.weight"
+        ]
     );
     // Plain types.
     let q8 = plan(&shape, &tensors, Ftype::Q8_0).unwrap();
@@ -147,4 +171,44 @@ fn untied_model_with_aligned_rows() {
     assert!(q6
         .iter()
         .all(|c| c.target == if c.dims.len() > 1 { T::Q6_K } else { T::F16 }));
+}
+
+#[test]
+fn explicit_output_and_embedding_types() {
+    use ghostcore::quant::GgmlType as T;
+    let shape = ModelShape {
+        arch: "llama".into(),
+        n_layer: 4,
+        n_expert: 0,
+        n_head: 8,
+        n_head_kv: 8,
+    };
+    let ty = |tensors: &[TensorDesc], recipe: Recipe, name: &str| {
+        plan(&shape, tensors, recipe)
+            .unwrap()
+            .into_iter()
+            .find(|c| c.name == name)
+            .unwrap()
+            .target
+    };
+    let untied = synthetic(4, 512, 1024, false);
+    let tied = synthetic(4, 576, 1536, true);
+    let base: Recipe = Ftype::Q4_K_M.into();
+    let both = Recipe {
+        output_tensor_type: Some(T::Q8_0),
+        token_embedding_type: Some(T::Q5_K),
+        ..base
+    };
+    assert_eq!(ty(&untied, both, "output.weight"), T::Q8_0);
+    assert_eq!(ty(&untied, both, "token_embd.weight"), T::Q5_K);
+    // The explicit embedding type wins even where its block does not fit (as in llama.cpp,
+    // which applies no fallback to explicit types).
+    assert_eq!(ty(&tied, both, "token_embd.weight"), T::Q5_K);
+    // A tied embedding follows --output-tensor-type, with the usual fallback.
+    let out_only = Recipe {
+        output_tensor_type: Some(T::Q6_K),
+        ..base
+    };
+    assert_eq!(ty(&tied, out_only, "token_embd.weight"), T::Q8_0);
+    assert_eq!(ty(&tied, base, "token_embd.weight"), T::Q8_0);
 }

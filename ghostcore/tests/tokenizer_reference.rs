@@ -1,8 +1,6 @@
 //! Our tokenizer against llama.cpp's own output (`llama-tokenize`, recorded in
 //! tests/data/reference/tokenize_*.json and greedy_*.json).
 
-use std::path::Path;
-
 use ghostcore::gguf::GgufFile;
 use ghostcore::test_models::{
     find_model, reference_dir, GEMMA3_Q4_K_M, SMOLLM2_Q4_1, SMOLLM2_Q4_K_M,
@@ -135,5 +133,114 @@ fn generated_pieces_match_reference() {
     }
 }
 
-#[allow(dead_code)]
-fn _unused(_: &Path) {}
+/// End-of-generation: the first generated token llama.cpp flagged as EOG
+/// (`first_eog_index`) is the first one our `is_eog` flags; the generated text (specials
+/// rendered) and the text up to the first EOG decode identically.
+#[test]
+fn eog_flags_and_generated_text_match_reference() {
+    for (file, reference) in [
+        (SMOLLM2_Q4_K_M, "greedy_smollm2-135m-q4_k_m.json"),
+        (GEMMA3_Q4_K_M, "greedy_gemma-3-270m-q4_k_m.json"),
+    ] {
+        let Some(tok) = load(file) else { continue };
+        let data = read_json(reference);
+        for case in data["cases"].as_array().unwrap() {
+            let name = case["name"].as_str().unwrap();
+            let gen = ids(&case["generated_ids"]);
+            let first_eog = gen.iter().position(|&id| tok.is_eog(id));
+            let want = case["first_eog_index"].as_u64().map(|i| i as usize);
+            assert_eq!(first_eog, want, "{reference} {name}");
+            assert_eq!(
+                tok.decode(&gen, false).unwrap(),
+                case["generated_text"].as_str().unwrap(),
+                "{reference} {name}"
+            );
+            let until = &gen[..first_eog.unwrap_or(gen.len())];
+            assert_eq!(
+                tok.decode(until, false).unwrap(),
+                case["text_until_eog"].as_str().unwrap(),
+                "{reference} {name}"
+            );
+        }
+    }
+}
+
+/// The special ids llama.cpp reports in the reference header, and the EOG sets it derives
+/// (SmolLM2: `<|endoftext|>`, `<|im_end|>` and `<reponame>` as FIM-repo; Gemma3: `<eos>`
+/// and `<end_of_turn>`).
+#[test]
+fn special_ids_and_eog_sets() {
+    if let Some(tok) = load(SMOLLM2_Q4_K_M) {
+        let data = read_json("tokenize_smollm2-135m-q4_k_m.json");
+        assert_eq!(tok.bos(), data["bos_token_id"].as_u64().map(|v| v as u32));
+        assert_eq!(tok.eos(), data["eos_token_id"].as_u64().map(|v| v as u32));
+        assert_eq!(
+            tok.add_bos(),
+            data["add_bos_token_metadata"].as_bool().unwrap()
+        );
+        assert_eq!(tok.n_vocab() as u64, data["vocab_size"].as_u64().unwrap());
+        assert_eq!(tok.token_text(2).unwrap(), "<|im_end|>");
+        assert_eq!(tok.eot(), Some(2));
+        assert_eq!(tok.eog_ids(), vec![0, 2, 4]);
+        assert!(tok.is_control(1) && !tok.is_control(100));
+    }
+    if let Some(tok) = load(GEMMA3_Q4_K_M) {
+        let data = read_json("tokenize_gemma-3-270m-q4_k_m.json");
+        assert_eq!(tok.bos(), data["bos_token_id"].as_u64().map(|v| v as u32));
+        assert_eq!(tok.eos(), data["eos_token_id"].as_u64().map(|v| v as u32));
+        assert_eq!(tok.n_vocab() as u64, data["vocab_size"].as_u64().unwrap());
+        assert!(tok.add_bos());
+        assert_eq!(tok.token_text(106).unwrap(), "<end_of_turn>");
+        assert_eq!(tok.eot(), Some(106));
+        assert_eq!(tok.eog_ids(), vec![1, 106]);
+    }
+}
+
+/// A long real text: Debian's GPL-3 (35,149 bytes). The logprob references record
+/// llama.cpp's token count for the whole text and its first 256 ids.
+#[test]
+fn gpl3_text_matches_reference_tokens() {
+    let path = std::path::Path::new("/usr/share/common-licenses/GPL-3");
+    let Ok(text) = std::fs::read_to_string(path) else {
+        if ghostcore::test_models::running_in_ci() {
+            panic!("CI=true and {path:?} is missing (Debian package base-files)");
+        }
+        eprintln!("SKIPPED: {path:?} not found");
+        return;
+    };
+    assert_eq!(
+        text.len(),
+        35149,
+        "not the GPL-3 text the references were made from"
+    );
+    for (file, reference) in [
+        (
+            SMOLLM2_Q4_K_M,
+            "logprobs_top10_gpl3_smollm2-135m-q4_k_m.json",
+        ),
+        (
+            GEMMA3_Q4_K_M,
+            "logprobs_top10_gpl3_gemma-3-270m-q4_k_m.json",
+        ),
+    ] {
+        let Some(tok) = load(file) else { continue };
+        let data = read_json(reference);
+        let got = tok.encode(&text, true, true).unwrap();
+        assert_eq!(
+            got.len() as u64,
+            data["text_total_tokens"].as_u64().unwrap(),
+            "{reference}"
+        );
+        let want = ids(&data["token_ids"]);
+        assert_eq!(&got[..want.len()], &want[..], "{reference}");
+        let mut bytes = Vec::new();
+        for &id in &got {
+            bytes.extend(tok.token_to_piece(id, false).unwrap());
+        }
+        assert_eq!(
+            bytes,
+            text.as_bytes(),
+            "{reference}: pieces reassemble the text"
+        );
+    }
+}

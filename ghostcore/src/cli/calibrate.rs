@@ -1,14 +1,159 @@
-//! `ghost calibrate` (not implemented yet).
+//! `ghost calibrate -m MODEL --corpus FILE [--tokens N] -o MODEL.ghost`: run the dense model
+//! over a corpus, record per-neuron FFN statistics, derive thresholds, measure the budget
+//! frontier on a held-out slice, and write the sparsity sidecar.
 
+use std::path::PathBuf;
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::model::{Model, ModelParams};
+use crate::quant::GgmlType;
+use crate::sparsity::calibrate::{calibrate, CalibrateOptions, Progress};
+use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Arguments (this subcommand is not implemented yet).
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    pub rest: Vec<String>,
+    /// Model GGUF file.
+    #[arg(short = 'm', long)]
+    pub model: PathBuf,
+    /// Calibration corpus (UTF-8 text).
+    #[arg(long)]
+    pub corpus: PathBuf,
+    /// Use at most this many corpus tokens.
+    #[arg(long)]
+    pub tokens: Option<usize>,
+    /// Output sidecar path (default: MODEL with extension `.ghost`).
+    #[arg(short = 'o', long)]
+    pub output: Option<PathBuf>,
+    /// Firing threshold ε (frequencies, dead mask).
+    #[arg(long, default_value_t = 0.01)]
+    pub eps: f32,
+    /// Tokens per context window.
+    #[arg(long, default_value_t = 512)]
+    pub ctx: usize,
+    /// Compute threads (0: all cores).
+    #[arg(short = 't', long, default_value_t = 0)]
+    pub threads: usize,
+    /// Share of the corpus held out to measure the perplexity-budget frontier.
+    #[arg(long, default_value_t = 0.15)]
+    pub heldout: f64,
+    /// Skip the budget frontier (faster; `budget:P` modes then have nothing to choose from).
+    #[arg(long)]
+    pub no_budget: bool,
+    /// Do not store the neuron-major ffn_down copy (it is rebuilt at load then).
+    #[arg(long)]
+    pub no_down_copy: bool,
+    /// Type of the neuron-major ffn_down copy (default: the model's down type when rows fit
+    /// its blocks, else q5_0).
+    #[arg(long)]
+    pub down_type: Option<String>,
 }
 
-pub fn run(_args: Args) -> Result<()> {
-    Err(Error::Unsupported("`ghost calibrate` is not implemented yet".into()))
+pub fn run(args: Args) -> Result<()> {
+    let t0 = Instant::now();
+    let model = Model::load(&args.model, &ModelParams::default())?;
+    let tok = Tokenizer::from_gguf(model.gguf())?;
+    let text = std::fs::read_to_string(&args.corpus).map_err(|e| {
+        Error::InvalidArgument(format!("cannot read corpus {}: {e}", args.corpus.display()))
+    })?;
+    let mut ids = tok.encode(&text, false, false)?;
+    if let Some(n) = args.tokens {
+        ids.truncate(n);
+    }
+    let bos = if tok.add_bos() { tok.bos() } else { None };
+    let down_copy_type = match &args.down_type {
+        None => None,
+        Some(s) => Some(GgmlType::from_name(s).ok_or_else(|| {
+            Error::InvalidArgument(format!("unknown tensor type {s:?} for --down-type"))
+        })?),
+    };
+    let opts = CalibrateOptions {
+        eps: args.eps,
+        n_ctx: args.ctx,
+        n_threads: args.threads,
+        heldout_share: if args.no_budget { 0.0 } else { args.heldout },
+        budgets: if args.no_budget {
+            Vec::new()
+        } else {
+            CalibrateOptions::default().budgets
+        },
+        store_down_copy: !args.no_down_copy,
+        down_copy_type,
+        ..CalibrateOptions::default()
+    };
+    eprintln!(
+        "calibrating {} on {} ({} tokens, ε = {})",
+        args.model.display(),
+        args.corpus.display(),
+        ids.len(),
+        args.eps
+    );
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} ({elapsed})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let corpus_name = args
+        .corpus
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let sidecar = calibrate(
+        model.clone(),
+        &ids,
+        bos,
+        &corpus_name,
+        &opts,
+        &mut |p| match p {
+            Progress::Stats(done, total) => {
+                bar.set_message("statistics");
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            }
+            Progress::Candidate(done, total, mode, dppl, skipped) => {
+                bar.set_message("frontier");
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+                bar.suspend(|| {
+                    eprintln!(
+                        "  {mode:<22} ΔPPL {dppl:+6.2}%  FFN bytes skipped {:5.1}%",
+                        100.0 * skipped
+                    )
+                });
+            }
+        },
+    )?;
+    bar.finish_and_clear();
+    let out = args
+        .output
+        .unwrap_or_else(|| args.model.with_extension("ghost"));
+    sidecar.write_file(&out)?;
+    println!(
+        "calibrated on {} tokens: dead neurons {:.2}% ({} of {})",
+        sidecar.calib_tokens,
+        100.0 * sidecar.dead_fraction(),
+        sidecar.layers.iter().map(|l| l.n_dead()).sum::<usize>(),
+        sidecar.n_layer * sidecar.n_ff
+    );
+    for b in &sidecar.budget {
+        println!(
+            "budget {:>4}%: {:<22} (held-out ΔPPL {:+.2}%, FFN bytes skipped {:.1}%)",
+            b.max_ppl_increase_pct,
+            b.mode,
+            b.measured_ppl_increase_pct,
+            100.0 * b.bytes_skipped
+        );
+    }
+    if let Some(c) = &sidecar.down_copies {
+        println!("neuron-major ffn_down copy: {}", c[0].ty);
+    }
+    println!(
+        "wrote {} in {:.1}s",
+        out.display(),
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(())
 }

@@ -1,14 +1,383 @@
-//! `ghost sweep` (not implemented yet).
+//! `ghost sweep -m MODEL --mask MODEL.ghost -f TEXT`: run sparsity modes over a grid, measure
+//! perplexity, KL to dense, FFN bytes skipped and (optionally) decode speed side by side with
+//! dense, and write CSV + Markdown + SVG.
 
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::context::{Context, ContextParams};
+use crate::model::{Model, ModelParams};
+use crate::quant::GgmlType;
+use crate::sparsity::engine::{build_down_copies, install, tally_summary, uninstall};
+use crate::sparsity::eval::{perplexity, DenseReference, PplConfig};
+use crate::sparsity::report::{csv, markdown, svg, SweepRow};
+use crate::sparsity::{
+    resolve_plans, DownCopy, DownPath, LayerPlan, LayerRule, Rule, Score, Sidecar, SparsityMode,
+};
+use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Arguments (this subcommand is not implemented yet).
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    pub rest: Vec<String>,
+    /// Model GGUF file.
+    #[arg(short = 'm', long)]
+    pub model: PathBuf,
+    /// Sparsity sidecar made by `ghost calibrate` (needed by calibrated modes).
+    #[arg(long)]
+    pub mask: Option<PathBuf>,
+    /// Text to measure perplexity on.
+    #[arg(short = 'f', long)]
+    pub file: Option<PathBuf>,
+    /// Random-weight model without a vocabulary: speed only (implies --no-ppl).
+    #[arg(long)]
+    pub synthetic: bool,
+    /// Modes to run, separated by ';' (default: a grid over every mode).
+    #[arg(long)]
+    pub modes: Option<String>,
+    /// Context window per perplexity chunk.
+    #[arg(long, default_value_t = 512)]
+    pub ctx: usize,
+    /// Score at most this many chunks.
+    #[arg(long)]
+    pub chunks: Option<usize>,
+    /// Also measure decode speed over this many tokens per mode (0: skip).
+    #[arg(long, default_value_t = 0)]
+    pub speed_tokens: usize,
+    /// Time decode speed in CPU seconds of this process instead of wall-clock seconds
+    /// (use with -t 1 on a shared machine).
+    #[arg(long)]
+    pub cpu_time: bool,
+    /// Skip perplexity (speed only).
+    #[arg(long)]
+    pub no_ppl: bool,
+    /// Compute threads (0: all cores).
+    #[arg(short = 't', long, default_value_t = 0)]
+    pub threads: usize,
+    /// Types of the neuron-major ffn_down copy to measure on their own (forced copy, no
+    /// sparsity), separated by ','.
+    #[arg(long)]
+    pub copy_types: Option<String>,
+    /// Type of the neuron-major ffn_down copy the modes use when the sidecar carries none
+    /// (default: q8_0).
+    #[arg(long)]
+    pub down_type: Option<String>,
+    /// Print per-layer sparsity for each mode.
+    #[arg(long)]
+    pub per_layer: bool,
+    /// Output prefix: writes PREFIX.csv, PREFIX.md, PREFIX.svg.
+    #[arg(short = 'o', long)]
+    pub output: Option<PathBuf>,
+    /// Plot title (default: the model file name).
+    #[arg(long)]
+    pub title: Option<String>,
 }
 
-pub fn run(_args: Args) -> Result<()> {
-    Err(Error::Unsupported("`ghost sweep` is not implemented yet".into()))
+/// One sweep entry: name, plot family, per-layer plans, the down copies it uses.
+type Job = (String, String, Vec<LayerPlan>, Arc<Vec<DownCopy>>);
+
+/// The default grid.
+pub fn default_modes(has_budget: bool) -> Vec<String> {
+    let mut v: Vec<String> = vec!["dead".into()];
+    for t in [0.02, 0.05, 0.1, 0.2] {
+        v.push(format!("gate:{t}"));
+    }
+    for s in [0.1, 0.25, 0.4, 0.5] {
+        v.push(format!("target:{s}:act"));
+    }
+    for s in [0.25, 0.4, 0.5, 0.6, 0.7] {
+        v.push(format!("target:{s}:product"));
+    }
+    for s in [0.25, 0.4, 0.5] {
+        v.push(format!("target:{s}:upw"));
+    }
+    for (a, d) in [(0.1, 0.4), (0.15, 0.5), (0.2, 0.5), (0.2, 0.6), (0.3, 0.65)] {
+        v.push(format!("cascade:{a}:{d}"));
+    }
+    for k in [-0.5, 0.0] {
+        v.push(format!("stat:{k}"));
+    }
+    for s in [0.25, 0.4] {
+        v.push(format!("input:{s}"));
+    }
+    if has_budget {
+        for p in [1, 2, 5] {
+            v.push(format!("budget:{p}"));
+        }
+    }
+    v
+}
+
+fn family(mode: &SparsityMode) -> String {
+    match mode.rule {
+        None => "dead".into(),
+        Some(Rule::Gate(_)) => "gate (GhostGate)".into(),
+        Some(Rule::Target { score, .. }) => match score {
+            Score::Act => "target act (CATS)".into(),
+            Score::Product => "target product".into(),
+            Score::UpWeighted => "target act·mean|up|".into(),
+        },
+        Some(Rule::Cascade { .. }) => "cascade act→product".into(),
+        Some(Rule::Stat(_)) => "stat mean+kσ".into(),
+        Some(Rule::Input(_)) => "input (TEAL)".into(),
+        Some(Rule::Budget(_)) => "budget".into(),
+    }
+}
+
+/// CPU time this process has used, in seconds.
+fn process_cpu_seconds() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_PROCESS_CPUTIME_ID is always
+    // available on Linux, and on failure `ts` stays zero (the caller then sees no progress).
+    unsafe {
+        libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts);
+    }
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
+/// Decode speed: prefill `prompt` densely, then decode `tokens` one at a time. Returns
+/// tokens per wall-clock second and per CPU second of this process (with one thread the
+/// latter is the compute speed, unaffected by other processes sharing the cores).
+fn decode_speed(ctx: &mut Context, prompt: &[u32], tokens: &[u32], cpu: bool) -> Result<f64> {
+    ctx.reset();
+    ctx.decode(prompt)?;
+    let (t0, c0) = (Instant::now(), process_cpu_seconds());
+    for &t in tokens {
+        ctx.decode(&[t])?;
+    }
+    let secs = if cpu {
+        process_cpu_seconds() - c0
+    } else {
+        t0.elapsed().as_secs_f64()
+    };
+    Ok(tokens.len() as f64 / secs.max(1e-9))
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let model = Model::load(
+        &args.model,
+        &ModelParams {
+            skip_tokenizer: args.synthetic,
+        },
+    )?;
+    let n_layer = model.config().n_layer;
+    let sidecar = match &args.mask {
+        Some(p) => Some(Sidecar::load(p, model.gguf())?),
+        None => None,
+    };
+    let (ids, bos) = if args.synthetic {
+        // Random-weight models have no vocabulary: any ids do for speed.
+        let n_vocab = model.config().n_vocab as u64;
+        let ids: Vec<u32> = (0..args.speed_tokens as u64 + 16)
+            .map(|i| ((i * 7919 + 13) % n_vocab) as u32)
+            .collect();
+        (ids, None)
+    } else {
+        let file = args.file.as_ref().ok_or_else(|| {
+            Error::InvalidArgument("a text file (-f) is needed unless --synthetic".into())
+        })?;
+        let tok = Tokenizer::from_gguf(model.gguf())?;
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| Error::InvalidArgument(format!("cannot read {}: {e}", file.display())))?;
+        let ids = tok.encode(&text, false, false)?;
+        (ids, if tok.add_bos() { tok.bos() } else { None })
+    };
+    let file_name = args
+        .file
+        .as_ref()
+        .and_then(|f| f.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "synthetic tokens".into());
+    let has_budget = sidecar.as_ref().is_some_and(|s| !s.budget.is_empty());
+    let modes: Vec<String> = match &args.modes {
+        Some(m) => m
+            .split(';')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect(),
+        None => default_modes(has_budget),
+    };
+    let copies: Arc<Vec<DownCopy>> = match sidecar.as_ref().and_then(|s| s.down_copies.clone()) {
+        Some(c) => Arc::new(c),
+        None => {
+            let ty = match &args.down_type {
+                None => None,
+                Some(n) => Some(GgmlType::from_name(n).ok_or_else(|| {
+                    Error::InvalidArgument(format!("unknown type {n:?} for --down-type"))
+                })?),
+            };
+            Arc::new(build_down_copies(&model, ty)?.0)
+        }
+    };
+    eprintln!(
+        "{}: {} tokens of {file_name}, neuron-major down copy {}",
+        args.model.display(),
+        ids.len(),
+        copies[0].ty
+    );
+
+    let mut ctx = Context::new(
+        model.clone(),
+        ContextParams {
+            n_ctx: args.ctx,
+            n_batch: args.ctx,
+            n_threads: args.threads,
+            ..ContextParams::default()
+        },
+    )?;
+    let pcfg = PplConfig {
+        n_ctx: args.ctx,
+        max_chunks: args.chunks,
+        top_k: 32,
+    };
+    let mut reference = DenseReference::default();
+    let dense = if args.no_ppl || args.synthetic {
+        None
+    } else {
+        Some(perplexity(
+            &mut ctx,
+            &ids,
+            bos,
+            &pcfg,
+            None,
+            Some(&mut reference),
+            &mut |_, _| {},
+        )?)
+    };
+    if let Some(d) = &dense {
+        eprintln!("dense: PPL {:.4} over {} tokens", d.ppl, d.n_scored);
+    }
+    let speed_prompt: Vec<u32> = ids.iter().copied().take(16).collect();
+    let speed_tokens: Vec<u32> = ids
+        .iter()
+        .copied()
+        .skip(16)
+        .take(args.speed_tokens)
+        .collect();
+
+    // Requantized down copies on their own: forced neuron-major path, nothing skipped.
+    let mut jobs: Vec<Job> = Vec::new();
+    if let Some(types) = &args.copy_types {
+        for name in types.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let ty = GgmlType::from_name(name)
+                .ok_or_else(|| Error::InvalidArgument(format!("unknown type {name:?}")))?;
+            let c = Arc::new(build_down_copies(&model, Some(ty))?.0);
+            let mut plan = LayerPlan::new(None, LayerRule::Dense);
+            plan.down = DownPath::NeuronMajor;
+            jobs.push((
+                format!("copy:{name}"),
+                "neuron-major down copy".into(),
+                vec![plan; n_layer],
+                c,
+            ));
+        }
+    }
+    for m in &modes {
+        let mode: SparsityMode = m.parse()?;
+        let plans = resolve_plans(&mode, sidecar.as_ref(), n_layer)?;
+        jobs.push((m.clone(), family(&mode), plans, copies.clone()));
+    }
+
+    let mut rows = Vec::new();
+    for (name, fam, plans, c) in jobs {
+        let mut row = SweepRow {
+            mode: name.clone(),
+            family: fam,
+            sparsity: 0.0,
+            bytes_skipped: 0.0,
+            ppl: 0.0,
+            dppl_pct: 0.0,
+            kl: 0.0,
+            tok_s: None,
+            dense_tok_s: None,
+        };
+        if let Some(d) = &dense {
+            let h = install(&mut ctx, plans.clone(), Some(c.clone()))?;
+            ctx.set_decode_ffn_in_batches(true);
+            let r = perplexity(
+                &mut ctx,
+                &ids,
+                bos,
+                &pcfg,
+                Some(&reference),
+                None,
+                &mut |_, _| {},
+            )?;
+            ctx.set_decode_ffn_in_batches(false);
+            uninstall(&mut ctx)?;
+            let t = h.tally();
+            row.sparsity = t.sparsity();
+            row.bytes_skipped = t.bytes_skipped();
+            row.ppl = r.ppl;
+            row.dppl_pct = 100.0 * (r.ppl / d.ppl - 1.0);
+            row.kl = r.mean_kl;
+            if args.per_layer {
+                eprintln!("{name}:\n{}", tally_summary(&t));
+            }
+        }
+        if !speed_tokens.is_empty() {
+            let dense_s = decode_speed(&mut ctx, &speed_prompt, &speed_tokens, args.cpu_time)?;
+            let h = install(&mut ctx, plans, Some(c))?;
+            let s = decode_speed(&mut ctx, &speed_prompt, &speed_tokens, args.cpu_time)?;
+            uninstall(&mut ctx)?;
+            if dense.is_none() {
+                let t = h.tally();
+                row.sparsity = t.sparsity();
+                row.bytes_skipped = t.bytes_skipped();
+            }
+            row.tok_s = Some(s);
+            row.dense_tok_s = Some(dense_s);
+        }
+        eprintln!(
+            "{:<24} sparsity {:5.1}%  bytes skipped {:5.1}%  PPL {:8.4} ({:+6.2}%)  KL {:.4}{}",
+            row.mode,
+            100.0 * row.sparsity,
+            100.0 * row.bytes_skipped,
+            row.ppl,
+            row.dppl_pct,
+            row.kl,
+            match (row.tok_s, row.dense_tok_s) {
+                (Some(s), Some(d)) => format!("  {s:.1} tok/s vs dense {d:.1} ({:.2}×)", s / d),
+                _ => String::new(),
+            }
+        );
+        rows.push(row);
+    }
+
+    let md = markdown(&rows);
+    println!("{md}");
+    if let Some(prefix) = &args.output {
+        let title = args.title.clone().unwrap_or_else(|| {
+            format!(
+                "{} on {}",
+                args.model
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                file_name
+            )
+        });
+        let with = |ext: &str| {
+            let mut p = prefix.clone().into_os_string();
+            p.push(ext);
+            PathBuf::from(p)
+        };
+        std::fs::write(with(".csv"), csv(&rows))?;
+        let mut md_full = format!("# {title}\n\n");
+        if let Some(d) = &dense {
+            md_full.push_str(&format!(
+                "Dense PPL {:.4} over {} scored tokens (ctx {}).\n\n",
+                d.ppl, d.n_scored, args.ctx
+            ));
+        }
+        md_full.push_str(&md);
+        std::fs::write(with(".md"), md_full)?;
+        std::fs::write(with(".svg"), svg(&rows, &title, 25.0))?;
+        eprintln!("wrote {}.{{csv,md,svg}}", prefix.display());
+    }
+    Ok(())
 }

@@ -187,6 +187,9 @@ thread_local! {
 /// Per-layer hooks of the FFN.
 pub struct FfnHooks<'a> {
     pub decode_overrides: &'a [Option<Arc<dyn DecodeFfn>>],
+    /// Also apply the overrides to every row of a multi-token batch (measurement: sparse
+    /// perplexity); otherwise batches run dense.
+    pub overrides_in_batches: bool,
     pub observer: Option<&'a mut (dyn FfnObserver + 'static)>,
 }
 
@@ -418,20 +421,23 @@ pub fn forward(
             let r = j * n_embd..(j + 1) * n_embd;
             ops::rms_norm(&s.x[r.clone()], norm_w, cfg.rms_eps, &mut s.xn[r]);
         }
-        let override_ffn = if m == 1 {
+        let override_ffn = if m == 1 || hooks.overrides_in_batches {
             hooks.decode_overrides.get(il).and_then(|o| o.as_ref())
         } else {
             None
         };
         match override_ffn {
             Some(f) => {
-                let call = FfnCall {
-                    model,
-                    layer: il,
-                    pos: n_past,
-                    pool,
-                };
-                f.forward(&call, &s.xn[..n_embd], &mut s.tmp[..n_embd])?;
+                for j in 0..m {
+                    let call = FfnCall {
+                        model,
+                        layer: il,
+                        pos: n_past + j,
+                        pool,
+                    };
+                    let r = j * n_embd..(j + 1) * n_embd;
+                    f.forward(&call, &s.xn[r.clone()], &mut s.tmp[r])?;
+                }
             }
             None => {
                 let obs = hooks

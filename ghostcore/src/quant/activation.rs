@@ -211,6 +211,6 @@ mod tests {
             assert_eq!(b.bsum(g) as i32, s);
         }
         assert!(quantize_activations(GgmlType::Q8_K, &x, &mut dst[..291]).is_err());
-        assert!(quantize_activations(GgmlType::Q4_K, &x, &mut vec![0u8; 144]).is_err());
+        assert!(quantize_activations(GgmlType::Q4_K, &x, &mut [0u8; 144]).is_err());
     }
 }

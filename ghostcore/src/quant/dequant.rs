@@ -3,6 +3,9 @@
 //! The formulas follow ggml's `dequantize_row_*` reference functions (same operation
 //! order, so results are bit-identical to ggml's scalar code).
 
+// Index loops mirror ggml's reference formulas element for element.
+#![allow(clippy::needless_range_loop)]
+
 use crate::error::Result;
 use crate::quant::blocks::*;
 use crate::quant::types::GgmlType;

@@ -5,6 +5,9 @@
 //! sub-block sum for the offset formats), as ggml's generic kernels do. These are the
 //! reference the SIMD kernels are tested against.
 
+// Index loops mirror ggml's reference formulas element for element.
+#![allow(clippy::needless_range_loop)]
+
 use crate::quant::blocks::*;
 use crate::quant::dequant::bf16_to_f32;
 

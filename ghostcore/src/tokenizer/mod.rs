@@ -32,7 +32,6 @@ enum Algorithm {
 }
 
 /// A tokenizer read from a GGUF file's `tokenizer.*` metadata.
-#[derive(Debug)]
 pub struct Tokenizer {
     vocab: Vocab,
     algorithm: Algorithm,
@@ -40,6 +39,20 @@ pub struct Tokenizer {
     pieces: Vec<Box<[u8]>>,
     /// Decoding removes spaces before `?!.,` and in some contractions.
     clean_spaces: bool,
+}
+
+impl std::fmt::Debug for Tokenizer {
+    /// A summary: the full vocabulary would be hundreds of thousands of entries.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokenizer")
+            .field("model", &self.vocab.model_name)
+            .field("pre", &self.vocab.pre_name)
+            .field("n_vocab", &self.vocab.n_tokens())
+            .field("bos", &self.vocab.special.bos)
+            .field("eos", &self.vocab.special.eos)
+            .field("add_bos", &self.vocab.add_bos)
+            .finish()
+    }
 }
 
 impl Tokenizer {
@@ -174,20 +187,34 @@ impl Tokenizer {
 
     /// [`Self::decode`] without the UTF-8 conversion.
     pub fn decode_bytes(&self, ids: &[u32], skip_special: bool) -> Result<Vec<u8>> {
+        self.detokenize(ids, skip_special, !skip_special)
+    }
+
+    /// `llama_detokenize` with both of its flags: `remove_special` drops a leading BOS and
+    /// trailing EOS that the model adds; `unparse_special` renders control tokens as text.
+    pub fn detokenize(
+        &self,
+        ids: &[u32],
+        remove_special: bool,
+        unparse_special: bool,
+    ) -> Result<Vec<u8>> {
         let v = &self.vocab;
         let mut ids = ids;
         let mut remove_space = v.add_space_prefix;
-        if skip_special && v.add_bos && !ids.is_empty() && Some(ids[0]) == v.special.bos {
+        if remove_special && v.add_bos && !ids.is_empty() && Some(ids[0]) == v.special.bos {
             remove_space = false;
             ids = &ids[1..];
         }
-        if skip_special && v.add_eos && !ids.is_empty() && Some(ids[ids.len() - 1]) == v.special.eos
+        if remove_special
+            && v.add_eos
+            && !ids.is_empty()
+            && Some(ids[ids.len() - 1]) == v.special.eos
         {
             ids = &ids[..ids.len() - 1];
         }
         let mut text = Vec::new();
         for &id in ids {
-            let mut piece = self.piece(id, !skip_special)?;
+            let mut piece = self.piece(id, unparse_special)?;
             if remove_space && piece.first() == Some(&b' ') {
                 piece = &piece[1..];
             }
@@ -198,6 +225,18 @@ impl Tokenizer {
             clean_up_spaces(&mut text);
         }
         Ok(text)
+    }
+
+    /// `llama_token_to_piece` with its `lstrip` argument: up to `lstrip` leading spaces of
+    /// the piece are skipped.
+    pub fn token_to_piece_lstrip(&self, id: u32, lstrip: usize, special: bool) -> Result<Vec<u8>> {
+        let piece = self.piece(id, special)?;
+        let n = piece
+            .iter()
+            .take(lstrip)
+            .take_while(|&&b| b == b' ')
+            .count();
+        Ok(piece[n..].to_vec())
     }
 
     pub fn n_vocab(&self) -> usize {

@@ -202,6 +202,23 @@ mod tests {
     }
 
     #[test]
+    fn llama3_contractions_punctuation_and_whitespace() {
+        assert_eq!(
+            words("llama3", "Hello world's END'S"),
+            ["Hello", " world", "'s", " END", "'S"]
+        );
+        assert_eq!(
+            words("llama3", "x = 1;\n\n  y"),
+            ["x", " =", " ", "1", ";\n\n", " ", " y"]
+        );
+    }
+
+    #[test]
+    fn qwen2_splits_single_digits() {
+        assert_eq!(words("qwen2", "abc 1234"), ["abc", " ", "1", "2", "3", "4"]);
+    }
+
+    #[test]
     fn unknown_pre_is_unsupported() {
         let e = PreTokenizer::from_name("no-such-pre").unwrap_err();
         assert!(

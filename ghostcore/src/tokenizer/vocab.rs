@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use super::special::SpecialTrie;
 use crate::gguf::{Array, GgufFile};
 use crate::{bail, Result};
 
@@ -86,6 +87,8 @@ pub struct Vocab {
     /// Control, user-defined and unknown tokens, longest text first: the order in which
     /// they are cut out of raw text before tokenization.
     pub special_cache: Vec<u32>,
+    /// The texts of `special_cache`, for finding which occur in a text.
+    pub special_trie: SpecialTrie,
 }
 
 const KEY_MODEL: &str = "tokenizer.ggml.model";
@@ -311,6 +314,7 @@ impl Vocab {
             add_eos,
             add_space_prefix,
             special_cache: Vec::new(),
+            special_trie: SpecialTrie::default(),
         };
         vocab.detect_special_by_text();
         vocab.apply_model_attributes(gguf.get_str("general.name").unwrap_or(""));
@@ -412,43 +416,24 @@ impl Vocab {
             "[e~[",
         ];
 
-        let lists: [(&[&str], u8); 8] = [
-            (EOT, 0),
-            (EOM, 1),
-            (FIM_PRE, 2),
-            (FIM_SUF, 3),
-            (FIM_MID, 4),
-            (FIM_PAD, 5),
-            (FIM_REP, 6),
-            (FIM_SEP, 7),
+        type Slot = fn(&mut SpecialIds) -> &mut Option<u32>;
+        let lists: [(&[&str], Slot); 8] = [
+            (EOT, |s| &mut s.eot),
+            (EOM, |s| &mut s.eom),
+            (FIM_PRE, |s| &mut s.fim_pre),
+            (FIM_SUF, |s| &mut s.fim_suf),
+            (FIM_MID, |s| &mut s.fim_mid),
+            (FIM_PAD, |s| &mut s.fim_pad),
+            (FIM_REP, |s| &mut s.fim_rep),
+            (FIM_SEP, |s| &mut s.fim_sep),
         ];
-        for (texts, which) in lists {
-            let current = match which {
-                0 => self.special.eot,
-                1 => self.special.eom,
-                2 => self.special.fim_pre,
-                3 => self.special.fim_suf,
-                4 => self.special.fim_mid,
-                5 => self.special.fim_pad,
-                6 => self.special.fim_rep,
-                _ => self.special.fim_sep,
-            };
-            if current.is_some() {
+        for (texts, slot) in lists {
+            if slot(&mut self.special).is_some() {
                 continue;
             }
             if let Some(id) = texts.iter().find_map(|t| self.id_of(t)) {
                 self.mark_control(id);
-                let slot = match which {
-                    0 => &mut self.special.eot,
-                    1 => &mut self.special.eom,
-                    2 => &mut self.special.fim_pre,
-                    3 => &mut self.special.fim_suf,
-                    4 => &mut self.special.fim_mid,
-                    5 => &mut self.special.fim_pad,
-                    6 => &mut self.special.fim_rep,
-                    _ => &mut self.special.fim_sep,
-                };
-                *slot = Some(id);
+                *slot(&mut self.special) = Some(id);
             }
         }
 
@@ -497,7 +482,7 @@ impl Vocab {
             in_eog(self, &eog, "<|flush|>"),
         );
         if let Some(end) = self.id_of("<|end|>").filter(|id| eog.contains(id)) {
-            if (ret && call) || (call && flush) {
+            if call && (ret || flush) {
                 eog.remove(&end);
                 self.tokens[end as usize].attr = attr::USER_DEFINED;
             }
@@ -559,6 +544,10 @@ impl Vocab {
             );
             lb.cmp(&la).then(a.cmp(&b))
         });
+        self.special_trie = SpecialTrie::build(
+            ids.iter()
+                .map(|&id| (self.tokens[id as usize].text.as_str(), id)),
+        );
         self.special_cache = ids;
     }
 

@@ -76,7 +76,11 @@ fn quantize_scales_mins_k4(x: &[f32], search: &AsymSearch, head: &mut [u8]) -> [
             max_min = min;
         }
     }
-    let inv_scale = if max_scale > 0.0 { 63.0 / max_scale } else { 0.0 };
+    let inv_scale = if max_scale > 0.0 {
+        63.0 / max_scale
+    } else {
+        0.0
+    };
     let inv_min = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
     let mut ls = [0u8; 8];
     let mut lm = [0u8; 8];
@@ -378,7 +382,8 @@ pub(super) fn quantize_q2_k(x: &[f32], dst: &mut [u8]) {
         for half in 0..2 {
             let lv = &levels[128 * half..128 * half + 128];
             for l in 0..32 {
-                qs[32 * half + l] = lv[l] | (lv[l + 32] << 2) | (lv[l + 64] << 4) | (lv[l + 96] << 6);
+                qs[32 * half + l] =
+                    lv[l] | (lv[l + 32] << 2) | (lv[l + 64] << 4) | (lv[l + 96] << 6);
             }
         }
     }

@@ -1,0 +1,346 @@
+//! GPU kernel benchmark (needs a CUDA device; prints why and exits 0 without one).
+//!
+//! Times, per call, N back-to-back launches followed by one synchronize (so the figure is
+//! max(kernel time, launch overhead), as in a decode step):
+//! - decode matvec for each weight type at model shapes, integer (Q8_1 + dp4a) path against
+//!   the dequantizing (f32 activation) path, with effective weight bandwidth;
+//! - the sparse FFN (gate+select, up over the active list, neuron-major down) at several
+//!   sparsities against the dense FFN (gate, up, activation, down matvecs);
+//! - split-K decode attention at several context lengths.
+//!
+//! Output: a table on stdout; with `GHOSTCORE_BENCH_OUT=<file>`, one JSON object per line.
+//! Run: `cargo bench -p ghostcore --features cuda --bench cuda_kernels` (or the staged binary).
+
+use std::io::Write;
+use std::time::Instant;
+
+use ghostcore::backend::cuda::{
+    AttentionWorkspace, CudaBackend, DeviceActivations, DeviceMatrix, DeviceVec, GatedActivation,
+    KvCache, KvCacheShape, NeuronMajorDown, SparseFfnScratch,
+};
+use ghostcore::quant::GgmlType;
+use ghostcore::Result;
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn unit(&mut self) -> f32 {
+        ((self.next() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+}
+
+/// Random rows of `ty` with finite, small scales (random quants everywhere else).
+fn random_rows(rng: &mut Rng, ty: GgmlType, n_rows: usize, n_cols: usize) -> Vec<u8> {
+    let n_blocks = n_rows * n_cols / ty.block_size();
+    let bs = ty.type_size();
+    let mut out: Vec<u8> = (0..n_blocks * bs).map(|_| rng.next() as u8).collect();
+    let f16 = |v: f32| half::f16::from_f32(v).to_le_bytes();
+    for b in out.chunks_exact_mut(bs) {
+        match ty {
+            GgmlType::F16 => b.copy_from_slice(&f16(0.05 * rng.unit())),
+            GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => {
+                b[..2].copy_from_slice(&f16(0.01 * rng.unit()))
+            }
+            GgmlType::Q4_1 => {
+                b[..2].copy_from_slice(&f16(0.01 * rng.unit()));
+                b[2..4].copy_from_slice(&f16(0.01 * rng.unit()));
+            }
+            GgmlType::Q4_K => {
+                b[..2].copy_from_slice(&f16(0.001 * rng.unit().abs()));
+                b[2..4].copy_from_slice(&f16(0.001 * rng.unit().abs()));
+            }
+            GgmlType::Q6_K => b[208..210].copy_from_slice(&f16(0.001 * rng.unit())),
+            _ => {}
+        }
+    }
+    out
+}
+
+struct Report {
+    json: Option<std::fs::File>,
+}
+
+impl Report {
+    fn emit(&mut self, json: String) {
+        if let Some(f) = self.json.as_mut() {
+            let _ = writeln!(f, "{json}");
+        }
+    }
+}
+
+/// Seconds per call of `f`, over `iters` calls queued back to back.
+fn time_per_call(
+    gpu: &CudaBackend,
+    iters: usize,
+    mut f: impl FnMut() -> Result<()>,
+) -> Result<f64> {
+    for _ in 0..10 {
+        f()?;
+    }
+    gpu.synchronize()?;
+    let t = Instant::now();
+    for _ in 0..iters {
+        f()?;
+    }
+    gpu.synchronize()?;
+    Ok(t.elapsed().as_secs_f64() / iters as f64)
+}
+
+fn bench_matvec(gpu: &CudaBackend, rng: &mut Rng, rep: &mut Report) -> Result<()> {
+    let shapes: &[(&str, usize, usize)] = &[
+        ("smollm2-135m ffn_up", 1536, 576),
+        ("smollm2-135m ffn_down", 576, 1536),
+        ("gemma3-270m ffn_up", 2048, 640),
+        ("7b attn_q", 4096, 4096),
+        ("7b ffn_up", 11008, 4096),
+        ("7b ffn_down", 4096, 11008),
+    ];
+    let types = [
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q8_0,
+        GgmlType::Q4_K,
+        GgmlType::Q6_K,
+        GgmlType::F16,
+    ];
+    println!("\n== decode matvec (us per call; GB/s of weights) ==");
+    println!(
+        "{:<24} {:>6} {:>12} {:>10} {:>12} {:>10}",
+        "shape", "type", "q8_1 dp4a", "GB/s", "dequant f32", "GB/s"
+    );
+    for &(label, rows, cols) in shapes {
+        for ty in types {
+            if cols % ty.block_size() != 0 {
+                continue;
+            }
+            let w = random_rows(rng, ty, rows, cols);
+            let m = DeviceMatrix::upload(gpu, ty, cols, rows, &w)?;
+            let mut act = DeviceActivations::new(gpu, cols)?;
+            let x: Vec<f32> = (0..cols).map(|_| rng.unit()).collect();
+            act.x.write(gpu, &x)?;
+            gpu.quantize_activations(&mut act)?;
+            let mut out = DeviceVec::zeros(gpu, rows)?;
+            let iters = 200;
+            let integer = if matches!(ty, GgmlType::F16) {
+                None
+            } else {
+                Some(time_per_call(gpu, iters, || {
+                    gpu.matvec(&m, &act, &mut out, false)
+                })?)
+            };
+            let deq = time_per_call(gpu, iters, || {
+                gpu.matvec_dequant(&m, &act.x, &mut out, false)
+            })?;
+            let gbs = |t: f64| m.size_bytes() as f64 / t / 1e9;
+            let fmt = |t: Option<f64>| t.map_or("-".to_string(), |t| format!("{:.2}", t * 1e6));
+            let fmt_bw = |t: Option<f64>| t.map_or("-".to_string(), |t| format!("{:.0}", gbs(t)));
+            println!(
+                "{:<24} {:>6} {:>12} {:>10} {:>12} {:>10}",
+                label,
+                ty.name(),
+                fmt(integer),
+                fmt_bw(integer),
+                fmt(Some(deq)),
+                fmt_bw(Some(deq))
+            );
+            rep.emit(format!(
+                "{{\"bench\":\"matvec\",\"shape\":\"{label}\",\"rows\":{rows},\"cols\":{cols},\"type\":\"{}\",\"q8_1_us\":{},\"dequant_us\":{:.3},\"weight_bytes\":{}}}",
+                ty.name(),
+                integer.map_or("null".to_string(), |t| format!("{:.3}", t * 1e6)),
+                deq * 1e6,
+                m.size_bytes()
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn bench_sparse_ffn(gpu: &CudaBackend, rng: &mut Rng, rep: &mut Report) -> Result<()> {
+    println!("\n== FFN, dense vs sparse (us per token-layer) ==");
+    for &(label, n_embd, n_ff, ty) in &[
+        ("smollm2-135m", 576usize, 1536usize, GgmlType::Q8_0),
+        ("7b q4_K", 4096, 11008, GgmlType::Q4_K),
+    ] {
+        let gate =
+            DeviceMatrix::upload(gpu, ty, n_embd, n_ff, &random_rows(rng, ty, n_ff, n_embd))?;
+        let up = DeviceMatrix::upload(gpu, ty, n_embd, n_ff, &random_rows(rng, ty, n_ff, n_embd))?;
+        let down_ty = if n_ff % 256 == 0 { ty } else { GgmlType::Q8_0 };
+        let down = DeviceMatrix::upload(
+            gpu,
+            down_ty,
+            n_ff,
+            n_embd,
+            &random_rows(rng, down_ty, n_embd, n_ff),
+        )?;
+        let down_nm = NeuronMajorDown::upload(
+            gpu,
+            n_ff,
+            n_embd,
+            &random_rows(rng, GgmlType::Q8_0, n_ff, n_embd),
+        )?;
+        let mut x = DeviceActivations::new(gpu, n_embd)?;
+        let xv: Vec<f32> = (0..n_embd).map(|_| rng.unit()).collect();
+        x.x.write(gpu, &xv)?;
+        gpu.quantize_activations(&mut x)?;
+        let mut g = DeviceVec::zeros(gpu, n_ff)?;
+        let mut u = DeviceVec::zeros(gpu, n_ff)?;
+        let mut h = DeviceActivations::new(gpu, n_ff)?;
+        let mut out = DeviceVec::zeros(gpu, n_embd)?;
+
+        let dense = time_per_call(gpu, 100, || {
+            gpu.matvec(&gate, &x, &mut g, false)?;
+            gpu.matvec(&up, &x, &mut u, false)?;
+            gpu.gated_activation(&mut g, &u, GatedActivation::Silu)?;
+            // down reads the activated hidden vector as Q8_1
+            std::mem::swap(&mut h.x, &mut g);
+            gpu.quantize_activations(&mut h)?;
+            std::mem::swap(&mut h.x, &mut g);
+            gpu.matvec(&down, &h, &mut out, true)
+        })?;
+        println!("{label:<14} dense {:>9.2} us", dense * 1e6);
+        rep.emit(format!(
+            "{{\"bench\":\"ffn_dense\",\"model\":\"{label}\",\"type\":\"{}\",\"us\":{:.3}}}",
+            ty.name(),
+            dense * 1e6
+        ));
+
+        // Thresholds for target sparsities from the actual |SiLU(gate)| distribution.
+        gpu.matvec(&gate, &x, &mut g, false)?;
+        let mut mags: Vec<f32> = g
+            .to_vec(gpu)?
+            .iter()
+            .map(|&v| (v / (1.0 + (-v).exp())).abs())
+            .collect();
+        mags.sort_by(|a, b| a.total_cmp(b));
+        let mut scratch = SparseFfnScratch::new(gpu, n_ff)?;
+        for sparsity in [0.0f64, 0.5, 0.8, 0.9, 0.95] {
+            let threshold = if sparsity == 0.0 {
+                -1.0
+            } else {
+                mags[((n_ff as f64 * sparsity) as usize).min(n_ff - 1)]
+            };
+            let t = time_per_call(gpu, 100, || {
+                gpu.sparse_ffn(
+                    &gate,
+                    &up,
+                    &down_nm,
+                    &x,
+                    GatedActivation::Silu,
+                    threshold,
+                    &mut scratch,
+                    &mut out,
+                    true,
+                )
+            })?;
+            let active = scratch.read_active(gpu)?.len();
+            println!(
+                "{label:<14} sparse {:>4.0}% ({active:>5} active) {:>9.2} us  ({:.2}x dense)",
+                sparsity * 100.0,
+                t * 1e6,
+                dense / t
+            );
+            rep.emit(format!(
+                "{{\"bench\":\"ffn_sparse\",\"model\":\"{label}\",\"type\":\"{}\",\"target_sparsity\":{sparsity},\"active\":{active},\"n_ff\":{n_ff},\"us\":{:.3},\"dense_us\":{:.3}}}",
+                ty.name(),
+                t * 1e6,
+                dense * 1e6
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn bench_attention(gpu: &CudaBackend, rng: &mut Rng, rep: &mut Report) -> Result<()> {
+    println!("\n== decode attention (us per layer) ==");
+    for &(label, n_heads, n_kv, hd) in &[
+        ("smollm2-135m", 9usize, 3usize, 64usize),
+        ("7b", 32, 32, 128),
+        ("gqa 32/8", 32, 8, 128),
+    ] {
+        let max_ctx = 8192;
+        let mut cache = KvCache::new(
+            gpu,
+            KvCacheShape {
+                n_layers: 1,
+                n_kv_heads: n_kv,
+                head_dim: hd,
+                max_ctx,
+            },
+        )?;
+        let mut kv = DeviceVec::zeros(gpu, n_kv * hd)?;
+        let vals: Vec<f32> = (0..n_kv * hd).map(|_| rng.unit()).collect();
+        kv.write(gpu, &vals)?;
+        for pos in 0..max_ctx {
+            gpu.kv_store(&mut cache, 0, pos, &kv, &kv)?;
+        }
+        let q = DeviceVec::from_host(
+            gpu,
+            &(0..n_heads * hd).map(|_| rng.unit()).collect::<Vec<_>>(),
+        )?;
+        let mut ws = AttentionWorkspace::new(gpu, n_heads, hd, max_ctx)?;
+        let mut out = DeviceVec::zeros(gpu, n_heads * hd)?;
+        for ctx in [128usize, 1024, 4096, 8192] {
+            let t = time_per_call(gpu, 100, || {
+                gpu.attention(
+                    &q,
+                    &cache,
+                    0,
+                    0..ctx,
+                    1.0 / (hd as f32).sqrt(),
+                    None,
+                    &mut ws,
+                    &mut out,
+                )
+            })?;
+            let kv_bytes = 2 * ctx * n_kv * hd * 2;
+            println!(
+                "{label:<14} ctx {ctx:>5} {:>9.2} us  {:>6.0} GB/s of KV",
+                t * 1e6,
+                kv_bytes as f64 / t / 1e9
+            );
+            rep.emit(format!(
+                "{{\"bench\":\"attention\",\"model\":\"{label}\",\"n_heads\":{n_heads},\"n_kv_heads\":{n_kv},\"head_dim\":{hd},\"ctx\":{ctx},\"us\":{:.3}}}",
+                t * 1e6
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    // `cargo bench` passes `--bench`; nothing else is accepted.
+    let Some(gpu) = CudaBackend::try_new()? else {
+        println!("cuda_kernels bench: no CUDA device; nothing measured");
+        return Ok(());
+    };
+    let info = gpu.info().clone();
+    println!(
+        "device {} (sm_{}{}, {} SMs, {:.1} GiB)",
+        info.name,
+        info.compute_capability.0,
+        info.compute_capability.1,
+        info.multiprocessor_count,
+        info.total_memory_bytes as f64 / (1u64 << 30) as f64
+    );
+    let mut rep = Report {
+        json: std::env::var_os("GHOSTCORE_BENCH_OUT")
+            .map(std::fs::File::create)
+            .transpose()?,
+    };
+    rep.emit(format!(
+        "{{\"bench\":\"device\",\"name\":\"{}\",\"cc\":\"{}.{}\",\"sms\":{}}}",
+        info.name, info.compute_capability.0, info.compute_capability.1, info.multiprocessor_count
+    ));
+    let mut rng = Rng(42);
+    bench_matvec(&gpu, &mut rng, &mut rep)?;
+    bench_sparse_ffn(&gpu, &mut rng, &mut rep)?;
+    bench_attention(&gpu, &mut rng, &mut rep)?;
+    Ok(())
+}

@@ -1,0 +1,3 @@
+module ghostcore.example/simple
+
+go 1.19

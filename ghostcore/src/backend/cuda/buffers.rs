@@ -1,0 +1,366 @@
+//! Device-resident data: quantized weight matrices (uploaded once, padded), f32 vectors,
+//! Q8_1-quantized activations, the f16 KV cache, and the neuron-major down-projection copy
+//! used by the sparse FFN.
+
+use cudarc::driver::CudaSlice;
+
+use super::device::CudaBackend;
+use super::kernels::type_suffix;
+use crate::gguf::GgufFile;
+use crate::quant::GgmlType;
+use crate::{bail, Result};
+
+/// Extra zeroed bytes after every uploaded weight matrix, so that a kernel reading a whole
+/// 16-byte word or block past the last row never faults (the kernels here do not rely on it).
+pub const WEIGHT_PADDING_BYTES: usize = 1024;
+
+/// A row-major weight matrix in a ggml type on the device: `n_rows` rows of `n_cols` weights,
+/// `row_bytes` apart (a GGUF tensor with dims `[n_cols, n_rows]`).
+pub struct DeviceMatrix {
+    pub(crate) ty: GgmlType,
+    pub(crate) n_rows: usize,
+    pub(crate) n_cols: usize,
+    pub(crate) row_bytes: usize,
+    pub(crate) data: CudaSlice<u8>,
+}
+
+impl DeviceMatrix {
+    /// Uploads `bytes` (exactly `n_rows` rows of `ty`) once. `n_cols` must be a multiple of 32
+    /// (every kernel works on 32-weight units) and `ty` one of
+    /// [`super::SUPPORTED_WEIGHT_TYPES`].
+    pub fn upload(
+        backend: &CudaBackend,
+        ty: GgmlType,
+        n_cols: usize,
+        n_rows: usize,
+        bytes: &[u8],
+    ) -> Result<Self> {
+        if type_suffix(ty).is_none() {
+            bail!(
+                Unsupported,
+                "CUDA backend: weight type {} has no kernels",
+                ty.name()
+            );
+        }
+        if n_cols == 0 || n_cols % 32 != 0 {
+            bail!(
+                InvalidArgument,
+                "CUDA matrix: n_cols {n_cols} is not a positive multiple of 32"
+            );
+        }
+        let row_bytes = match ty.row_bytes(n_cols as u64) {
+            Some(b) => b as usize,
+            None => bail!(
+                InvalidArgument,
+                "CUDA matrix: {n_cols} columns is not whole {} blocks",
+                ty.name()
+            ),
+        };
+        let expected = row_bytes.checked_mul(n_rows);
+        if expected != Some(bytes.len()) {
+            bail!(
+                InvalidArgument,
+                "CUDA matrix: {} bytes given, {n_rows} rows of {n_cols} {} need {row_bytes} each",
+                bytes.len(),
+                ty.name()
+            );
+        }
+        if n_rows > i32::MAX as usize || n_cols > i32::MAX as usize {
+            bail!(
+                InvalidArgument,
+                "CUDA matrix: {n_rows} x {n_cols} exceeds the kernels' 32-bit indices"
+            );
+        }
+        let data = backend.upload_padded(bytes, WEIGHT_PADDING_BYTES)?;
+        Ok(DeviceMatrix {
+            ty,
+            n_rows,
+            n_cols,
+            row_bytes,
+            data,
+        })
+    }
+
+    /// Uploads the 2-D GGUF tensor `name` (dims `[n_cols, n_rows]`) of `file`.
+    pub fn upload_tensor(backend: &CudaBackend, file: &GgufFile, name: &str) -> Result<Self> {
+        let (info, data) = file.tensor(name)?;
+        if info.dims.len() != 2 {
+            bail!(
+                Format,
+                "tensor {name} has {} dims, a matrix needs 2",
+                info.dims.len()
+            );
+        }
+        let (Ok(n_cols), Ok(n_rows)) =
+            (usize::try_from(info.dims[0]), usize::try_from(info.dims[1]))
+        else {
+            bail!(Format, "tensor {name} dims {:?} too large", info.dims);
+        };
+        Self::upload(backend, info.ty, n_cols, n_rows, data)
+    }
+
+    pub fn ty(&self) -> GgmlType {
+        self.ty
+    }
+    pub fn n_rows(&self) -> usize {
+        self.n_rows
+    }
+    pub fn n_cols(&self) -> usize {
+        self.n_cols
+    }
+    /// Bytes of weights (without padding).
+    pub fn size_bytes(&self) -> usize {
+        self.row_bytes * self.n_rows
+    }
+}
+
+/// An f32 vector (or a row-major batch of vectors) on the device.
+pub struct DeviceVec {
+    pub(crate) data: CudaSlice<f32>,
+    pub(crate) len: usize,
+}
+
+impl DeviceVec {
+    pub fn zeros(backend: &CudaBackend, len: usize) -> Result<Self> {
+        Ok(DeviceVec {
+            data: backend.alloc_zeros(len)?,
+            len,
+        })
+    }
+
+    pub fn from_host(backend: &CudaBackend, values: &[f32]) -> Result<Self> {
+        Ok(DeviceVec {
+            data: backend.upload_padded(values, 0)?,
+            len: values.len(),
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Overwrites the vector with `values` (same length).
+    pub fn write(&mut self, backend: &CudaBackend, values: &[f32]) -> Result<()> {
+        if values.len() != self.len {
+            bail!(
+                InvalidArgument,
+                "DeviceVec::write: {} values into a vector of {}",
+                values.len(),
+                self.len
+            );
+        }
+        backend.upload_into(values, &mut self.data)
+    }
+
+    /// Copies the vector to the host (waits for queued work).
+    pub fn read(&self, backend: &CudaBackend, out: &mut [f32]) -> Result<()> {
+        backend.download(&self.data, self.len, out)
+    }
+
+    pub fn to_vec(&self, backend: &CudaBackend) -> Result<Vec<f32>> {
+        let mut v = vec![0.0; self.len];
+        self.read(backend, &mut v)?;
+        Ok(v)
+    }
+}
+
+/// An activation vector in f32 plus its Q8_1 form (structure of arrays: `n` int8 values and
+/// one `(d, d * sum q)` f32 pair per 32). Fill `x`, then call
+/// [`CudaBackend::quantize_activations`] before the integer matvecs read `q8_1`.
+pub struct DeviceActivations {
+    pub x: DeviceVec,
+    pub(crate) qs: CudaSlice<i8>,
+    pub(crate) ds: CudaSlice<f32>,
+}
+
+impl DeviceActivations {
+    /// `n` must be a multiple of 32.
+    pub fn new(backend: &CudaBackend, n: usize) -> Result<Self> {
+        if n == 0 || n % 32 != 0 {
+            bail!(
+                InvalidArgument,
+                "activations of length {n}: not a positive multiple of 32"
+            );
+        }
+        Ok(DeviceActivations {
+            x: DeviceVec::zeros(backend, n)?,
+            qs: backend.alloc_zeros(n)?,
+            ds: backend.alloc_zeros(2 * (n / 32))?,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.x.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.x.len == 0
+    }
+
+    /// The quantized form, as host copies: (int8 values, per-block (d, d * sum q) pairs).
+    pub fn read_q8_1(&self, backend: &CudaBackend) -> Result<(Vec<i8>, Vec<[f32; 2]>)> {
+        let n = self.len();
+        let mut qs = vec![0i8; n];
+        backend.download(&self.qs, n, &mut qs)?;
+        let mut ds = vec![0f32; 2 * (n / 32)];
+        backend.download(&self.ds, ds.len(), &mut ds)?;
+        Ok((qs, ds.chunks_exact(2).map(|c| [c[0], c[1]]).collect()))
+    }
+}
+
+/// Geometry of a KV cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KvCacheShape {
+    pub n_layers: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    pub max_ctx: usize,
+}
+
+/// Keys and values for every layer, f16, laid out `[n_kv_heads][max_ctx][head_dim]` per layer
+/// so that one head's keys are contiguous.
+pub struct KvCache {
+    pub(crate) shape: KvCacheShape,
+    /// f16 bits.
+    pub(crate) k: Vec<CudaSlice<u16>>,
+    pub(crate) v: Vec<CudaSlice<u16>>,
+}
+
+impl KvCache {
+    pub fn new(backend: &CudaBackend, shape: KvCacheShape) -> Result<Self> {
+        let KvCacheShape {
+            n_layers,
+            n_kv_heads,
+            head_dim,
+            max_ctx,
+        } = shape;
+        if n_layers == 0
+            || n_kv_heads == 0
+            || max_ctx == 0
+            || head_dim == 0
+            || head_dim % 2 != 0
+            || head_dim > 1024
+        {
+            bail!(
+                InvalidArgument,
+                "KV cache shape {shape:?}: zero size, or head_dim odd or above 1024"
+            );
+        }
+        let per_layer = n_kv_heads
+            .checked_mul(max_ctx)
+            .and_then(|x| x.checked_mul(head_dim))
+            .filter(|&x| x <= i32::MAX as usize);
+        let Some(per_layer) = per_layer else {
+            bail!(InvalidArgument, "KV cache shape {shape:?} too large");
+        };
+        let mut k = Vec::with_capacity(n_layers);
+        let mut v = Vec::with_capacity(n_layers);
+        for _ in 0..n_layers {
+            k.push(backend.alloc_zeros::<u16>(per_layer)?);
+            v.push(backend.alloc_zeros::<u16>(per_layer)?);
+        }
+        Ok(KvCache { shape, k, v })
+    }
+
+    pub fn shape(&self) -> KvCacheShape {
+        self.shape
+    }
+
+    /// Host copy of one layer's (keys, values) as f16 bits, `[n_kv_heads][max_ctx][head_dim]`.
+    pub fn read_layer(&self, backend: &CudaBackend, layer: usize) -> Result<(Vec<u16>, Vec<u16>)> {
+        if layer >= self.shape.n_layers {
+            bail!(
+                InvalidArgument,
+                "KV cache layer {layer} of {}",
+                self.shape.n_layers
+            );
+        }
+        let n = self.k[layer].len();
+        let mut k = vec![0u16; n];
+        let mut v = vec![0u16; n];
+        backend.download(&self.k[layer], n, &mut k)?;
+        backend.download(&self.v[layer], n, &mut v)?;
+        Ok((k, v))
+    }
+}
+
+/// A neuron-major copy of `ffn_down` for the sparse FFN: row `i` holds neuron `i`'s `n_embd`
+/// output weights (column `i` of the GGUF tensor) as Q8_0, so an active neuron is one
+/// contiguous row. Built on the host (dequantize, transpose, requantize) and uploaded once.
+pub struct NeuronMajorDown {
+    pub(crate) n_ff: usize,
+    pub(crate) n_embd: usize,
+    pub(crate) row_bytes: usize,
+    pub(crate) data: CudaSlice<u8>,
+}
+
+impl NeuronMajorDown {
+    /// `q8_0_rows`: `n_ff` rows of `n_embd` Q8_0 weights (`n_embd` a multiple of 32).
+    pub fn upload(
+        backend: &CudaBackend,
+        n_ff: usize,
+        n_embd: usize,
+        q8_0_rows: &[u8],
+    ) -> Result<Self> {
+        let m = DeviceMatrix::upload(backend, GgmlType::Q8_0, n_embd, n_ff, q8_0_rows)?;
+        Ok(NeuronMajorDown {
+            n_ff,
+            n_embd,
+            row_bytes: m.row_bytes,
+            data: m.data,
+        })
+    }
+
+    pub fn n_ff(&self) -> usize {
+        self.n_ff
+    }
+    pub fn n_embd(&self) -> usize {
+        self.n_embd
+    }
+}
+
+/// Per-layer scratch of the sparse FFN: the compact list of active neurons.
+pub struct SparseFfnScratch {
+    pub(crate) capacity: usize,
+    pub(crate) ids: CudaSlice<i32>,
+    pub(crate) a_vals: CudaSlice<f32>,
+    pub(crate) h: CudaSlice<f32>,
+    pub(crate) count: CudaSlice<i32>,
+}
+
+impl SparseFfnScratch {
+    /// Room for up to `n_ff` active neurons.
+    pub fn new(backend: &CudaBackend, n_ff: usize) -> Result<Self> {
+        if n_ff == 0 || n_ff > i32::MAX as usize {
+            bail!(InvalidArgument, "sparse FFN scratch for {n_ff} neurons");
+        }
+        Ok(SparseFfnScratch {
+            capacity: n_ff,
+            ids: backend.alloc_zeros(n_ff)?,
+            a_vals: backend.alloc_zeros(n_ff)?,
+            h: backend.alloc_zeros(n_ff)?,
+            count: backend.alloc_zeros(1)?,
+        })
+    }
+
+    /// The active neurons of the last run, in the (arbitrary) order the kernel listed them,
+    /// with their activated gate values.
+    pub fn read_active(&self, backend: &CudaBackend) -> Result<Vec<(u32, f32)>> {
+        let mut count = [0i32];
+        backend.download(&self.count, 1, &mut count)?;
+        let n = usize::try_from(count[0]).unwrap_or(0).min(self.capacity);
+        let mut ids = vec![0i32; n];
+        let mut vals = vec![0f32; n];
+        backend.download(&self.ids, n, &mut ids)?;
+        backend.download(&self.a_vals, n, &mut vals)?;
+        Ok(ids
+            .into_iter()
+            .zip(vals)
+            .map(|(i, a)| (i as u32, a))
+            .collect())
+    }
+}

@@ -1,0 +1,729 @@
+//! Launch wrappers, one per kernel family, with the same shapes as the CPU kernels so the
+//! forward pass can run on either backend. Every wrapper validates sizes first (a bad call is
+//! [`crate::Error::InvalidArgument`], never a device fault), then queues the kernel on the
+//! backend's stream; results are visible after a read or [`CudaBackend::synchronize`].
+
+use std::ops::Range;
+
+use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+
+use super::buffers::{
+    DeviceActivations, DeviceMatrix, DeviceVec, KvCache, NeuronMajorDown, SparseFfnScratch,
+};
+use super::device::{guard, CudaBackend};
+use super::kernels::{has_q8_1_kernel, type_suffix};
+use crate::{bail, Result};
+
+/// Rows per block of the matvec and sparse kernels (`GC_MATVEC_ROWS`, `GC_SPARSE_ROWS`).
+const ROWS_PER_BLOCK: u32 = 4;
+/// `gc_sparse_gate_*`: 8 warps of 4 rows, 32 rows per block (`GC_GATE_WARPS`).
+const GATE_THREADS: u32 = 256;
+const GATE_ROWS_PER_BLOCK: u32 = 32;
+/// Threads per output-column block of `gc_sparse_down_q8_0`; each thread owns 4 columns.
+const SPARSE_DOWN_THREADS: u32 = 128;
+/// `GC_ATTN_THREADS` and `GC_ATTN_CHUNK_MAX` in attention.cu.
+const ATTN_THREADS: u32 = 128;
+const ATTN_CHUNK_MAX: usize = 256;
+const ATTN_CHUNK_MIN: usize = 32;
+
+/// The gate activation of a gated FFN (ids match `GC_ACT_*` in common.cuh).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GatedActivation {
+    /// SiLU (llama, SmolLM, Qwen): g * sigmoid(g).
+    Silu,
+    /// GELU, tanh approximation (Gemma).
+    GeluTanh,
+}
+
+impl GatedActivation {
+    fn id(self) -> i32 {
+        match self {
+            GatedActivation::Silu => 0,
+            GatedActivation::GeluTanh => 1,
+        }
+    }
+}
+
+/// Which dimensions RoPE pairs up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RopeStyle {
+    /// llama.cpp `LLAMA_ROPE_TYPE_NORM`: dims (2i, 2i+1).
+    Normal,
+    /// llama.cpp `LLAMA_ROPE_TYPE_NEOX`: dims (i, i + n_rot/2).
+    Neox,
+}
+
+/// Parameters of one RoPE application.
+#[derive(Clone, Copy, Debug)]
+pub struct RopeParams {
+    pub n_heads: usize,
+    pub head_dim: usize,
+    /// Rotated dims per head (even, at most `head_dim`).
+    pub n_rot: usize,
+    pub pos: usize,
+    pub freq_base: f32,
+    pub freq_scale: f32,
+    pub style: RopeStyle,
+}
+
+/// Split-K partial results for [`CudaBackend::attention`], sized once for a model.
+pub struct AttentionWorkspace {
+    n_heads: usize,
+    head_dim: usize,
+    max_splits: usize,
+    o_part: CudaSlice<f32>,
+    ml_part: CudaSlice<f32>,
+}
+
+impl AttentionWorkspace {
+    /// For `n_heads` query heads of `head_dim` over up to `max_ctx` positions.
+    pub fn new(
+        backend: &CudaBackend,
+        n_heads: usize,
+        head_dim: usize,
+        max_ctx: usize,
+    ) -> Result<Self> {
+        if n_heads == 0 || head_dim == 0 || max_ctx == 0 {
+            bail!(
+                InvalidArgument,
+                "attention workspace {n_heads} heads x {head_dim}, ctx {max_ctx}"
+            );
+        }
+        let max_splits = max_ctx.div_ceil(ATTN_CHUNK_MIN);
+        Ok(AttentionWorkspace {
+            n_heads,
+            head_dim,
+            max_splits,
+            o_part: backend.alloc_zeros(n_heads * max_splits * head_dim)?,
+            ml_part: backend.alloc_zeros(2 * n_heads * max_splits)?,
+        })
+    }
+}
+
+fn grid_1d(n: usize, per_block: u32) -> Result<u32> {
+    let blocks = n.div_ceil(per_block as usize);
+    u32::try_from(blocks.max(1))
+        .ok()
+        .filter(|&b| b <= i32::MAX as u32)
+        .ok_or_else(|| {
+            crate::Error::InvalidArgument(format!("{n} elements exceed the launch grid"))
+        })
+}
+
+fn cfg(grid: (u32, u32), block: u32, shared: u32) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (grid.0, grid.1, 1),
+        block_dim: (block, 1, 1),
+        shared_mem_bytes: shared,
+    }
+}
+
+fn as_i32(v: usize, what: &str) -> Result<i32> {
+    i32::try_from(v).map_err(|_| crate::Error::InvalidArgument(format!("{what} = {v} exceeds i32")))
+}
+
+impl CudaBackend {
+    /// Quantizes `act.x` into its Q8_1 form (once per input vector, before the matvecs).
+    pub fn quantize_activations(&self, act: &mut DeviceActivations) -> Result<()> {
+        let n = as_i32(act.len(), "activation length")?;
+        let f = self.function("gc_quantize_q8_1")?;
+        let grid = grid_1d(act.len(), 256)?;
+        guard("launch gc_quantize_q8_1", || {
+            let mut b = self.stream().launch_builder(f);
+            b.arg(&act.x.data).arg(&mut act.qs).arg(&mut act.ds).arg(&n);
+            // SAFETY: (const float* x, int8_t* xq, float2* xds, int n) matches the kernel;
+            // x and qs hold n elements and ds n/32 pairs (DeviceActivations::new).
+            unsafe { b.launch(cfg((grid, 1), 256, 0)) }.map(|_| ())
+        })
+    }
+
+    /// `out = W x` (or `out += W x` with `accumulate`). Quantized types use the integer
+    /// kernel and read `act`'s Q8_1 form (call [`Self::quantize_activations`] first);
+    /// F16/F32 read `act.x`.
+    pub fn matvec(
+        &self,
+        w: &DeviceMatrix,
+        act: &DeviceActivations,
+        out: &mut DeviceVec,
+        accumulate: bool,
+    ) -> Result<()> {
+        self.matvec_rows(w, 0..w.n_rows, act, out, accumulate)
+    }
+
+    /// [`Self::matvec`] over the rows `rows` of `W` only (`out.len() == rows.len()`), the
+    /// shape of the CPU `quant::matvec(ty, n_cols, weights, rows, act, out)`.
+    pub fn matvec_rows(
+        &self,
+        w: &DeviceMatrix,
+        rows: Range<usize>,
+        act: &DeviceActivations,
+        out: &mut DeviceVec,
+        accumulate: bool,
+    ) -> Result<()> {
+        if !has_q8_1_kernel(w.ty) {
+            return self.matvec_dequant_rows(w, rows, &act.x, out, accumulate);
+        }
+        check_matvec_shapes(w, &rows, act.len(), out)?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let name = format!("gc_matvec_{}", type_suffix(w.ty).unwrap_or_default());
+        let f = self.function(&name)?;
+        let (row_bytes, n_rows, n_cols, acc) = (
+            w.row_bytes as u64,
+            rows.len() as i32,
+            w.n_cols as i32,
+            accumulate as i32,
+        );
+        let grid = grid_1d(rows.len(), ROWS_PER_BLOCK)?;
+        let first = w.data.slice(rows.start * w.row_bytes..);
+        guard(&format!("launch {name}"), || {
+            let mut b = self.stream().launch_builder(f);
+            b.arg(&first).arg(&row_bytes).arg(&n_rows).arg(&n_cols);
+            b.arg(&act.qs).arg(&act.ds).arg(&mut out.data).arg(&acc);
+            // SAFETY: (const uint8_t* w, u64 row_bytes, int n_rows, int n_cols, const int8_t* xq,
+            // const float2* xds, float* out, int accumulate) matches the kernel; `first` starts
+            // at row rows.start and holds rows.len() rows, the activations n_cols values, out
+            // rows.len() floats (checked above).
+            unsafe { b.launch(cfg((grid, 1), ROWS_PER_BLOCK * 32, 0)) }.map(|_| ())
+        })
+    }
+
+    /// `out (+)= W x` with f32 activations, dequantizing weights in registers (the "DMMV"
+    /// shape). The only path for F16/F32 weights; for quantized types it is the slower
+    /// comparison variant measured by the GPU benchmarks.
+    pub fn matvec_dequant(
+        &self,
+        w: &DeviceMatrix,
+        x: &DeviceVec,
+        out: &mut DeviceVec,
+        accumulate: bool,
+    ) -> Result<()> {
+        self.matvec_dequant_rows(w, 0..w.n_rows, x, out, accumulate)
+    }
+
+    /// [`Self::matvec_dequant`] over the rows `rows` of `W` only.
+    pub fn matvec_dequant_rows(
+        &self,
+        w: &DeviceMatrix,
+        rows: Range<usize>,
+        x: &DeviceVec,
+        out: &mut DeviceVec,
+        accumulate: bool,
+    ) -> Result<()> {
+        check_matvec_shapes(w, &rows, x.len(), out)?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let name = format!("gc_matvec_f32x_{}", type_suffix(w.ty).unwrap_or_default());
+        let f = self.function(&name)?;
+        let (row_bytes, n_rows, n_cols, acc) = (
+            w.row_bytes as u64,
+            rows.len() as i32,
+            w.n_cols as i32,
+            accumulate as i32,
+        );
+        let grid = grid_1d(rows.len(), ROWS_PER_BLOCK)?;
+        let first = w.data.slice(rows.start * w.row_bytes..);
+        guard(&format!("launch {name}"), || {
+            let mut b = self.stream().launch_builder(f);
+            b.arg(&first).arg(&row_bytes).arg(&n_rows).arg(&n_cols);
+            b.arg(&x.data).arg(&mut out.data).arg(&acc);
+            // SAFETY: (const uint8_t* w, u64 row_bytes, int n_rows, int n_cols, const float* x,
+            // float* out, int accumulate) matches the kernel; sizes checked above.
+            unsafe { b.launch(cfg((grid, 1), ROWS_PER_BLOCK * 32, 0)) }.map(|_| ())
+        })
+    }
+
+    /// RMSNorm of each `weight.len()`-long row of `x` into `out` (same length as `x`).
+    pub fn rms_norm(
+        &self,
+        x: &DeviceVec,
+        weight: &DeviceVec,
+        out: &mut DeviceVec,
+        eps: f32,
+    ) -> Result<()> {
+        if out.len() != x.len() {
+            bail!(
+                InvalidArgument,
+                "rms_norm: output length {} for input {}",
+                out.len(),
+                x.len()
+            );
+        }
+        let rows = check_norm_shapes(x.len(), weight.len())?;
+        self.launch_rms_norm(&x.data, weight, &out.data, rows, eps)
+    }
+
+    /// RMSNorm of each `weight.len()`-long row of `x`, in place (also per-head q/k norms).
+    pub fn rms_norm_inplace(&self, x: &mut DeviceVec, weight: &DeviceVec, eps: f32) -> Result<()> {
+        let rows = check_norm_shapes(x.len(), weight.len())?;
+        self.launch_rms_norm(&x.data, weight, &x.data, rows, eps)
+    }
+
+    fn launch_rms_norm(
+        &self,
+        x: &CudaSlice<f32>,
+        weight: &DeviceVec,
+        out: &CudaSlice<f32>,
+        rows: u32,
+        eps: f32,
+    ) -> Result<()> {
+        let f = self.function("gc_rms_norm")?;
+        let n = weight.len() as i32;
+        guard("launch gc_rms_norm", || {
+            let mut b = self.stream().launch_builder(f);
+            b.arg(x).arg(&weight.data).arg(out).arg(&n).arg(&eps);
+            // SAFETY: (const float* x, const float* weight, float* out, int n, float eps) matches
+            // the kernel; x and out hold rows * n floats and weight n (checked by callers). The
+            // caller holds `out` exclusively (or `x` mutably when they are the same buffer).
+            unsafe { b.launch(cfg((rows, 1), 256, 0)) }.map(|_| ())
+        })
+    }
+
+    /// Rotary embedding of `x = [n_heads][head_dim]`, in place.
+    pub fn rope(&self, x: &mut DeviceVec, p: &RopeParams) -> Result<()> {
+        if p.n_rot == 0 || p.n_rot % 2 != 0 || p.n_rot > p.head_dim || p.n_heads == 0 {
+            bail!(
+                InvalidArgument,
+                "rope: n_rot {} with head_dim {} and {} heads",
+                p.n_rot,
+                p.head_dim,
+                p.n_heads
+            );
+        }
+        if x.len() != p.n_heads * p.head_dim {
+            bail!(
+                InvalidArgument,
+                "rope: vector of {} for {} heads x {}",
+                x.len(),
+                p.n_heads,
+                p.head_dim
+            );
+        }
+        let f = self.function("gc_rope")?;
+        let (n_heads, head_dim, n_rot, pos) = (
+            as_i32(p.n_heads, "n_heads")?,
+            as_i32(p.head_dim, "head_dim")?,
+            as_i32(p.n_rot, "n_rot")?,
+            as_i32(p.pos, "pos")?,
+        );
+        let neox = (p.style == RopeStyle::Neox) as i32;
+        let grid = grid_1d(p.n_heads * p.n_rot / 2, 128)?;
+        guard("launch gc_rope", || {
+            let mut b = self.stream().launch_builder(f);
+            b.arg(&mut x.data)
+                .arg(&n_heads)
+                .arg(&head_dim)
+                .arg(&n_rot)
+                .arg(&pos);
+            b.arg(&p.freq_base).arg(&p.freq_scale).arg(&neox);
+            // SAFETY: (float* x, int n_heads, int head_dim, int n_rot, int pos, float base,
+            // float scale, int neox) matches the kernel; x holds n_heads * head_dim floats.
+            unsafe { b.launch(cfg((grid, 1), 128, 0)) }.map(|_| ())
+        })
+    }
+
+    /// Stores this token's keys and values (`[n_kv_heads][head_dim]` each) at `pos`.
+    pub fn kv_store(
+        &self,
+        cache: &mut KvCache,
+        layer: usize,
+        pos: usize,
+        k: &DeviceVec,
+        v: &DeviceVec,
+    ) -> Result<()> {
+        let s = cache.shape;
+        if layer >= s.n_layers || pos >= s.max_ctx {
+            bail!(
+                InvalidArgument,
+                "kv_store: layer {layer}/{} pos {pos}/{}",
+                s.n_layers,
+                s.max_ctx
+            );
+        }
+        let n = s.n_kv_heads * s.head_dim;
+        if k.len() != n || v.len() != n {
+            bail!(
+                InvalidArgument,
+                "kv_store: k {} / v {} values, cache rows hold {n}",
+                k.len(),
+                v.len()
+            );
+        }
+        let f = self.function("gc_kv_store")?;
+        let (n_kv, hd, max_ctx, pos) = (
+            s.n_kv_heads as i32,
+            s.head_dim as i32,
+            s.max_ctx as i32,
+            pos as i32,
+        );
+        let grid = grid_1d(n, 128)?;
+        let (kc, vc) = (&mut cache.k[layer], &mut cache.v[layer]);
+        guard("launch gc_kv_store", || {
+            let mut b = self.stream().launch_builder(f);
+            b.arg(&k.data).arg(&v.data).arg(kc).arg(vc);
+            b.arg(&n_kv).arg(&hd).arg(&max_ctx).arg(&pos);
+            // SAFETY: (const float* k, const float* v, half* k_cache, half* v_cache, int n_kv_heads,
+            // int head_dim, int max_ctx, int pos) matches the kernel; pos < max_ctx and the
+            // cache layer holds n_kv_heads * max_ctx * head_dim halves (KvCache::new).
+            unsafe { b.launch(cfg((grid, 1), 128, 0)) }.map(|_| ())
+        })
+    }
+
+    /// Decode attention of `q = [n_heads][head_dim]` over cache positions `kv` of `layer`:
+    /// softmax of the scores `scale * q.k` (capped to `c * tanh(score / c)` with
+    /// `softcap = Some(c)`), weighted values into `out = [n_heads][head_dim]`. A sliding window
+    /// is a `kv` range that starts after 0.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention(
+        &self,
+        q: &DeviceVec,
+        cache: &KvCache,
+        layer: usize,
+        kv: Range<usize>,
+        scale: f32,
+        softcap: Option<f32>,
+        ws: &mut AttentionWorkspace,
+        out: &mut DeviceVec,
+    ) -> Result<()> {
+        let s = cache.shape;
+        let (n_heads, hd) = (ws.n_heads, ws.head_dim);
+        if layer >= s.n_layers || hd != s.head_dim || n_heads % s.n_kv_heads != 0 {
+            bail!(
+                InvalidArgument,
+                "attention: layer {layer}, {n_heads} heads x {hd} against cache {s:?}"
+            );
+        }
+        if kv.start >= kv.end || kv.end > s.max_ctx {
+            bail!(
+                InvalidArgument,
+                "attention: position range {kv:?} (cache holds {})",
+                s.max_ctx
+            );
+        }
+        if q.len() != n_heads * hd || out.len() != n_heads * hd {
+            bail!(
+                InvalidArgument,
+                "attention: q {} / out {} values for {n_heads} x {hd}",
+                q.len(),
+                out.len()
+            );
+        }
+        let len = kv.end - kv.start;
+        let sms = self.info().multiprocessor_count.max(1) as usize;
+        let want_splits = (2 * sms).div_ceil(n_heads);
+        let splits = want_splits.clamp(
+            len.div_ceil(ATTN_CHUNK_MAX),
+            len.div_ceil(ATTN_CHUNK_MIN).max(1),
+        );
+        let chunk = len.div_ceil(splits);
+        let splits = len.div_ceil(chunk);
+        if splits > ws.max_splits {
+            bail!(
+                InvalidArgument,
+                "attention: {len} positions exceed the workspace"
+            );
+        }
+
+        let partial = self.function("gc_attn_partial")?;
+        let combine = self.function("gc_attn_combine")?;
+        let (nh, nkv, hd_i, max_ctx) = (
+            n_heads as i32,
+            s.n_kv_heads as i32,
+            hd as i32,
+            s.max_ctx as i32,
+        );
+        let (start, end, chunk_i, splits_i) =
+            (kv.start as i32, kv.end as i32, chunk as i32, splits as i32);
+        let shared = (hd * 4) as u32;
+        let cap = match softcap {
+            Some(c) if c > 0.0 && c.is_finite() => c,
+            Some(c) => bail!(
+                InvalidArgument,
+                "attention: softcap {c} is not positive and finite"
+            ),
+            None => 0.0,
+        };
+        guard("launch gc_attn_partial", || {
+            let mut b = self.stream().launch_builder(partial);
+            b.arg(&q.data)
+                .arg(&cache.k[layer])
+                .arg(&cache.v[layer])
+                .arg(&mut ws.o_part)
+                .arg(&mut ws.ml_part);
+            b.arg(&nh)
+                .arg(&nkv)
+                .arg(&hd_i)
+                .arg(&max_ctx)
+                .arg(&start)
+                .arg(&end)
+                .arg(&chunk_i)
+                .arg(&scale)
+                .arg(&cap);
+            // SAFETY: (const float* q, const half* k_cache, const half* v_cache, float* o_part,
+            // float2* ml_part, int n_heads, int n_kv_heads, int head_dim, int max_ctx, int kv_start,
+            // int kv_end, int chunk, float scale, float softcap) matches the kernel; chunk <= GC_ATTN_CHUNK_MAX,
+            // splits <= workspace splits, kv_end <= max_ctx, head_dim floats of dynamic shared memory.
+            unsafe {
+                b.launch(LaunchConfig {
+                    grid_dim: (n_heads as u32, splits as u32, 1),
+                    block_dim: (ATTN_THREADS, 1, 1),
+                    shared_mem_bytes: shared,
+                })
+            }
+            .map(|_| ())
+        })?;
+        guard("launch gc_attn_combine", || {
+            let mut b = self.stream().launch_builder(combine);
+            b.arg(&ws.o_part)
+                .arg(&ws.ml_part)
+                .arg(&mut out.data)
+                .arg(&hd_i)
+                .arg(&splits_i);
+            // SAFETY: (const float* o_part, const float2* ml_part, float* out, int head_dim,
+            // int n_splits) matches the kernel; the partials were written for `splits` splits.
+            unsafe { b.launch(cfg((n_heads as u32, 1), 128, 0)) }.map(|_| ())
+        })
+    }
+
+    /// `out = table[token] * scale`, dequantized.
+    pub fn embed(
+        &self,
+        table: &DeviceMatrix,
+        token: u32,
+        scale: f32,
+        out: &mut DeviceVec,
+    ) -> Result<()> {
+        if token as usize >= table.n_rows {
+            bail!(
+                InvalidArgument,
+                "embed: token {token} out of range (vocabulary {})",
+                table.n_rows
+            );
+        }
+        if out.len() != table.n_cols {
+            bail!(
+                InvalidArgument,
+                "embed: output of {} for rows of {}",
+                out.len(),
+                table.n_cols
+            );
+        }
+        let name = format!("gc_embed_{}", type_suffix(table.ty).unwrap_or_default());
+        let f = self.function(&name)?;
+        let (row_bytes, tok, n_cols) = (table.row_bytes as u64, token as i32, table.n_cols as i32);
+        let grid = grid_1d(table.n_cols / 32, 64)?;
+        guard(&format!("launch {name}"), || {
+            let mut b = self.stream().launch_builder(f);
+            b.arg(&table.data)
+                .arg(&row_bytes)
+                .arg(&tok)
+                .arg(&n_cols)
+                .arg(&scale)
+                .arg(&mut out.data);
+            // SAFETY: (const uint8_t* table, u64 row_bytes, int token, int n_cols, float scale,
+            // float* out) matches the kernel; token < n_rows and out holds n_cols floats.
+            unsafe { b.launch(cfg((grid, 1), 64, 0)) }.map(|_| ())
+        })
+    }
+
+    /// `gate[i] = act(gate[i]) * up[i]`, in place.
+    pub fn gated_activation(
+        &self,
+        gate: &mut DeviceVec,
+        up: &DeviceVec,
+        act: GatedActivation,
+    ) -> Result<()> {
+        if gate.len() != up.len() {
+            bail!(
+                InvalidArgument,
+                "gated_activation: gate {} vs up {}",
+                gate.len(),
+                up.len()
+            );
+        }
+        let f = self.function("gc_gated_act")?;
+        let (n, a) = (as_i32(gate.len(), "length")?, act.id());
+        let grid = grid_1d(gate.len(), 256)?;
+        let g = &gate.data;
+        guard("launch gc_gated_act", || {
+            let mut b = self.stream().launch_builder(f);
+            b.arg(g).arg(&up.data).arg(g).arg(&n).arg(&a);
+            // SAFETY: (const float* gate, const float* up, float* out, int n, int act) matches the
+            // kernel; out aliases gate, which the caller holds mutably; both hold n floats.
+            unsafe { b.launch(cfg((grid, 1), 256, 0)) }.map(|_| ())
+        })
+    }
+
+    /// `x += y` (the residual stream).
+    pub fn add_inplace(&self, x: &mut DeviceVec, y: &DeviceVec) -> Result<()> {
+        if x.len() != y.len() {
+            bail!(InvalidArgument, "add_inplace: {} vs {}", x.len(), y.len());
+        }
+        let f = self.function("gc_add_inplace")?;
+        let n = as_i32(x.len(), "length")?;
+        let grid = grid_1d(x.len(), 256)?;
+        guard("launch gc_add_inplace", || {
+            let mut b = self.stream().launch_builder(f);
+            b.arg(&mut x.data).arg(&y.data).arg(&n);
+            // SAFETY: (float* x, const float* y, int n) matches the kernel; both hold n floats.
+            unsafe { b.launch(cfg((grid, 1), 256, 0)) }.map(|_| ())
+        })
+    }
+
+    /// Sparse gated FFN for one token: neurons with `|act(gate . x)| > threshold` are listed in
+    /// `scratch`; for those only, `h = act(gate . x) * (up . x)`, and
+    /// `out (+)= sum_active h_i * down[:, i]` from the neuron-major `down` copy.
+    /// `x` must already be quantized ([`Self::quantize_activations`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn sparse_ffn(
+        &self,
+        gate: &DeviceMatrix,
+        up: &DeviceMatrix,
+        down: &NeuronMajorDown,
+        x: &DeviceActivations,
+        act: GatedActivation,
+        threshold: f32,
+        scratch: &mut SparseFfnScratch,
+        out: &mut DeviceVec,
+        accumulate: bool,
+    ) -> Result<()> {
+        let n_ff = gate.n_rows;
+        let n_embd = x.len();
+        if gate.n_cols != n_embd || up.n_cols != n_embd || up.n_rows != n_ff || gate.ty != up.ty {
+            bail!(
+                InvalidArgument,
+                "sparse_ffn: gate {}x{} {} / up {}x{} {} for x of {n_embd}",
+                gate.n_rows,
+                gate.n_cols,
+                gate.ty.name(),
+                up.n_rows,
+                up.n_cols,
+                up.ty.name()
+            );
+        }
+        if down.n_ff != n_ff || down.n_embd != out.len() || scratch.capacity < n_ff {
+            bail!(
+                InvalidArgument,
+                "sparse_ffn: down {}x{}, out {}, scratch {} for n_ff {n_ff}",
+                down.n_ff,
+                down.n_embd,
+                out.len(),
+                scratch.capacity
+            );
+        }
+        if !has_q8_1_kernel(gate.ty) {
+            bail!(
+                Unsupported,
+                "sparse_ffn: gate/up type {} has no integer kernel",
+                gate.ty.name()
+            );
+        }
+        let suffix = type_suffix(gate.ty).unwrap_or_default();
+        let gate_name = format!("gc_sparse_gate_{suffix}");
+        let up_name = format!("gc_sparse_up_{suffix}");
+        let (fg, fu, fd) = (
+            self.function(&gate_name)?,
+            self.function(&up_name)?,
+            self.function("gc_sparse_down_q8_0")?,
+        );
+        let (gate_rb, up_rb, down_rb) = (
+            gate.row_bytes as u64,
+            up.row_bytes as u64,
+            down.row_bytes as u64,
+        );
+        let (n_ff_i, n_embd_i, act_i) = (n_ff as i32, n_embd as i32, act.id());
+        let rows_grid = grid_1d(n_ff, ROWS_PER_BLOCK)?;
+        let gate_grid = grid_1d(n_ff, GATE_ROWS_PER_BLOCK)?;
+
+        self.zero(&mut scratch.count)?;
+        if !accumulate {
+            self.zero(&mut out.data)?;
+        }
+        guard(&format!("launch {gate_name}"), || {
+            let mut b = self.stream().launch_builder(fg);
+            b.arg(&gate.data)
+                .arg(&gate_rb)
+                .arg(&n_ff_i)
+                .arg(&n_embd_i)
+                .arg(&x.qs)
+                .arg(&x.ds);
+            b.arg(&act_i)
+                .arg(&threshold)
+                .arg(&mut scratch.ids)
+                .arg(&mut scratch.a_vals)
+                .arg(&mut scratch.count);
+            // SAFETY: (const uint8_t* w, u64 row_bytes, int n_ff, int n_cols, const int8_t* xq,
+            // const float2* xds, int act, float threshold, int* ids, float* a_vals, int* count)
+            // matches the kernel; ids/a_vals hold n_ff entries, count was zeroed above.
+            unsafe { b.launch(cfg((gate_grid, 1), GATE_THREADS, 0)) }.map(|_| ())
+        })?;
+        guard(&format!("launch {up_name}"), || {
+            let mut b = self.stream().launch_builder(fu);
+            b.arg(&up.data)
+                .arg(&up_rb)
+                .arg(&n_embd_i)
+                .arg(&x.qs)
+                .arg(&x.ds);
+            b.arg(&scratch.ids)
+                .arg(&scratch.a_vals)
+                .arg(&scratch.count)
+                .arg(&mut scratch.h);
+            // SAFETY: (const uint8_t* w, u64 row_bytes, int n_cols, const int8_t* xq,
+            // const float2* xds, const int* ids, const float* a_vals, const int* count, float* h)
+            // matches the kernel; ids < n_ff = up rows; the grid covers n_ff list slots.
+            unsafe { b.launch(cfg((rows_grid, 1), ROWS_PER_BLOCK * 32, 0)) }.map(|_| ())
+        })?;
+        let col_blocks = grid_1d(n_embd.div_ceil(4), SPARSE_DOWN_THREADS)?;
+        let sms = self.info().multiprocessor_count.max(1) as u32;
+        // Enough blocks to fill the GPU, but at least ~64 neurons (if all are active) per
+        // split: every split adds n_embd atomics into `out`.
+        let max_splits = (n_ff / 64).clamp(1, 65_535) as u32;
+        let splits = (4 * sms).div_ceil(col_blocks).clamp(1, max_splits);
+        guard("launch gc_sparse_down_q8_0", || {
+            let mut b = self.stream().launch_builder(fd);
+            b.arg(&down.data)
+                .arg(&down_rb)
+                .arg(&n_embd_i)
+                .arg(&scratch.ids)
+                .arg(&scratch.h);
+            b.arg(&scratch.count).arg(&mut out.data);
+            // SAFETY: (const uint8_t* d_rows, u64 row_bytes, int n_embd, const int* ids,
+            // const float* h, const int* count, float* out) matches the kernel; down holds n_ff
+            // rows of n_embd (n_embd % 32 == 0) and out n_embd floats.
+            unsafe { b.launch(cfg((col_blocks, splits), SPARSE_DOWN_THREADS, 0)) }.map(|_| ())
+        })
+    }
+}
+
+fn check_matvec_shapes(
+    w: &DeviceMatrix,
+    rows: &Range<usize>,
+    x_len: usize,
+    out: &DeviceVec,
+) -> Result<()> {
+    if rows.start > rows.end || rows.end > w.n_rows || x_len != w.n_cols || out.len() != rows.len()
+    {
+        bail!(
+            InvalidArgument,
+            "matvec: rows {rows:?} of a {}x{} {} matrix with x of {x_len} and out of {}",
+            w.n_rows,
+            w.n_cols,
+            w.ty.name(),
+            out.len()
+        );
+    }
+    Ok(())
+}
+
+fn check_norm_shapes(x_len: usize, n: usize) -> Result<u32> {
+    if n == 0 || x_len % n != 0 || x_len == 0 {
+        bail!(
+            InvalidArgument,
+            "rms_norm: input of {x_len} is not whole rows of {n}"
+        );
+    }
+    u32::try_from(x_len / n)
+        .map_err(|_| crate::Error::InvalidArgument("rms_norm: too many rows".into()))
+}

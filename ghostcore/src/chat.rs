@@ -1,1 +1,0 @@
-//! Chat templates: rendering `tokenizer.chat_template` with minijinja (to be filled).

@@ -1,0 +1,254 @@
+//! Plugging the sparse FFN into a [`Context`]: one [`DecodeFfn`] per layer, running the
+//! row-packed kernel on the context's thread pool, with a shared tally of what was skipped.
+//! Also the calibrating FFN, which runs dense and records what every neuron did.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::ffn::{sparse_ffn, Activation, FfnScratch, FfnStepStats, FfnWeights, LayerPlan};
+use super::plan::SparsityTally;
+use super::repack::{default_copy_type, neuron_major_down};
+use super::rows::{QMatrix, Splitter};
+use super::sidecar::DownCopy;
+use super::stats::CalibrationStats;
+use crate::context::Context;
+use crate::model::config::Activation as ModelActivation;
+use crate::model::ffn::{DecodeFfn, FfnCall};
+use crate::model::{Model, Weight};
+use crate::quant::GgmlType;
+use crate::threadpool::ThreadPool;
+use crate::{bail, Result};
+
+/// [`Splitter`] over the context's pool.
+struct PoolSplitter<'a>(&'a ThreadPool);
+
+impl Splitter for PoolSplitter<'_> {
+    fn n_workers(&self) -> usize {
+        self.0.n_threads()
+    }
+    fn run(&self, n_tasks: usize, f: &(dyn Fn(usize) + Sync)) {
+        self.0.for_each_chunk(n_tasks, 1, |_, r| r.for_each(f));
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn qmatrix<'a>(model: &'a Model, w: &Weight) -> Result<QMatrix<'a>> {
+    QMatrix::new(w.ty, w.n_rows, w.n_cols, model.bytes(w))
+}
+
+fn activation(model: &Model) -> Activation {
+    match model.config().activation {
+        ModelActivation::Silu => Activation::Silu,
+        ModelActivation::GeluTanh => Activation::GeluTanh,
+    }
+}
+
+/// The FFN weights of `layer`, with an optional neuron-major down copy.
+pub fn layer_weights<'a>(
+    model: &'a Model,
+    layer: usize,
+    down_t: Option<&'a DownCopy>,
+) -> Result<FfnWeights<'a>> {
+    let lw = model.layer(layer);
+    let copy = match down_t {
+        Some(c) => Some(QMatrix::new(
+            c.ty,
+            lw.ffn_gate.n_rows,
+            lw.ffn_gate.n_cols,
+            &c.data,
+        )?),
+        None => None,
+    };
+    FfnWeights::new(
+        qmatrix(model, &lw.ffn_gate)?,
+        qmatrix(model, &lw.ffn_up)?,
+        qmatrix(model, &lw.ffn_down)?,
+        copy,
+        activation(model),
+    )
+}
+
+/// Neuron-major copies of every layer's `ffn_down` (type `ty`, or the default per layer),
+/// with the largest relative RMS requantization error over the layers.
+pub fn build_down_copies(model: &Model, ty: Option<GgmlType>) -> Result<(Vec<DownCopy>, f64)> {
+    let n_embd = model.config().n_embd;
+    let mut worst = 0f64;
+    let mut out = Vec::with_capacity(model.config().n_layer);
+    for il in 0..model.config().n_layer {
+        let down = qmatrix(model, &model.layer(il).ffn_down)?;
+        let t = ty.unwrap_or_else(|| default_copy_type(down.ty, n_embd));
+        let (data, err) = neuron_major_down(&down, t)?;
+        worst = worst.max(err.rel_rmse);
+        out.push(DownCopy { ty: t, data });
+    }
+    Ok((out, worst))
+}
+
+/// One layer's sparse FFN as a [`DecodeFfn`].
+struct SparseLayer {
+    layer: usize,
+    plan: LayerPlan,
+    down: Option<Arc<Vec<DownCopy>>>,
+    scratch: Mutex<FfnScratch>,
+    tally: Arc<Mutex<SparsityTally>>,
+}
+
+impl DecodeFfn for SparseLayer {
+    fn forward(&self, call: &FfnCall<'_>, x: &[f32], out: &mut [f32]) -> Result<()> {
+        let copy = self.down.as_ref().map(|d| &d[self.layer]);
+        let w = layer_weights(call.model, self.layer, copy)?;
+        let mut scratch = lock(&self.scratch);
+        let st: FfnStepStats = sparse_ffn(
+            &w,
+            &self.plan,
+            x,
+            &mut scratch,
+            &PoolSplitter(call.pool),
+            out,
+        )?;
+        lock(&self.tally).add(self.layer, &st);
+        Ok(())
+    }
+}
+
+/// Handle on an installed sparse FFN: read the tally, reset it.
+#[derive(Clone, Debug)]
+pub struct SparseHandle {
+    tally: Arc<Mutex<SparsityTally>>,
+}
+
+impl SparseHandle {
+    pub fn tally(&self) -> SparsityTally {
+        lock(&self.tally).clone()
+    }
+
+    pub fn reset(&self) {
+        let mut t = lock(&self.tally);
+        let n = t.layers.len();
+        *t = SparsityTally::new(n);
+    }
+}
+
+/// Replace every layer's decode FFN by the sparse kernel with `plans[layer]`.
+pub fn install(
+    ctx: &mut Context,
+    plans: Vec<LayerPlan>,
+    down: Option<Arc<Vec<DownCopy>>>,
+) -> Result<SparseHandle> {
+    let n_layer = ctx.model().config().n_layer;
+    if plans.len() != n_layer {
+        bail!(
+            InvalidArgument,
+            "{} layer plans for {n_layer} layers",
+            plans.len()
+        );
+    }
+    if let Some(d) = &down {
+        if d.len() != n_layer {
+            bail!(
+                InvalidArgument,
+                "{} down copies for {n_layer} layers",
+                d.len()
+            );
+        }
+    }
+    let tally = Arc::new(Mutex::new(SparsityTally::new(n_layer)));
+    for (layer, plan) in plans.into_iter().enumerate() {
+        let f = SparseLayer {
+            layer,
+            plan,
+            down: down.clone(),
+            scratch: Mutex::new(FfnScratch::default()),
+            tally: tally.clone(),
+        };
+        ctx.set_decode_ffn(layer, Some(Arc::new(f)))?;
+    }
+    Ok(SparseHandle { tally })
+}
+
+/// Restore the dense FFN in every layer.
+pub fn uninstall(ctx: &mut Context) -> Result<()> {
+    for layer in 0..ctx.model().config().n_layer {
+        ctx.set_decode_ffn(layer, None)?;
+    }
+    Ok(())
+}
+
+/// Dense FFN that records, per token, the input, act(gate·x) and up·x of every neuron.
+struct CalibratingLayer {
+    layer: usize,
+    scratch: Mutex<FfnScratch>,
+    stats: Arc<Mutex<CalibrationStats>>,
+}
+
+impl DecodeFfn for CalibratingLayer {
+    fn forward(&self, call: &FfnCall<'_>, x: &[f32], out: &mut [f32]) -> Result<()> {
+        let w = layer_weights(call.model, self.layer, None)?;
+        let mut s = lock(&self.scratch);
+        sparse_ffn(
+            &w,
+            &LayerPlan::DENSE,
+            x,
+            &mut s,
+            &PoolSplitter(call.pool),
+            out,
+        )?;
+        let (act, up) = s.dense_act_up();
+        lock(&self.stats).observe(self.layer, x, act, up);
+        Ok(())
+    }
+}
+
+/// Install calibrating FFNs in every layer; they add to `stats`.
+pub fn install_calibration(ctx: &mut Context, stats: Arc<Mutex<CalibrationStats>>) -> Result<()> {
+    for layer in 0..ctx.model().config().n_layer {
+        let f = CalibratingLayer {
+            layer,
+            scratch: Mutex::new(FfnScratch::default()),
+            stats: stats.clone(),
+        };
+        ctx.set_decode_ffn(layer, Some(Arc::new(f)))?;
+    }
+    Ok(())
+}
+
+/// Front-end helper for `--mask FILE --sparsity MODE`: load and check the sidecar, resolve
+/// the mode, and install the sparse FFN in `ctx`. `Ok(None)` for the dense mode.
+pub fn attach(
+    ctx: &mut Context,
+    mask: Option<&std::path::Path>,
+    mode: &str,
+) -> Result<Option<SparseHandle>> {
+    let mode: super::mode::SparsityMode = mode.parse()?;
+    if mode.is_dense() {
+        return Ok(None);
+    }
+    let model = ctx.model().clone();
+    let sidecar = match mask {
+        Some(p) => Some(super::sidecar::Sidecar::load(p, model.gguf())?),
+        None => None,
+    };
+    let plans = super::plan::resolve_plans(&mode, sidecar.as_ref(), model.config().n_layer)?;
+    let copies = match sidecar.and_then(|s| s.down_copies) {
+        Some(c) => c,
+        None => build_down_copies(&model, None)?.0,
+    };
+    install(ctx, plans, Some(Arc::new(copies))).map(Some)
+}
+
+/// The per-layer sparsity and `FFN bytes skipped` lines front ends print.
+pub fn tally_summary(t: &SparsityTally) -> String {
+    let per: Vec<String> = t
+        .layer_sparsity()
+        .iter()
+        .map(|s| format!("{:.0}", 100.0 * s))
+        .collect();
+    format!(
+        "per-layer sparsity (%): {}\nneuron sparsity: {:.1}%\nFFN bytes skipped: {:.1}%",
+        per.join(" "),
+        100.0 * t.sparsity(),
+        100.0 * t.bytes_skipped()
+    )
+}

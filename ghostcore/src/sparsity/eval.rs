@@ -1,0 +1,208 @@
+//! Perplexity and KL divergence to the dense path, chunked like `llama-perplexity`: chunks of
+//! `n_ctx` tokens (the first replaced by BOS when the model adds one), the second half of each
+//! chunk scored.
+//!
+//! KL(dense ‖ sparse) is computed against the dense run's top-K probabilities with the rest
+//! of the mass pooled into one bucket; by the log-sum inequality this is a (tight, for K = 32)
+//! lower bound of the full-vocabulary KL.
+
+use crate::context::Context;
+use crate::{bail, Result};
+
+/// Options of a perplexity run.
+#[derive(Clone, Copy, Debug)]
+pub struct PplConfig {
+    pub n_ctx: usize,
+    /// Score at most this many chunks (`None`: all whole chunks).
+    pub max_chunks: Option<usize>,
+    /// Dense probabilities kept per position for KL.
+    pub top_k: usize,
+}
+
+impl Default for PplConfig {
+    fn default() -> Self {
+        PplConfig {
+            n_ctx: 512,
+            max_chunks: None,
+            top_k: 32,
+        }
+    }
+}
+
+/// The dense run's distribution at each scored position.
+#[derive(Clone, Debug, Default)]
+pub struct DenseReference {
+    /// Per scored position: the top-K (token, log-prob), descending.
+    pub top: Vec<Vec<(u32, f32)>>,
+}
+
+/// What a run measured.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct PplResult {
+    pub n_scored: usize,
+    pub mean_nll: f64,
+    pub ppl: f64,
+    /// Mean KL(dense ‖ this run) per scored token (0 without a reference).
+    pub mean_kl: f64,
+    /// Share of positions where the top-1 token equals the dense run's.
+    pub top1_agree: f64,
+}
+
+fn log_softmax_into(logits: &[f32], out: &mut Vec<f32>) {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = logits.iter().map(|&l| ((l - max) as f64).exp()).sum();
+    let lse = max as f64 + sum.ln();
+    out.clear();
+    out.extend(logits.iter().map(|&l| (l as f64 - lse) as f32));
+}
+
+fn top_k(logp: &[f32], k: usize) -> Vec<(u32, f32)> {
+    let mut idx: Vec<u32> = (0..logp.len() as u32).collect();
+    let k = k.min(idx.len());
+    if k == 0 {
+        return Vec::new();
+    }
+    idx.select_nth_unstable_by(k - 1, |&a, &b| {
+        logp[b as usize].total_cmp(&logp[a as usize])
+    });
+    let mut top: Vec<(u32, f32)> = idx[..k].iter().map(|&i| (i, logp[i as usize])).collect();
+    top.sort_by(|a, b| b.1.total_cmp(&a.1));
+    top
+}
+
+/// KL(P ‖ Q) from P's top-K (token, log p) and Q's full log-probs, rest pooled.
+fn kl_topk(top: &[(u32, f32)], logq: &[f32]) -> f64 {
+    let mut kl = 0f64;
+    let (mut pm, mut qm) = (0f64, 0f64);
+    for &(t, lp) in top {
+        let lq = logq[t as usize] as f64;
+        let p = (lp as f64).exp();
+        kl += p * (lp as f64 - lq);
+        pm += p;
+        qm += lq.exp();
+    }
+    let (pr, qr) = ((1.0 - pm).max(0.0), (1.0 - qm).max(1e-30));
+    if pr > 1e-12 {
+        kl += pr * (pr / qr).ln();
+    }
+    kl.max(0.0)
+}
+
+fn argmax(v: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &x) in v.iter().enumerate() {
+        if x > v[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// Run perplexity over `tokens`. With `reference`, also KL and top-1 agreement against it;
+/// with `record`, fill it with this run's top-K (to serve as the dense reference).
+/// `progress(chunks_done, n_chunks)` is called after each chunk.
+pub fn perplexity(
+    ctx: &mut Context,
+    tokens: &[u32],
+    bos: Option<u32>,
+    cfg: &PplConfig,
+    reference: Option<&DenseReference>,
+    mut record: Option<&mut DenseReference>,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<PplResult> {
+    let n_ctx = cfg.n_ctx;
+    if n_ctx < 4 {
+        bail!(InvalidArgument, "perplexity context {n_ctx} is too small");
+    }
+    let mut n_chunks = tokens.len() / n_ctx;
+    if let Some(m) = cfg.max_chunks {
+        n_chunks = n_chunks.min(m);
+    }
+    if n_chunks == 0 {
+        bail!(
+            InvalidArgument,
+            "{} tokens are fewer than one chunk of {n_ctx}",
+            tokens.len()
+        );
+    }
+    let n_vocab = ctx.model().config().n_vocab;
+    let first = n_ctx / 2;
+    let (mut nll, mut kl, mut agree, mut n) = (0f64, 0f64, 0usize, 0usize);
+    let mut logp = Vec::with_capacity(n_vocab);
+    if let Some(r) = record.as_deref_mut() {
+        r.top.clear();
+    }
+    for c in 0..n_chunks {
+        let mut chunk = tokens[c * n_ctx..(c + 1) * n_ctx].to_vec();
+        if let Some(b) = bos {
+            chunk[0] = b;
+        }
+        ctx.reset();
+        let logits = ctx.decode_all_logits(&chunk)?;
+        for j in first..n_ctx - 1 {
+            let row = &logits[j * n_vocab..(j + 1) * n_vocab];
+            log_softmax_into(row, &mut logp);
+            let next = tokens[c * n_ctx + j + 1] as usize;
+            nll -= logp[next] as f64;
+            if let Some(r) = reference {
+                let top = r.top.get(n).ok_or_else(|| {
+                    crate::Error::InvalidArgument("dense reference is shorter than this run".into())
+                })?;
+                kl += kl_topk(top, &logp);
+                agree += usize::from(top.first().map(|t| t.0) == Some(argmax(&logp)));
+            }
+            if let Some(r) = record.as_deref_mut() {
+                r.top.push(top_k(&logp, cfg.top_k));
+            }
+            n += 1;
+        }
+        progress(c + 1, n_chunks);
+    }
+    let mean_nll = nll / n as f64;
+    Ok(PplResult {
+        n_scored: n,
+        mean_nll,
+        ppl: mean_nll.exp(),
+        mean_kl: if reference.is_some() {
+            kl / n as f64
+        } else {
+            0.0
+        },
+        top1_agree: if reference.is_some() {
+            agree as f64 / n as f64
+        } else {
+            0.0
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kl_of_identical_distributions_is_zero_and_grows_with_difference() {
+        let logits: Vec<f32> = (0..100).map(|i| ((i * 7) % 13) as f32 * 0.3).collect();
+        let mut lp = Vec::new();
+        log_softmax_into(&logits, &mut lp);
+        let top = top_k(&lp, 32);
+        assert!(kl_topk(&top, &lp).abs() < 1e-9);
+        // Full-vocabulary KL of a perturbed distribution vs the top-K estimate.
+        let other: Vec<f32> = logits
+            .iter()
+            .enumerate()
+            .map(|(i, l)| l + (i % 5) as f32 * 0.1)
+            .collect();
+        let mut lq = Vec::new();
+        log_softmax_into(&other, &mut lq);
+        let full: f64 = lp
+            .iter()
+            .zip(&lq)
+            .map(|(&p, &q)| (p as f64).exp() * (p as f64 - q as f64))
+            .sum();
+        let est = kl_topk(&top, &lq);
+        assert!(est <= full + 1e-9 && est > 0.5 * full, "{est} vs {full}");
+        let all = top_k(&lp, 100);
+        assert!((kl_topk(&all, &lq) - full).abs() < 1e-6);
+    }
+}

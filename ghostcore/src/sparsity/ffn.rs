@@ -1,0 +1,644 @@
+//! The row-packed sparse FFN used at decode:
+//! gate (dense, or over live rows) → activation → compact list of active neurons →
+//! up over active rows only → down as Σ h_j · down_t[j] over active neurons (neuron-major copy).
+//!
+//! Whichever way reads fewer bytes is taken for the down projection: the neuron-major axpy over
+//! active neurons, or the model's own output-major `ffn_down` with the skipped activations set
+//! to zero. With nothing skipped that is the dense kernel, so a sparse plan whose thresholds
+//! are all zero gives exactly the dense result.
+
+use super::rows::{axpy_rows, matvec_rows, quantize_input, QMatrix, Splitter};
+use crate::{bail, Result};
+
+/// The FFN's gate nonlinearity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    /// x·σ(x) (Llama, SmolLM2, Qwen).
+    Silu,
+    /// GELU, tanh approximation (Gemma).
+    GeluTanh,
+}
+
+impl Activation {
+    #[inline]
+    pub fn apply(self, x: f32) -> f32 {
+        match self {
+            Activation::Silu => x / (1.0 + (-x).exp()),
+            Activation::GeluTanh => {
+                const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+                0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)).tanh())
+            }
+        }
+    }
+}
+
+/// One FFN layer's weights. `gate`/`up`: `n_ff` rows of `n_embd`; `down`: `n_embd` rows of
+/// `n_ff` (GGUF layout); `down_t`: optional neuron-major copy, `n_ff` rows of `n_embd`.
+#[derive(Clone, Copy, Debug)]
+pub struct FfnWeights<'a> {
+    pub gate: QMatrix<'a>,
+    pub up: QMatrix<'a>,
+    pub down: QMatrix<'a>,
+    pub down_t: Option<QMatrix<'a>>,
+    pub act: Activation,
+}
+
+impl<'a> FfnWeights<'a> {
+    pub fn new(
+        gate: QMatrix<'a>,
+        up: QMatrix<'a>,
+        down: QMatrix<'a>,
+        down_t: Option<QMatrix<'a>>,
+        act: Activation,
+    ) -> Result<Self> {
+        let (n_ff, n_embd) = (gate.n_rows, gate.n_cols);
+        if up.n_rows != n_ff || up.n_cols != n_embd || down.n_rows != n_embd || down.n_cols != n_ff
+        {
+            bail!(
+                Format,
+                "FFN shapes disagree: gate {n_ff}×{n_embd}, up {}×{}, down {}×{}",
+                up.n_rows,
+                up.n_cols,
+                down.n_rows,
+                down.n_cols
+            );
+        }
+        if let Some(t) = down_t {
+            if t.n_rows != n_ff || t.n_cols != n_embd {
+                bail!(
+                    Format,
+                    "neuron-major down copy is {}×{}, expected {n_ff}×{n_embd}",
+                    t.n_rows,
+                    t.n_cols
+                );
+            }
+        }
+        Ok(FfnWeights {
+            gate,
+            up,
+            down,
+            down_t,
+            act,
+        })
+    }
+
+    pub fn n_ff(&self) -> usize {
+        self.gate.n_rows
+    }
+
+    pub fn n_embd(&self) -> usize {
+        self.gate.n_cols
+    }
+
+    /// Bytes one dense FFN step reads.
+    pub fn dense_bytes(&self) -> usize {
+        self.gate.total_bytes() + self.up.total_bytes() + self.down.total_bytes()
+    }
+}
+
+/// How one layer chooses its active neurons for a token.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LayerRule {
+    /// Every live neuron.
+    Dense,
+    /// Skip up and down where |act(gate·x)| ≤ t.
+    Act(f32),
+    /// Skip up and down where |act(gate·x)|·scale_j ≤ t (scale: calibrated mean |up·x|).
+    Scaled { t: f32, scale: Vec<f32> },
+    /// Dense up; skip down where |act·up| ≤ t.
+    Product(f32),
+    /// Skip up and down where |act| ≤ t_act, then down where |act·up| ≤ t_prod.
+    Cascade { t_act: f32, t_prod: f32 },
+    /// Skip up and down where |act| ≤ mean + k·σ of |act| over this token's live neurons.
+    Stat(f32),
+    /// TEAL: zero FFN-input entries with |x_i| ≤ t, then dense over live neurons.
+    Input(f32),
+}
+
+/// Which down projection a step uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DownPath {
+    /// Whichever reads fewer bytes for this token's active set.
+    #[default]
+    Auto,
+    /// Always the neuron-major copy (measures what its requantization costs).
+    NeuronMajor,
+    /// Always the model's own `ffn_down`, skipped activations set to zero.
+    Dense,
+}
+
+/// One layer's plan: the live neurons (dead ones removed), the rule, the down path.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayerPlan {
+    /// Sorted live neuron ids; `None` when no neuron is dead (no gather cost at all).
+    pub live: Option<Vec<u32>>,
+    pub rule: LayerRule,
+    pub down: DownPath,
+}
+
+impl LayerPlan {
+    pub const DENSE: LayerPlan = LayerPlan {
+        live: None,
+        rule: LayerRule::Dense,
+        down: DownPath::Auto,
+    };
+
+    pub fn new(live: Option<Vec<u32>>, rule: LayerRule) -> Self {
+        LayerPlan {
+            live,
+            rule,
+            down: DownPath::Auto,
+        }
+    }
+
+    /// Live list from a dead mask; `None` when nothing is dead.
+    pub fn live_from_dead(dead: &[bool]) -> Option<Vec<u32>> {
+        if dead.iter().any(|&d| d) {
+            Some(
+                dead.iter()
+                    .enumerate()
+                    .filter(|(_, &d)| !d)
+                    .map(|(j, _)| j as u32)
+                    .collect(),
+            )
+        } else {
+            None
+        }
+    }
+}
+
+/// What one sparse FFN step did.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct FfnStepStats {
+    pub n_ff: usize,
+    /// Neurons whose down row contributed.
+    pub n_active: usize,
+    /// Neurons whose up row was read.
+    pub n_up: usize,
+    /// Weight bytes read (gate + up + down, including the down copy when used).
+    pub bytes_read: usize,
+    /// Weight bytes a dense step reads.
+    pub bytes_dense: usize,
+}
+
+impl FfnStepStats {
+    /// Share of neurons whose down contribution was skipped.
+    pub fn sparsity(&self) -> f64 {
+        1.0 - self.n_active as f64 / self.n_ff.max(1) as f64
+    }
+
+    /// Share of FFN weight bytes not read.
+    pub fn bytes_skipped(&self) -> f64 {
+        1.0 - self.bytes_read as f64 / self.bytes_dense.max(1) as f64
+    }
+}
+
+/// Reusable buffers for [`sparse_ffn`].
+#[derive(Default, Debug)]
+pub struct FfnScratch {
+    xq: Vec<u8>,
+    partials: Vec<Vec<f32>>,
+    x_masked: Vec<f32>,
+    gate: Vec<f32>,
+    up: Vec<f32>,
+    ids: Vec<u32>,
+    coefs: Vec<f32>,
+    h_dense: Vec<f32>,
+}
+
+impl FfnScratch {
+    /// After a step with [`LayerPlan::DENSE`]: `act(gate·x)` and `up·x` of every neuron.
+    pub fn dense_act_up(&self) -> (&[f32], &[f32]) {
+        (&self.gate, &self.up)
+    }
+}
+
+/// Run one layer's FFN on the (normed) input `x`, writing `out` (len `n_embd`).
+pub fn sparse_ffn(
+    w: &FfnWeights,
+    plan: &LayerPlan,
+    x: &[f32],
+    scratch: &mut FfnScratch,
+    exec: &dyn Splitter,
+    out: &mut [f32],
+) -> Result<FfnStepStats> {
+    let (n_ff, n_embd) = (w.n_ff(), w.n_embd());
+    if x.len() != n_embd || out.len() != n_embd {
+        bail!(
+            InvalidArgument,
+            "FFN input {} / output {} for n_embd {n_embd}",
+            x.len(),
+            out.len()
+        );
+    }
+    let mut stats = FfnStepStats {
+        n_ff,
+        bytes_dense: w.dense_bytes(),
+        ..Default::default()
+    };
+    let s = scratch;
+
+    // 1. Input (TEAL): zero small entries; gate/up then skip those columns.
+    let mut col_share = 1.0f64;
+    let x: &[f32] = if let LayerRule::Input(t) = plan.rule {
+        s.x_masked.clear();
+        s.x_masked
+            .extend(x.iter().map(|&v| if v.abs() <= t { 0.0 } else { v }));
+        let kept = s.x_masked.iter().filter(|v| **v != 0.0).count();
+        col_share = kept as f64 / n_embd.max(1) as f64;
+        &s.x_masked
+    } else {
+        x
+    };
+
+    // 2. Gate over the live neurons, then the activation in place.
+    let live: Option<&[u32]> = plan.live.as_deref();
+    let n_live = live.map_or(n_ff, <[u32]>::len);
+    s.gate.resize(n_live, 0.0);
+    quantize_input(&w.gate, x, &mut s.xq)?;
+    matvec_rows(&w.gate, live, &s.xq, &mut s.gate, exec)?;
+    for g in s.gate.iter_mut() {
+        *g = w.act.apply(*g);
+    }
+    stats.bytes_read += (n_live as f64 * w.gate.row_bytes() as f64 * col_share) as usize;
+
+    // 3. Choose the neurons whose up row is needed (ids), then those whose down is needed.
+    let live_id = |i: usize| live.map_or(i as u32, |l| l[i]);
+    s.ids.clear();
+    s.coefs.clear();
+    let up_all = matches!(plan.rule, LayerRule::Product(_));
+    let keep_act = |a: f32, i: usize| -> bool {
+        match &plan.rule {
+            LayerRule::Dense | LayerRule::Input(_) | LayerRule::Product(_) => true,
+            LayerRule::Act(t) => a.abs() > *t,
+            LayerRule::Cascade { t_act, .. } => a.abs() > *t_act,
+            LayerRule::Scaled { t, scale } => a.abs() * scale[live_id(i) as usize] > *t,
+            LayerRule::Stat(_) => unreachable!("stat handled below"),
+        }
+    };
+    if let LayerRule::Stat(k) = plan.rule {
+        let n = s.gate.len().max(1) as f64;
+        let mean = s.gate.iter().map(|a| a.abs() as f64).sum::<f64>() / n;
+        let var = s
+            .gate
+            .iter()
+            .map(|a| (a.abs() as f64 - mean).powi(2))
+            .sum::<f64>()
+            / n;
+        let t = (mean + k as f64 * var.sqrt()) as f32;
+        for (i, &a) in s.gate.iter().enumerate() {
+            if a.abs() > t {
+                s.ids.push(live_id(i));
+                s.coefs.push(a);
+            }
+        }
+    } else {
+        for (i, &a) in s.gate.iter().enumerate() {
+            if up_all || keep_act(a, i) {
+                s.ids.push(live_id(i));
+                s.coefs.push(a);
+            }
+        }
+    }
+
+    // 4. Up over the chosen rows (all rows in order when nothing was dropped: same kernel as
+    //    the dense path).
+    let n_up = s.ids.len();
+    s.up.resize(n_up, 0.0);
+    let rows = if n_up == n_ff { None } else { Some(&s.ids[..]) };
+    if w.up.vec_dot_type() != w.gate.vec_dot_type() {
+        quantize_input(&w.up, x, &mut s.xq)?;
+    }
+    matvec_rows(&w.up, rows, &s.xq, &mut s.up, exec)?;
+    stats.n_up = n_up;
+    stats.bytes_read += (n_up as f64 * w.up.row_bytes() as f64 * col_share) as usize;
+
+    // 5. h = act·up; second-stage product thresholds drop more down rows.
+    let t_prod = match plan.rule {
+        LayerRule::Product(t) => Some(t),
+        LayerRule::Cascade { t_prod, .. } => Some(t_prod),
+        _ => None,
+    };
+    let mut n_active = 0;
+    for i in 0..n_up {
+        let h = s.coefs[i] * s.up[i];
+        if t_prod.is_some_and(|t| h.abs() <= t) {
+            continue;
+        }
+        s.ids[n_active] = s.ids[i];
+        s.coefs[n_active] = h;
+        n_active += 1;
+    }
+    s.ids.truncate(n_active);
+    s.coefs.truncate(n_active);
+    stats.n_active = n_active;
+
+    // 6. Down: the cheaper of the neuron-major axpy over active rows and the dense down.
+    let dense_down = w.down.total_bytes();
+    let use_copy = match (plan.down, w.down_t) {
+        (DownPath::Dense, _) | (_, None) => None,
+        (DownPath::NeuronMajor, Some(t)) => Some(t),
+        // Only when neurons were skipped: at full density the (requantized) copy would be
+        // compression, not sparsity, and the model's own down is exact.
+        (DownPath::Auto, Some(t)) => {
+            (n_active < n_ff && n_active * t.row_bytes() < dense_down).then_some(t)
+        }
+    };
+    if plan.down == DownPath::NeuronMajor && use_copy.is_none() {
+        bail!(
+            InvalidArgument,
+            "the neuron-major down path needs the down copy"
+        );
+    }
+    match use_copy {
+        Some(dt) => {
+            axpy_rows(&dt, &s.ids, &s.coefs, out, exec, &mut s.partials)?;
+            stats.bytes_read += n_active * dt.row_bytes();
+        }
+        None => {
+            s.h_dense.clear();
+            s.h_dense.resize(n_ff, 0.0);
+            for (&j, &h) in s.ids.iter().zip(&s.coefs) {
+                s.h_dense[j as usize] = h;
+            }
+            quantize_input(&w.down, &s.h_dense, &mut s.xq)?;
+            matvec_rows(&w.down, None, &s.xq, out, exec)?;
+            stats.bytes_read += dense_down;
+        }
+    }
+    Ok(stats)
+}
+
+/// The dense FFN: down(act(gate·x) ⊙ up·x), the reference the sparse path is checked against.
+pub fn dense_ffn(
+    w: &FfnWeights,
+    x: &[f32],
+    scratch: &mut FfnScratch,
+    exec: &dyn Splitter,
+    out: &mut [f32],
+) -> Result<()> {
+    sparse_ffn(w, &LayerPlan::DENSE, x, scratch, exec, out).map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::GgmlType;
+    use crate::sparsity::rows::Serial;
+
+    struct Owned {
+        gate: Vec<u8>,
+        up: Vec<u8>,
+        down: Vec<u8>,
+        down_t: Vec<u8>,
+        g: Vec<f32>,
+        u: Vec<f32>,
+        d: Vec<f32>,
+    }
+
+    fn bytes(v: &[f32]) -> Vec<u8> {
+        v.iter().flat_map(|x| x.to_le_bytes()).collect()
+    }
+
+    fn lcg(state: &mut u64) -> f32 {
+        *state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((*state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+
+    fn make(n_embd: usize, n_ff: usize, seed: u64) -> Owned {
+        let mut st = seed;
+        let g: Vec<f32> = (0..n_ff * n_embd).map(|_| lcg(&mut st) * 0.3).collect();
+        let u: Vec<f32> = (0..n_ff * n_embd).map(|_| lcg(&mut st) * 0.3).collect();
+        let d: Vec<f32> = (0..n_embd * n_ff).map(|_| lcg(&mut st) * 0.3).collect();
+        let mut dt = vec![0f32; n_ff * n_embd];
+        for o in 0..n_embd {
+            for j in 0..n_ff {
+                dt[j * n_embd + o] = d[o * n_ff + j];
+            }
+        }
+        Owned {
+            gate: bytes(&g),
+            up: bytes(&u),
+            down: bytes(&d),
+            down_t: bytes(&dt),
+            g,
+            u,
+            d,
+        }
+    }
+
+    fn weights(o: &Owned, n_embd: usize, n_ff: usize, with_t: bool) -> FfnWeights<'_> {
+        let f = GgmlType::F32;
+        FfnWeights::new(
+            QMatrix::new(f, n_ff, n_embd, &o.gate).unwrap(),
+            QMatrix::new(f, n_ff, n_embd, &o.up).unwrap(),
+            QMatrix::new(f, n_embd, n_ff, &o.down).unwrap(),
+            with_t.then(|| QMatrix::new(f, n_ff, n_embd, &o.down_t).unwrap()),
+            Activation::Silu,
+        )
+        .unwrap()
+    }
+
+    /// Scalar f64 reference: skip neurons for which `keep(a, u, j)` is false.
+    fn reference(
+        o: &Owned,
+        n_embd: usize,
+        n_ff: usize,
+        x: &[f32],
+        keep: impl Fn(f64, f64, usize) -> bool,
+    ) -> Vec<f64> {
+        let mut out = vec![0f64; n_embd];
+        for j in 0..n_ff {
+            let gx: f64 = (0..n_embd)
+                .map(|c| o.g[j * n_embd + c] as f64 * x[c] as f64)
+                .sum();
+            let a = gx / (1.0 + (-gx).exp());
+            let ux: f64 = (0..n_embd)
+                .map(|c| o.u[j * n_embd + c] as f64 * x[c] as f64)
+                .sum();
+            if !keep(a, ux, j) {
+                continue;
+            }
+            for (r, ov) in out.iter_mut().enumerate() {
+                *ov += o.d[r * n_ff + j] as f64 * a * ux;
+            }
+        }
+        out
+    }
+
+    fn input(n: usize, seed: u64) -> Vec<f32> {
+        let mut st = seed;
+        (0..n).map(|_| lcg(&mut st) * 2.0).collect()
+    }
+
+    #[test]
+    fn zero_thresholds_equal_dense_exactly() {
+        let (n_embd, n_ff) = (32, 96);
+        let o = make(n_embd, n_ff, 1);
+        let w = weights(&o, n_embd, n_ff, true);
+        let mut sc = FfnScratch::default();
+        for seed in 0..4 {
+            let x = input(n_embd, 100 + seed);
+            let mut dense = vec![0.0; n_embd];
+            dense_ffn(&w, &x, &mut sc, &Serial, &mut dense).unwrap();
+            for rule in [
+                LayerRule::Act(0.0),
+                LayerRule::Product(0.0),
+                LayerRule::Cascade {
+                    t_act: 0.0,
+                    t_prod: 0.0,
+                },
+                LayerRule::Input(0.0),
+            ] {
+                let plan = LayerPlan::new(None, rule);
+                let mut sparse = vec![0.0; n_embd];
+                let st = sparse_ffn(&w, &plan, &x, &mut sc, &Serial, &mut sparse).unwrap();
+                assert_eq!(sparse, dense, "{plan:?}");
+                assert_eq!(st.n_active, n_ff);
+                assert_eq!(st.bytes_skipped(), 0.0);
+            }
+            // And dense agrees with the independent f64 reference.
+            let r = reference(&o, n_embd, n_ff, &x, |_, _, _| true);
+            for (a, b) in dense.iter().zip(&r) {
+                assert!((*a as f64 - b).abs() < 1e-4, "{a} vs {b}");
+            }
+        }
+    }
+
+    /// The neuron-major copy, forced, equals dense up to summation order; without a copy the
+    /// forced path is a typed error.
+    #[test]
+    fn forced_neuron_major_down_matches_dense() {
+        let (n_embd, n_ff) = (32, 96);
+        let o = make(n_embd, n_ff, 5);
+        let w = weights(&o, n_embd, n_ff, true);
+        let mut sc = FfnScratch::default();
+        let x = input(n_embd, 11);
+        let mut dense = vec![0.0; n_embd];
+        dense_ffn(&w, &x, &mut sc, &Serial, &mut dense).unwrap();
+        let mut plan = LayerPlan::new(None, LayerRule::Dense);
+        plan.down = DownPath::NeuronMajor;
+        let mut out = vec![0.0; n_embd];
+        let st = sparse_ffn(&w, &plan, &x, &mut sc, &Serial, &mut out).unwrap();
+        assert_eq!(st.n_active, n_ff);
+        for (a, b) in out.iter().zip(&dense) {
+            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+        }
+        let w2 = weights(&o, n_embd, n_ff, false);
+        assert!(matches!(
+            sparse_ffn(&w2, &plan, &x, &mut sc, &Serial, &mut out),
+            Err(crate::Error::InvalidArgument(_))
+        ));
+    }
+
+    #[test]
+    fn thresholded_paths_match_reference_and_skip_bytes() {
+        let (n_embd, n_ff) = (32, 256);
+        let o = make(n_embd, n_ff, 2);
+        let w = weights(&o, n_embd, n_ff, true);
+        let mut sc = FfnScratch::default();
+        let x = input(n_embd, 7);
+        let t = 0.08f32;
+        type Keep = Box<dyn Fn(f64, f64, usize) -> bool>;
+        let cases: Vec<(LayerRule, Keep)> = vec![
+            (
+                LayerRule::Act(t),
+                Box::new(move |a, _, _| a.abs() > t as f64),
+            ),
+            (
+                LayerRule::Product(0.02),
+                Box::new(|a, u, _| (a * u).abs() > 0.02),
+            ),
+            (
+                LayerRule::Cascade {
+                    t_act: 0.03,
+                    t_prod: 0.02,
+                },
+                Box::new(|a, u, _| a.abs() > 0.03 && (a * u).abs() > 0.02),
+            ),
+        ];
+        for (rule, keep) in cases {
+            let plan = LayerPlan::new(None, rule);
+            let mut out = vec![0.0; n_embd];
+            let st = sparse_ffn(&w, &plan, &x, &mut sc, &Serial, &mut out).unwrap();
+            let r = reference(&o, n_embd, n_ff, &x, &keep);
+            let n_keep = (0..n_ff)
+                .filter(|&j| {
+                    let gx: f64 = (0..n_embd)
+                        .map(|c| o.g[j * n_embd + c] as f64 * x[c] as f64)
+                        .sum();
+                    let a = gx / (1.0 + (-gx).exp());
+                    let ux: f64 = (0..n_embd)
+                        .map(|c| o.u[j * n_embd + c] as f64 * x[c] as f64)
+                        .sum();
+                    keep(a, ux, j)
+                })
+                .count();
+            assert_eq!(st.n_active, n_keep, "{plan:?}");
+            assert!(st.n_active < n_ff, "{plan:?} skipped nothing");
+            for (a, b) in out.iter().zip(&r) {
+                assert!((*a as f64 - b).abs() < 1e-4, "{plan:?}: {a} vs {b}");
+            }
+            assert!(st.bytes_skipped() > 0.0);
+        }
+    }
+
+    #[test]
+    fn dead_neurons_are_removed_within_tolerance() {
+        let (n_embd, n_ff) = (16, 64);
+        let mut o = make(n_embd, n_ff, 3);
+        // Make neurons 5 and 40 dead: zero up rows, so act·up is 0 on every input.
+        for j in [5usize, 40] {
+            for c in 0..n_embd {
+                o.u[j * n_embd + c] = 0.0;
+            }
+        }
+        o.up = bytes(&o.u);
+        let w = weights(&o, n_embd, n_ff, true);
+        let mut dead = vec![false; n_ff];
+        dead[5] = true;
+        dead[40] = true;
+        let plan = LayerPlan::new(LayerPlan::live_from_dead(&dead), LayerRule::Dense);
+        let mut sc = FfnScratch::default();
+        for seed in 0..3 {
+            let x = input(n_embd, 50 + seed);
+            let mut dense = vec![0.0; n_embd];
+            dense_ffn(&w, &x, &mut sc, &Serial, &mut dense).unwrap();
+            let mut out = vec![0.0; n_embd];
+            let st = sparse_ffn(&w, &plan, &x, &mut sc, &Serial, &mut out).unwrap();
+            assert_eq!(st.n_active, n_ff - 2);
+            for (a, b) in out.iter().zip(&dense) {
+                assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+            }
+        }
+        assert_eq!(LayerPlan::live_from_dead(&[false; 8]), None);
+    }
+
+    #[test]
+    fn stat_rule_keeps_neurons_above_mean_plus_k_sigma() {
+        let (n_embd, n_ff) = (16, 128);
+        let o = make(n_embd, n_ff, 4);
+        let w = weights(&o, n_embd, n_ff, false);
+        let x = input(n_embd, 9);
+        let mut sc = FfnScratch::default();
+        let mut out = vec![0.0; n_embd];
+        let st = sparse_ffn(
+            &w,
+            &LayerPlan::new(None, LayerRule::Stat(0.0)),
+            &x,
+            &mut sc,
+            &Serial,
+            &mut out,
+        )
+        .unwrap();
+        // k = 0 keeps the neurons above the mean |act|: strictly between none and all.
+        assert!(st.n_active > 0 && st.n_active < n_ff);
+        // Without a neuron-major copy the down stays dense.
+        assert_eq!(
+            st.bytes_read,
+            w.gate.total_bytes() + st.n_up * w.up.row_bytes() + w.down.total_bytes()
+        );
+    }
+}

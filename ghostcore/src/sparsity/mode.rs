@@ -1,0 +1,354 @@
+//! The `--sparsity` mode language: which FFN neurons (or input entries) a decode step skips.
+//!
+//! Grammar (comma-separated parts; `dead` combines with any one rule):
+//!
+//! | text | meaning |
+//! |---|---|
+//! | `dense` or `off` | no sparsity (the default) |
+//! | `dead` | drop the sidecar's dead neurons from gate/up/down |
+//! | `gate:T` | GhostGate: skip neurons with \|act(gate·x)\| ≤ T (one global T) |
+//! | `target:S[:SCORE]` | per-layer calibrated thresholds reaching sparsity S on SCORE (`act` default, `product`, `upw`) |
+//! | `cascade:S1:S2` | skip up+down for the S1 share with the smallest \|act\|, then down for neurons whose product falls in the smallest S2 share |
+//! | `stat:K` | per-token threshold mean + K·σ of \|act(gate·x)\| |
+//! | `input:S` | TEAL: zero the S share of smallest-magnitude FFN-input entries (calibrated per layer) |
+//! | `budget:P` | the sidecar's best setting within a P% perplexity increase |
+//!
+//! Sparsities are fractions in `[0, 1)` or percentages (`40%`).
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::{Error, Result};
+
+/// The per-neuron score a calibrated threshold is applied to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Score {
+    /// |act(gate·x)| (CATS / GhostGate). Skips up and down rows.
+    Act,
+    /// |act(gate·x)·(up·x)|: needs the dense up matvec, so only down rows are skipped.
+    Product,
+    /// |act(gate·x)| times the neuron's calibrated mean |up·x|: a cheap product predictor.
+    UpWeighted,
+}
+
+impl Score {
+    pub const ALL: [Score; 3] = [Score::Act, Score::Product, Score::UpWeighted];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Score::Act => "act",
+            Score::Product => "product",
+            Score::UpWeighted => "upw",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Score> {
+        Score::ALL.into_iter().find(|x| x.name() == s)
+    }
+}
+
+impl fmt::Display for Score {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One thresholding rule (at most one per mode).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Rule {
+    /// Global |act(gate·x)| threshold.
+    Gate(f32),
+    /// Per-layer calibrated thresholds reaching the given sparsity on `score`.
+    Target { sparsity: f32, score: Score },
+    /// Two stages: `skip_all` share by |act| (no up, no down), `skip_down` share by product.
+    Cascade { skip_all: f32, skip_down: f32 },
+    /// Per-token mean + k·σ of |act(gate·x)|.
+    Stat(f32),
+    /// TEAL input sparsity with per-layer calibrated thresholds.
+    Input(f32),
+    /// Accepted perplexity increase in percent; resolved through the sidecar.
+    Budget(f32),
+}
+
+/// A parsed `--sparsity` value.
+#[derive(Clone, Copy, Debug, PartialEq, Default)]
+pub struct SparsityMode {
+    /// Remove the sidecar's dead neurons.
+    pub dead: bool,
+    pub rule: Option<Rule>,
+}
+
+impl SparsityMode {
+    pub const DENSE: SparsityMode = SparsityMode {
+        dead: false,
+        rule: None,
+    };
+
+    /// No neuron is ever skipped.
+    pub fn is_dense(&self) -> bool {
+        !self.dead && self.rule.is_none()
+    }
+
+    /// Whether this mode needs per-layer calibrated data from a sidecar.
+    pub fn needs_sidecar(&self) -> bool {
+        self.dead
+            || matches!(
+                self.rule,
+                Some(Rule::Target { .. } | Rule::Cascade { .. } | Rule::Input(_) | Rule::Budget(_))
+            )
+    }
+}
+
+fn parse_fraction(s: &str, what: &str) -> Result<f32> {
+    let (num, scale) = match s.strip_suffix('%') {
+        Some(p) => (p, 0.01),
+        None => (s, 1.0),
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| Error::InvalidArgument(format!("{what}: {s:?} is not a number")))?;
+    let v = (v * scale) as f32;
+    if !(0.0..1.0).contains(&v) {
+        crate::bail!(
+            InvalidArgument,
+            "{what}: {s:?} must lie in [0, 1) (or [0%, 100%))"
+        );
+    }
+    Ok(v)
+}
+
+fn parse_finite(s: &str, what: &str) -> Result<f32> {
+    let v: f32 = s
+        .trim()
+        .parse()
+        .map_err(|_| Error::InvalidArgument(format!("{what}: {s:?} is not a number")))?;
+    if !v.is_finite() {
+        crate::bail!(InvalidArgument, "{what}: {s:?} is not finite");
+    }
+    Ok(v)
+}
+
+fn parse_rule(part: &str) -> Result<Rule> {
+    let mut it = part.split(':');
+    let head = it.next().unwrap_or_default().trim();
+    let args: Vec<&str> = it.map(str::trim).collect();
+    let want = |n: std::ops::RangeInclusive<usize>| -> Result<()> {
+        if !n.contains(&args.len()) {
+            crate::bail!(
+                InvalidArgument,
+                "sparsity rule {part:?}: wrong number of ':' arguments"
+            );
+        }
+        Ok(())
+    };
+    match head {
+        "gate" => {
+            want(1..=1)?;
+            let t = parse_finite(args[0], "gate threshold")?;
+            if t < 0.0 {
+                crate::bail!(InvalidArgument, "gate threshold {t} is negative");
+            }
+            Ok(Rule::Gate(t))
+        }
+        "target" => {
+            want(1..=2)?;
+            let sparsity = parse_fraction(args[0], "target sparsity")?;
+            let score = match args.get(1) {
+                None => Score::Act,
+                Some(name) => Score::from_name(name).ok_or_else(|| {
+                    Error::InvalidArgument(format!(
+                        "unknown score {name:?} (expected act, product or upw)"
+                    ))
+                })?,
+            };
+            Ok(Rule::Target { sparsity, score })
+        }
+        "cascade" => {
+            want(2..=2)?;
+            let skip_all = parse_fraction(args[0], "cascade first-stage sparsity")?;
+            let skip_down = parse_fraction(args[1], "cascade down sparsity")?;
+            if skip_down < skip_all {
+                crate::bail!(
+                    InvalidArgument,
+                    "cascade:{}:{}: the down sparsity must be at least the first-stage sparsity",
+                    args[0],
+                    args[1]
+                );
+            }
+            Ok(Rule::Cascade {
+                skip_all,
+                skip_down,
+            })
+        }
+        "stat" => {
+            want(1..=1)?;
+            Ok(Rule::Stat(parse_finite(args[0], "stat k")?))
+        }
+        "input" => {
+            want(1..=1)?;
+            Ok(Rule::Input(parse_fraction(args[0], "input sparsity")?))
+        }
+        "budget" => {
+            want(1..=1)?;
+            let p = parse_finite(args[0].trim_end_matches('%'), "budget")?;
+            if p < 0.0 {
+                crate::bail!(InvalidArgument, "budget {p}% is negative");
+            }
+            Ok(Rule::Budget(p))
+        }
+        other => crate::bail!(
+            InvalidArgument,
+            "unknown sparsity mode {other:?} (expected dense, dead, gate:T, target:S[:act|product|upw], cascade:S1:S2, stat:K, input:S, budget:P)"
+        ),
+    }
+}
+
+impl FromStr for SparsityMode {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let mut mode = SparsityMode::DENSE;
+        let s = s.trim();
+        if s.is_empty() {
+            crate::bail!(InvalidArgument, "empty sparsity mode");
+        }
+        for part in s.split(',').map(str::trim) {
+            match part {
+                "dense" | "off" | "none" => {}
+                "dead" => {
+                    if mode.dead {
+                        crate::bail!(InvalidArgument, "sparsity mode {s:?} names dead twice");
+                    }
+                    mode.dead = true;
+                }
+                _ => {
+                    if mode.rule.is_some() {
+                        crate::bail!(
+                            InvalidArgument,
+                            "sparsity mode {s:?} has more than one rule (only `dead` combines)"
+                        );
+                    }
+                    mode.rule = Some(parse_rule(part)?);
+                }
+            }
+        }
+        Ok(mode)
+    }
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Rule::Gate(t) => write!(f, "gate:{t}"),
+            Rule::Target { sparsity, score } => write!(f, "target:{sparsity}:{score}"),
+            Rule::Cascade {
+                skip_all,
+                skip_down,
+            } => write!(f, "cascade:{skip_all}:{skip_down}"),
+            Rule::Stat(k) => write!(f, "stat:{k}"),
+            Rule::Input(s) => write!(f, "input:{s}"),
+            Rule::Budget(p) => write!(f, "budget:{p}"),
+        }
+    }
+}
+
+impl fmt::Display for SparsityMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.dead, &self.rule) {
+            (false, None) => f.write_str("dense"),
+            (true, None) => f.write_str("dead"),
+            (false, Some(r)) => write!(f, "{r}"),
+            (true, Some(r)) => write!(f, "dead,{r}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Result<SparsityMode> {
+        s.parse()
+    }
+
+    #[test]
+    fn parses_each_mode() {
+        assert!(p("dense").unwrap().is_dense());
+        assert_eq!(
+            p("dead").unwrap(),
+            SparsityMode {
+                dead: true,
+                rule: None
+            }
+        );
+        assert_eq!(p("gate:0.05").unwrap().rule, Some(Rule::Gate(0.05)));
+        assert_eq!(
+            p("target:40%").unwrap().rule,
+            Some(Rule::Target {
+                sparsity: 0.4,
+                score: Score::Act
+            })
+        );
+        assert_eq!(
+            p("target:0.5:product").unwrap().rule,
+            Some(Rule::Target {
+                sparsity: 0.5,
+                score: Score::Product
+            })
+        );
+        assert_eq!(p("stat:-0.5").unwrap().rule, Some(Rule::Stat(-0.5)));
+        assert_eq!(p("input:0.25").unwrap().rule, Some(Rule::Input(0.25)));
+        assert_eq!(p("budget:2").unwrap().rule, Some(Rule::Budget(2.0)));
+        assert_eq!(
+            p("dead,cascade:0.2:0.4").unwrap(),
+            SparsityMode {
+                dead: true,
+                rule: Some(Rule::Cascade {
+                    skip_all: 0.2,
+                    skip_down: 0.4
+                })
+            }
+        );
+    }
+
+    #[test]
+    fn display_round_trips() {
+        for s in [
+            "dense",
+            "dead",
+            "gate:0.1",
+            "dead,target:0.4:upw",
+            "cascade:0.1:0.5",
+            "stat:2",
+            "input:0.3",
+            "budget:2",
+        ] {
+            let m = p(s).unwrap();
+            assert_eq!(p(&m.to_string()).unwrap(), m, "{s}");
+        }
+    }
+
+    #[test]
+    fn rejects_bad_input_with_typed_errors() {
+        for s in [
+            "",
+            "gate",
+            "gate:-1",
+            "gate:nan",
+            "target:1.5",
+            "target:0.4:bogus",
+            "target:0.4:act:x",
+            "cascade:0.5:0.2",
+            "gate:0.1,stat:1",
+            "dead,dead",
+            "sparse",
+            "budget:-1",
+        ] {
+            match p(s) {
+                Err(Error::InvalidArgument(_)) => {}
+                other => panic!("{s:?} gave {other:?}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! Turning a `--sparsity` mode and a sidecar into one [`LayerPlan`] per layer, and adding up
+//! what the plans did over a run.
+
+use super::ffn::{FfnStepStats, LayerPlan, LayerRule};
+use super::mode::{Rule, Score, SparsityMode};
+use super::sidecar::{interpolate_threshold, Sidecar};
+use crate::{bail, Error, Result};
+
+/// Resolve `mode` into per-layer plans for a model of `n_layer` layers. `budget:P` is
+/// resolved through the sidecar's budget table (recursively into the stored mode).
+pub fn resolve_plans(
+    mode: &SparsityMode,
+    sidecar: Option<&Sidecar>,
+    n_layer: usize,
+) -> Result<Vec<LayerPlan>> {
+    let need = |what: &str| -> Result<&Sidecar> {
+        sidecar.ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "sparsity mode {what} needs a calibration sidecar (--mask MODEL.ghost, made by `ghost calibrate`)"
+            ))
+        })
+    };
+    if let Some(s) = sidecar {
+        if s.n_layer != n_layer {
+            bail!(
+                InvalidArgument,
+                "sidecar has {} layers, the model {n_layer}",
+                s.n_layer
+            );
+        }
+    }
+    if let Some(Rule::Budget(p)) = mode.rule {
+        let s = need("budget")?;
+        let entry = s.budget_for(p).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "the sidecar has no setting within a {p}% perplexity budget (smallest stored: {:?})",
+                s.budget
+                    .iter()
+                    .map(|b| b.max_ppl_increase_pct)
+                    .reduce(f32::min)
+            ))
+        })?;
+        let mut inner: SparsityMode = entry.mode.parse()?;
+        if matches!(inner.rule, Some(Rule::Budget(_))) {
+            bail!(
+                Format,
+                "sidecar budget entry {:?} is itself a budget",
+                entry.mode
+            );
+        }
+        inner.dead |= mode.dead;
+        return resolve_plans(&inner, sidecar, n_layer);
+    }
+    let mut plans = Vec::with_capacity(n_layer);
+    for il in 0..n_layer {
+        let live = if mode.dead {
+            LayerPlan::live_from_dead(&need("dead")?.layers[il].dead)
+        } else {
+            None
+        };
+        let layer_thr = |score: Score, s: f32| -> Result<f32> {
+            let sc = need("target")?;
+            Ok(interpolate_threshold(
+                &sc.targets,
+                sc.layers[il].thresholds(score),
+                s,
+            ))
+        };
+        let rule = match mode.rule {
+            None => LayerRule::Dense,
+            Some(Rule::Gate(t)) => LayerRule::Act(t),
+            Some(Rule::Stat(k)) => LayerRule::Stat(k),
+            Some(Rule::Target { sparsity, score }) => {
+                let t = layer_thr(score, sparsity)?;
+                match score {
+                    Score::Act => LayerRule::Act(t),
+                    Score::Product => LayerRule::Product(t),
+                    Score::UpWeighted => LayerRule::Scaled {
+                        t,
+                        scale: need("target")?.layers[il].mean_abs_up.clone(),
+                    },
+                }
+            }
+            Some(Rule::Cascade {
+                skip_all,
+                skip_down,
+            }) => LayerRule::Cascade {
+                t_act: layer_thr(Score::Act, skip_all)?,
+                t_prod: layer_thr(Score::Product, skip_down)?,
+            },
+            Some(Rule::Input(s)) => {
+                let sc = need("input")?;
+                LayerRule::Input(interpolate_threshold(
+                    &sc.targets,
+                    &sc.layers[il].thr_input,
+                    s,
+                ))
+            }
+            Some(Rule::Budget(_)) => unreachable!("resolved above"),
+        };
+        plans.push(LayerPlan::new(live, rule));
+    }
+    Ok(plans)
+}
+
+/// Totals of [`FfnStepStats`] per layer over a run.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SparsityTally {
+    /// Per layer: steps, Σ active neurons, Σ n_ff, Σ bytes read, Σ dense bytes.
+    pub layers: Vec<LayerTally>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct LayerTally {
+    pub steps: u64,
+    pub active: u64,
+    pub up_rows: u64,
+    pub neurons: u64,
+    pub bytes_read: u64,
+    pub bytes_dense: u64,
+}
+
+impl SparsityTally {
+    pub fn new(n_layer: usize) -> Self {
+        SparsityTally {
+            layers: vec![LayerTally::default(); n_layer],
+        }
+    }
+
+    pub fn add(&mut self, layer: usize, s: &FfnStepStats) {
+        if let Some(t) = self.layers.get_mut(layer) {
+            t.steps += 1;
+            t.active += s.n_active as u64;
+            t.up_rows += s.n_up as u64;
+            t.neurons += s.n_ff as u64;
+            t.bytes_read += s.bytes_read as u64;
+            t.bytes_dense += s.bytes_dense as u64;
+        }
+    }
+
+    pub fn merge(&mut self, other: &SparsityTally) {
+        for (a, b) in self.layers.iter_mut().zip(&other.layers) {
+            a.steps += b.steps;
+            a.active += b.active;
+            a.up_rows += b.up_rows;
+            a.neurons += b.neurons;
+            a.bytes_read += b.bytes_read;
+            a.bytes_dense += b.bytes_dense;
+        }
+    }
+
+    /// Share of neurons whose down row was skipped, per layer.
+    pub fn layer_sparsity(&self) -> Vec<f64> {
+        self.layers
+            .iter()
+            .map(|t| 1.0 - t.active as f64 / t.neurons.max(1) as f64)
+            .collect()
+    }
+
+    /// Share of neurons skipped over all layers.
+    pub fn sparsity(&self) -> f64 {
+        let (a, n) = self
+            .layers
+            .iter()
+            .fold((0u64, 0u64), |(a, n), t| (a + t.active, n + t.neurons));
+        1.0 - a as f64 / n.max(1) as f64
+    }
+
+    /// Share of FFN weight bytes not read, over all layers and steps.
+    pub fn bytes_skipped(&self) -> f64 {
+        let (r, d) = self.layers.iter().fold((0u64, 0u64), |(r, d), t| {
+            (r + t.bytes_read, d + t.bytes_dense)
+        });
+        1.0 - r as f64 / d.max(1) as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_without_sidecar() {
+        let p = resolve_plans(&"gate:0.1".parse().unwrap(), None, 3).unwrap();
+        assert_eq!(p.len(), 3);
+        assert_eq!(p[2].rule, LayerRule::Act(0.1));
+        assert!(p[0].live.is_none());
+        let p = resolve_plans(&"dense".parse().unwrap(), None, 2).unwrap();
+        assert_eq!(p[1], LayerPlan::DENSE);
+        for m in [
+            "dead",
+            "target:0.4",
+            "budget:2",
+            "input:0.3",
+            "cascade:0.1:0.2",
+        ] {
+            assert!(
+                matches!(
+                    resolve_plans(&m.parse().unwrap(), None, 2),
+                    Err(Error::InvalidArgument(_))
+                ),
+                "{m}"
+            );
+        }
+    }
+
+    #[test]
+    fn tally_sums() {
+        let mut t = SparsityTally::new(2);
+        let s = FfnStepStats {
+            n_ff: 10,
+            n_active: 6,
+            n_up: 8,
+            bytes_read: 70,
+            bytes_dense: 100,
+        };
+        t.add(0, &s);
+        t.add(
+            1,
+            &FfnStepStats {
+                n_active: 10,
+                bytes_read: 100,
+                ..s
+            },
+        );
+        assert!((t.sparsity() - 0.2).abs() < 1e-12);
+        assert!((t.bytes_skipped() - 0.15).abs() < 1e-12);
+        assert_eq!(t.layer_sparsity(), vec![0.4, 0.0]);
+    }
+}

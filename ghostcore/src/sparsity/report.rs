@@ -1,0 +1,269 @@
+//! Sweep results as CSV, a Markdown table and an SVG plot (written by hand: two scatter
+//! panels need no plotting crate).
+
+use std::fmt::Write as _;
+
+/// One measured setting.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SweepRow {
+    /// The `--sparsity` mode string.
+    pub mode: String,
+    /// Mode family used to group series in the plot (`gate`, `target-act`, ...).
+    pub family: String,
+    /// Share of neurons whose down row was skipped.
+    pub sparsity: f64,
+    /// Share of FFN weight bytes not read per token.
+    pub bytes_skipped: f64,
+    pub ppl: f64,
+    /// Perplexity increase over dense, percent.
+    pub dppl_pct: f64,
+    /// Mean KL(dense ‖ sparse) per scored token, nats.
+    pub kl: f64,
+    /// Decode tokens/s of this setting, and of dense in the same run (when measured).
+    pub tok_s: Option<f64>,
+    pub dense_tok_s: Option<f64>,
+}
+
+pub fn csv(rows: &[SweepRow]) -> String {
+    let mut s =
+        String::from("mode,family,sparsity,ffn_bytes_skipped,ppl,dppl_pct,kl,tok_s,dense_tok_s\n");
+    let opt = |v: Option<f64>| v.map(|x| format!("{x:.2}")).unwrap_or_default();
+    for r in rows {
+        let _ = writeln!(
+            s,
+            "{},{},{:.4},{:.4},{:.4},{:.3},{:.5},{},{}",
+            r.mode,
+            r.family,
+            r.sparsity,
+            r.bytes_skipped,
+            r.ppl,
+            r.dppl_pct,
+            r.kl,
+            opt(r.tok_s),
+            opt(r.dense_tok_s)
+        );
+    }
+    s
+}
+
+pub fn markdown(rows: &[SweepRow]) -> String {
+    let mut s = String::from(
+        "| mode | sparsity | FFN bytes skipped | PPL | ΔPPL | KL | tok/s (dense) |\n|---|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for r in rows {
+        let speed = match (r.tok_s, r.dense_tok_s) {
+            (Some(t), Some(d)) => format!("{t:.1} ({d:.1})"),
+            (Some(t), None) => format!("{t:.1}"),
+            _ => "–".into(),
+        };
+        let _ = writeln!(
+            s,
+            "| `{}` | {:.1}% | {:.1}% | {:.3} | {:+.2}% | {:.4} | {} |",
+            r.mode,
+            100.0 * r.sparsity,
+            100.0 * r.bytes_skipped,
+            r.ppl,
+            r.dppl_pct,
+            r.kl,
+            speed
+        );
+    }
+    s
+}
+
+const COLORS: [&str; 8] = [
+    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
+];
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// Two panels: FFN bytes skipped (x) against ΔPPL % (y, clipped at `max_dppl`), and against
+/// decode speed-up over dense (when measured). One colour per mode family.
+pub fn svg(rows: &[SweepRow], title: &str, max_dppl: f64) -> String {
+    let (w, h) = (960.0, 420.0);
+    let (pw, ph) = (380.0, 300.0);
+    let panels = [(70.0, 60.0), (550.0, 60.0)];
+    let mut families: Vec<&str> = Vec::new();
+    for r in rows {
+        if !families.contains(&r.family.as_str()) {
+            families.push(&r.family);
+        }
+    }
+    let max_x = rows
+        .iter()
+        .map(|r| r.bytes_skipped * 100.0)
+        .fold(10.0f64, f64::max)
+        .min(100.0);
+    let max_x = (max_x / 10.0).ceil() * 10.0;
+    let speedups: Vec<f64> = rows
+        .iter()
+        .filter_map(|r| Some(r.tok_s? / r.dense_tok_s?))
+        .collect();
+    let max_sp = speedups.iter().copied().fold(1.2f64, f64::max);
+    let min_sp = speedups.iter().copied().fold(0.8f64, f64::min);
+
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">
+<rect width="100%" height="100%" fill="white"/>
+<text x="{}" y="24" text-anchor="middle" font-size="15">{}</text>
+"#,
+        w / 2.0,
+        escape(title)
+    );
+    let ylabels = ["ΔPPL (%)", "decode speed-up vs dense (×)"];
+    for (pi, &(x0, y0)) in panels.iter().enumerate() {
+        let (ymin, ymax) = if pi == 0 {
+            (0.0, max_dppl)
+        } else {
+            (min_sp, max_sp)
+        };
+        let px = |x: f64| x0 + x / max_x * pw;
+        let py = |y: f64| y0 + ph - (y.clamp(ymin, ymax) - ymin) / (ymax - ymin) * ph;
+        let _ = writeln!(
+            s,
+            r#"<rect x="{x0}" y="{y0}" width="{pw}" height="{ph}" fill="none" stroke="black"/>"#
+        );
+        for k in 0..=5 {
+            let xv = max_x * k as f64 / 5.0;
+            let yv = ymin + (ymax - ymin) * k as f64 / 5.0;
+            let _ = writeln!(
+                s,
+                r##"<line x1="{0}" y1="{1}" x2="{0}" y2="{2}" stroke="#ddd"/><text x="{0}" y="{3}" text-anchor="middle">{4:.0}</text>"##,
+                px(xv),
+                y0,
+                y0 + ph,
+                y0 + ph + 15.0,
+                xv
+            );
+            let _ = writeln!(
+                s,
+                r##"<line x1="{0}" y1="{1}" x2="{2}" y2="{1}" stroke="#ddd"/><text x="{3}" y="{4}" text-anchor="end">{5:.2}</text>"##,
+                x0,
+                py(yv),
+                x0 + pw,
+                x0 - 4.0,
+                py(yv) + 4.0,
+                yv
+            );
+        }
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="{}" text-anchor="middle">FFN weight bytes skipped per token (%)</text>"#,
+            x0 + pw / 2.0,
+            y0 + ph + 32.0
+        );
+        let _ = writeln!(
+            s,
+            r#"<text transform="translate({},{}) rotate(-90)" text-anchor="middle">{}</text>"#,
+            x0 - 45.0,
+            y0 + ph / 2.0,
+            ylabels[pi]
+        );
+        if pi == 1 {
+            let _ = writeln!(
+                s,
+                r##"<line x1="{x0}" y1="{0}" x2="{1}" y2="{0}" stroke="#888" stroke-dasharray="4 3"/>"##,
+                py(1.0),
+                x0 + pw
+            );
+        }
+        for (fi, fam) in families.iter().enumerate() {
+            let color = COLORS[fi % COLORS.len()];
+            let mut pts: Vec<(f64, f64)> = rows
+                .iter()
+                .filter(|r| r.family == *fam)
+                .filter_map(|r| {
+                    let y = if pi == 0 {
+                        Some(r.dppl_pct)
+                    } else {
+                        Some(r.tok_s? / r.dense_tok_s?)
+                    }?;
+                    Some((r.bytes_skipped * 100.0, y))
+                })
+                .collect();
+            pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+            if pts.len() > 1 {
+                let path: Vec<String> = pts
+                    .iter()
+                    .map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y)))
+                    .collect();
+                let _ = writeln!(
+                    s,
+                    r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="1.5"/>"#,
+                    path.join(" ")
+                );
+            }
+            for &(x, y) in &pts {
+                let _ = writeln!(
+                    s,
+                    r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{color}"/>"#,
+                    px(x),
+                    py(y)
+                );
+            }
+        }
+    }
+    for (fi, fam) in families.iter().enumerate() {
+        let y = 60.0 + 16.0 * fi as f64;
+        let _ = writeln!(
+            s,
+            r#"<rect x="{}" y="{}" width="10" height="10" fill="{}"/><text x="{}" y="{}">{}</text>"#,
+            80.0,
+            y + 4.0,
+            COLORS[fi % COLORS.len()],
+            94.0,
+            y + 13.0,
+            escape(fam)
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(mode: &str, fam: &str, b: f64, d: f64) -> SweepRow {
+        SweepRow {
+            mode: mode.into(),
+            family: fam.into(),
+            sparsity: b,
+            bytes_skipped: b,
+            ppl: 19.0 * (1.0 + d / 100.0),
+            dppl_pct: d,
+            kl: d / 100.0,
+            tok_s: Some(100.0 / (1.0 - b / 2.0)),
+            dense_tok_s: Some(100.0),
+        }
+    }
+
+    #[test]
+    fn outputs_have_one_line_per_row_and_valid_svg_shape() {
+        let rows = vec![
+            row("gate:0.05", "gate", 0.1, 0.1),
+            row("gate:0.1", "gate", 0.2, 1.4),
+            row("target:0.4:product", "target-product", 0.25, 0.8),
+        ];
+        let c = csv(&rows);
+        assert_eq!(c.lines().count(), 4);
+        assert!(c
+            .lines()
+            .nth(2)
+            .unwrap()
+            .starts_with("gate:0.1,gate,0.2000,"));
+        let m = markdown(&rows);
+        assert_eq!(m.lines().count(), 5);
+        assert!(m.contains("| `target:0.4:product` | 25.0% | 25.0% |"));
+        let s = svg(&rows, "SmolLM2 <test>", 20.0);
+        assert!(s.starts_with("<svg") && s.trim_end().ends_with("</svg>"));
+        assert_eq!(s.matches("<circle").count(), 6);
+        assert!(s.contains("SmolLM2 &lt;test&gt;"));
+    }
+}

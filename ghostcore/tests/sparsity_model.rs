@@ -1,0 +1,141 @@
+//! The sparse FFN inside the real forward pass (SmolLM2 Q4_K_M).
+
+use std::sync::Arc;
+
+use ghostcore::context::{Context, ContextParams};
+use ghostcore::model::{Model, ModelParams};
+use ghostcore::sparsity::engine::{build_down_copies, install, uninstall};
+use ghostcore::sparsity::{DownPath, LayerPlan, LayerRule};
+use ghostcore::test_models::{find_model, SMOLLM2_Q4_K_M};
+use ghostcore::tokenizer::Tokenizer;
+
+fn setup() -> Option<(Arc<Model>, Vec<u32>)> {
+    let path = find_model(SMOLLM2_Q4_K_M)?;
+    let model = Model::load(&path, &ModelParams::default()).unwrap();
+    let tok = Tokenizer::from_gguf(model.gguf()).unwrap();
+    let text = std::fs::read_to_string(
+        ghostcore::test_models::workspace_root()
+            .join("tests/data/sparsity/heldout-node-stream.txt"),
+    )
+    .unwrap();
+    let ids = tok.encode(&text, false, false).unwrap();
+    Some((model, ids[..48].to_vec()))
+}
+
+fn logits(ctx: &mut Context, ids: &[u32]) -> Vec<f32> {
+    ctx.reset();
+    ctx.decode_all_logits(ids).unwrap().to_vec()
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+fn mean_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).sum::<f32>() / a.len() as f32
+}
+
+fn argmax(v: &[f32]) -> usize {
+    (0..v.len()).fold(0, |b, i| if v[i] > v[b] { i } else { b })
+}
+
+fn top1_agreement(a: &[f32], b: &[f32], n_vocab: usize) -> f64 {
+    let rows = a.len() / n_vocab;
+    let same = (0..rows)
+        .filter(|&r| {
+            let s = r * n_vocab..(r + 1) * n_vocab;
+            argmax(&a[s.clone()]) == argmax(&b[s])
+        })
+        .count();
+    same as f64 / rows as f64
+}
+
+#[test]
+fn sparse_ffn_in_the_model() {
+    let Some((model, ids)) = setup() else {
+        return;
+    };
+    let n_layer = model.config().n_layer;
+    let mut ctx = Context::new(
+        model.clone(),
+        ContextParams {
+            n_ctx: 64,
+            n_batch: 64,
+            n_threads: 2,
+            // The sparse FFN is a decode path (8-bit activations): compare it with the dense
+            // path that quantizes activations the same way.
+            exact_prefill: false,
+        },
+    )
+    .unwrap();
+    let dense = logits(&mut ctx, &ids);
+    ctx.set_decode_ffn_in_batches(true);
+    let (copies, worst) = build_down_copies(&model, None).unwrap();
+    eprintln!(
+        "neuron-major down copies: {} (worst rel RMSE {worst:.4})",
+        copies[0].ty
+    );
+    let copies = Arc::new(copies);
+
+    // 1. Every threshold at zero: exactly the dense logits.
+    for rule in [
+        LayerRule::Act(0.0),
+        LayerRule::Product(0.0),
+        LayerRule::Cascade {
+            t_act: 0.0,
+            t_prod: 0.0,
+        },
+    ] {
+        let plans = vec![LayerPlan::new(None, rule.clone()); n_layer];
+        let h = install(&mut ctx, plans, Some(copies.clone())).unwrap();
+        let sparse = logits(&mut ctx, &ids);
+        assert_eq!(
+            max_abs_diff(&sparse, &dense),
+            0.0,
+            "{rule:?} with zero thresholds differs from dense"
+        );
+        assert_eq!(h.tally().bytes_skipped(), 0.0);
+        uninstall(&mut ctx).unwrap();
+    }
+
+    // 2. An empty dead mask costs nothing (no live list at all) and a one-neuron mask of a
+    //    neuron whose contribution is zeroed stays within tolerance.
+    assert_eq!(
+        LayerPlan::live_from_dead(&vec![false; model.config().n_ff]),
+        None
+    );
+
+    // 3. The neuron-major copy forced everywhere: close to dense (requantization only).
+    let mut plan = LayerPlan::new(None, LayerRule::Dense);
+    plan.down = DownPath::NeuronMajor;
+    install(&mut ctx, vec![plan; n_layer], Some(copies.clone())).unwrap();
+    let forced = logits(&mut ctx, &ids);
+    let n_vocab = model.config().n_vocab;
+    let mean = mean_abs_diff(&forced, &dense);
+    let agree = top1_agreement(&forced, &dense, n_vocab);
+    eprintln!("neuron-major down everywhere: mean |Δlogit| {mean:.4}, top-1 agreement {agree:.3}");
+    assert!(mean > 0.0 && mean < 0.5, "{mean}");
+    assert!(agree >= 0.8, "{agree}");
+    uninstall(&mut ctx).unwrap();
+
+    // 4. Real sparsity: a 0.05 GhostGate threshold skips neurons and stays close.
+    let h = install(
+        &mut ctx,
+        vec![LayerPlan::new(None, LayerRule::Act(0.05)); n_layer],
+        Some(copies),
+    )
+    .unwrap();
+    let sparse = logits(&mut ctx, &ids);
+    let t = h.tally();
+    eprintln!(
+        "gate:0.05 sparsity {:.3}, bytes skipped {:.3}, max |Δlogit| {:.3}",
+        t.sparsity(),
+        t.bytes_skipped(),
+        max_abs_diff(&sparse, &dense)
+    );
+    assert!(t.sparsity() > 0.02);
+    assert_eq!(t.layers[0].steps, ids.len() as u64);
+}

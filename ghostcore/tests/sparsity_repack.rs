@@ -1,0 +1,57 @@
+//! The neuron-major copy of `ffn_down`: structure (an F32 copy is the exact transpose of the
+//! dequantized original) and the requantization error of each copy type on a real model.
+
+use ghostcore::gguf::GgufFile;
+use ghostcore::quant::GgmlType;
+use ghostcore::sparsity::repack::{default_copy_type, neuron_major_down};
+use ghostcore::sparsity::QMatrix;
+use ghostcore::test_models::{find_model, SMOLLM2_Q4_K_M};
+
+#[test]
+fn f32_copy_is_the_exact_transpose_and_quantized_copies_are_close() {
+    let Some(path) = find_model(SMOLLM2_Q4_K_M) else {
+        return;
+    };
+    let file = GgufFile::open(path).unwrap();
+    let (info, data) = file.tensor("blk.0.ffn_down.weight").unwrap();
+    let (n_ff, n_embd) = (info.dims[0] as usize, info.dims[1] as usize);
+    let down = QMatrix::new(info.ty, n_embd, n_ff, data).unwrap();
+
+    // Original, dequantized row by row (output-major).
+    let mut orig = vec![0f32; n_embd * n_ff];
+    for (r, row) in orig.chunks_exact_mut(n_ff).enumerate() {
+        down.dequantize_row(r, row).unwrap();
+    }
+
+    let (copy, err) = neuron_major_down(&down, GgmlType::F32).unwrap();
+    assert_eq!(err.max_abs, 0.0);
+    let t = QMatrix::new(GgmlType::F32, n_ff, n_embd, &copy).unwrap();
+    let mut row = vec![0f32; n_embd];
+    for j in [0usize, 1, 255, 256, n_ff - 1] {
+        t.dequantize_row(j, &mut row).unwrap();
+        for o in 0..n_embd {
+            assert_eq!(row[o], orig[o * n_ff + j], "neuron {j} output {o}");
+        }
+    }
+
+    // Requantized copies: error grows as bits shrink, and stays within each type's usual range.
+    let mut last = 0.0;
+    for (ty, bound) in [
+        (GgmlType::F16, 1e-3),
+        (GgmlType::Q8_0, 0.01),
+        (GgmlType::Q5_0, 0.08),
+        (GgmlType::Q4_0, 0.15),
+    ] {
+        let (_, e) = neuron_major_down(&down, ty).unwrap();
+        eprintln!(
+            "blk.0.ffn_down {} -> neuron-major {ty}: rel RMSE {:.4}, max |err| {:.4}",
+            info.ty, e.rel_rmse, e.max_abs
+        );
+        assert!(e.rel_rmse < bound, "{ty}: {}", e.rel_rmse);
+        assert!(e.rel_rmse >= last, "{ty} should not beat a wider type");
+        last = e.rel_rmse;
+    }
+    // SmolLM2's n_embd = 576 is not a multiple of 256: no Q4_K copy.
+    assert!(neuron_major_down(&down, GgmlType::Q4_K).is_err());
+    assert_eq!(default_copy_type(info.ty, n_embd), GgmlType::Q8_0);
+}

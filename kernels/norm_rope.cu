@@ -1,0 +1,43 @@
+// RMSNorm and rotary position embedding.
+#include "common.cuh"
+
+// out[r, i] = x[r, i] / sqrt(mean_i(x[r, :]^2) + eps) * weight[i], one block per row r.
+// The weight is shared by all rows, so per-head norms (q_norm, k_norm) are one launch with
+// n_rows = n_heads. out may alias x.
+extern "C" __global__ void gc_rms_norm(const float* x, const float* __restrict__ weight, float* out,
+                                       int n, float eps) {
+    __shared__ float scratch[32];
+    const float* xr = x + (size_t)blockIdx.x * n;
+    float* outr = out + (size_t)blockIdx.x * n;
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) ss += xr[i] * xr[i];
+    ss = block_sum(ss, scratch);
+    const float scale = rsqrtf(ss / (float)n + eps);
+    for (int i = threadIdx.x; i < n; i += blockDim.x) outr[i] = xr[i] * scale * weight[i];
+}
+
+// In-place RoPE on x[n_heads][head_dim] at position pos, rotating the first n_rot dims of
+// each head. Pair i (0 <= i < n_rot/2) turns by theta_i = pos * freq_scale * base^(-2i/n_rot):
+//   neox = 0 (llama "normal"): dims (2i, 2i+1)
+//   neox = 1 (NeoX / Gemma):  dims (i, i + n_rot/2)
+// One thread per (head, pair).
+extern "C" __global__ void gc_rope(float* x, int n_heads, int head_dim, int n_rot, int pos,
+                                   float freq_base, float freq_scale, int neox) {
+    const int half_rot = n_rot / 2;
+    const int t = blockIdx.x * blockDim.x + threadIdx.x;
+    if (t >= n_heads * half_rot) return;
+    const int h = t / half_rot;
+    const int i = t % half_rot;
+    // As ggml's CUDA rope: theta_scale^i with theta_scale = base^(-2/n_rot).
+    const float theta_scale = powf(freq_base, -2.0f / (float)n_rot);
+    const float theta = freq_scale * ((float)pos * powf(theta_scale, (float)i));
+    float s, c;
+    sincosf(theta, &s, &c);
+    float* xh = x + (size_t)h * head_dim;
+    const int a = neox ? i : 2 * i;
+    const int b = neox ? i + half_rot : 2 * i + 1;
+    const float x0 = xh[a];
+    const float x1 = xh[b];
+    xh[a] = x0 * c - x1 * s;
+    xh[b] = x0 * s + x1 * c;
+}

@@ -1,0 +1,72 @@
+// Decode matrix-vector products: out[r] (+)= dot(W[r, :], x) for a weight matrix stored in a
+// ggml type, one row per warp, GC_MATVEC_ROWS rows per block.
+//
+//   gc_matvec_<type>      x given as Q8_1 (quantize_act.cu), integer dp4a dots (MMVQ shape)
+//   gc_matvec_f32x_<type> x given as f32, weights dequantized in registers (DMMV shape);
+//                         kept as the comparison variant for benchmarks, and for F16/F32.
+//
+// Arguments: w (row-major, row_bytes apart), n_rows, n_cols (a multiple of 32), activations,
+// out, accumulate (0: out = W x, 1: out += W x, e.g. to fuse a residual add).
+#include "quant_blocks.cuh"
+
+#define GC_MATVEC_ROWS 4
+
+template <int TYPE>
+static __device__ __forceinline__ void matvec_q8_1(const uint8_t* __restrict__ w, unsigned long long row_bytes,
+                                                   int n_rows, int n_cols, const int8_t* __restrict__ xq,
+                                                   const float2* __restrict__ xds, float* __restrict__ out,
+                                                   int accumulate) {
+    const int row = blockIdx.x * GC_MATVEC_ROWS + threadIdx.x / GC_WARP;
+    if (row >= n_rows) return;
+    const float sum = warp_row_dot_q8_1<TYPE>(w + (size_t)row * row_bytes, n_cols / 32, xq, xds);
+    if (threadIdx.x % GC_WARP == 0) out[row] = accumulate ? out[row] + sum : sum;
+}
+
+template <int TYPE>
+static __device__ __forceinline__ void matvec_f32x(const uint8_t* __restrict__ w, unsigned long long row_bytes,
+                                                  int n_rows, int n_cols, const float* __restrict__ x,
+                                                  float* __restrict__ out, int accumulate) {
+    const int row = blockIdx.x * GC_MATVEC_ROWS + threadIdx.x / GC_WARP;
+    if (row >= n_rows) return;
+    const float sum = warp_row_dot_f32<TYPE>(w + (size_t)row * row_bytes, n_cols / 32, x);
+    if (threadIdx.x % GC_WARP == 0) out[row] = accumulate ? out[row] + sum : sum;
+}
+
+#define GC_DEFINE_MATVEC_Q8_1(NAME, TYPE)                                                              \
+    extern "C" __global__ void __launch_bounds__(GC_MATVEC_ROWS * GC_WARP)                             \
+        gc_matvec_##NAME(const uint8_t* w, unsigned long long row_bytes, int n_rows, int n_cols,      \
+                         const int8_t* xq, const float2* xds, float* out, int accumulate) {           \
+        matvec_q8_1<TYPE>(w, row_bytes, n_rows, n_cols, xq, xds, out, accumulate);                    \
+    }
+
+#define GC_DEFINE_MATVEC_F32X(NAME, TYPE)                                                              \
+    extern "C" __global__ void __launch_bounds__(GC_MATVEC_ROWS * GC_WARP)                             \
+        gc_matvec_f32x_##NAME(const uint8_t* w, unsigned long long row_bytes, int n_rows, int n_cols, \
+                              const float* x, float* out, int accumulate) {                           \
+        matvec_f32x<TYPE>(w, row_bytes, n_rows, n_cols, x, out, accumulate);                          \
+    }
+
+GC_DEFINE_MATVEC_Q8_1(q4_0, GC_TYPE_Q4_0)
+GC_DEFINE_MATVEC_Q8_1(q4_1, GC_TYPE_Q4_1)
+GC_DEFINE_MATVEC_Q8_1(q5_0, GC_TYPE_Q5_0)
+GC_DEFINE_MATVEC_Q8_1(q8_0, GC_TYPE_Q8_0)
+GC_DEFINE_MATVEC_Q8_1(q4_k, GC_TYPE_Q4_K)
+GC_DEFINE_MATVEC_Q8_1(q6_k, GC_TYPE_Q6_K)
+
+GC_DEFINE_MATVEC_F32X(q4_0, GC_TYPE_Q4_0)
+GC_DEFINE_MATVEC_F32X(q4_1, GC_TYPE_Q4_1)
+GC_DEFINE_MATVEC_F32X(q5_0, GC_TYPE_Q5_0)
+GC_DEFINE_MATVEC_F32X(q8_0, GC_TYPE_Q8_0)
+GC_DEFINE_MATVEC_F32X(q4_k, GC_TYPE_Q4_K)
+GC_DEFINE_MATVEC_F32X(q6_k, GC_TYPE_Q6_K)
+GC_DEFINE_MATVEC_F32X(f32, GC_TYPE_F32)
+
+// F16 weights against f32 activations (n_cols even).
+extern "C" __global__ void __launch_bounds__(GC_MATVEC_ROWS * GC_WARP)
+    gc_matvec_f32x_f16(const uint8_t* w, unsigned long long row_bytes, int n_rows, int n_cols,
+                       const float* x, float* out, int accumulate) {
+    const int row = blockIdx.x * GC_MATVEC_ROWS + threadIdx.x / GC_WARP;
+    if (row >= n_rows) return;
+    const float sum = warp_row_dot_f16(w + (size_t)row * row_bytes, n_cols, x);
+    if (threadIdx.x % GC_WARP == 0) out[row] = accumulate ? out[row] + sum : sum;
+}
