@@ -285,7 +285,9 @@ typedef struct gc_generate_params {
  * bytes of text (not NUL-terminated; may be an incomplete UTF-8 sequence that the next
  * piece completes) valid only during the call. Return true to continue, false to stop
  * generation (gc_generate then returns GC_OK with stop_reason GC_STOP_CALLBACK). The
- * callback must not call into GhostCore with the same context.
+ * callback must not call into GhostCore with the same context (that call fails with
+ * GC_ERR_INVALID_ARG), and must return normally: no longjmp or C++ exception may cross
+ * the library.
  */
 typedef bool (*gc_token_callback)(const char *piece, size_t len, gc_token token, void *user_data);
 
