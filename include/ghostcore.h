@@ -265,8 +265,8 @@ typedef struct gc_generate_params {
      */
     uint64_t seed;
     /**
-     * Add the model's BOS token etc. to the prompt (default true). Set false when the
-     * context already holds the start of the sequence.
+     * Add the model's BOS token etc. to the prompt (default true); only done when the
+     * context is empty, so continuing a sequence never inserts a second BOS.
      */
     bool add_special;
     /**
@@ -285,7 +285,9 @@ typedef struct gc_generate_params {
  * bytes of text (not NUL-terminated; may be an incomplete UTF-8 sequence that the next
  * piece completes) valid only during the call. Return true to continue, false to stop
  * generation (gc_generate then returns GC_OK with stop_reason GC_STOP_CALLBACK). The
- * callback must not call into GhostCore with the same context.
+ * callback must not call into GhostCore with the same context (that call fails with
+ * GC_ERR_INVALID_ARG), and must return normally: no longjmp or C++ exception may cross
+ * the library.
  */
 typedef bool (*gc_token_callback)(const char *piece, size_t len, gc_token token, void *user_data);
 
@@ -467,8 +469,8 @@ struct gc_ctx_params gc_ctx_default_params(void);
  * threads at once. One context must be used by one thread at a time (concurrent use is
  * detected and rejected with GC_ERR_INVALID_ARG).
  *
- * Errors: GC_ERR_INVALID_ARG, GC_ERR_OUT_OF_MEMORY, GC_ERR_UNSUPPORTED (this build has
- * no forward pass yet: see gc_last_error()).
+ * Errors: GC_ERR_INVALID_ARG (bad params, n_ctx above 4x the training context),
+ * GC_ERR_OUT_OF_MEMORY.
  *
  * # Safety
  * `model` is NULL or a live model handle; `params` is NULL or a valid params struct;
@@ -500,8 +502,8 @@ enum gc_status gc_ctx_reset(gc_ctx *ctx);
  * Appends `n_tokens` tokens to the context and runs the model over them, leaving the
  * logits of the last one for gc_get_logits. Tokens must be in 0 .. n_vocab-1.
  *
- * Errors: GC_ERR_INVALID_ARG (NULL with n_tokens > 0, token out of range, context
- * full), GC_ERR_UNSUPPORTED (no forward pass in this build yet).
+ * Errors: GC_ERR_INVALID_ARG (NULL tokens, n_tokens = 0, token out of range, not enough
+ * room left in the context; the context is then unchanged).
  *
  * # Safety
  * `ctx` is NULL or a live context; `tokens` is NULL or points to `n_tokens` tokens.
@@ -535,9 +537,9 @@ struct gc_generate_params gc_generate_default_params(void);
  * NULL for the defaults; `on_token` may be NULL (the text is then only counted);
  * `stats` may be NULL, or has struct_size set and receives the figures on success.
  *
- * Errors: GC_ERR_INVALID_ARG (NULL ctx/prompt, empty prompt with add_special false, bad
- * params, prompt longer than the context), GC_ERR_UNSUPPORTED (no forward pass in this
- * build yet), plus those of gc_decode.
+ * Errors: GC_ERR_INVALID_ARG (NULL ctx/prompt, a prompt of no tokens on an empty
+ * context, bad params, a prompt longer than the room left in the context), plus those of
+ * gc_decode.
  *
  * # Safety
  * `ctx` is NULL or a live context; `prompt` is NULL or NUL-terminated; `params` is NULL
@@ -576,7 +578,7 @@ enum gc_status gc_model_load(const char *path,
 /**
  * Frees a model handle. The weights stay alive until the last context made from the
  * model is freed too, so contexts may outlive this call. NULL is a no-op. Freeing a
- * handle twice is undefined behaviour (best-effort detected and ignored).
+ * handle twice is undefined behaviour.
  *
  * # Safety
  * `model` is NULL or a handle from gc_model_load not yet freed, and no other thread is

@@ -11,7 +11,9 @@ use crate::status::{boundary, gc_status, invalid_arg};
 /// bytes of text (not NUL-terminated; may be an incomplete UTF-8 sequence that the next
 /// piece completes) valid only during the call. Return true to continue, false to stop
 /// generation (gc_generate then returns GC_OK with stop_reason GC_STOP_CALLBACK). The
-/// callback must not call into GhostCore with the same context.
+/// callback must not call into GhostCore with the same context (that call fails with
+/// GC_ERR_INVALID_ARG), and must return normally: no longjmp or C++ exception may cross
+/// the library.
 pub type gc_token_callback = Option<
     unsafe extern "C" fn(
         piece: *const c_char,
