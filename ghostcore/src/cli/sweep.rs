@@ -226,6 +226,9 @@ pub fn run(args: Args) -> Result<()> {
             n_ctx: args.ctx,
             n_batch: args.ctx,
             n_threads: args.threads,
+            // The decode path's arithmetic (8-bit activations) in batches too, so the
+            // dense and sparse runs differ only by the FFN.
+            exact_prefill: false,
         },
     )?;
     let pcfg = PplConfig {
@@ -237,7 +240,10 @@ pub fn run(args: Args) -> Result<()> {
     let dense = if args.no_ppl || args.synthetic {
         None
     } else {
-        Some(perplexity(
+        // The dense reference runs the decode path's FFN (same kernels as the sparse runs).
+        install(&mut ctx, vec![LayerPlan::DENSE; n_layer], None)?;
+        ctx.set_decode_ffn_in_batches(true);
+        let r = perplexity(
             &mut ctx,
             &ids,
             bos,
@@ -245,7 +251,10 @@ pub fn run(args: Args) -> Result<()> {
             None,
             Some(&mut reference),
             &mut |_, _| {},
-        )?)
+        )?;
+        ctx.set_decode_ffn_in_batches(false);
+        uninstall(&mut ctx)?;
+        Some(r)
     };
     if let Some(d) = &dense {
         eprintln!("dense: PPL {:.4} over {} tokens", d.ppl, d.n_scored);
