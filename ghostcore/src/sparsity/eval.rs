@@ -176,37 +176,6 @@ pub fn perplexity(
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn kl_of_identical_distributions_is_zero_and_grows_with_difference() {
-        let logits: Vec<f32> = (0..100).map(|i| ((i * 7) % 13) as f32 * 0.3).collect();
-        let mut lp = Vec::new();
-        log_softmax_into(&logits, &mut lp);
-        let top = top_k(&lp, 32);
-        assert!(kl_topk(&top, &lp).abs() < 1e-9);
-        // Full-vocabulary KL of a perturbed distribution vs the top-K estimate.
-        let other: Vec<f32> = logits
-            .iter()
-            .enumerate()
-            .map(|(i, l)| l + (i % 5) as f32 * 0.1)
-            .collect();
-        let mut lq = Vec::new();
-        log_softmax_into(&other, &mut lq);
-        let full: f64 = lp
-            .iter()
-            .zip(&lq)
-            .map(|(&p, &q)| (p as f64).exp() * (p as f64 - q as f64))
-            .sum();
-        let est = kl_topk(&top, &lq);
-        assert!(est <= full + 1e-9 && est > 0.5 * full, "{est} vs {full}");
-        let all = top_k(&lp, 100);
-        assert!((kl_topk(&all, &lq) - full).abs() < 1e-6);
-    }
-}
-
 /// `ghost perplexity --mask FILE --sparsity MODE`: the dense decode path's perplexity (the
 /// reference), then the sparse one; prints PPL, ΔPPL, KL to dense, top-1 agreement,
 /// per-layer sparsity and the share of FFN weight bytes skipped.
@@ -279,4 +248,35 @@ pub fn run_sparse_perplexity(
         println!("FFN bytes skipped: 0.0%");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kl_of_identical_distributions_is_zero_and_grows_with_difference() {
+        let logits: Vec<f32> = (0..100).map(|i| ((i * 7) % 13) as f32 * 0.3).collect();
+        let mut lp = Vec::new();
+        log_softmax_into(&logits, &mut lp);
+        let top = top_k(&lp, 32);
+        assert!(kl_topk(&top, &lp).abs() < 1e-9);
+        // Full-vocabulary KL of a perturbed distribution vs the top-K estimate.
+        let other: Vec<f32> = logits
+            .iter()
+            .enumerate()
+            .map(|(i, l)| l + (i % 5) as f32 * 0.1)
+            .collect();
+        let mut lq = Vec::new();
+        log_softmax_into(&other, &mut lq);
+        let full: f64 = lp
+            .iter()
+            .zip(&lq)
+            .map(|(&p, &q)| (p as f64).exp() * (p as f64 - q as f64))
+            .sum();
+        let est = kl_topk(&top, &lq);
+        assert!(est <= full + 1e-9 && est > 0.5 * full, "{est} vs {full}");
+        let all = top_k(&lp, 100);
+        assert!((kl_topk(&all, &lq) - full).abs() < 1e-6);
+    }
 }
