@@ -65,8 +65,8 @@ fn sparse_ffn_in_the_model() {
             n_ctx: 64,
             n_batch: 64,
             n_threads: 2,
-            // The sparse FFN is a decode path (8-bit activations): compare it with the dense
-            // path that quantizes activations the same way.
+            // The decode path's arithmetic (8-bit activations) in batches too, so the
+            // dense and sparse runs differ only by the FFN.
             exact_prefill: false,
         },
     )

@@ -30,6 +30,13 @@ pub struct Args {
     /// Score at most this many chunks (default: all).
     #[arg(long = "chunks")]
     pub chunks: Option<usize>,
+    /// Sparsity sidecar made by `ghost calibrate`.
+    #[arg(long)]
+    pub mask: Option<PathBuf>,
+    /// Sparsity mode (e.g. `target:0.4:product`, `dead,gate:0.05`, `budget:2`): also reports
+    /// KL to the dense path, per-layer sparsity and FFN bytes skipped.
+    #[arg(long)]
+    pub sparsity: Option<String>,
 }
 
 /// Result of [`perplexity`].
@@ -142,6 +149,18 @@ pub fn run(args: Args) -> Result<()> {
         },
     )?;
     let bos = if add_bos { tok.bos() } else { None };
+    if let Some(mode) = &args.sparsity {
+        return crate::sparsity::eval::run_sparse_perplexity(
+            Arc::clone(&model),
+            &tokens,
+            bos,
+            args.ctx_size,
+            args.chunks,
+            args.threads,
+            args.mask.as_deref(),
+            mode,
+        );
+    }
     let t0 = std::time::Instant::now();
     let r = perplexity(
         &mut ctx,

@@ -48,6 +48,9 @@ pub struct Args {
     /// (use with -t 1 on a shared machine).
     #[arg(long)]
     pub cpu_time: bool,
+    /// Speed repetitions per mode (dense and sparse interleaved; medians reported).
+    #[arg(long, default_value_t = 3)]
+    pub reps: usize,
     /// Skip perplexity (speed only).
     #[arg(long)]
     pub no_ppl: bool,
@@ -122,6 +125,11 @@ fn family(mode: &SparsityMode) -> String {
         Some(Rule::Input(_)) => "input (TEAL)".into(),
         Some(Rule::Budget(_)) => "budget".into(),
     }
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 /// CPU time this process has used, in seconds.
@@ -226,7 +234,9 @@ pub fn run(args: Args) -> Result<()> {
             n_ctx: args.ctx,
             n_batch: args.ctx,
             n_threads: args.threads,
-            ..ContextParams::default()
+            // The decode path's arithmetic (8-bit activations) in batches too, so the
+            // dense and sparse runs differ only by the FFN.
+            exact_prefill: false,
         },
     )?;
     let pcfg = PplConfig {
@@ -238,7 +248,10 @@ pub fn run(args: Args) -> Result<()> {
     let dense = if args.no_ppl || args.synthetic {
         None
     } else {
-        Some(perplexity(
+        // The dense reference runs the decode path's FFN (same kernels as the sparse runs).
+        install(&mut ctx, vec![LayerPlan::DENSE; n_layer], None)?;
+        ctx.set_decode_ffn_in_batches(true);
+        let r = perplexity(
             &mut ctx,
             &ids,
             bos,
@@ -246,7 +259,10 @@ pub fn run(args: Args) -> Result<()> {
             None,
             Some(&mut reference),
             &mut |_, _| {},
-        )?)
+        )?;
+        ctx.set_decode_ffn_in_batches(false);
+        uninstall(&mut ctx)?;
+        Some(r)
     };
     if let Some(d) = &dense {
         eprintln!("dense: PPL {:.4} over {} tokens", d.ppl, d.n_scored);
@@ -320,11 +336,27 @@ pub fn run(args: Args) -> Result<()> {
             }
         }
         if !speed_tokens.is_empty() {
-            let dense_s = decode_speed(&mut ctx, &speed_prompt, &speed_tokens, args.cpu_time)?;
-            let h = install(&mut ctx, plans, Some(c))?;
-            let s = decode_speed(&mut ctx, &speed_prompt, &speed_tokens, args.cpu_time)?;
-            uninstall(&mut ctx)?;
-            if dense.is_none() {
+            // Interleave dense and sparse `reps` times; keep the medians.
+            let (mut ds, mut ss) = (Vec::new(), Vec::new());
+            let mut h = None;
+            for _ in 0..args.reps.max(1) {
+                ds.push(decode_speed(
+                    &mut ctx,
+                    &speed_prompt,
+                    &speed_tokens,
+                    args.cpu_time,
+                )?);
+                h = Some(install(&mut ctx, plans.clone(), Some(c.clone()))?);
+                ss.push(decode_speed(
+                    &mut ctx,
+                    &speed_prompt,
+                    &speed_tokens,
+                    args.cpu_time,
+                )?);
+                uninstall(&mut ctx)?;
+            }
+            let (dense_s, s) = (median(&mut ds), median(&mut ss));
+            if let (None, Some(h)) = (&dense, h) {
                 let t = h.tally();
                 row.sparsity = t.sparsity();
                 row.bytes_skipped = t.bytes_skipped();

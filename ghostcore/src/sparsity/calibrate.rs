@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use super::engine::{build_down_copies, install, install_calibration, uninstall};
 use super::eval::{perplexity, DenseReference, PplConfig};
+use super::ffn::LayerPlan;
 use super::mode::SparsityMode;
 use super::plan::resolve_plans;
 use super::sidecar::{BudgetEntry, DownCopy, Sidecar};
@@ -117,7 +118,8 @@ pub fn calibrate(
             n_ctx,
             n_batch: n_ctx,
             n_threads: opts.n_threads,
-            ..ContextParams::default()
+            // Decode-path arithmetic (8-bit activations) in batches too.
+            exact_prefill: false,
         },
     )?;
     ctx.set_decode_ffn_in_batches(true);
@@ -159,6 +161,8 @@ pub fn calibrate(
             top_k: 32,
         };
         let mut reference = DenseReference::default();
+        // The dense reference runs the decode path's FFN too (same kernels as the sparse runs).
+        install(&mut ctx, vec![LayerPlan::DENSE; n_layer], None)?;
         let dense = perplexity(
             &mut ctx,
             held,
@@ -168,6 +172,7 @@ pub fn calibrate(
             Some(&mut reference),
             &mut |_, _| {},
         )?;
+        uninstall(&mut ctx)?;
         let mut measured: Vec<(String, f64, f64)> = Vec::new();
         for (i, cand) in opts.candidates.iter().enumerate() {
             let mode: SparsityMode = cand.parse()?;
