@@ -54,9 +54,16 @@ pub struct Args {
     /// Keep generating past end-of-generation tokens.
     #[arg(long)]
     pub ignore_eos: bool,
-    /// Activation-sparsity mode (not available yet).
+    /// Activation-sparsity mode for decoding: `dense` (default), `dead`, `gate:T`,
+    /// `target:S[:act|product|upw]`, `stat:K`, `input:S`, `budget:P` (at most P% more
+    /// perplexity), combinable with `dead` (e.g. `dead+budget:2`). Modes that need calibration
+    /// use --mask, else MODEL.ghost beside the model, else a sidecar cached (and, the first
+    /// time, calibrated on a built-in corpus) under the user's cache directory.
     #[arg(long)]
     pub sparsity: Option<String>,
+    /// Calibration sidecar written by `ghost calibrate`.
+    #[arg(long)]
+    pub mask: Option<PathBuf>,
 }
 
 impl Args {
@@ -203,12 +210,6 @@ with zipfile.ZipFile(whl) as z:\n\
 }
 
 pub fn run(args: Args) -> Result<()> {
-    if let Some(mode) = &args.sparsity {
-        bail!(
-            Unsupported,
-            "--sparsity {mode}: activation sparsity is not available yet"
-        );
-    }
     let path = resolve_model(args.model.as_deref())?;
     let model = Model::load(&path, &ModelParams::default())?;
     let info = model.info();
@@ -229,6 +230,16 @@ pub fn run(args: Args) -> Result<()> {
             ..Default::default()
         },
     )?;
+    let sparse = match &args.sparsity {
+        Some(mode) => super::sparsity_setup::setup(
+            &mut ctx,
+            &path,
+            args.mask.as_deref(),
+            mode,
+            args.threads,
+        )?,
+        None => None,
+    };
     let prompt_text = if args.chat {
         super::chat::render_single_user_turn(&model, &args.prompt)?
     } else {
@@ -264,5 +275,11 @@ pub fn run(args: Args) -> Result<()> {
         stats.generation_tokens_per_second(),
         ctx.n_threads()
     );
+    if let Some(handle) = &sparse {
+        eprintln!(
+            "ghost: {}",
+            crate::sparsity::engine::tally_summary(&handle.tally()).replace('\n', "\nghost: ")
+        );
+    }
     Ok(())
 }
