@@ -110,7 +110,7 @@ fn fixed_seed_reproduces_sampled_text() {
         },
         ignore_eog: true,
     };
-    let mut run = |ctx: &mut Context| {
+    let run = |ctx: &mut Context| {
         ctx.reset();
         let mut s = String::new();
         generate(ctx, Prompt::Text("Once upon a time"), &params, |p| {
