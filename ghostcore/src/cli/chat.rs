@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::context::{Context, ContextParams};
 use crate::generate::{generate, GenerateParams, Prompt};
-use crate::model::{Architecture, Model, ModelParams};
+use crate::model::{Model, ModelParams};
 use crate::sampling::SamplerParams;
 use crate::{bail, Result};
 
@@ -33,70 +33,17 @@ pub struct Args {
 }
 
 /// One chat message.
-#[derive(Debug, Clone)]
-pub struct Message {
-    pub role: String,
-    pub content: String,
-}
+pub type Message = crate::chat::ChatMessage;
 
-/// Built-in Gemma template for files without `tokenizer.chat_template`.
-const GEMMA_TEMPLATE: &str = "{{ bos_token }}{% for message in messages %}{% set role = 'model' if message['role'] == 'assistant' else message['role'] %}<start_of_turn>{{ role }}\n{{ message['content'] | trim }}<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}";
-/// ChatML, the fallback for other models without a template.
-const CHATML_TEMPLATE: &str = "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
-
-/// Renders `messages` with the model's chat template (or a built-in fallback), ending
-/// with the assistant's generation prompt.
+/// Renders `messages` with the model's chat template (or the built-in one llama.cpp would
+/// pick for it), ending with the assistant's generation prompt.
 pub fn render(model: &Model, messages: &[Message]) -> Result<String> {
-    let tmpl = match model.gguf().get_str("tokenizer.chat_template") {
-        Some(t) => t.to_string(),
-        None if model.config().arch == Architecture::Gemma3 => GEMMA_TEMPLATE.to_string(),
-        None => CHATML_TEMPLATE.to_string(),
-    };
-    let tok = model.tokenizer()?;
-    let piece = |id: Option<u32>| -> String {
-        id.and_then(|i| tok.token_to_piece(i, true).ok())
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default()
-    };
-    let mut env = minijinja::Environment::new();
-    env.add_function(
-        "raise_exception",
-        |msg: String| -> std::result::Result<String, minijinja::Error> {
-            Err(minijinja::Error::new(
-                minijinja::ErrorKind::InvalidOperation,
-                msg,
-            ))
-        },
-    );
-    env.add_template("chat", &tmpl)
-        .map_err(|e| crate::Error::Format(format!("chat template: {e}")))?;
-    let msgs: Vec<minijinja::Value> = messages
-        .iter()
-        .map(|m| minijinja::context! { role => m.role.clone(), content => m.content.clone() })
-        .collect();
-    let out = env
-        .get_template("chat")
-        .and_then(|t| {
-            t.render(minijinja::context! {
-                messages => msgs,
-                add_generation_prompt => true,
-                bos_token => piece(tok.bos()),
-                eos_token => piece(tok.eos()),
-            })
-        })
-        .map_err(|e| crate::Error::Format(format!("chat template: {e}")))?;
-    Ok(out)
+    crate::chat::ChatTemplate::for_model(model.gguf())?.render(messages, true)
 }
 
 /// The prompt for a single user message (used by `ghost run --chat`).
 pub fn render_single_user_turn(model: &Model, user: &str) -> Result<String> {
-    render(
-        model,
-        &[Message {
-            role: "user".into(),
-            content: user.to_string(),
-        }],
-    )
+    render(model, &[Message::new("user", user)])
 }
 
 pub fn run(args: Args) -> Result<()> {
