@@ -54,9 +54,13 @@ pub struct Args {
     /// Keep generating past end-of-generation tokens.
     #[arg(long)]
     pub ignore_eos: bool,
-    /// Activation-sparsity mode (not available yet).
+    /// Activation-sparsity mode for decode steps (e.g. `target:0.25:act`, `budget:2`);
+    /// prefill stays dense.
     #[arg(long)]
     pub sparsity: Option<String>,
+    /// Sparsity sidecar made by `ghost calibrate` (needed by calibrated modes).
+    #[arg(long)]
+    pub mask: Option<PathBuf>,
 }
 
 impl Args {
@@ -178,9 +182,6 @@ with zipfile.ZipFile(whl) as z:\n\
 }
 
 pub fn run(args: Args) -> Result<()> {
-    if let Some(mode) = &args.sparsity {
-        bail!(Unsupported, "--sparsity {mode}: activation sparsity is not available yet");
-    }
     let path = resolve_model(args.model.as_deref())?;
     let model = Model::load(&path, &ModelParams::default())?;
     let info = model.info();
@@ -197,6 +198,10 @@ pub fn run(args: Args) -> Result<()> {
         Arc::clone(&model),
         ContextParams { n_ctx: args.ctx_size, n_threads: args.threads, ..Default::default() },
     )?;
+    let sparse = match &args.sparsity {
+        Some(mode) => crate::sparsity::engine::attach(&mut ctx, args.mask.as_deref(), mode)?,
+        None => None,
+    };
     let prompt_text = if args.chat {
         super::chat::render_single_user_turn(&model, &args.prompt)?
     } else {
@@ -228,5 +233,8 @@ pub fn run(args: Args) -> Result<()> {
         stats.generation_tokens_per_second(),
         ctx.n_threads()
     );
+    if let Some(h) = sparse {
+        eprintln!("ghost: {}", crate::sparsity::engine::tally_summary(&h.tally()).replace('\n', " | "));
+    }
     Ok(())
 }
