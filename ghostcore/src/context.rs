@@ -140,6 +140,16 @@ impl Context {
         &self.pool
     }
 
+    /// Seconds spent per forward-pass phase since the last reset (all zero unless the
+    /// environment variable `GHOST_PROFILE=1` was set when the context was created).
+    pub fn profile(&self) -> Vec<(&'static str, f64)> {
+        self.scratch.prof.report()
+    }
+
+    pub fn reset_profile(&mut self) {
+        self.scratch.prof.reset();
+    }
+
     /// Bytes held by the KV cache.
     pub fn kv_size_bytes(&self) -> usize {
         self.kv.size_bytes()

@@ -17,11 +17,23 @@ fn model() -> Option<Arc<Model>> {
 }
 
 fn ctx(model: &Arc<Model>, n_ctx: usize, exact_prefill: bool) -> Context {
-    Context::new(Arc::clone(model), ContextParams { n_ctx, n_threads: 2, exact_prefill, ..Default::default() }).unwrap()
+    Context::new(
+        Arc::clone(model),
+        ContextParams {
+            n_ctx,
+            n_threads: 2,
+            exact_prefill,
+            ..Default::default()
+        },
+    )
+    .unwrap()
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 /// Small batches use the same 8-bit activation math as single tokens; their logits must
@@ -38,7 +50,10 @@ fn batch_prefill_matches_incremental_decode() {
         let row = &batched[i * n_vocab..(i + 1) * n_vocab];
         let d = max_abs_diff(row, b.logits());
         assert!(d < 1e-2, "position {i}: max |Δlogit| {d}");
-        assert_eq!(ghostcore::sampling::argmax(row), ghostcore::sampling::argmax(b.logits()));
+        assert_eq!(
+            ghostcore::sampling::argmax(row),
+            ghostcore::sampling::argmax(b.logits())
+        );
     }
     // The last row of decode_all_logits is what logits() reports.
     assert_eq!(a.logits(), &batched[(TOKENS.len() - 1) * n_vocab..]);
@@ -82,8 +97,14 @@ fn bad_token_and_empty_input_are_errors() {
     let Some(model) = model() else { return };
     let mut c = ctx(&model, 16, false);
     let n_vocab = model.config().n_vocab as u32;
-    assert!(matches!(c.decode(&[1, n_vocab]), Err(Error::InvalidArgument(_))));
-    assert!(matches!(c.decode(&[u32::MAX]), Err(Error::InvalidArgument(_))));
+    assert!(matches!(
+        c.decode(&[1, n_vocab]),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        c.decode(&[u32::MAX]),
+        Err(Error::InvalidArgument(_))
+    ));
     assert!(matches!(c.decode(&[]), Err(Error::InvalidArgument(_))));
     assert_eq!(c.n_past(), 0);
     c.decode(&[1]).unwrap();
@@ -109,7 +130,10 @@ fn unsupported_architecture_names_the_supported_ones() {
     let file = ghostcore::gguf::GgufFile::from_bytes(bytes).unwrap();
     match Model::from_file(file, &ModelParams::default()) {
         Err(Error::Unsupported(msg)) => {
-            assert!(msg.contains("mamba") && msg.contains("llama") && msg.contains("gemma3"), "{msg}")
+            assert!(
+                msg.contains("mamba") && msg.contains("llama") && msg.contains("gemma3"),
+                "{msg}"
+            )
         }
         other => panic!("expected Unsupported, got {other:?}"),
     }

@@ -14,15 +14,21 @@ fn deq(model: &Model, w: &Weight) -> Vec<f64> {
     let rb = w.row_bytes();
     let mut out = vec![0f32; w.n_cols * w.n_rows];
     for r in 0..w.n_rows {
-        ghostcore::quant::dequantize_row(w.ty, &bytes[r * rb..(r + 1) * rb], &mut out[r * w.n_cols..(r + 1) * w.n_cols])
-            .unwrap();
+        ghostcore::quant::dequantize_row(
+            w.ty,
+            &bytes[r * rb..(r + 1) * rb],
+            &mut out[r * w.n_cols..(r + 1) * w.n_cols],
+        )
+        .unwrap();
     }
     out.into_iter().map(f64::from).collect()
 }
 
 fn matvec(w: &[f64], x: &[f64], rows: usize) -> Vec<f64> {
     let n = x.len();
-    (0..rows).map(|r| (0..n).map(|i| w[r * n + i] * x[i]).sum()).collect()
+    (0..rows)
+        .map(|r| (0..n).map(|i| w[r * n + i] * x[i]).sum())
+        .collect()
 }
 
 fn rms(x: &[f64], w: &[f64], eps: f64) -> Vec<f64> {
@@ -47,12 +53,30 @@ fn naive_forward(model: &Model, tokens: &[u32]) -> Vec<Vec<f64>> {
     let (e, hd) = (c.n_embd, c.head_dim_k);
     let eps = c.rms_eps as f64;
     let emb = deq(model, &w.token_embd);
-    let mut xs: Vec<Vec<f64>> = tokens.iter().map(|&t| emb[t as usize * e..(t as usize + 1) * e].to_vec()).collect();
+    let mut xs: Vec<Vec<f64>> = tokens
+        .iter()
+        .map(|&t| emb[t as usize * e..(t as usize + 1) * e].to_vec())
+        .collect();
     for il in 0..c.n_layer {
         let lw = model.layer(il);
-        let f32w = |w: &Weight| model.f32s(w).iter().map(|&v| v as f64).collect::<Vec<f64>>();
-        let (wq, wk, wv, wo) = (deq(model, &lw.wq), deq(model, &lw.wk), deq(model, &lw.wv), deq(model, &lw.wo));
-        let (wg, wu, wd) = (deq(model, &lw.ffn_gate), deq(model, &lw.ffn_up), deq(model, &lw.ffn_down));
+        let f32w = |w: &Weight| {
+            model
+                .f32s(w)
+                .iter()
+                .map(|&v| v as f64)
+                .collect::<Vec<f64>>()
+        };
+        let (wq, wk, wv, wo) = (
+            deq(model, &lw.wq),
+            deq(model, &lw.wk),
+            deq(model, &lw.wv),
+            deq(model, &lw.wo),
+        );
+        let (wg, wu, wd) = (
+            deq(model, &lw.ffn_gate),
+            deq(model, &lw.ffn_up),
+            deq(model, &lw.ffn_down),
+        );
         let (an, fnw) = (f32w(&lw.attn_norm), f32w(&lw.ffn_norm));
         let mut ks = Vec::new();
         let mut vs = Vec::new();
@@ -78,7 +102,13 @@ fn naive_forward(model: &Model, tokens: &[u32]) -> Vec<Vec<f64>> {
                 let kvh = h / group;
                 let q = &qs[p][h * hd..(h + 1) * hd];
                 let s: Vec<f64> = (0..=p)
-                    .map(|t| q.iter().zip(&ks[t][kvh * hd..(kvh + 1) * hd]).map(|(a, b)| a * b).sum::<f64>() / (hd as f64).sqrt())
+                    .map(|t| {
+                        q.iter()
+                            .zip(&ks[t][kvh * hd..(kvh + 1) * hd])
+                            .map(|(a, b)| a * b)
+                            .sum::<f64>()
+                            / (hd as f64).sqrt()
+                    })
                     .collect();
                 let m = s.iter().cloned().fold(f64::MIN, f64::max);
                 let z: f64 = s.iter().map(|v| (v - m).exp()).sum();
@@ -94,21 +124,37 @@ fn naive_forward(model: &Model, tokens: &[u32]) -> Vec<Vec<f64>> {
             let xn = rms(x, &fnw, eps);
             let g = matvec(&wg, &xn, c.n_ff);
             let u = matvec(&wu, &xn, c.n_ff);
-            let hh: Vec<f64> = g.iter().zip(&u).map(|(g, u)| g / (1.0 + (-g).exp()) * u).collect();
+            let hh: Vec<f64> = g
+                .iter()
+                .zip(&u)
+                .map(|(g, u)| g / (1.0 + (-g).exp()) * u)
+                .collect();
             let d = matvec(&wd, &hh, e);
             x.iter_mut().zip(&d).for_each(|(a, b)| *a += b);
         }
     }
-    let on: Vec<f64> = model.f32s(&w.output_norm).iter().map(|&v| v as f64).collect();
+    let on: Vec<f64> = model
+        .f32s(&w.output_norm)
+        .iter()
+        .map(|&v| v as f64)
+        .collect();
     let out = deq(model, &w.output);
-    xs.iter().map(|x| matvec(&out, &rms(x, &on, eps), c.n_vocab)).collect()
+    xs.iter()
+        .map(|x| matvec(&out, &rms(x, &on, eps), c.n_vocab))
+        .collect()
 }
 
 fn tiny_model() -> Arc<Model> {
     let shape = synth::shape("tiny").unwrap();
     let w = synth::build(&shape, "q4_k_m", None, 7).unwrap();
     let file = GgufFile::from_bytes(w.to_bytes()).unwrap();
-    Model::from_file(file, &ModelParams { skip_tokenizer: true }).unwrap()
+    Model::from_file(
+        file,
+        &ModelParams {
+            skip_tokenizer: true,
+        },
+    )
+    .unwrap()
 }
 
 #[test]
@@ -118,11 +164,20 @@ fn forward_matches_naive_f64_reference() {
     let tokens: Vec<u32> = (0..40u32).map(|i| (i * 37 + 11) % n_vocab as u32).collect();
     let reference = naive_forward(&model, &tokens);
     for exact in [true, false] {
-        let params = ContextParams { n_ctx: 64, n_threads: 2, exact_prefill: exact, ..Default::default() };
+        let params = ContextParams {
+            n_ctx: 64,
+            n_threads: 2,
+            exact_prefill: exact,
+            ..Default::default()
+        };
         let mut ctx = Context::new(Arc::clone(&model), params).unwrap();
         let ours = ctx.decode_all_logits(&tokens).unwrap().to_vec();
         let mut worst = 0.0f64;
-        let scale = reference.iter().flatten().map(|v| v.abs()).fold(0.0, f64::max);
+        let scale = reference
+            .iter()
+            .flatten()
+            .map(|v| v.abs())
+            .fold(0.0, f64::max);
         for (p, r) in reference.iter().enumerate() {
             for (i, &v) in r.iter().enumerate() {
                 worst = worst.max((ours[p * n_vocab + i] as f64 - v).abs());

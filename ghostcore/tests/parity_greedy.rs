@@ -13,13 +13,19 @@ use std::sync::Arc;
 use ghostcore::context::{Context, ContextParams};
 use ghostcore::model::{Model, ModelParams};
 use ghostcore::sampling::argmax;
-use ghostcore::test_models::{find_model, reference_dir, GEMMA3_Q4_K_M, SMOLLM2_Q4_1, SMOLLM2_Q4_K_M};
+use ghostcore::test_models::{
+    find_model, reference_dir, GEMMA3_Q4_K_M, SMOLLM2_Q4_1, SMOLLM2_Q4_K_M,
+};
 use serde_json::Value;
 
 const NEAR_TIE: f64 = 0.1;
 
 fn ids(v: &Value) -> Vec<u32> {
-    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
 }
 
 fn greedy(ctx: &mut Context, prompt: &[u32], n: usize) -> Vec<u32> {
@@ -37,7 +43,9 @@ fn greedy(ctx: &mut Context, prompt: &[u32], n: usize) -> Vec<u32> {
 }
 
 fn check_against_reference(model_file: &str) {
-    let Some(path) = find_model(model_file) else { return };
+    let Some(path) = find_model(model_file) else {
+        return;
+    };
     let stem = model_file.trim_end_matches(".gguf");
     let reff: Value = serde_json::from_str(
         &std::fs::read_to_string(reference_dir().join(format!("greedy_{stem}.json"))).unwrap(),
@@ -45,14 +53,22 @@ fn check_against_reference(model_file: &str) {
     .unwrap();
     let model = Model::load(&path, &ModelParams::default()).unwrap();
     let tok = model.tokenizer().unwrap();
-    let params = ContextParams { n_ctx: 1024, n_threads: 2, ..Default::default() };
+    let params = ContextParams {
+        n_ctx: 1024,
+        n_threads: 2,
+        ..Default::default()
+    };
     let mut ctx = Context::new(Arc::clone(&model), params).unwrap();
     for case in reff["cases"].as_array().unwrap() {
         let name = case["name"].as_str().unwrap();
         let prompt = ids(&case["prompt_ids"]);
         if !case["chat"].as_bool().unwrap() {
             let text = case["prompt_text"].as_str().unwrap();
-            assert_eq!(tok.encode(text, true, true).unwrap(), prompt, "{name}: tokenization");
+            assert_eq!(
+                tok.encode(text, true, true).unwrap(),
+                prompt,
+                "{name}: tokenization"
+            );
         }
         let expected = ids(&case["generated_ids"]);
         let tops = case["top5_logprobs_per_step"].as_array().unwrap();
@@ -64,10 +80,16 @@ fn check_against_reference(model_file: &str) {
             if gap < NEAR_TIE {
                 break;
             }
-            assert_eq!(g, e, "{model_file} {name}: token {i} differs (got {got:?}, want {expected:?})");
+            assert_eq!(
+                g, e,
+                "{model_file} {name}: token {i} differs (got {got:?}, want {expected:?})"
+            );
             compared += 1;
         }
-        eprintln!("{model_file} {name}: {compared}/{} tokens identical before the first near-tie", expected.len());
+        eprintln!(
+            "{model_file} {name}: {compared}/{} tokens identical before the first near-tie",
+            expected.len()
+        );
     }
 }
 
@@ -83,15 +105,26 @@ fn gemma3_q4_k_m_greedy_matches_llama_cpp() {
 
 #[test]
 fn smollm2_q4_1_incremental_agrees_with_batched_recomputation() {
-    let Some(path) = find_model(SMOLLM2_Q4_1) else { return };
+    let Some(path) = find_model(SMOLLM2_Q4_1) else {
+        return;
+    };
     let model = Model::load(&path, &ModelParams::default()).unwrap();
     let tok = model.tokenizer().unwrap();
     let n_vocab = model.config().n_vocab;
     // Same 8-bit activation math for the batch as for single tokens, so that the comparison
     // checks the batched kernels and KV-cache bookkeeping rather than the math choice.
-    let params = ContextParams { n_ctx: 512, n_threads: 2, exact_prefill: false, ..Default::default() };
+    let params = ContextParams {
+        n_ctx: 512,
+        n_threads: 2,
+        exact_prefill: false,
+        ..Default::default()
+    };
     let mut ctx = Context::new(Arc::clone(&model), params).unwrap();
-    for text in ["The capital of France is", "def fibonacci(n):", "Once upon a time"] {
+    for text in [
+        "The capital of France is",
+        "def fibonacci(n):",
+        "Once upon a time",
+    ] {
         let prompt = tok.encode(text, true, true).unwrap();
         let got = greedy(&mut ctx, &prompt, 32);
         let mut seq = prompt.clone();
@@ -115,6 +148,9 @@ fn smollm2_q4_1_incremental_agrees_with_batched_recomputation() {
             compared += 1;
         }
         eprintln!("Q4_1 {text:?}: {compared}/32 tokens agree before the first near-tie");
-        assert!(compared >= 4, "{text:?}: only {compared} tokens before a near-tie");
+        assert!(
+            compared >= 4,
+            "{text:?}: only {compared} tokens before a near-tie"
+        );
     }
 }

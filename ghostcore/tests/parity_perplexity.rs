@@ -8,15 +8,24 @@ use std::sync::Arc;
 use ghostcore::cli::perplexity::perplexity;
 use ghostcore::context::{Context, ContextParams};
 use ghostcore::model::{Model, ModelParams};
-use ghostcore::test_models::{find_model, workspace_root, GEMMA3_Q4_K_M, SMOLLM2_Q4_1, SMOLLM2_Q4_K_M};
+use ghostcore::test_models::{
+    find_model, workspace_root, GEMMA3_Q4_K_M, SMOLLM2_Q4_1, SMOLLM2_Q4_K_M,
+};
 
 fn check(model_file: &str, reference: f64) {
-    let Some(path) = find_model(model_file) else { return };
+    let Some(path) = find_model(model_file) else {
+        return;
+    };
     let text = std::fs::read_to_string(workspace_root().join("tests/data/GPL-3")).unwrap();
     let model = Model::load(&path, &ModelParams::default()).unwrap();
     let tok = model.tokenizer().unwrap();
     let tokens = tok.encode(&text, tok.add_bos(), false).unwrap();
-    let params = ContextParams { n_ctx: 512, n_batch: 512, n_threads: 2, ..Default::default() };
+    let params = ContextParams {
+        n_ctx: 512,
+        n_batch: 512,
+        n_threads: 2,
+        ..Default::default()
+    };
     let mut ctx = Context::new(Arc::clone(&model), params).unwrap();
     let bos = if tok.add_bos() { tok.bos() } else { None };
     let r = perplexity(&mut ctx, &tokens, 512, bos, None, |_, _| {}).unwrap();
@@ -26,7 +35,11 @@ fn check(model_file: &str, reference: f64) {
     );
     assert_eq!(r.n_chunks, 14, "chunk count");
     assert_eq!(r.n_scored, 14 * 255, "scored tokens");
-    assert!((r.ppl / reference - 1.0).abs() < 0.01, "PPL {} vs llama.cpp {reference}", r.ppl);
+    assert!(
+        (r.ppl / reference - 1.0).abs() < 0.01,
+        "PPL {} vs llama.cpp {reference}",
+        r.ppl
+    );
 }
 
 #[test]

@@ -3,10 +3,19 @@
 
 use std::collections::HashMap;
 
-use ghostcore::sampling::{apply_penalties, argmax, min_p, top_k, top_p, Candidate, Sampler, SamplerParams};
+use ghostcore::sampling::{
+    apply_penalties, argmax, min_p, top_k, top_p, Candidate, Sampler, SamplerParams,
+};
 
 fn cands(logits: &[f32]) -> Vec<Candidate> {
-    logits.iter().enumerate().map(|(i, &l)| Candidate { id: i as u32, logit: l }).collect()
+    logits
+        .iter()
+        .enumerate()
+        .map(|(i, &l)| Candidate {
+            id: i as u32,
+            logit: l,
+        })
+        .collect()
 }
 
 fn ids(c: &[Candidate]) -> Vec<u32> {
@@ -79,7 +88,11 @@ fn penalties_follow_llama_cpp_formula() {
 #[test]
 fn repeat_penalty_changes_greedy_choice_through_history() {
     let logits = [1.0f32, 1.5, 0.0];
-    let mut s = Sampler::new(SamplerParams { temperature: 0.0, repeat_penalty: 2.0, ..Default::default() });
+    let mut s = Sampler::new(SamplerParams {
+        temperature: 0.0,
+        repeat_penalty: 2.0,
+        ..Default::default()
+    });
     assert_eq!(s.sample(&logits), 1);
     s.accept(1);
     assert_eq!(s.sample(&logits), 0, "1.5 / 2 < 1.0");
@@ -88,27 +101,54 @@ fn repeat_penalty_changes_greedy_choice_through_history() {
 #[test]
 fn same_seed_same_tokens_and_distribution_follows_temperature() {
     let logits = [1.0f32, 2.0, 0.5, 1.5];
-    let params = SamplerParams { temperature: 0.7, top_k: 0, top_p: 1.0, min_p: 0.0, seed: 42, ..Default::default() };
+    let params = SamplerParams {
+        temperature: 0.7,
+        top_k: 0,
+        top_p: 1.0,
+        min_p: 0.0,
+        seed: 42,
+        ..Default::default()
+    };
     let draw = |p: &SamplerParams, n: usize| {
         let mut s = Sampler::new(p.clone());
         (0..n).map(|_| s.sample(&logits)).collect::<Vec<u32>>()
     };
     let a = draw(&params, 20000);
     assert_eq!(a, draw(&params, 20000), "deterministic for a fixed seed");
-    assert_ne!(a[..64], draw(&SamplerParams { seed: 43, ..params.clone() }, 64)[..], "seed matters");
+    assert_ne!(
+        a[..64],
+        draw(
+            &SamplerParams {
+                seed: 43,
+                ..params.clone()
+            },
+            64
+        )[..],
+        "seed matters"
+    );
     // Empirical frequencies vs softmax(logits / T).
     let z: f64 = logits.iter().map(|&l| (l as f64 / 0.7).exp()).sum();
     for (i, &l) in logits.iter().enumerate() {
         let p = (l as f64 / 0.7).exp() / z;
         let f = a.iter().filter(|&&t| t as usize == i).count() as f64 / a.len() as f64;
-        assert!((f - p).abs() < 0.015, "token {i}: frequency {f} vs probability {p}");
+        assert!(
+            (f - p).abs() < 0.015,
+            "token {i}: frequency {f} vs probability {p}"
+        );
     }
 }
 
 #[test]
 fn chain_applies_top_k_before_sampling() {
     let logits = [0.0f32, 10.0, 9.9, -5.0];
-    let params = SamplerParams { temperature: 1.0, top_k: 2, top_p: 1.0, min_p: 0.0, seed: 1, ..Default::default() };
+    let params = SamplerParams {
+        temperature: 1.0,
+        top_k: 2,
+        top_p: 1.0,
+        min_p: 0.0,
+        seed: 1,
+        ..Default::default()
+    };
     let mut s = Sampler::new(params);
     for _ in 0..500 {
         let t = s.sample(&logits);

@@ -7,6 +7,7 @@ pub mod inspect;
 pub mod perplexity;
 pub mod quantize;
 pub mod run;
+pub mod sparsity_setup;
 pub mod sweep;
 pub mod synth;
 pub mod tokenize;

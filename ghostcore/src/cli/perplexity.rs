@@ -62,17 +62,28 @@ pub fn perplexity(
     mut on_chunk: impl FnMut(usize, f64),
 ) -> Result<Perplexity> {
     if n_ctx < 4 {
-        bail!(InvalidArgument, "context size {n_ctx} is too small for perplexity");
+        bail!(
+            InvalidArgument,
+            "context size {n_ctx} is too small for perplexity"
+        );
     }
     if ctx.n_ctx() < n_ctx {
-        bail!(InvalidArgument, "context holds {} tokens, chunks need {n_ctx}", ctx.n_ctx());
+        bail!(
+            InvalidArgument,
+            "context holds {} tokens, chunks need {n_ctx}",
+            ctx.n_ctx()
+        );
     }
     let mut n_chunks = tokens.len() / n_ctx;
     if let Some(m) = max_chunks {
         n_chunks = n_chunks.min(m);
     }
     if n_chunks == 0 {
-        bail!(InvalidArgument, "need at least {n_ctx} tokens, the text has {}", tokens.len());
+        bail!(
+            InvalidArgument,
+            "need at least {n_ctx} tokens, the text has {}",
+            tokens.len()
+        );
     }
     let n_vocab = ctx.model().config().n_vocab;
     let first = n_ctx / 2;
@@ -101,8 +112,18 @@ pub fn perplexity(
     let mean = nll / count as f64;
     let var = nll2 / count as f64 - mean * mean;
     let ppl = mean.exp();
-    let err = if var > 0.0 && count > 1 { (var / (count - 1) as f64).sqrt() * ppl } else { 0.0 };
-    Ok(Perplexity { ppl, ppl_err: err, mean_nll: mean, n_scored: count, n_chunks })
+    let err = if var > 0.0 && count > 1 {
+        (var / (count - 1) as f64).sqrt() * ppl
+    } else {
+        0.0
+    };
+    Ok(Perplexity {
+        ppl,
+        ppl_err: err,
+        mean_nll: mean,
+        n_scored: count,
+        n_chunks,
+    })
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -113,10 +134,19 @@ pub fn run(args: Args) -> Result<()> {
     let tok = model.tokenizer()?;
     let add_bos = tok.add_bos();
     let tokens = tok.encode(&text, add_bos, false)?;
-    eprintln!("ghost perplexity: {} tokens, n_ctx {}", tokens.len(), args.ctx_size);
+    eprintln!(
+        "ghost perplexity: {} tokens, n_ctx {}",
+        tokens.len(),
+        args.ctx_size
+    );
     let mut ctx = Context::new(
         Arc::clone(&model),
-        ContextParams { n_ctx: args.ctx_size, n_batch: args.ctx_size, n_threads: args.threads, ..Default::default() },
+        ContextParams {
+            n_ctx: args.ctx_size,
+            n_batch: args.ctx_size,
+            n_threads: args.threads,
+            ..Default::default()
+        },
     )?;
     let bos = if add_bos { tok.bos() } else { None };
     if let Some(mode) = &args.sparsity {
@@ -132,9 +162,16 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     let t0 = std::time::Instant::now();
-    let r = perplexity(&mut ctx, &tokens, args.ctx_size, bos, args.chunks, |i, p| {
-        eprint!("[{}]{:.4},", i + 1, p);
-    })?;
+    let r = perplexity(
+        &mut ctx,
+        &tokens,
+        args.ctx_size,
+        bos,
+        args.chunks,
+        |i, p| {
+            eprint!("[{}]{:.4},", i + 1, p);
+        },
+    )?;
     eprintln!();
     eprintln!(
         "ghost perplexity: {} chunks, {} scored tokens, {:.1} s",

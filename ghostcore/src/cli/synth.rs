@@ -73,7 +73,10 @@ fn recipe(name: &str) -> Result<(GgmlType, GgmlType)> {
         "q4_0" => (GgmlType::Q4_0, GgmlType::Q4_0),
         "q8_0" => (GgmlType::Q8_0, GgmlType::Q8_0),
         "f16" => (GgmlType::F16, GgmlType::F16),
-        other => bail!(InvalidArgument, "unknown type '{other}' (q4_k_m, q4_0, q8_0, f16)"),
+        other => bail!(
+            InvalidArgument,
+            "unknown type '{other}' (q4_k_m, q4_0, q8_0, f16)"
+        ),
     })
 }
 
@@ -124,11 +127,19 @@ pub fn random_tensor(ty: GgmlType, n: usize, rng: &mut Rng) -> Result<Vec<u8>> {
 }
 
 /// Builds the synthetic model in memory.
-pub fn build(shape: &Shape, ty: &str, tokenizer_from: Option<&GgufFile>, seed: u64) -> Result<GgufWriter<'static>> {
+pub fn build(
+    shape: &Shape,
+    ty: &str,
+    tokenizer_from: Option<&GgufFile>,
+    seed: u64,
+) -> Result<GgufWriter<'static>> {
     let (mat, down) = recipe(ty)?;
     for (what, n) in [("n_embd", shape.n_embd), ("n_ff", shape.n_ff)] {
         if n % mat.block_size() != 0 || n % down.block_size() != 0 {
-            bail!(InvalidArgument, "{what} = {n} is not a multiple of the {mat}/{down} block size");
+            bail!(
+                InvalidArgument,
+                "{what} = {n} is not a multiple of the {mat}/{down} block size"
+            );
         }
     }
     let head_dim = shape.n_embd / shape.n_head;
@@ -156,24 +167,70 @@ pub fn build(shape: &Shape, ty: &str, tokenizer_from: Option<&GgufFile>, seed: u
     let mut rng = Rng::new(seed);
     let ones = |n: usize| -> Vec<u8> { (0..n).flat_map(|_| 1.0f32.to_le_bytes()).collect() };
     let (e, f, kv) = (shape.n_embd, shape.n_ff, shape.n_head_kv * head_dim);
-    let add = |w: &mut GgufWriter<'static>, name: String, ty: GgmlType, dims: &[u64], data: Vec<u8>| -> Result<()> {
+    let add = |w: &mut GgufWriter<'static>,
+               name: String,
+               ty: GgmlType,
+               dims: &[u64],
+               data: Vec<u8>|
+     -> Result<()> {
         w.add_tensor(name, ty, dims, data)?;
         Ok(())
     };
-    add(&mut w, "token_embd.weight".into(), mat, &[e as u64, shape.n_vocab as u64], random_tensor(mat, e * shape.n_vocab, &mut rng)?)?;
-    add(&mut w, "output_norm.weight".into(), GgmlType::F32, &[e as u64], ones(e))?;
-    add(&mut w, "output.weight".into(), down, &[e as u64, shape.n_vocab as u64], random_tensor(down, e * shape.n_vocab, &mut rng)?)?;
+    add(
+        &mut w,
+        "token_embd.weight".into(),
+        mat,
+        &[e as u64, shape.n_vocab as u64],
+        random_tensor(mat, e * shape.n_vocab, &mut rng)?,
+    )?;
+    add(
+        &mut w,
+        "output_norm.weight".into(),
+        GgmlType::F32,
+        &[e as u64],
+        ones(e),
+    )?;
+    add(
+        &mut w,
+        "output.weight".into(),
+        down,
+        &[e as u64, shape.n_vocab as u64],
+        random_tensor(down, e * shape.n_vocab, &mut rng)?,
+    )?;
     for i in 0..shape.n_layer {
         let n = |s: &str| format!("blk.{i}.{s}.weight");
         add(&mut w, n("attn_norm"), GgmlType::F32, &[e as u64], ones(e))?;
         add(&mut w, n("ffn_norm"), GgmlType::F32, &[e as u64], ones(e))?;
-        for (name, rows) in [("attn_q", e), ("attn_k", kv), ("attn_v", kv), ("attn_output", e)] {
-            add(&mut w, n(name), mat, &[e as u64, rows as u64], random_tensor(mat, e * rows, &mut rng)?)?;
+        for (name, rows) in [
+            ("attn_q", e),
+            ("attn_k", kv),
+            ("attn_v", kv),
+            ("attn_output", e),
+        ] {
+            add(
+                &mut w,
+                n(name),
+                mat,
+                &[e as u64, rows as u64],
+                random_tensor(mat, e * rows, &mut rng)?,
+            )?;
         }
         for name in ["ffn_gate", "ffn_up"] {
-            add(&mut w, n(name), mat, &[e as u64, f as u64], random_tensor(mat, e * f, &mut rng)?)?;
+            add(
+                &mut w,
+                n(name),
+                mat,
+                &[e as u64, f as u64],
+                random_tensor(mat, e * f, &mut rng)?,
+            )?;
         }
-        add(&mut w, n("ffn_down"), down, &[f as u64, e as u64], random_tensor(down, e * f, &mut rng)?)?;
+        add(
+            &mut w,
+            n("ffn_down"),
+            down,
+            &[f as u64, e as u64],
+            random_tensor(down, e * f, &mut rng)?,
+        )?;
     }
     Ok(w)
 }
@@ -193,7 +250,9 @@ pub fn run(args: Args) -> Result<()> {
         args.output.display(),
         args.shape,
         args.ty,
-        std::fs::metadata(&args.output).map(|m| m.len()).unwrap_or(0)
+        std::fs::metadata(&args.output)
+            .map(|m| m.len())
+            .unwrap_or(0)
     );
     Ok(())
 }

@@ -87,8 +87,28 @@ pub fn dense_ffn(
     let up = &mut scratch.up[..m * n_ff];
     let xs = &x[..m * n_embd];
     let acts = &mut scratch.acts;
-    linear::project(pool, math, &lw.ffn_gate, model.bytes(&lw.ffn_gate), xs, m, acts, false, gate)?;
-    linear::project(pool, math, &lw.ffn_up, model.bytes(&lw.ffn_up), xs, m, acts, true, up)?;
+    linear::project(
+        pool,
+        math,
+        &lw.ffn_gate,
+        model.bytes(&lw.ffn_gate),
+        xs,
+        m,
+        acts,
+        false,
+        gate,
+    )?;
+    linear::project(
+        pool,
+        math,
+        &lw.ffn_up,
+        model.bytes(&lw.ffn_up),
+        xs,
+        m,
+        acts,
+        true,
+        up,
+    )?;
     activate(cfg.activation, gate);
     if let Some(obs) = observer {
         for j in 0..m {
@@ -105,6 +125,16 @@ pub fn dense_ffn(
     }
     let down = &lw.ffn_down;
     let out = &mut out[..m * n_embd];
-    linear::project(pool, math, down, model.bytes(down), gate, m, &mut scratch.acts, false, out)?;
+    linear::project(
+        pool,
+        math,
+        down,
+        model.bytes(down),
+        gate,
+        m,
+        &mut scratch.acts,
+        false,
+        out,
+    )?;
     Ok(())
 }

@@ -47,7 +47,7 @@ impl KvCache {
 fn try_zeroed(n: usize) -> Result<Vec<f16>> {
     let mut v = Vec::new();
     v.try_reserve_exact(n)
-        .map_err(|_| crate::Error::OutOfMemory(format!("cannot allocate {} MiB", n * 2 >> 20)))?;
+        .map_err(|_| crate::Error::OutOfMemory(format!("cannot allocate {} MiB", (n * 2) >> 20)))?;
     v.resize(n, f16::ZERO);
     Ok(v)
 }
@@ -77,6 +77,69 @@ pub struct Scratch {
     pub prefill_math: ActMath,
     /// Activation math of the output head in batches.
     pub output_math: ActMath,
+    /// Per-phase timers (enabled with `GHOST_PROFILE=1`).
+    pub prof: Profile,
+}
+
+/// Phases of the forward pass timed by [`Profile`].
+#[derive(Debug, Clone, Copy)]
+pub enum Phase {
+    Qkv,
+    Attention,
+    AttnOutput,
+    Ffn,
+    Output,
+    Other,
+}
+
+/// Wall time per [`Phase`], accumulated when enabled (`GHOST_PROFILE=1`); a no-op otherwise.
+#[derive(Debug)]
+pub struct Profile {
+    enabled: bool,
+    last: Option<std::time::Instant>,
+    pub totals: [std::time::Duration; 6],
+}
+
+impl Profile {
+    pub fn from_env() -> Profile {
+        let enabled = std::env::var("GHOST_PROFILE").is_ok_and(|v| v == "1");
+        Profile {
+            enabled,
+            last: None,
+            totals: Default::default(),
+        }
+    }
+
+    /// Charges the time since the previous lap to `phase`.
+    pub fn lap(&mut self, phase: Phase) {
+        if !self.enabled {
+            return;
+        }
+        let now = std::time::Instant::now();
+        if let Some(t) = self.last {
+            self.totals[phase as usize] += now - t;
+        }
+        self.last = Some(now);
+    }
+
+    /// Ends a forward pass (the next lap starts fresh).
+    pub fn stop(&mut self) {
+        self.last = None;
+    }
+
+    /// `(phase name, seconds)` pairs.
+    pub fn report(&self) -> Vec<(&'static str, f64)> {
+        let names = ["qkv", "attention", "attn_output", "ffn", "output", "other"];
+        names
+            .iter()
+            .zip(&self.totals)
+            .map(|(n, d)| (*n, d.as_secs_f64()))
+            .collect()
+    }
+
+    pub fn reset(&mut self) {
+        self.totals = Default::default();
+    }
 }
 
 impl Scratch {
@@ -101,6 +164,7 @@ impl Scratch {
             row: vec![0.0; c.n_embd],
             prefill_math: ActMath::Exact,
             output_math: ActMath::Exact,
+            prof: Profile::from_env(),
         }
     }
 
@@ -201,6 +265,7 @@ pub fn forward(
         }
     }
 
+    s.prof.lap(Phase::Other);
     for il in 0..cfg.n_layer {
         let lw = model.layer(il);
         let swa = cfg.is_swa_layer(il);
@@ -211,12 +276,26 @@ pub fn forward(
             ops::rms_norm(&s.x[r.clone()], norm_w, cfg.rms_eps, &mut s.xn[r]);
         }
         let math = s.math(m);
-        for (i, (wt, out, dim)) in [(&lw.wq, &mut s.q, q_dim), (&lw.wk, &mut s.k, k_dim), (&lw.wv, &mut s.v, v_dim)]
-            .into_iter()
-            .enumerate()
+        for (i, (wt, out, dim)) in [
+            (&lw.wq, &mut s.q, q_dim),
+            (&lw.wk, &mut s.k, k_dim),
+            (&lw.wv, &mut s.v, v_dim),
+        ]
+        .into_iter()
+        .enumerate()
         {
             let x = &s.xn[..m * n_embd];
-            linear::project(pool, math, wt, model.bytes(wt), x, m, &mut s.acts, i > 0, &mut out[..m * dim])?;
+            linear::project(
+                pool,
+                math,
+                wt,
+                model.bytes(wt),
+                x,
+                m,
+                &mut s.acts,
+                i > 0,
+                &mut out[..m * dim],
+            )?;
         }
         for (b, out, dim) in [
             (&lw.bq, &mut s.q, q_dim),
@@ -256,6 +335,7 @@ pub fn forward(
                 ops::rope_apply(&mut head[..cfg.n_rot], c, sn, neox);
             }
         }
+        s.prof.lap(Phase::Qkv);
         // Append to the cache.
         let kc = &mut kv.k[il];
         let vc = &mut kv.v[il];
@@ -309,6 +389,7 @@ pub fn forward(
                 }
             })
         });
+        s.prof.lap(Phase::Attention);
         let att_dim = n_head * hdv;
         let math = s.math(m);
         linear::project(
@@ -333,6 +414,7 @@ pub fn forward(
             .zip(&s.tmp[..m * n_embd])
             .for_each(|(x, &t)| *x += t);
 
+        s.prof.lap(Phase::AttnOutput);
         // FFN block.
         let norm_w = model.f32s(&lw.ffn_norm);
         for j in 0..m {
@@ -368,6 +450,7 @@ pub fn forward(
                 )?;
             }
         }
+        s.prof.lap(Phase::Ffn);
         if let Some(pn) = &lw.post_ffn_norm {
             let pn = model.f32s(pn);
             for row in s.tmp[..m * n_embd].chunks_exact_mut(n_embd) {
@@ -380,6 +463,7 @@ pub fn forward(
             .for_each(|(x, &t)| *x += t);
     }
 
+    s.prof.lap(Phase::Other);
     // Output head.
     let rows: std::ops::Range<usize> = match which {
         LogitsFor::Last => m - 1..m,
@@ -396,7 +480,11 @@ pub fn forward(
     if logits.len() < n_out * n_vocab {
         logits.resize(n_out * n_vocab, 0.0);
     }
-    let math = if m >= EXACT_MIN_BATCH { s.output_math } else { ActMath::Quantized };
+    let math = if m >= EXACT_MIN_BATCH {
+        s.output_math
+    } else {
+        ActMath::Quantized
+    };
     linear::project(
         pool,
         math,
@@ -413,5 +501,7 @@ pub fn forward(
             .iter_mut()
             .for_each(|l| *l = (*l / c).tanh() * c);
     }
+    s.prof.lap(Phase::Output);
+    s.prof.stop();
     Ok(())
 }

@@ -70,7 +70,10 @@ pub fn quantize_rows(
     dst: &mut QuantizedActs,
 ) -> Result<()> {
     let Some(row_bytes) = quant::row_bytes(vdt, n_cols) else {
-        crate::bail!(InvalidArgument, "{n_cols} activations are not whole {vdt} blocks");
+        crate::bail!(
+            InvalidArgument,
+            "{n_cols} activations are not whole {vdt} blocks"
+        );
     };
     dst.ty = Some(vdt);
     dst.n_cols = n_cols;
@@ -88,7 +91,11 @@ pub fn quantize_rows(
         for j in rows {
             // SAFETY: each row index j is handled by exactly one chunk.
             let d = unsafe { out.range_mut(j * row_bytes..(j + 1) * row_bytes) };
-            errors.record(quant::quantize_activations(vdt, &x[j * n_cols..(j + 1) * n_cols], d));
+            errors.record(quant::quantize_activations(
+                vdt,
+                &x[j * n_cols..(j + 1) * n_cols],
+                d,
+            ));
         }
     });
     errors.into_result()
@@ -144,7 +151,8 @@ pub fn matmul(
             if r.is_ok() {
                 for j in 0..m {
                     // SAFETY: (row j, this chunk's rows) ranges are disjoint across chunks.
-                    let o = unsafe { dst.range_mut(j * n_rows + rows.start..j * n_rows + rows.end) };
+                    let o =
+                        unsafe { dst.range_mut(j * n_rows + rows.start..j * n_rows + rows.end) };
                     o.copy_from_slice(&t[j * len..(j + 1) * len]);
                 }
             }
@@ -191,7 +199,9 @@ pub fn matmul_f32(
                 let nr = r1 - r0;
                 for r in 0..nr {
                     let src = &w_bytes[(r0 + r) * row_bytes..(r0 + r + 1) * row_bytes];
-                    if let Err(e) = quant::dequantize_row(w.ty, src, &mut d[r * n_cols..(r + 1) * n_cols]) {
+                    if let Err(e) =
+                        quant::dequantize_row(w.ty, src, &mut d[r * n_cols..(r + 1) * n_cols])
+                    {
                         errors.record(Err(e));
                         return;
                     }

@@ -1,0 +1,117 @@
+//! `--mask` / `--sparsity` for the generating front ends (`ghost run`): find or build the
+//! calibration sidecar a mode needs, and install the sparse FFN in a context.
+//!
+//! A mode that needs calibration data (`target:`, `budget:`, `dead`, ...) uses, in order:
+//! the sidecar given with `--mask`; `MODEL.ghost` beside the model; a sidecar cached under
+//! the user's cache directory; and failing all three, a calibration run over the corpus built
+//! into the binary, whose sidecar is then cached (the model file is never touched).
+
+use std::path::{Path, PathBuf};
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::context::Context;
+use crate::model::Model;
+use crate::sparsity::calibrate::{calibrate, CalibrateOptions, Progress};
+use crate::sparsity::engine::{attach, SparseHandle};
+use crate::sparsity::{model_checksum, SparsityMode};
+use crate::tokenizer::Tokenizer;
+use crate::Result;
+
+/// The calibration corpus built into `ghost` (license texts and Node.js documentation; see
+/// tests/data/sparsity/README.md). It differs from the GPL-3 text perplexity is scored on.
+const BUILTIN_CORPUS: &str = include_str!("../../../tests/data/sparsity/calibration-corpus.txt");
+const BUILTIN_CORPUS_NAME: &str = "ghost-builtin-calibration-corpus";
+
+/// Parse `mode`, find (or build) the sidecar it needs, and install the sparse FFN in `ctx`.
+/// `Ok(None)` for the dense mode.
+pub fn setup(
+    ctx: &mut Context,
+    model_path: &Path,
+    mask: Option<&Path>,
+    mode: &str,
+    n_threads: usize,
+) -> Result<Option<SparseHandle>> {
+    let parsed: SparsityMode = mode.parse()?;
+    if parsed.is_dense() {
+        return Ok(None);
+    }
+    let sidecar = match mask {
+        Some(p) => Some(p.to_path_buf()),
+        None if parsed.needs_sidecar() => Some(find_or_calibrate(ctx.model(), model_path, n_threads)?),
+        None => None,
+    };
+    if let Some(p) = &sidecar {
+        eprintln!("ghost: sparsity {mode} with sidecar {}", p.display());
+    } else {
+        eprintln!("ghost: sparsity {mode}");
+    }
+    attach(ctx, sidecar.as_deref(), mode)
+}
+
+/// Where a model's cached sidecar lives: `<cache>/ghostcore/sidecars/<stem>-<checksum>.ghost`.
+fn cached_sidecar_path(model: &Model, model_path: &Path) -> Option<PathBuf> {
+    let stem = model_path.file_stem()?.to_string_lossy().into_owned();
+    let sum = model_checksum(model.gguf());
+    let dir = dirs::cache_dir()?.join("ghostcore").join("sidecars");
+    Some(dir.join(format!("{stem}-{}.ghost", &sum[..16])))
+}
+
+fn find_or_calibrate(model: &std::sync::Arc<Model>, model_path: &Path, n_threads: usize) -> Result<PathBuf> {
+    let beside = model_path.with_extension("ghost");
+    if beside.is_file() {
+        return Ok(beside);
+    }
+    let cached = cached_sidecar_path(model, model_path).ok_or_else(|| {
+        crate::Error::InvalidArgument(
+            "this sparsity mode needs a calibration sidecar: pass --mask FILE (made by `ghost calibrate`)"
+                .into(),
+        )
+    })?;
+    if cached.is_file() {
+        return Ok(cached);
+    }
+    eprintln!(
+        "ghost: no calibration sidecar for {}: calibrating on the built-in corpus (once; cached at {})",
+        model_path.display(),
+        cached.display()
+    );
+    let tok = Tokenizer::from_gguf(model.gguf())?;
+    let ids = tok.encode(BUILTIN_CORPUS, false, false)?;
+    let bos = if tok.add_bos() { tok.bos() } else { None };
+    let opts = CalibrateOptions {
+        n_threads,
+        ..CalibrateOptions::default()
+    };
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} ({elapsed})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let sidecar = calibrate(
+        model.clone(),
+        &ids,
+        bos,
+        BUILTIN_CORPUS_NAME,
+        &opts,
+        &mut |p| match p {
+            Progress::Stats(done, total) => {
+                bar.set_message("statistics");
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            }
+            Progress::Candidate(i, n, ..) => {
+                bar.set_message("frontier");
+                bar.set_length(n as u64);
+                bar.set_position(i as u64 + 1);
+            }
+        },
+    )?;
+    bar.finish_and_clear();
+    if let Some(dir) = cached.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    sidecar.write_file(&cached)?;
+    Ok(cached)
+}
