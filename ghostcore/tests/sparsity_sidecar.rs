@@ -77,7 +77,7 @@ fn calibrated(model: &GgufFile) -> Sidecar {
 fn round_trip_preserves_everything() {
     let model = tiny_model(0.0);
     let s = calibrated(&model);
-    assert_eq!(s.layers[1].dead[3], true);
+    assert!(s.layers[1].dead[3]);
     assert_eq!(s.layers[1].n_dead(), 1);
     assert_eq!(s.targets, TARGETS.to_vec());
     let dir = std::env::temp_dir().join(format!("ghost-sidecar-{}", std::process::id()));

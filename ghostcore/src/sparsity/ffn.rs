@@ -1,11 +1,11 @@
 //! The row-packed sparse FFN used at decode:
 //! gate (dense, or over live rows) → activation → compact list of active neurons →
-//! up over active rows only → down as Σ h_j · down_t[j] over active neurons (neuron-major copy).
+//! up over active rows only → down as Σ h_j · `down_t[j]` over active neurons (neuron-major copy).
 //!
 //! Whichever way reads fewer bytes is taken for the down projection: the neuron-major axpy over
 //! active neurons, or the model's own output-major `ffn_down` with the skipped activations set
-//! to zero. With nothing skipped that is the dense kernel, so a sparse plan whose thresholds
-//! are all zero gives exactly the dense result.
+//! to zero. The copy is used only when neurons were skipped, so a sparse plan whose thresholds
+//! are all zero runs exactly the dense kernels and gives exactly the dense result.
 
 use super::rows::{axpy_rows, matvec_rows, quantize_input, QMatrix, Splitter};
 use crate::{bail, Result};

@@ -1,10 +1,16 @@
 //! Activation sparsity: calibration statistics, the sidecar file, the `--sparsity` modes,
 //! per-layer plans and the row-packed sparse FFN kernel.
 //!
-//! - [`mode`]: parsing `--sparsity` values.
+//! - [`mode`]: parsing `--sparsity` values (`dead`, `gate:T`, `target:S[:score]`,
+//!   `cascade:S1:S2`, `stat:K`, `input:S`, `budget:P`).
 //! - [`histogram`], [`stats`]: what calibration records and how thresholds are derived.
 //! - [`sidecar`]: the GGUF sidecar (`MODEL.ghost`) and the model checksum it is bound to.
+//! - [`repack`]: the neuron-major copy of `ffn_down` and its requantization error.
 //! - [`rows`], [`ffn`]: row-level weight access and the sparse FFN step.
+//! - [`plan`]: mode + sidecar → per-layer plans; tallies of what was skipped.
+//! - [`engine`]: installing the sparse (or calibrating) FFN into a [`crate::context::Context`].
+//! - [`eval`]: perplexity and KL to the dense path; [`calibrate`]: the calibration run.
+//! - [`report`]: sweep tables (CSV, Markdown) and the SVG plot.
 
 pub mod calibrate;
 pub mod engine;
