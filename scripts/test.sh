@@ -30,7 +30,7 @@ step "cargo clippy --all-targets -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
 step "cargo test --workspace (SIMD kernels)"
-cargo test --workspace
+cargo test --workspace --no-fail-fast
 
 step "quant kernel tests with GHOST_FORCE_SCALAR=1"
 GHOST_FORCE_SCALAR=1 cargo test -p ghostcore --lib quant

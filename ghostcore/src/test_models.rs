@@ -34,7 +34,9 @@ pub fn model_dirs() -> Vec<PathBuf> {
 }
 
 pub fn running_in_ci() -> bool {
-    std::env::var("CI").map(|v| v == "true" || v == "1").unwrap_or(false)
+    std::env::var("CI")
+        .map(|v| v == "true" || v == "1")
+        .unwrap_or(false)
 }
 
 /// Find `file` in the model folders. `None` means "skip": a message saying why has been
@@ -59,7 +61,10 @@ pub fn find_model(file: &str) -> Option<PathBuf> {
 
 /// The reference data copied from llama.cpp runs (tests/data/reference).
 pub fn reference_dir() -> PathBuf {
-    workspace_root().join("tests").join("data").join("reference")
+    workspace_root()
+        .join("tests")
+        .join("data")
+        .join("reference")
 }
 
 /// A Python interpreter with the oracle packages (gguf-py, numpy): `$GHOSTCORE_PYTHON`, else

@@ -34,7 +34,8 @@ fn gemma3_round_trip() {
 #[test]
 fn type_histograms_match_reference() {
     let reference: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(ghostcore::test_models::reference_dir().join("tensor_types.json")).unwrap(),
+        &std::fs::read_to_string(ghostcore::test_models::reference_dir().join("tensor_types.json"))
+            .unwrap(),
     )
     .unwrap();
     for (key, entry) in reference.as_object().unwrap() {
@@ -43,9 +44,15 @@ fn type_histograms_match_reference() {
         if ![SMOLLM2_Q4_1, SMOLLM2_Q4_K_M, GEMMA3_Q4_K_M].contains(&file) {
             continue;
         }
-        let Some(path) = find_model(file) else { continue };
+        let Some(path) = find_model(file) else {
+            continue;
+        };
         let g = GgufFile::open(&path).unwrap();
-        assert_eq!(g.tensors().len() as u64, entry["n_tensors"].as_u64().unwrap(), "{file}");
+        assert_eq!(
+            g.tensors().len() as u64,
+            entry["n_tensors"].as_u64().unwrap(),
+            "{file}"
+        );
         for (ty, count) in entry["type_histogram"].as_object().unwrap() {
             let n = g
                 .tensors()

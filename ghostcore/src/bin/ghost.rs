@@ -4,7 +4,11 @@ use clap::{Parser, Subcommand};
 use ghostcore::cli;
 
 #[derive(Parser)]
-#[command(name = "ghost", version, about = "GhostCore: GGUF inference with activation sparsity")]
+#[command(
+    name = "ghost",
+    version,
+    about = "GhostCore: GGUF inference with activation sparsity"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

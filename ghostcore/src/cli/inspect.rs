@@ -41,7 +41,13 @@ pub fn write_report(g: &GgufFile, tensors: bool, out: &mut impl Write) -> std::i
     }
     if tensors {
         writeln!(out, "\ntensors:")?;
-        let nw = g.tensors().iter().map(|t| t.name.len()).max().unwrap_or(4).max(4);
+        let nw = g
+            .tensors()
+            .iter()
+            .map(|t| t.name.len())
+            .max()
+            .unwrap_or(4)
+            .max(4);
         writeln!(
             out,
             "  {:<nw$}  {:<7}  {:<22}  {:>12}  {:>12}",

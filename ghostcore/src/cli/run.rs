@@ -235,13 +235,9 @@ pub fn run(args: Args) -> Result<()> {
         },
     )?;
     let sparse = match &args.sparsity {
-        Some(mode) => super::sparsity_setup::setup(
-            &mut ctx,
-            &path,
-            args.mask.as_deref(),
-            mode,
-            args.threads,
-        )?,
+        Some(mode) => {
+            super::sparsity_setup::setup(&mut ctx, &path, args.mask.as_deref(), mode, args.threads)?
+        }
         None => None,
     };
     let prompt_text = if args.chat {

@@ -38,7 +38,9 @@ pub fn setup(
     }
     let sidecar = match mask {
         Some(p) => Some(p.to_path_buf()),
-        None if parsed.needs_sidecar() => Some(find_or_calibrate(ctx.model(), model_path, n_threads)?),
+        None if parsed.needs_sidecar() => {
+            Some(find_or_calibrate(ctx.model(), model_path, n_threads)?)
+        }
         None => None,
     };
     if let Some(p) = &sidecar {
@@ -57,7 +59,11 @@ fn cached_sidecar_path(model: &Model, model_path: &Path) -> Option<PathBuf> {
     Some(dir.join(format!("{stem}-{}.ghost", &sum[..16])))
 }
 
-fn find_or_calibrate(model: &std::sync::Arc<Model>, model_path: &Path, n_threads: usize) -> Result<PathBuf> {
+fn find_or_calibrate(
+    model: &std::sync::Arc<Model>,
+    model_path: &Path,
+    n_threads: usize,
+) -> Result<PathBuf> {
     let beside = model_path.with_extension("ghost");
     if beside.is_file() {
         return Ok(beside);

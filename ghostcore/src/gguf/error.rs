@@ -22,7 +22,11 @@ pub enum GgufError {
     #[error("unsupported GGUF version {version} at byte offset 4 (supported: 2, 3){hint}")]
     UnsupportedVersion { version: u32, hint: &'static str },
     #[error("{field} at byte offset {offset}: count {count} is larger than the file could hold")]
-    AbsurdCount { field: String, offset: u64, count: u64 },
+    AbsurdCount {
+        field: String,
+        offset: u64,
+        count: u64,
+    },
     #[error("{field} at byte offset {offset}: unknown metadata value type id {id}")]
     UnknownValueType { field: String, offset: u64, id: u32 },
     #[error("{field} at byte offset {offset}: unknown or removed tensor type id {id}")]
@@ -35,7 +39,9 @@ pub enum GgufError {
         offset: u64,
         reason: String,
     },
-    #[error("tensor {name}: data [{start}, {end}) lies past the end of the file ({file_len} bytes)")]
+    #[error(
+        "tensor {name}: data [{start}, {end}) lies past the end of the file ({file_len} bytes)"
+    )]
     TensorOutOfBounds {
         name: String,
         start: u64,

@@ -311,13 +311,14 @@ impl GgufFile {
                     ty.block_size()
                 ),
             })?;
-            let size = row_bytes
-                .checked_mul(n_elem / dims[0])
-                .ok_or_else(|| GgufError::Invalid {
-                    field: format!("{field} dims"),
-                    offset: dims_pos,
-                    reason: "tensor byte size overflows".into(),
-                })?;
+            let size =
+                row_bytes
+                    .checked_mul(n_elem / dims[0])
+                    .ok_or_else(|| GgufError::Invalid {
+                        field: format!("{field} dims"),
+                        offset: dims_pos,
+                        reason: "tensor byte size overflows".into(),
+                    })?;
             let off_pos = c.pos as u64;
             let offset = c.u64(&format!("{field} offset"))?;
             if offset % alignment != 0 {
@@ -448,7 +449,13 @@ impl<'a> Cursor<'a> {
     }
 
     /// Fail unless `count` items of at least `min_size` bytes could fit in what remains.
-    fn check_count(&self, count: u64, min_size: u64, field: &str, offset: u64) -> Result<(), GgufError> {
+    fn check_count(
+        &self,
+        count: u64,
+        min_size: u64,
+        field: &str,
+        offset: u64,
+    ) -> Result<(), GgufError> {
         if count.saturating_mul(min_size) > self.remaining() {
             return Err(GgufError::AbsurdCount {
                 field: field.to_string(),
@@ -526,7 +533,12 @@ impl<'a> Cursor<'a> {
         })?;
         let n_pos = self.pos as u64;
         let n = self.u64(field)?;
-        self.check_count(n, et.min_encoded_size(), &format!("{field} array length"), n_pos)?;
+        self.check_count(
+            n,
+            et.min_encoded_size(),
+            &format!("{field} array length"),
+            n_pos,
+        )?;
         let n = n as usize;
         macro_rules! prim {
             ($variant:ident, $t:ty) => {{
@@ -541,7 +553,12 @@ impl<'a> Cursor<'a> {
         }
         Ok(match et {
             ValueType::U8 => Array::U8(self.take(n as u64, field)?.to_vec()),
-            ValueType::I8 => Array::I8(self.take(n as u64, field)?.iter().map(|&b| b as i8).collect()),
+            ValueType::I8 => Array::I8(
+                self.take(n as u64, field)?
+                    .iter()
+                    .map(|&b| b as i8)
+                    .collect(),
+            ),
             ValueType::U16 => prim!(U16, u16),
             ValueType::I16 => prim!(I16, i16),
             ValueType::U32 => prim!(U32, u32),

@@ -8,10 +8,16 @@ fn sample() -> Vec<u8> {
     w.set("f", Value::F32(1.5));
     w.set("b", Value::Bool(true));
     w.set("neg", Value::I64(-7));
-    w.set("arr", Value::Array(Array::String(vec!["a".into(), "bc".into()])));
+    w.set(
+        "arr",
+        Value::Array(Array::String(vec!["a".into(), "bc".into()])),
+    );
     w.set(
         "nested",
-        Value::Array(Array::Array(vec![Array::U8(vec![1, 2]), Array::I32(vec![-1])])),
+        Value::Array(Array::Array(vec![
+            Array::U8(vec![1, 2]),
+            Array::I32(vec![-1]),
+        ])),
     );
     w.set("empty", Value::Array(Array::F64(vec![])));
     let t1: Vec<u8> = (0..4 * 8).map(|i| i as u8).collect();
@@ -83,7 +89,10 @@ fn typed_errors() {
     let e = GgufFile::from_bytes(b"GGML\0\0\0\0".to_vec()).unwrap_err();
     assert!(matches!(e, GgufError::BadMagic { .. }), "{e}");
     let e = GgufFile::from_bytes(header(1, 0, 0)).unwrap_err();
-    assert!(matches!(e, GgufError::UnsupportedVersion { version: 1, .. }), "{e}");
+    assert!(
+        matches!(e, GgufError::UnsupportedVersion { version: 1, .. }),
+        "{e}"
+    );
     let e = GgufFile::from_bytes(header(3, u64::MAX, 0)).unwrap_err();
     assert!(matches!(e, GgufError::AbsurdCount { .. }), "{e}");
     assert!(e.to_string().contains("tensor_count"));
@@ -100,7 +109,10 @@ fn typed_errors() {
     b.extend_from_slice(&99u32.to_le_bytes());
     b.extend_from_slice(&[0; 16]);
     let e = GgufFile::from_bytes(b).unwrap_err();
-    assert!(matches!(e, GgufError::UnknownValueType { id: 99, .. }), "{e}");
+    assert!(
+        matches!(e, GgufError::UnknownValueType { id: 99, .. }),
+        "{e}"
+    );
     // absurd array length
     let mut b = header(3, 0, 1);
     b.extend_from_slice(&1u64.to_le_bytes());
@@ -137,7 +149,10 @@ fn tensor_validation() {
     let e = GgufFile::from_bytes(one_tensor(&[8], 0, 16, 64)).unwrap_err();
     assert!(matches!(e, GgufError::Misaligned { .. }), "{e}");
     let e = GgufFile::from_bytes(one_tensor(&[8], 4, 0, 64)).unwrap_err();
-    assert!(matches!(e, GgufError::UnknownTensorType { id: 4, .. }), "{e}");
+    assert!(
+        matches!(e, GgufError::UnknownTensorType { id: 4, .. }),
+        "{e}"
+    );
     let e = GgufFile::from_bytes(one_tensor(&[1 << 40, 1 << 40], 0, 0, 64)).unwrap_err();
     assert!(e.to_string().contains("overflow"), "{e}");
     let e = GgufFile::from_bytes(one_tensor(&[33], 2, 0, 64)).unwrap_err();
@@ -149,8 +164,10 @@ fn tensor_validation() {
 #[test]
 fn overlapping_tensors_rejected() {
     let mut w = GgufWriter::new();
-    w.add_tensor("a", GgmlType::F32, &[16], vec![0u8; 64]).unwrap();
-    w.add_tensor("b", GgmlType::F32, &[16], vec![0u8; 64]).unwrap();
+    w.add_tensor("a", GgmlType::F32, &[16], vec![0u8; 64])
+        .unwrap();
+    w.add_tensor("b", GgmlType::F32, &[16], vec![0u8; 64])
+        .unwrap();
     let mut bytes = w.to_bytes();
     // rewrite b's offset (the last 8 bytes of its info) from 64 to 32
     let g = GgufFile::from_bytes(bytes.clone()).unwrap();

@@ -116,11 +116,17 @@ impl<'a> GgufWriter<'a> {
             return Err(GgufError::Invalid {
                 field: format!("tensor {name:?}"),
                 offset: 0,
-                reason: format!("{} bytes of data, shape {dims:?} of {ty} needs {expected}", data.len()),
+                reason: format!(
+                    "{} bytes of data, shape {dims:?} of {ty} needs {expected}",
+                    data.len()
+                ),
             });
         }
         if self.tensors.iter().any(|t| t.name == name) {
-            return Err(GgufError::Duplicate { what: "tensor", name });
+            return Err(GgufError::Duplicate {
+                what: "tensor",
+                name,
+            });
         }
         self.tensors.push(WriterTensor {
             name,
@@ -166,7 +172,8 @@ impl<'a> GgufWriter<'a> {
             }
             header.extend_from_slice(&t.ty.id().to_le_bytes());
             header.extend_from_slice(&offset.to_le_bytes());
-            offset = align_up(offset + t.data.len() as u64, align).expect("tensor offsets overflow");
+            offset =
+                align_up(offset + t.data.len() as u64, align).expect("tensor offsets overflow");
         }
         put(w, &header, &mut pos)?;
         let zeros = vec![0u8; align as usize];
