@@ -161,7 +161,8 @@ done
 end_utc=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 uptime_after=$(uptime)
 ghost_commit=$(git rev-parse --short=12 HEAD)
-if [[ -n "$(git status --porcelain --untracked-files=no)" ]]; then ghost_commit+="-dirty"; fi
+# Uncommitted changes outside bench/ (those could change the ghost binary) mark the commit dirty.
+if [[ -n "$(git status --porcelain --untracked-files=no -- . ':!bench')" ]]; then ghost_commit+="-dirty"; fi
 models_json=$(for k in "${model_keys[@]}"; do printf '%s\t%s\n' "$k" "${model_path[$k]}"; done)
 DATE_UTC=$date_utc END_UTC=$end_utc UPTIME_BEFORE=$uptime_before UPTIME_AFTER=$uptime_after \
     CPU_MODEL=$(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -1) CPU_COUNT=$(nproc --all) \
