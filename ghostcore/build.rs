@@ -47,6 +47,13 @@ fn build_kernels() -> Result<(), String> {
     println!("cargo:rerun-if-changed={}", kernels_dir.display());
 
     let sources = kernel_sources(&kernels_dir)?;
+    if let Some(p) = env::var_os("NVCC").filter(|p| !Path::new(p).is_file()) {
+        return Err(format!(
+            "NVCC={} is not a file. Unset it to search CUDA_PATH, PATH and .cuda/, or run \
+             `bash scripts/install-nvcc.sh` to install nvcc into .cuda/.",
+            Path::new(&p).display()
+        ));
+    }
     let nvcc = find_nvcc(&workspace).ok_or_else(|| {
         "nvcc not found. Install it without a GPU or root with `bash scripts/install-nvcc.sh` \
          (CUDA 13.0 from NVIDIA's PyPI wheels into .cuda/), or set NVCC=/path/to/nvcc, or \

@@ -58,9 +58,11 @@
  *   gc_ctx_free(ctx); gc_model_free(model);
  *
  * SPARSITY
- *   gc_mask_calibrate, gc_mask_load, gc_mask_save and the non-dense modes of
- *   gc_ctx_set_sparsity return GC_ERR_UNSUPPORTED (with a gc_last_error() message) in
- *   builds without the sparsity engine. Their signatures are final.
+ *   Decoding can skip FFN neurons whose activation is small. gc_ctx_set_sparsity picks
+ *   the rule (a global threshold needs nothing else); calibrated rules need a mask made
+ *   by gc_mask_calibrate (or `ghost calibrate`, loaded with gc_mask_load) and set with
+ *   gc_ctx_set_mask. gc_generate_stats.sparsity reports what was skipped. Prompt batches
+ *   always run dense.
  */
 
 #ifndef GHOSTCORE_H
@@ -164,7 +166,8 @@ typedef enum gc_stop_reason {
 } gc_stop_reason;
 
 /**
- * How a context skips FFN neurons (gc_sparsity_params.mode).
+ * How a context skips FFN neurons (gc_sparsity_params.mode). Decoding of single tokens
+ * (generation) is sparse; prompt batches stay dense.
  */
 typedef enum gc_sparsity_mode {
     /**
@@ -172,14 +175,22 @@ typedef enum gc_sparsity_mode {
      */
     GC_SPARSITY_DENSE = 0,
     /**
-     * Skip neurons whose gate activation magnitude is below `threshold`.
+     * Skip neurons whose |act(gate·x)| is at most `threshold` (one global threshold;
+     * needs no mask).
      */
     GC_SPARSITY_THRESHOLD = 1,
     /**
-     * Skip the fraction `target_sparsity` of neurons, using the per-layer thresholds of
-     * the context's mask (gc_ctx_set_mask; required).
+     * Skip the fraction `target_sparsity` of neurons using the per-layer thresholds of
+     * the context's mask (gc_ctx_set_mask first).
      */
     GC_SPARSITY_TARGET = 2,
+    /**
+     * A mode in the `ghost --sparsity` language, given in `spec`: e.g. "budget:1" (the
+     * mask's best setting within a 1% perplexity increase), "cascade:0.2:0.5",
+     * "target:0.4:product", "dead", "gate:0.05,dead". Modes that use calibration data
+     * need the context's mask.
+     */
+    GC_SPARSITY_SPEC = 3,
 } gc_sparsity_mode;
 
 /**
@@ -254,8 +265,8 @@ typedef struct gc_generate_params {
      */
     uint64_t seed;
     /**
-     * Add the model's BOS token etc. to the prompt (default true). Set false when the
-     * context already holds the start of the sequence.
+     * Add the model's BOS token etc. to the prompt (default true); only done when the
+     * context is empty, so continuing a sequence never inserts a second BOS.
      */
     bool add_special;
     /**
@@ -274,7 +285,9 @@ typedef struct gc_generate_params {
  * bytes of text (not NUL-terminated; may be an incomplete UTF-8 sequence that the next
  * piece completes) valid only during the call. Return true to continue, false to stop
  * generation (gc_generate then returns GC_OK with stop_reason GC_STOP_CALLBACK). The
- * callback must not call into GhostCore with the same context.
+ * callback must not call into GhostCore with the same context (that call fails with
+ * GC_ERR_INVALID_ARG), and must return normally: no longjmp or C++ exception may cross
+ * the library.
  */
 typedef bool (*gc_token_callback)(const char *piece, size_t len, gc_token token, void *user_data);
 
@@ -388,7 +401,7 @@ typedef struct gc_sparsity_params {
      */
     uint32_t mode;
     /**
-     * For GC_SPARSITY_THRESHOLD: the activation magnitude below which a neuron is
+     * For GC_SPARSITY_THRESHOLD: the activation magnitude at or below which a neuron is
      * skipped (>= 0).
      */
     float threshold;
@@ -396,6 +409,10 @@ typedef struct gc_sparsity_params {
      * For GC_SPARSITY_TARGET: the fraction of neurons to skip, in [0, 1).
      */
     float target_sparsity;
+    /**
+     * For GC_SPARSITY_SPEC: the mode text (NUL-terminated; read during the call only).
+     */
+    const char *spec;
 } gc_sparsity_params;
 
 /**
@@ -407,17 +424,31 @@ typedef struct gc_calibrate_params {
      */
     uint32_t struct_size;
     /**
-     * The sparsity the thresholds are calibrated for, in [0, 1). Default 0.4.
+     * Tokens per calibration chunk (the texts are joined, then cut into chunks of this
+     * length; a shorter tail is dropped). Default 512; the texts must hold at least one
+     * chunk.
      */
-    float target_sparsity;
+    uint32_t n_ctx;
     /**
-     * Most tokens of each text that are run (longer texts are cut). Default 512.
-     */
-    uint32_t max_tokens_per_text;
-    /**
-     * CPU threads; 0 (default): all available cores.
+     * CPU threads; 0 (default): one per available core.
      */
     uint32_t n_threads;
+    /**
+     * Activation magnitude counted as "firing" for the statistics and the dead-neuron
+     * mask. Default 0.01.
+     */
+    float eps;
+    /**
+     * Also measure, on a held-out 15% of the chunks, which sparsity setting stays within
+     * each perplexity budget (0.5% .. 10%), enabling "budget:P" modes. Slow: runs ~20
+     * perplexity evaluations. Default false.
+     */
+    bool measure_budgets;
+    /**
+     * Store the neuron-major ffn_down copy in the mask (faster sparse decoding, larger
+     * mask file). Default true.
+     */
+    bool store_down_copy;
 } gc_calibrate_params;
 
 #ifdef __cplusplus
@@ -438,8 +469,8 @@ struct gc_ctx_params gc_ctx_default_params(void);
  * threads at once. One context must be used by one thread at a time (concurrent use is
  * detected and rejected with GC_ERR_INVALID_ARG).
  *
- * Errors: GC_ERR_INVALID_ARG, GC_ERR_OUT_OF_MEMORY, GC_ERR_UNSUPPORTED (this build has
- * no forward pass yet: see gc_last_error()).
+ * Errors: GC_ERR_INVALID_ARG (bad params, n_ctx above 4x the training context),
+ * GC_ERR_OUT_OF_MEMORY.
  *
  * # Safety
  * `model` is NULL or a live model handle; `params` is NULL or a valid params struct;
@@ -471,8 +502,8 @@ enum gc_status gc_ctx_reset(gc_ctx *ctx);
  * Appends `n_tokens` tokens to the context and runs the model over them, leaving the
  * logits of the last one for gc_get_logits. Tokens must be in 0 .. n_vocab-1.
  *
- * Errors: GC_ERR_INVALID_ARG (NULL with n_tokens > 0, token out of range, context
- * full), GC_ERR_UNSUPPORTED (no forward pass in this build yet).
+ * Errors: GC_ERR_INVALID_ARG (NULL tokens, n_tokens = 0, token out of range, not enough
+ * room left in the context; the context is then unchanged).
  *
  * # Safety
  * `ctx` is NULL or a live context; `tokens` is NULL or points to `n_tokens` tokens.
@@ -506,9 +537,9 @@ struct gc_generate_params gc_generate_default_params(void);
  * NULL for the defaults; `on_token` may be NULL (the text is then only counted);
  * `stats` may be NULL, or has struct_size set and receives the figures on success.
  *
- * Errors: GC_ERR_INVALID_ARG (NULL ctx/prompt, empty prompt with add_special false, bad
- * params, prompt longer than the context), GC_ERR_UNSUPPORTED (no forward pass in this
- * build yet), plus those of gc_decode.
+ * Errors: GC_ERR_INVALID_ARG (NULL ctx/prompt, a prompt of no tokens on an empty
+ * context, bad params, a prompt longer than the room left in the context), plus those of
+ * gc_decode.
  *
  * # Safety
  * `ctx` is NULL or a live context; `prompt` is NULL or NUL-terminated; `params` is NULL
@@ -547,7 +578,7 @@ enum gc_status gc_model_load(const char *path,
 /**
  * Frees a model handle. The weights stay alive until the last context made from the
  * model is freed too, so contexts may outlive this call. NULL is a no-op. Freeing a
- * handle twice is undefined behaviour (best-effort detected and ignored).
+ * handle twice is undefined behaviour.
  *
  * # Safety
  * `model` is NULL or a handle from gc_model_load not yet freed, and no other thread is
@@ -578,13 +609,14 @@ struct gc_sparsity_params gc_sparsity_default_params(void);
 struct gc_calibrate_params gc_calibrate_default_params(void);
 
 /**
- * Calibrates a sparsity mask for `model` by running it over `n_texts` sample texts
- * (NUL-terminated UTF-8; representative of the intended use, a few thousand tokens in
- * all). `params` may be NULL for the defaults. On success writes a new mask to
- * `*out_mask` (free with gc_mask_free). The model must be the one the mask is used with.
+ * Calibrates a sparsity mask for `model` by running it densely over `n_texts` sample
+ * texts (NUL-terminated UTF-8, representative of the intended use; together at least
+ * params->n_ctx tokens, ideally tens of thousands). `params` may be NULL for the
+ * defaults. On success writes a new mask to `*out_mask` (free with gc_mask_free). The
+ * mask is bound to this model's FFN weights. Takes a few seconds per chunk of n_ctx
+ * tokens on small models (much longer with measure_budgets).
  *
- * Not yet available: returns GC_ERR_UNSUPPORTED after validating the arguments, until
- * the sparsity engine is in the build.
+ * Errors: GC_ERR_INVALID_ARG (NULL or non-UTF-8 texts, too little text, bad params).
  *
  * # Safety
  * `model` is NULL or a live model; `texts` is NULL or points to `n_texts` pointers that
@@ -597,11 +629,9 @@ enum gc_status gc_mask_calibrate(const gc_model *model,
                                  gc_mask **out_mask);
 
 /**
- * Loads a mask saved by gc_mask_save (or `ghost calibrate`) for `model`. Fails with
- * GC_ERR_FORMAT if the file is not a mask or was made for another model.
- *
- * Not yet available: returns GC_ERR_UNSUPPORTED after validating the arguments, until
- * the sparsity engine is in the build.
+ * Loads a mask saved by gc_mask_save (or made by `ghost calibrate`, MODEL.ghost) for
+ * `model`. Errors: GC_ERR_IO (cannot read), GC_ERR_FORMAT (not a mask file),
+ * GC_ERR_INVALID_ARG (made for a model with other FFN weights).
  *
  * # Safety
  * `model` NULL or live; `path` NULL or NUL-terminated; `out_mask` NULL or writable.
@@ -626,8 +656,12 @@ enum gc_status gc_mask_save(const gc_mask *mask, const char *path);
 void gc_mask_free(gc_mask *mask);
 
 /**
- * Sets the mask (calibrated thresholds) the context uses; NULL returns the context to
- * dense operation. The mask must have been made for the context's model.
+ * Sets the mask (calibration data) the context uses; NULL removes it and returns the
+ * context to dense decoding. The mask must have been made for the context's model's
+ * weights (GC_ERR_INVALID_ARG otherwise). If the context is dense when a mask is set, it
+ * switches to the mask's default mode: its best setting within a 1% perplexity increase
+ * when the mask has a budget table (measure_budgets), otherwise skipping only the
+ * neurons calibration found dead. Choose another mode with gc_ctx_set_sparsity.
  *
  * # Safety
  * `ctx` NULL or live; `mask` NULL or live.
@@ -636,8 +670,11 @@ enum gc_status gc_ctx_set_mask(gc_ctx *ctx, const gc_mask *mask);
 
 /**
  * Sets how the context skips FFN neurons from the next decoded token on. `params` may
- * be NULL for dense. GC_SPARSITY_DENSE always works; the other modes return
- * GC_ERR_UNSUPPORTED until the sparsity engine is in the build.
+ * be NULL for dense. The mask (if any) stays set. gc_generate_stats.sparsity reports the
+ * fraction of FFN neurons skipped during generation. On error the previous settings stay.
+ *
+ * Errors: GC_ERR_INVALID_ARG (unknown mode, value out of range, bad spec text, or a mode
+ * that needs calibration data while the context has no mask).
  *
  * # Safety
  * `ctx` NULL or live; `params` NULL or a valid params struct.

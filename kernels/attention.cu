@@ -4,7 +4,8 @@
 // Query head h reads KV head h / (n_heads / n_kv_heads).
 //
 //   gc_kv_store         write this token's K and V rows (f32 -> f16) at position pos
-//   gc_attn_partial     grid (n_heads, n_splits): split s covers positions
+//   gc_attn_partial     grid (n_heads, n_splits): scores scale * q.k, capped to
+//                       softcap * tanh(score / softcap) when softcap > 0; split s covers positions
 //                       [kv_start + s*chunk, min(kv_start + (s+1)*chunk, kv_end)) and writes an
 //                       unnormalized output, its running max and its sum of exponentials
 //   gc_attn_combine     grid n_heads: merges the splits into out[n_heads][head_dim]
@@ -30,7 +31,7 @@ extern "C" __global__ void __launch_bounds__(GC_ATTN_THREADS)
     gc_attn_partial(const float* __restrict__ q, const half* __restrict__ k_cache,
                     const half* __restrict__ v_cache, float* __restrict__ o_part,
                     float2* __restrict__ ml_part, int n_heads, int n_kv_heads, int head_dim, int max_ctx,
-                    int kv_start, int kv_end, int chunk, float scale) {
+                    int kv_start, int kv_end, int chunk, float scale, float softcap) {
     extern __shared__ float q_sh[];
     __shared__ float p_sh[GC_ATTN_CHUNK_MAX];
     __shared__ float scratch[32];
@@ -71,7 +72,11 @@ extern "C" __global__ void __launch_bounds__(GC_ATTN_THREADS)
             s += kv.x * qv.x + kv.y * qv.y;
         }
         s = warp_sum(s);
-        if (lane == 0) p_sh[j] = s * scale;
+        if (lane == 0) {
+            s *= scale;
+            if (softcap > 0.0f) s = softcap * tanhf(s / softcap);  // Gemma 2 style logit cap
+            p_sh[j] = s;
+        }
     }
     __syncthreads();
 
@@ -86,11 +91,31 @@ extern "C" __global__ void __launch_bounds__(GC_ATTN_THREADS)
     }
     l = block_sum(l, scratch);  // its barriers also publish p_sh
 
-    // Weighted sum of V: threads over dimensions (coalesced rows).
-    for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
+    // Weighted sum of V: threads over dimensions (coalesced rows). When several heads' worth of
+    // threads fit in the block (head_dim <= 64), groups of head_dim threads take every
+    // n_groups-th position and their partial sums are added through shared memory.
+    const int n_groups = head_dim <= (int)blockDim.x ? (int)blockDim.x / head_dim : 1;
+    if (n_groups > 1) {
+        __shared__ float o_sh[GC_ATTN_THREADS];
+        const int g = threadIdx.x / head_dim;
+        const int d = threadIdx.x % head_dim;
         float acc = 0.0f;
-        for (int j = 0; j < len; ++j) acc += p_sh[j] * __half2float(vh[(size_t)(begin + j) * head_dim + d]);
-        o[d] = acc;
+        if (g < n_groups) {
+            for (int j = g; j < len; j += n_groups)
+                acc += p_sh[j] * __half2float(vh[(size_t)(begin + j) * head_dim + d]);
+            o_sh[threadIdx.x] = acc;
+        }
+        __syncthreads();
+        if (g == 0) {
+            for (int k = 1; k < n_groups; ++k) acc += o_sh[k * head_dim + d];
+            o[d] = acc;
+        }
+    } else {
+        for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
+            float acc = 0.0f;
+            for (int j = 0; j < len; ++j) acc += p_sh[j] * __half2float(vh[(size_t)(begin + j) * head_dim + d]);
+            o[d] = acc;
+        }
     }
     if (threadIdx.x == 0) ml_part[h * n_splits + split] = make_float2(m, l);
 }

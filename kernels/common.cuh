@@ -64,20 +64,48 @@ static_assert(sizeof(block_q8_0) == 34, "block_q8_0 size");
 static_assert(sizeof(block_q4_K) == 144, "block_q4_K size");
 static_assert(sizeof(block_q6_K) == 210, "block_q6_K size");
 
+// Functions shared with the host-side check (kernels/check/): device code, and host code
+// when compiled by nvcc as a host program.
+#define GC_HD static __host__ __device__ __forceinline__
+
+// dp4a and per-byte saturating subtract, with host equivalents for the host-side check.
+GC_HD int gc_dp4a(int a, int b, int c) {
+#ifdef __CUDA_ARCH__
+    return __dp4a(a, b, c);
+#else
+    for (int i = 0; i < 4; ++i) c += (int)(int8_t)(a >> (8 * i)) * (int)(int8_t)(b >> (8 * i));
+    return c;
+#endif
+}
+
+GC_HD int gc_vsubss4(int a, int b) {
+#ifdef __CUDA_ARCH__
+    return __vsubss4(a, b);
+#else
+    uint32_t r = 0;
+    for (int i = 0; i < 4; ++i) {
+        int d = (int)(int8_t)(a >> (8 * i)) - (int)(int8_t)(b >> (8 * i));
+        d = d < -128 ? -128 : (d > 127 ? 127 : d);
+        r |= (uint32_t)(uint8_t)(int8_t)d << (8 * i);
+    }
+    return (int)r;
+#endif
+}
+
 // ---- loads ----
 
 // Four bytes from an address that is only 2-byte aligned (Q4_0, Q5_0, Q8_0, Q6_K rows).
-static __device__ __forceinline__ int load_i32_a2(const void* p) {
+GC_HD int load_i32_a2(const void* p) {
     const uint16_t* h = (const uint16_t*)p;
     return (int)((uint32_t)h[0] | ((uint32_t)h[1] << 16));
 }
 
 // Four bytes from a 4-byte aligned address (Q4_1, Q4_K).
-static __device__ __forceinline__ int load_i32_a4(const void* p) {
+GC_HD int load_i32_a4(const void* p) {
     return *(const int*)p;
 }
 
-static __device__ __forceinline__ float load_half(const half* p) {
+GC_HD float load_half(const half* p) {
     return __half2float(*p);
 }
 

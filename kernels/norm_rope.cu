@@ -28,7 +28,9 @@ extern "C" __global__ void gc_rope(float* x, int n_heads, int head_dim, int n_ro
     if (t >= n_heads * half_rot) return;
     const int h = t / half_rot;
     const int i = t % half_rot;
-    const float theta = (float)pos * freq_scale * powf(freq_base, -2.0f * (float)i / (float)n_rot);
+    // As ggml's CUDA rope: theta_scale^i with theta_scale = base^(-2/n_rot).
+    const float theta_scale = powf(freq_base, -2.0f / (float)n_rot);
+    const float theta = freq_scale * ((float)pos * powf(theta_scale, (float)i));
     float s, c;
     sincosf(theta, &s, &c);
     float* xh = x + (size_t)h * head_dim;

@@ -8,7 +8,7 @@
 #include "common.cuh"
 
 // ggml get_scale_min_k4: 6-bit scale and min of sub-block j (0..7) of a Q4_K block.
-static __device__ __forceinline__ void q4k_scale_min(const uint8_t* s, int j, int& sc, int& m) {
+GC_HD void q4k_scale_min(const uint8_t* s, int j, int& sc, int& m) {
     if (j < 4) {
         sc = s[j] & 63;
         m = s[j + 4] & 63;
@@ -19,7 +19,7 @@ static __device__ __forceinline__ void q4k_scale_min(const uint8_t* s, int j, in
 }
 
 // The eight int32 words (32 int8 values) of an activation block; 16-byte aligned.
-static __device__ __forceinline__ void load_q8_words(const int8_t* q8, int v[8]) {
+GC_HD void load_q8_words(const int8_t* q8, int v[8]) {
     const int4 a = ((const int4*)q8)[0];
     const int4 b = ((const int4*)q8)[1];
     v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w;
@@ -30,7 +30,7 @@ template <int TYPE> struct QuantTraits;
 
 // ---------------------------------------------------------------- Q4_0
 template <> struct QuantTraits<GC_TYPE_Q4_0> {
-    static __device__ __forceinline__ float dot(const uint8_t* row, int u, const int8_t* q8, float2 ds) {
+    static __host__ __device__ __forceinline__ float dot(const uint8_t* row, int u, const int8_t* q8, float2 ds) {
         const block_q4_0* b = (const block_q4_0*)row + u;
         int y[8];
         load_q8_words(q8, y);
@@ -38,13 +38,13 @@ template <> struct QuantTraits<GC_TYPE_Q4_0> {
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
             const int v = load_i32_a2(b->qs + 4 * i);
-            sumi = __dp4a(v & 0x0F0F0F0F, y[i], sumi);
-            sumi = __dp4a((v >> 4) & 0x0F0F0F0F, y[i + 4], sumi);
+            sumi = gc_dp4a(v & 0x0F0F0F0F, y[i], sumi);
+            sumi = gc_dp4a((v >> 4) & 0x0F0F0F0F, y[i + 4], sumi);
         }
         // sum d*(q-8)*d8*q8 = d*(d8*sumi - 8*s8)
         return load_half(&b->d) * (ds.x * (float)sumi - 8.0f * ds.y);
     }
-    static __device__ __forceinline__ void dequant(const uint8_t* row, int u, float w[32]) {
+    static __host__ __device__ __forceinline__ void dequant(const uint8_t* row, int u, float w[32]) {
         const block_q4_0* b = (const block_q4_0*)row + u;
         const float d = load_half(&b->d);
 #pragma unroll
@@ -57,7 +57,7 @@ template <> struct QuantTraits<GC_TYPE_Q4_0> {
 
 // ---------------------------------------------------------------- Q4_1
 template <> struct QuantTraits<GC_TYPE_Q4_1> {
-    static __device__ __forceinline__ float dot(const uint8_t* row, int u, const int8_t* q8, float2 ds) {
+    static __host__ __device__ __forceinline__ float dot(const uint8_t* row, int u, const int8_t* q8, float2 ds) {
         const block_q4_1* b = (const block_q4_1*)row + u;
         int y[8];
         load_q8_words(q8, y);
@@ -65,13 +65,13 @@ template <> struct QuantTraits<GC_TYPE_Q4_1> {
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
             const int v = load_i32_a4(b->qs + 4 * i);
-            sumi = __dp4a(v & 0x0F0F0F0F, y[i], sumi);
-            sumi = __dp4a((v >> 4) & 0x0F0F0F0F, y[i + 4], sumi);
+            sumi = gc_dp4a(v & 0x0F0F0F0F, y[i], sumi);
+            sumi = gc_dp4a((v >> 4) & 0x0F0F0F0F, y[i + 4], sumi);
         }
         // sum (d*q + m)*d8*q8 = d*d8*sumi + m*s8
         return load_half(&b->d) * ds.x * (float)sumi + load_half(&b->m) * ds.y;
     }
-    static __device__ __forceinline__ void dequant(const uint8_t* row, int u, float w[32]) {
+    static __host__ __device__ __forceinline__ void dequant(const uint8_t* row, int u, float w[32]) {
         const block_q4_1* b = (const block_q4_1*)row + u;
         const float d = load_half(&b->d);
         const float m = load_half(&b->m);
@@ -85,13 +85,13 @@ template <> struct QuantTraits<GC_TYPE_Q4_1> {
 
 // ---------------------------------------------------------------- Q5_0
 // Spread 4 bits of qh (starting at bit `first`) to bit 4 of each byte of a word.
-static __device__ __forceinline__ int q5_high_bits(uint32_t qh, int first) {
+GC_HD int q5_high_bits(uint32_t qh, int first) {
     const uint32_t h = qh >> first;
     return (int)(((h & 1u) << 4) | ((h & 2u) << 11) | ((h & 4u) << 18) | ((h & 8u) << 25));
 }
 
 template <> struct QuantTraits<GC_TYPE_Q5_0> {
-    static __device__ __forceinline__ float dot(const uint8_t* row, int u, const int8_t* q8, float2 ds) {
+    static __host__ __device__ __forceinline__ float dot(const uint8_t* row, int u, const int8_t* q8, float2 ds) {
         const block_q5_0* b = (const block_q5_0*)row + u;
         int y[8];
         load_q8_words(q8, y);
@@ -102,12 +102,12 @@ template <> struct QuantTraits<GC_TYPE_Q5_0> {
             const int v = load_i32_a2(b->qs + 4 * i);
             const int lo = (v & 0x0F0F0F0F) | q5_high_bits(qh, 4 * i);
             const int hi = ((v >> 4) & 0x0F0F0F0F) | q5_high_bits(qh, 16 + 4 * i);
-            sumi = __dp4a(lo, y[i], sumi);
-            sumi = __dp4a(hi, y[i + 4], sumi);
+            sumi = gc_dp4a(lo, y[i], sumi);
+            sumi = gc_dp4a(hi, y[i + 4], sumi);
         }
         return load_half(&b->d) * (ds.x * (float)sumi - 16.0f * ds.y);
     }
-    static __device__ __forceinline__ void dequant(const uint8_t* row, int u, float w[32]) {
+    static __host__ __device__ __forceinline__ void dequant(const uint8_t* row, int u, float w[32]) {
         const block_q5_0* b = (const block_q5_0*)row + u;
         const float d = load_half(&b->d);
         const uint32_t qh = (uint32_t)b->qh[0] | ((uint32_t)b->qh[1] << 8) |
@@ -124,16 +124,16 @@ template <> struct QuantTraits<GC_TYPE_Q5_0> {
 
 // ---------------------------------------------------------------- Q8_0
 template <> struct QuantTraits<GC_TYPE_Q8_0> {
-    static __device__ __forceinline__ float dot(const uint8_t* row, int u, const int8_t* q8, float2 ds) {
+    static __host__ __device__ __forceinline__ float dot(const uint8_t* row, int u, const int8_t* q8, float2 ds) {
         const block_q8_0* b = (const block_q8_0*)row + u;
         int y[8];
         load_q8_words(q8, y);
         int sumi = 0;
 #pragma unroll
-        for (int i = 0; i < 8; ++i) sumi = __dp4a(load_i32_a2(b->qs + 4 * i), y[i], sumi);
+        for (int i = 0; i < 8; ++i) sumi = gc_dp4a(load_i32_a2(b->qs + 4 * i), y[i], sumi);
         return load_half(&b->d) * ds.x * (float)sumi;
     }
-    static __device__ __forceinline__ void dequant(const uint8_t* row, int u, float w[32]) {
+    static __host__ __device__ __forceinline__ void dequant(const uint8_t* row, int u, float w[32]) {
         const block_q8_0* b = (const block_q8_0*)row + u;
         const float d = load_half(&b->d);
 #pragma unroll
@@ -145,22 +145,26 @@ template <> struct QuantTraits<GC_TYPE_Q8_0> {
 // Unit u = sub-block g = u % 8 of super-block u / 8. Sub-block g lives in the low (g even)
 // or high (g odd) nibbles of qs[32*(g/2) .. 32*(g/2)+31].
 template <> struct QuantTraits<GC_TYPE_Q4_K> {
-    static __device__ __forceinline__ float dot(const uint8_t* row, int u, const int8_t* q8, float2 ds) {
+    static __host__ __device__ __forceinline__ float dot(const uint8_t* row, int u, const int8_t* q8, float2 ds) {
         const block_q4_K* b = (const block_q4_K*)row + u / 8;
         const int g = u % 8;
         const int shift = 4 * (g & 1);
         const uint8_t* qs = b->qs + 32 * (g / 2);
         int y[8];
         load_q8_words(q8, y);
+        // qs sits at byte 16 of a 144-byte block: 16-byte aligned, two vector loads.
+        const int4 qa = ((const int4*)qs)[0];
+        const int4 qb = ((const int4*)qs)[1];
+        const int q[8] = {qa.x, qa.y, qa.z, qa.w, qb.x, qb.y, qb.z, qb.w};
         int sumi = 0;
 #pragma unroll
-        for (int i = 0; i < 8; ++i) sumi = __dp4a((load_i32_a4(qs + 4 * i) >> shift) & 0x0F0F0F0F, y[i], sumi);
+        for (int i = 0; i < 8; ++i) sumi = gc_dp4a((q[i] >> shift) & 0x0F0F0F0F, y[i], sumi);
         int sc, m;
         q4k_scale_min(b->scales, g, sc, m);
         // sum (d*sc*q - dmin*m)*d8*q8 = d*sc*d8*sumi - dmin*m*s8
         return load_half(&b->d) * (float)sc * ds.x * (float)sumi - load_half(&b->dmin) * (float)m * ds.y;
     }
-    static __device__ __forceinline__ void dequant(const uint8_t* row, int u, float w[32]) {
+    static __host__ __device__ __forceinline__ void dequant(const uint8_t* row, int u, float w[32]) {
         const block_q4_K* b = (const block_q4_K*)row + u / 8;
         const int g = u % 8;
         const int shift = 4 * (g & 1);
@@ -179,7 +183,7 @@ template <> struct QuantTraits<GC_TYPE_Q4_K> {
 // Low 4 bits: ql[64n + 32*(k&1) + l], low (k < 2) or high (k >= 2) nibble; high 2 bits:
 // qh[32n + l] >> 2k. Scales sc[8n + 2k] for l < 16 and sc[8n + 2k + 1] for l >= 16.
 template <> struct QuantTraits<GC_TYPE_Q6_K> {
-    static __device__ __forceinline__ float dot(const uint8_t* row, int u, const int8_t* q8, float2 ds) {
+    static __host__ __device__ __forceinline__ float dot(const uint8_t* row, int u, const int8_t* q8, float2 ds) {
         const block_q6_K* b = (const block_q6_K*)row + u / 8;
         const int g = u % 8;
         const int n = g / 4;
@@ -195,15 +199,15 @@ template <> struct QuantTraits<GC_TYPE_Q6_K> {
         for (int i = 0; i < 8; ++i) {
             const int lo = (load_i32_a2(ql + 4 * i) >> lshift) & 0x0F0F0F0F;
             const int hi = ((load_i32_a2(qh + 4 * i) >> hshift) & 0x03030303) << 4;
-            const int q = __vsubss4(lo | hi, 0x20202020);
-            if (i < 4) sum_a = __dp4a(q, y[i], sum_a);
-            else sum_b = __dp4a(q, y[i], sum_b);
+            const int q = gc_vsubss4(lo | hi, 0x20202020);
+            if (i < 4) sum_a = gc_dp4a(q, y[i], sum_a);
+            else sum_b = gc_dp4a(q, y[i], sum_b);
         }
         const int sc_a = b->scales[8 * n + 2 * k];
         const int sc_b = b->scales[8 * n + 2 * k + 1];
         return load_half(&b->d) * ds.x * (float)(sc_a * sum_a + sc_b * sum_b);
     }
-    static __device__ __forceinline__ void dequant(const uint8_t* row, int u, float w[32]) {
+    static __host__ __device__ __forceinline__ void dequant(const uint8_t* row, int u, float w[32]) {
         const block_q6_K* b = (const block_q6_K*)row + u / 8;
         const int g = u % 8;
         const int n = g / 4;
@@ -224,7 +228,7 @@ template <> struct QuantTraits<GC_TYPE_Q6_K> {
 // ---------------------------------------------------------------- F16 (dequant only; the
 // F16 matvec reads f32 activations directly, see quant_matvec.cu)
 template <> struct QuantTraits<GC_TYPE_F16> {
-    static __device__ __forceinline__ void dequant(const uint8_t* row, int u, float w[32]) {
+    static __host__ __device__ __forceinline__ void dequant(const uint8_t* row, int u, float w[32]) {
         const half* h = (const half*)row + 32 * u;
 #pragma unroll
         for (int l = 0; l < 32; ++l) w[l] = __half2float(h[l]);
@@ -232,7 +236,7 @@ template <> struct QuantTraits<GC_TYPE_F16> {
 };
 
 template <> struct QuantTraits<GC_TYPE_F32> {
-    static __device__ __forceinline__ void dequant(const uint8_t* row, int u, float w[32]) {
+    static __host__ __device__ __forceinline__ void dequant(const uint8_t* row, int u, float w[32]) {
         const float* f = (const float*)row + 32 * u;
 #pragma unroll
         for (int l = 0; l < 32; ++l) w[l] = f[l];

@@ -3,7 +3,8 @@
 //
 //   gc_sparse_gate_<type>  fused gate matvec + activation + |a| > threshold test; active
 //                          neuron ids and their activated gate values are appended to a
-//                          compact list through an atomic counter (list order is arbitrary)
+//                          compact list through an atomic counter, one atomic per 32 rows
+//                          (order between blocks is arbitrary)
 //   gc_sparse_up_<type>    h[k] = a[k] * dot(W_up[ids[k], :], x) for k < *count only
 //   gc_sparse_down_q8_0    out[e] (+)= sum_k h[k] * D[ids[k], e] over a neuron-major copy D
 //                          of ffn_down (row i = neuron i's n_embd weights, Q8_0), so each
@@ -14,23 +15,52 @@
 #include "quant_blocks.cuh"
 
 #define GC_SPARSE_ROWS 4
+#define GC_GATE_WARPS 8
+#define GC_GATE_ROWS_PER_WARP (GC_WARP / GC_GATE_WARPS)
 #define GC_SPARSE_DOWN_THREADS 128
 
+// Gate: GC_GATE_WARPS warps x GC_GATE_ROWS_PER_WARP rows = 32 rows per block. The block's
+// active rows are compacted with one ballot and one atomicAdd (not one atomic per neuron: a
+// single counter hit thousands of times per token would serialize in L2), and stay in row
+// order within the block.
 template <int TYPE>
 static __device__ __forceinline__ void sparse_gate(const uint8_t* __restrict__ w, unsigned long long row_bytes,
                                                    int n_ff, int n_cols, const int8_t* __restrict__ xq,
                                                    const float2* __restrict__ xds, int act, float threshold,
                                                    int* __restrict__ ids, float* __restrict__ a_vals,
                                                    int* __restrict__ count) {
-    const int row = blockIdx.x * GC_SPARSE_ROWS + threadIdx.x / GC_WARP;
-    if (row >= n_ff) return;
-    const float g = warp_row_dot_q8_1<TYPE>(w + (size_t)row * row_bytes, n_cols / 32, xq, xds);
-    if (threadIdx.x % GC_WARP == 0) {
-        const float a = apply_act(act, g);
-        if (fabsf(a) > threshold) {
-            const int slot = atomicAdd(count, 1);
-            ids[slot] = row;
-            a_vals[slot] = a;
+    __shared__ float s_val[GC_WARP];
+    __shared__ int s_active[GC_WARP];
+    const int warp = threadIdx.x / GC_WARP;
+    const int lane = threadIdx.x % GC_WARP;
+    const int block_row = blockIdx.x * GC_WARP;
+#pragma unroll
+    for (int r = 0; r < GC_GATE_ROWS_PER_WARP; ++r) {
+        const int local = warp * GC_GATE_ROWS_PER_WARP + r;
+        const int row = block_row + local;
+        float a = 0.0f;
+        int active = 0;
+        if (row < n_ff) {  // uniform across the warp
+            const float g = warp_row_dot_q8_1<TYPE>(w + (size_t)row * row_bytes, n_cols / 32, xq, xds);
+            a = apply_act(act, g);
+            active = fabsf(a) > threshold;
+        }
+        if (lane == 0) {
+            s_val[local] = a;
+            s_active[local] = active;
+        }
+    }
+    __syncthreads();
+    if (warp == 0) {
+        const int active = s_active[lane];
+        const unsigned mask = __ballot_sync(GC_FULL_MASK, active);
+        int base = 0;
+        if (lane == 0 && mask != 0) base = atomicAdd(count, __popc(mask));
+        base = __shfl_sync(GC_FULL_MASK, base, 0);
+        if (active) {
+            const int slot = base + __popc(mask & ((1u << lane) - 1u));
+            ids[slot] = block_row + lane;
+            a_vals[slot] = s_val[lane];
         }
     }
 }
@@ -48,7 +78,7 @@ static __device__ __forceinline__ void sparse_up(const uint8_t* __restrict__ w, 
 }
 
 #define GC_DEFINE_SPARSE(NAME, TYPE)                                                                     \
-    extern "C" __global__ void __launch_bounds__(GC_SPARSE_ROWS * GC_WARP)                               \
+    extern "C" __global__ void __launch_bounds__(GC_GATE_WARPS * GC_WARP)                                \
         gc_sparse_gate_##NAME(const uint8_t* w, unsigned long long row_bytes, int n_ff, int n_cols,     \
                               const int8_t* xq, const float2* xds, int act, float threshold, int* ids,  \
                               float* a_vals, int* count) {                                              \

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Builds libghostcore (shared + static) and prints the folder that holds them.
 #
-#   scripts/build-lib.sh [--release]
+#   scripts/build-lib.sh [--release | --profile NAME]
+#
+# The test scripts use `--profile test` (opt-level 3, the profile `cargo test` builds the
+# engine with, so nothing is compiled twice).
 #
 # The shared library's SONAME is libghostcore.so.<ABI>; a symlink of that name is made
 # next to it so programs linked against it run with LD_LIBRARY_PATH=<folder>.
@@ -11,8 +14,13 @@ profile=debug
 cargo_args=()
 case "${1:-}" in
   --release) profile=release; cargo_args+=(--release) ;;
+  --profile)
+    [ -n "${2:-}" ] || { echo "usage: $0 [--release | --profile NAME]" >&2; exit 2; }
+    cargo_args+=(--profile "$2")
+    case "$2" in dev | test) profile=debug ;; release | bench) profile=release ;; *) profile="$2" ;; esac
+    ;;
   "") ;;
-  *) echo "usage: $0 [--release]" >&2; exit 2 ;;
+  *) echo "usage: $0 [--release | --profile NAME]" >&2; exit 2 ;;
 esac
 cd "$root"
 cargo build -p ghostcore-ffi "${cargo_args[@]}" >&2

@@ -294,6 +294,7 @@ fn bench_attention(gpu: &CudaBackend, rng: &mut Rng, rep: &mut Report) -> Result
                     0,
                     0..ctx,
                     1.0 / (hd as f32).sqrt(),
+                    None,
                     &mut ws,
                     &mut out,
                 )

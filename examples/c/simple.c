@@ -2,7 +2,11 @@
  * simple.c: the minimal GhostCore program, after llama.cpp's examples/simple.
  * Loads a GGUF model, tokenizes a prompt, generates greedily and prints the text.
  *
- *   simple [-m MODEL.gguf] [-n N_PREDICT] [PROMPT]
+ *   simple [-m MODEL.gguf] [-n N_PREDICT] [--mask MASK.ghost] [--sparsity SPEC] [PROMPT]
+ *
+ * --mask loads a sparsity mask (from `ghost calibrate` or gc_mask_save) and sets it on the
+ * context; --sparsity picks a mode in the `ghost --sparsity` language (e.g. "gate:0.05",
+ * "target:0.3" with a mask, "budget:1").
  *
  * Without -m it looks for models/smollm2-135m-q4_k_m.gguf, then
  * ../shared/models/smollm2-135m-q4_k_m.gguf. Build:
@@ -45,6 +49,9 @@ static const char *find_model(void) {
 
 int main(int argc, char **argv) {
     const char *model_path = NULL;
+    const char *mask_path = NULL;
+    const char *sparsity = NULL;
+    gc_mask *mask = NULL;
     const char *prompt = "Hello my name is";
     int n_predict = 32;
     int i;
@@ -63,12 +70,17 @@ int main(int argc, char **argv) {
             model_path = argv[++i];
         } else if (strcmp(argv[i], "-n") == 0 && i + 1 < argc) {
             n_predict = atoi(argv[++i]);
+        } else if (strcmp(argv[i], "--mask") == 0 && i + 1 < argc) {
+            mask_path = argv[++i];
+        } else if (strcmp(argv[i], "--sparsity") == 0 && i + 1 < argc) {
+            sparsity = argv[++i];
         } else {
             prompt = argv[i];
         }
     }
     if (model_path == NULL && (model_path = find_model()) == NULL) {
-        fprintf(stderr, "usage: %s [-m MODEL.gguf] [-n N_PREDICT] [PROMPT]\n"
+        fprintf(stderr, "usage: %s [-m MODEL.gguf] [-n N_PREDICT] [--mask MASK.ghost] "
+                        "[--sparsity SPEC] [PROMPT]\n"
                         "(no -m given and " DEFAULT_MODEL " not found in models/ or "
                         "../shared/models/)\n", argv[0]);
         return 1;
@@ -119,6 +131,27 @@ int main(int argc, char **argv) {
         goto out;
     }
 
+    if (mask_path != NULL) {
+        st = gc_mask_load(model, mask_path, &mask);
+        if (st == GC_OK) {
+            st = gc_ctx_set_mask(ctx, mask); /* the context keeps its own reference */
+        }
+        if (st != GC_OK) {
+            fail("loading the mask", st);
+            goto out;
+        }
+    }
+    if (sparsity != NULL) {
+        gc_sparsity_params sp = gc_sparsity_default_params();
+        sp.mode = GC_SPARSITY_SPEC;
+        sp.spec = sparsity;
+        st = gc_ctx_set_sparsity(ctx, &sp);
+        if (st != GC_OK) {
+            fail("gc_ctx_set_sparsity", st);
+            goto out;
+        }
+    }
+
     gp = gc_generate_default_params();
     gp.max_tokens = (uint32_t)n_predict;
     gp.temperature = 0.0f; /* greedy, like llama.cpp's simple */
@@ -130,13 +163,16 @@ int main(int argc, char **argv) {
         fail("gc_generate", st);
         goto out;
     }
-    fprintf(stderr, "prompt: %u tokens, %.1f tok/s; generated: %u tokens, %.1f tok/s\n",
+    fprintf(stderr,
+            "prompt: %u tokens, %.1f tok/s; generated: %u tokens, %.1f tok/s; "
+            "FFN sparsity %.1f%%\n",
             stats.n_prompt_tokens, stats.prompt_tokens_per_second, stats.n_generated_tokens,
-            stats.generate_tokens_per_second);
+            stats.generate_tokens_per_second, 100.0 * stats.sparsity);
     rc = 0;
 
 out:
     free(tokens);
+    gc_mask_free(mask);
     gc_ctx_free(ctx);
     gc_model_free(model);
     return rc;

@@ -232,3 +232,128 @@ pub(crate) unsafe fn copy_to_buffer<T: Copy + Default>(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    struct V1 {
+        struct_size: u32,
+        a: u32,
+        b: f32,
+    }
+
+    // SAFETY: repr(C), leading u32 struct_size, plain numeric fields.
+    unsafe impl Params for V1 {
+        const MIN_SIZE: usize = 8; // as if `b` had been appended in a later version
+        const NAME: &'static str = "V1";
+        fn defaults() -> Self {
+            V1 {
+                struct_size: size_of::<V1>() as u32,
+                a: 7,
+                b: 0.5,
+            }
+        }
+    }
+
+    #[test]
+    fn params_null_means_defaults() {
+        // SAFETY: NULL is allowed.
+        let v = unsafe { read_params::<V1>(ptr::null(), "p") }.unwrap();
+        assert_eq!(v, V1::defaults());
+    }
+
+    #[test]
+    fn params_older_caller_gets_defaults_for_newer_fields() {
+        let old = V1 {
+            struct_size: 8,
+            a: 3,
+            b: 99.0,
+        };
+        // SAFETY: points to a live V1 (more bytes than declared).
+        let v = unsafe { read_params(&old, "p") }.unwrap();
+        assert_eq!((v.a, v.b, v.struct_size), (3, 0.5, 12));
+    }
+
+    #[test]
+    fn params_newer_caller_is_read_up_to_known_fields() {
+        #[repr(C)]
+        struct V2 {
+            v1: V1,
+            extra: u64,
+        }
+        let newer = V2 {
+            v1: V1 {
+                struct_size: size_of::<V2>() as u32,
+                a: 4,
+                b: 1.5,
+            },
+            extra: u64::MAX,
+        };
+        // SAFETY: `newer` holds struct_size readable bytes.
+        let v = unsafe { read_params(&newer.v1, "p") }.unwrap();
+        assert_eq!((v.a, v.b), (4, 1.5));
+    }
+
+    #[test]
+    fn params_too_small_is_rejected() {
+        let bad = V1 {
+            struct_size: 4,
+            a: 1,
+            b: 1.0,
+        };
+        // SAFETY: points to a live V1.
+        let e = unsafe { read_params(&bad, "params") }.unwrap_err();
+        assert_eq!(e.status, gc_status::GC_ERR_INVALID_ARG);
+        assert!(e.message.contains("struct_size is 4"), "{}", e.message);
+    }
+
+    #[test]
+    fn versioned_write_keeps_caller_size_and_tail() {
+        let mut out = V1 {
+            struct_size: 8,
+            a: 0,
+            b: -1.0,
+        };
+        // SAFETY: `out` is writable for its declared 8 bytes.
+        unsafe { write_versioned(&mut out, "o", &V1::defaults()) }.unwrap();
+        assert_eq!((out.struct_size, out.a, out.b), (8, 7, -1.0));
+    }
+
+    #[test]
+    fn buffer_too_small_reports_size_and_leaves_buffer() {
+        let data = [1i32, 2, 3];
+        let mut buf = [9i32; 2];
+        let mut n = 0usize;
+        // SAFETY: buf has 2 elements, n is writable.
+        let e = unsafe { copy_to_buffer(&data, buf.as_mut_ptr(), 2, &mut n, false) }.unwrap_err();
+        assert_eq!(e.status, gc_status::GC_ERR_BUFFER_TOO_SMALL);
+        assert_eq!((n, buf), (3, [9, 9]));
+        let mut text = [b'x'; 3];
+        // SAFETY: text has 3 bytes: "ab" + NUL fits.
+        unsafe { copy_to_buffer(b"ab", text.as_mut_ptr(), 3, &mut n, true) }.unwrap();
+        assert_eq!((n, text), (2, *b"ab\0"));
+        // SAFETY: NULL buffer with capacity 0 is a size query.
+        let e = unsafe { copy_to_buffer(b"ab", ptr::null_mut(), 0, &mut n, true) }.unwrap_err();
+        assert_eq!((e.status, n), (gc_status::GC_ERR_BUFFER_TOO_SMALL, 2));
+    }
+
+    #[test]
+    fn slices_and_strings_reject_null() {
+        // SAFETY: NULL with a length is rejected before any read.
+        let e = unsafe { slice::<i32>(ptr::null(), 3, "tokens") }.unwrap_err();
+        assert!(e.message.contains("tokens is NULL"));
+        // SAFETY: len 0 never reads.
+        assert!(unsafe { slice::<i32>(ptr::null(), 0, "tokens") }
+            .unwrap()
+            .is_empty());
+        // SAFETY: NULL is rejected.
+        assert!(unsafe { c_str(ptr::null(), "path") }.is_err());
+        let bad = [0xffu8, 0xfe, 0];
+        // SAFETY: NUL-terminated.
+        let e = unsafe { c_str(bad.as_ptr().cast(), "path") }.unwrap_err();
+        assert!(e.message.contains("UTF-8"));
+    }
+}

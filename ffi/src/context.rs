@@ -86,8 +86,8 @@ pub extern "C" fn gc_ctx_default_params() -> gc_ctx_params {
 /// threads at once. One context must be used by one thread at a time (concurrent use is
 /// detected and rejected with GC_ERR_INVALID_ARG).
 ///
-/// Errors: GC_ERR_INVALID_ARG, GC_ERR_OUT_OF_MEMORY, GC_ERR_UNSUPPORTED (this build has
-/// no forward pass yet: see gc_last_error()).
+/// Errors: GC_ERR_INVALID_ARG (bad params, n_ctx above 4x the training context),
+/// GC_ERR_OUT_OF_MEMORY.
 ///
 /// # Safety
 /// `model` is NULL or a live model handle; `params` is NULL or a valid params struct;
@@ -175,8 +175,8 @@ pub unsafe extern "C" fn gc_ctx_reset(ctx: *mut gc_ctx) -> gc_status {
 /// Appends `n_tokens` tokens to the context and runs the model over them, leaving the
 /// logits of the last one for gc_get_logits. Tokens must be in 0 .. n_vocab-1.
 ///
-/// Errors: GC_ERR_INVALID_ARG (NULL with n_tokens > 0, token out of range, context
-/// full), GC_ERR_UNSUPPORTED (no forward pass in this build yet).
+/// Errors: GC_ERR_INVALID_ARG (NULL tokens, n_tokens = 0, token out of range, not enough
+/// room left in the context; the context is then unchanged).
 ///
 /// # Safety
 /// `ctx` is NULL or a live context; `tokens` is NULL or points to `n_tokens` tokens.

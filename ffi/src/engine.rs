@@ -1,17 +1,18 @@
 //! The one place where the C ABI meets the Rust engine. Everything above this module
-//! speaks C types; everything here speaks `ghostcore` types. While parts of the engine are
-//! still being written, the calls that need them return `GC_ERR_UNSUPPORTED` from here,
-//! with a message saying what is missing, so the ABI above stays stable.
-
-// Option structs and stop reasons are filled in by the layers above and read by the engine
-// calls that are still placeholders; they go live as the engine lands.
-#![allow(dead_code)]
+//! speaks C types; everything here speaks `ghostcore` types (model, context, tokenizer,
+//! generation loop, sparsity engine).
 
 use std::ffi::CString;
 use std::path::Path;
 use std::sync::Arc;
 
-use ghostcore::gguf::{GgufFile, Value};
+use ghostcore::context::{Context as EngineContext, ContextParams};
+use ghostcore::generate::{generate_tokens, GenerateParams, StopReason as EngineStop};
+use ghostcore::model::{Model as EngineModel, ModelParams};
+use ghostcore::sampling::SamplerParams;
+use ghostcore::sparsity::calibrate::{calibrate, CalibrateOptions as EngineCalibrateOptions};
+use ghostcore::sparsity::engine::{self as sparsity_engine, SparseHandle};
+use ghostcore::sparsity::{resolve_plans, DownCopy, Rule, Sidecar, SparsityMode};
 use ghostcore::tokenizer::Tokenizer;
 
 use crate::status::{invalid_arg, unsupported, FfiResult};
@@ -36,14 +37,9 @@ pub(crate) struct ModelOptions {
 
 /// A loaded model: immutable, shared by every context made from it.
 pub(crate) struct Model {
-    #[allow(dead_code)] // read by the forward pass once it lands
-    gguf: Arc<GgufFile>,
-    tokenizer: Tokenizer,
+    inner: Arc<EngineModel>,
     pub facts: ModelFacts,
 }
-
-const FORWARD_MISSING: &str =
-    "the forward pass is not in this build yet (branch `forward` of GhostCore)";
 
 impl Model {
     pub fn load(path: &Path, options: ModelOptions) -> FfiResult<Model> {
@@ -53,14 +49,24 @@ impl Model {
                 options.gpu_device
             ));
         }
-        let gguf = GgufFile::open(path)?;
-        let facts = read_facts(&gguf)?;
-        let tokenizer = Tokenizer::from_gguf(&gguf)?;
-        Ok(Model {
-            gguf,
-            tokenizer,
-            facts,
-        })
+        let inner = EngineModel::load(path, &ModelParams::default())?;
+        let info = inner.info();
+        let c = |s: &str| CString::new(s.replace('\0', "")).unwrap_or_default();
+        let small = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
+        let facts = ModelFacts {
+            architecture: c(&info.architecture),
+            name: c(&info.name),
+            n_params: info.n_params,
+            n_ctx_train: small(info.n_ctx_train),
+            n_vocab: small(info.n_vocab),
+            n_layer: small(info.n_layer),
+            n_embd: small(info.n_embd),
+        };
+        Ok(Model { inner, facts })
+    }
+
+    fn tokenizer(&self) -> FfiResult<&Tokenizer> {
+        Ok(self.inner.tokenizer()?)
     }
 
     pub fn tokenize(
@@ -69,19 +75,19 @@ impl Model {
         add_special: bool,
         parse_special: bool,
     ) -> FfiResult<Vec<u32>> {
-        Ok(self.tokenizer.encode(text, add_special, parse_special)?)
+        Ok(self.tokenizer()?.encode(text, add_special, parse_special)?)
     }
 
     pub fn token_to_piece(&self, token: u32, special: bool) -> FfiResult<Vec<u8>> {
         self.check_token(token)?;
-        Ok(self.tokenizer.token_to_piece(token, special)?)
+        Ok(self.tokenizer()?.token_to_piece(token, special)?)
     }
 
     pub fn detokenize(&self, tokens: &[u32], remove_special: bool) -> FfiResult<Vec<u8>> {
         for &t in tokens {
             self.check_token(t)?;
         }
-        Ok(self.tokenizer.decode_bytes(tokens, remove_special)?)
+        Ok(self.tokenizer()?.decode_bytes(tokens, remove_special)?)
     }
 
     pub fn check_token(&self, token: u32) -> FfiResult<()> {
@@ -138,139 +144,293 @@ pub(crate) struct GenerateFigures {
     pub sparsity: f32,
 }
 
-/// FFN sparsity settings of a context (from gc_sparsity_params / gc_ctx_set_mask).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub(crate) enum Sparsity {
-    Dense,
-    Threshold(f32),
-    Target(f32),
-}
-
-/// A calibrated sparsity mask (sidecar). The sparsity engine does not exist yet, so no
-/// value of this type can be made; the ABI functions that would make one report
-/// GC_ERR_UNSUPPORTED.
-pub(crate) enum Mask {}
-
-pub(crate) const SPARSITY_MISSING: &str =
-    "the sparsity engine (calibration, masks) is not in this build yet";
-
 /// Calibration options after validation (from gc_calibrate_params).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct CalibrateOptions {
-    pub target_sparsity: f32,
-    pub max_tokens_per_text: u32,
+    pub n_ctx: u32,
     pub n_threads: u32,
+    pub eps: f32,
+    pub measure_budgets: bool,
+    pub store_down_copy: bool,
+}
+
+/// A calibrated sparsity mask: the sidecar (thresholds, dead neurons, budget table) for
+/// one model, and its neuron-major `ffn_down` copies when it carries them. Immutable.
+pub(crate) struct Mask {
+    /// The model it was made or loaded for (kept alive; compared by identity).
+    model: Arc<EngineModel>,
+    sidecar: Sidecar,
+    copies: Option<Arc<Vec<DownCopy>>>,
 }
 
 impl Mask {
+    fn new(model: &Model, mut sidecar: Sidecar) -> Mask {
+        let copies = sidecar.down_copies.take().map(Arc::new);
+        Mask {
+            model: Arc::clone(&model.inner),
+            sidecar,
+            copies,
+        }
+    }
+
+    /// Runs the dense model over `texts` (joined) and derives the mask
+    /// (`ghostcore::sparsity::calibrate`).
     pub fn calibrate(
-        _model: &Arc<Model>,
-        _texts: &[&str],
-        _options: CalibrateOptions,
+        model: &Arc<Model>,
+        texts: &[&str],
+        options: CalibrateOptions,
     ) -> FfiResult<Mask> {
-        unsupported(SPARSITY_MISSING)
+        let tok = model.tokenizer()?;
+        let mut ids = Vec::new();
+        for t in texts {
+            ids.extend(tok.encode(t, false, false)?);
+        }
+        let n_ctx = options.n_ctx as usize;
+        if ids.len() < n_ctx {
+            return invalid_arg(format!(
+                "the texts hold {} tokens, fewer than one calibration chunk (n_ctx = {n_ctx}): \
+                 give more text or a smaller n_ctx",
+                ids.len()
+            ));
+        }
+        let bos = if tok.add_bos() { tok.bos() } else { None };
+        let defaults = EngineCalibrateOptions::default();
+        let opts = EngineCalibrateOptions {
+            eps: options.eps,
+            n_ctx,
+            n_threads: options.n_threads as usize,
+            heldout_share: if options.measure_budgets {
+                defaults.heldout_share
+            } else {
+                0.0
+            },
+            budgets: if options.measure_budgets {
+                defaults.budgets.clone()
+            } else {
+                Vec::new()
+            },
+            store_down_copy: options.store_down_copy,
+            ..defaults
+        };
+        let sidecar = calibrate(
+            Arc::clone(&model.inner),
+            &ids,
+            bos,
+            "texts given to gc_mask_calibrate",
+            &opts,
+            &mut |_| {},
+        )?;
+        Ok(Mask::new(model, sidecar))
     }
 
-    pub fn load(_model: &Arc<Model>, _path: &Path) -> FfiResult<Mask> {
-        unsupported(SPARSITY_MISSING)
+    /// Reads a sidecar file and checks it belongs to `model`.
+    pub fn load(model: &Arc<Model>, path: &Path) -> FfiResult<Mask> {
+        let sidecar = Sidecar::load(path, model.inner.gguf())?;
+        Ok(Mask::new(model, sidecar))
     }
 
-    pub fn save(&self, _path: &Path) -> FfiResult<()> {
-        match *self {}
+    pub fn save(&self, path: &Path) -> FfiResult<()> {
+        let whole = Sidecar {
+            down_copies: self.copies.as_ref().map(|c| c.as_ref().clone()),
+            ..self.sidecar.clone()
+        };
+        Ok(whole.write_file(path)?)
+    }
+
+    /// The mode a context switches to when this mask is set on it while dense: the best
+    /// setting within a 1% perplexity increase if calibration measured budgets, otherwise
+    /// only the dead neurons.
+    fn default_mode(&self) -> SparsityMode {
+        if self.sidecar.budget_for(1.0).is_some() {
+            SparsityMode {
+                dead: false,
+                rule: Some(Rule::Budget(1.0)),
+            }
+        } else {
+            SparsityMode {
+                dead: true,
+                rule: None,
+            }
+        }
     }
 }
 
 /// One inference context: KV cache, logits, sampler state. Used by one thread at a time.
-#[allow(dead_code)] // constructed once the forward pass lands
 pub(crate) struct Context {
     model: Arc<Model>,
-    options: ContextOptions,
-    sparsity: Sparsity,
+    inner: EngineContext,
+    mask: Option<Arc<Mask>>,
+    mode: SparsityMode,
+    /// The installed sparse FFN (None while dense): its tally gives the sparsity achieved.
+    sparse: Option<SparseHandle>,
+    /// Whether the logits belong to a decoded token (false after creation and reset).
+    has_logits: bool,
 }
 
 impl Context {
     pub fn new(model: Arc<Model>, options: ContextOptions) -> FfiResult<Context> {
-        let _ = (&model.gguf, options);
-        unsupported(format!("cannot create a context: {FORWARD_MISSING}"))
+        let inner = EngineContext::new(
+            Arc::clone(&model.inner),
+            ContextParams {
+                n_ctx: options.n_ctx as usize,
+                n_batch: options.n_batch as usize,
+                n_threads: options.n_threads as usize,
+                ..ContextParams::default()
+            },
+        )?;
+        Ok(Context {
+            model,
+            inner,
+            mask: None,
+            mode: SparsityMode::DENSE,
+            sparse: None,
+            has_logits: false,
+        })
     }
 
-    pub fn reset(&mut self) {}
+    pub fn reset(&mut self) {
+        self.inner.reset();
+        self.has_logits = false;
+    }
 
     pub fn decode(&mut self, tokens: &[u32]) -> FfiResult<()> {
         for &t in tokens {
             self.model.check_token(t)?;
         }
-        unsupported(FORWARD_MISSING)
+        self.check_room(tokens.len())?;
+        self.inner.decode(tokens)?;
+        self.has_logits = true;
+        Ok(())
     }
 
     pub fn logits(&self) -> FfiResult<&[f32]> {
-        unsupported(FORWARD_MISSING)
+        if !self.has_logits {
+            return invalid_arg("no logits yet: decode a token first (gc_decode or gc_generate)");
+        }
+        Ok(self.inner.logits())
     }
 
-    pub fn set_sparsity(&mut self, sparsity: Sparsity) -> FfiResult<()> {
-        match sparsity {
-            Sparsity::Dense => {
-                self.sparsity = sparsity;
-                Ok(())
+    /// Switches the FFN of every layer to `mode` (resolved against the context's mask).
+    /// On error the previous settings stay in force.
+    pub fn set_sparsity(&mut self, mode: SparsityMode) -> FfiResult<()> {
+        let mask = self.mask.clone();
+        self.install(mode, mask)
+    }
+
+    /// Sets (or, with None, removes) the mask. Removing it returns to dense decoding;
+    /// setting it while dense switches to the mask's default mode.
+    pub fn set_mask(&mut self, mask: Option<Arc<Mask>>) -> FfiResult<()> {
+        let Some(mask) = mask else {
+            return self.install(SparsityMode::DENSE, None);
+        };
+        if !Arc::ptr_eq(&mask.model, &self.model.inner) {
+            // Another handle on (perhaps) the same file: compare the FFN checksum.
+            mask.sidecar.check_model(self.model.inner.gguf())?;
+        }
+        let mode = if self.mode.is_dense() {
+            mask.default_mode()
+        } else {
+            self.mode
+        };
+        self.install(mode, Some(mask))
+    }
+
+    fn install(&mut self, mode: SparsityMode, mask: Option<Arc<Mask>>) -> FfiResult<()> {
+        let n_layer = self.model.facts.n_layer as usize;
+        if mode.is_dense() {
+            sparsity_engine::uninstall(&mut self.inner)?;
+            self.sparse = None;
+        } else {
+            if mode.needs_sidecar() && mask.is_none() {
+                return invalid_arg(
+                    "this sparsity mode uses calibration data: set a mask with gc_ctx_set_mask \
+                     first (gc_mask_calibrate or gc_mask_load)",
+                );
             }
-            _ => unsupported(SPARSITY_MISSING),
+            let plans = resolve_plans(&mode, mask.as_ref().map(|m| &m.sidecar), n_layer)?;
+            let copies = mask.as_ref().and_then(|m| m.copies.clone());
+            self.sparse = Some(sparsity_engine::install(&mut self.inner, plans, copies)?);
         }
+        self.mode = mode;
+        self.mask = mask;
+        Ok(())
     }
 
-    pub fn set_mask(&mut self, mask: Option<&Mask>) -> FfiResult<()> {
-        match mask {
-            None => self.set_sparsity(Sparsity::Dense),
-            Some(m) => match *m {},
+    /// Fails with a clear message when `n` more tokens do not fit.
+    fn check_room(&self, n: usize) -> FfiResult<()> {
+        let (past, cap) = (self.inner.n_past(), self.inner.n_ctx());
+        if past + n > cap {
+            return invalid_arg(format!(
+                "context full: {past} tokens held + {n} new > n_ctx {cap} (gc_ctx_reset, or a \
+                 larger n_ctx)"
+            ));
         }
+        Ok(())
     }
 
+    /// Tokenizes `prompt` (BOS only when the context is empty and `add_special`), decodes
+    /// it, then samples; `on_piece(bytes, token)` gets each generated token's text and
+    /// returns false to stop.
     pub fn generate(
         &mut self,
         prompt: &str,
         options: GenerateOptions,
-        _on_piece: &mut dyn FnMut(&[u8], u32) -> bool,
+        on_piece: &mut dyn FnMut(&[u8], u32) -> bool,
     ) -> FfiResult<(StopReason, GenerateFigures)> {
-        let _ = self
-            .model
-            .tokenize(prompt, options.add_special, options.parse_special)?;
-        unsupported(FORWARD_MISSING)
+        let model = Arc::clone(&self.model);
+        let tok = model.tokenizer()?;
+        let add_special = options.add_special && self.inner.n_past() == 0;
+        let ids = tok.encode(prompt, add_special, options.parse_special)?;
+        if ids.is_empty() && self.inner.n_past() == 0 {
+            return invalid_arg("the prompt is empty (no tokens) and the context holds none");
+        }
+        self.check_room(ids.len())?;
+        if let Some(h) = &self.sparse {
+            h.reset();
+        }
+        let params = GenerateParams {
+            max_tokens: options.max_tokens as usize,
+            sampling: SamplerParams {
+                temperature: options.temperature,
+                top_k: options.top_k as usize,
+                top_p: options.top_p,
+                min_p: options.min_p,
+                repeat_penalty: options.repeat_penalty,
+                repeat_last_n: options.repeat_last_n as usize,
+                seed: options.seed,
+                ..SamplerParams::default()
+            },
+            ignore_eog: !options.stop_at_eog,
+        };
+        let stats = generate_tokens(
+            &mut self.inner,
+            &ids,
+            &params,
+            |t| tok.is_eog(t),
+            |t| {
+                let piece = tok.token_to_piece(t, true)?;
+                Ok(on_piece(&piece, t))
+            },
+        )?;
+        self.has_logits = true;
+        let sparsity = self
+            .sparse
+            .as_ref()
+            .map_or(0.0, |h| h.tally().sparsity() as f32);
+        let small = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
+        let reason = match stats.stop {
+            EngineStop::Length => StopReason::MaxTokens,
+            EngineStop::EndOfGeneration => StopReason::EndOfGeneration,
+            EngineStop::Callback => StopReason::Callback,
+            EngineStop::ContextFull => StopReason::ContextFull,
+        };
+        let figures = GenerateFigures {
+            n_prompt_tokens: small(stats.prompt_tokens),
+            n_generated_tokens: small(stats.generated_tokens),
+            prompt_seconds: stats.prompt_time.as_secs_f64(),
+            generate_seconds: stats.generation_time.as_secs_f64(),
+            sparsity,
+        };
+        Ok((reason, figures))
     }
-}
-
-/// Reads the model facts from GGUF metadata: `general.architecture`,
-/// `<arch>.context_length`, `<arch>.block_count`, `<arch>.embedding_length`, the length of
-/// `tokenizer.ggml.tokens`, and the element count of all tensors.
-fn read_facts(gguf: &GgufFile) -> FfiResult<ModelFacts> {
-    let format_err =
-        |what: String| crate::status::FfiError::new(crate::status::gc_status::GC_ERR_FORMAT, what);
-    let arch = gguf
-        .architecture()
-        .ok_or_else(|| format_err("GGUF has no general.architecture".into()))?
-        .to_string();
-    let arch_u32 = |key: &str| -> FfiResult<u32> {
-        let full = format!("{arch}.{key}");
-        let v = gguf
-            .get_u64(&full)
-            .ok_or_else(|| format_err(format!("GGUF has no integer {full}")))?;
-        u32::try_from(v).map_err(|_| format_err(format!("{full} = {v} is out of range")))
-    };
-    let n_vocab = match gguf.get("tokenizer.ggml.tokens") {
-        Some(Value::Array(a)) => u32::try_from(a.len())
-            .map_err(|_| format_err("tokenizer.ggml.tokens is too long".into()))?,
-        _ => return Err(format_err("GGUF has no tokenizer.ggml.tokens array".into())),
-    };
-    let n_params = gguf
-        .tensors()
-        .iter()
-        .fold(0u64, |acc, t| acc.saturating_add(t.n_elements()));
-    let c = |s: &str| CString::new(s.replace('\0', "")).unwrap_or_default();
-    Ok(ModelFacts {
-        architecture: c(&arch),
-        name: c(gguf.get_str("general.name").unwrap_or("")),
-        n_params,
-        n_ctx_train: arch_u32("context_length")?,
-        n_vocab,
-        n_layer: arch_u32("block_count")?,
-        n_embd: arch_u32("embedding_length")?,
-    })
 }

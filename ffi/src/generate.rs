@@ -11,7 +11,9 @@ use crate::status::{boundary, gc_status, invalid_arg};
 /// bytes of text (not NUL-terminated; may be an incomplete UTF-8 sequence that the next
 /// piece completes) valid only during the call. Return true to continue, false to stop
 /// generation (gc_generate then returns GC_OK with stop_reason GC_STOP_CALLBACK). The
-/// callback must not call into GhostCore with the same context.
+/// callback must not call into GhostCore with the same context (that call fails with
+/// GC_ERR_INVALID_ARG), and must return normally: no longjmp or C++ exception may cross
+/// the library.
 pub type gc_token_callback = Option<
     unsafe extern "C" fn(
         piece: *const c_char,
@@ -61,8 +63,8 @@ pub struct gc_generate_params {
     pub repeat_last_n: u32,
     /// Random seed: the same seed, params and prompt give the same text. Default 0.
     pub seed: u64,
-    /// Add the model's BOS token etc. to the prompt (default true). Set false when the
-    /// context already holds the start of the sequence.
+    /// Add the model's BOS token etc. to the prompt (default true); only done when the
+    /// context is empty, so continuing a sequence never inserts a second BOS.
     pub add_special: bool,
     /// Turn special-token text in the prompt (chat-template markers) into special tokens
     /// (default true).
@@ -148,9 +150,9 @@ pub extern "C" fn gc_generate_default_params() -> gc_generate_params {
 /// NULL for the defaults; `on_token` may be NULL (the text is then only counted);
 /// `stats` may be NULL, or has struct_size set and receives the figures on success.
 ///
-/// Errors: GC_ERR_INVALID_ARG (NULL ctx/prompt, empty prompt with add_special false, bad
-/// params, prompt longer than the context), GC_ERR_UNSUPPORTED (no forward pass in this
-/// build yet), plus those of gc_decode.
+/// Errors: GC_ERR_INVALID_ARG (NULL ctx/prompt, a prompt of no tokens on an empty
+/// context, bad params, a prompt longer than the room left in the context), plus those of
+/// gc_decode.
 ///
 /// # Safety
 /// `ctx` is NULL or a live context; `prompt` is NULL or NUL-terminated; `params` is NULL

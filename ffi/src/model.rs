@@ -141,7 +141,7 @@ pub unsafe extern "C" fn gc_model_load(
 
 /// Frees a model handle. The weights stay alive until the last context made from the
 /// model is freed too, so contexts may outlive this call. NULL is a no-op. Freeing a
-/// handle twice is undefined behaviour (best-effort detected and ignored).
+/// handle twice is undefined behaviour.
 ///
 /// # Safety
 /// `model` is NULL or a handle from gc_model_load not yet freed, and no other thread is

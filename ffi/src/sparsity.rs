@@ -1,30 +1,35 @@
-//! FFN activation sparsity: calibrated masks (gc_mask) and per-context sparsity settings.
-//!
-//! The sparsity engine is written separately; until it lands in this build these
-//! functions validate their arguments exactly as they will then, and report
-//! GC_ERR_UNSUPPORTED (with a gc_last_error() message saying so) for the work itself.
-//! Dense operation (gc_ctx_set_mask with NULL, GC_SPARSITY_DENSE) works already.
+//! FFN activation sparsity: calibrated masks (gc_mask) and per-context sparsity settings,
+//! over `ghostcore::sparsity`.
 
 use std::ffi::c_char;
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::args::{c_str, handle, out_ptr, read_params, slice, write_out, Handle, Params};
 use crate::context::gc_ctx;
-use crate::engine::{self, CalibrateOptions, Sparsity};
+use crate::engine::{self, CalibrateOptions};
 use crate::model::gc_model;
 use crate::status::{boundary, gc_status, invalid_arg};
+use ghostcore::sparsity::{Rule, Score, SparsityMode};
 
-/// How a context skips FFN neurons (gc_sparsity_params.mode).
+/// How a context skips FFN neurons (gc_sparsity_params.mode). Decoding of single tokens
+/// (generation) is sparse; prompt batches stay dense.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum gc_sparsity_mode {
     /// Compute every neuron (default).
     GC_SPARSITY_DENSE = 0,
-    /// Skip neurons whose gate activation magnitude is below `threshold`.
+    /// Skip neurons whose |act(gate·x)| is at most `threshold` (one global threshold;
+    /// needs no mask).
     GC_SPARSITY_THRESHOLD = 1,
-    /// Skip the fraction `target_sparsity` of neurons, using the per-layer thresholds of
-    /// the context's mask (gc_ctx_set_mask; required).
+    /// Skip the fraction `target_sparsity` of neurons using the per-layer thresholds of
+    /// the context's mask (gc_ctx_set_mask first).
     GC_SPARSITY_TARGET = 2,
+    /// A mode in the `ghost --sparsity` language, given in `spec`: e.g. "budget:1" (the
+    /// mask's best setting within a 1% perplexity increase), "cascade:0.2:0.5",
+    /// "target:0.4:product", "dead", "gate:0.05,dead". Modes that use calibration data
+    /// need the context's mask.
+    GC_SPARSITY_SPEC = 3,
 }
 
 /// Sparsity settings for gc_ctx_set_sparsity. Start from
@@ -36,14 +41,17 @@ pub struct gc_sparsity_params {
     pub struct_size: u32,
     /// A gc_sparsity_mode value (default GC_SPARSITY_DENSE).
     pub mode: u32,
-    /// For GC_SPARSITY_THRESHOLD: the activation magnitude below which a neuron is
+    /// For GC_SPARSITY_THRESHOLD: the activation magnitude at or below which a neuron is
     /// skipped (>= 0).
     pub threshold: f32,
     /// For GC_SPARSITY_TARGET: the fraction of neurons to skip, in [0, 1).
     pub target_sparsity: f32,
+    /// For GC_SPARSITY_SPEC: the mode text (NUL-terminated; read during the call only).
+    pub spec: *const c_char,
 }
 
-// SAFETY: repr(C), leading u32 struct_size, u32/f32 fields (mode is a plain u32).
+// SAFETY: repr(C), leading u32 struct_size, u32/f32 fields and a raw pointer (any bit
+// pattern is a valid raw pointer; it is only dereferenced through c_str's contract).
 unsafe impl Params for gc_sparsity_params {
     const MIN_SIZE: usize = std::mem::size_of::<Self>();
     const NAME: &'static str = "gc_sparsity_params";
@@ -53,6 +61,7 @@ unsafe impl Params for gc_sparsity_params {
             mode: gc_sparsity_mode::GC_SPARSITY_DENSE as u32,
             threshold: 0.0,
             target_sparsity: 0.0,
+            spec: std::ptr::null(),
         }
     }
 }
@@ -63,24 +72,36 @@ unsafe impl Params for gc_sparsity_params {
 pub struct gc_calibrate_params {
     /// sizeof(gc_calibrate_params); set by gc_calibrate_default_params().
     pub struct_size: u32,
-    /// The sparsity the thresholds are calibrated for, in [0, 1). Default 0.4.
-    pub target_sparsity: f32,
-    /// Most tokens of each text that are run (longer texts are cut). Default 512.
-    pub max_tokens_per_text: u32,
-    /// CPU threads; 0 (default): all available cores.
+    /// Tokens per calibration chunk (the texts are joined, then cut into chunks of this
+    /// length; a shorter tail is dropped). Default 512; the texts must hold at least one
+    /// chunk.
+    pub n_ctx: u32,
+    /// CPU threads; 0 (default): one per available core.
     pub n_threads: u32,
+    /// Activation magnitude counted as "firing" for the statistics and the dead-neuron
+    /// mask. Default 0.01.
+    pub eps: f32,
+    /// Also measure, on a held-out 15% of the chunks, which sparsity setting stays within
+    /// each perplexity budget (0.5% .. 10%), enabling "budget:P" modes. Slow: runs ~20
+    /// perplexity evaluations. Default false.
+    pub measure_budgets: bool,
+    /// Store the neuron-major ffn_down copy in the mask (faster sparse decoding, larger
+    /// mask file). Default true.
+    pub store_down_copy: bool,
 }
 
-// SAFETY: repr(C), leading u32 struct_size, u32/f32 fields.
+// SAFETY: repr(C), leading u32 struct_size, u32/f32/bool fields.
 unsafe impl Params for gc_calibrate_params {
     const MIN_SIZE: usize = std::mem::size_of::<Self>();
     const NAME: &'static str = "gc_calibrate_params";
     fn defaults() -> Self {
         gc_calibrate_params {
             struct_size: std::mem::size_of::<Self>() as u32,
-            target_sparsity: 0.4,
-            max_tokens_per_text: 512,
+            n_ctx: 512,
             n_threads: 0,
+            eps: 0.01,
+            measure_budgets: false,
+            store_down_copy: true,
         }
     }
 }
@@ -89,7 +110,7 @@ unsafe impl Params for gc_calibrate_params {
 #[repr(C)]
 pub struct gc_mask {
     magic: u64,
-    pub(crate) inner: engine::Mask,
+    pub(crate) inner: Arc<engine::Mask>,
 }
 
 // SAFETY: repr(C) with `magic: u64` first.
@@ -102,7 +123,7 @@ impl gc_mask {
     fn into_raw(mask: engine::Mask) -> *mut gc_mask {
         Box::into_raw(Box::new(gc_mask {
             magic: gc_mask::MAGIC,
-            inner: mask,
+            inner: Arc::new(mask),
         }))
     }
 }
@@ -127,13 +148,14 @@ fn check_fraction(name: &str, v: f32) -> Result<(), crate::status::FfiError> {
     }
 }
 
-/// Calibrates a sparsity mask for `model` by running it over `n_texts` sample texts
-/// (NUL-terminated UTF-8; representative of the intended use, a few thousand tokens in
-/// all). `params` may be NULL for the defaults. On success writes a new mask to
-/// `*out_mask` (free with gc_mask_free). The model must be the one the mask is used with.
+/// Calibrates a sparsity mask for `model` by running it densely over `n_texts` sample
+/// texts (NUL-terminated UTF-8, representative of the intended use; together at least
+/// params->n_ctx tokens, ideally tens of thousands). `params` may be NULL for the
+/// defaults. On success writes a new mask to `*out_mask` (free with gc_mask_free). The
+/// mask is bound to this model's FFN weights. Takes a few seconds per chunk of n_ctx
+/// tokens on small models (much longer with measure_budgets).
 ///
-/// Not yet available: returns GC_ERR_UNSUPPORTED after validating the arguments, until
-/// the sparsity engine is in the build.
+/// Errors: GC_ERR_INVALID_ARG (NULL or non-UTF-8 texts, too little text, bad params).
 ///
 /// # Safety
 /// `model` is NULL or a live model; `texts` is NULL or points to `n_texts` pointers that
@@ -161,17 +183,21 @@ pub unsafe extern "C" fn gc_mask_calibrate(
             // SAFETY: caller's contract: each entry NULL or NUL-terminated.
             .map(|(i, &t)| unsafe { c_str(t, &format!("texts[{i}]")) })
             .collect::<Result<Vec<_>, _>>()?;
-        check_fraction("params.target_sparsity", p.target_sparsity)?;
-        if p.max_tokens_per_text == 0 {
-            return invalid_arg("params.max_tokens_per_text is 0");
+        if p.n_ctx < 16 || p.n_ctx > 1 << 20 {
+            return invalid_arg(format!("params.n_ctx = {} is outside [16, 2^20]", p.n_ctx));
+        }
+        if !(p.eps.is_finite() && p.eps >= 0.0) {
+            return invalid_arg(format!("params.eps = {} must be >= 0", p.eps));
         }
         let mask = engine::Mask::calibrate(
             &model.inner,
             &texts,
             CalibrateOptions {
-                target_sparsity: p.target_sparsity,
-                max_tokens_per_text: p.max_tokens_per_text,
+                n_ctx: p.n_ctx,
                 n_threads: p.n_threads,
+                eps: p.eps,
+                measure_budgets: p.measure_budgets,
+                store_down_copy: p.store_down_copy,
             },
         )?;
         // SAFETY: checked non-NULL, writable per contract.
@@ -180,11 +206,9 @@ pub unsafe extern "C" fn gc_mask_calibrate(
     })
 }
 
-/// Loads a mask saved by gc_mask_save (or `ghost calibrate`) for `model`. Fails with
-/// GC_ERR_FORMAT if the file is not a mask or was made for another model.
-///
-/// Not yet available: returns GC_ERR_UNSUPPORTED after validating the arguments, until
-/// the sparsity engine is in the build.
+/// Loads a mask saved by gc_mask_save (or made by `ghost calibrate`, MODEL.ghost) for
+/// `model`. Errors: GC_ERR_IO (cannot read), GC_ERR_FORMAT (not a mask file),
+/// GC_ERR_INVALID_ARG (made for a model with other FFN weights).
 ///
 /// # Safety
 /// `model` NULL or live; `path` NULL or NUL-terminated; `out_mask` NULL or writable.
@@ -247,8 +271,12 @@ pub unsafe extern "C" fn gc_mask_free(mask: *mut gc_mask) {
     });
 }
 
-/// Sets the mask (calibrated thresholds) the context uses; NULL returns the context to
-/// dense operation. The mask must have been made for the context's model.
+/// Sets the mask (calibration data) the context uses; NULL removes it and returns the
+/// context to dense decoding. The mask must have been made for the context's model's
+/// weights (GC_ERR_INVALID_ARG otherwise). If the context is dense when a mask is set, it
+/// switches to the mask's default mode: its best setting within a 1% perplexity increase
+/// when the mask has a budget table (measure_budgets), otherwise skipping only the
+/// neurons calibration found dead. Choose another mode with gc_ctx_set_sparsity.
 ///
 /// # Safety
 /// `ctx` NULL or live; `mask` NULL or live.
@@ -260,15 +288,18 @@ pub unsafe extern "C" fn gc_ctx_set_mask(ctx: *mut gc_ctx, mask: *const gc_mask)
         let mask = if mask.is_null() {
             None
         } else {
-            Some(&unsafe { handle(mask, "mask") }?.inner)
+            Some(Arc::clone(&unsafe { handle(mask, "mask") }?.inner))
         };
         ctx.lock()?.set_mask(mask)
     })
 }
 
 /// Sets how the context skips FFN neurons from the next decoded token on. `params` may
-/// be NULL for dense. GC_SPARSITY_DENSE always works; the other modes return
-/// GC_ERR_UNSUPPORTED until the sparsity engine is in the build.
+/// be NULL for dense. The mask (if any) stays set. gc_generate_stats.sparsity reports the
+/// fraction of FFN neurons skipped during generation. On error the previous settings stay.
+///
+/// Errors: GC_ERR_INVALID_ARG (unknown mode, value out of range, bad spec text, or a mode
+/// that needs calibration data while the context has no mask).
 ///
 /// # Safety
 /// `ctx` NULL or live; `params` NULL or a valid params struct.
@@ -281,20 +312,35 @@ pub unsafe extern "C" fn gc_ctx_set_sparsity(
         // SAFETY (both): caller's contract.
         let ctx = unsafe { handle(ctx.cast_const(), "ctx") }?;
         let p = unsafe { read_params(params, "params") }?;
-        let sparsity = match p.mode {
-            m if m == gc_sparsity_mode::GC_SPARSITY_DENSE as u32 => Sparsity::Dense,
+        let mode = match p.mode {
+            m if m == gc_sparsity_mode::GC_SPARSITY_DENSE as u32 => SparsityMode::DENSE,
             m if m == gc_sparsity_mode::GC_SPARSITY_THRESHOLD as u32 => {
                 if !(p.threshold.is_finite() && p.threshold >= 0.0) {
                     return invalid_arg(format!("params.threshold = {} must be >= 0", p.threshold));
                 }
-                Sparsity::Threshold(p.threshold)
+                SparsityMode {
+                    dead: false,
+                    rule: Some(Rule::Gate(p.threshold)),
+                }
             }
             m if m == gc_sparsity_mode::GC_SPARSITY_TARGET as u32 => {
                 check_fraction("params.target_sparsity", p.target_sparsity)?;
-                Sparsity::Target(p.target_sparsity)
+                SparsityMode {
+                    dead: false,
+                    rule: Some(Rule::Target {
+                        sparsity: p.target_sparsity,
+                        score: Score::Act,
+                    }),
+                }
+            }
+            m if m == gc_sparsity_mode::GC_SPARSITY_SPEC as u32 => {
+                // SAFETY: caller's contract: spec is NULL or NUL-terminated.
+                let spec = unsafe { c_str(p.spec, "params.spec") }?;
+                spec.parse::<SparsityMode>()
+                    .map_err(crate::status::FfiError::from)?
             }
             m => return invalid_arg(format!("params.mode = {m} is not a gc_sparsity_mode")),
         };
-        ctx.lock()?.set_sparsity(sparsity)
+        ctx.lock()?.set_sparsity(mode)
     })
 }

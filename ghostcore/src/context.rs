@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use crate::backend::cpu::linear::ActMath;
 use crate::model::ffn::{DecodeFfn, FfnObserver};
 use crate::model::forward::{self, FfnHooks, KvCache, LogitsFor, Scratch};
 use crate::model::Model;
@@ -23,6 +24,11 @@ pub struct ContextParams {
     pub n_batch: usize,
     /// Compute threads (including the caller); 0 means one per available core.
     pub n_threads: usize,
+    /// Batches of at least [`crate::model::forward::EXACT_MIN_BATCH`] tokens use f32
+    /// activations against dequantized weights, which reproduces llama.cpp's batched logits
+    /// closely; `false` quantizes activations to 8 bits as single tokens and small batches
+    /// always do (faster prefill, logits further from llama.cpp's).
+    pub exact_prefill: bool,
 }
 
 impl Default for ContextParams {
@@ -31,6 +37,7 @@ impl Default for ContextParams {
             n_ctx: 0,
             n_batch: 512,
             n_threads: 0,
+            exact_prefill: true,
         }
     }
 }
@@ -77,7 +84,11 @@ impl Context {
         let n_batch = params.n_batch.min(n_ctx);
         let pool = ThreadPool::new(params.n_threads)?;
         let kv = KvCache::new(&model, n_ctx)?;
-        let scratch = Scratch::new(&model, n_batch);
+        let mut scratch = Scratch::new(&model, n_batch);
+        if !params.exact_prefill {
+            scratch.prefill_math = ActMath::Quantized;
+            scratch.output_math = ActMath::Quantized;
+        }
         let n_layer = model.config().n_layer;
         let n_vocab = model.config().n_vocab;
         Ok(Context {
@@ -127,6 +138,16 @@ impl Context {
     /// The thread pool (for FFN overrides and tools that run their own parallel work).
     pub fn pool(&self) -> &ThreadPool {
         &self.pool
+    }
+
+    /// Seconds spent per forward-pass phase since the last reset (all zero unless the
+    /// environment variable `GHOST_PROFILE=1` was set when the context was created).
+    pub fn profile(&self) -> Vec<(&'static str, f64)> {
+        self.scratch.prof.report()
+    }
+
+    pub fn reset_profile(&mut self) {
+        self.scratch.prof.reset();
     }
 
     /// Bytes held by the KV cache.

@@ -15,18 +15,26 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
 /// How many times a worker polls for new work before parking.
-const SPIN_ITERS: u32 = 20_000;
+const SPIN_ITERS: u32 = 5_000;
 
 type JobFn = dyn Fn(usize) + Sync;
 
+/// Bit of [`Shared::state`] set once the dispatcher stops admitting workers to the job.
+const CLOSED: u64 = 1 << 31;
+/// Mask of the admitted-worker count in [`Shared::state`].
+const COUNT_MASK: u64 = CLOSED - 1;
+
 struct Shared {
-    /// Bumped once per dispatch; a worker runs the job when it sees a new value.
-    generation: AtomicU64,
+    /// `generation << 32 | CLOSED? | admitted workers`. A dispatch bumps the generation
+    /// (count 0, open); a worker that sees a new generation joins by incrementing the count
+    /// while the job is open; the dispatcher closes the job when its own share is done, so
+    /// workers that were not scheduled in time never delay it.
+    state: AtomicU64,
     /// The job of the current generation. Written only by the dispatching thread while no
-    /// worker is running a job (all of them finished the previous generation).
+    /// worker is running a job (all admitted workers finished the previous one).
     job: UnsafeCell<Option<*const JobFn>>,
-    /// Workers that have not yet finished the current generation.
-    pending: AtomicUsize,
+    /// Admitted workers that finished the current generation's job.
+    done: AtomicUsize,
     /// Workers currently parked (or about to park) on `wake`.
     sleepers: AtomicUsize,
     shutdown: AtomicBool,
@@ -35,8 +43,9 @@ struct Shared {
     wake: Condvar,
 }
 
-// SAFETY: `job` is only written by the dispatcher between generations (when `pending == 0`,
-// so no worker reads it) and only read by workers after they observed the generation bump
+// SAFETY: `job` is only written by the dispatcher between jobs (after the previous job was
+// closed and every admitted worker finished it, so no worker reads it) and only read by
+// workers admitted to the current job, after they observed its opening
 // (Acquire), which happens after the write (Release). The pointee is `Sync`.
 unsafe impl Sync for Shared {}
 // SAFETY: see above; the raw pointer is only dereferenced under that protocol.
@@ -69,9 +78,9 @@ impl ThreadPool {
             n_threads
         };
         let shared = Arc::new(Shared {
-            generation: AtomicU64::new(0),
+            state: AtomicU64::new(0),
             job: UnsafeCell::new(None),
-            pending: AtomicUsize::new(0),
+            done: AtomicUsize::new(0),
             sleepers: AtomicUsize::new(0),
             shutdown: AtomicBool::new(false),
             panic: Mutex::new(None),
@@ -100,8 +109,10 @@ impl ThreadPool {
         self.n_threads
     }
 
-    /// Runs `f(thread_index)` once on every participant (`0..n_threads`, the caller is 0)
-    /// and returns when all have finished. A panic in any participant is re-raised here.
+    /// Runs `f(thread_index)` on the caller (index 0) and on every worker that wakes up in
+    /// time to join (indices `1..n_threads`), and returns when all who joined have finished.
+    /// Work must therefore be shared dynamically (see [`ThreadPool::for_each_chunk`]), not
+    /// assigned per index. A panic in any participant is re-raised here.
     pub fn run<F: Fn(usize) + Sync>(&self, f: F) {
         if self.n_threads == 1 {
             f(0);
@@ -111,23 +122,25 @@ impl ThreadPool {
         let shared = &*self.shared;
         let job: &(dyn Fn(usize) + Sync + '_) = &f;
         // SAFETY: erasing the lifetime is sound because this function does not return before
-        // every worker finished running the job (`pending` reaches 0 below), and the pointer
-        // is cleared before returning. No worker is reading `job` now: the previous dispatch
-        // waited for `pending == 0`.
+        // every admitted worker finished running the job (`done` reaches the admitted count
+        // below, after the job was closed to new workers), and the pointer is cleared before
+        // returning. No worker reads `job` now: the previous job was closed and drained.
         unsafe {
             let job: &'static JobFn =
                 std::mem::transmute::<&(dyn Fn(usize) + Sync + '_), &'static JobFn>(job);
             *shared.job.get() = Some(job as *const JobFn);
         }
-        shared.pending.store(self.n_threads - 1, Ordering::SeqCst);
-        shared.generation.fetch_add(1, Ordering::SeqCst);
+        shared.done.store(0, Ordering::SeqCst);
+        let gen = (shared.state.load(Ordering::SeqCst) >> 32).wrapping_add(1) & 0xFFFF_FFFF;
+        shared.state.store(gen << 32, Ordering::SeqCst);
         if shared.sleepers.load(Ordering::SeqCst) > 0 {
             let _l = shared.lock.lock().unwrap_or_else(|e| e.into_inner());
             shared.wake.notify_all();
         }
         let mine = catch_unwind(AssertUnwindSafe(|| f(0)));
+        let admitted = (shared.state.fetch_or(CLOSED, Ordering::SeqCst) & COUNT_MASK) as usize;
         let mut spins = 0u32;
-        while shared.pending.load(Ordering::Acquire) != 0 {
+        while shared.done.load(Ordering::Acquire) != admitted {
             spins = spins.wrapping_add(1);
             if spins < SPIN_ITERS {
                 std::hint::spin_loop();
@@ -135,7 +148,8 @@ impl ThreadPool {
                 std::thread::yield_now();
             }
         }
-        // SAFETY: all workers finished this generation; nobody reads `job` until the next bump.
+        // SAFETY: the job is closed and every admitted worker finished it; nobody reads `job`
+        // until the next dispatch publishes a new one.
         unsafe {
             *shared.job.get() = None;
         }
@@ -189,7 +203,7 @@ impl ThreadPool {
 impl Drop for ThreadPool {
     fn drop(&mut self) {
         self.shared.shutdown.store(true, Ordering::SeqCst);
-        self.shared.generation.fetch_add(1, Ordering::SeqCst);
+        self.shared.state.fetch_add(1 << 32, Ordering::SeqCst);
         {
             let _l = self.shared.lock.lock().unwrap_or_else(|e| e.into_inner());
             self.shared.wake.notify_all();
@@ -203,31 +217,51 @@ impl Drop for ThreadPool {
 fn worker_loop(shared: &Shared, index: usize) {
     let mut seen = 0u64;
     loop {
+        let gen_of = |st: u64| st >> 32;
         let mut spins = 0u32;
-        let mut gen = shared.generation.load(Ordering::Acquire);
-        while gen == seen && spins < SPIN_ITERS {
+        let mut st = shared.state.load(Ordering::Acquire);
+        while gen_of(st) == seen && spins < SPIN_ITERS {
             std::hint::spin_loop();
             spins += 1;
-            gen = shared.generation.load(Ordering::Acquire);
+            st = shared.state.load(Ordering::Acquire);
         }
-        if gen == seen {
+        if gen_of(st) == seen {
             let mut l = shared.lock.lock().unwrap_or_else(|e| e.into_inner());
             shared.sleepers.fetch_add(1, Ordering::SeqCst);
             loop {
-                gen = shared.generation.load(Ordering::SeqCst);
-                if gen != seen {
+                st = shared.state.load(Ordering::SeqCst);
+                if gen_of(st) != seen || shared.shutdown.load(Ordering::SeqCst) {
                     break;
                 }
                 l = shared.wake.wait(l).unwrap_or_else(|e| e.into_inner());
             }
             shared.sleepers.fetch_sub(1, Ordering::SeqCst);
         }
-        seen = gen;
         if shared.shutdown.load(Ordering::SeqCst) {
             return;
         }
-        // SAFETY: the dispatcher wrote `job` before bumping the generation we observed with
-        // Acquire ordering, and keeps the closure alive until `pending` reaches zero.
+        seen = gen_of(st);
+        // Join the job if it is still open for this generation.
+        let mut cur = st;
+        let admitted = loop {
+            if gen_of(cur) != seen || cur & CLOSED != 0 {
+                break false;
+            }
+            match shared.state.compare_exchange_weak(
+                cur,
+                cur + 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => break true,
+                Err(now) => cur = now,
+            }
+        };
+        if !admitted {
+            continue;
+        }
+        // SAFETY: the dispatcher published `job` before opening this generation, and keeps
+        // the closure alive until every admitted worker (we are one) has bumped `done`.
         let job = unsafe { *shared.job.get() };
         if let Some(job) = job {
             // SAFETY: as above, the pointee outlives this call.
@@ -239,7 +273,7 @@ fn worker_loop(shared: &Shared, index: usize) {
                 }
             }
         }
-        shared.pending.fetch_sub(1, Ordering::AcqRel);
+        shared.done.fetch_add(1, Ordering::AcqRel);
     }
 }
 
@@ -302,17 +336,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_participant_runs_once() {
+    fn caller_always_runs_and_workers_at_most_once() {
         for n in 1..=4 {
             let pool = ThreadPool::new(n).unwrap();
-            let hits: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
             for _ in 0..100 {
+                let hits: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
                 pool.run(|tid| {
                     hits[tid].fetch_add(1, Ordering::Relaxed);
                 });
-            }
-            for h in &hits {
-                assert_eq!(h.load(Ordering::Relaxed), 100);
+                assert_eq!(hits[0].load(Ordering::Relaxed), 1);
+                assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) <= 1));
             }
         }
     }
@@ -331,21 +364,23 @@ mod tests {
     }
 
     #[test]
-    fn worker_panic_is_reraised_and_pool_survives() {
+    fn panic_is_reraised_and_pool_survives() {
         let pool = ThreadPool::new(2).unwrap();
-        let r = catch_unwind(AssertUnwindSafe(|| {
-            pool.run(|tid| {
-                if tid == 1 {
-                    panic!("boom");
-                }
-            })
-        }));
-        assert!(r.is_err());
+        for _ in 0..20 {
+            let r = catch_unwind(AssertUnwindSafe(|| {
+                pool.for_each_chunk(64, 1, |_, r| {
+                    if r.start == 37 {
+                        panic!("boom");
+                    }
+                })
+            }));
+            assert!(r.is_err());
+        }
         let count = AtomicUsize::new(0);
-        pool.run(|_| {
-            count.fetch_add(1, Ordering::Relaxed);
+        pool.for_each_chunk(100, 3, |_, r| {
+            count.fetch_add(r.len(), Ordering::Relaxed);
         });
-        assert_eq!(count.load(Ordering::Relaxed), 2);
+        assert_eq!(count.load(Ordering::Relaxed), 100);
     }
 
     #[test]

@@ -11,6 +11,7 @@
 
 use std::process::Command;
 
+use ghostcore::backend::cpu::ops as cpu_ops;
 use ghostcore::backend::cuda::{
     AttentionWorkspace, CudaBackend, DeviceActivations, DeviceMatrix, DeviceVec, GatedActivation,
     KvCache, KvCacheShape, NeuronMajorDown, RopeParams, RopeStyle, SparseFfnScratch,
@@ -257,7 +258,7 @@ fn assert_close(what: &str, got: &[f32], want: &[f64], tol: &[f64]) {
 
 /// The scalar reference dequantizer above agrees with gguf-py on random blocks of each type.
 #[test]
-fn reference_dequant_matches_gguf_py() {
+fn cuda_reference_dequant_matches_gguf_py() {
     let Some(python) = python_oracle() else {
         return;
     };
@@ -300,6 +301,17 @@ fn reference_dequant_matches_gguf_py() {
             .flat_map(|r| ref_dequant_row(ty, r, n_cols))
             .collect();
         assert_eq!(ours.len(), theirs.len(), "{}", ty.name());
+        // The engine's CPU dequantizer (ghostcore::quant) agrees bit for bit.
+        for (r, row) in bytes.chunks_exact(row_bytes).enumerate() {
+            let mut cpu = vec![0f32; n_cols];
+            ghostcore::quant::dequantize_row(ty, row, &mut cpu).unwrap();
+            assert_eq!(
+                cpu,
+                ours[r * n_cols..(r + 1) * n_cols],
+                "{} row {r}: quant::dequantize_row",
+                ty.name()
+            );
+        }
         for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
             assert!(
                 (a - b).abs() <= 1e-6 * b.abs().max(1e-3),
@@ -311,10 +323,138 @@ fn reference_dequant_matches_gguf_py() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// nvcc as build.rs finds it (`NVCC`, `CUDA_PATH`/`CUDA_HOME`, `PATH`, `.cuda/` of
+/// scripts/install-nvcc.sh). `None` means skip (printed); under CI its absence fails.
+fn find_nvcc() -> Option<std::path::PathBuf> {
+    use std::path::PathBuf;
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Some(p) = std::env::var_os("NVCC") {
+        candidates.push(PathBuf::from(p));
+    }
+    for var in ["CUDA_PATH", "CUDA_HOME"] {
+        if let Some(r) = std::env::var_os(var) {
+            candidates.push(PathBuf::from(r).join("bin/nvcc"));
+        }
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        candidates.extend(std::env::split_paths(&path).map(|d| d.join("nvcc")));
+    }
+    candidates.push(ghostcore::test_models::workspace_root().join(".cuda/nvidia/cu13/bin/nvcc"));
+    let found = candidates.into_iter().find(|p| p.is_file());
+    if found.is_none() {
+        let msg = "nvcc not found; run scripts/install-nvcc.sh";
+        assert!(
+            !ghostcore::test_models::running_in_ci(),
+            "CI=true and {msg}"
+        );
+        eprintln!("SKIPPED: {msg}");
+    }
+    found
+}
+
+fn write_f32s(path: &std::path::Path, v: &[f32]) {
+    std::fs::write(
+        path,
+        v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>(),
+    )
+    .unwrap();
+}
+
+fn read_f32s(path: &std::path::Path) -> Vec<f32> {
+    std::fs::read(path)
+        .unwrap()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+/// The per-type math the kernels run (`QuantTraits<T>::dot` with dp4a, `::dequant` in
+/// kernels/quant_blocks.cuh), compiled for the host by nvcc (kernels/check/) and run here
+/// without a GPU, against the scalar reference: dots per 32-weight unit against
+/// sum(w * d * q) of the reference-quantized activations, dequantized weights against
+/// `ref_dequant_row`. Covers bit layouts and scale maths, not launches or warp reductions.
+#[test]
+fn cuda_device_math_on_host_matches_reference() {
+    let Some(nvcc) = find_nvcc() else { return };
+    let dir = std::env::temp_dir().join(format!("gc-cuda-hostcheck-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let exe = dir.join("quant_blocks_check");
+    let src = ghostcore::test_models::workspace_root().join("kernels/check/quant_blocks_check.cu");
+    if !src.is_file() {
+        // A staged test binary on a machine without the source tree (gpu-stage/).
+        eprintln!("SKIPPED: {} not found", src.display());
+        return;
+    }
+    let out = Command::new(&nvcc)
+        .arg("-O2")
+        .arg("-o")
+        .arg(&exe)
+        .arg(&src)
+        .output()
+        .expect("run nvcc");
+    assert!(
+        out.status.success(),
+        "nvcc failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut rng = Rng(12);
+    for ty in TYPES {
+        for rep in 0..4 {
+            let n_cols = 1024;
+            let row = random_rows(&mut rng, ty, 1, n_cols);
+            let x = rng.vec(n_cols, if rep == 0 { 0.01 } else { 2.0 });
+            let (x_deq, qs, ds) = ref_quantize_q8_1(&x);
+            let pairs: Vec<f32> = ds
+                .iter()
+                .enumerate()
+                .flat_map(|(b, &d)| {
+                    [
+                        d,
+                        d * qs[32 * b..32 * b + 32]
+                            .iter()
+                            .map(|&q| q as i32)
+                            .sum::<i32>() as f32,
+                    ]
+                })
+                .collect();
+            let (p_row, p_xq, p_xds) =
+                (dir.join("row.bin"), dir.join("xq.bin"), dir.join("xds.bin"));
+            let (p_dots, p_deq) = (dir.join("dots.out"), dir.join("deq.out"));
+            std::fs::write(&p_row, &row).unwrap();
+            std::fs::write(&p_xq, qs.iter().map(|&q| q as u8).collect::<Vec<u8>>()).unwrap();
+            write_f32s(&p_xds, &pairs);
+            let status = Command::new(&exe)
+                .arg(ty.id().to_string())
+                .arg(n_cols.to_string())
+                .args([&p_row, &p_xq, &p_xds, &p_dots, &p_deq])
+                .status()
+                .unwrap();
+            assert!(status.success(), "host check failed for {}", ty.name());
+            let w = ref_dequant_row(ty, &row, n_cols);
+            let deq = read_f32s(&p_deq);
+            let want: Vec<f64> = w.iter().map(|&v| v as f64).collect();
+            let tol: Vec<f64> = want.iter().map(|v| 1e-6 * v.abs() + 1e-7).collect();
+            assert_close(&format!("host dequant {}", ty.name()), &deq, &want, &tol);
+            if matches!(ty, GgmlType::F32 | GgmlType::F16) {
+                continue;
+            }
+            let dots = read_f32s(&p_dots);
+            let (want, tol): (Vec<f64>, Vec<f64>) = (0..n_cols / 32)
+                .map(|u| {
+                    let (s, m) = dot64(&w[32 * u..32 * u + 32], &x_deq[32 * u..32 * u + 32]);
+                    (s, 1e-5 * m + 1e-7)
+                })
+                .unzip();
+            assert_close(&format!("host dot {}", ty.name()), &dots, &want, &tol);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 // ------------------------------------------------------------------ GPU tests
 
 #[test]
-fn quantize_q8_1_matches_reference() {
+fn cuda_quantize_q8_1_matches_reference() {
     let Some(gpu) = backend() else { return };
     let mut rng = Rng(1);
     let mut x = rng.vec(4096, 3.0);
@@ -337,7 +477,7 @@ fn quantize_q8_1_matches_reference() {
 
 /// Integer (Q8_1) and dequantizing matvecs for every type, including `accumulate`.
 #[test]
-fn matvec_matches_reference_for_every_type() {
+fn cuda_matvec_matches_reference_for_every_type() {
     let Some(gpu) = backend() else { return };
     let mut rng = Rng(2);
     for ty in TYPES {
@@ -387,6 +527,20 @@ fn matvec_matches_reference_for_every_type() {
                 &tol_x,
             );
 
+            // The CPU engine's matvec (its own activation quantization: Q8_0/Q8_1/Q8_K by type).
+            let vdt = ghostcore::quant::vec_dot_type(ty);
+            let mut act_bytes = vec![0u8; vdt.row_bytes(n_cols as u64).unwrap() as usize];
+            ghostcore::quant::quantize_activations(vdt, &x, &mut act_bytes).unwrap();
+            let mut cpu = vec![0f32; n_rows];
+            ghostcore::quant::matvec(ty, n_cols, &w, 0..n_rows, &act_bytes, &mut cpu).unwrap();
+            let cpu64: Vec<f64> = cpu.iter().map(|&v| v as f64).collect();
+            assert_close(
+                &format!("matvec {} vs CPU engine", ty.name()),
+                &got,
+                &cpu64,
+                &tol_x,
+            );
+
             // Dequantizing variant against the exact f32 activations.
             gpu.matvec_dequant(&dm, &act.x, &mut out, false).unwrap();
             let got = out.to_vec(&gpu).unwrap();
@@ -399,7 +553,24 @@ fn matvec_matches_reference_for_every_type() {
                 &tol,
             );
 
+            // A sub-range of rows, as the CPU quant::matvec(.., rows, ..) takes.
+            let sub = n_rows / 3..n_rows - 1;
+            let mut part = DeviceVec::zeros(&gpu, sub.len()).unwrap();
+            gpu.matvec_rows(&dm, sub.clone(), &act, &mut part, false)
+                .unwrap();
+            let whole_int = {
+                gpu.matvec(&dm, &act, &mut out, false).unwrap();
+                out.to_vec(&gpu).unwrap()
+            };
+            assert_eq!(
+                part.to_vec(&gpu).unwrap(),
+                whole_int[sub.clone()],
+                "matvec_rows {}",
+                ty.name()
+            );
+
             // accumulate: out += W x on top of the previous result.
+            gpu.matvec_dequant(&dm, &act.x, &mut out, false).unwrap();
             gpu.matvec_dequant(&dm, &act.x, &mut out, true).unwrap();
             let got = out.to_vec(&gpu).unwrap();
             let (want, tol): (Vec<f64>, Vec<f64>) = exact
@@ -417,7 +588,7 @@ fn matvec_matches_reference_for_every_type() {
 }
 
 #[test]
-fn bad_shapes_are_errors_not_faults() {
+fn cuda_bad_shapes_are_errors_not_faults() {
     let Some(gpu) = backend() else { return };
     let mut rng = Rng(3);
     let w = random_rows(&mut rng, GgmlType::Q4_K, 4, 256);
@@ -449,7 +620,7 @@ fn bad_shapes_are_errors_not_faults() {
 }
 
 #[test]
-fn embedding_dequantizes_the_row() {
+fn cuda_embedding_dequantizes_the_row() {
     let Some(gpu) = backend() else { return };
     let mut rng = Rng(4);
     for ty in TYPES {
@@ -478,7 +649,7 @@ fn embedding_dequantizes_the_row() {
 }
 
 #[test]
-fn rms_norm_matches_reference() {
+fn cuda_rms_norm_matches_reference() {
     let Some(gpu) = backend() else { return };
     let mut rng = Rng(5);
     for &(rows, n) in &[(1usize, 576usize), (1, 640), (9, 64), (4, 256)] {
@@ -498,6 +669,17 @@ fn rms_norm_matches_reference() {
         }
         let tol: Vec<f64> = want.iter().map(|w| 2e-6 * w.abs() + 1e-6).collect();
         assert_close(&format!("rms_norm {rows}x{n}"), &got, &want, &tol);
+        let mut cpu = vec![0f32; rows * n];
+        for (xr, yr) in x.chunks_exact(n).zip(cpu.chunks_exact_mut(n)) {
+            cpu_ops::rms_norm(xr, &w, eps, yr);
+        }
+        let cpu64: Vec<f64> = cpu.iter().map(|&v| v as f64).collect();
+        assert_close(
+            &format!("rms_norm {rows}x{n} vs CPU backend"),
+            &got,
+            &cpu64,
+            &tol,
+        );
         let mut inplace = DeviceVec::from_host(&gpu, &x).unwrap();
         gpu.rms_norm_inplace(&mut inplace, &dw, eps).unwrap();
         assert_eq!(
@@ -509,7 +691,7 @@ fn rms_norm_matches_reference() {
 }
 
 #[test]
-fn rope_matches_reference() {
+fn cuda_rope_matches_reference() {
     let Some(gpu) = backend() else { return };
     let mut rng = Rng(6);
     for style in [RopeStyle::Normal, RopeStyle::Neox] {
@@ -556,13 +738,27 @@ fn rope_matches_reference() {
                     &want,
                     &tol,
                 );
+                // The CPU backend's rope (ggml's f32 angle recurrence).
+                let (mut cos, mut sin) = (vec![0f32; n_rot / 2], vec![0f32; n_rot / 2]);
+                cpu_ops::rope_table(pos, n_rot, 10000.0, 1.0, &mut cos, &mut sin);
+                let mut cpu = x.clone();
+                for h in cpu.chunks_exact_mut(head_dim) {
+                    cpu_ops::rope_apply(h, &cos, &sin, style == RopeStyle::Neox);
+                }
+                let cpu64: Vec<f64> = cpu.iter().map(|&v| v as f64).collect();
+                assert_close(
+                    &format!("rope {style:?} pos {pos} vs CPU backend"),
+                    &got,
+                    &cpu64,
+                    &tol,
+                );
             }
         }
     }
 }
 
 #[test]
-fn gated_activation_and_add() {
+fn cuda_gated_activation_and_add() {
     let Some(gpu) = backend() else { return };
     let mut rng = Rng(8);
     let n = 1536;
@@ -599,17 +795,17 @@ fn ref_act(act: GatedActivation, g: f64) -> f64 {
 }
 
 #[test]
-fn attention_matches_softmax_reference() {
+fn cuda_attention_matches_softmax_reference() {
     let Some(gpu) = backend() else { return };
     let mut rng = Rng(9);
-    // (n_heads, n_kv_heads, head_dim, tokens stored, attended range)
+    // (n_heads, n_kv_heads, head_dim, tokens stored, attended range, softcap)
     let cases = [
-        (9usize, 3usize, 64usize, 5usize, 0..5usize),
-        (9, 3, 64, 700, 0..700),
-        (4, 1, 256, 300, 100..300),
-        (8, 8, 128, 40, 0..40),
+        (9usize, 3usize, 64usize, 5usize, 0..5usize, None),
+        (9, 3, 64, 700, 0..700, None),
+        (4, 1, 256, 300, 100..300, None),
+        (8, 8, 128, 40, 0..40, Some(0.5f32)),
     ];
-    for (n_heads, n_kv, hd, n_tok, range) in cases {
+    for (n_heads, n_kv, hd, n_tok, range, softcap) in cases {
         let shape = KvCacheShape {
             n_layers: 2,
             n_kv_heads: n_kv,
@@ -649,8 +845,17 @@ fn attention_matches_softmax_reference() {
         let dq = DeviceVec::from_host(&gpu, &q).unwrap();
         let mut ws = AttentionWorkspace::new(&gpu, n_heads, hd, 1024).unwrap();
         let mut out = DeviceVec::zeros(&gpu, n_heads * hd).unwrap();
-        gpu.attention(&dq, &cache, layer, range.clone(), scale, &mut ws, &mut out)
-            .unwrap();
+        gpu.attention(
+            &dq,
+            &cache,
+            layer,
+            range.clone(),
+            scale,
+            softcap,
+            &mut ws,
+            &mut out,
+        )
+        .unwrap();
         let got = out.to_vec(&gpu).unwrap();
 
         let mut want = vec![0f64; n_heads * hd];
@@ -659,10 +864,11 @@ fn attention_matches_softmax_reference() {
             let scores: Vec<f64> = range
                 .clone()
                 .map(|p| {
-                    (0..hd)
+                    let s = (0..hd)
                         .map(|d| q[h * hd + d] as f64 * ks[p][kvh * hd + d].to_f64())
                         .sum::<f64>()
-                        * scale as f64
+                        * scale as f64;
+                    softcap.map_or(s, |c| c as f64 * (s / c as f64).tanh())
                 })
                 .collect();
             let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
@@ -698,7 +904,7 @@ fn ref_quantize_q8_0(x: &[f32]) -> Vec<u8> {
 }
 
 #[test]
-fn sparse_ffn_matches_masked_dense_reference() {
+fn cuda_sparse_ffn_matches_masked_dense_reference() {
     let Some(gpu) = backend() else { return };
     let mut rng = Rng(10);
     let (n_embd, n_ff) = (512usize, 1536usize);
@@ -831,7 +1037,7 @@ fn sparse_ffn_matches_masked_dense_reference() {
 /// Real tensors of the llama.cpp Q4_K_M SmolLM2 file (Q4_K, Q5_0, Q6_K, Q8_0 rows as
 /// llama.cpp's quantizer wrote them) through the GPU matvec and embedding.
 #[test]
-fn real_model_tensors_match_reference() {
+fn cuda_real_model_tensors_match_reference() {
     let Some(gpu) = backend() else { return };
     let Some(path) = find_model(SMOLLM2_Q4_K_M) else {
         return;
@@ -855,6 +1061,11 @@ fn real_model_tensors_match_reference() {
         let x = rng.vec(n_cols, 1.0);
         let (x_q8, _, _) = ref_quantize_q8_1(&x);
         let dm = DeviceMatrix::upload(&gpu, info.ty, n_cols, n_rows, w).unwrap();
+        let whole = DeviceMatrix::upload_tensor(&gpu, &file, &info.name).unwrap();
+        assert_eq!(
+            (whole.n_cols(), whole.n_rows()),
+            (n_cols, info.dims[1] as usize)
+        );
         let mut act = DeviceActivations::new(&gpu, n_cols).unwrap();
         act.x.write(&gpu, &x).unwrap();
         gpu.quantize_activations(&mut act).unwrap();
@@ -877,4 +1088,99 @@ fn real_model_tensors_match_reference() {
         );
     }
     eprintln!("real tensor types checked: {seen:?}");
+}
+
+/// The GPU sparse FFN with every neuron active against the CPU engine's FFN
+/// (`sparsity::ffn`, neuron-major down path) on layer 0 of the Q4_K_M SmolLM2 file, with the
+/// neuron-major Q8_0 copy built by the CPU repacker (`sparsity::repack`), so the two backends
+/// share the copy's layout.
+#[test]
+fn cuda_real_model_ffn_matches_cpu_engine() {
+    use ghostcore::sparsity::ffn::{
+        sparse_ffn, Activation, DownPath, FfnScratch, FfnWeights, LayerPlan, LayerRule,
+    };
+    use ghostcore::sparsity::repack::neuron_major_down;
+    use ghostcore::sparsity::{QMatrix, Serial};
+
+    let Some(gpu) = backend() else { return };
+    let Some(path) = find_model(SMOLLM2_Q4_K_M) else {
+        return;
+    };
+    let file = GgufFile::open(&path).unwrap();
+    let load = |name: &str| {
+        let (info, data) = file.tensor(name).unwrap();
+        QMatrix::new(info.ty, info.dims[1] as usize, info.dims[0] as usize, data).unwrap()
+    };
+    let (gate, up, down) = (
+        load("blk.0.ffn_gate.weight"),
+        load("blk.0.ffn_up.weight"),
+        load("blk.0.ffn_down.weight"),
+    );
+    let (n_ff, n_embd) = (gate.n_rows, gate.n_cols);
+    let (down_t_bytes, _) = neuron_major_down(&down, GgmlType::Q8_0).unwrap();
+    let down_t = QMatrix::new(GgmlType::Q8_0, n_ff, n_embd, &down_t_bytes).unwrap();
+    let weights = FfnWeights::new(gate, up, down, Some(down_t), Activation::Silu).unwrap();
+    let plan = LayerPlan {
+        live: None,
+        rule: LayerRule::Dense,
+        down: DownPath::NeuronMajor,
+    };
+
+    let mut rng = Rng(13);
+    let x = rng.vec(n_embd, 1.0);
+    let mut cpu = vec![0f32; n_embd];
+    sparse_ffn(
+        &weights,
+        &plan,
+        &x,
+        &mut FfnScratch::default(),
+        &Serial,
+        &mut cpu,
+    )
+    .unwrap();
+
+    let dg = DeviceMatrix::upload(&gpu, gate.ty, n_embd, n_ff, gate.data).unwrap();
+    let du = DeviceMatrix::upload(&gpu, up.ty, n_embd, n_ff, up.data).unwrap();
+    let dd = NeuronMajorDown::upload(&gpu, n_ff, n_embd, &down_t_bytes).unwrap();
+    let mut dx = DeviceActivations::new(&gpu, n_embd).unwrap();
+    dx.x.write(&gpu, &x).unwrap();
+    gpu.quantize_activations(&mut dx).unwrap();
+    let mut scratch = SparseFfnScratch::new(&gpu, n_ff).unwrap();
+    let mut out = DeviceVec::zeros(&gpu, n_embd).unwrap();
+    gpu.sparse_ffn(
+        &dg,
+        &du,
+        &dd,
+        &dx,
+        GatedActivation::Silu,
+        -1.0,
+        &mut scratch,
+        &mut out,
+        false,
+    )
+    .unwrap();
+    assert_eq!(
+        scratch.read_active(&gpu).unwrap().len(),
+        n_ff,
+        "threshold -1 must keep every neuron"
+    );
+    let got = out.to_vec(&gpu).unwrap();
+
+    // Different activation quantization (GPU Q8_1 everywhere; CPU per type) is the only
+    // difference left: compare relative L2 error.
+    let num: f64 = got
+        .iter()
+        .zip(&cpu)
+        .map(|(a, b)| ((a - b) as f64).powi(2))
+        .sum();
+    let den: f64 = cpu.iter().map(|&b| (b as f64).powi(2)).sum();
+    let rel = (num / den).sqrt();
+    eprintln!(
+        "real FFN layer 0 ({} gate/up): GPU vs CPU relative L2 error {rel:.2e}",
+        gate.ty.name()
+    );
+    assert!(
+        rel < 2e-2,
+        "GPU FFN differs from the CPU engine: relative L2 error {rel}"
+    );
 }

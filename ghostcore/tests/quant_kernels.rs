@@ -30,22 +30,7 @@ fn n_for(ty: GgmlType, blocks: usize) -> usize {
 /// separately, so cancellation inside a block does not shrink the error budget below the
 /// magnitudes the kernel actually adds.
 fn magnitude(ty: GgmlType, row: &[u8], n: usize, act: &[f32]) -> f64 {
-    let fields = f16_fields(ty);
-    let parts: Vec<Vec<f32>> = if fields.len() == 2 {
-        (0..2)
-            .map(|keep| {
-                let mut r = row.to_vec();
-                let zero = fields[1 - keep];
-                for blk in r.chunks_exact_mut(ty.type_size()) {
-                    blk[zero..zero + 2].copy_from_slice(&[0, 0]);
-                }
-                dequant(ty, &r, n)
-            })
-            .collect()
-    } else {
-        vec![dequant(ty, row, n)]
-    };
-    parts
+    weight_parts(ty, row, n)
         .iter()
         .map(|w| {
             w.iter()
@@ -54,6 +39,25 @@ fn magnitude(ty: GgmlType, row: &[u8], n: usize, act: &[f32]) -> f64 {
                 .sum::<f64>()
         })
         .sum()
+}
+
+/// The dequantized row split into its scale part and its offset/min part (formats with two
+/// scale fields), or just the row: their absolute sum bounds the magnitudes a kernel adds.
+fn weight_parts(ty: GgmlType, row: &[u8], n: usize) -> Vec<Vec<f32>> {
+    let fields = f16_fields(ty);
+    if fields.len() != 2 {
+        return vec![dequant(ty, row, n)];
+    }
+    (0..2)
+        .map(|keep| {
+            let mut r = row.to_vec();
+            let zero = fields[1 - keep];
+            for blk in r.chunks_exact_mut(ty.type_size()) {
+                blk[zero..zero + 2].copy_from_slice(&[0, 0]);
+            }
+            dequant(ty, &r, n)
+        })
+        .collect()
 }
 
 fn dequant_acts(ty: GgmlType, a: &[u8], n: usize) -> Vec<f32> {
@@ -361,14 +365,17 @@ fn quantization_rounds_ties_to_even_like_ggml() {
     assert_eq!(f32::from_le_bytes(q[..4].try_into().unwrap()), -1.0);
 }
 
-const DRIVER_TYPES: [GgmlType; 8] = [
+const DRIVER_TYPES: [GgmlType; 11] = [
     GgmlType::F32,
     GgmlType::F16,
     GgmlType::Q4_0,
     GgmlType::Q4_1,
     GgmlType::Q5_0,
+    GgmlType::Q5_1,
     GgmlType::Q8_0,
+    GgmlType::Q3_K,
     GgmlType::Q4_K,
+    GgmlType::Q5_K,
     GgmlType::Q6_K,
 ];
 
@@ -460,10 +467,15 @@ fn axpy_rows_matches_f64_accumulation() {
         let mut mag: Vec<f64> = init.iter().map(|&v| (v as f64).abs()).collect();
         for (&r, &c) in ids.iter().zip(&coefs) {
             let r = r as usize;
-            let d = dequant(ty, &w[r * rb..(r + 1) * rb], n);
+            let row = &w[r * rb..(r + 1) * rb];
+            let d = dequant(ty, row, n);
             for i in 0..n {
                 want[i] += c as f64 * d[i] as f64;
-                mag[i] += (c as f64 * d[i] as f64).abs();
+            }
+            for part in weight_parts(ty, row, n) {
+                for i in 0..n {
+                    mag[i] += (c as f64 * part[i] as f64).abs();
+                }
             }
         }
         for i in 0..n {
@@ -533,4 +545,44 @@ fn drivers_reject_bad_arguments() {
         axpy_rows(ty, n, &w, &[1], &[1.0], &mut o[..10]).is_err(),
         "short output"
     );
+}
+
+#[test]
+fn kernels_match_references_on_real_model_rows() {
+    use ghostcore::gguf::GgufFile;
+    use ghostcore::test_models::{find_model, GEMMA3_Q4_K_M, SMOLLM2_Q4_1, SMOLLM2_Q4_K_M};
+    let mut rng = Rng::new(7);
+    for model in [SMOLLM2_Q4_1, SMOLLM2_Q4_K_M, GEMMA3_Q4_K_M] {
+        let Some(path) = find_model(model) else {
+            continue;
+        };
+        let file = GgufFile::open(&path).unwrap();
+        for info in file.tensors() {
+            let n = info.row_len() as usize;
+            let n_rows = info.n_rows() as usize;
+            if n_rows < 2 {
+                continue; // norms and biases: not matrices
+            }
+            let rb = info.ty.row_bytes(n as u64).unwrap() as usize;
+            let data = file.tensor_data(info);
+            let (a, _) = quantized_acts(&mut rng, info.ty, n);
+            let ad = dequant_acts(info.ty, &a, n);
+            for r in [0, n_rows / 3, n_rows - 1] {
+                let w = &data[r * rb..(r + 1) * rb];
+                assert_simd_matches_scalar(info.ty, n, w, &a, &format!("{model} {}", info.name));
+                let wd = dequant(info.ty, w, n);
+                let want: f64 = wd.iter().zip(&ad).map(|(x, y)| *x as f64 * *y as f64).sum();
+                let got = vec_dot(info.ty, n, w, &a) as f64;
+                let mut tol = 64.0 * f32::EPSILON as f64 * magnitude(info.ty, w, n, &ad);
+                if vec_dot_type(info.ty) == GgmlType::Q8_1 {
+                    tol += 2f64.powi(-9) * magnitude(info.ty, w, n, &ad);
+                }
+                assert!(
+                    (got - want).abs() <= tol,
+                    "{model} {} row {r}: vec_dot {got} vs f64 {want} (tol {tol:e})",
+                    info.name
+                );
+            }
+        }
+    }
 }

@@ -11,6 +11,9 @@
 //! (our scalar code performs the same float operations in the same order as ggml's
 //! reference and gguf-py). Q8_K, which gguf-py lacks, is compared with a hand-written numpy
 //! formula in the script.
+//!
+//! Activation quantization (Q8_0, Q8_1, Q8_K) is compared byte for byte with an independent
+//! numpy implementation of llama.cpp's x86 formulas (`tests/oracle/quantize_activations.py`).
 
 mod quant_common;
 
@@ -187,4 +190,67 @@ fn dequantization_matches_gguf_py() {
         "{} tensors, {checked_values} values bit-identical to gguf-py",
         cases.len()
     );
+}
+
+/// Activation quantization against an independent numpy implementation of llama.cpp's x86
+/// CPU formulas (`tests/oracle/quantize_activations.py`): byte-identical Q8_0, Q8_1, Q8_K.
+#[test]
+fn activation_quantization_matches_numpy_oracle() {
+    use ghostcore::quant::quantize_activations;
+    let Some(python) = python_oracle() else {
+        return;
+    };
+    let mut rng = Rng::new(0xac7);
+    let blocks = 64;
+    let mut x: Vec<f32> = (0..256 * blocks).map(|_| rng.activation()).collect();
+    // Special blocks: all zero, exact .5 ties after scaling, a lone negative maximum,
+    // equal positive and negative maxima, tiny values.
+    x[..256].iter_mut().for_each(|v| *v = 0.0);
+    for (i, v) in x[256..512].iter_mut().enumerate() {
+        *v = (i as f32 - 127.5) * if i % 32 == 0 { 1.0 } else { 0.5 };
+    }
+    x[512 + 17] = -300.0;
+    x[768 + 3] = 50.0;
+    x[768 + 200] = -50.0;
+    x[1024..1280].iter_mut().for_each(|v| *v *= 1e-30);
+    // Every block scale exactly 1 (largest element 127): all other values are .5 ties.
+    for (i, v) in x[1280..1536].iter_mut().enumerate() {
+        *v = if i % 32 == 0 {
+            127.0
+        } else {
+            (i % 100) as f32 - 49.5
+        };
+    }
+
+    let dir = std::env::temp_dir().join(format!("ghostcore-quant-act-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = dir.join("x.f32");
+    std::fs::write(
+        &input,
+        x.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>(),
+    )
+    .unwrap();
+    let script = workspace_root().join("tests/oracle/quantize_activations.py");
+    let status = Command::new(&python)
+        .arg(&script)
+        .arg(&input)
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(status.success(), "{script:?} failed: {status}");
+    for (ty, file) in [
+        (GgmlType::Q8_0, "q8_0.bin"),
+        (GgmlType::Q8_1, "q8_1.bin"),
+        (GgmlType::Q8_K, "q8_k.bin"),
+    ] {
+        let want = std::fs::read(dir.join(file)).unwrap();
+        let mut got = vec![0u8; ty.row_bytes(x.len() as u64).unwrap() as usize];
+        quantize_activations(ty, &x, &mut got).unwrap();
+        assert_eq!(got.len(), want.len(), "{ty} length");
+        let ts = ty.type_size();
+        for (b, (g, w)) in got.chunks(ts).zip(want.chunks(ts)).enumerate() {
+            assert_eq!(g, w, "{ty} block {b} differs from the numpy oracle");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -4,6 +4,7 @@
 use ghostcore::gguf::GgufFile;
 use ghostcore::quant::quantize::quantize_gguf;
 use ghostcore::quant::recipe::Ftype;
+use ghostcore::quant::{dequantize_row, GgmlType};
 use ghostcore::test_models::{find_model, SMOLLM2_Q4_1, SMOLLM2_Q4_K_M};
 
 #[test]
@@ -47,7 +48,16 @@ fn smollm2_q4_k_m_matches_llama_quantize() {
                 .zip(reference.tensor_data(b))
                 .filter(|(x, y)| x != y)
                 .count();
-            differing.push(format!("{} ({}): {n_diff} bytes differ", a.name, a.ty));
+            let max_abs = max_dequantized_difference(
+                a.ty,
+                a.row_len() as usize,
+                ours.tensor_data(a),
+                reference.tensor_data(b),
+            );
+            differing.push(format!(
+                "{} ({}): {n_diff} bytes differ, max |dequantized difference| {max_abs:e}",
+                a.name, a.ty
+            ));
         }
     }
     eprintln!(
@@ -58,4 +68,19 @@ fn smollm2_q4_k_m_matches_llama_quantize() {
     assert!(differing.is_empty(), "{} tensors differ", differing.len());
     // And so the whole file is identical.
     assert_eq!(ours.bytes(), reference.bytes());
+}
+
+fn max_dequantized_difference(ty: GgmlType, row_len: usize, a: &[u8], b: &[u8]) -> f32 {
+    let row_bytes = ty.row_bytes(row_len as u64).unwrap() as usize;
+    let mut ra = vec![0.0f32; row_len];
+    let mut rb = vec![0.0f32; row_len];
+    let mut max = 0.0f32;
+    for (x, y) in a.chunks_exact(row_bytes).zip(b.chunks_exact(row_bytes)) {
+        dequantize_row(ty, x, &mut ra).unwrap();
+        dequantize_row(ty, y, &mut rb).unwrap();
+        for (u, v) in ra.iter().zip(&rb) {
+            max = max.max((u - v).abs());
+        }
+    }
+    max
 }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use ghostcore::gguf::GgufFile;
-use ghostcore::quant::recipe::{plan, plan_file, Ftype, ModelShape, TensorDesc};
+use ghostcore::quant::recipe::{plan, plan_file, Ftype, ModelShape, Recipe, TensorDesc};
 use ghostcore::test_models::{
     find_model, reference_dir, GEMMA3_Q4_K_M, SMOLLM2_Q4_1, SMOLLM2_Q4_K_M,
 };
@@ -46,6 +46,16 @@ fn smollm2_histograms_match_llama_cpp() {
             "{ftype}"
         );
     }
+    // llama-quantize --pure ... Q4_K_M.
+    let pure = Recipe {
+        pure: true,
+        ..Ftype::Q4_K_M.into()
+    };
+    let choices = plan_file(&file, pure).unwrap();
+    assert_eq!(
+        histogram(choices.iter().map(|c| c.target)),
+        reference_histogram("smollm2-135m-q4_k-pure.gguf")
+    );
 }
 
 /// Planning a llama.cpp Q4_K_M file for Q4_K_M again must keep every tensor's type: the
@@ -161,4 +171,44 @@ fn untied_model_with_aligned_rows() {
     assert!(q6
         .iter()
         .all(|c| c.target == if c.dims.len() > 1 { T::Q6_K } else { T::F16 }));
+}
+
+#[test]
+fn explicit_output_and_embedding_types() {
+    use ghostcore::quant::GgmlType as T;
+    let shape = ModelShape {
+        arch: "llama".into(),
+        n_layer: 4,
+        n_expert: 0,
+        n_head: 8,
+        n_head_kv: 8,
+    };
+    let ty = |tensors: &[TensorDesc], recipe: Recipe, name: &str| {
+        plan(&shape, tensors, recipe)
+            .unwrap()
+            .into_iter()
+            .find(|c| c.name == name)
+            .unwrap()
+            .target
+    };
+    let untied = synthetic(4, 512, 1024, false);
+    let tied = synthetic(4, 576, 1536, true);
+    let base: Recipe = Ftype::Q4_K_M.into();
+    let both = Recipe {
+        output_tensor_type: Some(T::Q8_0),
+        token_embedding_type: Some(T::Q5_K),
+        ..base
+    };
+    assert_eq!(ty(&untied, both, "output.weight"), T::Q8_0);
+    assert_eq!(ty(&untied, both, "token_embd.weight"), T::Q5_K);
+    // The explicit embedding type wins even where its block does not fit (as in llama.cpp,
+    // which applies no fallback to explicit types).
+    assert_eq!(ty(&tied, both, "token_embd.weight"), T::Q5_K);
+    // A tied embedding follows --output-tensor-type, with the usual fallback.
+    let out_only = Recipe {
+        output_tensor_type: Some(T::Q6_K),
+        ..base
+    };
+    assert_eq!(ty(&tied, out_only, "token_embd.weight"), T::Q8_0);
+    assert_eq!(ty(&tied, base, "token_embd.weight"), T::Q8_0);
 }

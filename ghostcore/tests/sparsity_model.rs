@@ -34,6 +34,25 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
+fn mean_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).sum::<f32>() / a.len() as f32
+}
+
+fn argmax(v: &[f32]) -> usize {
+    (0..v.len()).fold(0, |b, i| if v[i] > v[b] { i } else { b })
+}
+
+fn top1_agreement(a: &[f32], b: &[f32], n_vocab: usize) -> f64 {
+    let rows = a.len() / n_vocab;
+    let same = (0..rows)
+        .filter(|&r| {
+            let s = r * n_vocab..(r + 1) * n_vocab;
+            argmax(&a[s.clone()]) == argmax(&b[s])
+        })
+        .count();
+    same as f64 / rows as f64
+}
+
 #[test]
 fn sparse_ffn_in_the_model() {
     let Some((model, ids)) = setup() else {
@@ -46,6 +65,9 @@ fn sparse_ffn_in_the_model() {
             n_ctx: 64,
             n_batch: 64,
             n_threads: 2,
+            // The decode path's arithmetic (8-bit activations) in batches too, so the
+            // dense and sparse runs differ only by the FFN.
+            exact_prefill: false,
         },
     )
     .unwrap();
@@ -91,9 +113,12 @@ fn sparse_ffn_in_the_model() {
     plan.down = DownPath::NeuronMajor;
     install(&mut ctx, vec![plan; n_layer], Some(copies.clone())).unwrap();
     let forced = logits(&mut ctx, &ids);
-    let d = max_abs_diff(&forced, &dense);
-    eprintln!("neuron-major down everywhere: max |Δlogit| {d:.4}");
-    assert!(d > 0.0 && d < 2.0, "{d}");
+    let n_vocab = model.config().n_vocab;
+    let mean = mean_abs_diff(&forced, &dense);
+    let agree = top1_agreement(&forced, &dense, n_vocab);
+    eprintln!("neuron-major down everywhere: mean |Δlogit| {mean:.4}, top-1 agreement {agree:.3}");
+    assert!(mean > 0.0 && mean < 0.5, "{mean}");
+    assert!(agree >= 0.8, "{agree}");
     uninstall(&mut ctx).unwrap();
 
     // 4. Real sparsity: a 0.05 GhostGate threshold skips neurons and stays close.

@@ -90,7 +90,8 @@ static void check_default_params(void) {
     CHECK(cp.struct_size == sizeof cp && cp.n_ctx == 0);
     CHECK(gp.struct_size == sizeof gp && gp.max_tokens > 0 && gp.add_special);
     CHECK(sp.struct_size == sizeof sp && sp.mode == GC_SPARSITY_DENSE);
-    CHECK(kp.struct_size == sizeof kp && kp.target_sparsity > 0.0f && kp.target_sparsity < 1.0f);
+    CHECK(kp.struct_size == sizeof kp && kp.n_ctx > 0 && !kp.measure_budgets);
+    CHECK(sp.spec == NULL);
 }
 
 static void check_without_model(const char *tmpdir) {
@@ -245,40 +246,40 @@ static void check_with_model(const char *path) {
     EXPECT(gc_token_to_piece(model, 1, false, buf, sizeof buf, NULL), GC_ERR_INVALID_ARG);
     EXPECT(gc_detokenize(model, NULL, 2, false, buf, sizeof buf, &n), GC_ERR_INVALID_ARG);
     EXPECT(gc_detokenize(model, bad_tokens, 2, false, buf, sizeof buf, &n), GC_ERR_INVALID_ARG);
-    st = gc_tokenize(model, "Hello world, this is a longer text.", 35, true, false, out_tokens,
-                     1, &n);
-    if (st != GC_ERR_UNSUPPORTED) {
-        /* too small: size reported, buffer untouched */
-        out_tokens[0] = -77;
-        CHECK(st == GC_ERR_BUFFER_TOO_SMALL);
-        CHECK(n > 1 && out_tokens[0] == -77);
-        n = 0;
-        EXPECT(gc_detokenize(model, tokens, 4, false, NULL, 0, &n), GC_ERR_BUFFER_TOO_SMALL);
-        CHECK(n > 0);
-    } else {
-        printf("abi_errors: tokenizer not in this build; buffer-size checks skipped\n");
-    }
+    /* too small: size reported, buffer untouched */
+    out_tokens[0] = -77;
+    EXPECT(gc_tokenize(model, "Hello world, this is a longer text.", 35, true, false, out_tokens,
+                       1, &n),
+           GC_ERR_BUFFER_TOO_SMALL);
+    CHECK(n > 1 && out_tokens[0] == -77);
+    n = 0;
+    EXPECT(gc_detokenize(model, tokens, 4, false, NULL, 0, &n), GC_ERR_BUFFER_TOO_SMALL);
+    CHECK(n > 0);
+    buf[0] = 'z';
+    EXPECT(gc_token_to_piece(model, 504, true, buf, 1, &n), GC_ERR_BUFFER_TOO_SMALL);
+    CHECK(buf[0] == 'z' && n > 0);
 
-    /* sparsity with a model: argument errors first, then "not yet" */
+    /* sparsity with a model: argument errors (tests/c/sparsity.c runs the real thing) */
     EXPECT(gc_mask_calibrate(model, NULL, 1, NULL, &mask), GC_ERR_INVALID_ARG);
     EXPECT(gc_mask_calibrate(model, texts, 0, NULL, &mask), GC_ERR_INVALID_ARG);
     EXPECT_MSG(gc_mask_calibrate(model, texts, 2, NULL, &mask), GC_ERR_INVALID_ARG, "texts[1]");
     EXPECT(gc_mask_calibrate(model, texts, 1, NULL, NULL), GC_ERR_INVALID_ARG);
-    kp.target_sparsity = 1.5f;
+    EXPECT_MSG(gc_mask_calibrate(model, texts, 1, NULL, &mask), GC_ERR_INVALID_ARG,
+               "calibration chunk"); /* far too little text for one chunk */
+    kp.n_ctx = 4;
+    EXPECT_MSG(gc_mask_calibrate(model, texts, 1, &kp, &mask), GC_ERR_INVALID_ARG, "n_ctx");
+    kp = gc_calibrate_default_params();
+    kp.eps = -1.0f;
     EXPECT(gc_mask_calibrate(model, texts, 1, &kp, &mask), GC_ERR_INVALID_ARG);
     kp = gc_calibrate_default_params();
     kp.struct_size = 3;
     EXPECT(gc_mask_calibrate(model, texts, 1, &kp, &mask), GC_ERR_INVALID_ARG);
     EXPECT(gc_mask_load(model, NULL, &mask), GC_ERR_INVALID_ARG);
     EXPECT(gc_mask_load(model, "x.ghost", NULL), GC_ERR_INVALID_ARG);
-    st = gc_mask_calibrate(model, texts, 1, NULL, &mask);
-    if (st == GC_ERR_UNSUPPORTED) {
-        CHECK(strstr(gc_last_error(), "sparsity") != NULL);
-        CHECK(mask == SENTINEL(gc_mask));
-        mask = NULL;
-    } else {
-        CHECK(st == GC_OK);
-    }
+    EXPECT(gc_mask_load(model, "/nonexistent/x.ghost", &mask), GC_ERR_IO);
+    EXPECT(gc_mask_load(model, path, &mask), GC_ERR_FORMAT); /* a model is not a mask */
+    CHECK(mask == SENTINEL(gc_mask));
+    mask = NULL;
 
     /* context params */
     cp.struct_size = 8;
@@ -286,14 +287,10 @@ static void check_with_model(const char *path) {
     cp = gc_ctx_default_params();
     EXPECT(gc_ctx_new(model, &cp, NULL), GC_ERR_INVALID_ARG);
     st = gc_ctx_new(model, &cp, &ctx);
-    if (st == GC_ERR_UNSUPPORTED) {
-        printf("abi_errors: no forward pass in this build (%s); context checks skipped\n",
-               gc_last_error());
-        n_passed++;
-    } else {
+    EXPECT(st, GC_OK);
+    if (st == GC_OK) {
         size_t n_logits = 0;
         gc_generate_stats stats;
-        EXPECT(st, GC_OK);
         EXPECT(gc_get_logits(ctx, NULL, 0, &n_logits), GC_ERR_INVALID_ARG); /* nothing decoded */
         EXPECT(gc_decode(ctx, NULL, 2), GC_ERR_INVALID_ARG);
         EXPECT(gc_decode(ctx, tokens, 0), GC_ERR_INVALID_ARG);
@@ -324,6 +321,18 @@ static void check_with_model(const char *path) {
         sp.mode = GC_SPARSITY_TARGET;
         sp.target_sparsity = -0.5f;
         EXPECT(gc_ctx_set_sparsity(ctx, &sp), GC_ERR_INVALID_ARG);
+        sp.target_sparsity = 0.3f;
+        EXPECT_MSG(gc_ctx_set_sparsity(ctx, &sp), GC_ERR_INVALID_ARG, "gc_ctx_set_mask");
+        sp.mode = GC_SPARSITY_THRESHOLD;
+        sp.threshold = -1.0f;
+        EXPECT(gc_ctx_set_sparsity(ctx, &sp), GC_ERR_INVALID_ARG);
+        sp.mode = GC_SPARSITY_SPEC;
+        sp.spec = NULL;
+        EXPECT_MSG(gc_ctx_set_sparsity(ctx, &sp), GC_ERR_INVALID_ARG, "spec");
+        sp.spec = "no-such-mode:1";
+        EXPECT(gc_ctx_set_sparsity(ctx, &sp), GC_ERR_INVALID_ARG);
+        sp.spec = "budget:1";
+        EXPECT(gc_ctx_set_sparsity(ctx, &sp), GC_ERR_INVALID_ARG); /* needs a mask */
         sp = gc_sparsity_default_params();
         EXPECT(gc_ctx_set_sparsity(ctx, &sp), GC_OK);
         EXPECT(gc_ctx_set_sparsity(ctx, NULL), GC_OK);

@@ -6,6 +6,7 @@
 #  - libghostcore.so has SONAME libghostcore.so.<GHOSTCORE_ABI_VERSION>;
 #  - threads.c: one model shared by contexts on several threads; a busy context rejects
 #    calls from another thread;
+#  - sparsity.c: mask calibration, save/load, sparsity modes and the sparsity achieved;
 #  - tokenization through the C ABI equals llama.cpp's (tokenize_reference.py);
 #  - abi_errors (every export with NULL/invalid arguments) passes linked shared, linked
 #    static, and under valgrind with no leaks or errors;
@@ -22,7 +23,7 @@ if [ -z "$model" ]; then
   skip "model lookup" "smollm2-135m-q4_k_m.gguf not in models/ or ../shared/models/"
 fi
 
-if ! libdir="$(scripts/build-lib.sh 2>"$logdir/build.log")"; then
+if ! libdir="$(scripts/build-lib.sh --profile test 2>"$logdir/build.log")"; then
   cat "$logdir/build.log"
   echo "c-abi: 0 passed, 1 failed, 0 skipped"
   exit 1
@@ -77,22 +78,19 @@ else
   skip "abi_errors under valgrind" "valgrind not installed (scripts/install-example-deps.sh)"
 fi
 
-# threads: exit 77 means "this build cannot create contexts yet" (engine, not toolchain).
-run_threads() {
-  env LD_LIBRARY_PATH="$libdir" "$bin/threads" "$model"
-  local rc=$?
-  [ $rc -eq 77 ] && touch "$logdir/threads_skipped" && return 0
-  return $rc
-}
 if [ -n "$model" ]; then
   step "threads test builds" cc "${cflags[@]}" -D_POSIX_C_SOURCE=200809L tests/c/threads.c \
     -L"$libdir" -lghostcore -lpthread -o "$bin/threads"
-  step "threads: one model on many threads; a busy context is rejected" run_threads
-  if [ -f "$logdir/threads_skipped" ]; then
-    n_pass=$((n_pass - 1))
-    n_skip=$((n_skip + 1))
-    echo "SKIPPED threads: this build's engine cannot create contexts yet (GC_ERR_UNSUPPORTED)"
-  fi
+  step "threads: one model on many threads; a busy context is rejected" \
+    env LD_LIBRARY_PATH="$libdir" "$bin/threads" "$model"
+fi
+
+if [ -n "$model" ]; then
+  other_model="$(find_model gemma-3-270m-q4_k_m.gguf || true)"
+  step "sparsity test builds" cc "${cflags[@]}" tests/c/sparsity.c -L"$libdir" -lghostcore \
+    -o "$bin/sparsity"
+  step "sparsity: calibrate/save/load masks, modes, achieved sparsity" env LD_LIBRARY_PATH="$libdir" \
+    "$bin/sparsity" "$model" tests/data/sparsity/calibration-corpus.txt "$logdir" $other_model
 fi
 
 if command -v python3 >/dev/null; then

@@ -20,10 +20,20 @@ pub struct Args {
     #[arg(short = 'm', long)]
     pub model: Option<PathBuf>,
     /// Prompt lengths to test (comma-separated); 0 skips.
-    #[arg(short = 'p', long = "n-prompt", value_delimiter = ',', default_value = "128")]
+    #[arg(
+        short = 'p',
+        long = "n-prompt",
+        value_delimiter = ',',
+        default_value = "128"
+    )]
     pub n_prompt: Vec<usize>,
     /// Generation lengths to test (comma-separated); 0 skips.
-    #[arg(short = 'n', long = "n-gen", value_delimiter = ',', default_value = "64")]
+    #[arg(
+        short = 'n',
+        long = "n-gen",
+        value_delimiter = ',',
+        default_value = "64"
+    )]
     pub n_gen: Vec<usize>,
     /// Thread counts to test (comma-separated).
     #[arg(short = 't', long, value_delimiter = ',', default_value = "1")]
@@ -31,6 +41,10 @@ pub struct Args {
     /// Repetitions per test.
     #[arg(short = 'r', long, default_value_t = 5)]
     pub reps: usize,
+    /// Quantize prefill activations to 8 bits like single tokens (instead of the default
+    /// exact f32 math for batches, which follows llama.cpp's batched logits).
+    #[arg(long = "quantized-prefill")]
+    pub quantized_prefill: bool,
     /// Output format.
     #[arg(short = 'o', long, default_value = "md", value_parser = ["md", "json"])]
     pub output: String,
@@ -55,7 +69,9 @@ fn mean_sd(v: &[f64]) -> (f64, f64) {
 }
 
 fn random_tokens(rng: &mut Rng, n: usize, n_vocab: usize) -> Vec<u32> {
-    (0..n).map(|_| (rng.next_u64() % n_vocab as u64) as u32).collect()
+    (0..n)
+        .map(|_| (rng.next_u64() % n_vocab as u64) as u32)
+        .collect()
 }
 
 fn time_prefill(ctx: &mut Context, tokens: &[u32]) -> Result<f64> {
@@ -79,28 +95,68 @@ pub fn run(args: Args) -> Result<()> {
         bail!(InvalidArgument, "--reps must be at least 1");
     }
     let path = super::run::resolve_model(args.model.as_deref())?;
-    let model = Model::load(&path, &ModelParams { skip_tokenizer: true })?;
+    let model = Model::load(
+        &path,
+        &ModelParams {
+            skip_tokenizer: true,
+        },
+    )?;
     let info = model.info().clone();
-    let n_ctx = args.n_prompt.iter().chain(&args.n_gen).copied().max().unwrap_or(1).max(1);
+    let n_ctx = args
+        .n_prompt
+        .iter()
+        .chain(&args.n_gen)
+        .copied()
+        .max()
+        .unwrap_or(1)
+        .max(1);
     let mut rng = Rng::new(1234);
     let mut rows = Vec::new();
     for &threads in &args.threads {
-        let params = ContextParams { n_ctx, n_batch: n_ctx, n_threads: threads };
+        let params = ContextParams {
+            n_ctx,
+            n_batch: n_ctx,
+            n_threads: threads,
+            exact_prefill: !args.quantized_prefill,
+        };
         let mut ctx = Context::new(Arc::clone(&model), params)?;
         for &n in args.n_prompt.iter().filter(|&&n| n > 0) {
             let toks = random_tokens(&mut rng, n, info.n_vocab);
             time_prefill(&mut ctx, &toks)?;
-            let samples = (0..args.reps).map(|_| time_prefill(&mut ctx, &toks)).collect::<Result<Vec<_>>>()?;
-            rows.push(Row { threads: ctx.n_threads(), test: format!("pp{n}"), n_tokens: n, samples });
+            ctx.reset_profile();
+            let samples = (0..args.reps)
+                .map(|_| time_prefill(&mut ctx, &toks))
+                .collect::<Result<Vec<_>>>()?;
+            print_profile(&ctx, &format!("pp{n}"));
+            rows.push(Row {
+                threads: ctx.n_threads(),
+                test: format!("pp{n}"),
+                n_tokens: n,
+                samples,
+            });
         }
         for &n in args.n_gen.iter().filter(|&&n| n > 0) {
             let toks = random_tokens(&mut rng, n, info.n_vocab);
             time_generation(&mut ctx, &toks)?;
-            let samples = (0..args.reps).map(|_| time_generation(&mut ctx, &toks)).collect::<Result<Vec<_>>>()?;
-            rows.push(Row { threads: ctx.n_threads(), test: format!("tg{n}"), n_tokens: n, samples });
+            ctx.reset_profile();
+            let samples = (0..args.reps)
+                .map(|_| time_generation(&mut ctx, &toks))
+                .collect::<Result<Vec<_>>>()?;
+            print_profile(&ctx, &format!("tg{n}"));
+            rows.push(Row {
+                threads: ctx.n_threads(),
+                test: format!("tg{n}"),
+                n_tokens: n,
+                samples,
+            });
         }
     }
-    let model_desc = format!("{} {} {}", info.architecture, size_label(info.n_params), info.dominant_type);
+    let model_desc = format!(
+        "{} {} {}",
+        info.architecture,
+        size_label(info.n_params),
+        file_type_label(&model).unwrap_or_else(|| info.dominant_type.clone())
+    );
     let size_mib = info.tensor_bytes as f64 / (1024.0 * 1024.0);
     let params_m = info.n_params as f64 / 1e6;
     let isa = crate::quant::active_isa().to_string();
@@ -130,6 +186,33 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Prints the per-phase time split to stderr when profiling is on.
+fn print_profile(ctx: &Context, test: &str) {
+    let prof = ctx.profile();
+    let total: f64 = prof.iter().map(|p| p.1).sum();
+    if total > 0.0 {
+        let parts: Vec<String> = prof
+            .iter()
+            .map(|(n, t)| format!("{n} {:.1}%", 100.0 * t / total))
+            .collect();
+        eprintln!(
+            "profile {test} ({} threads): {}",
+            ctx.n_threads(),
+            parts.join(", ")
+        );
+    }
+}
+
+/// The `general.file_type` recipe name (e.g. "Q4_K_M"), as llama-bench shows it.
+fn file_type_label(model: &Model) -> Option<String> {
+    use crate::quant::recipe::Ftype;
+    let id = model.gguf().get_u64("general.file_type")? as u32;
+    Ftype::ALL
+        .iter()
+        .find(|f| f.file_type_id() == id)
+        .map(|f| f.name().to_uppercase())
 }
 
 fn size_label(n_params: u64) -> String {

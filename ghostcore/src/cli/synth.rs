@@ -1,16 +1,258 @@
-//! `ghost synth` (not implemented yet).
+//! `ghost synth`: writes a synthetic llama-architecture model with random weights, for
+//! speed and scale tests. Quantized tensors are random *valid* blocks written directly
+//! (finite f16 scales of realistic size, random quants); norms are ones. A tokenizer can be
+//! copied from a real model (`--tokenizer-from`); without one the file has no tokenizer and
+//! is usable by `ghost bench` only.
 
-use crate::{Error, Result};
+use std::path::PathBuf;
+
+use half::f16;
+
+use crate::gguf::{GgufFile, GgufWriter};
+use crate::quant::GgmlType;
+use crate::sampling::Rng;
+use crate::{bail, Result};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Arguments (this subcommand is not implemented yet).
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    pub rest: Vec<String>,
+    /// Output GGUF file.
+    #[arg(short = 'o', long)]
+    pub output: PathBuf,
+    /// Shape: tiny, smollm2, llama3-1b, llama3-3b, llama3-8b.
+    #[arg(long, default_value = "smollm2")]
+    pub shape: String,
+    /// Weight types: q4_k_m, q4_0, q8_0, f16.
+    #[arg(long = "type", default_value = "q4_k_m")]
+    pub ty: String,
+    /// Copy the tokenizer (`tokenizer.*` metadata) from this GGUF model.
+    #[arg(long = "tokenizer-from")]
+    pub tokenizer_from: Option<PathBuf>,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
 }
 
-pub fn run(_args: Args) -> Result<()> {
-    Err(Error::Unsupported(
-        "`ghost synth` is not implemented yet".into(),
-    ))
+/// Hyper-parameters of a synthetic model.
+#[derive(Debug, Clone, Copy)]
+pub struct Shape {
+    pub n_embd: usize,
+    pub n_layer: usize,
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    pub n_ff: usize,
+    pub n_vocab: usize,
+    pub rope_base: f32,
+}
+
+pub fn shape(name: &str) -> Result<Shape> {
+    let s = |n_embd, n_layer, n_head, n_head_kv, n_ff, n_vocab, rope_base| Shape {
+        n_embd,
+        n_layer,
+        n_head,
+        n_head_kv,
+        n_ff,
+        n_vocab,
+        rope_base,
+    };
+    Ok(match name {
+        "tiny" => s(256, 2, 4, 2, 512, 512, 10000.0),
+        "smollm2" => s(576, 30, 9, 3, 1536, 49152, 100000.0),
+        "llama3-1b" => s(2048, 16, 32, 8, 8192, 128256, 500000.0),
+        "llama3-3b" => s(3072, 28, 24, 8, 8192, 128256, 500000.0),
+        "llama3-8b" => s(4096, 32, 32, 8, 14336, 128256, 500000.0),
+        other => bail!(
+            InvalidArgument,
+            "unknown shape '{other}' (tiny, smollm2, llama3-1b, llama3-3b, llama3-8b)"
+        ),
+    })
+}
+
+/// (matrix type, ffn_down / output type) of a weight-type recipe.
+fn recipe(name: &str) -> Result<(GgmlType, GgmlType)> {
+    Ok(match name {
+        "q4_k_m" => (GgmlType::Q4_K, GgmlType::Q6_K),
+        "q4_0" => (GgmlType::Q4_0, GgmlType::Q4_0),
+        "q8_0" => (GgmlType::Q8_0, GgmlType::Q8_0),
+        "f16" => (GgmlType::F16, GgmlType::F16),
+        other => bail!(
+            InvalidArgument,
+            "unknown type '{other}' (q4_k_m, q4_0, q8_0, f16)"
+        ),
+    })
+}
+
+fn f16_bytes(v: f32) -> [u8; 2] {
+    f16::from_f32(v).to_le_bytes()
+}
+
+/// Random bytes of a valid `ty` tensor of `n` elements (`n` a multiple of the block size).
+/// Scales are chosen so that weights have a standard deviation of a few hundredths.
+pub fn random_tensor(ty: GgmlType, n: usize, rng: &mut Rng) -> Result<Vec<u8>> {
+    let bs = ty.block_size();
+    if n % bs != 0 {
+        bail!(InvalidArgument, "{n} elements are not whole {ty} blocks");
+    }
+    let n_blocks = n / bs;
+    let mut out = Vec::with_capacity(n_blocks * ty.type_size());
+    let byte = |rng: &mut Rng| (rng.next_u64() >> 56) as u8;
+    let unit = |rng: &mut Rng| rng.next_f64() as f32;
+    for _ in 0..n_blocks {
+        match ty {
+            GgmlType::F16 => {
+                let v = (unit(rng) - 0.5) * 0.1;
+                out.extend_from_slice(&f16_bytes(v));
+            }
+            GgmlType::Q8_0 => {
+                out.extend_from_slice(&f16_bytes(0.0004 + 0.0002 * unit(rng)));
+                out.extend((0..32).map(|_| byte(rng)));
+            }
+            GgmlType::Q4_0 => {
+                out.extend_from_slice(&f16_bytes(0.006 + 0.004 * unit(rng)));
+                out.extend((0..16).map(|_| byte(rng)));
+            }
+            GgmlType::Q4_K => {
+                out.extend_from_slice(&f16_bytes(0.0002 + 0.0001 * unit(rng)));
+                out.extend_from_slice(&f16_bytes(0.0002 + 0.0001 * unit(rng)));
+                out.extend((0..12).map(|_| byte(rng)));
+                out.extend((0..128).map(|_| byte(rng)));
+            }
+            GgmlType::Q6_K => {
+                out.extend((0..128 + 64).map(|_| byte(rng)));
+                out.extend((0..16).map(|_| (byte(rng) % 64) as i8 as u8));
+                out.extend_from_slice(&f16_bytes(0.00005 + 0.00002 * unit(rng)));
+            }
+            other => bail!(Unsupported, "synth cannot generate {other} blocks"),
+        }
+    }
+    Ok(out)
+}
+
+/// Builds the synthetic model in memory.
+pub fn build(
+    shape: &Shape,
+    ty: &str,
+    tokenizer_from: Option<&GgufFile>,
+    seed: u64,
+) -> Result<GgufWriter<'static>> {
+    let (mat, down) = recipe(ty)?;
+    for (what, n) in [("n_embd", shape.n_embd), ("n_ff", shape.n_ff)] {
+        if n % mat.block_size() != 0 || n % down.block_size() != 0 {
+            bail!(
+                InvalidArgument,
+                "{what} = {n} is not a multiple of the {mat}/{down} block size"
+            );
+        }
+    }
+    let head_dim = shape.n_embd / shape.n_head;
+    let mut w = GgufWriter::new();
+    w.set_str("general.architecture", "llama");
+    w.set_str("general.name", format!("synthetic {ty}"));
+    w.set_u32("general.alignment", 32);
+    w.set_u32("llama.block_count", shape.n_layer as u32);
+    w.set_u32("llama.context_length", 8192);
+    w.set_u32("llama.embedding_length", shape.n_embd as u32);
+    w.set_u32("llama.feed_forward_length", shape.n_ff as u32);
+    w.set_u32("llama.attention.head_count", shape.n_head as u32);
+    w.set_u32("llama.attention.head_count_kv", shape.n_head_kv as u32);
+    w.set_u32("llama.rope.dimension_count", head_dim as u32);
+    w.set_u32("llama.vocab_size", shape.n_vocab as u32);
+    w.set_f32("llama.rope.freq_base", shape.rope_base);
+    w.set_f32("llama.attention.layer_norm_rms_epsilon", 1e-5);
+    if let Some(src) = tokenizer_from {
+        for (k, v) in src.metadata() {
+            if k.starts_with("tokenizer.") {
+                w.set(k.clone(), v.clone());
+            }
+        }
+    }
+    let mut rng = Rng::new(seed);
+    let ones = |n: usize| -> Vec<u8> { (0..n).flat_map(|_| 1.0f32.to_le_bytes()).collect() };
+    let (e, f, kv) = (shape.n_embd, shape.n_ff, shape.n_head_kv * head_dim);
+    let add = |w: &mut GgufWriter<'static>,
+               name: String,
+               ty: GgmlType,
+               dims: &[u64],
+               data: Vec<u8>|
+     -> Result<()> {
+        w.add_tensor(name, ty, dims, data)?;
+        Ok(())
+    };
+    add(
+        &mut w,
+        "token_embd.weight".into(),
+        mat,
+        &[e as u64, shape.n_vocab as u64],
+        random_tensor(mat, e * shape.n_vocab, &mut rng)?,
+    )?;
+    add(
+        &mut w,
+        "output_norm.weight".into(),
+        GgmlType::F32,
+        &[e as u64],
+        ones(e),
+    )?;
+    add(
+        &mut w,
+        "output.weight".into(),
+        down,
+        &[e as u64, shape.n_vocab as u64],
+        random_tensor(down, e * shape.n_vocab, &mut rng)?,
+    )?;
+    for i in 0..shape.n_layer {
+        let n = |s: &str| format!("blk.{i}.{s}.weight");
+        add(&mut w, n("attn_norm"), GgmlType::F32, &[e as u64], ones(e))?;
+        add(&mut w, n("ffn_norm"), GgmlType::F32, &[e as u64], ones(e))?;
+        for (name, rows) in [
+            ("attn_q", e),
+            ("attn_k", kv),
+            ("attn_v", kv),
+            ("attn_output", e),
+        ] {
+            add(
+                &mut w,
+                n(name),
+                mat,
+                &[e as u64, rows as u64],
+                random_tensor(mat, e * rows, &mut rng)?,
+            )?;
+        }
+        for name in ["ffn_gate", "ffn_up"] {
+            add(
+                &mut w,
+                n(name),
+                mat,
+                &[e as u64, f as u64],
+                random_tensor(mat, e * f, &mut rng)?,
+            )?;
+        }
+        add(
+            &mut w,
+            n("ffn_down"),
+            down,
+            &[f as u64, e as u64],
+            random_tensor(down, e * f, &mut rng)?,
+        )?;
+    }
+    Ok(w)
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let shape = shape(&args.shape)?;
+    let tok_src = match &args.tokenizer_from {
+        Some(p) => Some(GgufFile::open(p)?),
+        None => None,
+    };
+    let w = build(&shape, &args.ty, tok_src.as_deref(), args.seed)?;
+    let tmp = args.output.with_extension("gguf.partial");
+    w.write_file(&tmp)?;
+    std::fs::rename(&tmp, &args.output)?;
+    eprintln!(
+        "ghost synth: wrote {} ({} shape, {}, {} bytes)",
+        args.output.display(),
+        args.shape,
+        args.ty,
+        std::fs::metadata(&args.output)
+            .map(|m| m.len())
+            .unwrap_or(0)
+    );
+    Ok(())
 }

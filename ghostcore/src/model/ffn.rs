@@ -10,7 +10,7 @@
 //!   (batches of more than one token) always runs dense.
 
 use super::Model;
-use crate::backend::cpu::linear::{self, QuantizedActs};
+use crate::backend::cpu::linear::{self, ActMath, QuantizedActs};
 use crate::backend::cpu::ops;
 use crate::model::config::Activation;
 use crate::threadpool::ThreadPool;
@@ -77,6 +77,7 @@ pub fn dense_ffn(
     first_pos: usize,
     scratch: &mut FfnScratch,
     observer: Option<&mut (dyn FfnObserver + '_)>,
+    math: ActMath,
     out: &mut [f32],
 ) -> Result<()> {
     let cfg = model.config();
@@ -84,20 +85,30 @@ pub fn dense_ffn(
     let (n_embd, n_ff) = (cfg.n_embd, cfg.n_ff);
     let gate = &mut scratch.gate[..m * n_ff];
     let up = &mut scratch.up[..m * n_ff];
-    let vdt = linear::vec_dot_type(lw.ffn_gate.ty);
-    linear::quantize_rows(pool, vdt, &x[..m * n_embd], n_embd, m, &mut scratch.acts)?;
-    linear::matmul(
+    let xs = &x[..m * n_embd];
+    let acts = &mut scratch.acts;
+    linear::project(
         pool,
+        math,
         &lw.ffn_gate,
         model.bytes(&lw.ffn_gate),
-        &scratch.acts,
+        xs,
+        m,
+        acts,
+        false,
         gate,
     )?;
-    let vdt_up = linear::vec_dot_type(lw.ffn_up.ty);
-    if vdt_up != vdt {
-        linear::quantize_rows(pool, vdt_up, &x[..m * n_embd], n_embd, m, &mut scratch.acts)?;
-    }
-    linear::matmul(pool, &lw.ffn_up, model.bytes(&lw.ffn_up), &scratch.acts, up)?;
+    linear::project(
+        pool,
+        math,
+        &lw.ffn_up,
+        model.bytes(&lw.ffn_up),
+        xs,
+        m,
+        acts,
+        true,
+        up,
+    )?;
     activate(cfg.activation, gate);
     if let Some(obs) = observer {
         for j in 0..m {
@@ -112,14 +123,18 @@ pub fn dense_ffn(
     for (g, &u) in gate.iter_mut().zip(up.iter()) {
         *g *= u;
     }
-    let vdt_down = linear::vec_dot_type(lw.ffn_down.ty);
-    linear::quantize_rows(pool, vdt_down, gate, n_ff, m, &mut scratch.acts)?;
-    linear::matmul(
+    let down = &lw.ffn_down;
+    let out = &mut out[..m * n_embd];
+    linear::project(
         pool,
-        &lw.ffn_down,
-        model.bytes(&lw.ffn_down),
-        &scratch.acts,
-        &mut out[..m * n_embd],
+        math,
+        down,
+        model.bytes(down),
+        gate,
+        m,
+        &mut scratch.acts,
+        false,
+        out,
     )?;
     Ok(())
 }

@@ -2,9 +2,12 @@
 
 use std::sync::Arc;
 
+use half::f16;
+use half::slice::HalfFloatSliceExt;
+
 use super::ffn::{self, DecodeFfn, FfnCall, FfnObserver, FfnScratch};
 use super::Model;
-use crate::backend::cpu::linear::{self, QuantizedActs};
+use crate::backend::cpu::linear::{self, ActMath, QuantizedActs};
 use crate::backend::cpu::ops;
 use crate::model::config::RopeStyle;
 use crate::threadpool::{DisjointSlice, ThreadPool};
@@ -14,8 +17,8 @@ use crate::Result;
 #[derive(Debug)]
 pub struct KvCache {
     pub n_ctx: usize,
-    k: Vec<Vec<f32>>,
-    v: Vec<Vec<f32>>,
+    k: Vec<Vec<f16>>,
+    v: Vec<Vec<f16>>,
 }
 
 impl KvCache {
@@ -37,17 +40,20 @@ impl KvCache {
 
     /// Bytes held by the cache.
     pub fn size_bytes(&self) -> usize {
-        self.k.iter().chain(&self.v).map(|b| b.len() * 4).sum()
+        self.k.iter().chain(&self.v).map(|b| b.len() * 2).sum()
     }
 }
 
-fn try_zeroed(n: usize) -> Result<Vec<f32>> {
+fn try_zeroed(n: usize) -> Result<Vec<f16>> {
     let mut v = Vec::new();
     v.try_reserve_exact(n)
-        .map_err(|_| crate::Error::OutOfMemory(format!("cannot allocate {} MiB", n * 4 >> 20)))?;
-    v.resize(n, 0.0);
+        .map_err(|_| crate::Error::OutOfMemory(format!("cannot allocate {} MiB", (n * 2) >> 20)))?;
+    v.resize(n, f16::ZERO);
     Ok(v)
 }
+
+/// Smallest batch computed with exact (f32) activations when exact prefill is on.
+pub const EXACT_MIN_BATCH: usize = 32;
 
 /// Scratch buffers for a micro-batch of up to `n_batch` tokens (allocated once).
 #[derive(Debug)]
@@ -67,6 +73,73 @@ pub struct Scratch {
     acts: QuantizedActs,
     ffn: FfnScratch,
     row: Vec<f32>,
+    /// Activation math of batched (prefill) projections; single tokens always quantize.
+    pub prefill_math: ActMath,
+    /// Activation math of the output head in batches.
+    pub output_math: ActMath,
+    /// Per-phase timers (enabled with `GHOST_PROFILE=1`).
+    pub prof: Profile,
+}
+
+/// Phases of the forward pass timed by [`Profile`].
+#[derive(Debug, Clone, Copy)]
+pub enum Phase {
+    Qkv,
+    Attention,
+    AttnOutput,
+    Ffn,
+    Output,
+    Other,
+}
+
+/// Wall time per [`Phase`], accumulated when enabled (`GHOST_PROFILE=1`); a no-op otherwise.
+#[derive(Debug)]
+pub struct Profile {
+    enabled: bool,
+    last: Option<std::time::Instant>,
+    pub totals: [std::time::Duration; 6],
+}
+
+impl Profile {
+    pub fn from_env() -> Profile {
+        let enabled = std::env::var("GHOST_PROFILE").is_ok_and(|v| v == "1");
+        Profile {
+            enabled,
+            last: None,
+            totals: Default::default(),
+        }
+    }
+
+    /// Charges the time since the previous lap to `phase`.
+    pub fn lap(&mut self, phase: Phase) {
+        if !self.enabled {
+            return;
+        }
+        let now = std::time::Instant::now();
+        if let Some(t) = self.last {
+            self.totals[phase as usize] += now - t;
+        }
+        self.last = Some(now);
+    }
+
+    /// Ends a forward pass (the next lap starts fresh).
+    pub fn stop(&mut self) {
+        self.last = None;
+    }
+
+    /// `(phase name, seconds)` pairs.
+    pub fn report(&self) -> Vec<(&'static str, f64)> {
+        let names = ["qkv", "attention", "attn_output", "ffn", "output", "other"];
+        names
+            .iter()
+            .zip(&self.totals)
+            .map(|(n, d)| (*n, d.as_secs_f64()))
+            .collect()
+    }
+
+    pub fn reset(&mut self) {
+        self.totals = Default::default();
+    }
 }
 
 impl Scratch {
@@ -89,12 +162,26 @@ impl Scratch {
             acts: QuantizedActs::default(),
             ffn: FfnScratch::new(n_batch, c.n_ff),
             row: vec![0.0; c.n_embd],
+            prefill_math: ActMath::Exact,
+            output_math: ActMath::Exact,
+            prof: Profile::from_env(),
+        }
+    }
+
+    /// Activation math for a batch of `m` rows: like llama.cpp's CPU backend, whose logits
+    /// are those of exact f32 activations for large batches but of 8-bit activations for
+    /// single tokens and small batches (measured against the reference data).
+    pub fn math(&self, m: usize) -> ActMath {
+        if m >= EXACT_MIN_BATCH {
+            self.prefill_math
+        } else {
+            ActMath::Quantized
         }
     }
 }
 
 thread_local! {
-    static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    static ATT_SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Per-layer hooks of the FFN.
@@ -178,6 +265,7 @@ pub fn forward(
         }
     }
 
+    s.prof.lap(Phase::Other);
     for il in 0..cfg.n_layer {
         let lw = model.layer(il);
         let swa = cfg.is_swa_layer(il);
@@ -187,18 +275,27 @@ pub fn forward(
             let r = j * n_embd..(j + 1) * n_embd;
             ops::rms_norm(&s.x[r.clone()], norm_w, cfg.rms_eps, &mut s.xn[r]);
         }
-        let mut acts_ty = None;
-        for (wt, out, dim) in [
+        let math = s.math(m);
+        for (i, (wt, out, dim)) in [
             (&lw.wq, &mut s.q, q_dim),
             (&lw.wk, &mut s.k, k_dim),
             (&lw.wv, &mut s.v, v_dim),
-        ] {
-            let vdt = linear::vec_dot_type(wt.ty);
-            if acts_ty != Some(vdt) {
-                linear::quantize_rows(pool, vdt, &s.xn[..m * n_embd], n_embd, m, &mut s.acts)?;
-                acts_ty = Some(vdt);
-            }
-            linear::matmul(pool, wt, model.bytes(wt), &s.acts, &mut out[..m * dim])?;
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let x = &s.xn[..m * n_embd];
+            linear::project(
+                pool,
+                math,
+                wt,
+                model.bytes(wt),
+                x,
+                m,
+                &mut s.acts,
+                i > 0,
+                &mut out[..m * dim],
+            )?;
         }
         for (b, out, dim) in [
             (&lw.bq, &mut s.q, q_dim),
@@ -238,11 +335,12 @@ pub fn forward(
                 ops::rope_apply(&mut head[..cfg.n_rot], c, sn, neox);
             }
         }
+        s.prof.lap(Phase::Qkv);
         // Append to the cache.
         let kc = &mut kv.k[il];
         let vc = &mut kv.v[il];
-        kc[n_past * k_dim..(n_past + m) * k_dim].copy_from_slice(&s.k[..m * k_dim]);
-        vc[n_past * v_dim..(n_past + m) * v_dim].copy_from_slice(&s.v[..m * v_dim]);
+        kc[n_past * k_dim..(n_past + m) * k_dim].convert_from_f32_slice(&s.k[..m * k_dim]);
+        vc[n_past * v_dim..(n_past + m) * v_dim].convert_from_f32_slice(&s.v[..m * v_dim]);
 
         // Attention, one (token, head) pair per work item.
         let n_head = cfg.n_head;
@@ -252,8 +350,14 @@ pub fn forward(
         let (kc, vc, q) = (&kv.k[il], &kv.v[il], &s.q);
         let softcap = cfg.attn_logit_softcap;
         pool.for_each_chunk(m * n_head, 1, |_, items| {
-            SCORES.with(|sc| {
+            ATT_SCRATCH.with(|sc| {
                 let mut sc = sc.borrow_mut();
+                let width = hd.max(hdv);
+                if sc.len() < 3 * width {
+                    sc.resize(3 * width, 0.0);
+                }
+                let (qb, rest) = sc.split_at_mut(width);
+                let (kb, vb) = rest.split_at_mut(width);
                 for item in items {
                     let (j, h) = (item / n_head, item % n_head);
                     let pos = n_past + j;
@@ -263,13 +367,10 @@ pub fn forward(
                     } else {
                         0
                     };
-                    if sc.len() < n_kv {
-                        sc.resize(n_kv, 0.0);
-                    }
                     let kvh = h / group;
                     // SAFETY: each (token, head) output slice is written by one item only.
                     let out = unsafe { att_out.range_mut(item * hdv..(item + 1) * hdv) };
-                    ops::attend_head(
+                    ops::attend_head_f16(
                         &q[j * q_dim + h * hd..j * q_dim + (h + 1) * hd],
                         kc,
                         k_dim,
@@ -280,26 +381,26 @@ pub fn forward(
                         first,
                         n_kv,
                         softcap,
-                        &mut sc,
+                        qb,
+                        kb,
+                        vb,
                         out,
                     );
                 }
             })
         });
+        s.prof.lap(Phase::Attention);
         let att_dim = n_head * hdv;
-        linear::quantize_rows(
+        let math = s.math(m);
+        linear::project(
             pool,
-            linear::vec_dot_type(lw.wo.ty),
-            &s.att[..m * att_dim],
-            att_dim,
-            m,
-            &mut s.acts,
-        )?;
-        linear::matmul(
-            pool,
+            math,
             &lw.wo,
             model.bytes(&lw.wo),
-            &s.acts,
+            &s.att[..m * att_dim],
+            m,
+            &mut s.acts,
+            false,
             &mut s.tmp[..m * n_embd],
         )?;
         if let Some(pn) = &lw.post_attn_norm {
@@ -313,6 +414,7 @@ pub fn forward(
             .zip(&s.tmp[..m * n_embd])
             .for_each(|(x, &t)| *x += t);
 
+        s.prof.lap(Phase::AttnOutput);
         // FFN block.
         let norm_w = model.f32s(&lw.ffn_norm);
         for j in 0..m {
@@ -342,11 +444,13 @@ pub fn forward(
                     .observer
                     .as_mut()
                     .map(|o| &mut **o as &mut dyn FfnObserver);
+                let math = s.math(m);
                 ffn::dense_ffn(
-                    model, il, pool, &s.xn, m, n_past, &mut s.ffn, obs, &mut s.tmp,
+                    model, il, pool, &s.xn, m, n_past, &mut s.ffn, obs, math, &mut s.tmp,
                 )?;
             }
         }
+        s.prof.lap(Phase::Ffn);
         if let Some(pn) = &lw.post_ffn_norm {
             let pn = model.f32s(pn);
             for row in s.tmp[..m * n_embd].chunks_exact_mut(n_embd) {
@@ -359,6 +463,7 @@ pub fn forward(
             .for_each(|(x, &t)| *x += t);
     }
 
+    s.prof.lap(Phase::Other);
     // Output head.
     let rows: std::ops::Range<usize> = match which {
         LogitsFor::Last => m - 1..m,
@@ -375,19 +480,20 @@ pub fn forward(
     if logits.len() < n_out * n_vocab {
         logits.resize(n_out * n_vocab, 0.0);
     }
-    linear::quantize_rows(
+    let math = if m >= EXACT_MIN_BATCH {
+        s.output_math
+    } else {
+        ActMath::Quantized
+    };
+    linear::project(
         pool,
-        linear::vec_dot_type(w.output.ty),
-        &s.xn[..n_out * n_embd],
-        n_embd,
-        n_out,
-        &mut s.acts,
-    )?;
-    linear::matmul(
-        pool,
+        math,
         &w.output,
         model.bytes(&w.output),
-        &s.acts,
+        &s.xn[..n_out * n_embd],
+        n_out,
+        &mut s.acts,
+        false,
         &mut logits[..n_out * n_vocab],
     )?;
     if let Some(c) = cfg.final_logit_softcap {
@@ -395,5 +501,7 @@ pub fn forward(
             .iter_mut()
             .for_each(|l| *l = (*l / c).tanh() * c);
     }
+    s.prof.lap(Phase::Output);
+    s.prof.stop();
     Ok(())
 }

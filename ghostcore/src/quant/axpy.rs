@@ -1,4 +1,6 @@
-//! `out += coef * row` kernels for the sparse down projection (F32, F16 and Q8_0 rows).
+//! `out += coef * row` kernels for the sparse down projection: F32, F16 and Q8_0 rows
+//! directly (scalar and AVX2), and with AVX2 also Q5_0, Q4_K and Q6_K (the types a
+//! neuron-major `ffn_down` copy is usually stored in). Other types are dequantized first.
 
 use crate::quant::blocks::*;
 use crate::quant::types::GgmlType;
@@ -19,6 +21,9 @@ pub(crate) fn axpy_kernel_for(ty: GgmlType, isa: crate::quant::Isa) -> Option<Ax
             GgmlType::F32 => return Some(avx2::axpy_f32 as Axpy),
             GgmlType::F16 => return Some(avx2::axpy_f16 as Axpy),
             GgmlType::Q8_0 => return Some(avx2::axpy_q8_0 as Axpy),
+            GgmlType::Q5_0 => return Some(avx2::axpy_q5_0 as Axpy),
+            GgmlType::Q4_K => return Some(avx2::axpy_q4_k as Axpy),
+            GgmlType::Q6_K => return Some(avx2::axpy_q6_k as Axpy),
             _ => {}
         }
     }
@@ -76,6 +81,137 @@ mod avx2 {
     pub(super) fn axpy_q8_0(coef: f32, row: &[u8], out: &mut [f32]) {
         // SAFETY: as above.
         unsafe { q8_0_impl(coef, row, out) }
+    }
+    pub(super) fn axpy_q5_0(coef: f32, row: &[u8], out: &mut [f32]) {
+        // SAFETY: as above.
+        unsafe { q5_0_impl(coef, row, out) }
+    }
+    pub(super) fn axpy_q4_k(coef: f32, row: &[u8], out: &mut [f32]) {
+        // SAFETY: as above.
+        unsafe { q4_k_impl(coef, row, out) }
+    }
+    pub(super) fn axpy_q6_k(coef: f32, row: &[u8], out: &mut [f32]) {
+        // SAFETY: as above.
+        unsafe { q6_k_impl(coef, row, out) }
+    }
+
+    /// `o[k] += c * q[k]` (then `- m` when given) for the 32 signed bytes of `q`.
+    ///
+    /// Callers pass `o` with at least 32 elements (a `chunks_exact_mut(32)` chunk).
+    #[inline(always)]
+    unsafe fn fma_i8x32(o: &mut [f32], q: __m256i, c: __m256, m: Option<__m256>) {
+        debug_assert!(o.len() >= 32);
+        let lo = _mm256_castsi256_si128(q);
+        let hi = _mm256_extracti128_si256(q, 1);
+        let parts = [lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)];
+        for (k, part) in parts.iter().enumerate() {
+            let w = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(*part));
+            let p = o.as_mut_ptr().add(8 * k);
+            let mut v = _mm256_loadu_ps(p);
+            if let Some(m) = m {
+                v = _mm256_sub_ps(v, m);
+            }
+            _mm256_storeu_ps(p, _mm256_fmadd_ps(c, w, v));
+        }
+    }
+
+    /// Like [`fma_i8x32`] with a different coefficient for each 16-weight half.
+    #[inline(always)]
+    unsafe fn fma_i8x32_halves(o: &mut [f32], q: __m256i, c0: __m256, c1: __m256) {
+        debug_assert!(o.len() >= 32);
+        let lo = _mm256_castsi256_si128(q);
+        let hi = _mm256_extracti128_si256(q, 1);
+        let parts = [
+            (lo, c0),
+            (_mm_srli_si128(lo, 8), c0),
+            (hi, c1),
+            (_mm_srli_si128(hi, 8), c1),
+        ];
+        for (k, (part, c)) in parts.iter().enumerate() {
+            let w = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(*part));
+            let p = o.as_mut_ptr().add(8 * k);
+            _mm256_storeu_ps(p, _mm256_fmadd_ps(*c, w, _mm256_loadu_ps(p)));
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q5_0_impl(coef: f32, row: &[u8], out: &mut [f32]) {
+        use crate::quant::dot_avx2::{fifth_bits_32, h2f, nibbles_32};
+        for (b, o) in cast_blocks_prefix::<BlockQ5_0>(row)
+            .iter()
+            .zip(out.chunks_exact_mut(QK32))
+        {
+            let q = _mm256_or_si256(nibbles_32(&b.qs), fifth_bits_32(b.qh()));
+            let q = _mm256_sub_epi8(q, _mm256_set1_epi8(16));
+            fma_i8x32(o, q, _mm256_set1_ps(coef * h2f(b.d)), None);
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q4_k_impl(coef: f32, row: &[u8], out: &mut [f32]) {
+        use crate::quant::dot_avx2::h2f_pair;
+        let low4 = _mm256_set1_epi8(0x0f);
+        for (b, o) in cast_blocks_prefix::<BlockQ4K>(row)
+            .iter()
+            .zip(out.chunks_exact_mut(256))
+        {
+            let (d, dmin) = h2f_pair(b.d, b.dmin);
+            let (cd, cm) = (coef * d, coef * dmin);
+            let (sc, mn) = unpack_scales_mins_k4(&b.scales);
+            for c in 0..4 {
+                let bits = _mm256_loadu_si256(b.qs.as_ptr().add(32 * c).cast());
+                let lo = _mm256_and_si256(bits, low4);
+                let hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), low4);
+                for (k, q) in [(2 * c, lo), (2 * c + 1, hi)] {
+                    let scale = _mm256_set1_ps(cd * sc[k] as f32);
+                    let min = _mm256_set1_ps(cm * mn[k] as f32);
+                    fma_i8x32(&mut o[32 * k..32 * k + 32], q, scale, Some(min));
+                }
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q6_k_impl(coef: f32, row: &[u8], out: &mut [f32]) {
+        use crate::quant::dot_avx2::{h2f, q6_high_bits};
+        let low4 = _mm256_set1_epi8(0x0f);
+        let three = _mm256_set1_epi8(3);
+        let m32 = _mm256_set1_epi8(32);
+        for (b, o) in cast_blocks_prefix::<BlockQ6K>(row)
+            .iter()
+            .zip(out.chunks_exact_mut(256))
+        {
+            let cd = coef * h2f(b.d);
+            for half in 0..2 {
+                let ql0 = _mm256_loadu_si256(b.ql.as_ptr().add(64 * half).cast());
+                let ql1 = _mm256_loadu_si256(b.ql.as_ptr().add(64 * half + 32).cast());
+                let qh = _mm256_loadu_si256(b.qh.as_ptr().add(32 * half).cast());
+                let q = [
+                    _mm256_or_si256(_mm256_and_si256(ql0, low4), q6_high_bits(qh, 0, three)),
+                    _mm256_or_si256(_mm256_and_si256(ql1, low4), q6_high_bits(qh, 1, three)),
+                    _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16(ql0, 4), low4),
+                        q6_high_bits(qh, 2, three),
+                    ),
+                    _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16(ql1, 4), low4),
+                        q6_high_bits(qh, 3, three),
+                    ),
+                ];
+                for (g, qg) in q.iter().enumerate() {
+                    let qs = _mm256_sub_epi8(*qg, m32);
+                    let s0 = b.scales[8 * half + 2 * g] as f32;
+                    let s1 = b.scales[8 * half + 2 * g + 1] as f32;
+                    let start = 128 * half + 32 * g;
+                    fma_i8x32_halves(
+                        &mut o[start..start + 32],
+                        qs,
+                        _mm256_set1_ps(cd * s0),
+                        _mm256_set1_ps(cd * s1),
+                    );
+                }
+            }
+        }
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]

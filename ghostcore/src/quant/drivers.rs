@@ -11,7 +11,9 @@ use std::ops::Range;
 use crate::error::Result;
 use crate::quant::activation::vec_dot_type;
 use crate::quant::dequant::dequantize_row;
-use crate::quant::kernels::{active_isa, row_dot_for, row_len, Isa, RowDot};
+use crate::quant::kernels::{
+    active_isa, row_dot_for, row_dot_multi_for, row_len, Isa, RowDot, MULTI_ACT_ROWS,
+};
 use crate::quant::types::GgmlType;
 
 /// Weight rows per tile in [`matmul`]: each tile is read once per activation row from cache.
@@ -153,13 +155,28 @@ pub fn matmul(
         return Ok(());
     }
     let w = &weights[rows.start * c.w_row..rows.end * c.w_row];
+    let multi = row_dot_multi_for(ty, active_isa());
     for j0 in (0..m).step_by(MATMUL_ACT_TILE) {
         let j1 = (j0 + MATMUL_ACT_TILE).min(m);
         for r0 in (0..n_out).step_by(MATMUL_ROW_TILE) {
             let r1 = (r0 + MATMUL_ROW_TILE).min(n_out);
             let tile = &w[r0 * c.w_row..r1 * c.w_row];
-            for j in j0..j1 {
-                let a = &acts[j * c.a_row..(j + 1) * c.a_row];
+            let act = |j: usize| &acts[j * c.a_row..(j + 1) * c.a_row];
+            let mut j = j0;
+            if let Some(multi) = multi {
+                while j + MULTI_ACT_ROWS <= j1 {
+                    let a: [&[u8]; MULTI_ACT_ROWS] = std::array::from_fn(|k| act(j + k));
+                    for (i, wr) in tile.chunks_exact(c.w_row).enumerate() {
+                        let v = multi(wr, a);
+                        for (k, v) in v.iter().enumerate() {
+                            out[(j + k) * out_stride + r0 + i] = *v;
+                        }
+                    }
+                    j += MULTI_ACT_ROWS;
+                }
+            }
+            for j in j..j1 {
+                let a = act(j);
                 let o = &mut out[j * out_stride + r0..j * out_stride + r1];
                 for (o, wr) in o.iter_mut().zip(tile.chunks_exact(c.w_row)) {
                     *o = (c.kernel)(wr, a);
@@ -212,8 +229,8 @@ fn check_ids(row_ids: &[u32], n_rows: usize) -> Result<()> {
 /// `out += Σ_k coefs[k] * dequantize(weight row row_ids[k])` (the sparse down projection over
 /// a neuron-major copy of `ffn_down`). `out.len() == n_cols`, `coefs.len() == row_ids.len()`.
 ///
-/// F32, F16 and Q8_0 rows are accumulated directly (SIMD where available); other types are
-/// dequantized one row at a time into a scratch buffer.
+/// F32, F16 and Q8_0 rows (and with AVX2 also Q5_0, Q4_K and Q6_K rows) are accumulated
+/// directly; other types are dequantized one row at a time into a scratch buffer.
 pub fn axpy_rows(
     ty: GgmlType,
     n_cols: usize,

@@ -100,6 +100,24 @@ pub(crate) fn row_dot_for(ty: GgmlType, isa: Isa) -> Option<RowDot> {
     scalar_row_dot(ty)
 }
 
+/// Activation rows per call of a multi-row kernel.
+pub(crate) const MULTI_ACT_ROWS: usize = 4;
+
+/// One weight row against [`MULTI_ACT_ROWS`] activation rows, bit-identical to that many
+/// [`RowDot`] calls.
+pub(crate) type RowDotMulti = fn(w: &[u8], a: [&[u8]; MULTI_ACT_ROWS]) -> [f32; MULTI_ACT_ROWS];
+
+/// The multi-row kernel for `ty` under `isa`, where one exists.
+pub(crate) fn row_dot_multi_for(ty: GgmlType, isa: Isa) -> Option<RowDotMulti> {
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx2 && best_supported_isa() == Isa::Avx2 {
+        const _: () = assert!(crate::quant::dot_avx2::ACT_ROWS == MULTI_ACT_ROWS);
+        return crate::quant::dot_avx2::row_dot_multi(ty);
+    }
+    let _ = (ty, isa);
+    None
+}
+
 /// The kernel for `ty` under [`active_isa`].
 pub(crate) fn row_dot(ty: GgmlType) -> Option<RowDot> {
     row_dot_for(ty, active_isa())
@@ -132,6 +150,24 @@ pub fn vec_dot(ty: GgmlType, n: usize, w_row: &[u8], act: &[u8]) -> f32 {
         "vec_dot {ty}: activation length"
     );
     f(w_row, act)
+}
+
+/// [`vec_dot`] that returns an error instead of panicking when `ty` has no kernel or a length
+/// is wrong.
+pub fn try_vec_dot(ty: GgmlType, n: usize, w_row: &[u8], act: &[u8]) -> crate::Result<f32> {
+    let Some(f) = row_dot(ty) else {
+        crate::bail!(Unsupported, "no dot-product kernel for {ty} weights");
+    };
+    let vdt = vec_dot_type(ty);
+    if Some(w_row.len()) != row_len(ty, n) || Some(act.len()) != row_len(vdt, n) {
+        crate::bail!(
+            InvalidArgument,
+            "vec_dot {ty} over {n} weights: row of {} bytes, activations of {} bytes",
+            w_row.len(),
+            act.len()
+        );
+    }
+    Ok(f(w_row, act))
 }
 
 /// [`vec_dot`] with the kernels of `isa` instead of [`active_isa`] (for tests and

@@ -1,7 +1,9 @@
 //! File-level quantization recipes: which type each tensor of a model gets.
 //!
 //! [`plan`] mirrors llama.cpp's `llama_tensor_get_type` (src/llama-quant.cpp) for the file
-//! types listed in [`Ftype`], without an importance matrix and without manual overrides:
+//! types listed in [`Ftype`], without an importance matrix or per-tensor regex overrides
+//! ([`Recipe`] adds llama-quantize's `--pure`, `--output-tensor-type` and
+//! `--token-embedding-type`):
 //! - only tensors with ≥ 2 dimensions whose name ends in `weight` are quantized, minus
 //!   norms, expert gates, position/token-type embeddings and a few small special tensors;
 //! - the output matrix (and the token embedding when it doubles as the output, i.e. there
@@ -10,7 +12,7 @@
 //! - per-category bumps: `attn_v` and `ffn_down` get Q6_K in the layers `use_more_bits`
 //!   picks for Q4_K_M/Q5_K_M, and so on;
 //! - a row length the chosen type cannot hold falls back (Q4_K→Q5_0, Q5_K→Q5_1,
-//!   Q6_K→Q8_0, Q2_K/Q3_K→Q4_0; F16 if even that does not fit).
+//!   Q6_K→Q8_0, Q2_K/Q3_K→Q4_0; F16 if even that does not fit, as for 32-weight types).
 //!
 //! Tensors come out in llama.cpp's write order: by layer number (non-layer tensors
 //! first), then by name.
@@ -163,6 +165,29 @@ impl FromStr for Ftype {
                     names.join(", ")
                 ))
             })
+    }
+}
+
+/// A file type plus llama-quantize's options that change type choices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Recipe {
+    pub ftype: Ftype,
+    /// `--pure`: every quantizable tensor gets the default type (still with fallbacks).
+    pub pure: bool,
+    /// `--output-tensor-type`: type of `output.weight` (and of a tied token embedding).
+    pub output_tensor_type: Option<GgmlType>,
+    /// `--token-embedding-type`: type of `token_embd.weight`.
+    pub token_embedding_type: Option<GgmlType>,
+}
+
+impl From<Ftype> for Recipe {
+    fn from(ftype: Ftype) -> Recipe {
+        Recipe {
+            ftype,
+            pure: false,
+            output_tensor_type: None,
+            token_embedding_type: None,
+        }
     }
 }
 
@@ -381,6 +406,7 @@ fn use_more_bits(i_layer: i64, n_layers: i64) -> bool {
 struct State<'a> {
     shape: &'a ModelShape,
     ftype: Ftype,
+    output_tensor_type: Option<GgmlType>,
     n_attention_wv: i64,
     i_attention_wv: i64,
     n_layer: i64,
@@ -413,7 +439,9 @@ impl State<'_> {
         let mut ty = ftype.default_type();
         if cat == Category::Output || (self.tied_embeddings && cat == Category::TokenEmbd) {
             let nx = t.dims[0];
-            if falcon || nx % ty.block_size() as u64 != 0 {
+            if let Some(forced) = self.output_tensor_type {
+                ty = forced;
+            } else if falcon || nx % ty.block_size() as u64 != 0 {
                 ty = T::Q8_0;
             } else if ty != T::Q8_0 {
                 ty = T::Q6_K;
@@ -518,6 +546,8 @@ fn fallback(row_len: u64, ty: GgmlType) -> Result<(GgmlType, bool)> {
         T::Q4_K => T::Q5_0,
         T::Q5_K => T::Q5_1,
         T::Q6_K => T::Q8_0,
+        // A 32-block type has no smaller block to demote to: F16 below.
+        other if other.block_size() <= 32 => other,
         other => bail!(
             Unsupported,
             "rows of {row_len} values do not fit {other} and no fallback type is defined"
@@ -530,13 +560,20 @@ fn fallback(row_len: u64, ty: GgmlType) -> Result<(GgmlType, bool)> {
 }
 
 /// Choose a type for every tensor, in llama.cpp's write order.
-pub fn plan(shape: &ModelShape, tensors: &[TensorDesc], ftype: Ftype) -> Result<Vec<TensorChoice>> {
+pub fn plan(
+    shape: &ModelShape,
+    tensors: &[TensorDesc],
+    recipe: impl Into<Recipe>,
+) -> Result<Vec<TensorChoice>> {
+    let recipe = recipe.into();
+    let ftype = recipe.ftype;
     let mut order: Vec<usize> = (0..tensors.len()).collect();
     order.sort_by(|&a, &b| output_order(&tensors[a].name, &tensors[b].name));
     let categories: Vec<Category> = tensors.iter().map(|t| Category::of(&t.name)).collect();
     let mut state = State {
         shape,
         ftype,
+        output_tensor_type: recipe.output_tensor_type,
         n_attention_wv: categories.iter().filter(|c| c.is_attn_v_like()).count() as i64,
         i_attention_wv: 0,
         n_layer: shape.n_layer as i64,
@@ -560,13 +597,28 @@ pub fn plan(shape: &ModelShape, tensors: &[TensorDesc], ftype: Ftype) -> Result<
             target: t.ty,
             fallback: false,
         };
+        let cat = categories[i];
         if allows_quantization(&t.name, t.dims.len()) {
-            choice.target = ftype.default_type();
-            if quantized_default {
-                let preferred = state.preferred_type(t, categories[i])?;
-                let (ty, fell_back) = fallback(t.dims[0], preferred)?;
+            // Explicit overrides win outright (llama.cpp applies no fallback to them).
+            let forced = match cat {
+                Category::TokenEmbd => recipe.token_embedding_type,
+                Category::Output => recipe.output_tensor_type,
+                _ => None,
+            };
+            if let Some(ty) = forced {
                 choice.target = ty;
-                choice.fallback = fell_back;
+            } else {
+                choice.target = ftype.default_type();
+                if quantized_default {
+                    let preferred = if recipe.pure {
+                        choice.target
+                    } else {
+                        state.preferred_type(t, cat)?
+                    };
+                    let (ty, fell_back) = fallback(t.dims[0], preferred)?;
+                    choice.target = ty;
+                    choice.fallback = fell_back;
+                }
             }
         }
         out.push(choice);
@@ -575,7 +627,7 @@ pub fn plan(shape: &ModelShape, tensors: &[TensorDesc], ftype: Ftype) -> Result<
 }
 
 /// [`plan`] for a GGUF file.
-pub fn plan_file(file: &GgufFile, ftype: Ftype) -> Result<Vec<TensorChoice>> {
+pub fn plan_file(file: &GgufFile, recipe: impl Into<Recipe>) -> Result<Vec<TensorChoice>> {
     let shape = ModelShape::from_file(file)?;
     let tensors: Vec<TensorDesc> = file
         .tensors()
@@ -586,7 +638,7 @@ pub fn plan_file(file: &GgufFile, ftype: Ftype) -> Result<Vec<TensorChoice>> {
             ty: t.ty,
         })
         .collect();
-    plan(&shape, &tensors, ftype)
+    plan(&shape, &tensors, recipe)
 }
 
 #[cfg(test)]
@@ -661,8 +713,12 @@ mod tests {
             fallback(100, GgmlType::Q4_K).unwrap(),
             (GgmlType::F16, true)
         );
+        assert_eq!(
+            fallback(100, GgmlType::Q8_0).unwrap(),
+            (GgmlType::F16, true)
+        );
         assert!(matches!(
-            fallback(100, GgmlType::Q8_0),
+            fallback(100, GgmlType::IQ2_XXS),
             Err(Error::Unsupported(_))
         ));
     }

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use super::engine::{build_down_copies, install, install_calibration, uninstall};
 use super::eval::{perplexity, DenseReference, PplConfig};
+use super::ffn::LayerPlan;
 use super::mode::SparsityMode;
 use super::plan::resolve_plans;
 use super::sidecar::{BudgetEntry, DownCopy, Sidecar};
@@ -49,31 +50,23 @@ impl Default for CalibrateOptions {
     }
 }
 
-/// The settings calibration tries for the budget table.
+/// The settings calibration tries for the budget table (a short list: each costs one
+/// perplexity run over the held-out slice).
 pub fn default_candidates() -> Vec<String> {
-    let mut v = Vec::new();
-    for s in [0.1, 0.2, 0.3, 0.4] {
-        v.push(format!("target:{s}:act"));
-    }
-    for s in [0.2, 0.3, 0.4] {
-        v.push(format!("target:{s}:upw"));
-    }
-    for s in [0.3, 0.4, 0.5, 0.6] {
-        v.push(format!("target:{s}:product"));
-    }
-    for (a, d) in [
-        (0.05, 0.4),
-        (0.1, 0.4),
-        (0.1, 0.5),
-        (0.15, 0.5),
-        (0.2, 0.5),
-        (0.2, 0.6),
-        (0.25, 0.6),
-        (0.3, 0.65),
-    ] {
-        v.push(format!("cascade:{a}:{d}"));
-    }
-    v
+    [
+        "target:0.2:act",
+        "target:0.3:upw",
+        "target:0.4:product",
+        "target:0.5:product",
+        "target:0.6:product",
+        "cascade:0.1:0.5",
+        "cascade:0.15:0.55",
+        "cascade:0.2:0.6",
+        "cascade:0.25:0.6",
+        "cascade:0.3:0.65",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 /// Progress events for a front end.
@@ -125,6 +118,8 @@ pub fn calibrate(
             n_ctx,
             n_batch: n_ctx,
             n_threads: opts.n_threads,
+            // Decode-path arithmetic (8-bit activations) in batches too.
+            exact_prefill: false,
         },
     )?;
     ctx.set_decode_ffn_in_batches(true);
@@ -166,6 +161,8 @@ pub fn calibrate(
             top_k: 32,
         };
         let mut reference = DenseReference::default();
+        // The dense reference runs the decode path's FFN too (same kernels as the sparse runs).
+        install(&mut ctx, vec![LayerPlan::DENSE; n_layer], None)?;
         let dense = perplexity(
             &mut ctx,
             held,
@@ -175,6 +172,7 @@ pub fn calibrate(
             Some(&mut reference),
             &mut |_, _| {},
         )?;
+        uninstall(&mut ctx)?;
         let mut measured: Vec<(String, f64, f64)> = Vec::new();
         for (i, cand) in opts.candidates.iter().enumerate() {
             let mode: SparsityMode = cand.parse()?;

@@ -213,3 +213,42 @@ pub fn install_calibration(ctx: &mut Context, stats: Arc<Mutex<CalibrationStats>
     }
     Ok(())
 }
+
+/// Front-end helper for `--mask FILE --sparsity MODE`: load and check the sidecar, resolve
+/// the mode, and install the sparse FFN in `ctx`. `Ok(None)` for the dense mode.
+pub fn attach(
+    ctx: &mut Context,
+    mask: Option<&std::path::Path>,
+    mode: &str,
+) -> Result<Option<SparseHandle>> {
+    let mode: super::mode::SparsityMode = mode.parse()?;
+    if mode.is_dense() {
+        return Ok(None);
+    }
+    let model = ctx.model().clone();
+    let sidecar = match mask {
+        Some(p) => Some(super::sidecar::Sidecar::load(p, model.gguf())?),
+        None => None,
+    };
+    let plans = super::plan::resolve_plans(&mode, sidecar.as_ref(), model.config().n_layer)?;
+    let copies = match sidecar.and_then(|s| s.down_copies) {
+        Some(c) => c,
+        None => build_down_copies(&model, None)?.0,
+    };
+    install(ctx, plans, Some(Arc::new(copies))).map(Some)
+}
+
+/// The per-layer sparsity and `FFN bytes skipped` lines front ends print.
+pub fn tally_summary(t: &SparsityTally) -> String {
+    let per: Vec<String> = t
+        .layer_sparsity()
+        .iter()
+        .map(|s| format!("{:.0}", 100.0 * s))
+        .collect();
+    format!(
+        "per-layer sparsity (%): {}\nneuron sparsity: {:.1}%\nFFN bytes skipped: {:.1}%",
+        per.join(" "),
+        100.0 * t.sparsity(),
+        100.0 * t.bytes_skipped()
+    )
+}

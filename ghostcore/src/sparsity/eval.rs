@@ -176,6 +176,80 @@ pub fn perplexity(
     })
 }
 
+/// `ghost perplexity --mask FILE --sparsity MODE`: the dense decode path's perplexity (the
+/// reference), then the sparse one; prints PPL, ΔPPL, KL to dense, top-1 agreement,
+/// per-layer sparsity and the share of FFN weight bytes skipped.
+#[allow(clippy::too_many_arguments)]
+pub fn run_sparse_perplexity(
+    model: std::sync::Arc<crate::model::Model>,
+    tokens: &[u32],
+    bos: Option<u32>,
+    n_ctx: usize,
+    max_chunks: Option<usize>,
+    n_threads: usize,
+    mask: Option<&std::path::Path>,
+    mode: &str,
+) -> Result<()> {
+    use super::engine::{attach, install, tally_summary, uninstall};
+    use super::ffn::LayerPlan;
+    let n_layer = model.config().n_layer;
+    let mut ctx = Context::new(
+        model,
+        crate::context::ContextParams {
+            n_ctx,
+            n_batch: n_ctx,
+            n_threads,
+            // Decode-path arithmetic in batches, so dense and sparse differ only by the FFN.
+            exact_prefill: false,
+        },
+    )?;
+    ctx.set_decode_ffn_in_batches(true);
+    let cfg = PplConfig {
+        n_ctx,
+        max_chunks,
+        top_k: 32,
+    };
+    let mut reference = DenseReference::default();
+    install(&mut ctx, vec![LayerPlan::DENSE; n_layer], None)?;
+    let dense = perplexity(
+        &mut ctx,
+        tokens,
+        bos,
+        &cfg,
+        None,
+        Some(&mut reference),
+        &mut |i, n| eprint!("\rdense {i}/{n}"),
+    )?;
+    uninstall(&mut ctx)?;
+    eprintln!();
+    let handle = attach(&mut ctx, mask, mode)?;
+    let sparse = perplexity(
+        &mut ctx,
+        tokens,
+        bos,
+        &cfg,
+        Some(&reference),
+        None,
+        &mut |i, n| eprint!("\r{mode} {i}/{n}"),
+    )?;
+    eprintln!();
+    println!("dense (decode path): PPL = {:.4}", dense.ppl);
+    println!(
+        "sparse {mode}: PPL = {:.4} ({:+.2}%), KL to dense = {:.5} nats/token, top-1 agreement {:.1}%, {} scored tokens",
+        sparse.ppl,
+        100.0 * (sparse.ppl / dense.ppl - 1.0),
+        sparse.mean_kl,
+        100.0 * sparse.top1_agree,
+        sparse.n_scored
+    );
+    if let Some(h) = handle {
+        println!("{}", tally_summary(&h.tally()));
+    } else {
+        println!("FFN bytes skipped: 0.0%");
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

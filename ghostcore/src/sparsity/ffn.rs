@@ -20,14 +20,12 @@ pub enum Activation {
 }
 
 impl Activation {
+    /// The same functions as the dense forward pass (bit-identical results).
     #[inline]
     pub fn apply(self, x: f32) -> f32 {
         match self {
-            Activation::Silu => x / (1.0 + (-x).exp()),
-            Activation::GeluTanh => {
-                const SQRT_2_OVER_PI: f32 = 0.797_884_6;
-                0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)).tanh())
-            }
+            Activation::Silu => crate::backend::cpu::ops::silu(x),
+            Activation::GeluTanh => crate::backend::cpu::ops::gelu_tanh(x),
         }
     }
 }
@@ -338,7 +336,11 @@ pub fn sparse_ffn(
     let use_copy = match (plan.down, w.down_t) {
         (DownPath::Dense, _) | (_, None) => None,
         (DownPath::NeuronMajor, Some(t)) => Some(t),
-        (DownPath::Auto, Some(t)) => (n_active * t.row_bytes() < dense_down).then_some(t),
+        // Only when neurons were skipped: at full density the (requantized) copy would be
+        // compression, not sparsity, and the model's own down is exact.
+        (DownPath::Auto, Some(t)) => {
+            (n_active < n_ff && n_active * t.row_bytes() < dense_down).then_some(t)
+        }
     };
     if plan.down == DownPath::NeuronMajor && use_copy.is_none() {
         bail!(
@@ -537,7 +539,8 @@ mod tests {
         let mut sc = FfnScratch::default();
         let x = input(n_embd, 7);
         let t = 0.08f32;
-        let cases: Vec<(LayerRule, Box<dyn Fn(f64, f64, usize) -> bool>)> = vec![
+        type Keep = Box<dyn Fn(f64, f64, usize) -> bool>;
+        let cases: Vec<(LayerRule, Keep)> = vec![
             (
                 LayerRule::Act(t),
                 Box::new(move |a, _, _| a.abs() > t as f64),

@@ -10,17 +10,12 @@ use super::rows::QMatrix;
 use crate::quant::{dequantize_row, quantize::quantize_row, GgmlType};
 use crate::{bail, Result};
 
-/// The copy type to use when the user does not choose: the model's own down type when a
-/// neuron-major row (`n_embd` weights) is a whole number of its blocks (same bytes per
-/// neuron), else Q5_0 (32-wide blocks fit any `n_embd` divisible by 32; 5.5 bits per weight),
-/// else F16.
-pub fn default_copy_type(down_ty: GgmlType, n_embd: usize) -> GgmlType {
-    if down_ty.row_bytes(n_embd as u64).is_some()
-        && crate::quant::quantize::can_quantize_to(down_ty)
-    {
-        down_ty
-    } else if n_embd % 32 == 0 {
-        GgmlType::Q5_0
+/// The copy type to use when the user does not choose: Q8_0 (32-wide blocks fit any `n_embd`
+/// divisible by 32, and requantizing to 8 bits adds little error; 5-bit and 4-bit copies
+/// measurably change the logits, see `ghost sweep --copy-types`), else F16.
+pub fn default_copy_type(_down_ty: GgmlType, n_embd: usize) -> GgmlType {
+    if n_embd % 32 == 0 {
+        GgmlType::Q8_0
     } else {
         GgmlType::F16
     }

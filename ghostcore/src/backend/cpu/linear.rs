@@ -70,7 +70,10 @@ pub fn quantize_rows(
     dst: &mut QuantizedActs,
 ) -> Result<()> {
     let Some(row_bytes) = quant::row_bytes(vdt, n_cols) else {
-        crate::bail!(InvalidArgument, "{n_cols} activations are not whole {vdt} blocks");
+        crate::bail!(
+            InvalidArgument,
+            "{n_cols} activations are not whole {vdt} blocks"
+        );
     };
     dst.ty = Some(vdt);
     dst.n_cols = n_cols;
@@ -88,7 +91,11 @@ pub fn quantize_rows(
         for j in rows {
             // SAFETY: each row index j is handled by exactly one chunk.
             let d = unsafe { out.range_mut(j * row_bytes..(j + 1) * row_bytes) };
-            errors.record(quant::quantize_activations(vdt, &x[j * n_cols..(j + 1) * n_cols], d));
+            errors.record(quant::quantize_activations(
+                vdt,
+                &x[j * n_cols..(j + 1) * n_cols],
+                d,
+            ));
         }
     });
     errors.into_result()
@@ -144,7 +151,8 @@ pub fn matmul(
             if r.is_ok() {
                 for j in 0..m {
                     // SAFETY: (row j, this chunk's rows) ranges are disjoint across chunks.
-                    let o = unsafe { dst.range_mut(j * n_rows + rows.start..j * n_rows + rows.end) };
+                    let o =
+                        unsafe { dst.range_mut(j * n_rows + rows.start..j * n_rows + rows.end) };
                     o.copy_from_slice(&t[j * len..(j + 1) * len]);
                 }
             }
@@ -152,4 +160,104 @@ pub fn matmul(
         });
     });
     errors.into_result()
+}
+
+thread_local! {
+    static DEQ: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Rows of weights dequantized per tile in [`matmul_f32`].
+const F32_ROW_TILE: usize = 16;
+
+/// `out[j * w.n_rows + r] = dequant(w.row(r)) · x[j]` with f32 activations (`m` rows of
+/// `w.n_cols`): exact-math products, used for prefill to stay close to llama.cpp's batched
+/// results. Each tile of weight rows is dequantized once for all `m` activation rows.
+pub fn matmul_f32(
+    pool: &ThreadPool,
+    w: &Weight,
+    w_bytes: &[u8],
+    x: &[f32],
+    m: usize,
+    out: &mut [f32],
+) -> Result<()> {
+    let (n_rows, n_cols) = (w.n_rows, w.n_cols);
+    if out.len() < m * n_rows || x.len() < m * n_cols {
+        crate::bail!(Internal, "matmul_f32 buffers too small");
+    }
+    let row_bytes = w.row_bytes();
+    let dst = DisjointSlice::new(&mut out[..m * n_rows]);
+    let errors = ErrorSlot::default();
+    pool.for_each_chunk(n_rows.div_ceil(F32_ROW_TILE), 1, |_, tiles| {
+        DEQ.with(|d| {
+            let mut d = d.borrow_mut();
+            if d.len() < F32_ROW_TILE * n_cols {
+                d.resize(F32_ROW_TILE * n_cols, 0.0);
+            }
+            for tile in tiles {
+                let r0 = tile * F32_ROW_TILE;
+                let r1 = (r0 + F32_ROW_TILE).min(n_rows);
+                let nr = r1 - r0;
+                for r in 0..nr {
+                    let src = &w_bytes[(r0 + r) * row_bytes..(r0 + r + 1) * row_bytes];
+                    if let Err(e) =
+                        quant::dequantize_row(w.ty, src, &mut d[r * n_cols..(r + 1) * n_cols])
+                    {
+                        errors.record(Err(e));
+                        return;
+                    }
+                }
+                // Pad a short last tile with zero rows so `dot4` can always take 4.
+                let padded = nr.div_ceil(4) * 4;
+                d[nr * n_cols..padded * n_cols].fill(0.0);
+                let mut res = [0.0f32; 4];
+                for j in 0..m {
+                    let xj = &x[j * n_cols..(j + 1) * n_cols];
+                    // SAFETY: (row j, rows r0..r1) is written by this tile only.
+                    let o = unsafe { dst.range_mut(j * n_rows + r0..j * n_rows + r1) };
+                    for g in (0..nr).step_by(4) {
+                        super::f32dot::dot4(&d[g * n_cols..(g + 4) * n_cols], xj, &mut res);
+                        let take = (nr - g).min(4);
+                        o[g..g + take].copy_from_slice(&res[..take]);
+                    }
+                }
+            }
+        })
+    });
+    errors.into_result()
+}
+
+/// How a projection treats its activations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActMath {
+    /// Quantize activations to the weight's vec-dot type (llama.cpp's CPU math; fastest).
+    Quantized,
+    /// Keep activations in f32 against dequantized weights.
+    Exact,
+}
+
+/// `out = x · wᵀ` for `m` rows of `n_cols` floats. With [`ActMath::Quantized`], `x` is
+/// quantized into `acts` first, unless `reuse` is set and `acts` already holds these `m`
+/// rows for the weight's vec-dot type (the caller guarantees it is the same `x`).
+#[allow(clippy::too_many_arguments)]
+pub fn project(
+    pool: &ThreadPool,
+    math: ActMath,
+    w: &Weight,
+    w_bytes: &[u8],
+    x: &[f32],
+    m: usize,
+    acts: &mut QuantizedActs,
+    reuse: bool,
+    out: &mut [f32],
+) -> Result<()> {
+    match math {
+        ActMath::Exact => matmul_f32(pool, w, w_bytes, x, m, out),
+        ActMath::Quantized => {
+            let vdt = vec_dot_type(w.ty);
+            if !(reuse && acts.ty == Some(vdt) && acts.m == m && acts.n_cols == w.n_cols) {
+                quantize_rows(pool, vdt, x, w.n_cols, m, acts)?;
+            }
+            matmul(pool, w, w_bytes, acts, out)
+        }
+    }
 }

@@ -6,6 +6,7 @@ use cudarc::driver::CudaSlice;
 
 use super::device::CudaBackend;
 use super::kernels::type_suffix;
+use crate::gguf::GgufFile;
 use crate::quant::GgmlType;
 use crate::{bail, Result};
 
@@ -78,6 +79,24 @@ impl DeviceMatrix {
             row_bytes,
             data,
         })
+    }
+
+    /// Uploads the 2-D GGUF tensor `name` (dims `[n_cols, n_rows]`) of `file`.
+    pub fn upload_tensor(backend: &CudaBackend, file: &GgufFile, name: &str) -> Result<Self> {
+        let (info, data) = file.tensor(name)?;
+        if info.dims.len() != 2 {
+            bail!(
+                Format,
+                "tensor {name} has {} dims, a matrix needs 2",
+                info.dims.len()
+            );
+        }
+        let (Ok(n_cols), Ok(n_rows)) =
+            (usize::try_from(info.dims[0]), usize::try_from(info.dims[1]))
+        else {
+            bail!(Format, "tensor {name} dims {:?} too large", info.dims);
+        };
+        Self::upload(backend, info.ty, n_cols, n_rows, data)
     }
 
     pub fn ty(&self) -> GgmlType {

@@ -16,6 +16,9 @@ use crate::{bail, Result};
 
 /// Rows per block of the matvec and sparse kernels (`GC_MATVEC_ROWS`, `GC_SPARSE_ROWS`).
 const ROWS_PER_BLOCK: u32 = 4;
+/// `gc_sparse_gate_*`: 8 warps of 4 rows, 32 rows per block (`GC_GATE_WARPS`).
+const GATE_THREADS: u32 = 256;
+const GATE_ROWS_PER_BLOCK: u32 = 32;
 /// Threads per output-column block of `gc_sparse_down_q8_0`; each thread owns 4 columns.
 const SPARSE_DOWN_THREADS: u32 = 128;
 /// `GC_ATTN_THREADS` and `GC_ATTN_CHUNK_MAX` in attention.cu.
@@ -144,26 +147,44 @@ impl CudaBackend {
         out: &mut DeviceVec,
         accumulate: bool,
     ) -> Result<()> {
+        self.matvec_rows(w, 0..w.n_rows, act, out, accumulate)
+    }
+
+    /// [`Self::matvec`] over the rows `rows` of `W` only (`out.len() == rows.len()`), the
+    /// shape of the CPU `quant::matvec(ty, n_cols, weights, rows, act, out)`.
+    pub fn matvec_rows(
+        &self,
+        w: &DeviceMatrix,
+        rows: Range<usize>,
+        act: &DeviceActivations,
+        out: &mut DeviceVec,
+        accumulate: bool,
+    ) -> Result<()> {
         if !has_q8_1_kernel(w.ty) {
-            return self.matvec_dequant(w, &act.x, out, accumulate);
+            return self.matvec_dequant_rows(w, rows, &act.x, out, accumulate);
         }
-        check_matvec_shapes(w, act.len(), out)?;
+        check_matvec_shapes(w, &rows, act.len(), out)?;
+        if rows.is_empty() {
+            return Ok(());
+        }
         let name = format!("gc_matvec_{}", type_suffix(w.ty).unwrap_or_default());
         let f = self.function(&name)?;
         let (row_bytes, n_rows, n_cols, acc) = (
             w.row_bytes as u64,
-            w.n_rows as i32,
+            rows.len() as i32,
             w.n_cols as i32,
             accumulate as i32,
         );
-        let grid = grid_1d(w.n_rows, ROWS_PER_BLOCK)?;
+        let grid = grid_1d(rows.len(), ROWS_PER_BLOCK)?;
+        let first = w.data.slice(rows.start * w.row_bytes..);
         guard(&format!("launch {name}"), || {
             let mut b = self.stream().launch_builder(f);
-            b.arg(&w.data).arg(&row_bytes).arg(&n_rows).arg(&n_cols);
+            b.arg(&first).arg(&row_bytes).arg(&n_rows).arg(&n_cols);
             b.arg(&act.qs).arg(&act.ds).arg(&mut out.data).arg(&acc);
             // SAFETY: (const uint8_t* w, u64 row_bytes, int n_rows, int n_cols, const int8_t* xq,
-            // const float2* xds, float* out, int accumulate) matches the kernel; w holds n_rows
-            // rows, the activations n_cols values, out at least n_rows (checked above).
+            // const float2* xds, float* out, int accumulate) matches the kernel; `first` starts
+            // at row rows.start and holds rows.len() rows, the activations n_cols values, out
+            // rows.len() floats (checked above).
             unsafe { b.launch(cfg((grid, 1), ROWS_PER_BLOCK * 32, 0)) }.map(|_| ())
         })
     }
@@ -178,19 +199,35 @@ impl CudaBackend {
         out: &mut DeviceVec,
         accumulate: bool,
     ) -> Result<()> {
-        check_matvec_shapes(w, x.len(), out)?;
+        self.matvec_dequant_rows(w, 0..w.n_rows, x, out, accumulate)
+    }
+
+    /// [`Self::matvec_dequant`] over the rows `rows` of `W` only.
+    pub fn matvec_dequant_rows(
+        &self,
+        w: &DeviceMatrix,
+        rows: Range<usize>,
+        x: &DeviceVec,
+        out: &mut DeviceVec,
+        accumulate: bool,
+    ) -> Result<()> {
+        check_matvec_shapes(w, &rows, x.len(), out)?;
+        if rows.is_empty() {
+            return Ok(());
+        }
         let name = format!("gc_matvec_f32x_{}", type_suffix(w.ty).unwrap_or_default());
         let f = self.function(&name)?;
         let (row_bytes, n_rows, n_cols, acc) = (
             w.row_bytes as u64,
-            w.n_rows as i32,
+            rows.len() as i32,
             w.n_cols as i32,
             accumulate as i32,
         );
-        let grid = grid_1d(w.n_rows, ROWS_PER_BLOCK)?;
+        let grid = grid_1d(rows.len(), ROWS_PER_BLOCK)?;
+        let first = w.data.slice(rows.start * w.row_bytes..);
         guard(&format!("launch {name}"), || {
             let mut b = self.stream().launch_builder(f);
-            b.arg(&w.data).arg(&row_bytes).arg(&n_rows).arg(&n_cols);
+            b.arg(&first).arg(&row_bytes).arg(&n_rows).arg(&n_cols);
             b.arg(&x.data).arg(&mut out.data).arg(&acc);
             // SAFETY: (const uint8_t* w, u64 row_bytes, int n_rows, int n_cols, const float* x,
             // float* out, int accumulate) matches the kernel; sizes checked above.
@@ -334,8 +371,9 @@ impl CudaBackend {
         })
     }
 
-    /// Decode attention of `q = [n_heads][head_dim]` over cache positions `kv` of `layer`,
-    /// softmax(scale * q.k) weighted values into `out = [n_heads][head_dim]`. A sliding window
+    /// Decode attention of `q = [n_heads][head_dim]` over cache positions `kv` of `layer`:
+    /// softmax of the scores `scale * q.k` (capped to `c * tanh(score / c)` with
+    /// `softcap = Some(c)`), weighted values into `out = [n_heads][head_dim]`. A sliding window
     /// is a `kv` range that starts after 0.
     #[allow(clippy::too_many_arguments)]
     pub fn attention(
@@ -345,6 +383,7 @@ impl CudaBackend {
         layer: usize,
         kv: Range<usize>,
         scale: f32,
+        softcap: Option<f32>,
         ws: &mut AttentionWorkspace,
         out: &mut DeviceVec,
     ) -> Result<()> {
@@ -398,6 +437,14 @@ impl CudaBackend {
         let (start, end, chunk_i, splits_i) =
             (kv.start as i32, kv.end as i32, chunk as i32, splits as i32);
         let shared = (hd * 4) as u32;
+        let cap = match softcap {
+            Some(c) if c > 0.0 && c.is_finite() => c,
+            Some(c) => bail!(
+                InvalidArgument,
+                "attention: softcap {c} is not positive and finite"
+            ),
+            None => 0.0,
+        };
         guard("launch gc_attn_partial", || {
             let mut b = self.stream().launch_builder(partial);
             b.arg(&q.data)
@@ -412,10 +459,11 @@ impl CudaBackend {
                 .arg(&start)
                 .arg(&end)
                 .arg(&chunk_i)
-                .arg(&scale);
+                .arg(&scale)
+                .arg(&cap);
             // SAFETY: (const float* q, const half* k_cache, const half* v_cache, float* o_part,
             // float2* ml_part, int n_heads, int n_kv_heads, int head_dim, int max_ctx, int kv_start,
-            // int kv_end, int chunk, float scale) matches the kernel; chunk <= GC_ATTN_CHUNK_MAX,
+            // int kv_end, int chunk, float scale, float softcap) matches the kernel; chunk <= GC_ATTN_CHUNK_MAX,
             // splits <= workspace splits, kv_end <= max_ctx, head_dim floats of dynamic shared memory.
             unsafe {
                 b.launch(LaunchConfig {
@@ -587,6 +635,7 @@ impl CudaBackend {
         );
         let (n_ff_i, n_embd_i, act_i) = (n_ff as i32, n_embd as i32, act.id());
         let rows_grid = grid_1d(n_ff, ROWS_PER_BLOCK)?;
+        let gate_grid = grid_1d(n_ff, GATE_ROWS_PER_BLOCK)?;
 
         self.zero(&mut scratch.count)?;
         if !accumulate {
@@ -608,7 +657,7 @@ impl CudaBackend {
             // SAFETY: (const uint8_t* w, u64 row_bytes, int n_ff, int n_cols, const int8_t* xq,
             // const float2* xds, int act, float threshold, int* ids, float* a_vals, int* count)
             // matches the kernel; ids/a_vals hold n_ff entries, count was zeroed above.
-            unsafe { b.launch(cfg((rows_grid, 1), ROWS_PER_BLOCK * 32, 0)) }.map(|_| ())
+            unsafe { b.launch(cfg((gate_grid, 1), GATE_THREADS, 0)) }.map(|_| ())
         })?;
         guard(&format!("launch {up_name}"), || {
             let mut b = self.stream().launch_builder(fu);
@@ -628,9 +677,10 @@ impl CudaBackend {
         })?;
         let col_blocks = grid_1d(n_embd.div_ceil(4), SPARSE_DOWN_THREADS)?;
         let sms = self.info().multiprocessor_count.max(1) as u32;
-        let splits = (4 * sms)
-            .div_ceil(col_blocks)
-            .clamp(1, n_ff.min(65_535) as u32);
+        // Enough blocks to fill the GPU, but at least ~64 neurons (if all are active) per
+        // split: every split adds n_embd atomics into `out`.
+        let max_splits = (n_ff / 64).clamp(1, 65_535) as u32;
+        let splits = (4 * sms).div_ceil(col_blocks).clamp(1, max_splits);
         guard("launch gc_sparse_down_q8_0", || {
             let mut b = self.stream().launch_builder(fd);
             b.arg(&down.data)
@@ -647,11 +697,17 @@ impl CudaBackend {
     }
 }
 
-fn check_matvec_shapes(w: &DeviceMatrix, x_len: usize, out: &DeviceVec) -> Result<()> {
-    if x_len != w.n_cols || out.len() != w.n_rows {
+fn check_matvec_shapes(
+    w: &DeviceMatrix,
+    rows: &Range<usize>,
+    x_len: usize,
+    out: &DeviceVec,
+) -> Result<()> {
+    if rows.start > rows.end || rows.end > w.n_rows || x_len != w.n_cols || out.len() != rows.len()
+    {
         bail!(
             InvalidArgument,
-            "matvec: {}x{} {} matrix with x of {x_len} and out of {}",
+            "matvec: rows {rows:?} of a {}x{} {} matrix with x of {x_len} and out of {}",
             w.n_rows,
             w.n_cols,
             w.ty.name(),

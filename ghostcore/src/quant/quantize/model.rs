@@ -3,12 +3,13 @@
 
 use std::borrow::Cow;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use super::{can_quantize_to, quantize_row};
 use crate::gguf::{GgufFile, GgufWriter};
-use crate::quant::recipe::{plan_file, Ftype};
+use crate::quant::recipe::{plan_file, Ftype, Recipe};
 use crate::quant::GgmlType;
 use crate::{bail, Error, Result};
 
@@ -18,13 +19,18 @@ pub const QUANTIZATION_VERSION: u32 = 2;
 /// Metadata keys of split files, which a single-file output must not carry.
 const SPLIT_KEYS: [&str; 3] = ["split.no", "split.count", "split.tensors.count"];
 
-/// Reported after each tensor is done.
+/// How often progress is reported while a large tensor is being converted.
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Reported after each tensor, and every [`PROGRESS_INTERVAL`] or so while one converts.
 #[derive(Clone, Debug)]
 pub struct QuantizeProgress<'a> {
-    /// Tensors finished so far (1-based count, including this one).
+    /// Tensors finished so far.
     pub done: usize,
     pub total: usize,
+    /// The tensor this report is about: just finished (`tensor_finished`) or in progress.
     pub name: &'a str,
+    pub tensor_finished: bool,
     pub source: GgmlType,
     pub target: GgmlType,
     /// Elements converted so far over all tensors, and in the whole model.
@@ -53,18 +59,21 @@ pub struct QuantizeSummary {
     pub output_bytes: u64,
 }
 
-/// Quantize the model at `input` to `ftype`, writing `output` atomically. Uses `threads`
-/// worker threads (0 means all available cores); `on_progress` is called after each
-/// tensor.
+/// Quantize the model at `input` with `recipe` (an [`Ftype`] or a [`Recipe`]), writing
+/// `output` atomically. Uses `threads` worker threads (0 means all available cores);
+/// `on_progress` is called after each tensor and periodically during large ones.
+///
+/// The converted tensors are held in memory until the file is written (the input is
+/// memory-mapped), so peak memory is about the size of the output.
 pub fn quantize_model(
     input: &Path,
     output: &Path,
-    ftype: Ftype,
+    recipe: impl Into<Recipe>,
     threads: usize,
     on_progress: &mut dyn FnMut(&QuantizeProgress),
 ) -> Result<QuantizeSummary> {
     let file = GgufFile::open(input)?;
-    let (writer, summary) = quantize_gguf(&file, ftype, threads, on_progress)?;
+    let (writer, summary) = quantize_gguf(&file, recipe, threads, on_progress)?;
     writer.write_file(output).map_err(|e| {
         Error::Io(std::io::Error::new(
             e.kind(),
@@ -78,7 +87,7 @@ pub fn quantize_model(
 /// `file` and owns the converted ones.
 pub fn quantize_gguf<'a>(
     file: &'a GgufFile,
-    ftype: Ftype,
+    recipe: impl Into<Recipe>,
     threads: usize,
     on_progress: &mut dyn FnMut(&QuantizeProgress),
 ) -> Result<(GgufWriter<'a>, QuantizeSummary)> {
@@ -87,13 +96,41 @@ pub fn quantize_gguf<'a>(
     } else {
         threads
     };
-    let choices = plan_file(file, ftype)?;
-
-    let mut writer = GgufWriter::new();
-    writer.version = file.version;
-    for (k, v) in file.metadata() {
-        writer.set(k.clone(), v.clone());
+    let recipe = recipe.into();
+    let ftype = recipe.ftype;
+    let choices = plan_file(file, recipe)?;
+    // Fail before any work if a tensor cannot be converted.
+    for c in choices.iter().filter(|c| c.target != c.source) {
+        if !c.source.is_supported_for_compute() {
+            bail!(
+                Unsupported,
+                "tensor {}: cannot requantize from {} (no dequantizer for it)",
+                c.name,
+                c.source
+            );
+        }
+        if !can_quantize_to(c.target) {
+            bail!(
+                Unsupported,
+                "tensor {}: cannot quantize to {}",
+                c.name,
+                c.target
+            );
+        }
+        if c.target.row_bytes(c.dims[0]).is_none() {
+            bail!(
+                InvalidArgument,
+                "tensor {}: rows of {} values are not a whole number of {} blocks",
+                c.name,
+                c.dims[0],
+                c.target
+            );
+        }
     }
+
+    // Metadata in file order; tensors are added below in the recipe's order.
+    let mut writer = GgufWriter::from_file(file);
+    writer.tensors_mut().clear();
     // llama.cpp's gguf_set_val_* removes an existing key and appends it.
     for (key, value) in [
         ("general.quantization_version", QUANTIZATION_VERSION),
@@ -117,6 +154,18 @@ pub fn quantize_gguf<'a>(
         let data: Cow<'a, [u8]> = if choice.target == choice.source {
             Cow::Borrowed(src)
         } else {
+            let mut on_rows = |rows: u64| {
+                on_progress(&QuantizeProgress {
+                    done: n,
+                    total: choices.len(),
+                    name: &info.name,
+                    tensor_finished: false,
+                    source: info.ty,
+                    target: choice.target,
+                    elements_done: elements_done + rows * info.row_len(),
+                    elements_total,
+                })
+            };
             Cow::Owned(convert_tensor(
                 &info.name,
                 info.ty,
@@ -124,6 +173,7 @@ pub fn quantize_gguf<'a>(
                 choice.target,
                 info.row_len(),
                 threads,
+                &mut on_rows,
             )?)
         };
         input_bytes += src.len() as u64;
@@ -142,6 +192,7 @@ pub fn quantize_gguf<'a>(
             done: n + 1,
             total: choices.len(),
             name: &info.name,
+            tensor_finished: true,
             source: info.ty,
             target: choice.target,
             elements_done,
@@ -157,7 +208,8 @@ pub fn quantize_gguf<'a>(
     Ok((writer, summary))
 }
 
-/// Convert a whole tensor, rows split over `threads` workers.
+/// Convert a whole tensor, rows split over `threads` workers; `on_rows(rows_done)` is
+/// called every [`PROGRESS_INTERVAL`] or so.
 fn convert_tensor(
     name: &str,
     source: GgmlType,
@@ -165,6 +217,7 @@ fn convert_tensor(
     target: GgmlType,
     row_len: u64,
     threads: usize,
+    on_rows: &mut dyn FnMut(u64),
 ) -> Result<Vec<u8>> {
     if !can_quantize_to(target) {
         bail!(Unsupported, "tensor {name}: cannot quantize to {target}");
@@ -198,41 +251,69 @@ fn convert_tensor(
         {
             dequantize(source, s, buf)
                 .and_then(|()| quantize_row(target, buf, d))
-                .map_err(|e| Error::InvalidArgument(format!("tensor {name}: {e}")))?;
+                .map_err(|e| in_tensor(name, e))?;
         }
         Ok(())
     };
 
     let threads = threads.clamp(1, n_rows.max(1) as usize);
-    if threads == 1 {
-        let mut buf = vec![0.0f32; row_len];
-        convert_rows(src, &mut dst, &mut buf)?;
-        return Ok(dst);
-    }
     // Enough chunks that threads finish together, few enough that locking is negligible.
     let rows_per_chunk = (n_rows as usize / (threads * 8)).max(1);
-    let jobs = Mutex::new(
-        src.chunks(rows_per_chunk * src_row)
-            .zip(dst.chunks_mut(rows_per_chunk * dst_row)),
-    );
+    let mut chunks = src
+        .chunks(rows_per_chunk * src_row)
+        .zip(dst.chunks_mut(rows_per_chunk * dst_row));
+    if threads == 1 {
+        let mut buf = vec![0.0f32; row_len];
+        let (mut rows, mut last) = (0u64, Instant::now());
+        for (s, d) in chunks {
+            convert_rows(s, d, &mut buf)?;
+            rows += (s.len() / src_row) as u64;
+            if last.elapsed() >= PROGRESS_INTERVAL {
+                on_rows(rows);
+                last = Instant::now();
+            }
+        }
+        return Ok(dst);
+    }
+    let jobs = Mutex::new(&mut chunks);
     let failed = AtomicBool::new(false);
+    let rows_done = AtomicU64::new(0);
+    let exited = AtomicUsize::new(0);
     let results: Vec<Result<()>> = std::thread::scope(|scope| {
+        let main = std::thread::current();
         let handles: Vec<_> = (0..threads)
             .map(|_| {
+                let main = main.clone();
                 scope.spawn(|| -> Result<()> {
+                    // Counts this worker out and wakes the reporting thread on every exit,
+                    // a panic included.
+                    let _exit = ExitSignal {
+                        exited: &exited,
+                        main,
+                    };
                     let mut buf = vec![0.0f32; row_len];
+                    let mut result = Ok(());
                     while !failed.load(Ordering::Relaxed) {
                         let job = jobs.lock().unwrap_or_else(|p| p.into_inner()).next();
                         let Some((s, d)) = job else { break };
                         if let Err(e) = convert_rows(s, d, &mut buf) {
                             failed.store(true, Ordering::Relaxed);
-                            return Err(e);
+                            result = Err(e);
+                            break;
                         }
+                        rows_done.fetch_add((s.len() / src_row) as u64, Ordering::Relaxed);
                     }
-                    Ok(())
+                    result
                 })
             })
             .collect();
+        // This thread reports progress until the workers are done.
+        while exited.load(Ordering::Acquire) < threads {
+            std::thread::park_timeout(PROGRESS_INTERVAL);
+            if exited.load(Ordering::Acquire) < threads {
+                on_rows(rows_done.load(Ordering::Relaxed));
+            }
+        }
         handles
             .into_iter()
             .map(|h| {
@@ -244,6 +325,31 @@ fn convert_tensor(
     });
     results.into_iter().collect::<Result<()>>()?;
     Ok(dst)
+}
+
+/// Dropped when a worker ends: counts it out and wakes the thread waiting for the workers.
+struct ExitSignal<'a> {
+    exited: &'a AtomicUsize,
+    main: std::thread::Thread,
+}
+
+impl Drop for ExitSignal<'_> {
+    fn drop(&mut self) {
+        self.exited.fetch_add(1, Ordering::Release);
+        self.main.unpark();
+    }
+}
+
+/// Name the tensor in an error's message, keeping its kind.
+fn in_tensor(name: &str, e: Error) -> Error {
+    let tag = |m: String| format!("tensor {name}: {m}");
+    match e {
+        Error::Unsupported(m) => Error::Unsupported(tag(m)),
+        Error::Format(m) => Error::Format(tag(m)),
+        Error::InvalidArgument(m) => Error::InvalidArgument(tag(m)),
+        Error::Internal(m) => Error::Internal(tag(m)),
+        other => other,
+    }
 }
 
 /// One row of `ty` to f32 (ggml's reference dequantization, which llama-quantize uses).
