@@ -132,6 +132,8 @@ def main() -> int:
         if k in llama_info
     )
     w(f"| llama-bench defaults in force | {llama_settings or '?'} |")
+    if meta.get("ghost_extra_args"):
+        w(f"| extra `ghost bench` arguments | `{meta['ghost_extra_args']}` |")
     w(f"| settings | `-p {meta['n_prompt']} -n {meta['n_gen']} -r {meta['reps']}`, threads {meta['threads']}, {meta['rounds']} round(s) per tool |")
     w(f"| load before | `{meta['uptime_before']}` |")
     w(f"| load after | `{meta['uptime_after']}` |")
