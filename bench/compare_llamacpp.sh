@@ -18,6 +18,7 @@
 #                  1-minute load average is below L (default: do not wait)
 #   --out FILE     report path (default bench/results/<UTC date>-llamacpp-compare.md)
 #   --note TEXT    free text added to the report's Notes section
+#   --ghost-arg A  extra argument for `ghost bench` (repeatable), e.g. --ghost-arg --quantized-prefill
 # Models (override with env): SMOLLM2_Q4KM, GEMMA3_Q4KM. Defaults: smollm2-135m-q4_k_m.gguf in
 # ../shared/models/ (relative to the repo) or $GHOSTCORE_MODELS_DIR, and
 # gemma-3-270m-q4_k_m.gguf in models/ or $GHOSTCORE_MODELS_DIR. A model not found is skipped.
@@ -35,6 +36,7 @@ max_load=""
 max_wait=600
 out=""
 note=""
+ghost_extra=()
 while [[ $# -gt 0 ]]; do
     case "$1" in
         -r) reps=$2; shift 2 ;;
@@ -46,7 +48,8 @@ while [[ $# -gt 0 ]]; do
         --max-wait) max_wait=$2; shift 2 ;;
         --out) out=$2; shift 2 ;;
         --note) note=$2; shift 2 ;;
-        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+        --ghost-arg) ghost_extra+=("$2"); shift 2 ;;
+        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
         *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -125,7 +128,7 @@ run_tool() {
             > "$run_dir/$file" 2> "$run_dir/$file.stderr"
     else
         "$ghost" bench -m "$m" -p "$n_prompt" -n "$n_gen" -t "$t" -r "$reps" -o json \
-            > "$run_dir/$file" 2> "$run_dir/$file.stderr"
+            ${ghost_extra[@]+"${ghost_extra[@]}"} > "$run_dir/$file" 2> "$run_dir/$file.stderr"
     fi
     t1=$(date +%s.%N); la=$(load1)
     TOOL=$tool KEY=$key M=$m T=$t ROUND=$round ORDER=$order FILE=$file LB=$lb LA=$la \
@@ -161,13 +164,14 @@ done
 end_utc=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 uptime_after=$(uptime)
 ghost_commit=$(git rev-parse --short=12 HEAD)
-if [[ -n "$(git status --porcelain --untracked-files=no)" ]]; then ghost_commit+="-dirty"; fi
+# Uncommitted changes outside bench/ (those could change the ghost binary) mark the commit dirty.
+if [[ -n "$(git status --porcelain --untracked-files=no -- . ':!bench')" ]]; then ghost_commit+="-dirty"; fi
 models_json=$(for k in "${model_keys[@]}"; do printf '%s\t%s\n' "$k" "${model_path[$k]}"; done)
 DATE_UTC=$date_utc END_UTC=$end_utc UPTIME_BEFORE=$uptime_before UPTIME_AFTER=$uptime_after \
     CPU_MODEL=$(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -1) CPU_COUNT=$(nproc --all) \
     KERNEL=$(uname -sr) GHOST_COMMIT=$ghost_commit GHOST_BRANCH=$(git rev-parse --abbrev-ref HEAD) \
     LLAMACPP_PY_VERSION=${LLAMACPP_PY_VERSION:-0.3.36} N_PROMPT=$n_prompt N_GEN=$n_gen REPS=$reps \
-    THREADS=$threads ROUNDS=$rounds MODELS=$models_json NOTE=$note python3 -c '
+    THREADS=$threads ROUNDS=$rounds MODELS=$models_json NOTE=$note GHOST_EXTRA="${ghost_extra[*]-}" python3 -c '
 import json, os
 e = os.environ
 models = dict(line.split("\t", 1) for line in e["MODELS"].splitlines() if line)
@@ -176,7 +180,7 @@ print(json.dumps({"date_utc": e["DATE_UTC"], "end_utc": e["END_UTC"], "uptime_be
     "kernel": e["KERNEL"], "ghost_commit": e["GHOST_COMMIT"], "ghost_branch": e["GHOST_BRANCH"],
     "llamacpp_py_version": e["LLAMACPP_PY_VERSION"], "n_prompt": int(e["N_PROMPT"]), "n_gen": int(e["N_GEN"]),
     "reps": int(e["REPS"]), "threads": e["THREADS"], "rounds": int(e["ROUNDS"]), "models": models,
-    "notes": e["NOTE"]}, indent=1))
+    "ghost_extra_args": e["GHOST_EXTRA"], "notes": e["NOTE"]}, indent=1))
 ' > "$run_dir/meta.json"
 
 out=${out:-"$repo_root/bench/results/${date_utc:0:10}-llamacpp-compare.md"}

@@ -126,6 +126,14 @@ def main() -> int:
         f"vendored in llama-cpp-python {meta['llamacpp_py_version']} sdist; CPU backend, Release, `GGML_NATIVE=ON` |"
     )
     w(f"| llama.cpp CPU info | {llama_info.get('cpu_info', '?')} |")
+    llama_settings = ", ".join(
+        f"{k} {llama_info[k]}"
+        for k in ("n_batch", "n_ubatch", "type_k", "type_v", "flash_attn", "repack", "poll")
+        if k in llama_info
+    )
+    w(f"| llama-bench defaults in force | {llama_settings or '?'} |")
+    if meta.get("ghost_extra_args"):
+        w(f"| extra `ghost bench` arguments | `{meta['ghost_extra_args']}` |")
     w(f"| settings | `-p {meta['n_prompt']} -n {meta['n_gen']} -r {meta['reps']}`, threads {meta['threads']}, {meta['rounds']} round(s) per tool |")
     w(f"| load before | `{meta['uptime_before']}` |")
     w(f"| load after | `{meta['uptime_after']}` |")
