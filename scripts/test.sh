@@ -52,8 +52,9 @@ fi
 if [ "${GHOSTCORE_SKIP_CUDA:-0}" != 1 ] && [ -x scripts/install-nvcc.sh ]; then
   step "CUDA: nvcc from PyPI, build and test with --features cuda (GPU tests skip without a GPU)"
   bash scripts/install-nvcc.sh
-  cargo build -p ghostcore --features cuda
-  cargo test -p ghostcore --features cuda --tests cuda
+  # One build with the feature: the library (all its unit tests), the ghost binary and the
+  # CUDA kernel tests (which skip, with a printed reason, where there is no GPU).
+  cargo test -p ghostcore --features cuda --lib --bin ghost --test cuda_kernels
 fi
 
 step "all checks passed in $(( $(date +%s) - t0 )) s"
