@@ -192,7 +192,10 @@ fn special_ids_and_eog_sets() {
         assert!(tok.add_bos());
         assert_eq!(tok.token_text(106).unwrap(), "<end_of_turn>");
         assert_eq!(tok.eot(), Some(106));
-        assert_eq!(tok.eog_ids(), vec![1, 106]);
+        // llama.cpp's vocab loader also marks any token spelled "</s>" (id 212 here) as
+        // end-of-generation (its EOG spelling list; only Gemma 4 removes it again).
+        assert_eq!(tok.token_text(212).unwrap(), "</s>");
+        assert_eq!(tok.eog_ids(), vec![1, 106, 212]);
     }
 }
 
