@@ -139,15 +139,6 @@ pub fn run(args: Args) -> Result<()> {
         tokens.len(),
         args.ctx_size
     );
-    let mut ctx = Context::new(
-        Arc::clone(&model),
-        ContextParams {
-            n_ctx: args.ctx_size,
-            n_batch: args.ctx_size,
-            n_threads: args.threads,
-            ..Default::default()
-        },
-    )?;
     let bos = if add_bos { tok.bos() } else { None };
     if let Some(mode) = &args.sparsity {
         return crate::sparsity::eval::run_sparse_perplexity(
@@ -161,6 +152,15 @@ pub fn run(args: Args) -> Result<()> {
             mode,
         );
     }
+    let mut ctx = Context::new(
+        Arc::clone(&model),
+        ContextParams {
+            n_ctx: args.ctx_size,
+            n_batch: args.ctx_size,
+            n_threads: args.threads,
+            ..Default::default()
+        },
+    )?;
     let t0 = std::time::Instant::now();
     let r = perplexity(
         &mut ctx,
