@@ -8,8 +8,6 @@
 
 use std::path::{Path, PathBuf};
 
-use indicatif::{ProgressBar, ProgressStyle};
-
 use crate::context::Context;
 use crate::model::Model;
 use crate::sparsity::calibrate::{calibrate, CalibrateOptions, Progress};
@@ -89,12 +87,7 @@ fn find_or_calibrate(
         n_threads,
         ..CalibrateOptions::default()
     };
-    let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} ({elapsed})")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
+    let bar = super::calibrate::calibration_bar();
     let sidecar = calibrate(
         model.clone(),
         &ids,
