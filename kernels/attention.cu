@@ -3,7 +3,7 @@
 // Cache layout, per layer: k_cache, v_cache = half[n_kv_heads][max_ctx][head_dim].
 // Query head h reads KV head h / (n_heads / n_kv_heads).
 //
-//   gc_kv_store         write this token's K and V rows (f32 -> f16) at position pos
+//   gc_kv_store         write n_tok tokens' K and V rows (f32 -> f16) at positions pos0..pos0+n_tok
 //   gc_attn_partial     grid (n_heads, n_splits): scores scale * q.k, capped to
 //                       softcap * tanh(score / softcap) when softcap > 0; split s covers positions
 //                       [kv_start + s*chunk, min(kv_start + (s+1)*chunk, kv_end)) and writes an
@@ -16,10 +16,12 @@
 
 extern "C" __global__ void gc_kv_store(const float* __restrict__ k, const float* __restrict__ v,
                                        half* __restrict__ k_cache, half* __restrict__ v_cache,
-                                       int n_kv_heads, int head_dim, int max_ctx, int pos) {
+                                       int n_kv_heads, int head_dim, int max_ctx, int pos0, int n_tok) {
+    const int n = n_kv_heads * head_dim;
     const int t = blockIdx.x * blockDim.x + threadIdx.x;
-    if (t >= n_kv_heads * head_dim) return;
-    const int h = t / head_dim;
+    if (t >= n_tok * n) return;
+    const int pos = pos0 + t / n;
+    const int h = (t % n) / head_dim;
     const int d = t % head_dim;
     const size_t dst = ((size_t)h * max_ctx + pos) * head_dim + d;
     k_cache[dst] = __float2half(k[t]);

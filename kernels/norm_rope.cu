@@ -16,24 +16,26 @@ extern "C" __global__ void gc_rms_norm(const float* x, const float* __restrict__
     for (int i = threadIdx.x; i < n; i += blockDim.x) outr[i] = xr[i] * scale * weight[i];
 }
 
-// In-place RoPE on x[n_heads][head_dim] at position pos, rotating the first n_rot dims of
-// each head. Pair i (0 <= i < n_rot/2) turns by theta_i = pos * freq_scale * base^(-2i/n_rot):
+// In-place RoPE on x[n_tok][n_heads][head_dim], token t at position pos0 + t, rotating the
+// first n_rot dims of each head. Pair i (0 <= i < n_rot/2) turns by
+// theta_i = pos * freq_scale * base^(-2i/n_rot):
 //   neox = 0 (llama "normal"): dims (2i, 2i+1)
 //   neox = 1 (NeoX / Gemma):  dims (i, i + n_rot/2)
-// One thread per (head, pair).
-extern "C" __global__ void gc_rope(float* x, int n_heads, int head_dim, int n_rot, int pos,
+// One thread per (token, head, pair).
+extern "C" __global__ void gc_rope(float* x, int n_heads, int head_dim, int n_rot, int pos0, int n_tok,
                                    float freq_base, float freq_scale, int neox) {
     const int half_rot = n_rot / 2;
     const int t = blockIdx.x * blockDim.x + threadIdx.x;
-    if (t >= n_heads * half_rot) return;
-    const int h = t / half_rot;
+    if (t >= n_tok * n_heads * half_rot) return;
+    const int row = t / half_rot;  // token * n_heads + head
     const int i = t % half_rot;
+    const int pos = pos0 + row / n_heads;
     // As ggml's CUDA rope: theta_scale^i with theta_scale = base^(-2/n_rot).
     const float theta_scale = powf(freq_base, -2.0f / (float)n_rot);
     const float theta = freq_scale * ((float)pos * powf(theta_scale, (float)i));
     float s, c;
     sincosf(theta, &s, &c);
-    float* xh = x + (size_t)h * head_dim;
+    float* xh = x + (size_t)row * head_dim;
     const int a = neox ? i : 2 * i;
     const int b = neox ? i + half_rot : 2 * i + 1;
     const float x0 = xh[a];

@@ -5,6 +5,11 @@
 //   gc_matvec_f32x_<type> x given as f32, weights dequantized in registers (DMMV shape);
 //                         kept as the comparison variant for benchmarks, and for F16/F32.
 //
+//   gc_matmul_<type>      the same for n_tok activation rows (prefill): block (x, y) computes rows
+//                         x*GC_MATVEC_ROWS.. for tokens y*GC_MATMUL_COLS.., so each weight unit
+//                         read from memory serves up to GC_MATMUL_COLS tokens. Per (row, token)
+//                         the arithmetic and summation order equal gc_matvec_<type>'s exactly.
+//
 // Arguments: w (row-major, row_bytes apart), n_rows, n_cols (a multiple of 32), activations,
 // out, accumulate (0: out = W x, 1: out += W x, e.g. to fuse a residual add).
 #include "quant_blocks.cuh"
@@ -20,6 +25,44 @@ static __device__ __forceinline__ void matvec_q8_1(const uint8_t* __restrict__ w
     if (row >= n_rows) return;
     const float sum = warp_row_dot_q8_1<TYPE>(w + (size_t)row * row_bytes, n_cols / 32, xq, xds);
     if (threadIdx.x % GC_WARP == 0) out[row] = accumulate ? out[row] + sum : sum;
+}
+
+#define GC_MATMUL_COLS 8
+
+// xq/xds hold n_tok rows of n_cols (Q8_1, rows contiguous); out[t * n_rows + row].
+template <int TYPE>
+static __device__ __forceinline__ void matmul_q8_1(const uint8_t* __restrict__ w, unsigned long long row_bytes,
+                                                   int n_rows, int n_cols, int n_tok,
+                                                   const int8_t* __restrict__ xq, const float2* __restrict__ xds,
+                                                   float* __restrict__ out, int accumulate) {
+    const int row = blockIdx.x * GC_MATVEC_ROWS + threadIdx.x / GC_WARP;
+    if (row >= n_rows) return;
+    const int t0 = blockIdx.y * GC_MATMUL_COLS;
+    const int nt = min(GC_MATMUL_COLS, n_tok - t0);
+    const int n_units = n_cols / 32;
+    const int lane = threadIdx.x % GC_WARP;
+    const uint8_t* wr = w + (size_t)row * row_bytes;
+    float acc[GC_MATMUL_COLS];
+#pragma unroll
+    for (int c = 0; c < GC_MATMUL_COLS; ++c) acc[c] = 0.0f;
+#pragma unroll 2
+    for (int u = lane; u < n_units; u += GC_WARP) {
+#pragma unroll
+        for (int c = 0; c < GC_MATMUL_COLS; ++c) {
+            if (c < nt) {
+                const size_t t = (size_t)(t0 + c);
+                acc[c] += QuantTraits<TYPE>::dot(wr, u, xq + t * n_cols + 32 * u, xds[t * n_units + u]);
+            }
+        }
+    }
+#pragma unroll
+    for (int c = 0; c < GC_MATMUL_COLS; ++c) {
+        const float sum = warp_sum(acc[c]);  // every lane takes part: nt is uniform in the warp
+        if (c < nt && lane == 0) {
+            float* o = out + (size_t)(t0 + c) * n_rows + row;
+            *o = accumulate ? *o + sum : sum;
+        }
+    }
 }
 
 template <int TYPE>
@@ -39,6 +82,13 @@ static __device__ __forceinline__ void matvec_f32x(const uint8_t* __restrict__ w
         matvec_q8_1<TYPE>(w, row_bytes, n_rows, n_cols, xq, xds, out, accumulate);                    \
     }
 
+#define GC_DEFINE_MATMUL_Q8_1(NAME, TYPE)                                                              \
+    extern "C" __global__ void __launch_bounds__(GC_MATVEC_ROWS * GC_WARP)                             \
+        gc_matmul_##NAME(const uint8_t* w, unsigned long long row_bytes, int n_rows, int n_cols,      \
+                         int n_tok, const int8_t* xq, const float2* xds, float* out, int accumulate) { \
+        matmul_q8_1<TYPE>(w, row_bytes, n_rows, n_cols, n_tok, xq, xds, out, accumulate);             \
+    }
+
 #define GC_DEFINE_MATVEC_F32X(NAME, TYPE)                                                              \
     extern "C" __global__ void __launch_bounds__(GC_MATVEC_ROWS * GC_WARP)                             \
         gc_matvec_f32x_##NAME(const uint8_t* w, unsigned long long row_bytes, int n_rows, int n_cols, \
@@ -52,6 +102,13 @@ GC_DEFINE_MATVEC_Q8_1(q5_0, GC_TYPE_Q5_0)
 GC_DEFINE_MATVEC_Q8_1(q8_0, GC_TYPE_Q8_0)
 GC_DEFINE_MATVEC_Q8_1(q4_k, GC_TYPE_Q4_K)
 GC_DEFINE_MATVEC_Q8_1(q6_k, GC_TYPE_Q6_K)
+
+GC_DEFINE_MATMUL_Q8_1(q4_0, GC_TYPE_Q4_0)
+GC_DEFINE_MATMUL_Q8_1(q4_1, GC_TYPE_Q4_1)
+GC_DEFINE_MATMUL_Q8_1(q5_0, GC_TYPE_Q5_0)
+GC_DEFINE_MATMUL_Q8_1(q8_0, GC_TYPE_Q8_0)
+GC_DEFINE_MATMUL_Q8_1(q4_k, GC_TYPE_Q4_K)
+GC_DEFINE_MATMUL_Q8_1(q6_k, GC_TYPE_Q6_K)
 
 GC_DEFINE_MATVEC_F32X(q4_0, GC_TYPE_Q4_0)
 GC_DEFINE_MATVEC_F32X(q4_1, GC_TYPE_Q4_1)

@@ -54,7 +54,7 @@ if [ "${GHOSTCORE_SKIP_CUDA:-0}" != 1 ] && [ -x scripts/install-nvcc.sh ]; then
   bash scripts/install-nvcc.sh
   # One build with the feature: the library (all its unit tests), the ghost binary and the
   # CUDA kernel tests (which skip, with a printed reason, where there is no GPU).
-  cargo test -p ghostcore --features cuda --lib --bin ghost --test cuda_kernels
+  cargo test -p ghostcore --features cuda --lib --bin ghost --test cuda_kernels --test cuda_forward
 fi
 
 step "all checks passed in $(( $(date +%s) - t0 )) s"

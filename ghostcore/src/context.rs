@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use crate::backend::cpu::linear::ActMath;
+use crate::backend::{AcceleratedForward, Device};
 use crate::model::ffn::{DecodeFfn, FfnObserver};
 use crate::model::forward::{self, FfnHooks, KvCache, LogitsFor, Scratch};
 use crate::model::Model;
@@ -29,6 +30,9 @@ pub struct ContextParams {
     /// closely; `false` quantizes activations to 8 bits as single tokens and small batches
     /// always do (faster prefill, logits further from llama.cpp's).
     pub exact_prefill: bool,
+    /// Where the forward pass runs. [`Device::Gpu`] falls back to the CPU (with a one-time
+    /// note on stderr) where this build or machine has no usable GPU.
+    pub device: Device,
 }
 
 impl Default for ContextParams {
@@ -38,6 +42,7 @@ impl Default for ContextParams {
             n_batch: 512,
             n_threads: 0,
             exact_prefill: true,
+            device: Device::Cpu,
         }
     }
 }
@@ -45,6 +50,10 @@ impl Default for ContextParams {
 pub struct Context {
     model: Arc<Model>,
     pool: ThreadPool,
+    n_ctx: usize,
+    /// The device forward pass when the context runs on a GPU (its KV cache lives there and
+    /// `kv` is empty).
+    accel: Option<Box<dyn AcceleratedForward>>,
     kv: KvCache,
     scratch: Scratch,
     n_past: usize,
@@ -61,7 +70,8 @@ pub struct Context {
 impl std::fmt::Debug for Context {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Context")
-            .field("n_ctx", &self.kv.n_ctx)
+            .field("n_ctx", &self.n_ctx)
+            .field("device", &self.accel.as_ref().map(|a| a.describe()))
             .field("n_past", &self.n_past)
             .field("n_threads", &self.pool.n_threads())
             .finish()
@@ -83,7 +93,18 @@ impl Context {
         }
         let n_batch = params.n_batch.min(n_ctx);
         let pool = ThreadPool::new(params.n_threads)?;
-        let kv = KvCache::new(&model, n_ctx)?;
+        let accel = match params.device {
+            Device::Cpu => None,
+            Device::Gpu => match crate::backend::open_accelerated(&model, n_ctx)? {
+                Ok(a) => Some(a),
+                Err(why) => {
+                    note_cpu_fallback(&why);
+                    None
+                }
+            },
+        };
+        // A GPU context keeps its cache on the device.
+        let kv = KvCache::new(&model, if accel.is_some() { 0 } else { n_ctx })?;
         let mut scratch = Scratch::new(&model, n_batch);
         if !params.exact_prefill {
             scratch.prefill_math = ActMath::Quantized;
@@ -94,6 +115,8 @@ impl Context {
         Ok(Context {
             model,
             pool,
+            n_ctx,
+            accel,
             kv,
             scratch,
             n_past: 0,
@@ -111,7 +134,12 @@ impl Context {
     }
 
     pub fn n_ctx(&self) -> usize {
-        self.kv.n_ctx
+        self.n_ctx
+    }
+
+    /// The accelerator this context runs on (`None`: the CPU).
+    pub fn device_description(&self) -> Option<String> {
+        self.accel.as_ref().map(|a| a.describe())
     }
 
     pub fn n_batch(&self) -> usize {
@@ -152,7 +180,10 @@ impl Context {
 
     /// Bytes held by the KV cache.
     pub fn kv_size_bytes(&self) -> usize {
-        self.kv.size_bytes()
+        match &self.accel {
+            Some(a) => a.kv_size_bytes(),
+            None => self.kv.size_bytes(),
+        }
     }
 
     /// Forgets every token.
@@ -170,6 +201,9 @@ impl Context {
     /// Uses `ffn` instead of the dense FFN of `layer` for single-token steps (`None` restores
     /// the dense FFN).
     pub fn set_decode_ffn(&mut self, layer: usize, ffn: Option<Arc<dyn DecodeFfn>>) -> Result<()> {
+        if ffn.is_some() {
+            self.require_cpu("CPU FFN overrides (sparse decode)")?;
+        }
         match self.decode_ffn.get_mut(layer) {
             Some(slot) => *slot = ffn,
             None => bail!(
@@ -192,8 +226,22 @@ impl Context {
     pub fn set_ffn_observer(
         &mut self,
         observer: Option<Box<dyn FfnObserver>>,
-    ) -> Option<Box<dyn FfnObserver>> {
-        std::mem::replace(&mut self.observer, observer)
+    ) -> Result<Option<Box<dyn FfnObserver>>> {
+        if observer.is_some() {
+            self.require_cpu("FFN observers (calibration)")?;
+        }
+        Ok(std::mem::replace(&mut self.observer, observer))
+    }
+
+    fn require_cpu(&self, what: &str) -> Result<()> {
+        if let Some(a) = &self.accel {
+            bail!(
+                Unsupported,
+                "{what} run on the CPU forward pass; this context runs on {}",
+                a.describe()
+            );
+        }
+        Ok(())
     }
 
     fn validate(&self, tokens: &[u32]) -> Result<()> {
@@ -207,13 +255,13 @@ impl Context {
                 "token id {bad} out of range (vocabulary size {n_vocab})"
             );
         }
-        if self.n_past + tokens.len() > self.kv.n_ctx {
+        if self.n_past + tokens.len() > self.n_ctx {
             bail!(
                 InvalidArgument,
                 "context full: {} tokens in cache + {} new > n_ctx {}",
                 self.n_past,
                 tokens.len(),
-                self.kv.n_ctx
+                self.n_ctx
             );
         }
         Ok(())
@@ -233,6 +281,27 @@ impl Context {
                     })?;
                 self.all_logits.resize(need, 0.0);
             }
+        }
+        if let Some(accel) = &mut self.accel {
+            let res = match which {
+                LogitsFor::Last => accel.forward(tokens, self.n_past, which, &mut self.logits),
+                LogitsFor::All => accel.forward(tokens, self.n_past, which, &mut self.all_logits),
+            };
+            if let Err(e) = res {
+                self.n_logit_rows = 0;
+                return Err(e);
+            }
+            self.n_past += tokens.len();
+            match which {
+                LogitsFor::Last => self.n_logit_rows = 1,
+                LogitsFor::All => {
+                    let last = (tokens.len() - 1) * n_vocab;
+                    self.logits[..n_vocab]
+                        .copy_from_slice(&self.all_logits[last..last + n_vocab]);
+                    self.n_logit_rows = tokens.len();
+                }
+            }
+            return Ok(());
         }
         let start = self.n_past;
         let mut done = 0;
@@ -318,4 +387,9 @@ impl Context {
     pub fn logits(&self) -> &[f32] {
         &self.logits[..self.model.config().n_vocab]
     }
+}
+
+fn note_cpu_fallback(why: &str) {
+    static NOTE: std::sync::Once = std::sync::Once::new();
+    NOTE.call_once(|| eprintln!("ghostcore: GPU requested but {why}: running on the CPU"));
 }

@@ -68,6 +68,7 @@ fn sparse_ffn_in_the_model() {
             // The decode path's arithmetic (8-bit activations) in batches too, so the
             // dense and sparse runs differ only by the FFN.
             exact_prefill: false,
+            ..Default::default()
         },
     )
     .unwrap();

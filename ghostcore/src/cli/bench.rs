@@ -48,9 +48,12 @@ pub struct Args {
     /// Output format.
     #[arg(short = 'o', long, default_value = "md", value_parser = ["md", "json"])]
     pub output: String,
+    #[command(flatten)]
+    pub device: super::DeviceArgs,
 }
 
 struct Row {
+    backend: String,
     threads: usize,
     test: String,
     n_tokens: usize,
@@ -118,6 +121,7 @@ pub fn run(args: Args) -> Result<()> {
             n_batch: n_ctx,
             n_threads: threads,
             exact_prefill: !args.quantized_prefill,
+            device: args.device.device(),
         };
         let mut ctx = Context::new(Arc::clone(&model), params)?;
         for &n in args.n_prompt.iter().filter(|&&n| n > 0) {
@@ -129,6 +133,7 @@ pub fn run(args: Args) -> Result<()> {
                 .collect::<Result<Vec<_>>>()?;
             print_profile(&ctx, &format!("pp{n}"));
             rows.push(Row {
+                backend: backend_label(&ctx),
                 threads: ctx.n_threads(),
                 test: format!("pp{n}"),
                 n_tokens: n,
@@ -144,6 +149,7 @@ pub fn run(args: Args) -> Result<()> {
                 .collect::<Result<Vec<_>>>()?;
             print_profile(&ctx, &format!("tg{n}"));
             rows.push(Row {
+                backend: backend_label(&ctx),
                 threads: ctx.n_threads(),
                 test: format!("tg{n}"),
                 n_tokens: n,
@@ -168,7 +174,7 @@ pub fn run(args: Args) -> Result<()> {
                 serde_json::json!({
                     "model": model_desc, "model_path": path.display().to_string(),
                     "size_bytes": info.tensor_bytes, "n_params": info.n_params,
-                    "backend": "CPU", "isa": isa, "threads": r.threads, "test": r.test,
+                    "backend": r.backend, "isa": isa, "threads": r.threads, "test": r.test,
                     "n_tokens": r.n_tokens, "avg_ts": m, "stddev_ts": s, "samples_ts": r.samples,
                 })
             })
@@ -180,12 +186,18 @@ pub fn run(args: Args) -> Result<()> {
         for r in &rows {
             let (m, s) = mean_sd(&r.samples);
             println!(
-                "| {model_desc} | {size_mib:.2} MiB | {params_m:.2} M | CPU ({isa}) | {} | {} | {m:.2} ± {s:.2} |",
-                r.threads, r.test
+                "| {model_desc} | {size_mib:.2} MiB | {params_m:.2} M | {} | {} | {} | {m:.2} ± {s:.2} |",
+                r.backend, r.threads, r.test
             );
         }
     }
     Ok(())
+}
+
+/// "CPU (avx2+fma+f16c)" or the accelerator's description.
+fn backend_label(ctx: &Context) -> String {
+    ctx.device_description()
+        .unwrap_or_else(|| format!("CPU ({})", crate::quant::active_isa()))
 }
 
 /// Prints the per-phase time split to stderr when profiling is on.

@@ -30,6 +30,8 @@ pub struct Args {
     pub threads: usize,
     #[arg(short = 'c', long = "ctx-size", default_value_t = 4096)]
     pub ctx_size: usize,
+    #[command(flatten)]
+    pub device: super::DeviceArgs,
 }
 
 /// One chat message.
@@ -54,6 +56,7 @@ pub fn run(args: Args) -> Result<()> {
         ContextParams {
             n_ctx: args.ctx_size,
             n_threads: args.threads,
+            device: args.device.device(),
             ..Default::default()
         },
     )?;

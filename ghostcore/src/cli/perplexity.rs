@@ -37,6 +37,8 @@ pub struct Args {
     /// KL to the dense path, per-layer sparsity and FFN bytes skipped.
     #[arg(long)]
     pub sparsity: Option<String>,
+    #[command(flatten)]
+    pub device: super::DeviceArgs,
 }
 
 /// Result of [`perplexity`].
@@ -158,6 +160,7 @@ pub fn run(args: Args) -> Result<()> {
             n_ctx: args.ctx_size,
             n_batch: args.ctx_size,
             n_threads: args.threads,
+            device: args.device.device(),
             ..Default::default()
         },
     )?;

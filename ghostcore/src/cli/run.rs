@@ -64,6 +64,8 @@ pub struct Args {
     /// Calibration sidecar written by `ghost calibrate`.
     #[arg(long)]
     pub mask: Option<PathBuf>,
+    #[command(flatten)]
+    pub device: super::DeviceArgs,
 }
 
 impl Args {
@@ -231,6 +233,7 @@ pub fn run(args: Args) -> Result<()> {
         ContextParams {
             n_ctx: args.ctx_size,
             n_threads: args.threads,
+            device: args.device.device(),
             ..Default::default()
         },
     )?;

@@ -237,6 +237,7 @@ pub fn run(args: Args) -> Result<()> {
             // The decode path's arithmetic (8-bit activations) in batches too, so the
             // dense and sparse runs differ only by the FFN.
             exact_prefill: false,
+            ..Default::default()
         },
     )?;
     let pcfg = PplConfig {

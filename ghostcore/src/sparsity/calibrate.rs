@@ -120,6 +120,7 @@ pub fn calibrate(
             n_threads: opts.n_threads,
             // Decode-path arithmetic (8-bit activations) in batches too.
             exact_prefill: false,
+            ..Default::default()
         },
     )?;
     ctx.set_decode_ffn_in_batches(true);

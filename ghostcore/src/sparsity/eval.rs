@@ -201,6 +201,7 @@ pub fn run_sparse_perplexity(
             n_threads,
             // Decode-path arithmetic in batches, so dense and sparse differ only by the FFN.
             exact_prefill: false,
+            ..Default::default()
         },
     )?;
     ctx.set_decode_ffn_in_batches(true);

@@ -161,6 +161,19 @@ impl DeviceVec {
         backend.download(&self.data, self.len, out)
     }
 
+    /// Copies the first `out.len()` values (at most `len()`) to the host.
+    pub fn read_prefix(&self, backend: &CudaBackend, out: &mut [f32]) -> Result<()> {
+        if out.len() > self.len {
+            bail!(
+                InvalidArgument,
+                "DeviceVec::read_prefix: {} values from a vector of {}",
+                out.len(),
+                self.len
+            );
+        }
+        backend.download(&self.data, out.len(), out)
+    }
+
     pub fn to_vec(&self, backend: &CudaBackend) -> Result<Vec<f32>> {
         let mut v = vec![0.0; self.len];
         self.read(backend, &mut v)?;

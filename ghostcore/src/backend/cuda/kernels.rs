@@ -20,6 +20,12 @@ pub(crate) const ALL_KERNELS: &[&str] = &[
     "gc_matvec_q8_0",
     "gc_matvec_q4_k",
     "gc_matvec_q6_k",
+    "gc_matmul_q4_0",
+    "gc_matmul_q4_1",
+    "gc_matmul_q5_0",
+    "gc_matmul_q8_0",
+    "gc_matmul_q4_k",
+    "gc_matmul_q6_k",
     "gc_matvec_f32x_q4_0",
     "gc_matvec_f32x_q4_1",
     "gc_matvec_f32x_q5_0",
@@ -101,7 +107,7 @@ mod tests {
             assert!(ALL_KERNELS.contains(&format!("gc_embed_{s}").as_str()));
             assert!(ALL_KERNELS.contains(&format!("gc_matvec_f32x_{s}").as_str()));
             if has_q8_1_kernel(ty) {
-                for k in ["gc_matvec", "gc_sparse_gate", "gc_sparse_up"] {
+                for k in ["gc_matvec", "gc_matmul", "gc_sparse_gate", "gc_sparse_up"] {
                     assert!(
                         ALL_KERNELS.contains(&format!("{k}_{s}").as_str()),
                         "{k}_{s}"

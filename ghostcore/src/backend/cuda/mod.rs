@@ -7,10 +7,13 @@
 //! - [`buffers`]: device weights (uploaded once, padded), vectors, Q8_1 activations, KV cache.
 //! - [`ops`]: launch wrappers mirroring the CPU kernels (matvec, norm, rope, attention, ...).
 //!
+//! - [`forward`]: the whole forward pass on the device ([`forward::CudaForward`]).
+//!
 //! Decode only (one token at a time); a prefill GEMM is future work.
 
 pub mod buffers;
 pub mod device;
+pub mod forward;
 pub mod kernels;
 pub mod ops;
 

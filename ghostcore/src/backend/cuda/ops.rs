@@ -16,6 +16,8 @@ use crate::{bail, Result};
 
 /// Rows per block of the matvec and sparse kernels (`GC_MATVEC_ROWS`, `GC_SPARSE_ROWS`).
 const ROWS_PER_BLOCK: u32 = 4;
+/// Tokens per block of `gc_matmul_*` (`GC_MATMUL_COLS`).
+const MATMUL_COLS: u32 = 8;
 /// `gc_sparse_gate_*`: 8 warps of 4 rows, 32 rows per block (`GC_GATE_WARPS`).
 const GATE_THREADS: u32 = 256;
 const GATE_ROWS_PER_BLOCK: u32 = 32;
@@ -125,9 +127,21 @@ fn as_i32(v: usize, what: &str) -> Result<i32> {
 impl CudaBackend {
     /// Quantizes `act.x` into its Q8_1 form (once per input vector, before the matvecs).
     pub fn quantize_activations(&self, act: &mut DeviceActivations) -> Result<()> {
-        let n = as_i32(act.len(), "activation length")?;
+        self.quantize_activations_prefix(act, act.len())
+    }
+
+    /// Quantizes the first `n` values of `act.x` (`n` a multiple of 32: whole rows of a batch).
+    pub fn quantize_activations_prefix(&self, act: &mut DeviceActivations, n: usize) -> Result<()> {
+        if n == 0 || n % 32 != 0 || n > act.len() {
+            bail!(
+                InvalidArgument,
+                "quantize: {n} values of activations holding {}",
+                act.len()
+            );
+        }
+        let grid = grid_1d(n, 256)?;
+        let n = as_i32(n, "activation length")?;
         let f = self.function("gc_quantize_q8_1")?;
-        let grid = grid_1d(act.len(), 256)?;
         guard("launch gc_quantize_q8_1", || {
             let mut b = self.stream().launch_builder(f);
             b.arg(&act.x.data).arg(&mut act.qs).arg(&mut act.ds).arg(&n);
@@ -186,6 +200,122 @@ impl CudaBackend {
             // at row rows.start and holds rows.len() rows, the activations n_cols values, out
             // rows.len() floats (checked above).
             unsafe { b.launch(cfg((grid, 1), ROWS_PER_BLOCK * 32, 0)) }.map(|_| ())
+        })
+    }
+
+    /// `out[t] (+)= W x[t]` for the first `n_tok` rows of `act` (rows of `W.n_cols`, quantized
+    /// with [`Self::quantize_activations_prefix`] for integer types) into the first `n_tok`
+    /// rows of `out` (rows of `W.n_rows`): the prefill shape. Each weight unit read serves up
+    /// to 8 tokens; the result of every (row, token) equals [`Self::matvec`]'s bit for bit.
+    pub fn matmul(
+        &self,
+        w: &DeviceMatrix,
+        act: &DeviceActivations,
+        n_tok: usize,
+        out: &mut DeviceVec,
+        accumulate: bool,
+    ) -> Result<()> {
+        self.matmul_from(w, act, 0, n_tok, out, accumulate)
+    }
+
+    /// [`Self::matmul`] of activation rows `first..first + n_tok` (e.g. only the last token's
+    /// row through the output head) into the first `n_tok` rows of `out`.
+    pub fn matmul_from(
+        &self,
+        w: &DeviceMatrix,
+        act: &DeviceActivations,
+        first: usize,
+        n_tok: usize,
+        out: &mut DeviceVec,
+        accumulate: bool,
+    ) -> Result<()> {
+        let (Some(n_in), Some(n_out)) = (
+            (first + n_tok).checked_mul(w.n_cols),
+            n_tok.checked_mul(w.n_rows),
+        ) else {
+            bail!(InvalidArgument, "matmul: {n_tok} tokens overflow");
+        };
+        if n_tok == 0 || n_in > act.len() || n_out > out.len() {
+            bail!(
+                InvalidArgument,
+                "matmul: {n_tok} tokens through a {}x{} matrix with activations of {} and out of {}",
+                w.n_rows,
+                w.n_cols,
+                act.len(),
+                out.len()
+            );
+        }
+        if !has_q8_1_kernel(w.ty) {
+            // F16/F32: one dequantizing matvec per token over row views.
+            let name = format!("gc_matvec_f32x_{}", type_suffix(w.ty).unwrap_or_default());
+            let f = self.function(&name)?;
+            let (row_bytes, n_rows, n_cols, acc) = (
+                w.row_bytes as u64,
+                w.n_rows as i32,
+                w.n_cols as i32,
+                accumulate as i32,
+            );
+            let grid = grid_1d(w.n_rows, ROWS_PER_BLOCK)?;
+            for t in 0..n_tok {
+                let x = act.x.data.slice((first + t) * w.n_cols..(first + t + 1) * w.n_cols);
+                let mut o = out.data.slice_mut(t * w.n_rows..(t + 1) * w.n_rows);
+                guard(&format!("launch {name}"), || {
+                    let mut b = self.stream().launch_builder(f);
+                    b.arg(&w.data).arg(&row_bytes).arg(&n_rows).arg(&n_cols);
+                    b.arg(&x).arg(&mut o).arg(&acc);
+                    // SAFETY: as in matvec_dequant_rows; x and o are row t of the batch,
+                    // n_cols and n_rows floats (checked above).
+                    unsafe { b.launch(cfg((grid, 1), ROWS_PER_BLOCK * 32, 0)) }.map(|_| ())
+                })?;
+            }
+            return Ok(());
+        }
+        if n_tok == 1 {
+            // One token: the matvec kernel (no per-token unrolling, fewer registers).
+            let name = format!("gc_matvec_{}", type_suffix(w.ty).unwrap_or_default());
+            let f = self.function(&name)?;
+            let (row_bytes, n_rows, n_cols, acc) = (
+                w.row_bytes as u64,
+                w.n_rows as i32,
+                w.n_cols as i32,
+                accumulate as i32,
+            );
+            let grid = grid_1d(w.n_rows, ROWS_PER_BLOCK)?;
+            let xq = act.qs.slice(first * w.n_cols..);
+            let xds = act.ds.slice(2 * (first * w.n_cols / 32)..);
+            return guard(&format!("launch {name}"), || {
+                let mut b = self.stream().launch_builder(f);
+                b.arg(&w.data).arg(&row_bytes).arg(&n_rows).arg(&n_cols);
+                b.arg(&xq).arg(&xds).arg(&mut out.data).arg(&acc);
+                // SAFETY: as in matvec_rows: all rows of W, activations row `first` (n_cols
+                // values, checked above), out holds at least n_rows floats.
+                unsafe { b.launch(cfg((grid, 1), ROWS_PER_BLOCK * 32, 0)) }.map(|_| ())
+            });
+        }
+        let name = format!("gc_matmul_{}", type_suffix(w.ty).unwrap_or_default());
+        let f = self.function(&name)?;
+        let (row_bytes, n_rows, n_cols, nt, acc) = (
+            w.row_bytes as u64,
+            w.n_rows as i32,
+            w.n_cols as i32,
+            as_i32(n_tok, "n_tok")?,
+            accumulate as i32,
+        );
+        let grid = (
+            grid_1d(w.n_rows, ROWS_PER_BLOCK)?,
+            grid_1d(n_tok, MATMUL_COLS)?,
+        );
+        let xq = act.qs.slice(first * w.n_cols..);
+        let xds = act.ds.slice(2 * (first * w.n_cols / 32)..);
+        guard(&format!("launch {name}"), || {
+            let mut b = self.stream().launch_builder(f);
+            b.arg(&w.data).arg(&row_bytes).arg(&n_rows).arg(&n_cols).arg(&nt);
+            b.arg(&xq).arg(&xds).arg(&mut out.data).arg(&acc);
+            // SAFETY: (const uint8_t* w, u64 row_bytes, int n_rows, int n_cols, int n_tok,
+            // const int8_t* xq, const float2* xds, float* out, int accumulate) matches the
+            // kernel; the activations hold n_tok rows of n_cols and out n_tok rows of n_rows
+            // (checked above).
+            unsafe { b.launch(cfg(grid, ROWS_PER_BLOCK * 32, 0)) }.map(|_| ())
         })
     }
 
@@ -261,6 +391,31 @@ impl CudaBackend {
         self.launch_rms_norm(&x.data, weight, &x.data, rows, eps)
     }
 
+    /// [`Self::rms_norm`] over the first `rows` rows only (batches smaller than the buffers).
+    pub fn rms_norm_rows(
+        &self,
+        x: &DeviceVec,
+        weight: &DeviceVec,
+        out: &mut DeviceVec,
+        rows: usize,
+        eps: f32,
+    ) -> Result<()> {
+        let n = check_rows_fit(rows, weight.len(), x.len().min(out.len()))?;
+        self.launch_rms_norm(&x.data, weight, &out.data, n, eps)
+    }
+
+    /// [`Self::rms_norm_inplace`] over the first `rows` rows only.
+    pub fn rms_norm_inplace_rows(
+        &self,
+        x: &mut DeviceVec,
+        weight: &DeviceVec,
+        rows: usize,
+        eps: f32,
+    ) -> Result<()> {
+        let n = check_rows_fit(rows, weight.len(), x.len())?;
+        self.launch_rms_norm(&x.data, weight, &x.data, n, eps)
+    }
+
     fn launch_rms_norm(
         &self,
         x: &CudaSlice<f32>,
@@ -283,6 +438,21 @@ impl CudaBackend {
 
     /// Rotary embedding of `x = [n_heads][head_dim]`, in place.
     pub fn rope(&self, x: &mut DeviceVec, p: &RopeParams) -> Result<()> {
+        if x.len() != p.n_heads * p.head_dim {
+            bail!(
+                InvalidArgument,
+                "rope: vector of {} for {} heads x {}",
+                x.len(),
+                p.n_heads,
+                p.head_dim
+            );
+        }
+        self.rope_rows(x, p, 1)
+    }
+
+    /// Rotary embedding of the first `n_tok` rows of `x = [n_tok][n_heads][head_dim]`, in
+    /// place, row `t` at position `p.pos + t`.
+    pub fn rope_rows(&self, x: &mut DeviceVec, p: &RopeParams, n_tok: usize) -> Result<()> {
         if p.n_rot == 0 || p.n_rot % 2 != 0 || p.n_rot > p.head_dim || p.n_heads == 0 {
             bail!(
                 InvalidArgument,
@@ -292,13 +462,14 @@ impl CudaBackend {
                 p.n_heads
             );
         }
-        if x.len() != p.n_heads * p.head_dim {
+        let row = p.n_heads * p.head_dim;
+        if n_tok == 0 || n_tok.checked_mul(row).is_none_or(|n| n > x.len()) {
             bail!(
                 InvalidArgument,
-                "rope: vector of {} for {} heads x {}",
-                x.len(),
+                "rope: {n_tok} rows of {} heads x {} in a vector of {}",
                 p.n_heads,
-                p.head_dim
+                p.head_dim,
+                x.len()
             );
         }
         let f = self.function("gc_rope")?;
@@ -309,17 +480,20 @@ impl CudaBackend {
             as_i32(p.pos, "pos")?,
         );
         let neox = (p.style == RopeStyle::Neox) as i32;
-        let grid = grid_1d(p.n_heads * p.n_rot / 2, 128)?;
+        let nt = as_i32(n_tok, "n_tok")?;
+        let grid = grid_1d(n_tok * p.n_heads * p.n_rot / 2, 128)?;
         guard("launch gc_rope", || {
             let mut b = self.stream().launch_builder(f);
             b.arg(&mut x.data)
                 .arg(&n_heads)
                 .arg(&head_dim)
                 .arg(&n_rot)
-                .arg(&pos);
+                .arg(&pos)
+                .arg(&nt);
             b.arg(&p.freq_base).arg(&p.freq_scale).arg(&neox);
-            // SAFETY: (float* x, int n_heads, int head_dim, int n_rot, int pos, float base,
-            // float scale, int neox) matches the kernel; x holds n_heads * head_dim floats.
+            // SAFETY: (float* x, int n_heads, int head_dim, int n_rot, int pos0, int n_tok,
+            // float base, float scale, int neox) matches the kernel; x holds n_tok * n_heads *
+            // head_dim floats (checked above).
             unsafe { b.launch(cfg((grid, 1), 128, 0)) }.map(|_| ())
         })
     }
@@ -333,16 +507,7 @@ impl CudaBackend {
         k: &DeviceVec,
         v: &DeviceVec,
     ) -> Result<()> {
-        let s = cache.shape;
-        if layer >= s.n_layers || pos >= s.max_ctx {
-            bail!(
-                InvalidArgument,
-                "kv_store: layer {layer}/{} pos {pos}/{}",
-                s.n_layers,
-                s.max_ctx
-            );
-        }
-        let n = s.n_kv_heads * s.head_dim;
+        let n = cache.shape.n_kv_heads * cache.shape.head_dim;
         if k.len() != n || v.len() != n {
             bail!(
                 InvalidArgument,
@@ -351,22 +516,56 @@ impl CudaBackend {
                 v.len()
             );
         }
+        self.kv_store_rows(cache, layer, pos, k, v, 1)
+    }
+
+    /// Stores the first `n_tok` rows of keys and values (`[n_tok][n_kv_heads][head_dim]`)
+    /// at positions `pos..pos + n_tok`.
+    pub fn kv_store_rows(
+        &self,
+        cache: &mut KvCache,
+        layer: usize,
+        pos: usize,
+        k: &DeviceVec,
+        v: &DeviceVec,
+        n_tok: usize,
+    ) -> Result<()> {
+        let s = cache.shape;
+        if layer >= s.n_layers || n_tok == 0 || pos + n_tok > s.max_ctx {
+            bail!(
+                InvalidArgument,
+                "kv_store: layer {layer}/{} pos {pos}/{}",
+                s.n_layers,
+                s.max_ctx
+            );
+        }
+        let n = s.n_kv_heads * s.head_dim;
+        if k.len() < n * n_tok || v.len() < n * n_tok {
+            bail!(
+                InvalidArgument,
+                "kv_store: k {} / v {} values for {n_tok} rows of {n}",
+                k.len(),
+                v.len()
+            );
+        }
         let f = self.function("gc_kv_store")?;
+        let nt = n_tok as i32;
         let (n_kv, hd, max_ctx, pos) = (
             s.n_kv_heads as i32,
             s.head_dim as i32,
             s.max_ctx as i32,
             pos as i32,
         );
-        let grid = grid_1d(n, 128)?;
+        let grid = grid_1d(n * n_tok, 128)?;
         let (kc, vc) = (&mut cache.k[layer], &mut cache.v[layer]);
         guard("launch gc_kv_store", || {
             let mut b = self.stream().launch_builder(f);
             b.arg(&k.data).arg(&v.data).arg(kc).arg(vc);
-            b.arg(&n_kv).arg(&hd).arg(&max_ctx).arg(&pos);
+            b.arg(&n_kv).arg(&hd).arg(&max_ctx).arg(&pos).arg(&nt);
             // SAFETY: (const float* k, const float* v, half* k_cache, half* v_cache, int n_kv_heads,
-            // int head_dim, int max_ctx, int pos) matches the kernel; pos < max_ctx and the
-            // cache layer holds n_kv_heads * max_ctx * head_dim halves (KvCache::new).
+            // int head_dim, int max_ctx, int pos0, int n_tok) matches the kernel;
+            // pos0 + n_tok <= max_ctx, k and v hold n_tok rows, and the cache layer holds
+            // n_kv_heads * max_ctx * head_dim halves (KvCache::new).
             unsafe { b.launch(cfg((grid, 1), 128, 0)) }.map(|_| ())
         })
     }
@@ -410,6 +609,51 @@ impl CudaBackend {
                 out.len()
             );
         }
+        self.attention_row(q, 0, cache, layer, kv, scale, softcap, ws, out)
+    }
+
+    /// [`Self::attention`] for row `row` of a batch of queries `q = [n_tok][n_heads][head_dim]`
+    /// into row `row` of `out` (the prefill shape: one launch pair per token).
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention_row(
+        &self,
+        q: &DeviceVec,
+        row: usize,
+        cache: &KvCache,
+        layer: usize,
+        kv: Range<usize>,
+        scale: f32,
+        softcap: Option<f32>,
+        ws: &mut AttentionWorkspace,
+        out: &mut DeviceVec,
+    ) -> Result<()> {
+        let s = cache.shape;
+        let (n_heads, hd) = (ws.n_heads, ws.head_dim);
+        if layer >= s.n_layers || hd != s.head_dim || n_heads % s.n_kv_heads != 0 {
+            bail!(
+                InvalidArgument,
+                "attention: layer {layer}, {n_heads} heads x {hd} against cache {s:?}"
+            );
+        }
+        if kv.start >= kv.end || kv.end > s.max_ctx {
+            bail!(
+                InvalidArgument,
+                "attention: position range {kv:?} (cache holds {})",
+                s.max_ctx
+            );
+        }
+        let width = n_heads * hd;
+        let rows = (row * width)..((row + 1) * width);
+        if rows.end > q.len() || rows.end > out.len() {
+            bail!(
+                InvalidArgument,
+                "attention: row {row} of {n_heads} x {hd} beyond q {} / out {}",
+                q.len(),
+                out.len()
+            );
+        }
+        let q_row = q.data.slice(rows.clone());
+        let mut out_row = out.data.slice_mut(rows);
         let len = kv.end - kv.start;
         let sms = self.info().multiprocessor_count.max(1) as usize;
         let want_splits = (2 * sms).div_ceil(n_heads);
@@ -447,7 +691,7 @@ impl CudaBackend {
         };
         guard("launch gc_attn_partial", || {
             let mut b = self.stream().launch_builder(partial);
-            b.arg(&q.data)
+            b.arg(&q_row)
                 .arg(&cache.k[layer])
                 .arg(&cache.v[layer])
                 .arg(&mut ws.o_part)
@@ -478,7 +722,7 @@ impl CudaBackend {
             let mut b = self.stream().launch_builder(combine);
             b.arg(&ws.o_part)
                 .arg(&ws.ml_part)
-                .arg(&mut out.data)
+                .arg(&mut out_row)
                 .arg(&hd_i)
                 .arg(&splits_i);
             // SAFETY: (const float* o_part, const float2* ml_part, float* out, int head_dim,
@@ -495,13 +739,6 @@ impl CudaBackend {
         scale: f32,
         out: &mut DeviceVec,
     ) -> Result<()> {
-        if token as usize >= table.n_rows {
-            bail!(
-                InvalidArgument,
-                "embed: token {token} out of range (vocabulary {})",
-                table.n_rows
-            );
-        }
         if out.len() != table.n_cols {
             bail!(
                 InvalidArgument,
@@ -510,6 +747,35 @@ impl CudaBackend {
                 table.n_cols
             );
         }
+        self.embed_row(table, token, scale, out, 0)
+    }
+
+    /// `out[row] = table[token] * scale` for row `row` of a batch of `table.n_cols`-long rows.
+    pub fn embed_row(
+        &self,
+        table: &DeviceMatrix,
+        token: u32,
+        scale: f32,
+        out: &mut DeviceVec,
+        row: usize,
+    ) -> Result<()> {
+        if token as usize >= table.n_rows {
+            bail!(
+                InvalidArgument,
+                "embed: token {token} out of range (vocabulary {})",
+                table.n_rows
+            );
+        }
+        let rows = row * table.n_cols..(row + 1) * table.n_cols;
+        if rows.end > out.len() {
+            bail!(
+                InvalidArgument,
+                "embed: row {row} of {} beyond an output of {}",
+                table.n_cols,
+                out.len()
+            );
+        }
+        let mut out_row = out.data.slice_mut(rows);
         let name = format!("gc_embed_{}", type_suffix(table.ty).unwrap_or_default());
         let f = self.function(&name)?;
         let (row_bytes, tok, n_cols) = (table.row_bytes as u64, token as i32, table.n_cols as i32);
@@ -521,7 +787,7 @@ impl CudaBackend {
                 .arg(&tok)
                 .arg(&n_cols)
                 .arg(&scale)
-                .arg(&mut out.data);
+                .arg(&mut out_row);
             // SAFETY: (const uint8_t* table, u64 row_bytes, int token, int n_cols, float scale,
             // float* out) matches the kernel; token < n_rows and out holds n_cols floats.
             unsafe { b.launch(cfg((grid, 1), 64, 0)) }.map(|_| ())
@@ -543,9 +809,28 @@ impl CudaBackend {
                 up.len()
             );
         }
+        self.gated_activation_prefix(gate, up, act, gate.len())
+    }
+
+    /// [`Self::gated_activation`] over the first `n` values only.
+    pub fn gated_activation_prefix(
+        &self,
+        gate: &mut DeviceVec,
+        up: &DeviceVec,
+        act: GatedActivation,
+        n: usize,
+    ) -> Result<()> {
+        if n == 0 || n > gate.len() || n > up.len() {
+            bail!(
+                InvalidArgument,
+                "gated_activation: {n} values of gate {} / up {}",
+                gate.len(),
+                up.len()
+            );
+        }
         let f = self.function("gc_gated_act")?;
-        let (n, a) = (as_i32(gate.len(), "length")?, act.id());
-        let grid = grid_1d(gate.len(), 256)?;
+        let grid = grid_1d(n, 256)?;
+        let (n, a) = (as_i32(n, "length")?, act.id());
         let g = &gate.data;
         guard("launch gc_gated_act", || {
             let mut b = self.stream().launch_builder(f);
@@ -561,12 +846,34 @@ impl CudaBackend {
         if x.len() != y.len() {
             bail!(InvalidArgument, "add_inplace: {} vs {}", x.len(), y.len());
         }
+        self.add_rows(x, 0, y, 0, x.len())
+    }
+
+    /// `x[x_at..x_at + n] += y[y_at..y_at + n]` (batched residuals; a bias added to one row).
+    pub fn add_rows(
+        &self,
+        x: &mut DeviceVec,
+        x_at: usize,
+        y: &DeviceVec,
+        y_at: usize,
+        n: usize,
+    ) -> Result<()> {
+        if n == 0 || x_at + n > x.len() || y_at + n > y.len() {
+            bail!(
+                InvalidArgument,
+                "add: {n} values at {x_at} / {y_at} of vectors of {} / {}",
+                x.len(),
+                y.len()
+            );
+        }
         let f = self.function("gc_add_inplace")?;
-        let n = as_i32(x.len(), "length")?;
-        let grid = grid_1d(x.len(), 256)?;
+        let grid = grid_1d(n, 256)?;
+        let n_i = as_i32(n, "length")?;
+        let mut xv = x.data.slice_mut(x_at..x_at + n);
+        let yv = y.data.slice(y_at..y_at + n);
         guard("launch gc_add_inplace", || {
             let mut b = self.stream().launch_builder(f);
-            b.arg(&mut x.data).arg(&y.data).arg(&n);
+            b.arg(&mut xv).arg(&yv).arg(&n_i);
             // SAFETY: (float* x, const float* y, int n) matches the kernel; both hold n floats.
             unsafe { b.launch(cfg((grid, 1), 256, 0)) }.map(|_| ())
         })
@@ -715,6 +1022,16 @@ fn check_matvec_shapes(
         );
     }
     Ok(())
+}
+
+fn check_rows_fit(rows: usize, n: usize, len: usize) -> Result<u32> {
+    if rows == 0 || n == 0 || rows.checked_mul(n).is_none_or(|t| t > len) {
+        bail!(
+            InvalidArgument,
+            "rms_norm: {rows} rows of {n} in a buffer of {len}"
+        );
+    }
+    u32::try_from(rows).map_err(|_| crate::Error::InvalidArgument("rms_norm: too many rows".into()))
 }
 
 fn check_norm_shapes(x_len: usize, n: usize) -> Result<u32> {

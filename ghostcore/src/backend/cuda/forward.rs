@@ -1,0 +1,393 @@
+//! The decode-shaped forward pass on a CUDA device: the model's weights uploaded once, the
+//! KV cache and every intermediate on the device, one token at a time through the same
+//! layer recipe as the CPU forward pass (`crate::model::forward`), logits copied back once
+//! per token that needs them.
+//!
+//! Prompts run in batches of [`GPU_BATCH`] tokens: every projection is one `gc_matmul_*`
+//! launch that reads each weight once per 8 tokens (no tensor-core GEMM yet), attention one
+//! launch pair per token.
+
+use std::sync::Arc;
+
+use super::buffers::{DeviceActivations, DeviceMatrix, DeviceVec, KvCache, KvCacheShape};
+use super::device::CudaBackend;
+use super::ops::{AttentionWorkspace, GatedActivation, RopeParams, RopeStyle};
+use crate::backend::{AcceleratedForward, LogitsFor};
+use crate::model::config::{Activation, Config, RopeStyle as ModelRopeStyle};
+use crate::model::{Model, Weight};
+use crate::{bail, Result};
+
+/// One transformer layer's weights on the device.
+struct DeviceLayer {
+    attn_norm: DeviceVec,
+    wq: DeviceMatrix,
+    wk: DeviceMatrix,
+    wv: DeviceMatrix,
+    wo: DeviceMatrix,
+    bq: Option<DeviceVec>,
+    bk: Option<DeviceVec>,
+    bv: Option<DeviceVec>,
+    q_norm: Option<DeviceVec>,
+    k_norm: Option<DeviceVec>,
+    post_attn_norm: Option<DeviceVec>,
+    ffn_norm: DeviceVec,
+    ffn_gate: DeviceMatrix,
+    ffn_up: DeviceMatrix,
+    ffn_down: DeviceMatrix,
+    post_ffn_norm: Option<DeviceVec>,
+}
+
+/// Tokens per batch of the device forward pass (prompts are split into such batches).
+pub const GPU_BATCH: usize = 64;
+
+/// Intermediates of a batch of up to [`GPU_BATCH`] tokens, allocated once; rows of a batch
+/// are contiguous.
+struct Scratch {
+    /// Residual stream, `n_embd` per token.
+    x: DeviceVec,
+    /// Normed input of the attention and FFN projections, `n_embd`.
+    xn: DeviceActivations,
+    q: DeviceVec,
+    k: DeviceVec,
+    v: DeviceVec,
+    /// Attention output (input of `wo`), `n_head * head_dim`.
+    att: DeviceActivations,
+    /// Gate, then the gated activation (input of `ffn_down`), `n_ff`.
+    hidden: DeviceActivations,
+    up: DeviceVec,
+    /// Output of `wo` / `ffn_down`, `n_embd`.
+    tmp: DeviceVec,
+    logits: DeviceVec,
+    attn: AttentionWorkspace,
+}
+
+/// A model resident on a CUDA device with one sequence's KV cache.
+pub struct CudaForward {
+    gpu: Arc<CudaBackend>,
+    cfg: Config,
+    token_embd: DeviceMatrix,
+    /// `None` when the output head is the (tied) embedding table.
+    output: Option<DeviceMatrix>,
+    output_norm: DeviceVec,
+    layers: Vec<DeviceLayer>,
+    kv: KvCache,
+    s: Scratch,
+    weight_bytes: usize,
+}
+
+impl std::fmt::Debug for CudaForward {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CudaForward")
+            .field("device", &self.gpu.info().name)
+            .field("n_ctx", &self.kv.shape().max_ctx)
+            .field("weight_bytes", &self.weight_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+fn matrix(gpu: &CudaBackend, model: &Model, w: &Weight, bytes: &mut usize) -> Result<DeviceMatrix> {
+    let m = DeviceMatrix::upload(gpu, w.ty, w.n_cols, w.n_rows, model.bytes(w))?;
+    *bytes += m.size_bytes();
+    Ok(m)
+}
+
+fn vector(gpu: &CudaBackend, model: &Model, w: &Weight) -> Result<DeviceVec> {
+    DeviceVec::from_host(gpu, model.f32s(w))
+}
+
+fn opt_vector(gpu: &CudaBackend, model: &Model, w: &Option<Weight>) -> Result<Option<DeviceVec>> {
+    w.as_ref().map(|w| vector(gpu, model, w)).transpose()
+}
+
+impl CudaForward {
+    /// Uploads `model`'s weights to `gpu` and allocates a KV cache of `n_ctx` positions.
+    /// Errors: a weight type without CUDA kernels (`Unsupported`), a shape the kernels cannot
+    /// take, or not enough device memory (`OutOfMemory`); nothing stays allocated then.
+    pub fn new(gpu: Arc<CudaBackend>, model: &Model, n_ctx: usize) -> Result<CudaForward> {
+        let cfg = model.config().clone();
+        if cfg.head_dim_k != cfg.head_dim_v {
+            bail!(
+                Unsupported,
+                "CUDA forward: key head size {} differs from value head size {}",
+                cfg.head_dim_k,
+                cfg.head_dim_v
+            );
+        }
+        let g = &*gpu;
+        let w = model.weights();
+        let mut weight_bytes = 0;
+        let token_embd = matrix(g, model, &w.token_embd, &mut weight_bytes)?;
+        let output = if w.tied_embeddings {
+            None
+        } else {
+            Some(matrix(g, model, &w.output, &mut weight_bytes)?)
+        };
+        let output_norm = vector(g, model, &w.output_norm)?;
+        let mut layers = Vec::with_capacity(cfg.n_layer);
+        for lw in &w.layers {
+            layers.push(DeviceLayer {
+                attn_norm: vector(g, model, &lw.attn_norm)?,
+                wq: matrix(g, model, &lw.wq, &mut weight_bytes)?,
+                wk: matrix(g, model, &lw.wk, &mut weight_bytes)?,
+                wv: matrix(g, model, &lw.wv, &mut weight_bytes)?,
+                wo: matrix(g, model, &lw.wo, &mut weight_bytes)?,
+                bq: opt_vector(g, model, &lw.bq)?,
+                bk: opt_vector(g, model, &lw.bk)?,
+                bv: opt_vector(g, model, &lw.bv)?,
+                q_norm: opt_vector(g, model, &lw.q_norm)?,
+                k_norm: opt_vector(g, model, &lw.k_norm)?,
+                post_attn_norm: opt_vector(g, model, &lw.post_attn_norm)?,
+                ffn_norm: vector(g, model, &lw.ffn_norm)?,
+                ffn_gate: matrix(g, model, &lw.ffn_gate, &mut weight_bytes)?,
+                ffn_up: matrix(g, model, &lw.ffn_up, &mut weight_bytes)?,
+                ffn_down: matrix(g, model, &lw.ffn_down, &mut weight_bytes)?,
+                post_ffn_norm: opt_vector(g, model, &lw.post_ffn_norm)?,
+            });
+        }
+        let kv = KvCache::new(
+            g,
+            KvCacheShape {
+                n_layers: cfg.n_layer,
+                n_kv_heads: cfg.n_head_kv,
+                head_dim: cfg.head_dim_k,
+                max_ctx: n_ctx,
+            },
+        )?;
+        let att_dim = cfg.n_head * cfg.head_dim_v;
+        let b = GPU_BATCH;
+        let s = Scratch {
+            x: DeviceVec::zeros(g, b * cfg.n_embd)?,
+            xn: DeviceActivations::new(g, b * cfg.n_embd)?,
+            q: DeviceVec::zeros(g, b * cfg.q_dim())?,
+            k: DeviceVec::zeros(g, b * cfg.k_dim())?,
+            v: DeviceVec::zeros(g, b * cfg.v_dim())?,
+            att: DeviceActivations::new(g, b * att_dim)?,
+            hidden: DeviceActivations::new(g, b * cfg.n_ff)?,
+            up: DeviceVec::zeros(g, b * cfg.n_ff)?,
+            tmp: DeviceVec::zeros(g, b * cfg.n_embd)?,
+            logits: DeviceVec::zeros(g, b * cfg.n_vocab)?,
+            attn: AttentionWorkspace::new(g, cfg.n_head, cfg.head_dim_k, n_ctx)?,
+        };
+        gpu.synchronize()?;
+        Ok(CudaForward {
+            gpu,
+            cfg,
+            token_embd,
+            output,
+            output_norm,
+            layers,
+            kv,
+            s,
+            weight_bytes,
+        })
+    }
+
+    /// Bytes of weight matrices on the device.
+    pub fn weight_bytes(&self) -> usize {
+        self.weight_bytes
+    }
+
+    pub fn device_name(&self) -> &str {
+        &self.gpu.info().name
+    }
+
+    /// Tokens `tokens` (at most [`GPU_BATCH`]) at positions `pos0..` through every layer:
+    /// projections as one batched matmul per weight (each weight read once per 8 tokens),
+    /// attention one launch pair per token. With `logits`, also the output head for the last
+    /// token (`Last`) or every token (`All`), copied into `logits` (`n_vocab` per row).
+    fn run_batch(
+        &mut self,
+        tokens: &[u32],
+        pos0: usize,
+        logits: Option<(LogitsFor, &mut [f32])>,
+    ) -> Result<()> {
+        let cfg = &self.cfg;
+        let g = &*self.gpu;
+        let s = &mut self.s;
+        let m = tokens.len();
+        debug_assert!(m > 0 && m <= GPU_BATCH);
+        let (n_embd, q_dim, k_dim, v_dim) = (cfg.n_embd, cfg.q_dim(), cfg.k_dim(), cfg.v_dim());
+        let att_dim = cfg.n_head * cfg.head_dim_v;
+        let emb_scale = if cfg.scale_embeddings {
+            (n_embd as f32).sqrt()
+        } else {
+            1.0
+        };
+        for (j, &t) in tokens.iter().enumerate() {
+            g.embed_row(&self.token_embd, t, emb_scale, &mut s.x, j)?;
+        }
+        let style = match cfg.rope_style {
+            ModelRopeStyle::Normal => RopeStyle::Normal,
+            ModelRopeStyle::Neox => RopeStyle::Neox,
+        };
+        let act = match cfg.activation {
+            Activation::Silu => GatedActivation::Silu,
+            Activation::GeluTanh => GatedActivation::GeluTanh,
+        };
+        for (il, l) in self.layers.iter().enumerate() {
+            let swa = cfg.is_swa_layer(il);
+            // Attention block.
+            g.rms_norm_rows(&s.x, &l.attn_norm, &mut s.xn.x, m, cfg.rms_eps)?;
+            g.quantize_activations_prefix(&mut s.xn, m * n_embd)?;
+            g.matmul(&l.wq, &s.xn, m, &mut s.q, false)?;
+            g.matmul(&l.wk, &s.xn, m, &mut s.k, false)?;
+            g.matmul(&l.wv, &s.xn, m, &mut s.v, false)?;
+            for (b, out, dim) in [
+                (&l.bq, &mut s.q, q_dim),
+                (&l.bk, &mut s.k, k_dim),
+                (&l.bv, &mut s.v, v_dim),
+            ] {
+                if let Some(b) = b {
+                    for j in 0..m {
+                        g.add_rows(out, j * dim, b, 0, dim)?;
+                    }
+                }
+            }
+            if let Some(nw) = &l.q_norm {
+                g.rms_norm_inplace_rows(&mut s.q, nw, m * cfg.n_head, cfg.rms_eps)?;
+            }
+            if let Some(nw) = &l.k_norm {
+                g.rms_norm_inplace_rows(&mut s.k, nw, m * cfg.n_head_kv, cfg.rms_eps)?;
+            }
+            let (freq_base, freq_scale) = if swa {
+                (cfg.rope_freq_base_swa, 1.0)
+            } else {
+                (cfg.rope_freq_base, cfg.rope_freq_scale)
+            };
+            let rope = |n_heads| RopeParams {
+                n_heads,
+                head_dim: cfg.head_dim_k,
+                n_rot: cfg.n_rot,
+                pos: pos0,
+                freq_base,
+                freq_scale,
+                style,
+            };
+            g.rope_rows(&mut s.q, &rope(cfg.n_head), m)?;
+            g.rope_rows(&mut s.k, &rope(cfg.n_head_kv), m)?;
+            g.kv_store_rows(&mut self.kv, il, pos0, &s.k, &s.v, m)?;
+            for j in 0..m {
+                let pos = pos0 + j;
+                let first = if swa && cfg.sliding_window > 0 {
+                    (pos + 1).saturating_sub(cfg.sliding_window)
+                } else {
+                    0
+                };
+                g.attention_row(
+                    &s.q,
+                    j,
+                    &self.kv,
+                    il,
+                    first..pos + 1,
+                    cfg.attn_scale,
+                    cfg.attn_logit_softcap,
+                    &mut s.attn,
+                    &mut s.att.x,
+                )?;
+            }
+            g.quantize_activations_prefix(&mut s.att, m * att_dim)?;
+            g.matmul(&l.wo, &s.att, m, &mut s.tmp, false)?;
+            if let Some(pn) = &l.post_attn_norm {
+                g.rms_norm_inplace_rows(&mut s.tmp, pn, m, cfg.rms_eps)?;
+            }
+            g.add_rows(&mut s.x, 0, &s.tmp, 0, m * n_embd)?;
+
+            // FFN block.
+            g.rms_norm_rows(&s.x, &l.ffn_norm, &mut s.xn.x, m, cfg.rms_eps)?;
+            g.quantize_activations_prefix(&mut s.xn, m * n_embd)?;
+            g.matmul(&l.ffn_gate, &s.xn, m, &mut s.hidden.x, false)?;
+            g.matmul(&l.ffn_up, &s.xn, m, &mut s.up, false)?;
+            g.gated_activation_prefix(&mut s.hidden.x, &s.up, act, m * cfg.n_ff)?;
+            g.quantize_activations_prefix(&mut s.hidden, m * cfg.n_ff)?;
+            g.matmul(&l.ffn_down, &s.hidden, m, &mut s.tmp, false)?;
+            if let Some(pn) = &l.post_ffn_norm {
+                g.rms_norm_inplace_rows(&mut s.tmp, pn, m, cfg.rms_eps)?;
+            }
+            g.add_rows(&mut s.x, 0, &s.tmp, 0, m * n_embd)?;
+        }
+        let Some((which, logits)) = logits else {
+            return Ok(());
+        };
+        let (first, rows) = match which {
+            LogitsFor::Last => (m - 1, 1),
+            LogitsFor::All => (0, m),
+        };
+        g.rms_norm_rows(&s.x, &self.output_norm, &mut s.xn.x, m, cfg.rms_eps)?;
+        g.quantize_activations_prefix(&mut s.xn, m * n_embd)?;
+        let head = self.output.as_ref().unwrap_or(&self.token_embd);
+        g.matmul_from(head, &s.xn, first, rows, &mut s.logits, false)?;
+        // The copy waits for the stream: the one host synchronization per batch.
+        let out = &mut logits[..rows * cfg.n_vocab];
+        s.logits.read_prefix(g, out)?;
+        if let Some(c) = cfg.final_logit_softcap {
+            out.iter_mut().for_each(|l| *l = (*l / c).tanh() * c);
+        }
+        Ok(())
+    }
+}
+
+impl AcceleratedForward for CudaForward {
+    fn describe(&self) -> String {
+        let info = self.gpu.info();
+        format!(
+            "CUDA {} (sm_{}{}), {:.1} MiB of weights",
+            info.name,
+            info.compute_capability.0,
+            info.compute_capability.1,
+            self.weight_bytes as f64 / (1 << 20) as f64
+        )
+    }
+
+    fn n_ctx(&self) -> usize {
+        self.kv.shape().max_ctx
+    }
+
+    fn forward(
+        &mut self,
+        tokens: &[u32],
+        n_past: usize,
+        which: LogitsFor,
+        logits: &mut [f32],
+    ) -> Result<()> {
+        let n_vocab = self.cfg.n_vocab;
+        let n_out = match which {
+            LogitsFor::Last => 1,
+            LogitsFor::All => tokens.len(),
+        };
+        if tokens.is_empty() || logits.len() < n_out * n_vocab {
+            bail!(
+                InvalidArgument,
+                "CUDA forward: {} tokens with room for {} logits",
+                tokens.len(),
+                logits.len()
+            );
+        }
+        if n_past + tokens.len() > self.n_ctx() {
+            bail!(
+                InvalidArgument,
+                "CUDA forward: positions {n_past}..{} exceed the cache of {}",
+                n_past + tokens.len(),
+                self.n_ctx()
+            );
+        }
+        let n_chunks = tokens.len().div_ceil(GPU_BATCH);
+        for (c, chunk) in tokens.chunks(GPU_BATCH).enumerate() {
+            let start = c * GPU_BATCH;
+            let out = match which {
+                LogitsFor::All => Some((
+                    LogitsFor::All,
+                    &mut logits[start * n_vocab..(start + chunk.len()) * n_vocab],
+                )),
+                LogitsFor::Last if c + 1 == n_chunks => Some((LogitsFor::Last, &mut logits[..])),
+                LogitsFor::Last => None,
+            };
+            self.run_batch(chunk, n_past + start, out)?;
+        }
+        Ok(())
+    }
+
+    fn kv_size_bytes(&self) -> usize {
+        let s = self.kv.shape();
+        2 * s.n_layers * s.n_kv_heads * s.head_dim * s.max_ctx * 2
+    }
+}
