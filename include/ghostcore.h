@@ -337,12 +337,15 @@ typedef struct gc_model_params {
      */
     uint32_t struct_size;
     /**
-     * Run on a CUDA GPU. false (default): CPU only. A build without CUDA returns
-     * GC_ERR_UNSUPPORTED when this is true.
+     * Run contexts on a CUDA GPU (weights and KV cache on the device). false (default):
+     * CPU only. A build without CUDA returns GC_ERR_UNSUPPORTED when this is true; a CUDA
+     * build on a machine without a driver or device runs on the CPU and says so once on
+     * stderr.
      */
     bool use_gpu;
     /**
-     * CUDA device ordinal when use_gpu is true (default 0).
+     * CUDA device ordinal when use_gpu is true (default 0; other ordinals are
+     * GC_ERR_UNSUPPORTED in this version).
      */
     uint32_t gpu_device;
 } gc_model_params;

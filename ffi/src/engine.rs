@@ -38,14 +38,21 @@ pub(crate) struct ModelOptions {
 /// A loaded model: immutable, shared by every context made from it.
 pub(crate) struct Model {
     inner: Arc<EngineModel>,
+    options: ModelOptions,
     pub facts: ModelFacts,
 }
 
 impl Model {
     pub fn load(path: &Path, options: ModelOptions) -> FfiResult<Model> {
-        if options.use_gpu {
+        if options.use_gpu && !cfg!(feature = "cuda") {
             return unsupported(format!(
-                "GPU device {} requested, but this build has no CUDA backend",
+                "GPU device {} requested, but this build has no CUDA backend (build with the `cuda` feature)",
+                options.gpu_device
+            ));
+        }
+        if options.use_gpu && options.gpu_device != 0 {
+            return unsupported(format!(
+                "GPU device {} requested; this version runs on device 0 only",
                 options.gpu_device
             ));
         }
@@ -62,7 +69,11 @@ impl Model {
             n_layer: small(info.n_layer),
             n_embd: small(info.n_embd),
         };
-        Ok(Model { inner, facts })
+        Ok(Model {
+            inner,
+            options,
+            facts,
+        })
     }
 
     fn tokenizer(&self) -> FfiResult<&Tokenizer> {
@@ -275,6 +286,11 @@ impl Context {
                 n_ctx: options.n_ctx as usize,
                 n_batch: options.n_batch as usize,
                 n_threads: options.n_threads as usize,
+                device: if model.options.use_gpu {
+                    ghostcore::backend::Device::Gpu
+                } else {
+                    ghostcore::backend::Device::Cpu
+                },
                 ..ContextParams::default()
             },
         )?;

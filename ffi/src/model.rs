@@ -16,10 +16,13 @@ use crate::status::{boundary, gc_status, invalid_arg};
 pub struct gc_model_params {
     /// sizeof(gc_model_params); set by gc_model_default_params().
     pub struct_size: u32,
-    /// Run on a CUDA GPU. false (default): CPU only. A build without CUDA returns
-    /// GC_ERR_UNSUPPORTED when this is true.
+    /// Run contexts on a CUDA GPU (weights and KV cache on the device). false (default):
+    /// CPU only. A build without CUDA returns GC_ERR_UNSUPPORTED when this is true; a CUDA
+    /// build on a machine without a driver or device runs on the CPU and says so once on
+    /// stderr.
     pub use_gpu: bool,
-    /// CUDA device ordinal when use_gpu is true (default 0).
+    /// CUDA device ordinal when use_gpu is true (default 0; other ordinals are
+    /// GC_ERR_UNSUPPORTED in this version).
     pub gpu_device: u32,
 }
 
