@@ -16,7 +16,9 @@
 
 extern "C" __global__ void gc_kv_store(const float* __restrict__ k, const float* __restrict__ v,
                                        half* __restrict__ k_cache, half* __restrict__ v_cache,
-                                       int n_kv_heads, int head_dim, int max_ctx, int pos0, int n_tok) {
+                                       int n_kv_heads, int head_dim, int max_ctx, int pos0, int n_tok,
+                                       const int* pos_dev) {
+    if (pos_dev) pos0 = *pos_dev;  // decode steps replayed from a CUDA graph
     const int n = n_kv_heads * head_dim;
     const int t = blockIdx.x * blockDim.x + threadIdx.x;
     if (t >= n_tok * n) return;
@@ -33,7 +35,11 @@ extern "C" __global__ void __launch_bounds__(GC_ATTN_THREADS)
     gc_attn_partial(const float* __restrict__ q, const half* __restrict__ k_cache,
                     const half* __restrict__ v_cache, float* __restrict__ o_part,
                     float2* __restrict__ ml_part, int n_heads, int n_kv_heads, int head_dim, int max_ctx,
-                    int kv_start, int kv_end, int chunk, float scale, float softcap) {
+                    int kv_start, int kv_end, int chunk, float scale, float softcap, const int* range_dev) {
+    if (range_dev) {  // decode steps replayed from a CUDA graph: [kv_start, kv_end) in device memory
+        kv_start = range_dev[0];
+        kv_end = range_dev[1];
+    }
     extern __shared__ float q_sh[];
     __shared__ float p_sh[GC_ATTN_CHUNK_MAX];
     __shared__ float scratch[32];

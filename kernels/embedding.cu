@@ -4,7 +4,9 @@
 
 template <int TYPE>
 static __device__ __forceinline__ void embed_row(const uint8_t* __restrict__ table, unsigned long long row_bytes,
-                                                 int token, int n_cols, float scale, float* __restrict__ out) {
+                                                 int token, int n_cols, float scale, float* __restrict__ out,
+                                                 const int* token_dev) {
+    if (token_dev) token = *token_dev;  // decode steps replayed from a CUDA graph
     const int u = blockIdx.x * blockDim.x + threadIdx.x;
     if (u >= n_cols / 32) return;
     float w[32];
@@ -17,8 +19,9 @@ static __device__ __forceinline__ void embed_row(const uint8_t* __restrict__ tab
 
 #define GC_DEFINE_EMBED(NAME, TYPE)                                                                  \
     extern "C" __global__ void gc_embed_##NAME(const uint8_t* table, unsigned long long row_bytes,  \
-                                               int token, int n_cols, float scale, float* out) {    \
-        embed_row<TYPE>(table, row_bytes, token, n_cols, scale, out);                               \
+                                               int token, int n_cols, float scale, float* out,      \
+                                               const int* token_dev) {                              \
+        embed_row<TYPE>(table, row_bytes, token, n_cols, scale, out, token_dev);                    \
     }
 
 GC_DEFINE_EMBED(f32, GC_TYPE_F32)

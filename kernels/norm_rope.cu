@@ -21,9 +21,11 @@ extern "C" __global__ void gc_rms_norm(const float* x, const float* __restrict__
 // theta_i = pos * freq_scale * base^(-2i/n_rot):
 //   neox = 0 (llama "normal"): dims (2i, 2i+1)
 //   neox = 1 (NeoX / Gemma):  dims (i, i + n_rot/2)
-// One thread per (token, head, pair).
+// One thread per (token, head, pair). pos_dev, when not null, holds pos0 in device memory
+// (decode steps replayed from a CUDA graph).
 extern "C" __global__ void gc_rope(float* x, int n_heads, int head_dim, int n_rot, int pos0, int n_tok,
-                                   float freq_base, float freq_scale, int neox) {
+                                   float freq_base, float freq_scale, int neox, const int* pos_dev) {
+    if (pos_dev) pos0 = *pos_dev;
     const int half_rot = n_rot / 2;
     const int t = blockIdx.x * blockDim.x + threadIdx.x;
     if (t >= n_tok * n_heads * half_rot) return;

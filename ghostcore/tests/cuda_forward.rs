@@ -239,7 +239,8 @@ fn gpu_context_errors_leave_it_usable() {
 }
 
 /// A prompt run as batches (`gc_matmul_*`, 64 tokens a batch) gives the logits of the same
-/// tokens run one by one (`gc_matvec_*`): the kernels promise the same arithmetic per token.
+/// tokens run one by one (`gc_matvec_*`, replayed from the recorded CUDA graph): the kernels
+/// promise the same arithmetic per token, up to the attention's split order.
 #[test]
 fn gpu_batched_prompt_equals_token_by_token() {
     if !gpu_present() {
@@ -262,8 +263,16 @@ fn gpu_batched_prompt_equals_token_by_token() {
                 worst = worst.max((a - b).abs());
             }
         }
-        eprintln!("tiny {ty}: batched vs one-by-one, worst |difference| {worst:e}");
-        assert!(worst <= 1e-5, "tiny {ty}: batched prompt differs by {worst}");
+        let scale = all.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        eprintln!(
+            "tiny {ty}: batched vs one-by-one (graph replay), worst |difference| {worst:e} (logit scale {scale})"
+        );
+        // The projections are bit-identical (gc_matmul vs gc_matvec); attention splits its
+        // positions differently when replayed from a graph (fixed 128-position splits).
+        assert!(
+            worst <= 1e-5 * scale.max(1.0),
+            "tiny {ty}: batched prompt differs by {worst}"
+        );
         // `Last` after a batched prompt is the last row of `All`.
         batched.reset();
         batched.decode(&prompt).unwrap();
@@ -302,5 +311,39 @@ fn gpu_forward_is_as_accurate_as_cpu_against_f64_reference() {
         let (eg, ec) = (err(&g), err(&c));
         eprintln!("tiny {ty}: max |logit - f64 reference|: GPU {eg:.5}, CPU {ec:.5}");
         assert!(eg <= 1.2 * ec + 1e-4, "tiny {ty}: GPU {eg} vs CPU {ec}");
+    }
+}
+
+/// Decode steps replayed from the recorded CUDA graph equal steps launched one kernel at a
+/// time (`GHOST_CUDA_GRAPHS=0`), across positions where the attention plan changes, and
+/// after a reset.
+#[test]
+fn gpu_graph_replay_equals_plain_launches() {
+    if !gpu_present() {
+        return;
+    }
+    let model = synthetic("tiny", "q4_k_m");
+    let Some(mut replayed) = gpu_context(&model) else {
+        return;
+    };
+    std::env::set_var("GHOST_CUDA_GRAPHS", "0");
+    let mut plain = context(&model, Device::Gpu);
+    std::env::remove_var("GHOST_CUDA_GRAPHS");
+    let n_vocab = model.config().n_vocab as u32;
+    for round in 0..2 {
+        replayed.reset();
+        plain.reset();
+        for i in 0..200u32 {
+            let t = (i * 7 + round * 3) % n_vocab;
+            replayed.decode(&[t]).unwrap();
+            plain.decode(&[t]).unwrap();
+            let (a, b) = (replayed.logits(), plain.logits());
+            let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1.0);
+            let worst = a.iter().zip(b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+            assert!(
+                worst <= 1e-5 * scale,
+                "round {round} position {i}: graph replay differs by {worst} (scale {scale})"
+            );
+        }
     }
 }

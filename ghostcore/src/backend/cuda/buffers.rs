@@ -377,3 +377,54 @@ impl SparseFfnScratch {
             .collect())
     }
 }
+
+/// The per-token scalars of a decode step in device memory: token, position and the two
+/// attention ranges (whole context, sliding window). Kernels launched with a step read them
+/// from here, so one captured CUDA graph replays every decode step: the host writes these six
+/// ints, launches the graph and reads the logits.
+pub struct DecodeStep {
+    pub(crate) data: CudaSlice<i32>,
+    max_ctx: usize,
+    n_vocab: usize,
+}
+
+impl DecodeStep {
+    pub(crate) const TOKEN: usize = 0;
+    pub(crate) const POS: usize = 1;
+    /// `[0, pos + 1)`.
+    pub(crate) const FULL: usize = 2;
+    /// `[pos + 1 - window, pos + 1)`, clamped at 0.
+    pub(crate) const WINDOW: usize = 4;
+
+    /// For a cache of `max_ctx` positions and a vocabulary of `n_vocab` tokens.
+    pub fn new(backend: &CudaBackend, max_ctx: usize, n_vocab: usize) -> Result<Self> {
+        if max_ctx > i32::MAX as usize || n_vocab > i32::MAX as usize {
+            bail!(InvalidArgument, "decode step: sizes exceed i32");
+        }
+        Ok(DecodeStep {
+            data: backend.alloc_zeros(6)?,
+            max_ctx,
+            n_vocab,
+        })
+    }
+
+    /// Queues the upload of the next step's scalars (ordered before later launches on the
+    /// backend's stream). `window` 0 means no sliding window.
+    pub fn set(&mut self, backend: &CudaBackend, token: u32, pos: usize, window: usize) -> Result<()> {
+        if token as usize >= self.n_vocab || pos >= self.max_ctx {
+            bail!(
+                InvalidArgument,
+                "decode step: token {token} (vocabulary {}), position {pos} (cache {})",
+                self.n_vocab,
+                self.max_ctx
+            );
+        }
+        let end = pos as i32 + 1;
+        let first = if window > 0 {
+            (pos + 1).saturating_sub(window) as i32
+        } else {
+            0
+        };
+        backend.upload_into(&[token as i32, pos as i32, 0, end, first, end], &mut self.data)
+    }
+}

@@ -6,12 +6,22 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Once};
 
 use cudarc::driver::{
-    sys, CudaContext, CudaFunction, CudaSlice, CudaStream, DeviceRepr, DriverError, ValidAsZeroBits,
+    sys, CudaContext, CudaFunction, CudaGraph, CudaSlice, CudaStream, DeviceRepr, DriverError,
+    ValidAsZeroBits,
 };
 use cudarc::nvrtc::Ptx;
 
 use super::kernels::{ALL_KERNELS, FATBIN};
 use crate::{Error, Result};
+
+/// A CUDA graph recorded on a backend's stream.
+pub(crate) struct RecordedGraph(CudaGraph);
+
+// SAFETY: the graph and its executable are driver handles of the backend's context, which the
+// driver API lets any thread use; cudarc's `CudaGraph::launch` binds that context to the
+// calling thread first. The owner (`CudaForward`, itself used by one thread at a time through
+// `&mut`) never launches it concurrently.
+unsafe impl Send for RecordedGraph {}
 
 /// What the driver reports about the device in use.
 #[derive(Clone, Debug)]
@@ -163,6 +173,30 @@ impl CudaBackend {
         self.functions.get(name).ok_or_else(|| {
             Error::Internal(format!("CUDA kernel {name} not in the embedded module"))
         })
+    }
+
+    /// Records the work `f` queues on the stream into a CUDA graph instead of running it.
+    /// Nothing may synchronize inside `f`. On error the capture is ended and discarded.
+    pub(crate) fn capture_graph(&self, f: impl FnOnce() -> Result<()>) -> Result<RecordedGraph> {
+        guard("cuStreamBeginCapture", || {
+            self.stream
+                .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+        })?;
+        let recorded = f();
+        let graph = guard("cuStreamEndCapture", || {
+            self.stream
+                .end_capture(sys::CUgraphInstantiate_flags(0))
+        });
+        recorded?;
+        match graph? {
+            Some(g) => Ok(RecordedGraph(g)),
+            None => Err(Error::Cuda("stream capture recorded no graph".into())),
+        }
+    }
+
+    /// Queues a replay of `graph` on the stream.
+    pub(crate) fn launch_graph(&self, graph: &RecordedGraph) -> Result<()> {
+        guard("cuGraphLaunch", || graph.0.launch())
     }
 
     /// Waits for all queued work; reports asynchronous kernel faults.

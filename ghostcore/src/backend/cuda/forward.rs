@@ -9,8 +9,10 @@
 
 use std::sync::Arc;
 
-use super::buffers::{DeviceActivations, DeviceMatrix, DeviceVec, KvCache, KvCacheShape};
-use super::device::CudaBackend;
+use super::buffers::{
+    DecodeStep, DeviceActivations, DeviceMatrix, DeviceVec, KvCache, KvCacheShape,
+};
+use super::device::{CudaBackend, RecordedGraph};
 use super::ops::{AttentionWorkspace, GatedActivation, RopeParams, RopeStyle};
 use crate::backend::{AcceleratedForward, LogitsFor};
 use crate::model::config::{Activation, Config, RopeStyle as ModelRopeStyle};
@@ -73,6 +75,13 @@ pub struct CudaForward {
     kv: KvCache,
     s: Scratch,
     weight_bytes: usize,
+    /// Token, position and attention ranges of the next single-token step, on the device.
+    step: DecodeStep,
+    /// The single-token step recorded once and replayed for every decode token (one launch
+    /// instead of ~20 per layer). `None` until the first decode, or when graphs are off.
+    graph: Option<RecordedGraph>,
+    /// Graphs on (default; `GHOST_CUDA_GRAPHS=0` turns them off, and a failed capture does).
+    use_graphs: bool,
 }
 
 impl std::fmt::Debug for CudaForward {
@@ -168,8 +177,13 @@ impl CudaForward {
             logits: DeviceVec::zeros(g, b * cfg.n_vocab)?,
             attn: AttentionWorkspace::new(g, cfg.n_head, cfg.head_dim_k, n_ctx)?,
         };
+        let step = DecodeStep::new(g, n_ctx, cfg.n_vocab)?;
         gpu.synchronize()?;
+        let use_graphs = std::env::var("GHOST_CUDA_GRAPHS").map_or(true, |v| v != "0");
         Ok(CudaForward {
+            step,
+            graph: None,
+            use_graphs,
             gpu,
             cfg,
             token_embd,
@@ -201,11 +215,73 @@ impl CudaForward {
         pos0: usize,
         logits: Option<(LogitsFor, &mut [f32])>,
     ) -> Result<()> {
+        let m = tokens.len();
+        let head = logits.as_ref().map(|(which, _)| match which {
+            LogitsFor::Last => (m - 1, 1),
+            LogitsFor::All => (0, m),
+        });
+        self.enqueue(Some(tokens), m, pos0, head)?;
+        match logits {
+            Some((_, out)) => self.read_logits(head.map_or(0, |h| h.1), out),
+            None => Ok(()),
+        }
+    }
+
+    /// One token through the recorded graph (recording it on first use).
+    fn decode_one(&mut self, token: u32, pos: usize, logits: &mut [f32]) -> Result<()> {
+        if !self.use_graphs {
+            return self.run_batch(&[token], pos, Some((LogitsFor::Last, logits)));
+        }
+        let window = if self.cfg.swa_period > 0 {
+            self.cfg.sliding_window
+        } else {
+            0
+        };
+        self.step.set(&self.gpu, token, pos, window)?;
+        if self.graph.is_none() {
+            let gpu = Arc::clone(&self.gpu);
+            match gpu.capture_graph(|| self.enqueue(None, 1, 0, Some((0, 1)))) {
+                Ok(graph) => self.graph = Some(graph),
+                Err(e) => {
+                    eprintln!("ghostcore: CUDA graph capture failed ({e}); decoding without graphs");
+                    self.use_graphs = false;
+                    return self.run_batch(&[token], pos, Some((LogitsFor::Last, logits)));
+                }
+            }
+        }
+        if let Some(graph) = &self.graph {
+            self.gpu.launch_graph(graph)?;
+        }
+        self.read_logits(1, logits)
+    }
+
+    /// Copies `rows` rows of logits to the host (waiting for the stream: the one host
+    /// synchronization per batch or token) and applies the final soft-cap.
+    fn read_logits(&mut self, rows: usize, logits: &mut [f32]) -> Result<()> {
+        let out = &mut logits[..rows * self.cfg.n_vocab];
+        self.s.logits.read_prefix(&self.gpu, out)?;
+        if let Some(c) = self.cfg.final_logit_softcap {
+            out.iter_mut().for_each(|l| *l = (*l / c).tanh() * c);
+        }
+        Ok(())
+    }
+
+    /// Queues the forward pass of `m` tokens at `pos0..` (`tokens: None`: one token whose
+    /// id, position and attention ranges are read from `self.step`, the graph-replayable
+    /// form), and with `head = Some((first, rows))` the output head of those rows into
+    /// `s.logits`.
+    fn enqueue(
+        &mut self,
+        tokens: Option<&[u32]>,
+        m: usize,
+        pos0: usize,
+        head: Option<(usize, usize)>,
+    ) -> Result<()> {
         let cfg = &self.cfg;
         let g = &*self.gpu;
         let s = &mut self.s;
-        let m = tokens.len();
-        debug_assert!(m > 0 && m <= GPU_BATCH);
+        let step = tokens.is_none().then_some(&self.step);
+        debug_assert!(m > 0 && m <= GPU_BATCH && (step.is_none() || m == 1));
         let (n_embd, q_dim, k_dim, v_dim) = (cfg.n_embd, cfg.q_dim(), cfg.k_dim(), cfg.v_dim());
         let att_dim = cfg.n_head * cfg.head_dim_v;
         let emb_scale = if cfg.scale_embeddings {
@@ -213,8 +289,14 @@ impl CudaForward {
         } else {
             1.0
         };
-        for (j, &t) in tokens.iter().enumerate() {
-            g.embed_row(&self.token_embd, t, emb_scale, &mut s.x, j)?;
+        match (tokens, step) {
+            (Some(tokens), _) => {
+                for (j, &t) in tokens.iter().enumerate() {
+                    g.embed_row(&self.token_embd, t, emb_scale, &mut s.x, j)?;
+                }
+            }
+            (None, Some(st)) => g.embed_at_step(&self.token_embd, emb_scale, &mut s.x, st)?,
+            (None, None) => unreachable!("a step is present when tokens are not"),
         }
         let style = match cfg.rope_style {
             ModelRopeStyle::Normal => RopeStyle::Normal,
@@ -263,10 +345,27 @@ impl CudaForward {
                 freq_scale,
                 style,
             };
-            g.rope_rows(&mut s.q, &rope(cfg.n_head), m)?;
-            g.rope_rows(&mut s.k, &rope(cfg.n_head_kv), m)?;
-            g.kv_store_rows(&mut self.kv, il, pos0, &s.k, &s.v, m)?;
-            for j in 0..m {
+            if let Some(st) = step {
+                g.rope_at_step(&mut s.q, &rope(cfg.n_head), st)?;
+                g.rope_at_step(&mut s.k, &rope(cfg.n_head_kv), st)?;
+                g.kv_store_at_step(&mut self.kv, il, &s.k, &s.v, st)?;
+                g.attention_at_step(
+                    &s.q,
+                    &self.kv,
+                    il,
+                    st,
+                    swa && cfg.sliding_window > 0,
+                    cfg.attn_scale,
+                    cfg.attn_logit_softcap,
+                    &mut s.attn,
+                    &mut s.att.x,
+                )?;
+            } else {
+                g.rope_rows(&mut s.q, &rope(cfg.n_head), m)?;
+                g.rope_rows(&mut s.k, &rope(cfg.n_head_kv), m)?;
+                g.kv_store_rows(&mut self.kv, il, pos0, &s.k, &s.v, m)?;
+            }
+            for j in (0..m).filter(|_| step.is_none()) {
                 let pos = pos0 + j;
                 let first = if swa && cfg.sliding_window > 0 {
                     (pos + 1).saturating_sub(cfg.sliding_window)
@@ -305,24 +404,13 @@ impl CudaForward {
             }
             g.add_rows(&mut s.x, 0, &s.tmp, 0, m * n_embd)?;
         }
-        let Some((which, logits)) = logits else {
+        let Some((first, rows)) = head else {
             return Ok(());
-        };
-        let (first, rows) = match which {
-            LogitsFor::Last => (m - 1, 1),
-            LogitsFor::All => (0, m),
         };
         g.rms_norm_rows(&s.x, &self.output_norm, &mut s.xn.x, m, cfg.rms_eps)?;
         g.quantize_activations_prefix(&mut s.xn, m * n_embd)?;
-        let head = self.output.as_ref().unwrap_or(&self.token_embd);
-        g.matmul_from(head, &s.xn, first, rows, &mut s.logits, false)?;
-        // The copy waits for the stream: the one host synchronization per batch.
-        let out = &mut logits[..rows * cfg.n_vocab];
-        s.logits.read_prefix(g, out)?;
-        if let Some(c) = cfg.final_logit_softcap {
-            out.iter_mut().for_each(|l| *l = (*l / c).tanh() * c);
-        }
-        Ok(())
+        let w_out = self.output.as_ref().unwrap_or(&self.token_embd);
+        g.matmul_from(w_out, &s.xn, first, rows, &mut s.logits, false)
     }
 }
 
@@ -369,6 +457,9 @@ impl AcceleratedForward for CudaForward {
                 n_past + tokens.len(),
                 self.n_ctx()
             );
+        }
+        if tokens.len() == 1 {
+            return self.decode_one(tokens[0], n_past, &mut logits[..n_vocab]);
         }
         let n_chunks = tokens.len().div_ceil(GPU_BATCH);
         for (c, chunk) in tokens.chunks(GPU_BATCH).enumerate() {

@@ -18,7 +18,7 @@ pub mod kernels;
 pub mod ops;
 
 pub use buffers::{
-    DeviceActivations, DeviceMatrix, DeviceVec, KvCache, KvCacheShape, NeuronMajorDown,
+    DecodeStep, DeviceActivations, DeviceMatrix, DeviceVec, KvCache, KvCacheShape, NeuronMajorDown,
     SparseFfnScratch, WEIGHT_PADDING_BYTES,
 };
 pub use device::{driver_present, CudaBackend, DeviceInfo};

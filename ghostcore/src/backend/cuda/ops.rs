@@ -5,10 +5,10 @@
 
 use std::ops::Range;
 
-use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaSlice, CudaView, LaunchConfig, PushKernelArg};
 
 use super::buffers::{
-    DeviceActivations, DeviceMatrix, DeviceVec, KvCache, NeuronMajorDown, SparseFfnScratch,
+    DecodeStep, DeviceActivations, DeviceMatrix, DeviceVec, KvCache, NeuronMajorDown, SparseFfnScratch,
 };
 use super::device::{guard, CudaBackend};
 use super::kernels::{has_q8_1_kernel, type_suffix};
@@ -18,6 +18,9 @@ use crate::{bail, Result};
 const ROWS_PER_BLOCK: u32 = 4;
 /// Tokens per block of `gc_matmul_*` (`GC_MATMUL_COLS`).
 const MATMUL_COLS: u32 = 8;
+/// Rows and threads per block of `gc_matmul_*` (`GC_MATMUL_ROWS`, 8 warps).
+const MATMUL_ROWS: u32 = 32;
+const MATMUL_THREADS: u32 = 256;
 /// `gc_sparse_gate_*`: 8 warps of 4 rows, 32 rows per block (`GC_GATE_WARPS`).
 const GATE_THREADS: u32 = 256;
 const GATE_ROWS_PER_BLOCK: u32 = 32;
@@ -27,6 +30,9 @@ const SPARSE_DOWN_THREADS: u32 = 128;
 const ATTN_THREADS: u32 = 128;
 const ATTN_CHUNK_MAX: usize = 256;
 const ATTN_CHUNK_MIN: usize = 32;
+/// Positions per split when the range comes from a [`DecodeStep`] (the plan must fit any
+/// position, so it is fixed: `max_ctx / 128` splits per head).
+const ATTN_CHUNK_STEP: usize = 128;
 
 /// The gate activation of a gated FFN (ids match `GC_ACT_*` in common.cuh).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -302,7 +308,7 @@ impl CudaBackend {
             accumulate as i32,
         );
         let grid = (
-            grid_1d(w.n_rows, ROWS_PER_BLOCK)?,
+            grid_1d(w.n_rows, MATMUL_ROWS)?,
             grid_1d(n_tok, MATMUL_COLS)?,
         );
         let xq = act.qs.slice(first * w.n_cols..);
@@ -315,7 +321,7 @@ impl CudaBackend {
             // const int8_t* xq, const float2* xds, float* out, int accumulate) matches the
             // kernel; the activations hold n_tok rows of n_cols and out n_tok rows of n_rows
             // (checked above).
-            unsafe { b.launch(cfg(grid, ROWS_PER_BLOCK * 32, 0)) }.map(|_| ())
+            unsafe { b.launch(cfg(grid, MATMUL_THREADS, 0)) }.map(|_| ())
         })
     }
 
@@ -453,6 +459,32 @@ impl CudaBackend {
     /// Rotary embedding of the first `n_tok` rows of `x = [n_tok][n_heads][head_dim]`, in
     /// place, row `t` at position `p.pos + t`.
     pub fn rope_rows(&self, x: &mut DeviceVec, p: &RopeParams, n_tok: usize) -> Result<()> {
+        self.rope_impl(x, p, n_tok, None)
+    }
+
+    /// [`Self::rope`] at the position held by `step` (`p.pos` is ignored): the form a CUDA
+    /// graph can replay at every position.
+    /// Rotates the first row of `x` (which may hold more).
+    pub fn rope_at_step(&self, x: &mut DeviceVec, p: &RopeParams, step: &DecodeStep) -> Result<()> {
+        if x.len() < p.n_heads * p.head_dim {
+            bail!(
+                InvalidArgument,
+                "rope: vector of {} for {} heads x {}",
+                x.len(),
+                p.n_heads,
+                p.head_dim
+            );
+        }
+        self.rope_impl(x, p, 1, Some(&step.data.slice(DecodeStep::POS..DecodeStep::POS + 1)))
+    }
+
+    fn rope_impl(
+        &self,
+        x: &mut DeviceVec,
+        p: &RopeParams,
+        n_tok: usize,
+        pos_dev: Option<&CudaView<i32>>,
+    ) -> Result<()> {
         if p.n_rot == 0 || p.n_rot % 2 != 0 || p.n_rot > p.head_dim || p.n_heads == 0 {
             bail!(
                 InvalidArgument,
@@ -491,9 +523,14 @@ impl CudaBackend {
                 .arg(&pos)
                 .arg(&nt);
             b.arg(&p.freq_base).arg(&p.freq_scale).arg(&neox);
+            let null = 0u64;
+            match pos_dev {
+                Some(v) => b.arg(v),
+                None => b.arg(&null),
+            };
             // SAFETY: (float* x, int n_heads, int head_dim, int n_rot, int pos0, int n_tok,
-            // float base, float scale, int neox) matches the kernel; x holds n_tok * n_heads *
-            // head_dim floats (checked above).
+            // float base, float scale, int neox, const int* pos_dev) matches the kernel; x holds
+            // n_tok * n_heads * head_dim floats (checked above); pos_dev is null or one int.
             unsafe { b.launch(cfg((grid, 1), 128, 0)) }.map(|_| ())
         })
     }
@@ -530,6 +567,34 @@ impl CudaBackend {
         v: &DeviceVec,
         n_tok: usize,
     ) -> Result<()> {
+        self.kv_store_impl(cache, layer, pos, k, v, n_tok, None)
+    }
+
+    /// [`Self::kv_store`] at the position held by `step` (graph-replayable form).
+    pub fn kv_store_at_step(
+        &self,
+        cache: &mut KvCache,
+        layer: usize,
+        k: &DeviceVec,
+        v: &DeviceVec,
+        step: &DecodeStep,
+    ) -> Result<()> {
+        let pos = step.data.slice(DecodeStep::POS..DecodeStep::POS + 1);
+        // Position 0 for the checks; the step's position is validated by DecodeStep::set.
+        self.kv_store_impl(cache, layer, 0, k, v, 1, Some(&pos))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn kv_store_impl(
+        &self,
+        cache: &mut KvCache,
+        layer: usize,
+        pos: usize,
+        k: &DeviceVec,
+        v: &DeviceVec,
+        n_tok: usize,
+        pos_dev: Option<&CudaView<i32>>,
+    ) -> Result<()> {
         let s = cache.shape;
         if layer >= s.n_layers || n_tok == 0 || pos + n_tok > s.max_ctx {
             bail!(
@@ -562,8 +627,14 @@ impl CudaBackend {
             let mut b = self.stream().launch_builder(f);
             b.arg(&k.data).arg(&v.data).arg(kc).arg(vc);
             b.arg(&n_kv).arg(&hd).arg(&max_ctx).arg(&pos).arg(&nt);
+            let null = 0u64;
+            match pos_dev {
+                Some(v) => b.arg(v),
+                None => b.arg(&null),
+            };
             // SAFETY: (const float* k, const float* v, half* k_cache, half* v_cache, int n_kv_heads,
-            // int head_dim, int max_ctx, int pos0, int n_tok) matches the kernel;
+            // int head_dim, int max_ctx, int pos0, int n_tok, const int* pos_dev) matches the
+            // kernel; pos_dev is null or one int below max_ctx (DecodeStep::set);
             // pos0 + n_tok <= max_ctx, k and v hold n_tok rows, and the cache layer holds
             // n_kv_heads * max_ctx * head_dim halves (KvCache::new).
             unsafe { b.launch(cfg((grid, 1), 128, 0)) }.map(|_| ())
@@ -627,6 +698,49 @@ impl CudaBackend {
         ws: &mut AttentionWorkspace,
         out: &mut DeviceVec,
     ) -> Result<()> {
+        self.attention_impl(q, row, cache, layer, kv, None, scale, softcap, ws, out)
+    }
+
+    /// [`Self::attention`] over the position range held by `step` (its sliding-window range
+    /// with `window`): graph-replayable, with a fixed split plan covering the whole cache
+    /// (splits past the range exit at once).
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention_at_step(
+        &self,
+        q: &DeviceVec,
+        cache: &KvCache,
+        layer: usize,
+        step: &DecodeStep,
+        window: bool,
+        scale: f32,
+        softcap: Option<f32>,
+        ws: &mut AttentionWorkspace,
+        out: &mut DeviceVec,
+    ) -> Result<()> {
+        let at = if window {
+            DecodeStep::WINDOW
+        } else {
+            DecodeStep::FULL
+        };
+        let range = step.data.slice(at..at + 2);
+        let all = 0..cache.shape.max_ctx;
+        self.attention_impl(q, 0, cache, layer, all, Some(&range), scale, softcap, ws, out)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn attention_impl(
+        &self,
+        q: &DeviceVec,
+        row: usize,
+        cache: &KvCache,
+        layer: usize,
+        kv: Range<usize>,
+        range_dev: Option<&CudaView<i32>>,
+        scale: f32,
+        softcap: Option<f32>,
+        ws: &mut AttentionWorkspace,
+        out: &mut DeviceVec,
+    ) -> Result<()> {
         let s = cache.shape;
         let (n_heads, hd) = (ws.n_heads, ws.head_dim);
         if layer >= s.n_layers || hd != s.head_dim || n_heads % s.n_kv_heads != 0 {
@@ -663,6 +777,11 @@ impl CudaBackend {
         );
         let chunk = len.div_ceil(splits);
         let splits = len.div_ceil(chunk);
+        // With the range in device memory, a plan that fits any range of the cache.
+        let (chunk, splits) = match range_dev {
+            Some(_) => (ATTN_CHUNK_STEP, s.max_ctx.div_ceil(ATTN_CHUNK_STEP)),
+            None => (chunk, splits),
+        };
         if splits > ws.max_splits {
             bail!(
                 InvalidArgument,
@@ -705,9 +824,15 @@ impl CudaBackend {
                 .arg(&chunk_i)
                 .arg(&scale)
                 .arg(&cap);
+            let null = 0u64;
+            match range_dev {
+                Some(v) => b.arg(v),
+                None => b.arg(&null),
+            };
             // SAFETY: (const float* q, const half* k_cache, const half* v_cache, float* o_part,
             // float2* ml_part, int n_heads, int n_kv_heads, int head_dim, int max_ctx, int kv_start,
-            // int kv_end, int chunk, float scale, float softcap) matches the kernel; chunk <= GC_ATTN_CHUNK_MAX,
+            // int kv_end, int chunk, float scale, float softcap, const int* range_dev) matches the
+            // kernel; range_dev is null or two ints within the cache (DecodeStep::set); chunk <= GC_ATTN_CHUNK_MAX,
             // splits <= workspace splits, kv_end <= max_ctx, head_dim floats of dynamic shared memory.
             unsafe {
                 b.launch(LaunchConfig {
@@ -766,6 +891,39 @@ impl CudaBackend {
                 table.n_rows
             );
         }
+        self.embed_impl(table, token, scale, out, row, None)
+    }
+
+    /// [`Self::embed`] of the token held by `step` into the first row of `out` (which may
+    /// hold more): the graph-replayable form.
+    pub fn embed_at_step(
+        &self,
+        table: &DeviceMatrix,
+        scale: f32,
+        out: &mut DeviceVec,
+        step: &DecodeStep,
+    ) -> Result<()> {
+        if out.len() < table.n_cols {
+            bail!(
+                InvalidArgument,
+                "embed: output of {} for rows of {}",
+                out.len(),
+                table.n_cols
+            );
+        }
+        let token = step.data.slice(DecodeStep::TOKEN..DecodeStep::TOKEN + 1);
+        self.embed_impl(table, 0, scale, out, 0, Some(&token))
+    }
+
+    fn embed_impl(
+        &self,
+        table: &DeviceMatrix,
+        token: u32,
+        scale: f32,
+        out: &mut DeviceVec,
+        row: usize,
+        token_dev: Option<&CudaView<i32>>,
+    ) -> Result<()> {
         let rows = row * table.n_cols..(row + 1) * table.n_cols;
         if rows.end > out.len() {
             bail!(
@@ -788,8 +946,14 @@ impl CudaBackend {
                 .arg(&n_cols)
                 .arg(&scale)
                 .arg(&mut out_row);
+            let null = 0u64;
+            match token_dev {
+                Some(v) => b.arg(v),
+                None => b.arg(&null),
+            };
             // SAFETY: (const uint8_t* table, u64 row_bytes, int token, int n_cols, float scale,
-            // float* out) matches the kernel; token < n_rows and out holds n_cols floats.
+            // float* out, const int* token_dev) matches the kernel; token < n_rows (checked by
+            // embed_row, or by DecodeStep::set for token_dev) and out holds n_cols floats.
             unsafe { b.launch(cfg((grid, 1), 64, 0)) }.map(|_| ())
         })
     }
