@@ -97,7 +97,8 @@ cat >"$stage/run-gpu.sh" <<'RUN'
 #!/usr/bin/env bash
 # Runs the staged CUDA tests and benchmarks on a GPU machine. Results go to $OUT (the device
 # tool's output folder) when set, else gpu-stage/results/<UTC time>/.
-# Usage: run-gpu.sh [PART...]   PARTs: tests forward bench e2e sanitizer (default: all).
+# Usage: run-gpu.sh [PART...]   PARTs: tests forward bench e2e profile sanitizer (default: all
+# but profile). GHOSTCORE_BENCH_ONLY=matvec,matmul,sparse,attention narrows "bench".
 set -uo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 out="${OUT:-$here/results/$(date -u +%Y%m%dT%H%M%SZ)}"
@@ -146,6 +147,19 @@ if want e2e; then
     fi
   } >"$out/e2e.txt" 2>&1
   cat "$out/e2e.txt" >&2
+fi
+if want profile; then
+  # Per-kernel GPU time of a short prefill + decode run on the synthetic 8B model (Nsight
+  # Compute, one metric: each kernel's duration).
+  ncu_bin="$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -n 1)"
+  tmp="${TMPDIR:-/tmp}/ghost-e2e"; mkdir -p "$tmp"; m="$tmp/llama3-8b-q4_k_m.gguf"
+  [ -f "$m" ] || "$here/bin/ghost" synth --shape llama3-8b --type q4_k_m -o "$m" >/dev/null || status=$?
+  if [ -n "$ncu_bin" ]; then
+    echo "== per-kernel time (ncu) ==" >&2
+    timeout 300 "$ncu_bin" --metrics gpu__time_duration.sum --print-summary per-kernel \
+      "$here/bin/ghost" bench -m "$m" --device gpu -p 64 -n 2 -r 1 >"$out/profile.txt" 2>&1 || status=$?
+    grep -E "gc_|Invocations|gpu__time_duration" "$out/profile.txt" | head -n 120 >&2
+  fi
 fi
 # Out-of-bounds and race checks of the kernels, where the toolkit's sanitizer is installed.
 san="$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null || true)"

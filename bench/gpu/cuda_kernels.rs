@@ -92,6 +92,58 @@ fn time_per_call(
     Ok(t.elapsed().as_secs_f64() / iters as f64)
 }
 
+/// The prefill matmul (`gc_matmul_*`, a batch of tokens per launch) against one matvec per
+/// token, at Llama-3-8B shapes: time per token and integer-op rate.
+fn bench_matmul(gpu: &CudaBackend, rng: &mut Rng, rep: &mut Report) -> Result<()> {
+    let shapes: &[(&str, usize, usize, GgmlType)] = &[
+        ("8b attn_q", 4096, 4096, GgmlType::Q4_K),
+        ("8b ffn_up", 14336, 4096, GgmlType::Q4_K),
+        ("8b ffn_down", 4096, 14336, GgmlType::Q6_K),
+        ("8b ffn_down q4_K", 4096, 14336, GgmlType::Q4_K),
+    ];
+    println!("\n== prefill matmul (us per token; TOPS = 2*rows*cols per token) ==");
+    println!(
+        "{:<20} {:>6} {:>6} {:>12} {:>8} {:>10}",
+        "shape", "type", "n_tok", "us/token", "TOPS", "x matvec"
+    );
+    for &(label, rows, cols, ty) in shapes {
+        let w = random_rows(rng, ty, rows, cols);
+        let m = DeviceMatrix::upload(gpu, ty, cols, rows, &w)?;
+        let max_tok = 64;
+        let mut act = DeviceActivations::new(gpu, max_tok * cols)?;
+        let x: Vec<f32> = (0..max_tok * cols).map(|_| rng.unit()).collect();
+        act.x.write(gpu, &x)?;
+        gpu.quantize_activations(&mut act)?;
+        let mut out = DeviceVec::zeros(gpu, max_tok * rows)?;
+        let mut single = DeviceVec::zeros(gpu, rows)?;
+        let mut one = DeviceActivations::new(gpu, cols)?;
+        one.x.write(gpu, &x[..cols])?;
+        gpu.quantize_activations(&mut one)?;
+        let t_matvec = time_per_call(gpu, 100, || gpu.matvec(&m, &one, &mut single, false))?;
+        for n_tok in [8usize, 16, 64] {
+            let t = time_per_call(gpu, 20, || gpu.matmul(&m, &act, n_tok, &mut out, false))?;
+            let per_tok = t / n_tok as f64;
+            let tops = 2.0 * rows as f64 * cols as f64 / per_tok / 1e12;
+            println!(
+                "{:<20} {:>6} {:>6} {:>12.2} {:>8.1} {:>10.2}",
+                label,
+                ty.name(),
+                n_tok,
+                per_tok * 1e6,
+                tops,
+                t_matvec / per_tok
+            );
+            rep.emit(format!(
+                "{{\"bench\":\"matmul\",\"shape\":\"{label}\",\"rows\":{rows},\"cols\":{cols},\"type\":\"{}\",\"n_tok\":{n_tok},\"us_per_token\":{:.3},\"matvec_us\":{:.3}}}",
+                ty.name(),
+                per_tok * 1e6,
+                t_matvec * 1e6
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn bench_matvec(gpu: &CudaBackend, rng: &mut Rng, rep: &mut Report) -> Result<()> {
     let shapes: &[(&str, usize, usize)] = &[
         ("smollm2-135m ffn_up", 1536, 576),
@@ -339,8 +391,20 @@ fn main() -> Result<()> {
         info.name, info.compute_capability.0, info.compute_capability.1, info.multiprocessor_count
     ));
     let mut rng = Rng(42);
-    bench_matvec(&gpu, &mut rng, &mut rep)?;
-    bench_sparse_ffn(&gpu, &mut rng, &mut rep)?;
-    bench_attention(&gpu, &mut rng, &mut rep)?;
+    // GHOSTCORE_BENCH_ONLY=matvec,matmul,sparse,attention picks parts (default: all).
+    let only = std::env::var("GHOSTCORE_BENCH_ONLY").unwrap_or_default();
+    let want = |part: &str| only.is_empty() || only.split(',').any(|p| p == part);
+    if want("matvec") {
+        bench_matvec(&gpu, &mut rng, &mut rep)?;
+    }
+    if want("matmul") {
+        bench_matmul(&gpu, &mut rng, &mut rep)?;
+    }
+    if want("sparse") {
+        bench_sparse_ffn(&gpu, &mut rng, &mut rep)?;
+    }
+    if want("attention") {
+        bench_attention(&gpu, &mut rng, &mut rep)?;
+    }
     Ok(())
 }

@@ -385,11 +385,15 @@ impl CudaForward {
                 )?;
             }
             g.quantize_activations_prefix(&mut s.att, m * att_dim)?;
-            g.matmul(&l.wo, &s.att, m, &mut s.tmp, false)?;
-            if let Some(pn) = &l.post_attn_norm {
-                g.rms_norm_inplace_rows(&mut s.tmp, pn, m, cfg.rms_eps)?;
+            match &l.post_attn_norm {
+                Some(pn) => {
+                    g.matmul(&l.wo, &s.att, m, &mut s.tmp, false)?;
+                    g.rms_norm_inplace_rows(&mut s.tmp, pn, m, cfg.rms_eps)?;
+                    g.add_rows(&mut s.x, 0, &s.tmp, 0, m * n_embd)?;
+                }
+                // The residual add fused into the projection (accumulate).
+                None => g.matmul(&l.wo, &s.att, m, &mut s.x, true)?,
             }
-            g.add_rows(&mut s.x, 0, &s.tmp, 0, m * n_embd)?;
 
             // FFN block.
             g.rms_norm_rows(&s.x, &l.ffn_norm, &mut s.xn.x, m, cfg.rms_eps)?;
@@ -398,11 +402,14 @@ impl CudaForward {
             g.matmul(&l.ffn_up, &s.xn, m, &mut s.up, false)?;
             g.gated_activation_prefix(&mut s.hidden.x, &s.up, act, m * cfg.n_ff)?;
             g.quantize_activations_prefix(&mut s.hidden, m * cfg.n_ff)?;
-            g.matmul(&l.ffn_down, &s.hidden, m, &mut s.tmp, false)?;
-            if let Some(pn) = &l.post_ffn_norm {
-                g.rms_norm_inplace_rows(&mut s.tmp, pn, m, cfg.rms_eps)?;
+            match &l.post_ffn_norm {
+                Some(pn) => {
+                    g.matmul(&l.ffn_down, &s.hidden, m, &mut s.tmp, false)?;
+                    g.rms_norm_inplace_rows(&mut s.tmp, pn, m, cfg.rms_eps)?;
+                    g.add_rows(&mut s.x, 0, &s.tmp, 0, m * n_embd)?;
+                }
+                None => g.matmul(&l.ffn_down, &s.hidden, m, &mut s.x, true)?,
             }
-            g.add_rows(&mut s.x, 0, &s.tmp, 0, m * n_embd)?;
         }
         let Some((first, rows)) = head else {
             return Ok(());

@@ -31,8 +31,8 @@ const ATTN_THREADS: u32 = 128;
 const ATTN_CHUNK_MAX: usize = 256;
 const ATTN_CHUNK_MIN: usize = 32;
 /// Positions per split when the range comes from a [`DecodeStep`] (the plan must fit any
-/// position, so it is fixed: `max_ctx / 128` splits per head).
-const ATTN_CHUNK_STEP: usize = 128;
+/// position, so it is fixed: `max_ctx / 64` splits per head).
+const ATTN_CHUNK_STEP: usize = 64;
 
 /// The gate activation of a gated FFN (ids match `GC_ACT_*` in common.cuh).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
