@@ -3,17 +3,38 @@
 
 // out[r, i] = x[r, i] / sqrt(mean_i(x[r, :]^2) + eps) * weight[i], one block per row r.
 // The weight is shared by all rows, so per-head norms (q_norm, k_norm) are one launch with
-// n_rows = n_heads. out may alias x.
+// n_rows = n_heads. out may alias x. Rows of a multiple of 4 floats are read as float4, so a
+// block of n/4 threads (up to 1024) has every load of its row in flight at once: the kernel is
+// latency-bound (one row of a few KB), not bandwidth-bound.
 extern "C" __global__ void gc_rms_norm(const float* x, const float* __restrict__ weight, float* out,
                                        int n, float eps) {
     __shared__ float scratch[32];
     const float* xr = x + (size_t)blockIdx.x * n;
     float* outr = out + (size_t)blockIdx.x * n;
     float ss = 0.0f;
-    for (int i = threadIdx.x; i < n; i += blockDim.x) ss += xr[i] * xr[i];
+    if (n % 4 == 0) {
+        const float4* x4 = (const float4*)xr;
+        for (int i = threadIdx.x; i < n / 4; i += blockDim.x) {
+            const float4 v = x4[i];
+            ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+        }
+    } else {
+        for (int i = threadIdx.x; i < n; i += blockDim.x) ss += xr[i] * xr[i];
+    }
     ss = block_sum(ss, scratch);
     const float scale = rsqrtf(ss / (float)n + eps);
-    for (int i = threadIdx.x; i < n; i += blockDim.x) outr[i] = xr[i] * scale * weight[i];
+    if (n % 4 == 0) {
+        const float4* x4 = (const float4*)xr;
+        const float4* w4 = (const float4*)weight;
+        float4* o4 = (float4*)outr;
+        for (int i = threadIdx.x; i < n / 4; i += blockDim.x) {
+            const float4 v = x4[i];
+            const float4 w = w4[i];
+            o4[i] = make_float4(v.x * scale * w.x, v.y * scale * w.y, v.z * scale * w.z, v.w * scale * w.w);
+        }
+    } else {
+        for (int i = threadIdx.x; i < n; i += blockDim.x) outr[i] = xr[i] * scale * weight[i];
+    }
 }
 
 // In-place RoPE on x[n_tok][n_heads][head_dim], token t at position pos0 + t, rotating the

@@ -250,7 +250,9 @@ static __device__ __forceinline__ float warp_row_dot_q8_1(const uint8_t* row, in
                                                           const int8_t* xq, const float2* xds) {
     const int lane = threadIdx.x % GC_WARP;
     float acc = 0.0f;
-#pragma unroll 2
+    // Unrolled so that four units' loads are in flight per lane (decode rows are a few
+    // hundred units: latency, not bandwidth, limits one warp). The sum order is unchanged.
+#pragma unroll 4
     for (int u = lane; u < n_units; u += GC_WARP) {
         acc += QuantTraits<TYPE>::dot(row, u, xq + 32 * u, xds[u]);
     }

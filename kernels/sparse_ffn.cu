@@ -6,20 +6,21 @@
 //                          compact list through an atomic counter, one atomic per 32 rows
 //                          (order between blocks is arbitrary)
 //   gc_sparse_up_<type>    h[k] = a[k] * dot(W_up[ids[k], :], x) for k < *count only
-//   gc_sparse_down_q8_0    out[e] (+)= sum_k h[k] * D[ids[k], e] over a neuron-major copy D
-//                          of ffn_down (row i = neuron i's n_embd weights, Q8_0), so each
-//                          active neuron is one contiguous row read
+//   gc_sparse_down_<q8_0|q4_0>  out[e] (+)= sum_k h[k] * D[ids[k], e] over a neuron-major copy
+//                          D of ffn_down (row i = neuron i's n_embd weights, Q8_0 or Q4_0), so
+//                          each active neuron is one contiguous row read
 //
 // The counter must be zero before gc_sparse_gate runs. The up and down grids are sized for
 // the worst case (all neurons active) and read the count on the device.
 #include "quant_blocks.cuh"
 
 #define GC_SPARSE_ROWS 4
-#define GC_GATE_WARPS 8
+#define GC_GATE_WARPS 32
 #define GC_GATE_ROWS_PER_WARP (GC_WARP / GC_GATE_WARPS)
-#define GC_SPARSE_DOWN_THREADS 128
+#define GC_SPARSE_DOWN_THREADS 256
 
-// Gate: GC_GATE_WARPS warps x GC_GATE_ROWS_PER_WARP rows = 32 rows per block. The block's
+// Gate: GC_GATE_WARPS warps x GC_GATE_ROWS_PER_WARP rows = 32 rows per block (one row per
+// warp, as many rows in flight as the dense matvec). The block's
 // active rows are compacted with one ballot and one atomicAdd (not one atomic per neuron: a
 // single counter hit thousands of times per token would serialize in L2), and stay in row
 // order within the block.
@@ -98,32 +99,108 @@ GC_DEFINE_SPARSE(q8_0, GC_TYPE_Q8_0)
 GC_DEFINE_SPARSE(q4_k, GC_TYPE_Q4_K)
 GC_DEFINE_SPARSE(q6_k, GC_TYPE_Q6_K)
 
-// grid (ceil(n_embd / (4 * GC_SPARSE_DOWN_THREADS)), n_splits): each thread owns 4 consecutive
-// output columns; split y takes active neurons k = y, y + n_splits, ... and adds its partial
-// sums with atomics, so out must hold zeros (or the residual, to fuse the add). n_embd % 32 == 0.
-extern "C" __global__ void __launch_bounds__(GC_SPARSE_DOWN_THREADS)
-    gc_sparse_down_q8_0(const uint8_t* __restrict__ d_rows, unsigned long long row_bytes, int n_embd,
-                        const int* __restrict__ ids, const float* __restrict__ h, const int* __restrict__ count,
-                        float* __restrict__ out) {
-    const int col = 4 * (blockIdx.x * blockDim.x + threadIdx.x);
-    if (col >= n_embd) return;
+// grid (n_blocks): the active list is cut into n_blocks contiguous slices; a block streams its
+// neurons' rows (each thread owns 4-column groups tid, tid + 256, ..., so a row is read by the
+// whole block in one coalesced sweep), keeps the partial sums in registers and adds them to out
+// with one atomic per column at the end. ids and h of the slice are staged in shared memory
+// first, so the row loads of successive neurons do not wait on each other. out must hold zeros
+// (or the residual, to fuse the add). n_embd % 32 == 0 and n_embd <= 4 * 256 * GC_DOWN_GROUPS.
+#define GC_DOWN_GROUPS 8
+#define GC_DOWN_SLICE_MAX 256
+#define GC_DOWN_SLICE_MIN 32
+
+// Four consecutive weights (col % 4 == 0) of a neuron-major row and their block scale.
+template <int TYPE> struct DownRow;
+template <> struct DownRow<GC_TYPE_Q8_0> {
+    static __device__ __forceinline__ void load4(const uint8_t* row, int col, float& d, int v[4]) {
+        const block_q8_0* b = (const block_q8_0*)row + col / 32;
+        d = load_half(&b->d);
+        const int q = load_i32_a2(b->qs + col % 32);
+        v[0] = (int8_t)(q & 0xFF);
+        v[1] = (int8_t)((q >> 8) & 0xFF);
+        v[2] = (int8_t)((q >> 16) & 0xFF);
+        v[3] = (int8_t)((q >> 24) & 0xFF);
+    }
+};
+// Q4_0: element j of a block is the low nibble of qs[j] (j < 16) or the high nibble of
+// qs[j - 16], minus 8.
+template <> struct DownRow<GC_TYPE_Q4_0> {
+    static __device__ __forceinline__ void load4(const uint8_t* row, int col, float& d, int v[4]) {
+        const block_q4_0* b = (const block_q4_0*)row + col / 32;
+        d = load_half(&b->d);
+        const int j = col % 32;
+        const int q = load_i32_a2(b->qs + (j & 15));
+        const int shift = j < 16 ? 0 : 4;
+        v[0] = ((q >> shift) & 0x0F) - 8;
+        v[1] = ((q >> (8 + shift)) & 0x0F) - 8;
+        v[2] = ((q >> (16 + shift)) & 0x0F) - 8;
+        v[3] = ((q >> (24 + shift)) & 0x0F) - 8;
+    }
+};
+
+template <int TYPE>
+static __device__ __forceinline__ void sparse_down(const uint8_t* __restrict__ d_rows, unsigned long long row_bytes,
+                                                   int n_embd, const int* __restrict__ ids,
+                                                   const float* __restrict__ h, const int* __restrict__ count,
+                                                   float* __restrict__ out) {
+    __shared__ int s_ids[GC_DOWN_SLICE_MAX];
+    __shared__ float s_h[GC_DOWN_SLICE_MAX];
     const int n_active = *count;
-    const size_t blk_off = (size_t)(col / 32) * sizeof(block_q8_0);
-    const int in_blk = col % 32;
-    float acc0 = 0.0f, acc1 = 0.0f, acc2 = 0.0f, acc3 = 0.0f;
-    for (int k = blockIdx.y; k < n_active; k += gridDim.y) {
-        const block_q8_0* b = (const block_q8_0*)(d_rows + (size_t)ids[k] * row_bytes + blk_off);
-        const float s = h[k] * load_half(&b->d);
-        const int q = load_i32_a2(b->qs + in_blk);
-        acc0 += s * (float)(int8_t)(q & 0xFF);
-        acc1 += s * (float)(int8_t)((q >> 8) & 0xFF);
-        acc2 += s * (float)(int8_t)((q >> 16) & 0xFF);
-        acc3 += s * (float)(int8_t)((q >> 24) & 0xFF);
+    // At least GC_DOWN_SLICE_MIN neurons a block: every block that works adds n_embd atomics,
+    // which at high sparsity would otherwise cost more than the rows it reads.
+    const int slice = max(GC_DOWN_SLICE_MIN, (n_active + (int)gridDim.x - 1) / (int)gridDim.x);
+    const int k_begin = blockIdx.x * slice;
+    const int k_end = min(k_begin + slice, n_active);
+    if (k_begin >= k_end) return;
+    const int n_groups = n_embd / 4;
+    float acc[GC_DOWN_GROUPS][4];
+#pragma unroll
+    for (int g = 0; g < GC_DOWN_GROUPS; ++g) acc[g][0] = acc[g][1] = acc[g][2] = acc[g][3] = 0.0f;
+
+    for (int k0 = k_begin; k0 < k_end; k0 += GC_DOWN_SLICE_MAX) {
+        const int k_n = min(GC_DOWN_SLICE_MAX, k_end - k0);
+        __syncthreads();
+        for (int i = threadIdx.x; i < k_n; i += blockDim.x) {
+            s_ids[i] = ids[k0 + i];
+            s_h[i] = h[k0 + i];
+        }
+        __syncthreads();
+#pragma unroll 2
+        for (int i = 0; i < k_n; ++i) {
+            const uint8_t* row = d_rows + (size_t)s_ids[i] * row_bytes;
+            const float hk = s_h[i];
+#pragma unroll
+            for (int g = 0; g < GC_DOWN_GROUPS; ++g) {
+                const int cg = threadIdx.x + g * GC_SPARSE_DOWN_THREADS;
+                if (cg < n_groups) {
+                    float d;
+                    int v[4];
+                    DownRow<TYPE>::load4(row, 4 * cg, d, v);
+                    const float sc = hk * d;
+#pragma unroll
+                    for (int j = 0; j < 4; ++j) acc[g][j] += sc * (float)v[j];
+                }
+            }
+        }
     }
-    if (n_active > (int)blockIdx.y) {
-        atomicAdd(out + col, acc0);
-        atomicAdd(out + col + 1, acc1);
-        atomicAdd(out + col + 2, acc2);
-        atomicAdd(out + col + 3, acc3);
+#pragma unroll
+    for (int g = 0; g < GC_DOWN_GROUPS; ++g) {
+        const int cg = threadIdx.x + g * GC_SPARSE_DOWN_THREADS;
+        if (cg < n_groups) {
+#pragma unroll
+            for (int j = 0; j < 4; ++j) atomicAdd(out + 4 * cg + j, acc[g][j]);
+        }
     }
+}
+
+extern "C" __global__ void __launch_bounds__(GC_SPARSE_DOWN_THREADS)
+    gc_sparse_down_q8_0(const uint8_t* d_rows, unsigned long long row_bytes, int n_embd, const int* ids,
+                        const float* h, const int* count, float* out) {
+    sparse_down<GC_TYPE_Q8_0>(d_rows, row_bytes, n_embd, ids, h, count, out);
+}
+
+extern "C" __global__ void __launch_bounds__(GC_SPARSE_DOWN_THREADS)
+    gc_sparse_down_q4_0(const uint8_t* d_rows, unsigned long long row_bytes, int n_embd, const int* ids,
+                        const float* h, const int* count, float* out) {
+    sparse_down<GC_TYPE_Q4_0>(d_rows, row_bytes, n_embd, ids, h, count, out);
 }

@@ -219,6 +219,7 @@ fn bench_sparse_ffn(gpu: &CudaBackend, rng: &mut Rng, rep: &mut Report) -> Resul
     for &(label, n_embd, n_ff, ty) in &[
         ("smollm2-135m", 576usize, 1536usize, GgmlType::Q8_0),
         ("7b q4_K", 4096, 11008, GgmlType::Q4_K),
+        ("8b q4_K", 4096, 14336, GgmlType::Q4_K),
     ] {
         let gate =
             DeviceMatrix::upload(gpu, ty, n_embd, n_ff, &random_rows(rng, ty, n_ff, n_embd))?;
@@ -236,6 +237,13 @@ fn bench_sparse_ffn(gpu: &CudaBackend, rng: &mut Rng, rep: &mut Report) -> Resul
             n_ff,
             n_embd,
             &random_rows(rng, GgmlType::Q8_0, n_ff, n_embd),
+        )?;
+        let down_nm4 = NeuronMajorDown::upload_typed(
+            gpu,
+            GgmlType::Q4_0,
+            n_ff,
+            n_embd,
+            &random_rows(rng, GgmlType::Q4_0, n_ff, n_embd),
         )?;
         let mut x = DeviceActivations::new(gpu, n_embd)?;
         let xv: Vec<f32> = (0..n_embd).map(|_| rng.unit()).collect();
@@ -272,36 +280,63 @@ fn bench_sparse_ffn(gpu: &CudaBackend, rng: &mut Rng, rep: &mut Report) -> Resul
             .collect();
         mags.sort_by(|a, b| a.total_cmp(b));
         let mut scratch = SparseFfnScratch::new(gpu, n_ff)?;
+        // The floor: gate matvec + selection with nothing active (up and down exit at once).
+        let gate_only = time_per_call(gpu, 100, || {
+            gpu.sparse_ffn(
+                &gate,
+                &up,
+                &down_nm,
+                &x,
+                GatedActivation::Silu,
+                f32::MAX,
+                &mut scratch,
+                &mut out,
+                true,
+            )
+        })?;
+        let gate_dense = time_per_call(gpu, 100, || gpu.matvec(&gate, &x, &mut g, false))?;
+        println!(
+            "{label:<14} gate+select, nothing active {:>9.2} us (dense gate matvec {:.2} us)",
+            gate_only * 1e6,
+            gate_dense * 1e6
+        );
         for sparsity in [0.0f64, 0.5, 0.8, 0.9, 0.95] {
             let threshold = if sparsity == 0.0 {
                 -1.0
             } else {
                 mags[((n_ff as f64 * sparsity) as usize).min(n_ff - 1)]
             };
-            let t = time_per_call(gpu, 100, || {
-                gpu.sparse_ffn(
-                    &gate,
-                    &up,
-                    &down_nm,
-                    &x,
-                    GatedActivation::Silu,
-                    threshold,
-                    &mut scratch,
-                    &mut out,
-                    true,
-                )
-            })?;
+            let run = |down: &NeuronMajorDown, scratch: &mut SparseFfnScratch, out: &mut DeviceVec| {
+                time_per_call(gpu, 100, || {
+                    gpu.sparse_ffn(
+                        &gate,
+                        &up,
+                        down,
+                        &x,
+                        GatedActivation::Silu,
+                        threshold,
+                        scratch,
+                        out,
+                        true,
+                    )
+                })
+            };
+            let t = run(&down_nm, &mut scratch, &mut out)?;
+            let t4 = run(&down_nm4, &mut scratch, &mut out)?;
             let active = scratch.read_active(gpu)?.len();
             println!(
-                "{label:<14} sparse {:>4.0}% ({active:>5} active) {:>9.2} us  ({:.2}x dense)",
+                "{label:<14} sparse {:>4.0}% ({active:>5} active)  down q8_0 {:>9.2} us ({:.2}x dense)  down q4_0 {:>9.2} us ({:.2}x dense)",
                 sparsity * 100.0,
                 t * 1e6,
-                dense / t
+                dense / t,
+                t4 * 1e6,
+                dense / t4
             );
             rep.emit(format!(
-                "{{\"bench\":\"ffn_sparse\",\"model\":\"{label}\",\"type\":\"{}\",\"target_sparsity\":{sparsity},\"active\":{active},\"n_ff\":{n_ff},\"us\":{:.3},\"dense_us\":{:.3}}}",
+                "{{\"bench\":\"ffn_sparse\",\"model\":\"{label}\",\"type\":\"{}\",\"target_sparsity\":{sparsity},\"active\":{active},\"n_ff\":{n_ff},\"us\":{:.3},\"us_down_q4_0\":{:.3},\"dense_us\":{:.3}}}",
                 ty.name(),
                 t * 1e6,
+                t4 * 1e6,
                 dense * 1e6
             ));
         }

@@ -908,10 +908,11 @@ fn cuda_sparse_ffn_matches_masked_dense_reference() {
     let Some(gpu) = backend() else { return };
     let mut rng = Rng(10);
     let (n_embd, n_ff) = (512usize, 1536usize);
-    for (ty, act) in [
-        (GgmlType::Q4_K, GatedActivation::Silu),
-        (GgmlType::Q8_0, GatedActivation::GeluTanh),
-        (GgmlType::Q6_K, GatedActivation::Silu),
+    for (ty, act, down_ty) in [
+        (GgmlType::Q4_K, GatedActivation::Silu, GgmlType::Q8_0),
+        (GgmlType::Q8_0, GatedActivation::GeluTanh, GgmlType::Q8_0),
+        (GgmlType::Q6_K, GatedActivation::Silu, GgmlType::Q8_0),
+        (GgmlType::Q4_K, GatedActivation::Silu, GgmlType::Q4_0),
     ] {
         let gate = random_rows(&mut rng, ty, n_ff, n_embd);
         let up = random_rows(&mut rng, ty, n_ff, n_embd);
@@ -920,8 +921,14 @@ fn cuda_sparse_ffn_matches_masked_dense_reference() {
         let down_nm: Vec<f32> = (0..n_ff)
             .flat_map(|i| down.iter().map(move |r| r[i]))
             .collect();
-        let down_nm_q8 = ref_quantize_q8_0(&down_nm);
-        let down_nm_deq = ref_dequant_row(GgmlType::Q8_0, &down_nm_q8, n_ff * n_embd);
+        let down_nm_q = if down_ty == GgmlType::Q8_0 {
+            ref_quantize_q8_0(&down_nm)
+        } else {
+            let mut q = vec![0u8; down_ty.row_bytes((n_ff * n_embd) as u64).unwrap() as usize];
+            ghostcore::quant::quantize::quantize_row(down_ty, &down_nm, &mut q).unwrap();
+            q
+        };
+        let down_nm_deq = ref_dequant_row(down_ty, &down_nm_q, n_ff * n_embd);
         let x = rng.vec(n_embd, 1.0);
         let (x_q8, _, _) = ref_quantize_q8_1(&x);
 
@@ -952,7 +959,7 @@ fn cuda_sparse_ffn_matches_masked_dense_reference() {
 
         let dg = DeviceMatrix::upload(&gpu, ty, n_embd, n_ff, &gate).unwrap();
         let du = DeviceMatrix::upload(&gpu, ty, n_embd, n_ff, &up).unwrap();
-        let dd = NeuronMajorDown::upload(&gpu, n_ff, n_embd, &down_nm_q8).unwrap();
+        let dd = NeuronMajorDown::upload_typed(&gpu, down_ty, n_ff, n_embd, &down_nm_q).unwrap();
         let mut dx = DeviceActivations::new(&gpu, n_embd).unwrap();
         dx.x.write(&gpu, &x).unwrap();
         gpu.quantize_activations(&mut dx).unwrap();
@@ -1007,8 +1014,9 @@ fn cuda_sparse_ffn_matches_masked_dense_reference() {
             .collect();
         assert_close(
             &format!(
-                "sparse_ffn {} {act:?} ({} of {n_ff} active)",
+                "sparse_ffn {} {act:?} down {} ({} of {n_ff} active)",
                 ty.name(),
+                down_ty.name(),
                 active.len()
             ),
             &got,

@@ -305,6 +305,7 @@ impl KvCache {
 /// output weights (column `i` of the GGUF tensor) as Q8_0, so an active neuron is one
 /// contiguous row. Built on the host (dequantize, transpose, requantize) and uploaded once.
 pub struct NeuronMajorDown {
+    pub(crate) ty: GgmlType,
     pub(crate) n_ff: usize,
     pub(crate) n_embd: usize,
     pub(crate) row_bytes: usize,
@@ -319,8 +320,28 @@ impl NeuronMajorDown {
         n_embd: usize,
         q8_0_rows: &[u8],
     ) -> Result<Self> {
-        let m = DeviceMatrix::upload(backend, GgmlType::Q8_0, n_embd, n_ff, q8_0_rows)?;
+        Self::upload_typed(backend, GgmlType::Q8_0, n_ff, n_embd, q8_0_rows)
+    }
+
+    /// `rows`: `n_ff` rows of `n_embd` weights of type `ty`, Q8_0 or Q4_0 (half the bytes of
+    /// Q8_0: what makes skipping down rows pay on the GPU, at a quality cost to measure).
+    pub fn upload_typed(
+        backend: &CudaBackend,
+        ty: GgmlType,
+        n_ff: usize,
+        n_embd: usize,
+        rows: &[u8],
+    ) -> Result<Self> {
+        if !matches!(ty, GgmlType::Q8_0 | GgmlType::Q4_0) {
+            bail!(
+                Unsupported,
+                "neuron-major ffn_down copy of type {}: the sparse kernels read Q8_0 or Q4_0",
+                ty.name()
+            );
+        }
+        let m = DeviceMatrix::upload(backend, ty, n_embd, n_ff, rows)?;
         Ok(NeuronMajorDown {
+            ty,
             n_ff,
             n_embd,
             row_bytes: m.row_bytes,

@@ -62,6 +62,7 @@ pub(crate) const ALL_KERNELS: &[&str] = &[
     "gc_sparse_up_q4_k",
     "gc_sparse_up_q6_k",
     "gc_sparse_down_q8_0",
+    "gc_sparse_down_q4_0",
 ];
 
 /// Weight types the device kernels handle.

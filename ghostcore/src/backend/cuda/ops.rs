@@ -12,6 +12,7 @@ use super::buffers::{
 };
 use super::device::{guard, CudaBackend};
 use super::kernels::{has_q8_1_kernel, type_suffix};
+use crate::quant::GgmlType;
 use crate::{bail, Result};
 
 /// Rows per block of the matvec and sparse kernels (`GC_MATVEC_ROWS`, `GC_SPARSE_ROWS`).
@@ -21,11 +22,13 @@ const MATMUL_COLS: u32 = 8;
 /// Rows and threads per block of `gc_matmul_*` (`GC_MATMUL_ROWS`, 8 warps).
 const MATMUL_ROWS: u32 = 32;
 const MATMUL_THREADS: u32 = 256;
-/// `gc_sparse_gate_*`: 8 warps of 4 rows, 32 rows per block (`GC_GATE_WARPS`).
-const GATE_THREADS: u32 = 256;
+/// `gc_sparse_gate_*`: 32 warps of one row each, 32 rows per block (`GC_GATE_WARPS`).
+const GATE_THREADS: u32 = 1024;
 const GATE_ROWS_PER_BLOCK: u32 = 32;
-/// Threads per output-column block of `gc_sparse_down_q8_0`; each thread owns 4 columns.
-const SPARSE_DOWN_THREADS: u32 = 128;
+/// Threads per block of `gc_sparse_down_q8_0` (`GC_SPARSE_DOWN_THREADS`); each thread owns
+/// up to `SPARSE_DOWN_GROUPS` groups of 4 columns.
+const SPARSE_DOWN_THREADS: u32 = 256;
+const SPARSE_DOWN_GROUPS: usize = 8;
 /// `GC_ATTN_THREADS` and `GC_ATTN_CHUNK_MAX` in attention.cu.
 const ATTN_THREADS: u32 = 128;
 const ATTN_CHUNK_MAX: usize = 256;
@@ -431,6 +434,8 @@ impl CudaBackend {
         eps: f32,
     ) -> Result<()> {
         let f = self.function("gc_rms_norm")?;
+        // One thread per float4 of the row (a multiple of 32, at most 1024).
+        let threads = (weight.len().div_ceil(4).div_ceil(32) * 32).clamp(32, 1024) as u32;
         let n = weight.len() as i32;
         guard("launch gc_rms_norm", || {
             let mut b = self.stream().launch_builder(f);
@@ -438,7 +443,9 @@ impl CudaBackend {
             // SAFETY: (const float* x, const float* weight, float* out, int n, float eps) matches
             // the kernel; x and out hold rows * n floats and weight n (checked by callers). The
             // caller holds `out` exclusively (or `x` mutably when they are the same buffer).
-            unsafe { b.launch(cfg((rows, 1), 256, 0)) }.map(|_| ())
+            // Device buffers start 256-byte aligned and rows are n floats apart, so with n a
+            // multiple of 4 every row is float4-aligned.
+            unsafe { b.launch(cfg((rows, 1), threads, 0)) }.map(|_| ())
         })
     }
 
@@ -1074,7 +1081,11 @@ impl CudaBackend {
                 up.ty.name()
             );
         }
-        if down.n_ff != n_ff || down.n_embd != out.len() || scratch.capacity < n_ff {
+        if down.n_ff != n_ff
+            || down.n_embd != out.len()
+            || scratch.capacity < n_ff
+            || down.n_embd > 4 * SPARSE_DOWN_THREADS as usize * SPARSE_DOWN_GROUPS
+        {
             bail!(
                 InvalidArgument,
                 "sparse_ffn: down {}x{}, out {}, scratch {} for n_ff {n_ff}",
@@ -1097,7 +1108,11 @@ impl CudaBackend {
         let (fg, fu, fd) = (
             self.function(&gate_name)?,
             self.function(&up_name)?,
-            self.function("gc_sparse_down_q8_0")?,
+            self.function(if down.ty == GgmlType::Q4_0 {
+                "gc_sparse_down_q4_0"
+            } else {
+                "gc_sparse_down_q8_0"
+            })?,
         );
         let (gate_rb, up_rb, down_rb) = (
             gate.row_bytes as u64,
@@ -1146,13 +1161,11 @@ impl CudaBackend {
             // matches the kernel; ids < n_ff = up rows; the grid covers n_ff list slots.
             unsafe { b.launch(cfg((rows_grid, 1), ROWS_PER_BLOCK * 32, 0)) }.map(|_| ())
         })?;
-        let col_blocks = grid_1d(n_embd.div_ceil(4), SPARSE_DOWN_THREADS)?;
+        // About four blocks per SM, each at least ~16 neurons (when all are active): every
+        // block adds n_embd atomics into `out`.
         let sms = self.info().multiprocessor_count.max(1) as u32;
-        // Enough blocks to fill the GPU, but at least ~64 neurons (if all are active) per
-        // split: every split adds n_embd atomics into `out`.
-        let max_splits = (n_ff / 64).clamp(1, 65_535) as u32;
-        let splits = (4 * sms).div_ceil(col_blocks).clamp(1, max_splits);
-        guard("launch gc_sparse_down_q8_0", || {
+        let down_blocks = (4 * sms).clamp(1, (n_ff / 16).max(1) as u32);
+        guard("launch gc_sparse_down", || {
             let mut b = self.stream().launch_builder(fd);
             b.arg(&down.data)
                 .arg(&down_rb)
@@ -1162,8 +1175,9 @@ impl CudaBackend {
             b.arg(&scratch.count).arg(&mut out.data);
             // SAFETY: (const uint8_t* d_rows, u64 row_bytes, int n_embd, const int* ids,
             // const float* h, const int* count, float* out) matches the kernel; down holds n_ff
-            // rows of n_embd (n_embd % 32 == 0) and out n_embd floats.
-            unsafe { b.launch(cfg((col_blocks, splits), SPARSE_DOWN_THREADS, 0)) }.map(|_| ())
+            // rows of n_embd of its type (n_embd % 32 == 0, at most 4 * 256 * 8: checked above)
+            // and out n_embd floats.
+            unsafe { b.launch(cfg((down_blocks, 1), SPARSE_DOWN_THREADS, 0)) }.map(|_| ())
         })
     }
 }
