@@ -306,21 +306,22 @@ fn bench_sparse_ffn(gpu: &CudaBackend, rng: &mut Rng, rep: &mut Report) -> Resul
             } else {
                 mags[((n_ff as f64 * sparsity) as usize).min(n_ff - 1)]
             };
-            let run = |down: &NeuronMajorDown, scratch: &mut SparseFfnScratch, out: &mut DeviceVec| {
-                time_per_call(gpu, 100, || {
-                    gpu.sparse_ffn(
-                        &gate,
-                        &up,
-                        down,
-                        &x,
-                        GatedActivation::Silu,
-                        threshold,
-                        scratch,
-                        out,
-                        true,
-                    )
-                })
-            };
+            let run =
+                |down: &NeuronMajorDown, scratch: &mut SparseFfnScratch, out: &mut DeviceVec| {
+                    time_per_call(gpu, 100, || {
+                        gpu.sparse_ffn(
+                            &gate,
+                            &up,
+                            down,
+                            &x,
+                            GatedActivation::Silu,
+                            threshold,
+                            scratch,
+                            out,
+                            true,
+                        )
+                    })
+                };
             let t = run(&down_nm, &mut scratch, &mut out)?;
             let t4 = run(&down_nm4, &mut scratch, &mut out)?;
             let active = scratch.read_active(gpu)?.len();

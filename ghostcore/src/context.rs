@@ -296,8 +296,7 @@ impl Context {
                 LogitsFor::Last => self.n_logit_rows = 1,
                 LogitsFor::All => {
                     let last = (tokens.len() - 1) * n_vocab;
-                    self.logits[..n_vocab]
-                        .copy_from_slice(&self.all_logits[last..last + n_vocab]);
+                    self.logits[..n_vocab].copy_from_slice(&self.all_logits[last..last + n_vocab]);
                     self.n_logit_rows = tokens.len();
                 }
             }

@@ -74,7 +74,9 @@ fn gpu_context(model: &Arc<Model>) -> Option<Context> {
             Some(ctx)
         }
         None => {
-            eprintln!("SKIPPED: no usable CUDA GPU on this machine (the context fell back to the CPU)");
+            eprintln!(
+                "SKIPPED: no usable CUDA GPU on this machine (the context fell back to the CPU)"
+            );
             None
         }
     }
@@ -93,7 +95,10 @@ fn argmax(v: &[f32]) -> usize {
 /// Compares one row of logits: relative L2 error and argmax (up to CPU near-ties).
 /// Returns the relative error.
 fn compare_row(label: &str, cpu: &[f32], gpu: &[f32], tie_frac: f32) -> f64 {
-    assert!(gpu.iter().all(|v| v.is_finite()), "{label}: non-finite GPU logits");
+    assert!(
+        gpu.iter().all(|v| v.is_finite()),
+        "{label}: non-finite GPU logits"
+    );
     let num: f64 = cpu
         .iter()
         .zip(gpu)
@@ -170,9 +175,12 @@ fn gpu_greedy_tokens_match_cpu_on_real_weights() {
     if !gpu_present() {
         return;
     }
-    let path = ["smollm2-135m-q4_k_m.gguf", "smollm2-135m-q4_k_m-4layers.gguf"]
-        .iter()
-        .find_map(|f| find_model(f));
+    let path = [
+        "smollm2-135m-q4_k_m.gguf",
+        "smollm2-135m-q4_k_m-4layers.gguf",
+    ]
+    .iter()
+    .find_map(|f| find_model(f));
     let Some(path) = path else { return };
     let model = Model::load(&path, &ModelParams::default()).unwrap();
     let Some(mut gpu) = gpu_context(&model) else {
@@ -193,7 +201,10 @@ fn gpu_greedy_tokens_match_cpu_on_real_weights() {
         cpu.decode(&[c as u32]).unwrap();
         gpu.decode(&[c as u32]).unwrap();
     }
-    eprintln!("{}: greedy argmax agreement {agree}/{steps}", path.display());
+    eprintln!(
+        "{}: greedy argmax agreement {agree}/{steps}",
+        path.display()
+    );
 }
 
 #[test]
@@ -339,7 +350,10 @@ fn gpu_graph_replay_equals_plain_launches() {
             plain.decode(&[t]).unwrap();
             let (a, b) = (replayed.logits(), plain.logits());
             let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1.0);
-            let worst = a.iter().zip(b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+            let worst = a
+                .iter()
+                .zip(b)
+                .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
             // Same kernels and inputs; only the attention's split plan differs, whose
             // rounding can move an 8-bit activation by one step now and then.
             assert!(

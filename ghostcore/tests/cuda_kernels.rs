@@ -1241,7 +1241,12 @@ fn cuda_matmul_equals_matvec_per_token() {
                 gpu.matmul_from(&dm, &batch, 1, 2, &mut acc, true).unwrap();
                 let acc = acc.to_vec(&gpu).unwrap();
                 for i in 0..2 * n_rows {
-                    assert_eq!(acc[i], got[i] + got[n_rows + i], "matmul_from {}", ty.name());
+                    assert_eq!(
+                        acc[i],
+                        got[i] + got[n_rows + i],
+                        "matmul_from {}",
+                        ty.name()
+                    );
                 }
             }
         }

@@ -64,6 +64,8 @@ pub fn open_accelerated(
     #[cfg(not(feature = "cuda"))]
     {
         let _ = (model, n_ctx);
-        Ok(Err("this build has no CUDA support (cargo feature `cuda`)".into()))
+        Ok(Err(
+            "this build has no CUDA support (cargo feature `cuda`)".into()
+        ))
     }
 }

@@ -431,7 +431,13 @@ impl DecodeStep {
 
     /// Queues the upload of the next step's scalars (ordered before later launches on the
     /// backend's stream). `window` 0 means no sliding window.
-    pub fn set(&mut self, backend: &CudaBackend, token: u32, pos: usize, window: usize) -> Result<()> {
+    pub fn set(
+        &mut self,
+        backend: &CudaBackend,
+        token: u32,
+        pos: usize,
+        window: usize,
+    ) -> Result<()> {
         if token as usize >= self.n_vocab || pos >= self.max_ctx {
             bail!(
                 InvalidArgument,
@@ -446,6 +452,9 @@ impl DecodeStep {
         } else {
             0
         };
-        backend.upload_into(&[token as i32, pos as i32, 0, end, first, end], &mut self.data)
+        backend.upload_into(
+            &[token as i32, pos as i32, 0, end, first, end],
+            &mut self.data,
+        )
     }
 }

@@ -184,8 +184,7 @@ impl CudaBackend {
         })?;
         let recorded = f();
         let graph = guard("cuStreamEndCapture", || {
-            self.stream
-                .end_capture(sys::CUgraphInstantiate_flags(0))
+            self.stream.end_capture(sys::CUgraphInstantiate_flags(0))
         });
         recorded?;
         match graph? {

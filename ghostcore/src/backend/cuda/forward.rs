@@ -243,7 +243,9 @@ impl CudaForward {
             match gpu.capture_graph(|| self.enqueue(None, 1, 0, Some((0, 1)))) {
                 Ok(graph) => self.graph = Some(graph),
                 Err(e) => {
-                    eprintln!("ghostcore: CUDA graph capture failed ({e}); decoding without graphs");
+                    eprintln!(
+                        "ghostcore: CUDA graph capture failed ({e}); decoding without graphs"
+                    );
                     self.use_graphs = false;
                     return self.run_batch(&[token], pos, Some((LogitsFor::Last, logits)));
                 }

@@ -8,7 +8,8 @@ use std::ops::Range;
 use cudarc::driver::{CudaSlice, CudaView, LaunchConfig, PushKernelArg};
 
 use super::buffers::{
-    DecodeStep, DeviceActivations, DeviceMatrix, DeviceVec, KvCache, NeuronMajorDown, SparseFfnScratch,
+    DecodeStep, DeviceActivations, DeviceMatrix, DeviceVec, KvCache, NeuronMajorDown,
+    SparseFfnScratch,
 };
 use super::device::{guard, CudaBackend};
 use super::kernels::{has_q8_1_kernel, type_suffix};
@@ -266,7 +267,10 @@ impl CudaBackend {
             );
             let grid = grid_1d(w.n_rows, ROWS_PER_BLOCK)?;
             for t in 0..n_tok {
-                let x = act.x.data.slice((first + t) * w.n_cols..(first + t + 1) * w.n_cols);
+                let x = act
+                    .x
+                    .data
+                    .slice((first + t) * w.n_cols..(first + t + 1) * w.n_cols);
                 let mut o = out.data.slice_mut(t * w.n_rows..(t + 1) * w.n_rows);
                 guard(&format!("launch {name}"), || {
                     let mut b = self.stream().launch_builder(f);
@@ -318,7 +322,11 @@ impl CudaBackend {
         let xds = act.ds.slice(2 * (first * w.n_cols / 32)..);
         guard(&format!("launch {name}"), || {
             let mut b = self.stream().launch_builder(f);
-            b.arg(&w.data).arg(&row_bytes).arg(&n_rows).arg(&n_cols).arg(&nt);
+            b.arg(&w.data)
+                .arg(&row_bytes)
+                .arg(&n_rows)
+                .arg(&n_cols)
+                .arg(&nt);
             b.arg(&xq).arg(&xds).arg(&mut out.data).arg(&acc);
             // SAFETY: (const uint8_t* w, u64 row_bytes, int n_rows, int n_cols, int n_tok,
             // const int8_t* xq, const float2* xds, float* out, int accumulate) matches the
@@ -482,7 +490,12 @@ impl CudaBackend {
                 p.head_dim
             );
         }
-        self.rope_impl(x, p, 1, Some(&step.data.slice(DecodeStep::POS..DecodeStep::POS + 1)))
+        self.rope_impl(
+            x,
+            p,
+            1,
+            Some(&step.data.slice(DecodeStep::POS..DecodeStep::POS + 1)),
+        )
     }
 
     fn rope_impl(
@@ -731,7 +744,18 @@ impl CudaBackend {
         };
         let range = step.data.slice(at..at + 2);
         let all = 0..cache.shape.max_ctx;
-        self.attention_impl(q, 0, cache, layer, all, Some(&range), scale, softcap, ws, out)
+        self.attention_impl(
+            q,
+            0,
+            cache,
+            layer,
+            all,
+            Some(&range),
+            scale,
+            softcap,
+            ws,
+            out,
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
