@@ -15,50 +15,44 @@
 #include "quant_blocks.cuh"
 
 #define GC_SPARSE_ROWS 4
-#define GC_GATE_WARPS 32
-#define GC_GATE_ROWS_PER_WARP (GC_WARP / GC_GATE_WARPS)
+#define GC_GATE_WARPS 8
 #define GC_SPARSE_DOWN_THREADS 256
 
-// Gate: GC_GATE_WARPS warps x GC_GATE_ROWS_PER_WARP rows = 32 rows per block (one row per
-// warp, as many rows in flight as the dense matvec). The block's
-// active rows are compacted with one ballot and one atomicAdd (not one atomic per neuron: a
-// single counter hit thousands of times per token would serialize in L2), and stay in row
-// order within the block.
+// Gate: one row per warp, GC_GATE_WARPS rows per block (as many rows in flight as the dense
+// matvec). The block's active rows are compacted with one ballot and one atomicAdd (not one
+// atomic per neuron: a single counter hit thousands of times per token would serialize in
+// L2), and stay in row order within the block.
 template <int TYPE>
 static __device__ __forceinline__ void sparse_gate(const uint8_t* __restrict__ w, unsigned long long row_bytes,
                                                    int n_ff, int n_cols, const int8_t* __restrict__ xq,
                                                    const float2* __restrict__ xds, int act, float threshold,
                                                    int* __restrict__ ids, float* __restrict__ a_vals,
                                                    int* __restrict__ count) {
-    __shared__ float s_val[GC_WARP];
-    __shared__ int s_active[GC_WARP];
+    __shared__ float s_val[GC_GATE_WARPS];
+    __shared__ int s_active[GC_GATE_WARPS];
     const int warp = threadIdx.x / GC_WARP;
     const int lane = threadIdx.x % GC_WARP;
-    const int block_row = blockIdx.x * GC_WARP;
-#pragma unroll
-    for (int r = 0; r < GC_GATE_ROWS_PER_WARP; ++r) {
-        const int local = warp * GC_GATE_ROWS_PER_WARP + r;
-        const int row = block_row + local;
-        float a = 0.0f;
-        int active = 0;
-        if (row < n_ff) {  // uniform across the warp
-            const float g = warp_row_dot_q8_1<TYPE>(w + (size_t)row * row_bytes, n_cols / 32, xq, xds);
-            a = apply_act(act, g);
-            active = fabsf(a) > threshold;
-        }
-        if (lane == 0) {
-            s_val[local] = a;
-            s_active[local] = active;
-        }
+    const int block_row = blockIdx.x * GC_GATE_WARPS;
+    const int row = block_row + warp;
+    float a = 0.0f;
+    int active = 0;
+    if (row < n_ff) {  // uniform across the warp
+        const float g = warp_row_dot_q8_1<TYPE>(w + (size_t)row * row_bytes, n_cols / 32, xq, xds);
+        a = apply_act(act, g);
+        active = fabsf(a) > threshold;
+    }
+    if (lane == 0) {
+        s_val[warp] = a;
+        s_active[warp] = active;
     }
     __syncthreads();
     if (warp == 0) {
-        const int active = s_active[lane];
-        const unsigned mask = __ballot_sync(GC_FULL_MASK, active);
+        const int mine = lane < GC_GATE_WARPS ? s_active[lane] : 0;
+        const unsigned mask = __ballot_sync(GC_FULL_MASK, mine);
         int base = 0;
         if (lane == 0 && mask != 0) base = atomicAdd(count, __popc(mask));
         base = __shfl_sync(GC_FULL_MASK, base, 0);
-        if (active) {
+        if (mine) {
             const int slot = base + __popc(mask & ((1u << lane) - 1u));
             ids[slot] = block_row + lane;
             a_vals[slot] = s_val[lane];
@@ -107,15 +101,19 @@ GC_DEFINE_SPARSE(q6_k, GC_TYPE_Q6_K)
 // (or the residual, to fuse the add). n_embd % 32 == 0 and n_embd <= 4 * 256 * GC_DOWN_GROUPS.
 #define GC_DOWN_GROUPS 8
 #define GC_DOWN_SLICE_MAX 256
-#define GC_DOWN_SLICE_MIN 32
+#define GC_DOWN_SLICE_MIN 16
 
-// Four consecutive weights (col % 4 == 0) of a neuron-major row and their block scale.
+// Four consecutive weights (col % 4 == 0) of a neuron-major row: `load` fetches the block
+// scale and the packed quants (issued for several neurons before any is used), `unpack`
+// turns the packed word into four integers.
 template <int TYPE> struct DownRow;
 template <> struct DownRow<GC_TYPE_Q8_0> {
-    static __device__ __forceinline__ void load4(const uint8_t* row, int col, float& d, int v[4]) {
+    static __device__ __forceinline__ void load(const uint8_t* row, int col, float& d, int& q) {
         const block_q8_0* b = (const block_q8_0*)row + col / 32;
         d = load_half(&b->d);
-        const int q = load_i32_a2(b->qs + col % 32);
+        q = load_i32_a2(b->qs + col % 32);
+    }
+    static __device__ __forceinline__ void unpack(int q, int /*col*/, int v[4]) {
         v[0] = (int8_t)(q & 0xFF);
         v[1] = (int8_t)((q >> 8) & 0xFF);
         v[2] = (int8_t)((q >> 16) & 0xFF);
@@ -125,18 +123,21 @@ template <> struct DownRow<GC_TYPE_Q8_0> {
 // Q4_0: element j of a block is the low nibble of qs[j] (j < 16) or the high nibble of
 // qs[j - 16], minus 8.
 template <> struct DownRow<GC_TYPE_Q4_0> {
-    static __device__ __forceinline__ void load4(const uint8_t* row, int col, float& d, int v[4]) {
+    static __device__ __forceinline__ void load(const uint8_t* row, int col, float& d, int& q) {
         const block_q4_0* b = (const block_q4_0*)row + col / 32;
         d = load_half(&b->d);
-        const int j = col % 32;
-        const int q = load_i32_a2(b->qs + (j & 15));
-        const int shift = j < 16 ? 0 : 4;
+        q = load_i32_a2(b->qs + (col % 32 & 15));
+    }
+    static __device__ __forceinline__ void unpack(int q, int col, int v[4]) {
+        const int shift = col % 32 < 16 ? 0 : 4;
         v[0] = ((q >> shift) & 0x0F) - 8;
         v[1] = ((q >> (8 + shift)) & 0x0F) - 8;
         v[2] = ((q >> (16 + shift)) & 0x0F) - 8;
         v[3] = ((q >> (24 + shift)) & 0x0F) - 8;
     }
 };
+
+#define GC_DOWN_BATCH 4
 
 template <int TYPE>
 static __device__ __forceinline__ void sparse_down(const uint8_t* __restrict__ d_rows, unsigned long long row_bytes,
@@ -165,20 +166,31 @@ static __device__ __forceinline__ void sparse_down(const uint8_t* __restrict__ d
             s_h[i] = h[k0 + i];
         }
         __syncthreads();
-#pragma unroll 2
-        for (int i = 0; i < k_n; ++i) {
-            const uint8_t* row = d_rows + (size_t)s_ids[i] * row_bytes;
-            const float hk = s_h[i];
+        for (int i0 = 0; i0 < k_n; i0 += GC_DOWN_BATCH) {
 #pragma unroll
             for (int g = 0; g < GC_DOWN_GROUPS; ++g) {
                 const int cg = threadIdx.x + g * GC_SPARSE_DOWN_THREADS;
-                if (cg < n_groups) {
-                    float d;
-                    int v[4];
-                    DownRow<TYPE>::load4(row, 4 * cg, d, v);
-                    const float sc = hk * d;
+                if (cg < n_groups) {  // uniform for whole warps but the last partial one
+                    const int col = 4 * cg;
+                    // Every load of the batch first, then the arithmetic.
+                    float d[GC_DOWN_BATCH];
+                    int q[GC_DOWN_BATCH];
 #pragma unroll
-                    for (int j = 0; j < 4; ++j) acc[g][j] += sc * (float)v[j];
+                    for (int j = 0; j < GC_DOWN_BATCH; ++j) {
+                        d[j] = 0.0f;
+                        q[j] = 0;
+                        if (i0 + j < k_n) DownRow<TYPE>::load(d_rows + (size_t)s_ids[i0 + j] * row_bytes, col, d[j], q[j]);
+                    }
+#pragma unroll
+                    for (int j = 0; j < GC_DOWN_BATCH; ++j) {
+                        if (i0 + j < k_n) {
+                            int v[4];
+                            DownRow<TYPE>::unpack(q[j], col, v);
+                            const float sc = s_h[i0 + j] * d[j];
+#pragma unroll
+                            for (int e = 0; e < 4; ++e) acc[g][e] += sc * (float)v[e];
+                        }
+                    }
                 }
             }
         }

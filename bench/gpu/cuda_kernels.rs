@@ -80,7 +80,12 @@ fn time_per_call(
     iters: usize,
     mut f: impl FnMut() -> Result<()>,
 ) -> Result<f64> {
-    for _ in 0..10 {
+    // GHOSTCORE_BENCH_ITERS overrides the repetitions (e.g. 1 under a profiler).
+    let iters = std::env::var("GHOSTCORE_BENCH_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(iters);
+    for _ in 0..10.min(iters) {
         f()?;
     }
     gpu.synchronize()?;
@@ -216,11 +221,16 @@ fn bench_matvec(gpu: &CudaBackend, rng: &mut Rng, rep: &mut Report) -> Result<()
 
 fn bench_sparse_ffn(gpu: &CudaBackend, rng: &mut Rng, rep: &mut Report) -> Result<()> {
     println!("\n== FFN, dense vs sparse (us per token-layer) ==");
-    for &(label, n_embd, n_ff, ty) in &[
+    for &(label, n_embd, n_ff, ty) in [
         ("smollm2-135m", 576usize, 1536usize, GgmlType::Q8_0),
         ("7b q4_K", 4096, 11008, GgmlType::Q4_K),
         ("8b q4_K", 4096, 14336, GgmlType::Q4_K),
-    ] {
+    ]
+    .iter()
+    .filter(|s| {
+        // GHOSTCORE_BENCH_SHAPE=8b keeps the shapes whose label contains "8b".
+        std::env::var("GHOSTCORE_BENCH_SHAPE").map_or(true, |f| s.0.contains(f.as_str()))
+    }) {
         let gate =
             DeviceMatrix::upload(gpu, ty, n_embd, n_ff, &random_rows(rng, ty, n_ff, n_embd))?;
         let up = DeviceMatrix::upload(gpu, ty, n_embd, n_ff, &random_rows(rng, ty, n_ff, n_embd))?;

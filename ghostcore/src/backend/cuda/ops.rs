@@ -23,9 +23,9 @@ const MATMUL_COLS: u32 = 8;
 /// Rows and threads per block of `gc_matmul_*` (`GC_MATMUL_ROWS`, 8 warps).
 const MATMUL_ROWS: u32 = 32;
 const MATMUL_THREADS: u32 = 256;
-/// `gc_sparse_gate_*`: 32 warps of one row each, 32 rows per block (`GC_GATE_WARPS`).
-const GATE_THREADS: u32 = 1024;
-const GATE_ROWS_PER_BLOCK: u32 = 32;
+/// `gc_sparse_gate_*`: 8 warps of one row each, 8 rows per block (`GC_GATE_WARPS`).
+const GATE_THREADS: u32 = 256;
+const GATE_ROWS_PER_BLOCK: u32 = 8;
 /// Threads per block of `gc_sparse_down_q8_0` (`GC_SPARSE_DOWN_THREADS`); each thread owns
 /// up to `SPARSE_DOWN_GROUPS` groups of 4 columns.
 const SPARSE_DOWN_THREADS: u32 = 256;
