@@ -7,6 +7,7 @@
 //! to zero. The copy is used only when neurons were skipped, so a sparse plan whose thresholds
 //! are all zero runs exactly the dense kernels and gives exactly the dense result.
 
+use super::exact_down::{ExactQ4kDown, GROUP};
 use super::rows::{axpy_rows, matvec_rows, quantize_input, QMatrix, Splitter};
 use crate::{bail, Result};
 
@@ -38,6 +39,9 @@ pub struct FfnWeights<'a> {
     pub up: QMatrix<'a>,
     pub down: QMatrix<'a>,
     pub down_t: Option<QMatrix<'a>>,
+    /// Optional exact neuron-major copy of a Q4_K down (preferred over `down_t` when it
+    /// reads fewer bytes).
+    pub down_exact: Option<&'a ExactQ4kDown>,
     pub act: Activation,
 }
 
@@ -76,8 +80,25 @@ impl<'a> FfnWeights<'a> {
             up,
             down,
             down_t,
+            down_exact: None,
             act,
         })
+    }
+
+    /// Add the exact neuron-major copy of the Q4_K down.
+    pub fn with_exact_down(mut self, e: &'a ExactQ4kDown) -> Result<Self> {
+        if e.n_ff() != self.n_ff() || e.n_embd() != self.n_embd() {
+            bail!(
+                Format,
+                "exact down copy is {}×{}, expected {}×{}",
+                e.n_ff(),
+                e.n_embd(),
+                self.n_ff(),
+                self.n_embd()
+            );
+        }
+        self.down_exact = Some(e);
+        Ok(self)
     }
 
     pub fn n_ff(&self) -> usize {
@@ -202,6 +223,7 @@ pub struct FfnScratch {
     ids: Vec<u32>,
     coefs: Vec<f32>,
     h_dense: Vec<f32>,
+    accs: Vec<Vec<f32>>,
 }
 
 impl FfnScratch {
@@ -331,29 +353,50 @@ pub fn sparse_ffn(
     s.coefs.truncate(n_active);
     stats.n_active = n_active;
 
-    // 6. Down: the cheaper of the neuron-major axpy over active rows and the dense down.
+    // 6. Down: whichever of the exact copy, the requantized copy and the dense down reads
+    //    the fewest bytes. Copies are used only when neurons were skipped: at full density a
+    //    copy would be a different summation (or compression), not sparsity, and the model's
+    //    own down gives the dense result exactly.
     let dense_down = w.down.total_bytes();
-    let use_copy = match (plan.down, w.down_t) {
-        (DownPath::Dense, _) | (_, None) => None,
-        (DownPath::NeuronMajor, Some(t)) => Some(t),
-        // Only when neurons were skipped: at full density the (requantized) copy would be
-        // compression, not sparsity, and the model's own down is exact.
-        (DownPath::Auto, Some(t)) => {
-            (n_active < n_ff && n_active * t.row_bytes() < dense_down).then_some(t)
-        }
-    };
-    if plan.down == DownPath::NeuronMajor && use_copy.is_none() {
+    let skipped = n_active < n_ff;
+    let exact_bytes = w
+        .down_exact
+        .filter(|_| skipped && plan.down == DownPath::Auto)
+        .map(|e| (e, e.bytes_for(&s.ids)));
+    let copy_bytes = w.down_t.and_then(|t| match plan.down {
+        DownPath::NeuronMajor => Some((t, n_active * t.row_bytes())),
+        DownPath::Auto if skipped => Some((t, n_active * t.row_bytes())),
+        _ => None,
+    });
+    if plan.down == DownPath::NeuronMajor && copy_bytes.is_none() {
         bail!(
             InvalidArgument,
             "the neuron-major down path needs the down copy"
         );
     }
-    match use_copy {
-        Some(dt) => {
-            axpy_rows(&dt, &s.ids, &s.coefs, out, exec, &mut s.partials)?;
-            stats.bytes_read += n_active * dt.row_bytes();
+    let forced = plan.down == DownPath::NeuronMajor;
+    let mut best = dense_down;
+    let mut choice = DownChoice::Dense;
+    if let Some((t, b)) = copy_bytes {
+        if forced || b < best {
+            best = b;
+            choice = DownChoice::Copy(t);
         }
-        None => {
+    }
+    if let Some((e, b)) = exact_bytes {
+        if b < best {
+            best = b;
+            choice = DownChoice::Exact(e);
+        }
+    }
+    match choice {
+        DownChoice::Exact(e) => {
+            exact_down(e, &s.ids, &s.coefs, out, exec, &mut s.partials, &mut s.accs)?;
+        }
+        DownChoice::Copy(dt) => {
+            axpy_rows(&dt, &s.ids, &s.coefs, out, exec, &mut s.partials)?;
+        }
+        DownChoice::Dense => {
             s.h_dense.clear();
             s.h_dense.resize(n_ff, 0.0);
             for (&j, &h) in s.ids.iter().zip(&s.coefs) {
@@ -361,10 +404,74 @@ pub fn sparse_ffn(
             }
             quantize_input(&w.down, &s.h_dense, &mut s.xq)?;
             matvec_rows(&w.down, None, &s.xq, out, exec)?;
-            stats.bytes_read += dense_down;
         }
     }
+    stats.bytes_read += best;
     Ok(stats)
+}
+
+/// Which down projection a step takes.
+enum DownChoice<'a> {
+    Dense,
+    Copy(QMatrix<'a>),
+    Exact(&'a ExactQ4kDown),
+}
+
+/// `out = Σ_k coefs[k] · down[:, ids[k]]` over the exact copy, the id list split between
+/// workers at group boundaries (each into its own partial sum, added in order).
+fn exact_down(
+    e: &ExactQ4kDown,
+    ids: &[u32],
+    coefs: &[f32],
+    out: &mut [f32],
+    exec: &dyn Splitter,
+    partials: &mut Vec<Vec<f32>>,
+    accs: &mut Vec<Vec<f32>>,
+) -> Result<()> {
+    out.fill(0.0);
+    let n_tasks = exec.n_workers().min(ids.len().div_ceil(4 * GROUP)).max(1);
+    accs.resize_with(n_tasks, Vec::new);
+    if n_tasks == 1 {
+        return e.accumulate(ids, coefs, out, &mut accs[0]);
+    }
+    // Split points: near equal shares, moved forward to the next group boundary.
+    let mut bounds = vec![0usize];
+    for t in 1..n_tasks {
+        let mut k = (ids.len() * t / n_tasks).max(*bounds.last().unwrap_or(&0));
+        while k > 0 && k < ids.len() && ids[k] / GROUP as u32 == ids[k - 1] / GROUP as u32 {
+            k += 1;
+        }
+        bounds.push(k);
+    }
+    bounds.push(ids.len());
+    partials.resize_with(n_tasks, Vec::new);
+    let n_embd = out.len();
+    let slots: Vec<std::sync::Mutex<(&mut Vec<f32>, &mut Vec<f32>)>> = partials
+        .iter_mut()
+        .zip(accs.iter_mut())
+        .map(std::sync::Mutex::new)
+        .collect();
+    let err = std::sync::Mutex::new(None);
+    exec.run(n_tasks, &|t: usize| {
+        let mut slot = slots[t].lock().unwrap_or_else(|p| p.into_inner());
+        let (p, a) = &mut *slot;
+        p.clear();
+        p.resize(n_embd, 0.0);
+        let r = bounds[t]..bounds[t + 1];
+        if let Err(x) = e.accumulate(&ids[r.clone()], &coefs[r], p, a) {
+            err.lock().unwrap_or_else(|q| q.into_inner()).get_or_insert(x);
+        }
+    });
+    drop(slots);
+    if let Some(x) = err.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(x);
+    }
+    for p in partials.iter().take(n_tasks) {
+        for (o, v) in out.iter_mut().zip(p) {
+            *o += v;
+        }
+    }
+    Ok(())
 }
 
 /// The dense FFN: down(act(gate·x) ⊙ up·x), the reference the sparse path is checked against.
