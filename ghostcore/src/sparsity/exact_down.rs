@@ -37,7 +37,10 @@ impl ExactQ4kDown {
     /// `down` is not Q4_K, `n_embd` is not a multiple of 32, or a scale overflows f16.
     pub fn from_q4_k(ty: GgmlType, n_embd: usize, n_ff: usize, down: &[u8]) -> Result<Self> {
         if ty != GgmlType::Q4_K {
-            bail!(Unsupported, "exact neuron-major down copy of a {ty} ffn_down");
+            bail!(
+                Unsupported,
+                "exact neuron-major down copy of a {ty} ffn_down"
+            );
         }
         if n_embd % GROUP != 0 || n_ff % QK_K != 0 || n_embd == 0 {
             bail!(
@@ -143,7 +146,11 @@ impl ExactQ4kDown {
             );
         }
         if let Some(&bad) = ids.iter().find(|&&j| j as usize >= self.n_ff) {
-            bail!(InvalidArgument, "neuron {bad} outside {} neurons", self.n_ff);
+            bail!(
+                InvalidArgument,
+                "neuron {bad} outside {} neurons",
+                self.n_ff
+            );
         }
         let group = select_group_kernel();
         let row = self.row_bytes();
@@ -313,7 +320,8 @@ mod avx2 {
                 let av = _mm256_cvtph_ps(_mm_loadu_si128(a.scales.as_ptr().add(o).cast()));
                 let bv = _mm256_cvtph_ps(_mm_loadu_si128(a.scales.as_ptr().add(n + o).cast()));
                 let p = a.out.as_mut_ptr().add(o);
-                let r = _mm256_fnmadd_ps(bv, h_sum, _mm256_fmadd_ps(av, *acc_k, _mm256_loadu_ps(p)));
+                let r =
+                    _mm256_fnmadd_ps(bv, h_sum, _mm256_fmadd_ps(av, *acc_k, _mm256_loadu_ps(p)));
                 _mm256_storeu_ps(p, r);
             }
             t += tile;

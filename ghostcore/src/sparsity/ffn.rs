@@ -283,42 +283,31 @@ pub fn sparse_ffn(
     stats.bytes_read += (n_live as f64 * w.gate.row_bytes() as f64 * col_share) as usize;
 
     // 3. Choose the neurons whose up row is needed (ids), then those whose down is needed.
-    let live_id = |i: usize| live.map_or(i as u32, |l| l[i]);
-    s.ids.clear();
-    s.coefs.clear();
-    let up_all = matches!(plan.rule, LayerRule::Product(_));
-    let keep_act = |a: f32, i: usize| -> bool {
-        match &plan.rule {
-            LayerRule::Dense | LayerRule::Input(_) | LayerRule::Product(_) => true,
-            LayerRule::Act(t) => a.abs() > *t,
-            LayerRule::Cascade { t_act, .. } => a.abs() > *t_act,
-            LayerRule::Scaled { t, scale } => a.abs() * scale[live_id(i) as usize] > *t,
-            LayerRule::Stat(_) => unreachable!("stat handled below"),
+    let act_threshold = match &plan.rule {
+        LayerRule::Dense | LayerRule::Input(_) | LayerRule::Product(_) => None,
+        LayerRule::Act(t) => Some(*t),
+        LayerRule::Cascade { t_act, .. } => Some(*t_act),
+        LayerRule::Scaled { .. } => None,
+        LayerRule::Stat(k) => {
+            let n = s.gate.len().max(1) as f64;
+            let mean = s.gate.iter().map(|a| a.abs() as f64).sum::<f64>() / n;
+            let var = s
+                .gate
+                .iter()
+                .map(|a| (a.abs() as f64 - mean).powi(2))
+                .sum::<f64>()
+                / n;
+            Some((mean + *k as f64 * var.sqrt()) as f32)
         }
     };
-    if let LayerRule::Stat(k) = plan.rule {
-        let n = s.gate.len().max(1) as f64;
-        let mean = s.gate.iter().map(|a| a.abs() as f64).sum::<f64>() / n;
-        let var = s
-            .gate
-            .iter()
-            .map(|a| (a.abs() as f64 - mean).powi(2))
-            .sum::<f64>()
-            / n;
-        let t = (mean + k as f64 * var.sqrt()) as f32;
-        for (i, &a) in s.gate.iter().enumerate() {
-            if a.abs() > t {
-                s.ids.push(live_id(i));
-                s.coefs.push(a);
-            }
+    match (&plan.rule, act_threshold) {
+        (LayerRule::Scaled { t, scale }, _) => {
+            compact(&s.gate, live, &mut s.ids, &mut s.coefs, |id, a| {
+                a.abs() * scale[id as usize] > *t
+            })
         }
-    } else {
-        for (i, &a) in s.gate.iter().enumerate() {
-            if up_all || keep_act(a, i) {
-                s.ids.push(live_id(i));
-                s.coefs.push(a);
-            }
-        }
+        (_, Some(t)) => compact(&s.gate, live, &mut s.ids, &mut s.coefs, |_, a| a.abs() > t),
+        (_, None) => compact(&s.gate, live, &mut s.ids, &mut s.coefs, |_, _| true),
     }
 
     // 4. Up over the chosen rows (all rows in order when nothing was dropped: same kernel as
@@ -340,14 +329,14 @@ pub fn sparse_ffn(
         _ => None,
     };
     let mut n_active = 0;
+    let t = t_prod.unwrap_or(-1.0);
     for i in 0..n_up {
+        // Branch-free compaction: the keep test is close to a coin flip per neuron, and a
+        // mispredicted branch costs more than the two stores.
         let h = s.coefs[i] * s.up[i];
-        if t_prod.is_some_and(|t| h.abs() <= t) {
-            continue;
-        }
         s.ids[n_active] = s.ids[i];
         s.coefs[n_active] = h;
-        n_active += 1;
+        n_active += usize::from(h.abs() > t);
     }
     s.ids.truncate(n_active);
     s.coefs.truncate(n_active);
@@ -410,6 +399,29 @@ pub fn sparse_ffn(
     Ok(stats)
 }
 
+/// `ids`/`coefs` := the (neuron id, activation) pairs of `gate` for which `keep(id, a)`,
+/// in order; `live` maps positions of `gate` to neuron ids (identity when `None`).
+fn compact(
+    gate: &[f32],
+    live: Option<&[u32]>,
+    ids: &mut Vec<u32>,
+    coefs: &mut Vec<f32>,
+    keep: impl Fn(u32, f32) -> bool,
+) {
+    ids.resize(gate.len(), 0);
+    coefs.resize(gate.len(), 0.0);
+    let mut n = 0;
+    for (i, &a) in gate.iter().enumerate() {
+        // Branch-free, as in step 5 of `sparse_ffn`.
+        let id = live.map_or(i as u32, |l| l[i]);
+        ids[n] = id;
+        coefs[n] = a;
+        n += usize::from(keep(id, a));
+    }
+    ids.truncate(n);
+    coefs.truncate(n);
+}
+
 /// Which down projection a step takes.
 enum DownChoice<'a> {
     Dense,
@@ -459,7 +471,9 @@ fn exact_down(
         p.resize(n_embd, 0.0);
         let r = bounds[t]..bounds[t + 1];
         if let Err(x) = e.accumulate(&ids[r.clone()], &coefs[r], p, a) {
-            err.lock().unwrap_or_else(|q| q.into_inner()).get_or_insert(x);
+            err.lock()
+                .unwrap_or_else(|q| q.into_inner())
+                .get_or_insert(x);
         }
     });
     drop(slots);
