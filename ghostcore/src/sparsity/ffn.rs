@@ -128,6 +128,12 @@ pub enum LayerRule {
     Product(f32),
     /// Skip up and down where |act| ≤ t_act, then down where |act·up| ≤ t_prod.
     Cascade { t_act: f32, t_prod: f32 },
+    /// Skip up and down where |act|·scale_j ≤ t, then down where |act·up| ≤ t_prod.
+    ScaledCascade {
+        t: f32,
+        scale: Vec<f32>,
+        t_prod: f32,
+    },
     /// Skip up and down where |act| ≤ mean + k·σ of |act| over this token's live neurons.
     Stat(f32),
     /// TEAL: zero FFN-input entries with |x_i| ≤ t, then dense over live neurons.
@@ -287,7 +293,7 @@ pub fn sparse_ffn(
         LayerRule::Dense | LayerRule::Input(_) | LayerRule::Product(_) => None,
         LayerRule::Act(t) => Some(*t),
         LayerRule::Cascade { t_act, .. } => Some(*t_act),
-        LayerRule::Scaled { .. } => None,
+        LayerRule::Scaled { .. } | LayerRule::ScaledCascade { .. } => None,
         LayerRule::Stat(k) => {
             let n = s.gate.len().max(1) as f64;
             let mean = s.gate.iter().map(|a| a.abs() as f64).sum::<f64>() / n;
@@ -301,7 +307,7 @@ pub fn sparse_ffn(
         }
     };
     match (&plan.rule, act_threshold) {
-        (LayerRule::Scaled { t, scale }, _) => {
+        (LayerRule::Scaled { t, scale }, _) | (LayerRule::ScaledCascade { t, scale, .. }, _) => {
             compact(&s.gate, live, &mut s.ids, &mut s.coefs, |id, a| {
                 a.abs() * scale[id as usize] > *t
             })
@@ -325,7 +331,7 @@ pub fn sparse_ffn(
     // 5. h = act·up; second-stage product thresholds drop more down rows.
     let t_prod = match plan.rule {
         LayerRule::Product(t) => Some(t),
-        LayerRule::Cascade { t_prod, .. } => Some(t_prod),
+        LayerRule::Cascade { t_prod, .. } | LayerRule::ScaledCascade { t_prod, .. } => Some(t_prod),
         _ => None,
     };
     let mut n_active = 0;
@@ -660,6 +666,8 @@ mod tests {
         let mut sc = FfnScratch::default();
         let x = input(n_embd, 7);
         let t = 0.08f32;
+        let scale: Vec<f32> = (0..n_ff).map(|j| 0.5 + (j % 7) as f32 * 0.2).collect();
+        let scale_ref = scale.clone();
         type Keep = Box<dyn Fn(f64, f64, usize) -> bool>;
         let cases: Vec<(LayerRule, Keep)> = vec![
             (
@@ -676,6 +684,16 @@ mod tests {
                     t_prod: 0.02,
                 },
                 Box::new(|a, u, _| a.abs() > 0.03 && (a * u).abs() > 0.02),
+            ),
+            (
+                LayerRule::ScaledCascade {
+                    t: 0.03,
+                    scale: scale.clone(),
+                    t_prod: 0.02,
+                },
+                Box::new(move |a, u, j| {
+                    a.abs() * scale_ref[j] as f64 > 0.03 && (a * u).abs() > 0.02
+                }),
             ),
         ];
         for (rule, keep) in cases {
