@@ -204,6 +204,7 @@ mod tests {
             "budget:2",
             "input:0.3",
             "cascade:0.1:0.2",
+            "cascade:0.1:0.2:upw",
         ] {
             assert!(
                 matches!(
