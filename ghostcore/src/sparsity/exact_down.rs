@@ -114,6 +114,14 @@ impl ExactQ4kDown {
         4 * self.n_embd
     }
 
+    /// Group `g`'s scales as bytes (for prefetching).
+    fn scales_bytes(&self, g: usize) -> &[u8] {
+        let s = &self.scales[g * 2 * self.n_embd..(g + 1) * 2 * self.n_embd];
+        // SAFETY: a `[u16]` slice is readable as twice as many bytes (u8 has alignment 1 and
+        // no invalid values); the view borrows `self` immutably like the slice.
+        unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<u8>(), 2 * s.len()) }
+    }
+
     /// Total bytes of the copy.
     pub fn total_bytes(&self) -> usize {
         self.quants.len() + 2 * self.scales.len()
@@ -161,9 +169,15 @@ impl ExactQ4kDown {
             while end < ids.len() && ids[end] as usize / GROUP == g {
                 end += 1;
             }
-            // Start loading the next rows while this group is computed.
-            for &next in ids.iter().skip(end).take(PREFETCH_AHEAD) {
-                prefetch(&self.quants[next as usize * row..(next as usize + 1) * row]);
+            // Start loading the next group's rows (and scales) while this group is computed:
+            // the kernel walks the group's rows tile by tile, 16 bytes of each row at a
+            // time, a pattern the hardware prefetcher does not follow.
+            if let Some(&first) = ids.get(end) {
+                let g2 = first as usize / GROUP;
+                for &next in ids[end..].iter().take_while(|&&j| j as usize / GROUP == g2) {
+                    prefetch(&self.quants[next as usize * row..(next as usize + 1) * row]);
+                }
+                prefetch(self.scales_bytes(g2));
             }
             let hsum: f32 = coefs[k..end].iter().sum();
             let sc = &self.scales[g * 2 * self.n_embd..(g + 1) * 2 * self.n_embd];
@@ -196,9 +210,6 @@ fn group_runs(ids: &[u32]) -> usize {
     }
     runs
 }
-
-/// Rows prefetched ahead (the ids are scattered; see `quant::drivers`).
-const PREFETCH_AHEAD: usize = 8;
 
 #[inline(always)]
 fn prefetch(bytes: &[u8]) {
