@@ -100,7 +100,6 @@ pub fn run(args: Args) -> Result<()> {
                 c
             }
         },
-        ..CalibrateOptions::default()
     };
     eprintln!(
         "calibrating {} on {} ({} tokens, ε = {})",
