@@ -370,18 +370,18 @@ pub fn sparse_ffn(
         );
     }
     let forced = plan.down == DownPath::NeuronMajor;
-    // Chosen by cost: bytes, with the requantized copy's bytes weighted by
-    // `COPY_COST_FACTOR` (its f32 axpy does more work per byte than the integer kernels).
-    let (mut best, mut best_cost) = (dense_down, dense_down);
+    // Chosen by bytes. (Weighting the requantized copy's bytes 2× for its f32 axpy was
+    // tried: on SmolLM2 it gave up a third of the bytes skipped for no measurable speed.)
+    let mut best = dense_down;
     let mut choice = DownChoice::Dense;
     if let Some((t, b)) = copy_bytes {
-        if forced || b * COPY_COST_FACTOR < best_cost {
-            (best, best_cost) = (b, b * COPY_COST_FACTOR);
+        if forced || b < best {
+            best = b;
             choice = DownChoice::Copy(t);
         }
     }
     if let Some((e, b)) = exact_bytes {
-        if b < best_cost {
+        if b < best {
             best = b;
             choice = DownChoice::Exact(e);
         }
@@ -429,13 +429,6 @@ fn compact(
     ids.truncate(n);
     coefs.truncate(n);
 }
-
-/// How much more a byte of the requantized (Q8_0) neuron-major copy costs than a byte of
-/// the dense down or of the exact copy: its axpy converts every weight to f32 and does one
-/// FMA per weight, while the others multiply 8-bit integers 32 at a time. Measured on
-/// SmolLM2 decode (one thread): with the copy chosen on bytes alone, layers at 70% active
-/// neurons ran slower than dense.
-const COPY_COST_FACTOR: usize = 2;
 
 /// Which down projection a step takes.
 enum DownChoice<'a> {
