@@ -2,10 +2,16 @@
 //! gate (dense, or over live rows) → activation → compact list of active neurons →
 //! up over active rows only → down as Σ h_j · `down_t[j]` over active neurons (neuron-major copy).
 //!
-//! Whichever way reads fewer bytes is taken for the down projection: the neuron-major axpy over
-//! active neurons, or the model's own output-major `ffn_down` with the skipped activations set
-//! to zero. The copy is used only when neurons were skipped, so a sparse plan whose thresholds
-//! are all zero runs exactly the dense kernels and gives exactly the dense result.
+//! Whichever way reads the fewest bytes is taken for the down projection, per token: the exact
+//! neuron-major copy of a Q4_K down ([`ExactQ4kDown`], the model's own quants), the
+//! requantized neuron-major copy (Q8_0 axpy) over active neurons, or the model's own
+//! output-major `ffn_down` with the skipped activations set to zero. Copies are used only when
+//! neurons were skipped, so a sparse plan whose thresholds are all zero runs exactly the dense
+//! kernels and gives exactly the dense result.
+//!
+//! The gathered rows (up, copies) are prefetched in software a few rows ahead: they are
+//! scattered, so the hardware prefetcher does not fetch them, and on a model larger than the
+//! cache each would otherwise cost a memory latency.
 
 use super::exact_down::{ExactQ4kDown, GROUP};
 use super::rows::{axpy_rows, matvec_rows, quantize_input, QMatrix, Splitter};
