@@ -48,6 +48,13 @@ pub struct Args {
     /// Output format.
     #[arg(short = 'o', long, default_value = "md", value_parser = ["md", "json"])]
     pub output: String,
+    /// Sparsity sidecar made by `ghost calibrate` (for `--sparsity`).
+    #[arg(long)]
+    pub mask: Option<PathBuf>,
+    /// Also time decode with this sparsity mode, interleaved rep by rep with the dense
+    /// decode in the same process (rows `tgN` and `tgN MODE`).
+    #[arg(long)]
+    pub sparsity: Option<String>,
     #[command(flatten)]
     pub device: super::DeviceArgs,
 }
@@ -142,19 +149,38 @@ pub fn run(args: Args) -> Result<()> {
         }
         for &n in args.n_gen.iter().filter(|&&n| n > 0) {
             let toks = random_tokens(&mut rng, n, info.n_vocab);
-            time_generation(&mut ctx, &toks)?;
-            ctx.reset_profile();
-            let samples = (0..args.reps)
-                .map(|_| time_generation(&mut ctx, &toks))
-                .collect::<Result<Vec<_>>>()?;
-            print_profile(&ctx, &format!("tg{n}"));
-            rows.push(Row {
-                backend: backend_label(&ctx),
-                threads: ctx.n_threads(),
-                test: format!("tg{n}"),
-                n_tokens: n,
-                samples,
-            });
+            match &args.sparsity {
+                None => {
+                    time_generation(&mut ctx, &toks)?;
+                    ctx.reset_profile();
+                    let samples = (0..args.reps)
+                        .map(|_| time_generation(&mut ctx, &toks))
+                        .collect::<Result<Vec<_>>>()?;
+                    print_profile(&ctx, &format!("tg{n}"));
+                    rows.push(Row {
+                        backend: backend_label(&ctx),
+                        threads: ctx.n_threads(),
+                        test: format!("tg{n}"),
+                        n_tokens: n,
+                        samples,
+                    });
+                }
+                Some(mode) => {
+                    let (dense, sparse) =
+                        time_generation_side_by_side(&mut ctx, &toks, args.reps, &args, mode)?;
+                    for (test, samples) in
+                        [(format!("tg{n}"), dense), (format!("tg{n} {mode}"), sparse)]
+                    {
+                        rows.push(Row {
+                            backend: backend_label(&ctx),
+                            threads: ctx.n_threads(),
+                            test,
+                            n_tokens: n,
+                            samples,
+                        });
+                    }
+                }
+            }
         }
     }
     let model_desc = format!(
@@ -198,6 +224,69 @@ pub fn run(args: Args) -> Result<()> {
 fn backend_label(ctx: &Context) -> String {
     ctx.device_description()
         .unwrap_or_else(|| format!("CPU ({})", crate::quant::active_isa()))
+}
+
+/// Dense and sparse (`mode`) decode timed alternately, `reps` times each after one warm-up
+/// of each; the sparse FFN is installed before and removed after every sparse repetition.
+/// With `GHOST_PROFILE=1`, prints both per-phase splits in ms per token.
+fn time_generation_side_by_side(
+    ctx: &mut Context,
+    tokens: &[u32],
+    reps: usize,
+    args: &Args,
+    mode: &str,
+) -> Result<(Vec<f64>, Vec<f64>)> {
+    use crate::sparsity::engine::{attach, tally_summary, uninstall};
+    let n = tokens.len();
+    let mut dense_profile = [0.0; 6];
+    let mut sparse_profile = [0.0; 6];
+    let (mut dense, mut sparse) = (Vec::new(), Vec::new());
+    let mut handle = None;
+    for rep in 0..=reps {
+        ctx.reset_profile();
+        let d = time_generation(ctx, tokens)?;
+        accumulate(&mut dense_profile, &ctx.profile(), rep > 0);
+        handle = attach(ctx, args.mask.as_deref(), mode)?;
+        ctx.reset_profile();
+        let s = time_generation(ctx, tokens)?;
+        accumulate(&mut sparse_profile, &ctx.profile(), rep > 0);
+        uninstall(ctx)?;
+        if rep > 0 {
+            dense.push(d);
+            sparse.push(s);
+        }
+    }
+    let per_token_ms = |v: &[f64]| -> String {
+        let names = ["qkv", "attention", "attn_output", "ffn", "output", "other"];
+        names
+            .iter()
+            .zip(v)
+            .map(|(name, t)| format!("{name} {:.3}", 1e3 * t / (reps * n) as f64))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if dense_profile.iter().sum::<f64>() > 0.0 {
+        eprintln!(
+            "profile tg{n} dense (ms/token): {}",
+            per_token_ms(&dense_profile)
+        );
+        eprintln!(
+            "profile tg{n} {mode} (ms/token): {}",
+            per_token_ms(&sparse_profile)
+        );
+    }
+    if let Some(h) = handle {
+        eprintln!("{}", tally_summary(&h.tally()));
+    }
+    Ok((dense, sparse))
+}
+
+fn accumulate(acc: &mut [f64], prof: &[(&'static str, f64)], keep: bool) {
+    if keep {
+        for (a, (_, t)) in acc.iter_mut().zip(prof) {
+            *a += t;
+        }
+    }
 }
 
 /// Prints the per-phase time split to stderr when profiling is on.

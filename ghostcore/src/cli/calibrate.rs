@@ -45,6 +45,10 @@ pub struct Args {
     /// Do not store the neuron-major ffn_down copy (it is rebuilt at load then).
     #[arg(long)]
     pub no_down_copy: bool,
+    /// Candidate settings measured for the budget table, separated by `;` (default: a
+    /// built-in list of cascade and product settings).
+    #[arg(long)]
+    pub candidates: Option<String>,
     /// Type of the neuron-major ffn_down copy (default: the model's down type when rows fit
     /// its blocks, else q5_0).
     #[arg(long)]
@@ -81,7 +85,21 @@ pub fn run(args: Args) -> Result<()> {
         },
         store_down_copy: !args.no_down_copy,
         down_copy_type,
-        ..CalibrateOptions::default()
+        candidates: match &args.candidates {
+            None => crate::sparsity::calibrate::default_candidates(),
+            Some(list) => {
+                let c: Vec<String> = list
+                    .split(';')
+                    .map(str::trim)
+                    .filter(|m| !m.is_empty())
+                    .map(String::from)
+                    .collect();
+                for m in &c {
+                    m.parse::<crate::sparsity::SparsityMode>()?;
+                }
+                c
+            }
+        },
     };
     eprintln!(
         "calibrating {} on {} ({} tokens, ε = {})",

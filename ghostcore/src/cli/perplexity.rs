@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use crate::context::{Context, ContextParams};
 use crate::model::{Model, ModelParams};
-use crate::{bail, Result};
+use crate::Result;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -63,54 +63,27 @@ pub fn perplexity(
     max_chunks: Option<usize>,
     mut on_chunk: impl FnMut(usize, f64),
 ) -> Result<Perplexity> {
-    if n_ctx < 4 {
-        bail!(
-            InvalidArgument,
-            "context size {n_ctx} is too small for perplexity"
-        );
-    }
-    if ctx.n_ctx() < n_ctx {
-        bail!(
-            InvalidArgument,
-            "context holds {} tokens, chunks need {n_ctx}",
-            ctx.n_ctx()
-        );
-    }
-    let mut n_chunks = tokens.len() / n_ctx;
-    if let Some(m) = max_chunks {
-        n_chunks = n_chunks.min(m);
-    }
-    if n_chunks == 0 {
-        bail!(
-            InvalidArgument,
-            "need at least {n_ctx} tokens, the text has {}",
-            tokens.len()
-        );
-    }
-    let n_vocab = ctx.model().config().n_vocab;
-    let first = n_ctx / 2;
-    let (mut nll, mut nll2, mut count) = (0.0f64, 0.0f64, 0usize);
-    let mut chunk = vec![0u32; n_ctx];
-    for i in 0..n_chunks {
-        let start = i * n_ctx;
-        chunk.copy_from_slice(&tokens[start..start + n_ctx]);
-        if let Some(b) = bos {
-            chunk[0] = b;
-        }
-        ctx.reset();
-        let logits = ctx.decode_all_logits(&chunk)?;
-        for j in first..n_ctx - 1 {
-            let row = &logits[j * n_vocab..(j + 1) * n_vocab];
-            let target = tokens[start + j + 1] as usize;
+    // Shared by the per-position and per-chunk callbacks.
+    let (nll, count) = (std::cell::Cell::new(0.0f64), std::cell::Cell::new(0usize));
+    let mut nll2 = 0.0f64;
+    let n_chunks = crate::sparsity::eval::score_chunks(
+        ctx,
+        tokens,
+        n_ctx,
+        bos,
+        max_chunks,
+        &mut |row, target| {
             let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             let sum_exp: f64 = row.iter().map(|&l| ((l - max) as f64).exp()).sum();
-            let lp = (row[target] - max) as f64 - sum_exp.ln();
-            nll -= lp;
+            let lp = (row[target as usize] - max) as f64 - sum_exp.ln();
+            nll.set(nll.get() - lp);
             nll2 += lp * lp;
-            count += 1;
-        }
-        on_chunk(i, (nll / count as f64).exp());
-    }
+            count.set(count.get() + 1);
+            Ok(())
+        },
+        &mut |done, _| on_chunk(done - 1, (nll.get() / count.get() as f64).exp()),
+    )?;
+    let (nll, count) = (nll.get(), count.get());
     let mean = nll / count as f64;
     let var = nll2 / count as f64 - mean * mean;
     let ppl = mean.exp();

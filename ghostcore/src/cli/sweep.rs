@@ -9,7 +9,9 @@ use std::time::Instant;
 use crate::context::{Context, ContextParams};
 use crate::model::{Model, ModelParams};
 use crate::quant::GgmlType;
-use crate::sparsity::engine::{build_down_copies, install, tally_summary, uninstall};
+use crate::sparsity::engine::{
+    build_down_copies, build_exact_downs, install, install_with, tally_summary, uninstall,
+};
 use crate::sparsity::eval::{perplexity, DenseReference, PplConfig};
 use crate::sparsity::report::{csv, markdown, svg, SweepRow};
 use crate::sparsity::{
@@ -68,6 +70,9 @@ pub struct Args {
     /// Print per-layer sparsity for each mode.
     #[arg(long)]
     pub per_layer: bool,
+    /// Do not use the exact neuron-major copy of Q4_K downs (only the requantized copy).
+    #[arg(long)]
+    pub no_exact_down: bool,
     /// Output prefix: writes PREFIX.csv, PREFIX.md, PREFIX.svg.
     #[arg(short = 'o', long)]
     pub output: Option<PathBuf>,
@@ -299,6 +304,7 @@ pub fn run(args: Args) -> Result<()> {
         jobs.push((m.clone(), family(&mode), plans, copies.clone()));
     }
 
+    let exact = (!args.no_exact_down).then(|| Arc::new(build_exact_downs(&model)));
     let mut rows = Vec::new();
     for (name, fam, plans, c) in jobs {
         let mut row = SweepRow {
@@ -313,7 +319,7 @@ pub fn run(args: Args) -> Result<()> {
             dense_tok_s: None,
         };
         if let Some(d) = &dense {
-            let h = install(&mut ctx, plans.clone(), Some(c.clone()))?;
+            let h = install_with(&mut ctx, plans.clone(), Some(c.clone()), exact.clone())?;
             ctx.set_decode_ffn_in_batches(true);
             let r = perplexity(
                 &mut ctx,
@@ -347,7 +353,12 @@ pub fn run(args: Args) -> Result<()> {
                     &speed_tokens,
                     args.cpu_time,
                 )?);
-                h = Some(install(&mut ctx, plans.clone(), Some(c.clone()))?);
+                h = Some(install_with(
+                    &mut ctx,
+                    plans.clone(),
+                    Some(c.clone()),
+                    exact.clone(),
+                )?);
                 ss.push(decode_speed(
                     &mut ctx,
                     &speed_prompt,

@@ -51,19 +51,22 @@ impl Default for CalibrateOptions {
 }
 
 /// The settings calibration tries for the budget table (a short list: each costs one
-/// perplexity run over the held-out slice).
+/// perplexity run over the held-out slice). Measured on SmolLM2 (GPL-3, 6 chunks): the
+/// product stage decides the quality (`target:0.6:product` alone +8.4%), while a first stage
+/// by |act|·mean|up| (`:upw`) of 20% costs under 1% more and skips the up rows too.
 pub fn default_candidates() -> Vec<String> {
     [
         "target:0.2:act",
-        "target:0.3:upw",
+        "target:0.3:product",
         "target:0.4:product",
         "target:0.5:product",
-        "target:0.6:product",
         "cascade:0.1:0.5",
-        "cascade:0.15:0.55",
-        "cascade:0.2:0.6",
-        "cascade:0.25:0.6",
-        "cascade:0.3:0.65",
+        "cascade:0.1:0.4:upw",
+        "cascade:0.2:0.4:upw",
+        "cascade:0.2:0.45:upw",
+        "cascade:0.3:0.45:upw",
+        "cascade:0.3:0.5:upw",
+        "cascade:0.2:0.6:upw",
     ]
     .map(String::from)
     .to_vec()

@@ -4,6 +4,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::exact_down::ExactQ4kDown;
 use super::ffn::{sparse_ffn, Activation, FfnScratch, FfnStepStats, FfnWeights, LayerPlan};
 use super::plan::SparsityTally;
 use super::repack::{default_copy_type, neuron_major_down};
@@ -86,11 +87,24 @@ pub fn build_down_copies(model: &Model, ty: Option<GgmlType>) -> Result<(Vec<Dow
     Ok((out, worst))
 }
 
+/// Exact neuron-major copies ([`ExactQ4kDown`]) of every layer whose `ffn_down` is Q4_K
+/// (`None` for the other layers). Cheap: the quants are only moved, never requantized.
+pub fn build_exact_downs(model: &Model) -> Vec<Option<ExactQ4kDown>> {
+    let n_embd = model.config().n_embd;
+    (0..model.config().n_layer)
+        .map(|il| {
+            let d = &model.layer(il).ffn_down;
+            ExactQ4kDown::from_q4_k(d.ty, n_embd, d.n_cols, model.bytes(d)).ok()
+        })
+        .collect()
+}
+
 /// One layer's sparse FFN as a [`DecodeFfn`].
 struct SparseLayer {
     layer: usize,
     plan: LayerPlan,
     down: Option<Arc<Vec<DownCopy>>>,
+    exact: Option<Arc<Vec<Option<ExactQ4kDown>>>>,
     scratch: Mutex<FfnScratch>,
     tally: Arc<Mutex<SparsityTally>>,
 }
@@ -98,7 +112,10 @@ struct SparseLayer {
 impl DecodeFfn for SparseLayer {
     fn forward(&self, call: &FfnCall<'_>, x: &[f32], out: &mut [f32]) -> Result<()> {
         let copy = self.down.as_ref().map(|d| &d[self.layer]);
-        let w = layer_weights(call.model, self.layer, copy)?;
+        let mut w = layer_weights(call.model, self.layer, copy)?;
+        if let Some(e) = self.exact.as_ref().and_then(|e| e[self.layer].as_ref()) {
+            w = w.with_exact_down(e)?;
+        }
         let mut scratch = lock(&self.scratch);
         let st: FfnStepStats = sparse_ffn(
             &w,
@@ -131,11 +148,26 @@ impl SparseHandle {
     }
 }
 
-/// Replace every layer's decode FFN by the sparse kernel with `plans[layer]`.
+/// Replace every layer's decode FFN by the sparse kernel with `plans[layer]`. With `down`
+/// (requantized neuron-major copies), the exact copies of Q4_K downs are built too and
+/// preferred where they read fewer bytes (see [`install_with`]).
 pub fn install(
     ctx: &mut Context,
     plans: Vec<LayerPlan>,
     down: Option<Arc<Vec<DownCopy>>>,
+) -> Result<SparseHandle> {
+    let exact = down
+        .as_ref()
+        .map(|_| Arc::new(build_exact_downs(ctx.model())));
+    install_with(ctx, plans, down, exact)
+}
+
+/// [`install`] with the exact copies given (`None`: only the requantized copies are used).
+pub fn install_with(
+    ctx: &mut Context,
+    plans: Vec<LayerPlan>,
+    down: Option<Arc<Vec<DownCopy>>>,
+    exact: Option<Arc<Vec<Option<ExactQ4kDown>>>>,
 ) -> Result<SparseHandle> {
     let n_layer = ctx.model().config().n_layer;
     if plans.len() != n_layer {
@@ -144,6 +176,15 @@ pub fn install(
             "{} layer plans for {n_layer} layers",
             plans.len()
         );
+    }
+    if let Some(e) = &exact {
+        if e.len() != n_layer {
+            bail!(
+                InvalidArgument,
+                "{} exact down copies for {n_layer} layers",
+                e.len()
+            );
+        }
     }
     if let Some(d) = &down {
         if d.len() != n_layer {
@@ -160,6 +201,7 @@ pub fn install(
             layer,
             plan,
             down: down.clone(),
+            exact: exact.clone(),
             scratch: Mutex::new(FfnScratch::default()),
             tally: tally.clone(),
         };

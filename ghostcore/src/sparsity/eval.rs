@@ -98,6 +98,67 @@ fn argmax(v: &[f32]) -> u32 {
     best as u32
 }
 
+/// The `llama-perplexity` chunk loop shared by `ghost perplexity` and the sparsity tools:
+/// cut `tokens` into whole chunks of `n_ctx` (at most `max_chunks`), decode each from an
+/// empty context with its first token replaced by `bos` when given, and call
+/// `on_position(logits, target)` for every position of the second half that predicts a next
+/// token (`n_ctx/2 .. n_ctx-2`), in order; `on_chunk(chunks_done, n_chunks)` after each
+/// chunk. Returns the number of chunks scored.
+pub fn score_chunks(
+    ctx: &mut Context,
+    tokens: &[u32],
+    n_ctx: usize,
+    bos: Option<u32>,
+    max_chunks: Option<usize>,
+    on_position: &mut dyn FnMut(&[f32], u32) -> Result<()>,
+    on_chunk: &mut dyn FnMut(usize, usize),
+) -> Result<usize> {
+    if n_ctx < 4 {
+        bail!(
+            InvalidArgument,
+            "context size {n_ctx} is too small for perplexity"
+        );
+    }
+    if ctx.n_ctx() < n_ctx {
+        bail!(
+            InvalidArgument,
+            "context holds {} tokens, chunks need {n_ctx}",
+            ctx.n_ctx()
+        );
+    }
+    let mut n_chunks = tokens.len() / n_ctx;
+    if let Some(m) = max_chunks {
+        n_chunks = n_chunks.min(m);
+    }
+    if n_chunks == 0 {
+        bail!(
+            InvalidArgument,
+            "need at least {n_ctx} tokens, the text has {}",
+            tokens.len()
+        );
+    }
+    let n_vocab = ctx.model().config().n_vocab;
+    let first = n_ctx / 2;
+    let mut chunk = vec![0u32; n_ctx];
+    for c in 0..n_chunks {
+        let start = c * n_ctx;
+        chunk.copy_from_slice(&tokens[start..start + n_ctx]);
+        if let Some(b) = bos {
+            chunk[0] = b;
+        }
+        ctx.reset();
+        let logits = ctx.decode_all_logits(&chunk)?;
+        for j in first..n_ctx - 1 {
+            on_position(
+                &logits[j * n_vocab..(j + 1) * n_vocab],
+                tokens[start + j + 1],
+            )?;
+        }
+        on_chunk(c + 1, n_chunks);
+    }
+    Ok(n_chunks)
+}
+
 /// Run perplexity over `tokens`. With `reference`, also KL and top-1 agreement against it;
 /// with `record`, fill it with this run's top-K (to serve as the dense reference).
 /// `progress(chunks_done, n_chunks)` is called after each chunk.
@@ -110,40 +171,20 @@ pub fn perplexity(
     mut record: Option<&mut DenseReference>,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<PplResult> {
-    let n_ctx = cfg.n_ctx;
-    if n_ctx < 4 {
-        bail!(InvalidArgument, "perplexity context {n_ctx} is too small");
-    }
-    let mut n_chunks = tokens.len() / n_ctx;
-    if let Some(m) = cfg.max_chunks {
-        n_chunks = n_chunks.min(m);
-    }
-    if n_chunks == 0 {
-        bail!(
-            InvalidArgument,
-            "{} tokens are fewer than one chunk of {n_ctx}",
-            tokens.len()
-        );
-    }
-    let n_vocab = ctx.model().config().n_vocab;
-    let first = n_ctx / 2;
     let (mut nll, mut kl, mut agree, mut n) = (0f64, 0f64, 0usize, 0usize);
-    let mut logp = Vec::with_capacity(n_vocab);
+    let mut logp = Vec::new();
     if let Some(r) = record.as_deref_mut() {
         r.top.clear();
     }
-    for c in 0..n_chunks {
-        let mut chunk = tokens[c * n_ctx..(c + 1) * n_ctx].to_vec();
-        if let Some(b) = bos {
-            chunk[0] = b;
-        }
-        ctx.reset();
-        let logits = ctx.decode_all_logits(&chunk)?;
-        for j in first..n_ctx - 1 {
-            let row = &logits[j * n_vocab..(j + 1) * n_vocab];
+    score_chunks(
+        ctx,
+        tokens,
+        cfg.n_ctx,
+        bos,
+        cfg.max_chunks,
+        &mut |row, next| {
             log_softmax_into(row, &mut logp);
-            let next = tokens[c * n_ctx + j + 1] as usize;
-            nll -= logp[next] as f64;
+            nll -= logp[next as usize] as f64;
             if let Some(r) = reference {
                 let top = r.top.get(n).ok_or_else(|| {
                     crate::Error::InvalidArgument("dense reference is shorter than this run".into())
@@ -155,9 +196,10 @@ pub fn perplexity(
                 r.top.push(top_k(&logp, cfg.top_k));
             }
             n += 1;
-        }
-        progress(c + 1, n_chunks);
-    }
+            Ok(())
+        },
+        progress,
+    )?;
     let mean_nll = nll / n as f64;
     Ok(PplResult {
         n_scored: n,

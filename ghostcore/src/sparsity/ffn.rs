@@ -2,11 +2,18 @@
 //! gate (dense, or over live rows) → activation → compact list of active neurons →
 //! up over active rows only → down as Σ h_j · `down_t[j]` over active neurons (neuron-major copy).
 //!
-//! Whichever way reads fewer bytes is taken for the down projection: the neuron-major axpy over
-//! active neurons, or the model's own output-major `ffn_down` with the skipped activations set
-//! to zero. The copy is used only when neurons were skipped, so a sparse plan whose thresholds
-//! are all zero runs exactly the dense kernels and gives exactly the dense result.
+//! Whichever way reads the fewest bytes is taken for the down projection, per token: the exact
+//! neuron-major copy of a Q4_K down ([`ExactQ4kDown`], the model's own quants), the
+//! requantized neuron-major copy (Q8_0 axpy) over active neurons, or the model's own
+//! output-major `ffn_down` with the skipped activations set to zero. Copies are used only when
+//! neurons were skipped, so a sparse plan whose thresholds are all zero runs exactly the dense
+//! kernels and gives exactly the dense result.
+//!
+//! The gathered rows (up, copies) are prefetched in software a few rows ahead: they are
+//! scattered, so the hardware prefetcher does not fetch them, and on a model larger than the
+//! cache each would otherwise cost a memory latency.
 
+use super::exact_down::{ExactQ4kDown, GROUP};
 use super::rows::{axpy_rows, matvec_rows, quantize_input, QMatrix, Splitter};
 use crate::{bail, Result};
 
@@ -38,6 +45,9 @@ pub struct FfnWeights<'a> {
     pub up: QMatrix<'a>,
     pub down: QMatrix<'a>,
     pub down_t: Option<QMatrix<'a>>,
+    /// Optional exact neuron-major copy of a Q4_K down (preferred over `down_t` when it
+    /// reads fewer bytes).
+    pub down_exact: Option<&'a ExactQ4kDown>,
     pub act: Activation,
 }
 
@@ -76,8 +86,25 @@ impl<'a> FfnWeights<'a> {
             up,
             down,
             down_t,
+            down_exact: None,
             act,
         })
+    }
+
+    /// Add the exact neuron-major copy of the Q4_K down.
+    pub fn with_exact_down(mut self, e: &'a ExactQ4kDown) -> Result<Self> {
+        if e.n_ff() != self.n_ff() || e.n_embd() != self.n_embd() {
+            bail!(
+                Format,
+                "exact down copy is {}×{}, expected {}×{}",
+                e.n_ff(),
+                e.n_embd(),
+                self.n_ff(),
+                self.n_embd()
+            );
+        }
+        self.down_exact = Some(e);
+        Ok(self)
     }
 
     pub fn n_ff(&self) -> usize {
@@ -107,6 +134,12 @@ pub enum LayerRule {
     Product(f32),
     /// Skip up and down where |act| ≤ t_act, then down where |act·up| ≤ t_prod.
     Cascade { t_act: f32, t_prod: f32 },
+    /// Skip up and down where |act|·scale_j ≤ t, then down where |act·up| ≤ t_prod.
+    ScaledCascade {
+        t: f32,
+        scale: Vec<f32>,
+        t_prod: f32,
+    },
     /// Skip up and down where |act| ≤ mean + k·σ of |act| over this token's live neurons.
     Stat(f32),
     /// TEAL: zero FFN-input entries with |x_i| ≤ t, then dense over live neurons.
@@ -202,6 +235,7 @@ pub struct FfnScratch {
     ids: Vec<u32>,
     coefs: Vec<f32>,
     h_dense: Vec<f32>,
+    accs: Vec<Vec<f32>>,
 }
 
 impl FfnScratch {
@@ -261,42 +295,31 @@ pub fn sparse_ffn(
     stats.bytes_read += (n_live as f64 * w.gate.row_bytes() as f64 * col_share) as usize;
 
     // 3. Choose the neurons whose up row is needed (ids), then those whose down is needed.
-    let live_id = |i: usize| live.map_or(i as u32, |l| l[i]);
-    s.ids.clear();
-    s.coefs.clear();
-    let up_all = matches!(plan.rule, LayerRule::Product(_));
-    let keep_act = |a: f32, i: usize| -> bool {
-        match &plan.rule {
-            LayerRule::Dense | LayerRule::Input(_) | LayerRule::Product(_) => true,
-            LayerRule::Act(t) => a.abs() > *t,
-            LayerRule::Cascade { t_act, .. } => a.abs() > *t_act,
-            LayerRule::Scaled { t, scale } => a.abs() * scale[live_id(i) as usize] > *t,
-            LayerRule::Stat(_) => unreachable!("stat handled below"),
+    let act_threshold = match &plan.rule {
+        LayerRule::Dense | LayerRule::Input(_) | LayerRule::Product(_) => None,
+        LayerRule::Act(t) => Some(*t),
+        LayerRule::Cascade { t_act, .. } => Some(*t_act),
+        LayerRule::Scaled { .. } | LayerRule::ScaledCascade { .. } => None,
+        LayerRule::Stat(k) => {
+            let n = s.gate.len().max(1) as f64;
+            let mean = s.gate.iter().map(|a| a.abs() as f64).sum::<f64>() / n;
+            let var = s
+                .gate
+                .iter()
+                .map(|a| (a.abs() as f64 - mean).powi(2))
+                .sum::<f64>()
+                / n;
+            Some((mean + *k as f64 * var.sqrt()) as f32)
         }
     };
-    if let LayerRule::Stat(k) = plan.rule {
-        let n = s.gate.len().max(1) as f64;
-        let mean = s.gate.iter().map(|a| a.abs() as f64).sum::<f64>() / n;
-        let var = s
-            .gate
-            .iter()
-            .map(|a| (a.abs() as f64 - mean).powi(2))
-            .sum::<f64>()
-            / n;
-        let t = (mean + k as f64 * var.sqrt()) as f32;
-        for (i, &a) in s.gate.iter().enumerate() {
-            if a.abs() > t {
-                s.ids.push(live_id(i));
-                s.coefs.push(a);
-            }
+    match (&plan.rule, act_threshold) {
+        (LayerRule::Scaled { t, scale }, _) | (LayerRule::ScaledCascade { t, scale, .. }, _) => {
+            compact(&s.gate, live, &mut s.ids, &mut s.coefs, |id, a| {
+                a.abs() * scale[id as usize] > *t
+            })
         }
-    } else {
-        for (i, &a) in s.gate.iter().enumerate() {
-            if up_all || keep_act(a, i) {
-                s.ids.push(live_id(i));
-                s.coefs.push(a);
-            }
-        }
+        (_, Some(t)) => compact(&s.gate, live, &mut s.ids, &mut s.coefs, |_, a| a.abs() > t),
+        (_, None) => compact(&s.gate, live, &mut s.ids, &mut s.coefs, |_, _| true),
     }
 
     // 4. Up over the chosen rows (all rows in order when nothing was dropped: same kernel as
@@ -314,46 +337,69 @@ pub fn sparse_ffn(
     // 5. h = act·up; second-stage product thresholds drop more down rows.
     let t_prod = match plan.rule {
         LayerRule::Product(t) => Some(t),
-        LayerRule::Cascade { t_prod, .. } => Some(t_prod),
+        LayerRule::Cascade { t_prod, .. } | LayerRule::ScaledCascade { t_prod, .. } => Some(t_prod),
         _ => None,
     };
     let mut n_active = 0;
+    let t = t_prod.unwrap_or(-1.0);
     for i in 0..n_up {
+        // Branch-free compaction: the keep test is close to a coin flip per neuron, and a
+        // mispredicted branch costs more than the two stores.
         let h = s.coefs[i] * s.up[i];
-        if t_prod.is_some_and(|t| h.abs() <= t) {
-            continue;
-        }
         s.ids[n_active] = s.ids[i];
         s.coefs[n_active] = h;
-        n_active += 1;
+        n_active += usize::from(h.abs() > t);
     }
     s.ids.truncate(n_active);
     s.coefs.truncate(n_active);
     stats.n_active = n_active;
 
-    // 6. Down: the cheaper of the neuron-major axpy over active rows and the dense down.
+    // 6. Down: whichever of the exact copy, the requantized copy and the dense down reads
+    //    the fewest bytes. Copies are used only when neurons were skipped: at full density a
+    //    copy would be a different summation (or compression), not sparsity, and the model's
+    //    own down gives the dense result exactly.
     let dense_down = w.down.total_bytes();
-    let use_copy = match (plan.down, w.down_t) {
-        (DownPath::Dense, _) | (_, None) => None,
-        (DownPath::NeuronMajor, Some(t)) => Some(t),
-        // Only when neurons were skipped: at full density the (requantized) copy would be
-        // compression, not sparsity, and the model's own down is exact.
-        (DownPath::Auto, Some(t)) => {
-            (n_active < n_ff && n_active * t.row_bytes() < dense_down).then_some(t)
-        }
-    };
-    if plan.down == DownPath::NeuronMajor && use_copy.is_none() {
+    let skipped = n_active < n_ff;
+    let exact_bytes = w
+        .down_exact
+        .filter(|_| skipped && plan.down == DownPath::Auto)
+        .map(|e| (e, e.bytes_for(&s.ids)));
+    let copy_bytes = w.down_t.and_then(|t| match plan.down {
+        DownPath::NeuronMajor => Some((t, n_active * t.row_bytes())),
+        DownPath::Auto if skipped => Some((t, n_active * t.row_bytes())),
+        _ => None,
+    });
+    if plan.down == DownPath::NeuronMajor && copy_bytes.is_none() {
         bail!(
             InvalidArgument,
             "the neuron-major down path needs the down copy"
         );
     }
-    match use_copy {
-        Some(dt) => {
-            axpy_rows(&dt, &s.ids, &s.coefs, out, exec, &mut s.partials)?;
-            stats.bytes_read += n_active * dt.row_bytes();
+    let forced = plan.down == DownPath::NeuronMajor;
+    // Chosen by bytes. (Weighting the requantized copy's bytes 2× for its f32 axpy was
+    // tried: on SmolLM2 it gave up a third of the bytes skipped for no measurable speed.)
+    let mut best = dense_down;
+    let mut choice = DownChoice::Dense;
+    if let Some((t, b)) = copy_bytes {
+        if forced || b < best {
+            best = b;
+            choice = DownChoice::Copy(t);
         }
-        None => {
+    }
+    if let Some((e, b)) = exact_bytes {
+        if b < best {
+            best = b;
+            choice = DownChoice::Exact(e);
+        }
+    }
+    match choice {
+        DownChoice::Exact(e) => {
+            exact_down(e, &s.ids, &s.coefs, out, exec, &mut s.partials, &mut s.accs)?;
+        }
+        DownChoice::Copy(dt) => {
+            axpy_rows(&dt, &s.ids, &s.coefs, out, exec, &mut s.partials)?;
+        }
+        DownChoice::Dense => {
             s.h_dense.clear();
             s.h_dense.resize(n_ff, 0.0);
             for (&j, &h) in s.ids.iter().zip(&s.coefs) {
@@ -361,10 +407,99 @@ pub fn sparse_ffn(
             }
             quantize_input(&w.down, &s.h_dense, &mut s.xq)?;
             matvec_rows(&w.down, None, &s.xq, out, exec)?;
-            stats.bytes_read += dense_down;
         }
     }
+    stats.bytes_read += best;
     Ok(stats)
+}
+
+/// `ids`/`coefs` := the (neuron id, activation) pairs of `gate` for which `keep(id, a)`,
+/// in order; `live` maps positions of `gate` to neuron ids (identity when `None`).
+fn compact(
+    gate: &[f32],
+    live: Option<&[u32]>,
+    ids: &mut Vec<u32>,
+    coefs: &mut Vec<f32>,
+    keep: impl Fn(u32, f32) -> bool,
+) {
+    ids.resize(gate.len(), 0);
+    coefs.resize(gate.len(), 0.0);
+    let mut n = 0;
+    for (i, &a) in gate.iter().enumerate() {
+        // Branch-free, as in step 5 of `sparse_ffn`.
+        let id = live.map_or(i as u32, |l| l[i]);
+        ids[n] = id;
+        coefs[n] = a;
+        n += usize::from(keep(id, a));
+    }
+    ids.truncate(n);
+    coefs.truncate(n);
+}
+
+/// Which down projection a step takes.
+enum DownChoice<'a> {
+    Dense,
+    Copy(QMatrix<'a>),
+    Exact(&'a ExactQ4kDown),
+}
+
+/// `out = Σ_k coefs[k] · down[:, ids[k]]` over the exact copy, the id list split between
+/// workers at group boundaries (each into its own partial sum, added in order).
+fn exact_down(
+    e: &ExactQ4kDown,
+    ids: &[u32],
+    coefs: &[f32],
+    out: &mut [f32],
+    exec: &dyn Splitter,
+    partials: &mut Vec<Vec<f32>>,
+    accs: &mut Vec<Vec<f32>>,
+) -> Result<()> {
+    out.fill(0.0);
+    let n_tasks = exec.n_workers().min(ids.len().div_ceil(4 * GROUP)).max(1);
+    accs.resize_with(n_tasks, Vec::new);
+    if n_tasks == 1 {
+        return e.accumulate(ids, coefs, out, &mut accs[0]);
+    }
+    // Split points: near equal shares, moved forward to the next group boundary.
+    let mut bounds = vec![0usize];
+    for t in 1..n_tasks {
+        let mut k = (ids.len() * t / n_tasks).max(*bounds.last().unwrap_or(&0));
+        while k > 0 && k < ids.len() && ids[k] / GROUP as u32 == ids[k - 1] / GROUP as u32 {
+            k += 1;
+        }
+        bounds.push(k);
+    }
+    bounds.push(ids.len());
+    partials.resize_with(n_tasks, Vec::new);
+    let n_embd = out.len();
+    let slots: Vec<std::sync::Mutex<(&mut Vec<f32>, &mut Vec<f32>)>> = partials
+        .iter_mut()
+        .zip(accs.iter_mut())
+        .map(std::sync::Mutex::new)
+        .collect();
+    let err = std::sync::Mutex::new(None);
+    exec.run(n_tasks, &|t: usize| {
+        let mut slot = slots[t].lock().unwrap_or_else(|p| p.into_inner());
+        let (p, a) = &mut *slot;
+        p.clear();
+        p.resize(n_embd, 0.0);
+        let r = bounds[t]..bounds[t + 1];
+        if let Err(x) = e.accumulate(&ids[r.clone()], &coefs[r], p, a) {
+            err.lock()
+                .unwrap_or_else(|q| q.into_inner())
+                .get_or_insert(x);
+        }
+    });
+    drop(slots);
+    if let Some(x) = err.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(x);
+    }
+    for p in partials.iter().take(n_tasks) {
+        for (o, v) in out.iter_mut().zip(p) {
+            *o += v;
+        }
+    }
+    Ok(())
 }
 
 /// The dense FFN: down(act(gate·x) ⊙ up·x), the reference the sparse path is checked against.
@@ -539,6 +674,8 @@ mod tests {
         let mut sc = FfnScratch::default();
         let x = input(n_embd, 7);
         let t = 0.08f32;
+        let scale: Vec<f32> = (0..n_ff).map(|j| 0.5 + (j % 7) as f32 * 0.2).collect();
+        let scale_ref = scale.clone();
         type Keep = Box<dyn Fn(f64, f64, usize) -> bool>;
         let cases: Vec<(LayerRule, Keep)> = vec![
             (
@@ -555,6 +692,16 @@ mod tests {
                     t_prod: 0.02,
                 },
                 Box::new(|a, u, _| a.abs() > 0.03 && (a * u).abs() > 0.02),
+            ),
+            (
+                LayerRule::ScaledCascade {
+                    t: 0.03,
+                    scale: scale.clone(),
+                    t_prod: 0.02,
+                },
+                Box::new(move |a, u, j| {
+                    a.abs() * scale_ref[j] as f64 > 0.03 && (a * u).abs() > 0.02
+                }),
             ),
         ];
         for (rule, keep) in cases {

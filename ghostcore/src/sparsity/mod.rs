@@ -5,7 +5,8 @@
 //!   `cascade:S1:S2`, `stat:K`, `input:S`, `budget:P`).
 //! - [`histogram`], [`stats`]: what calibration records and how thresholds are derived.
 //! - [`sidecar`]: the GGUF sidecar (`MODEL.ghost`) and the model checksum it is bound to.
-//! - [`repack`]: the neuron-major copy of `ffn_down` and its requantization error.
+//! - [`repack`]: the neuron-major copy of `ffn_down` and its requantization error;
+//!   [`exact_down`]: the exact (not requantized) neuron-major copy of a Q4_K `ffn_down`.
 //! - [`rows`], [`ffn`]: row-level weight access and the sparse FFN step.
 //! - [`plan`]: mode + sidecar → per-layer plans; tallies of what was skipped.
 //! - [`engine`]: installing the sparse (or calibrating) FFN into a [`crate::context::Context`].
@@ -15,6 +16,7 @@
 pub mod calibrate;
 pub mod engine;
 pub mod eval;
+pub mod exact_down;
 pub mod ffn;
 pub mod histogram;
 pub mod mode;

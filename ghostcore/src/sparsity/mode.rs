@@ -8,7 +8,7 @@
 //! | `dead` | drop the sidecar's dead neurons from gate/up/down |
 //! | `gate:T` | GhostGate: skip neurons with \|act(gate·x)\| ≤ T (one global T) |
 //! | `target:S[:SCORE]` | per-layer calibrated thresholds reaching sparsity S on SCORE (`act` default, `product`, `upw`) |
-//! | `cascade:S1:S2` | skip up+down for the S1 share with the smallest \|act\|, then down for neurons whose product falls in the smallest S2 share |
+//! | `cascade:S1:S2[:upw]` | skip up+down for the S1 share with the smallest \|act\| (or \|act\|·mean\|up\| with `upw`), then down for neurons whose product falls in the smallest S2 share |
 //! | `stat:K` | per-token threshold mean + K·σ of \|act(gate·x)\| |
 //! | `input:S` | TEAL: zero the S share of smallest-magnitude FFN-input entries (calibrated per layer) |
 //! | `budget:P` | the sidecar's best setting within a P% perplexity increase |
@@ -60,8 +60,13 @@ pub enum Rule {
     Gate(f32),
     /// Per-layer calibrated thresholds reaching the given sparsity on `score`.
     Target { sparsity: f32, score: Score },
-    /// Two stages: `skip_all` share by |act| (no up, no down), `skip_down` share by product.
-    Cascade { skip_all: f32, skip_down: f32 },
+    /// Two stages: `skip_all` share by `first` (`Act` or `UpWeighted`; no up, no down), then
+    /// `skip_down` share by product.
+    Cascade {
+        skip_all: f32,
+        skip_down: f32,
+        first: Score,
+    },
     /// Per-token mean + k·σ of |act(gate·x)|.
     Stat(f32),
     /// TEAL input sparsity with per-layer calibrated thresholds.
@@ -165,7 +170,17 @@ fn parse_rule(part: &str) -> Result<Rule> {
             Ok(Rule::Target { sparsity, score })
         }
         "cascade" => {
-            want(2..=2)?;
+            want(2..=3)?;
+            let first = match args.get(2) {
+                None => Score::Act,
+                Some(name) => match Score::from_name(name) {
+                    Some(sc @ (Score::Act | Score::UpWeighted)) => sc,
+                    _ => crate::bail!(
+                        InvalidArgument,
+                        "cascade first-stage score {name:?} (expected act or upw)"
+                    ),
+                },
+            };
             let skip_all = parse_fraction(args[0], "cascade first-stage sparsity")?;
             let skip_down = parse_fraction(args[1], "cascade down sparsity")?;
             if skip_down < skip_all {
@@ -179,6 +194,7 @@ fn parse_rule(part: &str) -> Result<Rule> {
             Ok(Rule::Cascade {
                 skip_all,
                 skip_down,
+                first,
             })
         }
         "stat" => {
@@ -245,7 +261,13 @@ impl fmt::Display for Rule {
             Rule::Cascade {
                 skip_all,
                 skip_down,
+                first: Score::Act,
             } => write!(f, "cascade:{skip_all}:{skip_down}"),
+            Rule::Cascade {
+                skip_all,
+                skip_down,
+                first,
+            } => write!(f, "cascade:{skip_all}:{skip_down}:{first}"),
             Rule::Stat(k) => write!(f, "stat:{k}"),
             Rule::Input(s) => write!(f, "input:{s}"),
             Rule::Budget(p) => write!(f, "budget:{p}"),
@@ -306,9 +328,18 @@ mod tests {
                 dead: true,
                 rule: Some(Rule::Cascade {
                     skip_all: 0.2,
-                    skip_down: 0.4
+                    skip_down: 0.4,
+                    first: Score::Act,
                 })
             }
+        );
+        assert_eq!(
+            p("cascade:0.2:0.6:upw").unwrap().rule,
+            Some(Rule::Cascade {
+                skip_all: 0.2,
+                skip_down: 0.6,
+                first: Score::UpWeighted,
+            })
         );
     }
 
@@ -320,6 +351,7 @@ mod tests {
             "gate:0.1",
             "dead,target:0.4:upw",
             "cascade:0.1:0.5",
+            "cascade:0.1:0.5:upw",
             "stat:2",
             "input:0.3",
             "budget:2",
@@ -340,6 +372,8 @@ mod tests {
             "target:0.4:bogus",
             "target:0.4:act:x",
             "cascade:0.5:0.2",
+            "cascade:0.1:0.5:product",
+            "cascade:0.1:0.5:upw:x",
             "gate:0.1,stat:1",
             "dead,dead",
             "sparse",

@@ -84,10 +84,21 @@ pub fn resolve_plans(
             Some(Rule::Cascade {
                 skip_all,
                 skip_down,
-            }) => LayerRule::Cascade {
-                t_act: layer_thr(Score::Act, skip_all)?,
-                t_prod: layer_thr(Score::Product, skip_down)?,
-            },
+                first,
+            }) => {
+                let t_prod = layer_thr(Score::Product, skip_down)?;
+                match first {
+                    Score::UpWeighted => LayerRule::ScaledCascade {
+                        t: layer_thr(Score::UpWeighted, skip_all)?,
+                        scale: need("cascade")?.layers[il].mean_abs_up.clone(),
+                        t_prod,
+                    },
+                    _ => LayerRule::Cascade {
+                        t_act: layer_thr(Score::Act, skip_all)?,
+                        t_prod,
+                    },
+                }
+            }
             Some(Rule::Input(s)) => {
                 let sc = need("input")?;
                 LayerRule::Input(interpolate_threshold(
@@ -193,6 +204,7 @@ mod tests {
             "budget:2",
             "input:0.3",
             "cascade:0.1:0.2",
+            "cascade:0.1:0.2:upw",
         ] {
             assert!(
                 matches!(
