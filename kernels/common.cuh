@@ -100,6 +100,30 @@ GC_HD int load_i32_a2(const void* p) {
     return (int)((uint32_t)h[0] | ((uint32_t)h[1] << 16));
 }
 
+// N consecutive 32-bit words from a 2-byte aligned address p. On the device: N + 1 aligned
+// 32-bit loads joined by funnel shifts (half the load instructions of 16-bit pairs). It reads
+// up to 2 bytes before p and 4 bytes past p + 4N, which stay inside the weight allocation:
+// a p that is not 4-byte aligned lies at least 2 bytes past the allocation's (256-byte
+// aligned) start, and device matrices are padded at the end (WEIGHT_PADDING_BYTES). The host
+// build (tests over exact-size buffers) keeps 16-bit loads.
+template <int N>
+GC_HD void load_words_a2(const uint8_t* p, int out[N]) {
+#ifdef __CUDA_ARCH__
+    const uintptr_t a = (uintptr_t)p;
+    const uint32_t* w = (const uint32_t*)(a & ~(uintptr_t)3);
+    const uint32_t shift = (uint32_t)(a & 3) * 8;  // 0 or 16
+    uint32_t lo = w[0];
+#pragma unroll
+    for (int i = 0; i < N; ++i) {
+        const uint32_t hi = w[i + 1];
+        out[i] = (int)__funnelshift_r(lo, hi, shift);
+        lo = hi;
+    }
+#else
+    for (int i = 0; i < N; ++i) out[i] = load_i32_a2(p + 4 * i);
+#endif
+}
+
 // Four bytes from a 4-byte aligned address (Q4_1, Q4_K).
 GC_HD int load_i32_a4(const void* p) {
     return *(const int*)p;

@@ -66,3 +66,42 @@ extern "C" __global__ void gc_rope(float* x, int n_heads, int head_dim, int n_ro
     xh[a] = x0 * c - x1 * s;
     xh[b] = x0 * s + x1 * c;
 }
+
+// RMSNorm fused with the Q8_1 quantization of its output (the input of the next matvec):
+// out[r, :] as gc_rms_norm, and xq/xds as gc_quantize_q8_1 would make from it, in one launch.
+// One block per row, launched with gc_rms_norm's block size; n % 32 == 0. The quantization is
+// quantize_act.cu's formula, so results are identical to the two-kernel sequence.
+extern "C" __global__ void gc_rms_norm_q8_1(const float* x, const float* __restrict__ weight, float* out,
+                                            int8_t* __restrict__ xq, float2* __restrict__ xds, int n,
+                                            float eps) {
+    __shared__ float scratch[32];
+    const float* xr = x + (size_t)blockIdx.x * n;
+    float* outr = out + (size_t)blockIdx.x * n;
+    // The sum of squares exactly as gc_rms_norm forms it (same float4 partition for the same
+    // block size), so the normalized values match it bit for bit.
+    float ss = 0.0f;
+    const float4* x4 = (const float4*)xr;
+    for (int i = threadIdx.x; i < n / 4; i += blockDim.x) {
+        const float4 v = x4[i];
+        ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+    }
+    ss = block_sum(ss, scratch);
+    const float scale = rsqrtf(ss / (float)n + eps);
+    const int lane = threadIdx.x % GC_WARP;
+    const int warp = threadIdx.x / GC_WARP;
+    const int n_warps = blockDim.x / GC_WARP;
+    int8_t* qr = xq + (size_t)blockIdx.x * n;
+    float2* dr = xds + (size_t)blockIdx.x * (n / 32);
+    for (int unit = warp; unit < n / 32; unit += n_warps) {
+        const int i = 32 * unit + lane;
+        const float v = xr[i] * scale * weight[i];
+        outr[i] = v;
+        const float amax = warp_max(fabsf(v));
+        const float d = amax / 127.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        const int q = (int)roundf(v * id);
+        const float qsum = warp_sum((float)q);
+        qr[i] = (int8_t)q;
+        if (lane == 0) dr[unit] = make_float2(d, d * qsum);
+    }
+}

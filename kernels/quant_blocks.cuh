@@ -34,10 +34,12 @@ template <> struct QuantTraits<GC_TYPE_Q4_0> {
         const block_q4_0* b = (const block_q4_0*)row + u;
         int y[8];
         load_q8_words(q8, y);
+        int qs[4];
+        load_words_a2<4>(b->qs, qs);
         int sumi = 0;
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
-            const int v = load_i32_a2(b->qs + 4 * i);
+            const int v = qs[i];
             sumi = gc_dp4a(v & 0x0F0F0F0F, y[i], sumi);
             sumi = gc_dp4a((v >> 4) & 0x0F0F0F0F, y[i + 4], sumi);
         }
@@ -95,11 +97,14 @@ template <> struct QuantTraits<GC_TYPE_Q5_0> {
         const block_q5_0* b = (const block_q5_0*)row + u;
         int y[8];
         load_q8_words(q8, y);
-        const uint32_t qh = (uint32_t)load_i32_a2(b->qh);
+        // qh and qs are contiguous: five words from one run of loads.
+        int words[5];
+        load_words_a2<5>(b->qh, words);
+        const uint32_t qh = (uint32_t)words[0];
         int sumi = 0;
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
-            const int v = load_i32_a2(b->qs + 4 * i);
+            const int v = words[1 + i];
             const int lo = (v & 0x0F0F0F0F) | q5_high_bits(qh, 4 * i);
             const int hi = ((v >> 4) & 0x0F0F0F0F) | q5_high_bits(qh, 16 + 4 * i);
             sumi = gc_dp4a(lo, y[i], sumi);
@@ -128,9 +133,11 @@ template <> struct QuantTraits<GC_TYPE_Q8_0> {
         const block_q8_0* b = (const block_q8_0*)row + u;
         int y[8];
         load_q8_words(q8, y);
+        int qs[8];
+        load_words_a2<8>((const uint8_t*)b->qs, qs);
         int sumi = 0;
 #pragma unroll
-        for (int i = 0; i < 8; ++i) sumi = gc_dp4a(load_i32_a2(b->qs + 4 * i), y[i], sumi);
+        for (int i = 0; i < 8; ++i) sumi = gc_dp4a(qs[i], y[i], sumi);
         return load_half(&b->d) * ds.x * (float)sumi;
     }
     static __host__ __device__ __forceinline__ void dequant(const uint8_t* row, int u, float w[32]) {
@@ -194,11 +201,14 @@ template <> struct QuantTraits<GC_TYPE_Q6_K> {
         const int hshift = 2 * k;
         int y[8];
         load_q8_words(q8, y);
+        int qlw[8], qhw[8];
+        load_words_a2<8>(ql, qlw);
+        load_words_a2<8>(qh, qhw);
         int sum_a = 0, sum_b = 0;
 #pragma unroll
         for (int i = 0; i < 8; ++i) {
-            const int lo = (load_i32_a2(ql + 4 * i) >> lshift) & 0x0F0F0F0F;
-            const int hi = ((load_i32_a2(qh + 4 * i) >> hshift) & 0x03030303) << 4;
+            const int lo = (qlw[i] >> lshift) & 0x0F0F0F0F;
+            const int hi = ((qhw[i] >> hshift) & 0x03030303) << 4;
             const int q = gc_vsubss4(lo | hi, 0x20202020);
             if (i < 4) sum_a = gc_dp4a(q, y[i], sum_a);
             else sum_b = gc_dp4a(q, y[i], sum_b);

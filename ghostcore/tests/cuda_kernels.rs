@@ -1252,3 +1252,34 @@ fn cuda_matmul_equals_matvec_per_token() {
         }
     }
 }
+
+/// The fused RMSNorm + Q8_1 quantization equals the two kernels run one after the other, bit
+/// for bit (values and quantized form), over several rows.
+#[test]
+fn cuda_fused_norm_quantize_equals_two_kernels() {
+    let Some(gpu) = backend() else { return };
+    let mut rng = Rng(31);
+    for &(n, rows) in &[(576usize, 1usize), (640, 3), (4096, 2), (2048, 64)] {
+        let x = rng.vec(n * rows, 2.0);
+        let w = rng.vec(n, 1.0);
+        let dx = DeviceVec::from_host(&gpu, &x).unwrap();
+        let dw = DeviceVec::from_host(&gpu, &w).unwrap();
+        let mut fused = DeviceActivations::new(&gpu, n * rows).unwrap();
+        gpu.rms_norm_quantize_rows(&dx, &dw, &mut fused, rows, 1e-5)
+            .unwrap();
+        let mut split = DeviceActivations::new(&gpu, n * rows).unwrap();
+        gpu.rms_norm_rows(&dx, &dw, &mut split.x, rows, 1e-5)
+            .unwrap();
+        gpu.quantize_activations_prefix(&mut split, n * rows)
+            .unwrap();
+        assert_eq!(
+            fused.x.to_vec(&gpu).unwrap(),
+            split.x.to_vec(&gpu).unwrap(),
+            "normalized values, n {n} rows {rows}"
+        );
+        let (fq, fd) = fused.read_q8_1(&gpu).unwrap();
+        let (sq, sd) = split.read_q8_1(&gpu).unwrap();
+        assert_eq!(fq, sq, "quants, n {n} rows {rows}");
+        assert_eq!(fd, sd, "scales, n {n} rows {rows}");
+    }
+}

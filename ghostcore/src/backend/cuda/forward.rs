@@ -311,8 +311,7 @@ impl CudaForward {
         for (il, l) in self.layers.iter().enumerate() {
             let swa = cfg.is_swa_layer(il);
             // Attention block.
-            g.rms_norm_rows(&s.x, &l.attn_norm, &mut s.xn.x, m, cfg.rms_eps)?;
-            g.quantize_activations_prefix(&mut s.xn, m * n_embd)?;
+            g.rms_norm_quantize_rows(&s.x, &l.attn_norm, &mut s.xn, m, cfg.rms_eps)?;
             g.matmul(&l.wq, &s.xn, m, &mut s.q, false)?;
             g.matmul(&l.wk, &s.xn, m, &mut s.k, false)?;
             g.matmul(&l.wv, &s.xn, m, &mut s.v, false)?;
@@ -398,8 +397,7 @@ impl CudaForward {
             }
 
             // FFN block.
-            g.rms_norm_rows(&s.x, &l.ffn_norm, &mut s.xn.x, m, cfg.rms_eps)?;
-            g.quantize_activations_prefix(&mut s.xn, m * n_embd)?;
+            g.rms_norm_quantize_rows(&s.x, &l.ffn_norm, &mut s.xn, m, cfg.rms_eps)?;
             g.matmul(&l.ffn_gate, &s.xn, m, &mut s.hidden.x, false)?;
             g.matmul(&l.ffn_up, &s.xn, m, &mut s.up, false)?;
             g.gated_activation_prefix(&mut s.hidden.x, &s.up, act, m * cfg.n_ff)?;
@@ -416,8 +414,7 @@ impl CudaForward {
         let Some((first, rows)) = head else {
             return Ok(());
         };
-        g.rms_norm_rows(&s.x, &self.output_norm, &mut s.xn.x, m, cfg.rms_eps)?;
-        g.quantize_activations_prefix(&mut s.xn, m * n_embd)?;
+        g.rms_norm_quantize_rows(&s.x, &self.output_norm, &mut s.xn, m, cfg.rms_eps)?;
         let w_out = self.output.as_ref().unwrap_or(&self.token_embd);
         g.matmul_from(w_out, &s.xn, first, rows, &mut s.logits, false)
     }

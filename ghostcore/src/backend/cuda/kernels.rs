@@ -35,6 +35,7 @@ pub(crate) const ALL_KERNELS: &[&str] = &[
     "gc_matvec_f32x_f16",
     "gc_matvec_f32x_f32",
     "gc_rms_norm",
+    "gc_rms_norm_q8_1",
     "gc_rope",
     "gc_kv_store",
     "gc_attn_partial",

@@ -421,6 +421,40 @@ impl CudaBackend {
         self.launch_rms_norm(&x.data, weight, &out.data, n, eps)
     }
 
+    /// [`Self::rms_norm_rows`] of `x` into `act.x`, fused with
+    /// [`Self::quantize_activations_prefix`] of those rows: one launch, the same values as the
+    /// two calls.
+    pub fn rms_norm_quantize_rows(
+        &self,
+        x: &DeviceVec,
+        weight: &DeviceVec,
+        act: &mut DeviceActivations,
+        rows: usize,
+        eps: f32,
+    ) -> Result<()> {
+        let n = weight.len();
+        let rows_u32 = check_rows_fit(rows, n, x.len().min(act.len()))?;
+        if n % 32 != 0 {
+            bail!(
+                InvalidArgument,
+                "rms_norm_quantize: rows of {n} are not whole 32-value blocks"
+            );
+        }
+        let f = self.function("gc_rms_norm_q8_1")?;
+        let threads = (n.div_ceil(4).div_ceil(32) * 32).clamp(32, 1024) as u32;
+        let n_i = as_i32(n, "row length")?;
+        guard("launch gc_rms_norm_q8_1", || {
+            let mut b = self.stream().launch_builder(f);
+            b.arg(&x.data).arg(&weight.data).arg(&act.x.data);
+            b.arg(&mut act.qs).arg(&mut act.ds).arg(&n_i).arg(&eps);
+            // SAFETY: (const float* x, const float* weight, float* out, int8_t* xq, float2* xds,
+            // int n, float eps) matches the kernel; x and act hold at least rows * n values
+            // (checked above), weight n, n % 32 == 0; buffers are 256-byte aligned and rows a
+            // multiple of 16 bytes, as the float4 loads need.
+            unsafe { b.launch(cfg((rows_u32, 1), threads, 0)) }.map(|_| ())
+        })
+    }
+
     /// [`Self::rms_norm_inplace`] over the first `rows` rows only.
     pub fn rms_norm_inplace_rows(
         &self,
