@@ -1259,7 +1259,13 @@ fn cuda_matmul_equals_matvec_per_token() {
 fn cuda_fused_norm_quantize_equals_two_kernels() {
     let Some(gpu) = backend() else { return };
     let mut rng = Rng(31);
-    for &(n, rows) in &[(576usize, 1usize), (640, 3), (4096, 2), (2048, 64)] {
+    for &(n, rows) in &[
+        (576usize, 1usize),
+        (640, 3),
+        (576, 9),
+        (4096, 8),
+        (2048, 64),
+    ] {
         let x = rng.vec(n * rows, 2.0);
         let w = rng.vec(n, 1.0);
         let dx = DeviceVec::from_host(&gpu, &x).unwrap();

@@ -18,6 +18,8 @@ use crate::{bail, Result};
 
 /// Rows per block of the matvec and sparse kernels (`GC_MATVEC_ROWS`, `GC_SPARSE_ROWS`).
 const ROWS_PER_BLOCK: u32 = 4;
+/// Rows from which [`CudaBackend::rms_norm_quantize_rows`] uses the fused kernel.
+const FUSED_NORM_MIN_ROWS: usize = 8;
 /// Tokens per block of `gc_matmul_*` (`GC_MATMUL_COLS`).
 const MATMUL_COLS: u32 = 8;
 /// Rows and threads per block of `gc_matmul_*` (`GC_MATMUL_ROWS`, 8 warps).
@@ -439,6 +441,12 @@ impl CudaBackend {
                 InvalidArgument,
                 "rms_norm_quantize: rows of {n} are not whole 32-value blocks"
             );
+        }
+        if rows < FUSED_NORM_MIN_ROWS {
+            // A block per row: for a few rows the fused kernel would quantize on a few SMs
+            // only, slower than the separate, grid-wide quantization (measured on an H100).
+            self.rms_norm_rows(x, weight, &mut act.x, rows, eps)?;
+            return self.quantize_activations_prefix(act, rows * n);
         }
         let f = self.function("gc_rms_norm_q8_1")?;
         let threads = (n.div_ceil(4).div_ceil(32) * 32).clamp(32, 1024) as u32;
