@@ -480,7 +480,9 @@ pub fn forward(
     if logits.len() < n_out * n_vocab {
         logits.resize(n_out * n_vocab, 0.0);
     }
-    let math = if m >= EXACT_MIN_BATCH {
+    // The math follows the rows the head actually computes (as llama.cpp's output matmul
+    // has only the requested rows): the last row alone is a single-token product.
+    let math = if n_out >= EXACT_MIN_BATCH {
         s.output_math
     } else {
         ActMath::Quantized

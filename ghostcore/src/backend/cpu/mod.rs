@@ -2,5 +2,6 @@
 //! forward pass.
 
 pub mod f32dot;
+pub mod gemm;
 pub mod linear;
 pub mod ops;
