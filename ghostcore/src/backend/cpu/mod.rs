@@ -5,3 +5,4 @@ pub mod f32dot;
 pub mod gemm;
 pub mod linear;
 pub mod ops;
+pub mod vmath;
