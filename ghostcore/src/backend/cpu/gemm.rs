@@ -238,7 +238,8 @@ pub fn gemm_with_isa(
                 let nr = (n_rows - r0).min(PANEL_ROWS);
                 for r in 0..nr {
                     let src = &w[(r0 + r) * row_bytes..(r0 + r + 1) * row_bytes];
-                    if let Err(e) = quant::dequantize_row(ty, src, &mut p[r * k..(r + 1) * k]) {
+                    if let Err(e) = quant::dequantize_row_fast(ty, src, &mut p[r * k..(r + 1) * k])
+                    {
                         errors.record(Err(e));
                         return;
                     }
