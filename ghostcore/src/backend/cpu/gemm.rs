@@ -20,7 +20,7 @@
 use std::cell::RefCell;
 
 use crate::quant::{self, GgmlType, Isa};
-use crate::threadpool::{DisjointSlice, ThreadPool};
+use crate::threadpool::ThreadPool;
 use crate::Result;
 
 /// Weight rows per panel (rows of one micro-kernel call).
@@ -141,12 +141,18 @@ impl PackedActs {
             if rows < COL_BLOCK {
                 block.fill(0.0);
             }
-            for c in 0..rows {
-                let row = &x[(j0 + c) * k..(j0 + c + 1) * k];
-                for (kk, &v) in row.iter().enumerate() {
-                    block[kk * COL_BLOCK + c] = v;
-                }
-            }
+            // SAFETY: the source holds `rows` rows of k floats; the destination, k rows of
+            // COL_BLOCK floats of which the first `rows` are written.
+            unsafe {
+                transpose(
+                    x[j0 * k..(j0 + rows) * k].as_ptr(),
+                    k,
+                    rows,
+                    k,
+                    block.as_mut_ptr(),
+                    COL_BLOCK,
+                )
+            };
         }
         Ok(())
     }
@@ -224,7 +230,10 @@ pub fn gemm_with_isa(
         out[..need_out].fill(0.0);
         return Ok(());
     }
-    let dst = DisjointSlice::new(&mut out[..need_out]);
+    let dst = OutPtr {
+        ptr: out.as_mut_ptr(),
+        len: need_out,
+    };
     let n_panels = n_rows.div_ceil(PANEL_ROWS);
     let errors = super::linear::ErrorSlot::default();
     pool.for_each_chunk(n_panels, 1, |_, panels| {
@@ -262,7 +271,7 @@ unsafe fn panel_times_acts(
     isa: GemmIsa,
     panel: &[f32],
     acts: &PackedActs,
-    dst: &DisjointSlice<'_, f32>,
+    dst: &OutPtr,
     ldo: usize,
     r0: usize,
     nr: usize,
@@ -274,13 +283,81 @@ unsafe fn panel_times_acts(
         let cols = (acts.m - j0).min(COL_BLOCK);
         let xb = acts.block(b);
         micro_kernel(isa, panel, xb, k, cols, &mut tile);
-        for c in 0..cols {
-            let j = j0 + c;
-            // SAFETY: this panel's rows of output row j (the caller's contract).
-            let o = unsafe { dst.range_mut(j * ldo + r0..j * ldo + r0 + nr) };
-            for (r, o) in o.iter_mut().enumerate() {
-                *o = tile[r * COL_BLOCK + c];
+        // Output rows j0..j0+cols, columns r0..r0+nr: the last element written is below
+        // `dst.len` (checked), and only this panel writes these columns (caller's contract).
+        assert!((j0 + cols - 1) * ldo + r0 + nr <= dst.len && nr <= PANEL_ROWS);
+        // SAFETY: the tile holds nr rows of COL_BLOCK floats; the destination elements are
+        // in bounds (asserted) and this panel's own.
+        unsafe {
+            transpose(
+                tile.as_ptr(),
+                COL_BLOCK,
+                nr,
+                cols,
+                dst.ptr.add(j0 * ldo + r0),
+                ldo,
+            )
+        };
+    }
+}
+
+/// The GEMM output shared by the pool's threads, each writing its own panels' columns.
+struct OutPtr {
+    ptr: *mut f32,
+    len: usize,
+}
+
+// SAFETY: threads write disjoint elements (each output column range belongs to one panel and
+// panels are handed out once), and the buffer outlives the parallel section.
+unsafe impl Sync for OutPtr {}
+
+/// `dst[c * dst_stride + r] = src[r * src_stride + c]` for `r < rows`, `c < cols` (AVX2 8 × 8
+/// register transposes where possible; a pure data move, identical on every path).
+///
+/// # Safety
+/// `src` must be readable and `dst` writable at every index named above, and the two must not
+/// overlap.
+unsafe fn transpose(
+    src: *const f32,
+    src_stride: usize,
+    rows: usize,
+    cols: usize,
+    dst: *mut f32,
+    dst_stride: usize,
+) {
+    let mut r0 = 0;
+    #[cfg(target_arch = "x86_64")]
+    if GemmIsa::active() != GemmIsa::Scalar {
+        while r0 + 4 <= rows {
+            let group = if r0 + 8 <= rows { 8 } else { 4 };
+            let mut c0 = 0;
+            while c0 + 8 <= cols {
+                // SAFETY: AVX2 is present (active ISA); rows r0..r0+group and columns
+                // c0..c0+8 are within the caller's bounds.
+                unsafe {
+                    avx2::transpose_8x8(
+                        src.add(r0 * src_stride + c0),
+                        src_stride,
+                        group,
+                        dst.add(c0 * dst_stride + r0),
+                        dst_stride,
+                    )
+                };
+                c0 += 8;
             }
+            for r in r0..r0 + group {
+                for c in c0..cols {
+                    // SAFETY: r < rows, c < cols (caller's bounds).
+                    unsafe { *dst.add(c * dst_stride + r) = *src.add(r * src_stride + c) };
+                }
+            }
+            r0 += group;
+        }
+    }
+    for r in r0..rows {
+        for c in 0..cols {
+            // SAFETY: r < rows, c < cols (caller's bounds).
+            unsafe { *dst.add(c * dst_stride + r) = *src.add(r * src_stride + c) };
         }
     }
 }
@@ -498,6 +575,68 @@ mod avx512 {
 mod avx2 {
     use super::COL_BLOCK;
     use std::arch::x86_64::*;
+
+    /// Transposes `rows` (8, or 4) rows of 8 floats at `src` into 8 rows of `rows` floats at
+    /// `dst`.
+    ///
+    /// # Safety
+    /// AVX2 must be available; `src` readable for 8 floats at every `r · src_stride`,
+    /// `r < rows`; `dst` writable for `rows` floats at every `c · dst_stride`, `c < 8`.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn transpose_8x8(
+        src: *const f32,
+        src_stride: usize,
+        rows: usize,
+        dst: *mut f32,
+        dst_stride: usize,
+    ) {
+        // SAFETY: loads and stores as the contract allows.
+        unsafe {
+            let row = |r: usize| {
+                if r < rows {
+                    _mm256_loadu_ps(src.add(r * src_stride))
+                } else {
+                    _mm256_setzero_ps()
+                }
+            };
+            let (a0, a1, a2, a3) = (row(0), row(1), row(2), row(3));
+            let (a4, a5, a6, a7) = (row(4), row(5), row(6), row(7));
+            let t0 = _mm256_unpacklo_ps(a0, a1);
+            let t1 = _mm256_unpackhi_ps(a0, a1);
+            let t2 = _mm256_unpacklo_ps(a2, a3);
+            let t3 = _mm256_unpackhi_ps(a2, a3);
+            let t4 = _mm256_unpacklo_ps(a4, a5);
+            let t5 = _mm256_unpackhi_ps(a4, a5);
+            let t6 = _mm256_unpacklo_ps(a6, a7);
+            let t7 = _mm256_unpackhi_ps(a6, a7);
+            let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+            let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+            let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+            let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+            let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+            let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+            let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+            let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+            let cols = [
+                _mm256_permute2f128_ps::<0x20>(u0, u4),
+                _mm256_permute2f128_ps::<0x20>(u1, u5),
+                _mm256_permute2f128_ps::<0x20>(u2, u6),
+                _mm256_permute2f128_ps::<0x20>(u3, u7),
+                _mm256_permute2f128_ps::<0x31>(u0, u4),
+                _mm256_permute2f128_ps::<0x31>(u1, u5),
+                _mm256_permute2f128_ps::<0x31>(u2, u6),
+                _mm256_permute2f128_ps::<0x31>(u3, u7),
+            ];
+            for (c, v) in cols.iter().enumerate() {
+                let d = dst.add(c * dst_stride);
+                if rows == 8 {
+                    _mm256_storeu_ps(d, *v);
+                } else {
+                    _mm_storeu_ps(d, _mm256_castps256_ps128(*v));
+                }
+            }
+        }
+    }
 
     /// Weight rows per AVX2 kernel call (12 ymm accumulators for 6 × 16).
     pub const ROWS: usize = 6;
