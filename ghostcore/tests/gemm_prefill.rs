@@ -4,7 +4,7 @@
 //! types in the SmolLM2 and Gemma3 Q4_K_M files: Q4_K, Q5_0, Q6_K, Q8_0, plus Q4_1 of the
 //! PyPI SmolLM2 and F16/F32), every kernel this CPU runs, 1 and 2 threads, ragged shapes
 //! (rows not a multiple of the 12-row panel, activation rows not a multiple of the 32-row
-//! block, a strided output).
+//! block, a strided output), activations packed on the same pool.
 //!
 //! The tolerance is the classic bound for a sum of `k` rounded products in f32,
 //! `γ_(k+1) · Σ|w·x|` with `γ_n = n·u / (1 − n·u)`, `u = 2⁻²⁴`: any f32 evaluation order
@@ -40,14 +40,14 @@ fn check_case(rng: &mut Rng, pools: &[ThreadPool], c: &Case) {
         w.extend_from_slice(&row);
     }
     let x: Vec<f32> = (0..c.m * c.k).map(|_| rng.activation()).collect();
-    let mut packed = PackedActs::default();
-    packed.pack(&x, c.m, c.k).unwrap();
     let out_len = (c.m - 1) * c.ldo + c.n_rows;
     for isa in [GemmIsa::Scalar, GemmIsa::Avx2, GemmIsa::Avx512] {
         if !isa.is_supported() {
             continue;
         }
         for pool in pools {
+            let mut packed = PackedActs::default();
+            packed.pack_parallel(pool, &x, c.m, c.k).unwrap();
             let mut out = vec![f32::NAN; out_len];
             gemm_with_isa(pool, isa, c.ty, &w, c.n_rows, &packed, &mut out, c.ldo).unwrap();
             for j in 0..c.m {

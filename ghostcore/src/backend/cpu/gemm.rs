@@ -20,7 +20,7 @@
 use std::cell::RefCell;
 
 use crate::quant::{self, GgmlType, Isa};
-use crate::threadpool::ThreadPool;
+use crate::threadpool::{DisjointSlice, ThreadPool};
 use crate::Result;
 
 /// Weight rows per panel (rows of one micro-kernel call).
@@ -111,6 +111,27 @@ impl PackedActs {
 
     /// Packs `m` rows of `k` floats (`x.len() >= m * k`).
     pub fn pack(&mut self, x: &[f32], m: usize, k: usize) -> Result<()> {
+        self.pack_with(None, x, m, k)
+    }
+
+    /// [`PackedActs::pack`] split over `pool`'s threads.
+    pub fn pack_parallel(
+        &mut self,
+        pool: &ThreadPool,
+        x: &[f32],
+        m: usize,
+        k: usize,
+    ) -> Result<()> {
+        self.pack_with(Some(pool), x, m, k)
+    }
+
+    fn pack_with(
+        &mut self,
+        pool: Option<&ThreadPool>,
+        x: &[f32],
+        m: usize,
+        k: usize,
+    ) -> Result<()> {
         let Some(len) = m
             .div_ceil(COL_BLOCK)
             .checked_mul(COL_BLOCK)
@@ -134,25 +155,43 @@ impl PackedActs {
             .min(LINE_F32 - 1);
         self.m = m;
         self.k = k;
-        let data = &mut self.buf[self.start..self.start + len];
-        for (b, block) in data.chunks_exact_mut(k * COL_BLOCK).enumerate() {
+        if len == 0 {
+            return Ok(());
+        }
+        // Work items: a block's columns in slices of PACK_COLS, each a contiguous run of the
+        // packed buffer.
+        const PACK_COLS: usize = 128;
+        let n_slices = k.div_ceil(PACK_COLS);
+        let data = DisjointSlice::new(&mut self.buf[self.start..self.start + len]);
+        let item = |i: usize| {
+            let (b, kc) = (i / n_slices, i % n_slices);
             let j0 = b * COL_BLOCK;
             let rows = (m - j0).min(COL_BLOCK);
+            let (c0, c1) = (kc * PACK_COLS, ((kc + 1) * PACK_COLS).min(k));
+            let base = b * k * COL_BLOCK;
+            // SAFETY: item i alone writes packed columns c0..c1 of block b.
+            let dst = unsafe { data.range_mut(base + c0 * COL_BLOCK..base + c1 * COL_BLOCK) };
             if rows < COL_BLOCK {
-                block.fill(0.0);
+                dst.fill(0.0);
             }
-            // SAFETY: the source holds `rows` rows of k floats; the destination, k rows of
-            // COL_BLOCK floats of which the first `rows` are written.
+            let src = &x[j0 * k..(j0 + rows) * k];
+            // SAFETY: `src` holds `rows` rows of k floats, columns c0..c1 read; `dst` holds
+            // c1 - c0 rows of COL_BLOCK floats, the first `rows` of each written.
             unsafe {
                 transpose(
-                    x[j0 * k..(j0 + rows) * k].as_ptr(),
+                    src[c0..].as_ptr(),
                     k,
                     rows,
-                    k,
-                    block.as_mut_ptr(),
+                    c1 - c0,
+                    dst.as_mut_ptr(),
                     COL_BLOCK,
                 )
             };
+        };
+        let n_items = m.div_ceil(COL_BLOCK) * n_slices;
+        match pool {
+            Some(pool) => pool.for_each_chunk(n_items, 1, |_, items| items.for_each(item)),
+            None => (0..n_items).for_each(item),
         }
         Ok(())
     }
@@ -362,6 +401,11 @@ unsafe fn transpose(
     }
 }
 
+/// Columns of `k` summed per kernel call: each output is the sum, in order, of per-block
+/// partial sums (each a multiply-add chain from zero), which bounds the rounding error by
+/// about `(K_BLOCK + k / K_BLOCK)` ulps instead of `k`.
+const K_BLOCK: usize = 128;
+
 /// `tile[r][c] = Σ_k panel[r][k] · xb[k][c]` for all `PANEL_ROWS` rows and the first `cols`
 /// columns (at least those; AVX kernels may fill more).
 fn micro_kernel(
@@ -372,54 +416,81 @@ fn micro_kernel(
     cols: usize,
     tile: &mut [f32; PANEL_ROWS * COL_BLOCK],
 ) {
-    assert!(panel.len() >= PANEL_ROWS * k && xb.len() >= k * COL_BLOCK && cols <= COL_BLOCK);
-    match isa {
-        #[cfg(target_arch = "x86_64")]
-        GemmIsa::Avx512 => {
-            // SAFETY: AVX-512F is present (checked by `gemm_with_isa`), k >= 1 (checked by
-            // `gemm_with_isa`), the lengths asserted above bound every load, and the tile
-            // holds PANEL_ROWS × COL_BLOCK floats.
-            unsafe { avx512::kernel(panel.as_ptr(), k, xb.as_ptr(), tile.as_mut_ptr()) }
-        }
-        #[cfg(target_arch = "x86_64")]
-        GemmIsa::Avx2 => {
-            for c0 in (0..cols).step_by(16) {
-                for r0 in (0..PANEL_ROWS).step_by(avx2::ROWS) {
-                    // SAFETY: AVX2+FMA are present (checked by `gemm_with_isa`); rows
-                    // r0..r0+ROWS and columns c0..c0+16 lie within the asserted lengths.
-                    unsafe {
-                        avx2::kernel(
-                            panel.as_ptr().add(r0 * k),
-                            k,
-                            xb.as_ptr().add(c0),
-                            tile.as_mut_ptr().add(r0 * COL_BLOCK + c0),
-                        )
+    assert!(
+        k >= 1 && panel.len() >= PANEL_ROWS * k && xb.len() >= k * COL_BLOCK && cols <= COL_BLOCK
+    );
+    for k0 in (0..k).step_by(K_BLOCK) {
+        let kn = (k - k0).min(K_BLOCK);
+        let acc = k0 > 0;
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            GemmIsa::Avx512 => {
+                // SAFETY: AVX-512F is present (checked by `gemm_with_isa`); kn >= 1; rows of
+                // the panel (stride k) are read at columns k0..k0+kn and the packed block at
+                // rows k0..k0+kn, within the asserted lengths; the tile holds
+                // PANEL_ROWS × COL_BLOCK floats.
+                unsafe {
+                    avx512::kernel(
+                        panel.as_ptr().add(k0),
+                        k,
+                        kn,
+                        xb.as_ptr().add(k0 * COL_BLOCK),
+                        tile.as_mut_ptr(),
+                        acc,
+                    )
+                }
+            }
+            #[cfg(target_arch = "x86_64")]
+            GemmIsa::Avx2 => {
+                for c0 in (0..cols).step_by(16) {
+                    for r0 in (0..PANEL_ROWS).step_by(avx2::ROWS) {
+                        // SAFETY: AVX2+FMA are present (checked by `gemm_with_isa`); rows
+                        // r0..r0+ROWS at columns k0..k0+kn and packed rows k0..k0+kn,
+                        // columns c0..c0+16 lie within the asserted lengths.
+                        unsafe {
+                            avx2::kernel(
+                                panel.as_ptr().add(r0 * k + k0),
+                                k,
+                                kn,
+                                xb.as_ptr().add(k0 * COL_BLOCK + c0),
+                                tile.as_mut_ptr().add(r0 * COL_BLOCK + c0),
+                                acc,
+                            )
+                        }
                     }
                 }
             }
+            _ => scalar_kernel(panel, k, k0, kn, xb, cols, tile, acc),
         }
-        _ => scalar_kernel(panel, xb, k, cols, tile),
     }
 }
 
-/// Portable kernel: multiply then add, in increasing `k` per output.
+/// Portable kernel: multiply then add, in increasing `k` per output, over columns
+/// `k0..k0 + kn`; the block's sums replace the tile or (`accumulate`) are added to it.
+#[allow(clippy::too_many_arguments)]
 fn scalar_kernel(
     panel: &[f32],
-    xb: &[f32],
     k: usize,
+    k0: usize,
+    kn: usize,
+    xb: &[f32],
     cols: usize,
     tile: &mut [f32; PANEL_ROWS * COL_BLOCK],
+    accumulate: bool,
 ) {
-    tile.fill(0.0);
-    for kk in 0..k {
+    let mut part = [0.0f32; PANEL_ROWS * COL_BLOCK];
+    for kk in k0..k0 + kn {
         let xk = &xb[kk * COL_BLOCK..kk * COL_BLOCK + cols];
         for r in 0..PANEL_ROWS {
             let wv = panel[r * k + kk];
-            let t = &mut tile[r * COL_BLOCK..r * COL_BLOCK + cols];
+            let t = &mut part[r * COL_BLOCK..r * COL_BLOCK + cols];
             for (t, &xv) in t.iter_mut().zip(xk) {
                 *t += wv * xv;
             }
         }
+    }
+    for (t, p) in tile.iter_mut().zip(part) {
+        *t = if accumulate { *t + p } else { p };
     }
 }
 
@@ -437,14 +508,24 @@ mod avx512 {
     /// compiler keeps no vector state across the block beyond what the clobbers name; zmm16+
     /// are never allocated by the compiler without AVX-512 and are free to use.
     ///
+    /// With `accumulate`, the tile's previous contents are added to the sums before storing.
+    ///
     /// # Safety
     /// The CPU must support AVX-512F (checked by the caller with `is_x86_feature_detected!`);
-    /// `k >= 1`; `w` must hold `12 · k` floats, `xb` `32 · k`, `tile` room for `12 · 32`.
+    /// `k >= 1`; `w` must hold 12 rows of stride `ldw` with `k` readable floats each, `xb`
+    /// `32 · k` floats, `tile` `12 · 32`.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn kernel(w: *const f32, k: usize, xb: *const f32, tile: *mut f32) {
-        let s = k * 4;
+    pub unsafe fn kernel(
+        w: *const f32,
+        ldw: usize,
+        k: usize,
+        xb: *const f32,
+        tile: *mut f32,
+        accumulate: bool,
+    ) {
+        let s = ldw * 4;
         // SAFETY: the caller's contract bounds every load (rows r < 12 at byte offsets
-        // r·s + 4·kk, kk < k, and 128·kk + 0..128 in `xb`) and the 1536-byte tile store.
+        // r·s + 4·kk, kk < k, and 128·kk + 0..128 in `xb`) and the 1536-byte tile access.
         unsafe {
             std::arch::asm!(
             "vpxord zmm0, zmm0, zmm0",
@@ -516,6 +597,33 @@ mod avx512 {
             "add {x}, 128",
             "dec {n}",
             "jnz 2b",
+            "test {acc}, {acc}",
+            "jz 3f",
+            "vaddps zmm0, zmm0, zmmword ptr [{tile} + 0]",
+            "vaddps zmm1, zmm1, zmmword ptr [{tile} + 64]",
+            "vaddps zmm2, zmm2, zmmword ptr [{tile} + 128]",
+            "vaddps zmm3, zmm3, zmmword ptr [{tile} + 192]",
+            "vaddps zmm4, zmm4, zmmword ptr [{tile} + 256]",
+            "vaddps zmm5, zmm5, zmmword ptr [{tile} + 320]",
+            "vaddps zmm6, zmm6, zmmword ptr [{tile} + 384]",
+            "vaddps zmm7, zmm7, zmmword ptr [{tile} + 448]",
+            "vaddps zmm8, zmm8, zmmword ptr [{tile} + 512]",
+            "vaddps zmm9, zmm9, zmmword ptr [{tile} + 576]",
+            "vaddps zmm10, zmm10, zmmword ptr [{tile} + 640]",
+            "vaddps zmm11, zmm11, zmmword ptr [{tile} + 704]",
+            "vaddps zmm12, zmm12, zmmword ptr [{tile} + 768]",
+            "vaddps zmm13, zmm13, zmmword ptr [{tile} + 832]",
+            "vaddps zmm14, zmm14, zmmword ptr [{tile} + 896]",
+            "vaddps zmm15, zmm15, zmmword ptr [{tile} + 960]",
+            "vaddps zmm16, zmm16, zmmword ptr [{tile} + 1024]",
+            "vaddps zmm17, zmm17, zmmword ptr [{tile} + 1088]",
+            "vaddps zmm18, zmm18, zmmword ptr [{tile} + 1152]",
+            "vaddps zmm19, zmm19, zmmword ptr [{tile} + 1216]",
+            "vaddps zmm20, zmm20, zmmword ptr [{tile} + 1280]",
+            "vaddps zmm21, zmm21, zmmword ptr [{tile} + 1344]",
+            "vaddps zmm22, zmm22, zmmword ptr [{tile} + 1408]",
+            "vaddps zmm23, zmm23, zmmword ptr [{tile} + 1472]",
+            "3:",
             "vmovups zmmword ptr [{tile} + 0], zmm0",
             "vmovups zmmword ptr [{tile} + 64], zmm1",
             "vmovups zmmword ptr [{tile} + 128], zmm2",
@@ -542,13 +650,14 @@ mod avx512 {
             "vmovups zmmword ptr [{tile} + 1472], zmm23",
             "vzeroupper",
             w0 = inout(reg) w => _,
-            w4 = inout(reg) w.add(4 * k) => _,
-            w8 = inout(reg) w.add(8 * k) => _,
+            w4 = inout(reg) w.add(4 * ldw) => _,
+            w8 = inout(reg) w.add(8 * ldw) => _,
             x = inout(reg) xb => _,
             n = inout(reg) k => _,
             s = in(reg) s,
             s3 = in(reg) 3 * s,
             tile = in(reg) tile,
+            acc = in(reg) accumulate as usize,
             out("ymm0") _,
             out("ymm1") _,
             out("ymm2") _,
@@ -644,12 +753,22 @@ mod avx2 {
     /// `ROWS × 16` tile at `tile` (row stride `COL_BLOCK`) from `ROWS` rows of `w` (stride `k`)
     /// and 16 columns of the packed block at `xb` (row stride `COL_BLOCK`).
     ///
+    /// With `accumulate`, the tile's previous contents are added to the sums before storing.
+    ///
     /// # Safety
-    /// AVX2 and FMA must be available; `w` must hold `ROWS · k` floats; `xb` must allow reading
-    /// 16 floats at every `kk · COL_BLOCK`, `kk < k`; `tile` must allow writing 16 floats at
-    /// every `r · COL_BLOCK`, `r < ROWS`.
+    /// AVX2 and FMA must be available; `w` must hold `ROWS` rows of stride `ldw` with `k`
+    /// readable floats each; `xb` must allow reading 16 floats at every `kk · COL_BLOCK`,
+    /// `kk < k`; `tile` must allow reading and writing 16 floats at every `r · COL_BLOCK`,
+    /// `r < ROWS`.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn kernel(w: *const f32, k: usize, xb: *const f32, tile: *mut f32) {
+    pub unsafe fn kernel(
+        w: *const f32,
+        ldw: usize,
+        k: usize,
+        xb: *const f32,
+        tile: *mut f32,
+        accumulate: bool,
+    ) {
         let mut acc = [[_mm256_setzero_ps(); 2]; ROWS];
         for kk in 0..k {
             // SAFETY: kk < k, so all reads stay within the sizes of the contract.
@@ -658,7 +777,7 @@ mod avx2 {
                 let x0 = _mm256_loadu_ps(xk);
                 let x1 = _mm256_loadu_ps(xk.add(8));
                 for (r, acc) in acc.iter_mut().enumerate() {
-                    let b = _mm256_set1_ps(*w.add(r * k + kk));
+                    let b = _mm256_set1_ps(*w.add(r * ldw + kk));
                     acc[0] = _mm256_fmadd_ps(x0, b, acc[0]);
                     acc[1] = _mm256_fmadd_ps(x1, b, acc[1]);
                 }
@@ -667,8 +786,14 @@ mod avx2 {
         for (r, acc) in acc.iter().enumerate() {
             // SAFETY: r < ROWS; 16 floats per row as the contract allows.
             unsafe {
-                _mm256_storeu_ps(tile.add(r * COL_BLOCK), acc[0]);
-                _mm256_storeu_ps(tile.add(r * COL_BLOCK + 8), acc[1]);
+                let t = tile.add(r * COL_BLOCK);
+                let (mut a0, mut a1) = (acc[0], acc[1]);
+                if accumulate {
+                    a0 = _mm256_add_ps(_mm256_loadu_ps(t), a0);
+                    a1 = _mm256_add_ps(_mm256_loadu_ps(t.add(8)), a1);
+                }
+                _mm256_storeu_ps(t, a0);
+                _mm256_storeu_ps(t.add(8), a1);
             }
         }
     }

@@ -186,7 +186,7 @@ pub fn matmul_f32(
         crate::bail!(Internal, "matmul_f32 buffers too small");
     }
     if !(reuse && packed.m() == m && packed.k() == n_cols) {
-        packed.pack(x, m, n_cols)?;
+        packed.pack_parallel(pool, x, m, n_cols)?;
     }
     gemm::gemm(pool, w.ty, w_bytes, n_rows, packed, out, n_rows)
 }

@@ -1,7 +1,6 @@
 //! CPU backend: quantized linear layers spread over the thread pool, and the f32 ops of the
 //! forward pass.
 
-pub mod f32dot;
 pub mod gemm;
 pub mod linear;
 pub mod ops;
