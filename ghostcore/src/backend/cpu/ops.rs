@@ -3,6 +3,31 @@
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 
+/// `f(j, row_j)` for every row of `data` (rows of `row_len`), rows split over `pool` in
+/// chunks of at least `min_rows` (a batch smaller than that runs on the caller alone).
+pub fn for_each_row_mut<F>(
+    pool: &crate::threadpool::ThreadPool,
+    data: &mut [f32],
+    row_len: usize,
+    min_rows: usize,
+    f: F,
+) where
+    F: Fn(usize, &mut [f32]) + Sync,
+{
+    if row_len == 0 {
+        return;
+    }
+    let m = data.len() / row_len;
+    let chunk = pool.chunk_size(m, min_rows.max(1), 1);
+    let rows = crate::threadpool::DisjointSlice::new(&mut data[..m * row_len]);
+    pool.for_each_chunk(m, chunk, |_, js| {
+        for j in js {
+            // SAFETY: each row index is handed to exactly one chunk.
+            f(j, unsafe { rows.range_mut(j * row_len..(j + 1) * row_len) });
+        }
+    });
+}
+
 /// `y = x / sqrt(mean(x²) + eps) * w`, as ggml computes it (sum of squares in f64).
 pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, y: &mut [f32]) {
     debug_assert_eq!(x.len(), w.len());
