@@ -13,9 +13,13 @@
 //!   panel is read from L1 once per column block and the activations stream from L2;
 //! - panels are handed out to the thread pool through its atomic chunk counter.
 //!
-//! Every output is one f32 fused-multiply-add chain over `k` in increasing order (the scalar
-//! kernel uses separate multiply and add), so results differ from other f32 orderings only by
-//! rounding. `GHOST_FORCE_SCALAR=1` selects the scalar kernel.
+//! Every output is a sum over `k` in blocks of `K_BLOCK` (128) columns: within a block one f32
+//! fused-multiply-add chain in increasing `k` (the scalar kernel multiplies and adds
+//! separately), and the block sums added in order. Results therefore differ from other f32
+//! orderings only by rounding. `GHOST_FORCE_SCALAR=1` selects the scalar kernel.
+//!
+//! The AVX-512 micro-kernel is inline assembly (the crate's minimum Rust version predates the
+//! AVX-512 intrinsics); it is chosen when the CPU reports AVX-512F, else the AVX2 one.
 
 use std::cell::RefCell;
 
@@ -266,7 +270,9 @@ pub fn gemm_with_isa(
         );
     }
     if m == 0 || n_rows == 0 || k == 0 {
-        out[..need_out].fill(0.0);
+        for j in 0..m {
+            out[j * ldo..j * ldo + n_rows].fill(0.0);
+        }
         return Ok(());
     }
     let dst = OutPtr {

@@ -1,8 +1,11 @@
-//! Quantized matrix-vector and matrix-matrix products split over the thread pool.
-//!
-//! Activations are quantized once per row to the weight type's vec-dot type
-//! ([`quantize_rows`]); the weight rows are then split into chunks handed out by the pool's
-//! atomic counter, each chunk computed by the single-threaded drivers of `crate::quant`.
+//! Linear layers (`x · Wᵀ`) split over the thread pool, in two arithmetic modes
+//! ([`ActMath`]):
+//! - quantized: activations are quantized once per row to the weight type's vec-dot type
+//!   ([`quantize_rows`]); the weight rows are split into chunks handed out by the pool's
+//!   atomic counter, each computed by the single-threaded drivers of `crate::quant`
+//!   (decode, small batches);
+//! - exact: f32 activations against dequantized weights through the register-tiled GEMM of
+//!   [`super::gemm`] (prompt batches).
 
 use std::cell::RefCell;
 use std::sync::Mutex;
