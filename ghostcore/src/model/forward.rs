@@ -52,6 +52,10 @@ fn try_zeroed(n: usize) -> Result<Vec<f16>> {
     Ok(v)
 }
 
+/// Rows per work item of the per-row ops (norms, RoPE) of a batch; smaller batches run on
+/// the calling thread.
+const ROW_CHUNK: usize = 8;
+
 /// Smallest batch computed with exact (f32) activations when exact prefill is on.
 pub const EXACT_MIN_BATCH: usize = 32;
 
@@ -271,10 +275,10 @@ pub fn forward(
         let swa = cfg.is_swa_layer(il);
         // Attention block.
         let norm_w = model.f32s(&lw.attn_norm);
-        for j in 0..m {
-            let r = j * n_embd..(j + 1) * n_embd;
-            ops::rms_norm(&s.x[r.clone()], norm_w, cfg.rms_eps, &mut s.xn[r]);
-        }
+        let x = &s.x;
+        ops::for_each_row_mut(pool, &mut s.xn[..m * n_embd], n_embd, ROW_CHUNK, |j, xn| {
+            ops::rms_norm(&x[j * n_embd..(j + 1) * n_embd], norm_w, cfg.rms_eps, xn)
+        });
         let math = s.math(m);
         for (i, (wt, out, dim)) in [
             (&lw.wq, &mut s.q, q_dim),
@@ -316,25 +320,31 @@ pub fn forward(
         };
         let q_norm = lw.q_norm.as_ref().map(|w| model.f32s(w));
         let k_norm = lw.k_norm.as_ref().map(|w| model.f32s(w));
-        for j in 0..m {
-            let (c, sn) = (
+        let rope = |j: usize| {
+            (
                 &cos[j * half..(j + 1) * half],
                 &sin[j * half..(j + 1) * half],
-            );
-            for head in s.q[j * q_dim..(j + 1) * q_dim].chunks_exact_mut(hd) {
+            )
+        };
+        ops::for_each_row_mut(pool, &mut s.q[..m * q_dim], q_dim, ROW_CHUNK, |j, row| {
+            let (c, sn) = rope(j);
+            for head in row.chunks_exact_mut(hd) {
                 if let Some(nw) = q_norm {
                     ops::rms_norm_inplace(head, nw, cfg.rms_eps);
                 }
                 ops::rope_apply(&mut head[..cfg.n_rot], c, sn, neox);
                 head.iter_mut().for_each(|v| *v *= cfg.attn_scale);
             }
-            for head in s.k[j * k_dim..(j + 1) * k_dim].chunks_exact_mut(hd) {
+        });
+        ops::for_each_row_mut(pool, &mut s.k[..m * k_dim], k_dim, ROW_CHUNK, |j, row| {
+            let (c, sn) = rope(j);
+            for head in row.chunks_exact_mut(hd) {
                 if let Some(nw) = k_norm {
                     ops::rms_norm_inplace(head, nw, cfg.rms_eps);
                 }
                 ops::rope_apply(&mut head[..cfg.n_rot], c, sn, neox);
             }
-        }
+        });
         s.prof.lap(Phase::Qkv);
         // Append to the cache.
         let kc = &mut kv.k[il];
@@ -417,10 +427,10 @@ pub fn forward(
         s.prof.lap(Phase::AttnOutput);
         // FFN block.
         let norm_w = model.f32s(&lw.ffn_norm);
-        for j in 0..m {
-            let r = j * n_embd..(j + 1) * n_embd;
-            ops::rms_norm(&s.x[r.clone()], norm_w, cfg.rms_eps, &mut s.xn[r]);
-        }
+        let x = &s.x;
+        ops::for_each_row_mut(pool, &mut s.xn[..m * n_embd], n_embd, ROW_CHUNK, |j, xn| {
+            ops::rms_norm(&x[j * n_embd..(j + 1) * n_embd], norm_w, cfg.rms_eps, xn)
+        });
         let override_ffn = if m == 1 || hooks.overrides_in_batches {
             hooks.decode_overrides.get(il).and_then(|o| o.as_ref())
         } else {
@@ -480,7 +490,9 @@ pub fn forward(
     if logits.len() < n_out * n_vocab {
         logits.resize(n_out * n_vocab, 0.0);
     }
-    let math = if m >= EXACT_MIN_BATCH {
+    // The math follows the rows the head actually computes (as llama.cpp's output matmul
+    // has only the requested rows): the last row alone is a single-token product.
+    let math = if n_out >= EXACT_MIN_BATCH {
         s.output_math
     } else {
         ActMath::Quantized

@@ -25,6 +25,7 @@ pub mod activation;
 mod axpy;
 pub mod blocks;
 pub mod dequant;
+mod dequant_simd;
 #[cfg(target_arch = "x86_64")]
 mod dot_avx2;
 mod dot_scalar;
@@ -33,6 +34,7 @@ mod kernels;
 
 pub use activation::{quantize_activations, vec_dot_type};
 pub use dequant::dequantize_row;
+pub use dequant_simd::dequantize_row_fast;
 pub use drivers::{axpy_rows, matmul, matvec, matvec_gather, matvec_with_isa, row_bytes};
 pub use kernels::{
     active_isa, best_supported_isa, has_simd_kernel, try_vec_dot, vec_dot, vec_dot_with_isa, Isa,

@@ -1,20 +1,27 @@
-//! Quantized matrix-vector and matrix-matrix products split over the thread pool.
-//!
-//! Activations are quantized once per row to the weight type's vec-dot type
-//! ([`quantize_rows`]); the weight rows are then split into chunks handed out by the pool's
-//! atomic counter, each chunk computed by the single-threaded drivers of `crate::quant`.
+//! Linear layers (`x · Wᵀ`) split over the thread pool, in two arithmetic modes
+//! ([`ActMath`]):
+//! - quantized: activations are quantized once per row to the weight type's vec-dot type
+//!   ([`quantize_rows`]); the weight rows are split into chunks handed out by the pool's
+//!   atomic counter, each computed by the single-threaded drivers of `crate::quant`
+//!   (decode, small batches);
+//! - exact: f32 activations against dequantized weights through the register-tiled GEMM of
+//!   [`super::gemm`] (prompt batches).
 
 use std::cell::RefCell;
 use std::sync::Mutex;
 
+use super::gemm::{self, PackedActs};
 use crate::model::Weight;
 use crate::quant::{self, GgmlType};
 use crate::threadpool::{DisjointSlice, ThreadPool};
 use crate::{Error, Result};
 
-/// Activation rows quantized for one vec-dot type.
+/// Activation rows prepared for a projection: quantized for one vec-dot type
+/// ([`ActMath::Quantized`]) or packed for the f32 GEMM ([`ActMath::Exact`]).
 #[derive(Debug, Default)]
 pub struct QuantizedActs {
+    /// The rows packed for [`gemm::gemm`] (valid when `packed.m() > 0`).
+    pub packed: PackedActs,
     pub ty: Option<GgmlType>,
     pub n_cols: usize,
     pub m: usize,
@@ -40,10 +47,10 @@ pub fn vec_dot_type(ty: GgmlType) -> GgmlType {
 
 /// First error raised by any participant of a parallel section.
 #[derive(Default)]
-struct ErrorSlot(Mutex<Option<Error>>);
+pub(crate) struct ErrorSlot(Mutex<Option<Error>>);
 
 impl ErrorSlot {
-    fn record(&self, r: Result<()>) {
+    pub(crate) fn record(&self, r: Result<()>) {
         if let Err(e) = r {
             let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
             if g.is_none() {
@@ -52,7 +59,7 @@ impl ErrorSlot {
         }
     }
 
-    fn into_result(self) -> Result<()> {
+    pub(crate) fn into_result(self) -> Result<()> {
         match self.0.into_inner().unwrap_or_else(|p| p.into_inner()) {
             Some(e) => Err(e),
             None => Ok(()),
@@ -162,68 +169,29 @@ pub fn matmul(
     errors.into_result()
 }
 
-thread_local! {
-    static DEQ: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Rows of weights dequantized per tile in [`matmul_f32`].
-const F32_ROW_TILE: usize = 16;
-
 /// `out[j * w.n_rows + r] = dequant(w.row(r)) · x[j]` with f32 activations (`m` rows of
 /// `w.n_cols`): exact-math products, used for prefill to stay close to llama.cpp's batched
-/// results. Each tile of weight rows is dequantized once for all `m` activation rows.
+/// results. `x` is packed into `packed` first, unless `reuse` is set and `packed` already holds
+/// these `m` rows (see [`project`]).
+#[allow(clippy::too_many_arguments)]
 pub fn matmul_f32(
     pool: &ThreadPool,
     w: &Weight,
     w_bytes: &[u8],
     x: &[f32],
     m: usize,
+    packed: &mut PackedActs,
+    reuse: bool,
     out: &mut [f32],
 ) -> Result<()> {
     let (n_rows, n_cols) = (w.n_rows, w.n_cols);
     if out.len() < m * n_rows || x.len() < m * n_cols {
         crate::bail!(Internal, "matmul_f32 buffers too small");
     }
-    let row_bytes = w.row_bytes();
-    let dst = DisjointSlice::new(&mut out[..m * n_rows]);
-    let errors = ErrorSlot::default();
-    pool.for_each_chunk(n_rows.div_ceil(F32_ROW_TILE), 1, |_, tiles| {
-        DEQ.with(|d| {
-            let mut d = d.borrow_mut();
-            if d.len() < F32_ROW_TILE * n_cols {
-                d.resize(F32_ROW_TILE * n_cols, 0.0);
-            }
-            for tile in tiles {
-                let r0 = tile * F32_ROW_TILE;
-                let r1 = (r0 + F32_ROW_TILE).min(n_rows);
-                let nr = r1 - r0;
-                for r in 0..nr {
-                    let src = &w_bytes[(r0 + r) * row_bytes..(r0 + r + 1) * row_bytes];
-                    if let Err(e) =
-                        quant::dequantize_row(w.ty, src, &mut d[r * n_cols..(r + 1) * n_cols])
-                    {
-                        errors.record(Err(e));
-                        return;
-                    }
-                }
-                // Pad a short last tile with zero rows so `dot4` can always take 4.
-                let padded = nr.div_ceil(4) * 4;
-                d[nr * n_cols..padded * n_cols].fill(0.0);
-                let mut res = [0.0f32; 4];
-                for j in 0..m {
-                    let xj = &x[j * n_cols..(j + 1) * n_cols];
-                    // SAFETY: (row j, rows r0..r1) is written by this tile only.
-                    let o = unsafe { dst.range_mut(j * n_rows + r0..j * n_rows + r1) };
-                    for g in (0..nr).step_by(4) {
-                        super::f32dot::dot4(&d[g * n_cols..(g + 4) * n_cols], xj, &mut res);
-                        let take = (nr - g).min(4);
-                        o[g..g + take].copy_from_slice(&res[..take]);
-                    }
-                }
-            }
-        })
-    });
-    errors.into_result()
+    if !(reuse && packed.m() == m && packed.k() == n_cols) {
+        packed.pack_parallel(pool, x, m, n_cols)?;
+    }
+    gemm::gemm(pool, w.ty, w_bytes, n_rows, packed, out, n_rows)
 }
 
 /// How a projection treats its activations.
@@ -235,9 +203,9 @@ pub enum ActMath {
     Exact,
 }
 
-/// `out = x · wᵀ` for `m` rows of `n_cols` floats. With [`ActMath::Quantized`], `x` is
-/// quantized into `acts` first, unless `reuse` is set and `acts` already holds these `m`
-/// rows for the weight's vec-dot type (the caller guarantees it is the same `x`).
+/// `out = x · wᵀ` for `m` rows of `n_cols` floats. `x` is quantized (or, with
+/// [`ActMath::Exact`], packed) into `acts` first, unless `reuse` is set and `acts` already
+/// holds these `m` rows in the form this math needs (the caller guarantees it is the same `x`).
 #[allow(clippy::too_many_arguments)]
 pub fn project(
     pool: &ThreadPool,
@@ -251,8 +219,12 @@ pub fn project(
     out: &mut [f32],
 ) -> Result<()> {
     match math {
-        ActMath::Exact => matmul_f32(pool, w, w_bytes, x, m, out),
+        ActMath::Exact => {
+            acts.ty = None;
+            matmul_f32(pool, w, w_bytes, x, m, &mut acts.packed, reuse, out)
+        }
         ActMath::Quantized => {
+            acts.packed.invalidate();
             let vdt = vec_dot_type(w.ty);
             if !(reuse && acts.ty == Some(vdt) && acts.m == m && acts.n_cols == w.n_cols) {
                 quantize_rows(pool, vdt, x, w.n_cols, m, acts)?;

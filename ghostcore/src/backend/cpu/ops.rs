@@ -3,6 +3,31 @@
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 
+/// `f(j, row_j)` for every row of `data` (rows of `row_len`), rows split over `pool` in
+/// chunks of at least `min_rows` (a batch smaller than that runs on the caller alone).
+pub fn for_each_row_mut<F>(
+    pool: &crate::threadpool::ThreadPool,
+    data: &mut [f32],
+    row_len: usize,
+    min_rows: usize,
+    f: F,
+) where
+    F: Fn(usize, &mut [f32]) + Sync,
+{
+    if row_len == 0 {
+        return;
+    }
+    let m = data.len() / row_len;
+    let chunk = pool.chunk_size(m, min_rows.max(1), 1);
+    let rows = crate::threadpool::DisjointSlice::new(&mut data[..m * row_len]);
+    pool.for_each_chunk(m, chunk, |_, js| {
+        for j in js {
+            // SAFETY: each row index is handed to exactly one chunk.
+            f(j, unsafe { rows.range_mut(j * row_len..(j + 1) * row_len) });
+        }
+    });
+}
+
 /// `y = x / sqrt(mean(x²) + eps) * w`, as ggml computes it (sum of squares in f64).
 pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, y: &mut [f32]) {
     debug_assert_eq!(x.len(), w.len());
@@ -236,7 +261,16 @@ pub fn attend_head_f16(
     })
 }
 
-/// AVX2/F16C version of [`attend_head_f16`] (same arithmetic).
+/// AVX2/F16C version of [`attend_head_f16`] (same arithmetic), in three passes so that no
+/// long dependency chain runs through memory:
+/// 1. every score `q·k_t` (four keys interleaved, each summed exactly as one key alone);
+/// 2. the online-softmax recurrence over the scores (scalar, one `exp` per key), recording
+///    per key the rescale factor `ms_t` of the accumulator and the weight `vs_t` of `v_t`;
+/// 3. the f16-rounded value accumulator, 64 lanes at a time held in registers across keys.
+///
+/// Every value goes through the same operations in the same order as the single-pass form
+/// (rescale by `ms_t` when it is not 1, then `round(v_t · vs_t + acc)`), so results are
+/// identical to it.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
@@ -258,72 +292,123 @@ unsafe fn attend_head_f16_avx2(
     const RN: i32 = _MM_FROUND_TO_NEAREST_INT;
     let hd = q.len();
     let dv = out.len();
-    // SAFETY (whole body): pointers are derived from slices whose bounds the caller checked;
-    // every 8-wide access stays below hd (resp. dv), multiples of 8.
-    unsafe {
-        let round = |v: __m256| _mm256_cvtph_ps(_mm256_cvtps_ph::<RN>(v));
-        for i in (0..hd).step_by(8) {
-            _mm256_storeu_ps(
-                qbuf.as_mut_ptr().add(i),
-                round(_mm256_loadu_ps(q.as_ptr().add(i))),
-            );
+    let n = n_kv.saturating_sub(first);
+    SOFTMAX.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        if buf.len() < 2 * n {
+            buf.resize(2 * n, 0.0);
         }
-        let op = out.as_mut_ptr();
-        for i in (0..dv).step_by(8) {
-            _mm256_storeu_ps(op.add(i), _mm256_setzero_ps());
-        }
-        let mut max = f32::NEG_INFINITY;
-        let mut sum = 0.0f32;
-        for t in first..n_kv {
-            let kp = k_cache.as_ptr().add(t * k_stride + k_off) as *const __m128i;
-            let mut acc = _mm256_setzero_ps();
+        let (ms_t, vs_t) = buf.split_at_mut(n);
+        // SAFETY (whole body): pointers are derived from slices whose bounds the caller
+        // checked (keys and values of positions < n_kv, head slices within the stride);
+        // every 8-wide access stays below hd (resp. dv), multiples of 8; the score buffers
+        // hold n values each.
+        unsafe {
+            let round = |v: __m256| _mm256_cvtph_ps(_mm256_cvtps_ph::<RN>(v));
             for i in (0..hd).step_by(8) {
-                let kv = _mm256_cvtph_ps(_mm_loadu_si128(kp.add(i / 8)));
-                acc = _mm256_fmadd_ps(_mm256_loadu_ps(qbuf.as_ptr().add(i)), kv, acc);
-            }
-            let hi = _mm256_extractf128_ps(acc, 1);
-            let s4 = _mm_add_ps(_mm256_castps256_ps128(acc), hi);
-            let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-            let mut s = _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)));
-            if let Some(c) = softcap {
-                s = (s / c).tanh() * c;
-            }
-            let (ms, vs) = if s > max {
-                let ms = if max == f32::NEG_INFINITY {
-                    0.0
-                } else {
-                    (max - s).exp()
-                };
-                max = s;
-                if ms != 1.0 {
-                    let m8 = _mm256_set1_ps(ms);
-                    for i in (0..dv).step_by(8) {
-                        _mm256_storeu_ps(
-                            op.add(i),
-                            round(_mm256_mul_ps(_mm256_loadu_ps(op.add(i)), m8)),
-                        );
-                    }
-                }
-                (ms, 1.0)
-            } else {
-                (1.0, (s - max).exp())
-            };
-            let vp = v_cache.as_ptr().add(t * v_stride + v_off) as *const __m128i;
-            let v8 = _mm256_set1_ps(vs);
-            for i in (0..dv).step_by(8) {
-                let vv = _mm256_cvtph_ps(_mm_loadu_si128(vp.add(i / 8)));
                 _mm256_storeu_ps(
-                    op.add(i),
-                    round(_mm256_fmadd_ps(vv, v8, _mm256_loadu_ps(op.add(i)))),
+                    qbuf.as_mut_ptr().add(i),
+                    round(_mm256_loadu_ps(q.as_ptr().add(i))),
                 );
             }
-            sum = sum * ms + vs;
+            let hsum = |acc: __m256| {
+                let hi = _mm256_extractf128_ps(acc, 1);
+                let s4 = _mm_add_ps(_mm256_castps256_ps128(acc), hi);
+                let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+                _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)))
+            };
+            let key = |t: usize| k_cache.as_ptr().add(t * k_stride + k_off) as *const __m128i;
+            // Pass 1: scores into vs_t.
+            let mut t = 0;
+            while t + 4 <= n {
+                let kp = [
+                    key(first + t),
+                    key(first + t + 1),
+                    key(first + t + 2),
+                    key(first + t + 3),
+                ];
+                let mut acc = [_mm256_setzero_ps(); 4];
+                for i in (0..hd).step_by(8) {
+                    let qv = _mm256_loadu_ps(qbuf.as_ptr().add(i));
+                    for (a, p) in acc.iter_mut().zip(&kp) {
+                        *a =
+                            _mm256_fmadd_ps(qv, _mm256_cvtph_ps(_mm_loadu_si128(p.add(i / 8))), *a);
+                    }
+                }
+                for (u, a) in acc.iter().enumerate() {
+                    vs_t[t + u] = hsum(*a);
+                }
+                t += 4;
+            }
+            while t < n {
+                let kp = key(first + t);
+                let mut acc = _mm256_setzero_ps();
+                for i in (0..hd).step_by(8) {
+                    let kv = _mm256_cvtph_ps(_mm_loadu_si128(kp.add(i / 8)));
+                    acc = _mm256_fmadd_ps(_mm256_loadu_ps(qbuf.as_ptr().add(i)), kv, acc);
+                }
+                vs_t[t] = hsum(acc);
+                t += 1;
+            }
+            // Pass 2: the online-softmax recurrence.
+            let mut max = f32::NEG_INFINITY;
+            let mut sum = 0.0f32;
+            for (ms_o, vs_o) in ms_t.iter_mut().zip(vs_t.iter_mut()) {
+                let mut s = *vs_o;
+                if let Some(c) = softcap {
+                    s = (s / c).tanh() * c;
+                }
+                let (ms, vs) = if s > max {
+                    let ms = if max == f32::NEG_INFINITY {
+                        0.0
+                    } else {
+                        (max - s).exp()
+                    };
+                    max = s;
+                    (ms, 1.0)
+                } else {
+                    (1.0, (s - max).exp())
+                };
+                *ms_o = ms;
+                *vs_o = vs;
+                sum = sum * ms + vs;
+            }
+            let inv = _mm256_set1_ps(if sum == 0.0 { 0.0 } else { 1.0 / sum });
+            // Pass 3: the value accumulator, a group of 8-lane chunks at a time.
+            let chunks = dv / 8;
+            let mut c0 = 0;
+            while c0 < chunks {
+                let g = (chunks - c0).min(8);
+                let mut acc = [_mm256_setzero_ps(); 8];
+                for (t, (&ms, &vs)) in ms_t.iter().zip(vs_t.iter()).enumerate() {
+                    let vp = v_cache
+                        .as_ptr()
+                        .add((first + t) * v_stride + v_off + 8 * c0)
+                        as *const __m128i;
+                    if ms != 1.0 {
+                        let m8 = _mm256_set1_ps(ms);
+                        for a in &mut acc[..g] {
+                            *a = round(_mm256_mul_ps(*a, m8));
+                        }
+                    }
+                    let v8 = _mm256_set1_ps(vs);
+                    for (c, a) in acc[..g].iter_mut().enumerate() {
+                        let vv = _mm256_cvtph_ps(_mm_loadu_si128(vp.add(c)));
+                        *a = round(_mm256_fmadd_ps(vv, v8, *a));
+                    }
+                }
+                for (c, a) in acc[..g].iter().enumerate() {
+                    _mm256_storeu_ps(out.as_mut_ptr().add(8 * (c0 + c)), _mm256_mul_ps(*a, inv));
+                }
+                c0 += g;
+            }
         }
-        let inv = _mm256_set1_ps(if sum == 0.0 { 0.0 } else { 1.0 / sum });
-        for i in (0..dv).step_by(8) {
-            _mm256_storeu_ps(op.add(i), _mm256_mul_ps(_mm256_loadu_ps(op.add(i)), inv));
-        }
-    }
+    })
+}
+
+thread_local! {
+    /// Per-key softmax factors of [`attend_head_f16_avx2`].
+    static SOFTMAX: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 thread_local! {
