@@ -292,14 +292,7 @@ impl Context {
                 return Err(e);
             }
             self.n_past += tokens.len();
-            match which {
-                LogitsFor::Last => self.n_logit_rows = 1,
-                LogitsFor::All => {
-                    let last = (tokens.len() - 1) * n_vocab;
-                    self.logits[..n_vocab].copy_from_slice(&self.all_logits[last..last + n_vocab]);
-                    self.n_logit_rows = tokens.len();
-                }
-            }
+            self.finish_logits(which, tokens.len());
             return Ok(());
         }
         let start = self.n_past;
@@ -356,16 +349,22 @@ impl Context {
             self.n_past += chunk.len();
             done += chunk.len();
         }
+        self.finish_logits(which, tokens.len());
+        Ok(())
+    }
+
+    /// Records how many logit rows the last run produced; after `All`, keeps the last row
+    /// available through [`Context::logits`] too.
+    fn finish_logits(&mut self, which: LogitsFor, n_tokens: usize) {
         match which {
             LogitsFor::Last => self.n_logit_rows = 1,
             LogitsFor::All => {
-                // Keep the last row available through `logits()`.
-                let last = (tokens.len() - 1) * n_vocab;
+                let n_vocab = self.model.config().n_vocab;
+                let last = (n_tokens - 1) * n_vocab;
                 self.logits[..n_vocab].copy_from_slice(&self.all_logits[last..last + n_vocab]);
-                self.n_logit_rows = tokens.len();
+                self.n_logit_rows = n_tokens;
             }
         }
-        Ok(())
     }
 
     /// Appends `tokens` at the current position and computes the logits of the last one

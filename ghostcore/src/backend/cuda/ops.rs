@@ -719,21 +719,7 @@ impl CudaBackend {
         ws: &mut AttentionWorkspace,
         out: &mut DeviceVec,
     ) -> Result<()> {
-        let s = cache.shape;
         let (n_heads, hd) = (ws.n_heads, ws.head_dim);
-        if layer >= s.n_layers || hd != s.head_dim || n_heads % s.n_kv_heads != 0 {
-            bail!(
-                InvalidArgument,
-                "attention: layer {layer}, {n_heads} heads x {hd} against cache {s:?}"
-            );
-        }
-        if kv.start >= kv.end || kv.end > s.max_ctx {
-            bail!(
-                InvalidArgument,
-                "attention: position range {kv:?} (cache holds {})",
-                s.max_ctx
-            );
-        }
         if q.len() != n_heads * hd || out.len() != n_heads * hd {
             bail!(
                 InvalidArgument,
