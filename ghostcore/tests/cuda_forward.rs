@@ -38,8 +38,12 @@ fn gpu_present() -> bool {
 }
 
 fn synthetic(shape: &str, ty: &str) -> Arc<Model> {
+    synthetic_arch("llama", shape, ty)
+}
+
+fn synthetic_arch(arch: &str, shape: &str, ty: &str) -> Arc<Model> {
     let shape = synth::shape(shape).unwrap();
-    let w = synth::build(&shape, ty, None, 11).unwrap();
+    let w = synth::build_arch(&shape, arch, ty, None, 11).unwrap();
     let file = GgufFile::from_bytes(w.to_bytes()).unwrap();
     Model::from_file(
         file,
@@ -299,8 +303,14 @@ fn gpu_forward_is_as_accurate_as_cpu_against_f64_reference() {
     if !gpu_present() {
         return;
     }
-    for ty in ["q4_k_m", "q4_0", "q8_0", "f16"] {
-        let model = synthetic("tiny", ty);
+    for (arch, ty) in [
+        ("llama", "q4_k_m"),
+        ("llama", "q4_0"),
+        ("llama", "q8_0"),
+        ("llama", "f16"),
+        ("qwen2", "q4_k_m"),
+    ] {
+        let model = synthetic_arch(arch, "tiny", ty);
         let Some(mut gpu) = gpu_context(&model) else {
             return;
         };
@@ -320,8 +330,11 @@ fn gpu_forward_is_as_accurate_as_cpu_against_f64_reference() {
             worst
         };
         let (eg, ec) = (err(&g), err(&c));
-        eprintln!("tiny {ty}: max |logit - f64 reference|: GPU {eg:.5}, CPU {ec:.5}");
-        assert!(eg <= 1.2 * ec + 1e-4, "tiny {ty}: GPU {eg} vs CPU {ec}");
+        eprintln!("tiny {arch} {ty}: max |logit - f64 reference|: GPU {eg:.5}, CPU {ec:.5}");
+        assert!(
+            eg <= 1.2 * ec + 1e-4,
+            "tiny {arch} {ty}: GPU {eg} vs CPU {ec}"
+        );
     }
 }
 

@@ -12,9 +12,9 @@ use ghostcore::model::{Model, ModelParams};
 mod naive_forward;
 use naive_forward::naive_forward;
 
-fn tiny_model() -> Arc<Model> {
+fn tiny_model(arch: &str) -> Arc<Model> {
     let shape = synth::shape("tiny").unwrap();
-    let w = synth::build(&shape, "q4_k_m", None, 7).unwrap();
+    let w = synth::build_arch(&shape, arch, "q4_k_m", None, 7).unwrap();
     let file = GgufFile::from_bytes(w.to_bytes()).unwrap();
     Model::from_file(
         file,
@@ -25,9 +25,18 @@ fn tiny_model() -> Arc<Model> {
     .unwrap()
 }
 
+/// Llama (SmolLM2's architecture) and Qwen2 (q/k/v biases, NeoX RoPE; no real Qwen2 model
+/// is among the project's fetched models, so a synthetic one stands in).
 #[test]
 fn forward_matches_naive_f64_reference() {
-    let model = tiny_model();
+    for arch in ["llama", "qwen2"] {
+        check_against_naive(arch);
+    }
+}
+
+fn check_against_naive(arch: &str) {
+    let model = tiny_model(arch);
+    assert_eq!(model.config().arch.name(), arch);
     let n_vocab = model.config().n_vocab;
     let tokens: Vec<u32> = (0..40u32).map(|i| (i * 37 + 11) % n_vocab as u32).collect();
     let reference = naive_forward(&model, &tokens);
@@ -51,9 +60,9 @@ fn forward_matches_naive_f64_reference() {
                 worst = worst.max((ours[p * n_vocab + i] as f64 - v).abs());
             }
         }
-        eprintln!("exact_prefill={exact}: max |Δlogit| {worst:.5} (logit scale {scale:.3})");
+        eprintln!("{arch} exact_prefill={exact}: max |Δlogit| {worst:.5} (logit scale {scale:.3})");
         // Exact math differs only by f16 KV rounding; 8-bit activations add ~1% noise.
         let tol = if exact { 0.01 } else { 0.05 } * scale.max(1.0);
-        assert!(worst < tol, "max |Δlogit| {worst} > {tol}");
+        assert!(worst < tol, "{arch}: max |Δlogit| {worst} > {tol}");
     }
 }

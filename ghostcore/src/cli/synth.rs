@@ -29,6 +29,9 @@ pub struct Args {
     pub tokenizer_from: Option<PathBuf>,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Architecture: llama, or qwen2 (q/k/v biases, NeoX RoPE).
+    #[arg(long, default_value = "llama", value_parser = ["llama", "qwen2"])]
+    pub arch: String,
 }
 
 /// Hyper-parameters of a synthetic model.
@@ -133,6 +136,24 @@ pub fn build(
     tokenizer_from: Option<&GgufFile>,
     seed: u64,
 ) -> Result<GgufWriter<'static>> {
+    build_arch(shape, "llama", ty, tokenizer_from, seed)
+}
+
+/// [`build`] for architecture `arch`: `llama`, or `qwen2` (the same tensors plus random
+/// q/k/v biases; its NeoX RoPE follows from the architecture name).
+pub fn build_arch(
+    shape: &Shape,
+    arch: &str,
+    ty: &str,
+    tokenizer_from: Option<&GgufFile>,
+    seed: u64,
+) -> Result<GgufWriter<'static>> {
+    if !matches!(arch, "llama" | "qwen2") {
+        bail!(
+            InvalidArgument,
+            "unknown synthetic architecture '{arch}' (llama, qwen2)"
+        );
+    }
     let (mat, down) = recipe(ty)?;
     for (what, n) in [("n_embd", shape.n_embd), ("n_ff", shape.n_ff)] {
         if n % mat.block_size() != 0 || n % down.block_size() != 0 {
@@ -144,19 +165,20 @@ pub fn build(
     }
     let head_dim = shape.n_embd / shape.n_head;
     let mut w = GgufWriter::new();
-    w.set_str("general.architecture", "llama");
-    w.set_str("general.name", format!("synthetic {ty}"));
+    w.set_str("general.architecture", arch);
+    w.set_str("general.name", format!("synthetic {arch} {ty}"));
     w.set_u32("general.alignment", 32);
-    w.set_u32("llama.block_count", shape.n_layer as u32);
-    w.set_u32("llama.context_length", 8192);
-    w.set_u32("llama.embedding_length", shape.n_embd as u32);
-    w.set_u32("llama.feed_forward_length", shape.n_ff as u32);
-    w.set_u32("llama.attention.head_count", shape.n_head as u32);
-    w.set_u32("llama.attention.head_count_kv", shape.n_head_kv as u32);
-    w.set_u32("llama.rope.dimension_count", head_dim as u32);
-    w.set_u32("llama.vocab_size", shape.n_vocab as u32);
-    w.set_f32("llama.rope.freq_base", shape.rope_base);
-    w.set_f32("llama.attention.layer_norm_rms_epsilon", 1e-5);
+    let key = |k: &str| format!("{arch}.{k}");
+    w.set_u32(key("block_count"), shape.n_layer as u32);
+    w.set_u32(key("context_length"), 8192);
+    w.set_u32(key("embedding_length"), shape.n_embd as u32);
+    w.set_u32(key("feed_forward_length"), shape.n_ff as u32);
+    w.set_u32(key("attention.head_count"), shape.n_head as u32);
+    w.set_u32(key("attention.head_count_kv"), shape.n_head_kv as u32);
+    w.set_u32(key("rope.dimension_count"), head_dim as u32);
+    w.set_u32(key("vocab_size"), shape.n_vocab as u32);
+    w.set_f32(key("rope.freq_base"), shape.rope_base);
+    w.set_f32(key("attention.layer_norm_rms_epsilon"), 1e-5);
     if let Some(src) = tokenizer_from {
         for (k, v) in src.metadata() {
             if k.starts_with("tokenizer.") {
@@ -201,6 +223,20 @@ pub fn build(
         let n = |s: &str| format!("blk.{i}.{s}.weight");
         add(&mut w, n("attn_norm"), GgmlType::F32, &[e as u64], ones(e))?;
         add(&mut w, n("ffn_norm"), GgmlType::F32, &[e as u64], ones(e))?;
+        if arch == "qwen2" {
+            for (name, len) in [("attn_q", e), ("attn_k", kv), ("attn_v", kv)] {
+                let bias: Vec<u8> = (0..len)
+                    .flat_map(|_| ((rng.next_f64() - 0.5) as f32).to_le_bytes())
+                    .collect();
+                add(
+                    &mut w,
+                    format!("blk.{i}.{name}.bias"),
+                    GgmlType::F32,
+                    &[len as u64],
+                    bias,
+                )?;
+            }
+        }
         for (name, rows) in [
             ("attn_q", e),
             ("attn_k", kv),
@@ -241,7 +277,7 @@ pub fn run(args: Args) -> Result<()> {
         Some(p) => Some(GgufFile::open(p)?),
         None => None,
     };
-    let w = build(&shape, &args.ty, tok_src.as_deref(), args.seed)?;
+    let w = build_arch(&shape, &args.arch, &args.ty, tok_src.as_deref(), args.seed)?;
     let tmp = args.output.with_extension("gguf.partial");
     w.write_file(&tmp)?;
     std::fs::rename(&tmp, &args.output)?;

@@ -1,10 +1,11 @@
-//! A naive f64 transcription of the Llama forward pass (RMSNorm, RoPE, grouped-query causal
-//! attention, SiLU-gated FFN) over weights dequantized with `quant::dequantize_row`: the
-//! reference of `forward_reference.rs` (CPU) and `cuda_forward.rs` (GPU).
+//! A naive f64 transcription of the Llama / Qwen2 forward pass (RMSNorm, RoPE in either pair
+//! layout, q/k/v biases when present, grouped-query causal attention, SiLU-gated FFN) over
+//! weights dequantized with `quant::dequantize_row`: the reference of `forward_reference.rs`
+//! (CPU) and `cuda_forward.rs` (GPU).
 
 #![allow(dead_code)]
 
-use ghostcore::model::{Model, Weight};
+use ghostcore::model::{Model, RopeStyle, Weight};
 
 fn deq(model: &Model, w: &Weight) -> Vec<f64> {
     let bytes = model.bytes(w);
@@ -33,13 +34,24 @@ fn rms(x: &[f64], w: &[f64], eps: f64) -> Vec<f64> {
     x.iter().zip(w).map(|(a, b)| a / s * b).collect()
 }
 
-fn rope(x: &mut [f64], pos: usize, base: f64) {
+/// Rotates pairs (2i, 2i+1) (`Normal`, Llama GGUFs) or (i, i + d/2) (`Neox`, Qwen2).
+fn rope(x: &mut [f64], pos: usize, base: f64, style: RopeStyle) {
     let d = x.len();
     for i in 0..d / 2 {
         let th = pos as f64 * base.powf(-2.0 * i as f64 / d as f64);
-        let (a, b) = (x[2 * i], x[2 * i + 1]);
-        x[2 * i] = a * th.cos() - b * th.sin();
-        x[2 * i + 1] = a * th.sin() + b * th.cos();
+        let (ia, ib) = match style {
+            RopeStyle::Normal => (2 * i, 2 * i + 1),
+            RopeStyle::Neox => (i, i + d / 2),
+        };
+        let (a, b) = (x[ia], x[ib]);
+        x[ia] = a * th.cos() - b * th.sin();
+        x[ib] = a * th.sin() + b * th.cos();
+    }
+}
+
+fn add_bias(x: &mut [f64], bias: Option<Vec<f64>>) {
+    if let Some(b) = bias {
+        x.iter_mut().zip(&b).for_each(|(v, b)| *v += b);
     }
 }
 
@@ -75,6 +87,7 @@ pub fn naive_forward(model: &Model, tokens: &[u32]) -> Vec<Vec<f64>> {
             deq(model, &lw.ffn_down),
         );
         let (an, fnw) = (f32w(&lw.attn_norm), f32w(&lw.ffn_norm));
+        let bias = |b: &Option<Weight>| b.as_ref().map(f32w);
         let mut ks = Vec::new();
         let mut vs = Vec::new();
         let mut qs = Vec::new();
@@ -82,15 +95,19 @@ pub fn naive_forward(model: &Model, tokens: &[u32]) -> Vec<Vec<f64>> {
             let xn = rms(x, &an, eps);
             let mut q = matvec(&wq, &xn, c.q_dim());
             let mut k = matvec(&wk, &xn, c.k_dim());
+            let mut v = matvec(&wv, &xn, c.v_dim());
+            add_bias(&mut q, bias(&lw.bq));
+            add_bias(&mut k, bias(&lw.bk));
+            add_bias(&mut v, bias(&lw.bv));
             for h in q.chunks_mut(hd) {
-                rope(h, p, c.rope_freq_base as f64);
+                rope(h, p, c.rope_freq_base as f64, c.rope_style);
             }
             for h in k.chunks_mut(hd) {
-                rope(h, p, c.rope_freq_base as f64);
+                rope(h, p, c.rope_freq_base as f64, c.rope_style);
             }
             qs.push(q);
             ks.push(k);
-            vs.push(matvec(&wv, &xn, c.v_dim()));
+            vs.push(v);
         }
         let group = c.n_head / c.n_head_kv;
         for (p, x) in xs.iter_mut().enumerate() {
