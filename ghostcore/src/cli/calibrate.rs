@@ -9,7 +9,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::model::{Model, ModelParams};
 use crate::quant::GgmlType;
-use crate::sparsity::calibrate::{calibrate, CalibrateOptions, Progress};
+use crate::sparsity::calibrate::{
+    calibrate, refine_frontier, AllocateOptions, CalibrateOptions, Progress,
+};
+use crate::sparsity::Sidecar;
 use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
 
@@ -53,6 +56,15 @@ pub struct Args {
     /// its blocks, else q5_0).
     #[arg(long)]
     pub down_type: Option<String>,
+    /// Also allocate the byte budget layer by layer: measure each layer's KL alone at a
+    /// ladder of cascade levels, then add per-layer candidates for these shares of FFN bytes
+    /// saved (comma-separated, e.g. `0.2,0.25,0.3`).
+    #[arg(long, value_delimiter = ',', num_args = 1..)]
+    pub allocate: Option<Vec<f64>>,
+    /// Keep the statistics of this existing sidecar and only re-measure the budget frontier
+    /// (same corpus and split as the run that made it).
+    #[arg(long)]
+    pub from: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -100,6 +112,20 @@ pub fn run(args: Args) -> Result<()> {
                 c
             }
         },
+        allocate: match &args.allocate {
+            None => None,
+            Some(targets) => {
+                if let Some(t) = targets.iter().find(|t| !(0.0..1.0).contains(*t)) {
+                    return Err(Error::InvalidArgument(format!(
+                        "--allocate share {t} must lie in [0, 1)"
+                    )));
+                }
+                Some(AllocateOptions {
+                    byte_targets: targets.clone(),
+                    ..AllocateOptions::default()
+                })
+            }
+        },
     };
     eprintln!(
         "calibrating {} on {} ({} tokens, ε = {})",
@@ -114,31 +140,54 @@ pub fn run(args: Args) -> Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let sidecar = calibrate(
-        model.clone(),
-        &ids,
-        bos,
-        &corpus_name,
-        &opts,
-        &mut |p| match p {
-            Progress::Stats(done, total) => {
-                bar.set_message("statistics");
-                bar.set_length(total as u64);
-                bar.set_position(done as u64);
-            }
-            Progress::Candidate(done, total, mode, dppl, skipped) => {
-                bar.set_message("frontier");
-                bar.set_length(total as u64);
-                bar.set_position(done as u64);
-                bar.suspend(|| {
-                    eprintln!(
-                        "  {mode:<22} ΔPPL {dppl:+6.2}%  FFN bytes skipped {:5.1}%",
-                        100.0 * skipped
-                    )
-                });
-            }
-        },
-    )?;
+    let mut on_progress = |p: Progress<'_>| {
+        match p {
+        Progress::Stats(done, total) => {
+            bar.set_message("statistics");
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        }
+        Progress::Candidate(done, total, mode, dppl, skipped) => {
+            bar.set_message("frontier");
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+            bar.suspend(|| {
+                eprintln!(
+                    "  {mode:<22} ΔPPL {dppl:+6.2}%  FFN bytes skipped {:5.1}%",
+                    100.0 * skipped
+                )
+            });
+        }
+        Progress::Sensitivity(done, total) => {
+            bar.set_message("per layer");
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        }
+        Progress::Allocated(target, mode, kl, share, dppl, skipped) => bar.suspend(|| {
+            eprintln!(
+                "  per-layer for {:.0}% bytes ({mode}): predicted ΣKL {kl:.4}, {:.1}% bytes; measured ΔPPL {dppl:+6.2}%  FFN bytes skipped {:5.1}%",
+                100.0 * target,
+                100.0 * share,
+                100.0 * skipped
+            )
+        }),
+    }
+    };
+    let sidecar = match &args.from {
+        None => calibrate(
+            model.clone(),
+            &ids,
+            bos,
+            &corpus_name,
+            &opts,
+            &mut on_progress,
+        )?,
+        Some(path) => {
+            let mut s = Sidecar::load(path, model.gguf())?;
+            refine_frontier(model.clone(), &ids, bos, &mut s, &opts, &mut on_progress)?;
+            s
+        }
+    };
     bar.finish_and_clear();
     let out = args
         .output
@@ -155,7 +204,7 @@ pub fn run(args: Args) -> Result<()> {
         println!(
             "budget {:>4}%: {:<22} (held-out ΔPPL {:+.2}%, FFN bytes skipped {:.1}%)",
             b.max_ppl_increase_pct,
-            b.mode,
+            b.describe(),
             b.measured_ppl_increase_pct,
             100.0 * b.bytes_skipped
         );
