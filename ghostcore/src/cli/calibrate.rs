@@ -208,6 +208,13 @@ pub fn run(args: Args) -> Result<()> {
             b.measured_ppl_increase_pct,
             100.0 * b.bytes_skipped
         );
+        if let Some(levels) = &b.layer_levels {
+            let text: Vec<String> = levels
+                .iter()
+                .map(|(a, d)| format!("{a:.1}/{d:.2}"))
+                .collect();
+            println!("    per-layer shares (first/down): {}", text.join(" "));
+        }
     }
     if let Some(c) = &sidecar.down_copies {
         println!("neuron-major ffn_down copy: {}", c[0].ty);
