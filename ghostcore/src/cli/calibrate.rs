@@ -9,6 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::model::{Model, ModelParams};
 use crate::quant::GgmlType;
+use crate::sparsity::allocate::Sensitivity;
 use crate::sparsity::calibrate::{
     calibrate, refine_frontier, AllocateOptions, CalibrateOptions, Progress,
 };
@@ -65,6 +66,9 @@ pub struct Args {
     /// (same corpus and split as the run that made it).
     #[arg(long)]
     pub from: Option<PathBuf>,
+    /// With --allocate: write the per-layer sensitivity (layer, shares, KL, bytes saved) as CSV.
+    #[arg(long)]
+    pub sensitivity_csv: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -140,8 +144,14 @@ pub fn run(args: Args) -> Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    let mut csv_result: Result<()> = Ok(());
     let mut on_progress = |p: Progress<'_>| {
         match p {
+        Progress::Curves(sens) => {
+            if let Some(path) = &args.sensitivity_csv {
+                csv_result = std::fs::write(path, sensitivity_csv(sens)).map_err(Error::from);
+            }
+        }
         Progress::Stats(done, total) => {
             bar.set_message("statistics");
             bar.set_length(total as u64);
@@ -189,6 +199,7 @@ pub fn run(args: Args) -> Result<()> {
         }
     };
     bar.finish_and_clear();
+    csv_result?;
     let out = args
         .output
         .unwrap_or_else(|| args.model.with_extension("ghost"));
@@ -225,6 +236,25 @@ pub fn run(args: Args) -> Result<()> {
         t0.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// `layer,skip_all,skip_down,kl,bytes_saved_per_token,share_of_ffn_bytes` rows, dense level
+/// included.
+fn sensitivity_csv(s: &Sensitivity) -> String {
+    let mut out =
+        String::from("layer,skip_all,skip_down,kl,bytes_saved_per_token,share_of_ffn_bytes\n");
+    for (il, c) in s.curves.iter().enumerate() {
+        for k in 0..c.kl.len() {
+            let (a, d) = s.levels(&[k])[0];
+            out += &format!(
+                "{il},{a},{d},{:.6},{:.0},{:.5}\n",
+                c.kl[k],
+                c.saved[k],
+                c.saved[k] / s.dense_bytes.max(1.0)
+            );
+        }
+    }
+    out
 }
 
 /// The progress bar calibration front ends show (statistics pass, then the budget frontier).

@@ -110,7 +110,7 @@ fn find_or_calibrate(
                 bar.set_length(n as u64);
                 bar.set_position(i as u64);
             }
-            Progress::Allocated(..) => {}
+            Progress::Allocated(..) | Progress::Curves(_) => {}
         },
     )?;
     bar.finish_and_clear();

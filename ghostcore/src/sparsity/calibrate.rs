@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use super::allocate::{allocate, measure_sensitivity, DEFAULT_LADDER};
+use super::allocate::{allocate, measure_sensitivity, Sensitivity, DEFAULT_LADDER};
 use super::engine::{
     build_down_copies, build_exact_downs, install_calibration, install_with, uninstall,
 };
@@ -112,6 +112,8 @@ pub enum Progress<'a> {
     Candidate(usize, usize, &'a str, f64, f64),
     /// Per-layer sensitivity: runs done of total.
     Sensitivity(usize, usize),
+    /// The measured per-layer sensitivity, once.
+    Curves(&'a Sensitivity),
     /// An allocated candidate: (byte target, mode, predicted Σ KL, predicted bytes saved,
     /// measured ΔPPL %, measured bytes skipped).
     Allocated(f64, &'a str, f64, f64, f64, f64),
@@ -306,6 +308,7 @@ pub fn measure_frontier(
                 &a.ladder,
                 &mut |d, n| progress(Progress::Sensitivity(d, n)),
             )?;
+            progress(Progress::Curves(&sens));
             let mut seen: Vec<Vec<usize>> = Vec::new();
             for &target in &a.byte_targets {
                 let Some(pick) = allocate(&sens.curves, target * sens.dense_bytes) else {
