@@ -66,6 +66,20 @@ pub struct Args {
     /// (same corpus and split as the run that made it).
     #[arg(long)]
     pub from: Option<PathBuf>,
+    /// With --allocate: the cascade levels measured per layer, `FIRST:DOWN` pairs separated
+    /// by `,` (default 0.1:0.3,0.2:0.45,0.3:0.55,0.4:0.65).
+    #[arg(long)]
+    pub allocate_ladder: Option<String>,
+    /// With --allocate: chunks and chunk size of the held-out slice the per-layer KL is
+    /// measured on (each layer and level costs one run over them).
+    #[arg(long, default_value_t = 1)]
+    pub allocate_chunks: usize,
+    #[arg(long, default_value_t = 256)]
+    pub allocate_ctx: usize,
+    /// With --allocate: the ladder level (1-based; 0 = dense) every other layer holds while
+    /// one layer is measured: marginal costs around that uniform setting.
+    #[arg(long, default_value_t = 2)]
+    pub allocate_base: usize,
     /// With --allocate: write the per-layer sensitivity (layer, shares, KL, bytes saved) as CSV.
     #[arg(long)]
     pub sensitivity_csv: Option<PathBuf>,
@@ -126,6 +140,13 @@ pub fn run(args: Args) -> Result<()> {
                 }
                 Some(AllocateOptions {
                     byte_targets: targets.clone(),
+                    n_ctx: args.allocate_ctx,
+                    chunks: args.allocate_chunks,
+                    base: args.allocate_base,
+                    ladder: match &args.allocate_ladder {
+                        None => AllocateOptions::default().ladder,
+                        Some(text) => parse_ladder(text)?,
+                    },
                     ..AllocateOptions::default()
                 })
             }
@@ -236,6 +257,25 @@ pub fn run(args: Args) -> Result<()> {
         t0.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// `FIRST:DOWN,...` cascade share pairs, each a valid `cascade:FIRST:DOWN`.
+fn parse_ladder(text: &str) -> Result<Vec<(f32, f32)>> {
+    text.split(',')
+        .map(|pair| {
+            let mode: crate::sparsity::SparsityMode = format!("cascade:{}", pair.trim()).parse()?;
+            match mode.rule {
+                Some(crate::sparsity::Rule::Cascade {
+                    skip_all,
+                    skip_down,
+                    ..
+                }) => Ok((skip_all, skip_down)),
+                _ => Err(Error::InvalidArgument(format!(
+                    "--allocate-ladder entry {pair:?} is not FIRST:DOWN"
+                ))),
+            }
+        })
+        .collect()
 }
 
 /// `layer,skip_all,skip_down,kl,bytes_saved_per_token,share_of_ffn_bytes` rows, dense level

@@ -26,10 +26,11 @@ use crate::{bail, Result};
 /// (level 0, dense, is implied).
 pub const DEFAULT_LADDER: [(f32, f32); 4] = [(0.1, 0.3), (0.2, 0.45), (0.3, 0.55), (0.4, 0.65)];
 
-/// One layer's measured cost and gain per level; index 0 is the dense level (0 KL, 0 bytes).
+/// One layer's measured cost and gain per level; index 0 is the dense level (0 bytes).
 #[derive(Clone, Debug, PartialEq)]
 pub struct LayerCurve {
-    /// Mean KL(dense ‖ this layer sparse) per scored token.
+    /// Mean KL(dense ‖ run) per scored token with this layer at the level and every other
+    /// layer at the base level.
     pub kl: Vec<f64>,
     /// FFN weight bytes per token not read in this layer.
     pub saved: Vec<f64>,
@@ -43,6 +44,8 @@ pub struct Sensitivity {
     pub curves: Vec<LayerCurve>,
     /// FFN weight bytes per token of the dense model (all layers).
     pub dense_bytes: f64,
+    /// The level every other layer held while one layer was varied (0: dense).
+    pub base: usize,
 }
 
 impl Sensitivity {
@@ -59,13 +62,17 @@ impl Sensitivity {
             .collect()
     }
 
-    /// The predicted (Σ KL, share of FFN bytes saved) of `pick`, assuming additivity.
+    /// The predicted (KL, share of FFN bytes saved) of `pick`, assuming the layers' changes
+    /// from the base level add up: KL(base everywhere) + Σ_l (KL_l[pick_l] − KL_l[base]).
     pub fn predict(&self, pick: &[usize]) -> (f64, f64) {
+        let base_kl = self.curves.first().map_or(0.0, |c| c.kl[self.base]);
         let (kl, saved) = self
             .curves
             .iter()
             .zip(pick)
-            .fold((0.0, 0.0), |(k, s), (c, &i)| (k + c.kl[i], s + c.saved[i]));
+            .fold((base_kl, 0.0), |(k, s), (c, &i)| {
+                (k + c.kl[i] - c.kl[self.base], s + c.saved[i])
+            });
         (kl, saved / self.dense_bytes.max(f64::MIN_POSITIVE))
     }
 }
@@ -114,8 +121,10 @@ pub fn allocate(curves: &[LayerCurve], target: f64) -> Option<Vec<usize>> {
     Some(pick_levels(curves, hi))
 }
 
-/// Measure every layer alone at every ladder level on `tokens` (KL against the dense run,
-/// `cfg` chunking). Costs `1 + n_layer · ladder.len()` perplexity runs over `tokens`.
+/// Measure every layer at every ladder level on `tokens` (KL against the dense run, `cfg`
+/// chunking) while every other layer holds level `base` (0: dense, i.e. each layer alone;
+/// `k ≥ 1`: `ladder[k-1]`, i.e. the marginal cost around that uniform setting, interactions
+/// included). Costs `2 + n_layer · ladder.len()` perplexity runs over `tokens`.
 #[allow(clippy::too_many_arguments)]
 pub fn measure_sensitivity(
     ctx: &mut Context,
@@ -127,11 +136,19 @@ pub fn measure_sensitivity(
     cfg: &PplConfig,
     first: Score,
     ladder: &[(f32, f32)],
+    base: usize,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Sensitivity> {
     let n_layer = sidecar.n_layer;
     if ladder.is_empty() {
         bail!(InvalidArgument, "empty allocation ladder");
+    }
+    if base > ladder.len() {
+        bail!(
+            InvalidArgument,
+            "allocation base level {base} is beyond the ladder's {} levels",
+            ladder.len()
+        );
     }
     let mut reference = DenseReference::default();
     let dense = install_with(
@@ -155,33 +172,55 @@ pub fn measure_sensitivity(
         .iter()
         .map(|t| t.bytes_dense as f64 / t.steps.max(1) as f64)
         .sum();
+    let level = |k: usize| if k == 0 { (0.0, 0.0) } else { ladder[k - 1] };
+    // (KL, bytes saved per token per layer) of one setting.
+    let run = |ctx: &mut Context, levels: &[(f32, f32)]| -> Result<(f64, Vec<f64>)> {
+        let plans = resolve_layered_cascade(sidecar, false, first, levels)?;
+        let h = install_with(ctx, plans, Some(copies.clone()), Some(exact.clone()))?;
+        let r = perplexity(
+            ctx,
+            tokens,
+            bos,
+            cfg,
+            Some(&reference),
+            None,
+            &mut |_, _| {},
+        )?;
+        let saved = h
+            .tally()
+            .layers
+            .iter()
+            .map(|t| t.bytes_dense.saturating_sub(t.bytes_read) as f64 / t.steps.max(1) as f64)
+            .collect();
+        Ok((r.mean_kl, saved))
+    };
+    let base_levels = vec![level(base); n_layer];
+    let (base_kl, base_saved) = if base == 0 {
+        (0.0, vec![0.0; n_layer])
+    } else {
+        run(ctx, &base_levels)?
+    };
     let total = n_layer * ladder.len();
+    let mut done = 0;
     let mut curves = Vec::with_capacity(n_layer);
     for il in 0..n_layer {
         let mut curve = LayerCurve {
-            kl: vec![0.0],
-            saved: vec![0.0],
+            kl: Vec::with_capacity(ladder.len() + 1),
+            saved: Vec::with_capacity(ladder.len() + 1),
         };
-        for (k, &level) in ladder.iter().enumerate() {
-            let mut levels = vec![(0.0, 0.0); n_layer];
-            levels[il] = level;
-            let plans = resolve_layered_cascade(sidecar, false, first, &levels)?;
-            let h = install_with(ctx, plans, Some(copies.clone()), Some(exact.clone()))?;
-            let r = perplexity(
-                ctx,
-                tokens,
-                bos,
-                cfg,
-                Some(&reference),
-                None,
-                &mut |_, _| {},
-            )?;
-            let t = h.tally().layers[il];
-            curve.kl.push(r.mean_kl);
-            curve
-                .saved
-                .push(t.bytes_dense.saturating_sub(t.bytes_read) as f64 / t.steps.max(1) as f64);
-            progress(il * ladder.len() + k + 1, total);
+        for k in 0..=ladder.len() {
+            let (kl, saved) = if k == base {
+                (base_kl, base_saved[il])
+            } else {
+                let mut levels = base_levels.clone();
+                levels[il] = level(k);
+                let (kl, saved) = run(ctx, &levels)?;
+                done += 1;
+                progress(done, total);
+                (kl, saved[il])
+            };
+            curve.kl.push(kl);
+            curve.saved.push(saved);
         }
         curves.push(curve);
     }
@@ -190,6 +229,7 @@ pub fn measure_sensitivity(
         ladder: ladder.to_vec(),
         curves,
         dense_bytes,
+        base,
     })
 }
 
@@ -277,6 +317,7 @@ mod tests {
             ladder: vec![(0.1, 0.3), (0.2, 0.4), (0.3, 0.5)],
             curves: test_curves(),
             dense_bytes: 200.0,
+            base: 0,
         };
         let (kl, share) = s.predict(&[1, 2, 0, 3]);
         assert!((kl - (0.01 + 0.002 + 0.05)).abs() < 1e-12);
@@ -285,5 +326,11 @@ mod tests {
             s.levels(&[0, 3, 1, 2]),
             vec![(0.0, 0.0), (0.3, 0.5), (0.1, 0.3), (0.2, 0.4)]
         );
+        // Around base level 1: KL(base) + the changes of the layers that left it.
+        let around = Sensitivity { base: 1, ..s };
+        let (kl, _) = around.predict(&[1, 2, 0, 3]);
+        let base_kl = 0.01;
+        let expect = base_kl + (0.002 - 0.001) + (0.0 - 0.003) + (0.05 - 0.02);
+        assert!((kl - expect).abs() < 1e-12, "{kl} vs {expect}");
     }
 }

@@ -52,6 +52,8 @@ pub struct AllocateOptions {
     pub chunks: usize,
     /// Shares of the FFN bytes to save; each gives one candidate measured on the held-out slice.
     pub byte_targets: Vec<f64>,
+    /// The ladder level the other layers hold while one is measured (0: dense).
+    pub base: usize,
 }
 
 impl Default for AllocateOptions {
@@ -62,6 +64,7 @@ impl Default for AllocateOptions {
             n_ctx: 256,
             chunks: 1,
             byte_targets: vec![0.2, 0.25, 0.3],
+            base: 2,
         }
     }
 }
@@ -306,6 +309,7 @@ pub fn measure_frontier(
                 &scfg,
                 a.first,
                 &a.ladder,
+                a.base,
                 &mut |d, n| progress(Progress::Sensitivity(d, n)),
             )?;
             progress(Progress::Curves(&sens));
