@@ -78,8 +78,11 @@ pub struct Args {
     pub allocate_ctx: usize,
     /// With --allocate: the ladder level (1-based; 0 = dense) every other layer holds while
     /// one layer is measured: marginal costs around that uniform setting.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 0)]
     pub allocate_base: usize,
+    /// With --allocate: the lowest ladder level (1-based; 0 = dense) any layer may get.
+    #[arg(long, default_value_t = 1)]
+    pub allocate_floor: usize,
     /// With --allocate: write the per-layer sensitivity (layer, shares, KL, bytes saved) as CSV.
     #[arg(long)]
     pub sensitivity_csv: Option<PathBuf>,
@@ -143,6 +146,7 @@ pub fn run(args: Args) -> Result<()> {
                     n_ctx: args.allocate_ctx,
                     chunks: args.allocate_chunks,
                     base: args.allocate_base,
+                    floor: args.allocate_floor,
                     ladder: match &args.allocate_ladder {
                         None => AllocateOptions::default().ladder,
                         Some(text) => parse_ladder(text)?,

@@ -77,13 +77,14 @@ impl Sensitivity {
     }
 }
 
-/// Per layer, the level minimizing `kl − λ·saved` (ties: the lower level).
-pub fn pick_levels(curves: &[LayerCurve], lambda: f64) -> Vec<usize> {
+/// Per layer, the level `≥ floor` minimizing `kl − λ·saved` (ties: the lower level).
+pub fn pick_levels(curves: &[LayerCurve], lambda: f64, floor: usize) -> Vec<usize> {
     curves
         .iter()
         .map(|c| {
-            let mut best = 0;
-            for i in 1..c.kl.len().min(c.saved.len()) {
+            let n = c.kl.len().min(c.saved.len());
+            let mut best = floor.min(n.saturating_sub(1));
+            for i in best + 1..n {
                 if c.kl[i] - lambda * c.saved[i] < c.kl[best] - lambda * c.saved[best] {
                     best = i;
                 }
@@ -94,13 +95,14 @@ pub fn pick_levels(curves: &[LayerCurve], lambda: f64) -> Vec<usize> {
 }
 
 /// The Lagrangian allocation saving at least `target` bytes per token in total with the
-/// least predicted KL among the Lagrangian solutions (the smallest λ reaching it), or `None`
-/// when even the highest levels everywhere do not save `target`.
-pub fn allocate(curves: &[LayerCurve], target: f64) -> Option<Vec<usize>> {
+/// least predicted KL among the Lagrangian solutions (the smallest λ reaching it), every
+/// layer at level `floor` or above, or `None` when even the highest levels everywhere do not
+/// save `target`.
+pub fn allocate(curves: &[LayerCurve], target: f64, floor: usize) -> Option<Vec<usize>> {
     let saved = |p: &[usize]| -> f64 { curves.iter().zip(p).map(|(c, &i)| c.saved[i]).sum() };
     let mut hi = 1e-12;
     loop {
-        let p = pick_levels(curves, hi);
+        let p = pick_levels(curves, hi, floor);
         if saved(&p) >= target {
             break;
         }
@@ -112,13 +114,13 @@ pub fn allocate(curves: &[LayerCurve], target: f64) -> Option<Vec<usize>> {
     let mut lo = 0.0;
     for _ in 0..200 {
         let mid = 0.5 * (lo + hi);
-        if saved(&pick_levels(curves, mid)) >= target {
+        if saved(&pick_levels(curves, mid, floor)) >= target {
             hi = mid;
         } else {
             lo = mid;
         }
     }
-    Some(pick_levels(curves, hi))
+    Some(pick_levels(curves, hi, floor))
 }
 
 /// Measure every layer at every ladder level on `tokens` (KL against the dense run, `cfg`
@@ -285,7 +287,7 @@ mod tests {
     fn lagrangian_picks_are_optimal_for_the_bytes_they_save() {
         let curves = test_curves();
         for lambda in [0.0, 1e-4, 3e-4, 1e-3, 2e-3, 1e-2, 1.0] {
-            let p = pick_levels(&curves, lambda);
+            let p = pick_levels(&curves, lambda, 0);
             let (kl, saved) = curves
                 .iter()
                 .zip(&p)
@@ -300,15 +302,19 @@ mod tests {
         let curves = test_curves();
         let total_max: f64 = curves.iter().map(|c| c.saved[3]).sum();
         for target in [0.0, 15.0, 40.0, 70.0, 100.0, total_max] {
-            let p = allocate(&curves, target).unwrap();
+            let p = allocate(&curves, target, 0).unwrap();
             let saved: f64 = curves.iter().zip(&p).map(|(c, &i)| c.saved[i]).sum();
             assert!(saved >= target, "target {target}: saved {saved}");
         }
-        assert_eq!(allocate(&curves, total_max + 1.0), None);
+        assert_eq!(allocate(&curves, total_max + 1.0, 0), None);
         // The nearly free layer 1 is used fully before the sensitive layer 0 is touched.
-        let p = allocate(&curves, 30.0).unwrap();
+        let p = allocate(&curves, 30.0, 0).unwrap();
         assert_eq!((p[0], p[1]), (0, 3));
-        assert_eq!(allocate(&curves, 0.0).unwrap(), vec![0; 4]);
+        assert_eq!(allocate(&curves, 0.0, 0).unwrap(), vec![0; 4]);
+        // A floor keeps every layer at or above it, and the target is still met.
+        let p = allocate(&curves, 70.0, 1).unwrap();
+        assert!(p.iter().all(|&k| k >= 1), "{p:?}");
+        assert_eq!(allocate(&curves, 0.0, 2).unwrap(), vec![2; 4]);
     }
 
     #[test]

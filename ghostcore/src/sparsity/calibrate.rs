@@ -54,6 +54,8 @@ pub struct AllocateOptions {
     pub byte_targets: Vec<f64>,
     /// The ladder level the other layers hold while one is measured (0: dense).
     pub base: usize,
+    /// The lowest ladder level a layer may be given (0: dense allowed).
+    pub floor: usize,
 }
 
 impl Default for AllocateOptions {
@@ -64,7 +66,8 @@ impl Default for AllocateOptions {
             n_ctx: 256,
             chunks: 1,
             byte_targets: vec![0.2, 0.25, 0.3],
-            base: 2,
+            base: 0,
+            floor: 1,
         }
     }
 }
@@ -315,7 +318,7 @@ pub fn measure_frontier(
             progress(Progress::Curves(&sens));
             let mut seen: Vec<Vec<usize>> = Vec::new();
             for &target in &a.byte_targets {
-                let Some(pick) = allocate(&sens.curves, target * sens.dense_bytes) else {
+                let Some(pick) = allocate(&sens.curves, target * sens.dense_bytes, a.floor) else {
                     continue;
                 };
                 if seen.contains(&pick) {
