@@ -9,6 +9,13 @@
 //! picks per layer the level minimizing `KL_l − λ·saved_l` (a Lagrangian relaxation of
 //! "least total KL for at least this many bytes saved") and bisects λ to reach a byte target.
 //! The combined setting is then measured for real; additivity is an assumption, not trusted.
+//!
+//! Measured on SmolLM2 (`bench/results/2026-11-23-s2-sparsity.md`, third pass): single-layer
+//! KLs are ~4× sub-additive and concave in the level, so an unconstrained allocation (dense
+//! layers allowed) is much worse than uniform shares; marginal costs around a uniform setting
+//! are below the noise of a calibration-sized slice; with a floor at the uniform level the
+//! allocations land on the uniform frontier, not above it. Hence opt-in (`ghost calibrate
+//! --allocate`), not part of the default calibration.
 
 use std::sync::Arc;
 
