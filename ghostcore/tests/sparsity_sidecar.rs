@@ -1,9 +1,11 @@
 //! Sidecar round trip, corruption and model-mismatch handling.
 
-use ghostcore::gguf::{GgufFile, GgufWriter};
+use ghostcore::gguf::{Array, GgufFile, GgufWriter, Value};
 use ghostcore::quant::GgmlType;
+use ghostcore::sparsity::sidecar::interpolate_threshold;
 use ghostcore::sparsity::{
-    model_checksum, BudgetEntry, CalibrationStats, DownCopy, Score, Sidecar, TARGETS,
+    model_checksum, resolve_plans, BudgetEntry, CalibrationStats, DownCopy, LayerRule, Score,
+    Sidecar, TARGETS,
 };
 use ghostcore::Error;
 
@@ -57,10 +59,18 @@ fn calibrated(model: &GgufFile) -> Sidecar {
     }
     let mut s = Sidecar::from_stats(model, &stats, "synthetic").unwrap();
     s.budget.push(BudgetEntry {
+        layer_levels: None,
         max_ppl_increase_pct: 2.0,
         mode: "cascade:0.2:0.4".into(),
         measured_ppl_increase_pct: 1.7,
         bytes_skipped: 0.27,
+    });
+    s.budget.push(BudgetEntry {
+        layer_levels: Some(vec![(0.0, 0.0), (0.3, 0.55)]),
+        max_ppl_increase_pct: 5.0,
+        mode: "cascade:0.150:0.275:upw".into(),
+        measured_ppl_increase_pct: 4.1,
+        bytes_skipped: 0.31,
     });
     s.down_copies = Some(
         (0..N_LAYER)
@@ -88,6 +98,10 @@ fn round_trip_preserves_everything() {
     assert_eq!(back, s);
     assert_eq!(back.budget_for(2.5).unwrap().mode, "cascade:0.2:0.4");
     assert!(back.budget_for(1.0).is_none());
+    assert_eq!(
+        back.budget_for(5.0).unwrap().layer_levels,
+        Some(vec![(0.0, 0.0), (0.3, 0.55)])
+    );
     assert!(back.layers[0].thresholds(Score::Act).len() == TARGETS.len());
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -160,6 +174,76 @@ fn corrupted_sidecars_are_typed_errors() {
     w.set_u32("ghost.sidecar.version", 99);
     let file = GgufFile::from_bytes(w.to_bytes()).unwrap();
     assert!(matches!(Sidecar::from_gguf(&file), Err(Error::Format(_))));
+}
+
+/// A per-layer budget entry resolves to per-layer plans: the `(0, 0)` layer dense, the other
+/// a cascade whose thresholds are the sidecar's for that layer's own shares.
+#[test]
+fn per_layer_budget_resolves_layer_by_layer() {
+    let model = tiny_model(0.0);
+    let s = calibrated(&model);
+    let plans = resolve_plans(&"budget:5".parse().unwrap(), Some(&s), N_LAYER).unwrap();
+    assert_eq!(plans[0].rule, LayerRule::Dense);
+    let l1 = &s.layers[1];
+    let thr =
+        |score: Score, share: f32| interpolate_threshold(&s.targets, l1.thresholds(score), share);
+    assert_eq!(
+        plans[1].rule,
+        LayerRule::ScaledCascade {
+            t: thr(Score::UpWeighted, 0.3),
+            scale: l1.mean_abs_up.clone(),
+            t_prod: thr(Score::Product, 0.55),
+        }
+    );
+    // The uniform entry below it is unaffected.
+    let plans = resolve_plans(&"budget:2".parse().unwrap(), Some(&s), N_LAYER).unwrap();
+    assert!(matches!(plans[0].rule, LayerRule::Cascade { .. }));
+}
+
+/// Per-layer levels: sidecars written without them still load; malformed ones are typed
+/// format errors.
+#[test]
+fn per_layer_levels_are_checked_and_optional() {
+    let model = tiny_model(0.0);
+    let s = calibrated(&model);
+    let good = s.to_bytes().unwrap();
+    let edit = |f: &dyn Fn(&mut GgufWriter)| {
+        let file = GgufFile::from_bytes(good.clone()).unwrap();
+        let mut w = GgufWriter::from_file(&file);
+        f(&mut w);
+        let file = GgufFile::from_bytes(w.to_bytes()).unwrap();
+        Sidecar::from_gguf(&file)
+    };
+    // An older sidecar: no level keys at all.
+    let old = edit(&|w| {
+        w.remove("ghost.budget.1.layer_skip_all");
+        w.remove("ghost.budget.1.layer_skip_down");
+    })
+    .unwrap();
+    assert!(old.budget.iter().all(|b| b.layer_levels.is_none()));
+    let f32s = |v: &[f32]| Value::Array(Array::F32(v.to_vec()));
+    let bad: [&dyn Fn(&mut GgufWriter); 5] = [
+        &|w| w.remove("ghost.budget.1.layer_skip_down"),
+        &|w| w.set("ghost.budget.1.layer_skip_all", f32s(&[0.0])),
+        &|w| w.set("ghost.budget.1.layer_skip_down", f32s(&[0.0, 0.2])),
+        &|w| w.set("ghost.budget.1.layer_skip_all", f32s(&[0.0, 1.5])),
+        &|w| {
+            w.set("ghost.budget.0.layer_skip_all", f32s(&[0.1, 0.1]));
+            w.set("ghost.budget.0.layer_skip_down", f32s(&[0.2, 0.2]));
+            w.set(
+                "ghost.budget.mode",
+                Value::Array(Array::String(vec!["target:0.3".into(), "gate:0.1".into()])),
+            );
+        },
+    ];
+    for (i, f) in bad.iter().enumerate() {
+        let r = edit(*f);
+        assert!(matches!(r, Err(Error::Format(_))), "case {i}: {r:?}");
+    }
+    // Writing levels for the wrong number of layers is refused, not silently truncated.
+    let mut wrong = s.clone();
+    wrong.budget[1].layer_levels = Some(vec![(0.1, 0.2)]);
+    assert!(wrong.to_bytes().is_err());
 }
 
 /// Real models: each model's checksum differs, and a sidecar made for one is refused by the

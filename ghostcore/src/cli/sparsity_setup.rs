@@ -105,6 +105,12 @@ fn find_or_calibrate(
                 bar.set_length(n as u64);
                 bar.set_position(i as u64 + 1);
             }
+            Progress::Sensitivity(i, n) => {
+                bar.set_message("per layer");
+                bar.set_length(n as u64);
+                bar.set_position(i as u64);
+            }
+            Progress::Allocated(..) | Progress::Curves(_) => {}
         },
     )?;
     bar.finish_and_clear();

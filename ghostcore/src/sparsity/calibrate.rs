@@ -4,11 +4,14 @@
 
 use std::sync::{Arc, Mutex};
 
-use super::engine::{build_down_copies, install, install_calibration, uninstall};
+use super::allocate::{allocate, measure_sensitivity, Sensitivity, DEFAULT_LADDER};
+use super::engine::{
+    build_down_copies, build_exact_downs, install_calibration, install_with, uninstall,
+};
 use super::eval::{perplexity, DenseReference, PplConfig};
 use super::ffn::LayerPlan;
-use super::mode::SparsityMode;
-use super::plan::resolve_plans;
+use super::mode::{Score, SparsityMode};
+use super::plan::{resolve_layered_cascade, resolve_plans};
 use super::sidecar::{BudgetEntry, DownCopy, Sidecar};
 use super::stats::CalibrationStats;
 use crate::context::{Context, ContextParams};
@@ -33,6 +36,40 @@ pub struct CalibrateOptions {
     /// Store the neuron-major down copy in the sidecar (type: `None` = default per model).
     pub store_down_copy: bool,
     pub down_copy_type: Option<GgmlType>,
+    /// Per-layer allocation candidates (see [`super::allocate`]); `None`: uniform only.
+    pub allocate: Option<AllocateOptions>,
+}
+
+/// Settings of the per-layer allocation step of the frontier.
+#[derive(Clone, Debug)]
+pub struct AllocateOptions {
+    /// First-stage score of the allocated cascades.
+    pub first: Score,
+    /// Cascade levels measured per layer.
+    pub ladder: Vec<(f32, f32)>,
+    /// Sensitivity runs use the first `chunks` chunks of `n_ctx` tokens of the held-out slice.
+    pub n_ctx: usize,
+    pub chunks: usize,
+    /// Shares of the FFN bytes to save; each gives one candidate measured on the held-out slice.
+    pub byte_targets: Vec<f64>,
+    /// The ladder level the other layers hold while one is measured (0: dense).
+    pub base: usize,
+    /// The lowest ladder level a layer may be given (0: dense allowed).
+    pub floor: usize,
+}
+
+impl Default for AllocateOptions {
+    fn default() -> Self {
+        AllocateOptions {
+            first: Score::UpWeighted,
+            ladder: DEFAULT_LADDER.to_vec(),
+            n_ctx: 256,
+            chunks: 1,
+            byte_targets: vec![0.2, 0.25, 0.3],
+            base: 0,
+            floor: 1,
+        }
+    }
 }
 
 impl Default for CalibrateOptions {
@@ -46,6 +83,7 @@ impl Default for CalibrateOptions {
             candidates: default_candidates(),
             store_down_copy: true,
             down_copy_type: None,
+            allocate: None,
         }
     }
 }
@@ -78,10 +116,17 @@ pub enum Progress<'a> {
     Stats(usize, usize),
     /// Frontier: candidate `i` of `n` finished with (mode, ΔPPL %, bytes skipped).
     Candidate(usize, usize, &'a str, f64, f64),
+    /// Per-layer sensitivity: runs done of total.
+    Sensitivity(usize, usize),
+    /// The measured per-layer sensitivity, once.
+    Curves(&'a Sensitivity),
+    /// An allocated candidate: (byte target, mode, predicted Σ KL, predicted bytes saved,
+    /// measured ΔPPL %, measured bytes skipped).
+    Allocated(f64, &'a str, f64, f64, f64, f64),
 }
 
 /// Split `tokens` into (statistics part, held-out part), both whole chunks of `n_ctx`.
-fn split_corpus(tokens: &[u32], n_ctx: usize, heldout: f64) -> (&[u32], &[u32]) {
+pub fn split_corpus(tokens: &[u32], n_ctx: usize, heldout: f64) -> (&[u32], &[u32]) {
     let n_chunks = tokens.len() / n_ctx;
     let n_held = if heldout > 0.0 && n_chunks >= 2 {
         ((n_chunks as f64 * heldout).round() as usize).clamp(1, n_chunks - 1)
@@ -115,18 +160,7 @@ pub fn calibrate(
         );
     }
     let (stat_part, held) = split_corpus(tokens, n_ctx, opts.heldout_share);
-    let mut ctx = Context::new(
-        model.clone(),
-        ContextParams {
-            n_ctx,
-            n_batch: n_ctx,
-            n_threads: opts.n_threads,
-            // Decode-path arithmetic (8-bit activations) in batches too.
-            exact_prefill: false,
-            ..Default::default()
-        },
-    )?;
-    ctx.set_decode_ffn_in_batches(true);
+    let mut ctx = frontier_context(model.clone(), opts)?;
 
     // 1. Statistics.
     let stats = Arc::new(Mutex::new(CalibrationStats::new(
@@ -150,15 +184,71 @@ pub fn calibrate(
         .unwrap_or_else(|p| p.into_inner());
     let mut sidecar = Sidecar::from_stats(model.gguf(), &stats, corpus)?;
 
-    // 2. Neuron-major down copies.
+    measure_frontier(model, &mut ctx, held, bos, &mut sidecar, opts, progress)?;
+    Ok(sidecar)
+}
+
+/// Re-measure the budget frontier of an existing `sidecar` (statistics and thresholds kept)
+/// on the held-out slice of `tokens`, split as [`calibrate`] splits it.
+pub fn refine_frontier(
+    model: Arc<Model>,
+    tokens: &[u32],
+    bos: Option<u32>,
+    sidecar: &mut Sidecar,
+    opts: &CalibrateOptions,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<()> {
+    let (_, held) = split_corpus(tokens, opts.n_ctx, opts.heldout_share);
+    if held.is_empty() {
+        bail!(
+            InvalidArgument,
+            "the corpus has no held-out chunk of {} tokens to measure the frontier on",
+            opts.n_ctx
+        );
+    }
+    let mut ctx = frontier_context(model.clone(), opts)?;
+    measure_frontier(model, &mut ctx, held, bos, sidecar, opts, progress)
+}
+
+/// The context calibration runs in: decode-path arithmetic (8-bit activations) in batches.
+fn frontier_context(model: Arc<Model>, opts: &CalibrateOptions) -> Result<Context> {
+    let mut ctx = Context::new(
+        model,
+        ContextParams {
+            n_ctx: opts.n_ctx,
+            n_batch: opts.n_ctx,
+            n_threads: opts.n_threads,
+            exact_prefill: false,
+            ..Default::default()
+        },
+    )?;
+    ctx.set_decode_ffn_in_batches(true);
+    Ok(ctx)
+}
+
+/// Build the neuron-major down copies, measure the budget frontier on the held-out tokens
+/// `held` (uniform candidates, then per-layer allocations with `opts.allocate`), and fill
+/// `sidecar.budget` (replacing what it held) and, with `opts.store_down_copy`, its copies.
+pub fn measure_frontier(
+    model: Arc<Model>,
+    ctx: &mut Context,
+    held: &[u32],
+    bos: Option<u32>,
+    sidecar: &mut Sidecar,
+    opts: &CalibrateOptions,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<()> {
+    let n_layer = model.config().n_layer;
+    let n_ctx = opts.n_ctx;
     let copies: Option<Arc<Vec<DownCopy>>> = if opts.store_down_copy || !opts.budgets.is_empty() {
         Some(Arc::new(build_down_copies(&model, opts.down_copy_type)?.0))
     } else {
         None
     };
+    let exact = Arc::new(build_exact_downs(&model));
 
-    // 3. Budget frontier on the held-out slice.
     if !opts.budgets.is_empty() && !held.is_empty() {
+        sidecar.budget.clear();
         let pcfg = PplConfig {
             n_ctx,
             max_chunks: None,
@@ -166,9 +256,14 @@ pub fn calibrate(
         };
         let mut reference = DenseReference::default();
         // The dense reference runs the decode path's FFN too (same kernels as the sparse runs).
-        install(&mut ctx, vec![LayerPlan::DENSE; n_layer], None)?;
+        install_with(
+            ctx,
+            vec![LayerPlan::DENSE; n_layer],
+            copies.clone(),
+            Some(exact.clone()),
+        )?;
         let dense = perplexity(
-            &mut ctx,
+            ctx,
             held,
             bos,
             &pcfg,
@@ -176,16 +271,22 @@ pub fn calibrate(
             Some(&mut reference),
             &mut |_, _| {},
         )?;
-        uninstall(&mut ctx)?;
-        let mut measured: Vec<(String, f64, f64)> = Vec::new();
+        uninstall(ctx)?;
+        let run = |ctx: &mut Context, plans: Vec<LayerPlan>| -> Result<(f64, f64)> {
+            let handle = install_with(ctx, plans, copies.clone(), Some(exact.clone()))?;
+            let r = perplexity(ctx, held, bos, &pcfg, None, None, &mut |_, _| {})?;
+            uninstall(ctx)?;
+            Ok((
+                100.0 * (r.ppl / dense.ppl - 1.0),
+                handle.tally().bytes_skipped(),
+            ))
+        };
+        // (mode, per-layer levels, ΔPPL %, bytes skipped)
+        type Measured = (String, Option<Vec<(f32, f32)>>, f64, f64);
+        let mut measured: Vec<Measured> = Vec::new();
         for (i, cand) in opts.candidates.iter().enumerate() {
             let mode: SparsityMode = cand.parse()?;
-            let plans = resolve_plans(&mode, Some(&sidecar), n_layer)?;
-            let handle = install(&mut ctx, plans, copies.clone())?;
-            let r = perplexity(&mut ctx, held, bos, &pcfg, None, None, &mut |_, _| {})?;
-            uninstall(&mut ctx)?;
-            let dppl = 100.0 * (r.ppl / dense.ppl - 1.0);
-            let skipped = handle.tally().bytes_skipped();
+            let (dppl, skipped) = run(ctx, resolve_plans(&mode, Some(sidecar), n_layer)?)?;
             progress(Progress::Candidate(
                 i + 1,
                 opts.candidates.len(),
@@ -193,19 +294,67 @@ pub fn calibrate(
                 dppl,
                 skipped,
             ));
-            measured.push((cand.clone(), dppl, skipped));
+            measured.push((cand.clone(), None, dppl, skipped));
+        }
+        if let (Some(a), Some(copies)) = (&opts.allocate, &copies) {
+            let scfg = PplConfig {
+                n_ctx: a.n_ctx.min(n_ctx),
+                max_chunks: Some(a.chunks.max(1)),
+                top_k: 32,
+            };
+            let sens = measure_sensitivity(
+                ctx,
+                sidecar,
+                copies.clone(),
+                exact.clone(),
+                held,
+                bos,
+                &scfg,
+                a.first,
+                &a.ladder,
+                a.base,
+                &mut |d, n| progress(Progress::Sensitivity(d, n)),
+            )?;
+            progress(Progress::Curves(&sens));
+            let mut seen: Vec<Vec<usize>> = Vec::new();
+            for &target in &a.byte_targets {
+                let Some(pick) = allocate(&sens.curves, target * sens.dense_bytes, a.floor) else {
+                    continue;
+                };
+                if seen.contains(&pick) {
+                    continue;
+                }
+                seen.push(pick.clone());
+                let levels = sens.levels(&pick);
+                let (kl, share) = sens.predict(&pick);
+                let mean = |f: fn(&(f32, f32)) -> f32| {
+                    levels.iter().map(f).sum::<f32>() / levels.len().max(1) as f32
+                };
+                let (mean_all, mean_down) = (mean(|l| l.0), mean(|l| l.1));
+                let mode = format!(
+                    "cascade:{:.3}:{:.3}:{}",
+                    mean_all,
+                    mean_down.max(mean_all),
+                    a.first
+                );
+                let plans = resolve_layered_cascade(sidecar, false, a.first, &levels)?;
+                let (dppl, skipped) = run(ctx, plans)?;
+                progress(Progress::Allocated(target, &mode, kl, share, dppl, skipped));
+                measured.push((mode, Some(levels), dppl, skipped));
+            }
         }
         for &b in &opts.budgets {
             let best = measured
                 .iter()
-                .filter(|m| m.1 <= b as f64)
-                .max_by(|x, y| x.2.total_cmp(&y.2));
-            if let Some((mode, dppl, skipped)) = best {
+                .filter(|m| m.2 <= b as f64)
+                .max_by(|x, y| x.3.total_cmp(&y.3));
+            if let Some((mode, levels, dppl, skipped)) = best {
                 sidecar.budget.push(BudgetEntry {
                     max_ppl_increase_pct: b,
                     mode: mode.clone(),
                     measured_ppl_increase_pct: *dppl as f32,
                     bytes_skipped: *skipped as f32,
+                    layer_levels: levels.clone(),
                 });
             }
         }
@@ -213,7 +362,7 @@ pub fn calibrate(
     if opts.store_down_copy {
         sidecar.down_copies = copies.map(|c| (*c).clone());
     }
-    Ok(sidecar)
+    Ok(())
 }
 
 #[cfg(test)]

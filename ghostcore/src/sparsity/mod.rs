@@ -10,9 +10,11 @@
 //! - [`rows`], [`ffn`]: row-level weight access and the sparse FFN step.
 //! - [`plan`]: mode + sidecar → per-layer plans; tallies of what was skipped.
 //! - [`engine`]: installing the sparse (or calibrating) FFN into a [`crate::context::Context`].
-//! - [`eval`]: perplexity and KL to the dense path; [`calibrate`]: the calibration run.
+//! - [`eval`]: perplexity and KL to the dense path; [`calibrate`]: the calibration run;
+//!   [`allocate`]: per-layer sensitivity and the per-layer allocation of the byte budget.
 //! - [`report`]: sweep tables (CSV, Markdown) and the SVG plot.
 
+pub mod allocate;
 pub mod calibrate;
 pub mod engine;
 pub mod eval;

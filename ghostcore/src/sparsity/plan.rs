@@ -49,6 +49,16 @@ pub fn resolve_plans(
             );
         }
         inner.dead |= mode.dead;
+        if let Some(levels) = &entry.layer_levels {
+            let Some(Rule::Cascade { first, .. }) = inner.rule else {
+                bail!(
+                    Format,
+                    "sidecar budget entry {:?} has per-layer levels but is not a cascade",
+                    entry.mode
+                );
+            };
+            return resolve_layered_cascade(s, inner.dead, first, levels);
+        }
         return resolve_plans(&inner, sidecar, n_layer);
     }
     let mut plans = Vec::with_capacity(n_layer);
@@ -85,20 +95,7 @@ pub fn resolve_plans(
                 skip_all,
                 skip_down,
                 first,
-            }) => {
-                let t_prod = layer_thr(Score::Product, skip_down)?;
-                match first {
-                    Score::UpWeighted => LayerRule::ScaledCascade {
-                        t: layer_thr(Score::UpWeighted, skip_all)?,
-                        scale: need("cascade")?.layers[il].mean_abs_up.clone(),
-                        t_prod,
-                    },
-                    _ => LayerRule::Cascade {
-                        t_act: layer_thr(Score::Act, skip_all)?,
-                        t_prod,
-                    },
-                }
-            }
+            }) => cascade_rule(need("cascade")?, il, first, skip_all, skip_down),
             Some(Rule::Input(s)) => {
                 let sc = need("input")?;
                 LayerRule::Input(interpolate_threshold(
@@ -112,6 +109,67 @@ pub fn resolve_plans(
         plans.push(LayerPlan::new(live, rule));
     }
     Ok(plans)
+}
+
+/// The cascade rule of layer `il`: skip up and down for the `skip_all` share by `first`
+/// (`Act` or `UpWeighted`), then down for the `skip_down` share by product.
+fn cascade_rule(
+    sidecar: &Sidecar,
+    il: usize,
+    first: Score,
+    skip_all: f32,
+    skip_down: f32,
+) -> LayerRule {
+    let layer = &sidecar.layers[il];
+    let thr =
+        |score: Score, s: f32| interpolate_threshold(&sidecar.targets, layer.thresholds(score), s);
+    let t_prod = thr(Score::Product, skip_down);
+    match first {
+        Score::UpWeighted => LayerRule::ScaledCascade {
+            t: thr(Score::UpWeighted, skip_all),
+            scale: layer.mean_abs_up.clone(),
+            t_prod,
+        },
+        _ => LayerRule::Cascade {
+            t_act: thr(Score::Act, skip_all),
+            t_prod,
+        },
+    }
+}
+
+/// Plans for a cascade whose shares differ per layer: `levels[layer] = (skip_all, skip_down)`;
+/// a `(0, 0)` layer runs dense. With `dead`, the sidecar's dead neurons are dropped too.
+pub fn resolve_layered_cascade(
+    sidecar: &Sidecar,
+    dead: bool,
+    first: Score,
+    levels: &[(f32, f32)],
+) -> Result<Vec<LayerPlan>> {
+    if levels.len() != sidecar.n_layer {
+        bail!(
+            InvalidArgument,
+            "{} per-layer levels for {} layers",
+            levels.len(),
+            sidecar.n_layer
+        );
+    }
+    Ok(levels
+        .iter()
+        .enumerate()
+        .map(|(il, &(skip_all, skip_down))| {
+            let live = if dead {
+                LayerPlan::live_from_dead(&sidecar.layers[il].dead)
+            } else {
+                None
+            };
+            let rule = if skip_all <= 0.0 && skip_down <= 0.0 {
+                LayerRule::Dense
+            } else {
+                cascade_rule(sidecar, il, first, skip_all, skip_down)
+            };
+            LayerPlan::new(live, rule)
+        })
+        .collect())
 }
 
 /// Totals of [`FfnStepStats`] per layer over a run.

@@ -84,6 +84,22 @@ pub struct BudgetEntry {
     pub measured_ppl_increase_pct: f32,
     /// The share of FFN weight bytes it skipped per token.
     pub bytes_skipped: f32,
+    /// Per-layer cascade levels `(skip_all, skip_down)` when the setting was allocated layer
+    /// by layer (see [`super::allocate`]); `mode` is then a cascade naming the first-stage
+    /// score (its two shares are the layer means, for display). `None`: `mode` applies
+    /// uniformly. Stored as `ghost.budget.N.layer_skip_{all,down}`; sidecars written before
+    /// these keys existed load with `None`.
+    pub layer_levels: Option<Vec<(f32, f32)>>,
+}
+
+impl BudgetEntry {
+    /// The mode text, marked `per-layer` when the entry carries per-layer levels.
+    pub fn describe(&self) -> String {
+        match &self.layer_levels {
+            Some(_) => format!("{} per-layer", self.mode),
+            None => self.mode.clone(),
+        }
+    }
 }
 
 /// The whole sidecar.
@@ -152,6 +168,46 @@ pub fn interpolate_threshold(targets: &[f32], thr: &[f32], s: f32) -> f32 {
         }
     }
     thr[thr.len() - 1]
+}
+
+/// Validate a budget entry's per-layer levels: one pair per layer, shares in `[0, 1)`,
+/// `skip_down ≥ skip_all`, and a cascade `mode`.
+fn check_layer_levels(
+    all: &[f32],
+    down: &[f32],
+    n_layer: usize,
+    mode: &str,
+) -> std::result::Result<Vec<(f32, f32)>, String> {
+    if all.len() != n_layer || down.len() != n_layer {
+        return Err(format!(
+            "budget {mode:?}: {} / {} layer levels for {n_layer} layers",
+            all.len(),
+            down.len()
+        ));
+    }
+    let is_cascade = matches!(
+        mode.parse::<super::mode::SparsityMode>().map(|m| m.rule),
+        Ok(Some(super::mode::Rule::Cascade { .. }))
+    );
+    if !is_cascade {
+        return Err(format!(
+            "budget {mode:?} has per-layer levels but is not a cascade"
+        ));
+    }
+    let share = 0.0..1.0;
+    all.iter()
+        .zip(down)
+        .enumerate()
+        .map(|(il, (&a, &d))| {
+            if share.contains(&a) && share.contains(&d) && d >= a {
+                Ok((a, d))
+            } else {
+                Err(format!(
+                    "budget {mode:?}: layer {il} levels ({a}, {d}) are not shares with down ≥ first stage"
+                ))
+            }
+        })
+        .collect()
 }
 
 impl Sidecar {
@@ -261,6 +317,26 @@ impl Sidecar {
                 self.budget.iter().map(|b| b.bytes_skipped).collect(),
             )),
         );
+        for (i, b) in self.budget.iter().enumerate() {
+            if let Some(levels) = &b.layer_levels {
+                if levels.len() != self.n_layer {
+                    bail!(
+                        Internal,
+                        "budget entry {i}: {} layer levels for {} layers",
+                        levels.len(),
+                        self.n_layer
+                    );
+                }
+                w.set(
+                    format!("ghost.budget.{i}.layer_skip_all"),
+                    Value::Array(Array::F32(levels.iter().map(|l| l.0).collect())),
+                );
+                w.set(
+                    format!("ghost.budget.{i}.layer_skip_down"),
+                    Value::Array(Array::F32(levels.iter().map(|l| l.1).collect())),
+                );
+            }
+        }
         let n_ff = self.n_ff as u64;
         let n_t = self.targets.len() as u64;
         for (i, l) in self.layers.iter().enumerate() {
@@ -425,14 +501,31 @@ impl Sidecar {
         {
             return Err(bad("budget arrays differ in length".into()));
         }
-        let budget = (0..b_pct.len())
-            .map(|i| BudgetEntry {
+        let mut budget = Vec::with_capacity(b_pct.len());
+        for i in 0..b_pct.len() {
+            let key_all = format!("ghost.budget.{i}.layer_skip_all");
+            let key_down = format!("ghost.budget.{i}.layer_skip_down");
+            let layer_levels = match (file.get_array(&key_all), file.get_array(&key_down)) {
+                (None, None) => None,
+                (Some(_), Some(_)) => {
+                    let all = f32_arr(&key_all)?;
+                    let down = f32_arr(&key_down)?;
+                    Some(check_layer_levels(&all, &down, n_layer, &b_mode[i]).map_err(bad)?)
+                }
+                _ => {
+                    return Err(bad(format!(
+                        "budget entry {i} has only one of {key_all} and {key_down}"
+                    )))
+                }
+            };
+            budget.push(BudgetEntry {
                 max_ppl_increase_pct: b_pct[i],
                 mode: b_mode[i].clone(),
                 measured_ppl_increase_pct: b_meas[i],
                 bytes_skipped: b_bytes[i],
-            })
-            .collect();
+                layer_levels,
+            });
+        }
 
         let tensor = |name: &str, ty: GgmlType, len: usize| -> Result<&[u8]> {
             let (info, data) = file
