@@ -2,15 +2,17 @@
 //! - SIMD kernels against the scalar reference kernels (random and extreme blocks);
 //! - `vec_dot` against an f64 dot product of the dequantized weights and activations;
 //! - activation quantization round trips;
-//! - matvec / matmul / matvec_gather against per-row `vec_dot`, axpy_rows against f64.
+//! - matvec / matmul / matvec_gather against per-row `vec_dot`, axpy_rows against f64;
+//! - the decode matvec (activations prepared once per row for Q4_0 / Q5_0) against per-row
+//!   `vec_dot` (bit for bit) and the scalar matvec, on random and extreme blocks.
 //!
 //! CI runs this file twice: normally and with `GHOST_FORCE_SCALAR=1`.
 
 mod quant_common;
 
 use ghostcore::quant::{
-    active_isa, axpy_rows, best_supported_isa, matmul, matvec, matvec_gather, quantize_activations,
-    vec_dot, vec_dot_type, vec_dot_with_isa, GgmlType, Isa,
+    active_isa, axpy_rows, best_supported_isa, matmul, matvec, matvec_gather, matvec_with_isa,
+    quantize_activations, vec_dot, vec_dot_type, vec_dot_with_isa, GgmlType, Isa,
 };
 use quant_common::*;
 
@@ -440,6 +442,81 @@ fn matvec_matmul_gather_equal_per_row_vec_dot() {
                 out[k].to_bits(),
                 vec_dot(ty, n, row(r as usize), &a).to_bits()
             );
+        }
+    }
+}
+
+/// The matvec and gather drivers share work on the activation row across weight rows for some
+/// types (Q4_0 / Q5_0 under AVX2): the result must equal the per-row kernel bit for bit and
+/// the scalar reference within reassociation error, for extreme weights and activations and
+/// for odd and even block counts (the kernels pair blocks).
+#[test]
+fn matvec_matches_per_row_and_scalar_on_extreme_blocks() {
+    let mut rng = Rng::new(7);
+    let scales = [0.0f32, 65504.0, -65504.0, -1.0, 6.1035156e-5, 5.96e-8];
+    let fills = [0x00u8, 0xff, 0x88, 0x77, 0xf0, 0x0f];
+    for ty in [
+        GgmlType::Q4_0,
+        GgmlType::Q5_0,
+        GgmlType::Q8_0,
+        GgmlType::Q6_K,
+    ] {
+        for blocks in [1, 2, 3, 18] {
+            let n = n_for(ty, blocks);
+            let rb = ty.row_bytes(n as u64).unwrap() as usize;
+            let mut w = Vec::new();
+            for &fill in &fills {
+                for &sc in &scales {
+                    let mut row = vec![fill; rb];
+                    set_scales(ty, &mut row, |_, k| if k == 0 { sc } else { -sc * 0.5 });
+                    w.extend(row);
+                    let mut row = rng.bytes(rb);
+                    set_scales(ty, &mut row, |_, _| sc);
+                    w.extend(row);
+                }
+            }
+            w.extend(random_matrix(&mut rng, ty, 7, n));
+            let n_rows = w.len() / rb;
+            let mut acts: Vec<Vec<u8>> = (0..4).map(|p| extreme_acts(ty, n, p)).collect();
+            acts.push(quantized_acts(&mut rng, ty, n).0);
+            for a in &acts {
+                let mut out = vec![0f32; n_rows];
+                matvec(ty, n, &w, 0..n_rows, a, &mut out).unwrap();
+                let mut scalar = vec![0f32; n_rows];
+                matvec_with_isa(Isa::Scalar, ty, n, &w, 0..n_rows, a, &mut scalar).unwrap();
+                let ids: Vec<u32> = (0..n_rows as u32).rev().step_by(3).collect();
+                let mut gathered = vec![0f32; ids.len()];
+                matvec_gather(ty, n, &w, &ids, a, &mut gathered).unwrap();
+                let ad = dequant_acts(ty, a, n);
+                for r in 0..n_rows {
+                    let row = &w[r * rb..(r + 1) * rb];
+                    let per_row = vec_dot(ty, n, row, a);
+                    let same = |v: f32| {
+                        v.to_bits() == per_row.to_bits() || (v.is_nan() && per_row.is_nan())
+                    };
+                    assert!(
+                        same(out[r]),
+                        "{ty} blocks {blocks} row {r}: matvec {} vs vec_dot {per_row}",
+                        out[r]
+                    );
+                    let tol = REASSOC_REL * magnitude(ty, row, n, &ad);
+                    let s = scalar[r];
+                    assert!(
+                        out[r].is_finite() == s.is_finite()
+                            && (out[r] as f64 - s as f64).abs() <= tol,
+                        "{ty} blocks {blocks} row {r}: matvec {} vs scalar {s} (tol {tol:e})",
+                        out[r]
+                    );
+                }
+                for (k, &r) in ids.iter().enumerate() {
+                    let v = gathered[k];
+                    assert!(
+                        v.to_bits() == out[r as usize].to_bits()
+                            || (v.is_nan() && out[r as usize].is_nan()),
+                        "{ty} blocks {blocks} gathered row {r}"
+                    );
+                }
+            }
         }
     }
 }

@@ -19,7 +19,7 @@
 use std::arch::x86_64::*;
 
 use crate::quant::blocks::*;
-use crate::quant::kernels::{RowDot, RowDotMulti};
+use crate::quant::kernels::{PrepareActs, RowDot, RowDotMulti, RowDotPrepared};
 use crate::quant::types::GgmlType;
 
 /// The AVX2 kernel for weights of type `ty`, if there is one.
@@ -252,8 +252,12 @@ trait Q32Kernel {
     /// The decoded weight quants (kept in registers).
     type Decoded: Copy;
     unsafe fn decode(x: &Self::W) -> Self::Decoded;
-    /// `Σ q_w q_a` of one block pair as 8 partial i32 sums.
-    unsafe fn isum(q: Self::Decoded, y: &Self::A) -> __m256i;
+    /// The part of an activation block's integer work that does not depend on the weights
+    /// (loaded or widened quants, offset sums), shared by every weight row it meets.
+    type Prep: Copy;
+    unsafe fn prep(y: &Self::A) -> Self::Prep;
+    /// `Σ q_w q_a` of one block pair as 8 partial i32 sums, from the prepared activations.
+    unsafe fn isum_prep(q: Self::Decoded, p: Self::Prep) -> __m256i;
     /// The f16 scale of a weight block and of an activation block.
     fn w_scale(x: &Self::W) -> [u8; 2];
     fn a_scale(y: &Self::A) -> [u8; 2];
@@ -281,12 +285,18 @@ impl Q32Kernel for Q8_0Kernel {
             _mm256_cvtepi8_epi16(_mm256_extracti128_si256(xv, 1)),
         )
     }
+    type Prep = (__m256i, __m256i);
     #[inline(always)]
-    unsafe fn isum(q: Self::Decoded, y: &BlockQ8_0) -> __m256i {
+    unsafe fn prep(y: &BlockQ8_0) -> Self::Prep {
         let yv = load32_i8(&y.qs);
-        let lo = _mm256_madd_epi16(q.0, _mm256_cvtepi8_epi16(_mm256_castsi256_si128(yv)));
-        let hi = _mm256_madd_epi16(q.1, _mm256_cvtepi8_epi16(_mm256_extracti128_si256(yv, 1)));
-        _mm256_add_epi32(lo, hi)
+        (
+            _mm256_cvtepi8_epi16(_mm256_castsi256_si128(yv)),
+            _mm256_cvtepi8_epi16(_mm256_extracti128_si256(yv, 1)),
+        )
+    }
+    #[inline(always)]
+    unsafe fn isum_prep(q: Self::Decoded, p: Self::Prep) -> __m256i {
+        _mm256_add_epi32(_mm256_madd_epi16(q.0, p.0), _mm256_madd_epi16(q.1, p.1))
     }
     #[inline(always)]
     fn w_scale(x: &BlockQ8_0) -> [u8; 2] {
@@ -311,14 +321,16 @@ impl Q32Kernel for Q4_0Kernel {
     unsafe fn decode(x: &BlockQ4_0) -> __m256i {
         nibbles_32(&x.qs)
     }
+    type Prep = (__m256i, __m256i);
     #[inline(always)]
-    unsafe fn isum(q: __m256i, y: &BlockQ8_0) -> __m256i {
+    unsafe fn prep(y: &BlockQ8_0) -> Self::Prep {
         let yv = load32_i8(&y.qs);
+        (yv, maddubs(_mm256_set1_epi8(8), yv))
+    }
+    #[inline(always)]
+    unsafe fn isum_prep(q: __m256i, p: Self::Prep) -> __m256i {
         // Σ (q - 8) y = Σ q y - Σ 8 y, per pair in i16 (|.| <= 4096).
-        widen_sum(_mm256_sub_epi16(
-            maddubs(q, yv),
-            maddubs(_mm256_set1_epi8(8), yv),
-        ))
+        widen_sum(_mm256_sub_epi16(maddubs(q, p.0), p.1))
     }
     #[inline(always)]
     fn w_scale(x: &BlockQ4_0) -> [u8; 2] {
@@ -343,9 +355,14 @@ impl Q32Kernel for Q4_1Kernel {
     unsafe fn decode(x: &BlockQ4_1) -> __m256i {
         nibbles_32(&x.qs)
     }
+    type Prep = __m256i;
     #[inline(always)]
-    unsafe fn isum(q: __m256i, y: &BlockQ8_1) -> __m256i {
-        widen_sum(maddubs(q, load32_i8(&y.qs)))
+    unsafe fn prep(y: &BlockQ8_1) -> __m256i {
+        load32_i8(&y.qs)
+    }
+    #[inline(always)]
+    unsafe fn isum_prep(q: __m256i, yv: __m256i) -> __m256i {
+        widen_sum(maddubs(q, yv))
     }
     #[inline(always)]
     fn w_scale(x: &BlockQ4_1) -> [u8; 2] {
@@ -370,14 +387,16 @@ impl Q32Kernel for Q5_0Kernel {
     unsafe fn decode(x: &BlockQ5_0) -> __m256i {
         _mm256_or_si256(nibbles_32(&x.qs), fifth_bits_32(x.qh()))
     }
+    type Prep = (__m256i, __m256i);
     #[inline(always)]
-    unsafe fn isum(q: __m256i, y: &BlockQ8_0) -> __m256i {
+    unsafe fn prep(y: &BlockQ8_0) -> Self::Prep {
         let yv = load32_i8(&y.qs);
+        (yv, maddubs(_mm256_set1_epi8(16), yv))
+    }
+    #[inline(always)]
+    unsafe fn isum_prep(q: __m256i, p: Self::Prep) -> __m256i {
         // Σ (q - 16) y = Σ q y - Σ 16 y, per pair in i16 (|.| <= 8192).
-        widen_sum(_mm256_sub_epi16(
-            maddubs(q, yv),
-            maddubs(_mm256_set1_epi8(16), yv),
-        ))
+        widen_sum(_mm256_sub_epi16(maddubs(q, p.0), p.1))
     }
     #[inline(always)]
     fn w_scale(x: &BlockQ5_0) -> [u8; 2] {
@@ -402,9 +421,14 @@ impl Q32Kernel for Q5_1Kernel {
     unsafe fn decode(x: &BlockQ5_1) -> __m256i {
         _mm256_or_si256(nibbles_32(&x.qs), fifth_bits_32(x.qh()))
     }
+    type Prep = __m256i;
     #[inline(always)]
-    unsafe fn isum(q: __m256i, y: &BlockQ8_1) -> __m256i {
-        widen_sum(maddubs(q, load32_i8(&y.qs)))
+    unsafe fn prep(y: &BlockQ8_1) -> __m256i {
+        load32_i8(&y.qs)
+    }
+    #[inline(always)]
+    unsafe fn isum_prep(q: __m256i, yv: __m256i) -> __m256i {
+        widen_sum(maddubs(q, yv))
     }
     #[inline(always)]
     fn w_scale(x: &BlockQ5_1) -> [u8; 2] {
@@ -450,7 +474,20 @@ impl Acc2 {
         x: &K::W,
         y: &K::A,
     ) {
-        self.acc[CHAIN] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(K::isum(q, y)), self.acc[CHAIN]);
+        self.add_prepped::<K, CHAIN>(d, q, K::prep(y), x, y);
+    }
+    /// [`Acc2::add_scaled`] with the activation block already prepared ([`Q32Kernel::prep`]).
+    #[inline(always)]
+    unsafe fn add_prepped<K: Q32Kernel, const CHAIN: usize>(
+        &mut self,
+        d: __m256,
+        q: K::Decoded,
+        p: K::Prep,
+        x: &K::W,
+        y: &K::A,
+    ) {
+        let isum = K::isum_prep(q, p);
+        self.acc[CHAIN] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(isum), self.acc[CHAIN]);
         if K::HAS_OFFSET {
             self.off[CHAIN] += K::offset(x, y);
         }
@@ -605,6 +642,7 @@ unsafe fn dot_q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
     let m32 = _mm256_set1_epi8(32);
     for (x, y) in w.iter().zip(a) {
         let d = h2f(x.d) * y.d();
+        let scales = q6_group_scales(&x.scales);
         let mut sumi = _mm256_setzero_si256();
         for half in 0..2 {
             let ql0 = _mm256_loadu_si256(x.ql.as_ptr().add(64 * half).cast());
@@ -627,15 +665,28 @@ unsafe fn dot_q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
                 let yv = _mm256_loadu_si256(y.qs.as_ptr().add(128 * half + 32 * g).cast());
                 // Σ (q - 32) y = Σ q y - Σ 32 y, per pair in i16 (|.| <= 16384).
                 let p = _mm256_sub_epi16(maddubs(*qg, yv), maddubs(m32, yv));
-                let s0 = x.scales[8 * half + 2 * g] as i16;
-                let s1 = x.scales[8 * half + 2 * g + 1] as i16;
-                let scale = _mm256_set_m128i(_mm_set1_epi16(s1), _mm_set1_epi16(s0));
+                let scale = broadcast_i16_lane(scales, 4 * half + g);
                 sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(scale, p));
             }
         }
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
     }
     hsum_ps(acc)
+}
+
+/// The sixteen i8 scales of a Q6_K block arranged for [`broadcast_i16_lane`]: i16 lane `k`
+/// (0..8) of the low half holds `scales[2k]`, of the high half `scales[2k + 1]`, so
+/// `broadcast_i16_lane(v, k)` is the scale vector of the 32-weight group pair `k` (matching the
+/// two halves of a 32-byte `maddubs` product).
+#[inline(always)]
+unsafe fn q6_group_scales(scales: &[i8; 16]) -> __m256i {
+    let raw = _mm_loadu_si128(scales.as_ptr().cast());
+    let even_odd = _mm_shuffle_epi8(
+        raw,
+        _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15),
+    );
+    // Low half: the even-index scales; high half: the odd-index ones.
+    _mm256_cvtepi8_epi16(even_odd)
 }
 
 /// Scale vector for a pair of 16-weight groups: i16 lanes 0..8 = `lo`, lanes 8..16 = `hi`
@@ -906,6 +957,7 @@ unsafe fn dot4_q6_k(w: &[BlockQ6K], a: [&[BlockQ8K]; ACT_ROWS]) -> [f32; ACT_ROW
     for i in 0..nb {
         let x = &w[i];
         let xd = h2f(x.d);
+        let scales = q6_group_scales(&x.scales);
         let mut sumi = [_mm256_setzero_si256(); ACT_ROWS];
         for half in 0..2 {
             let ql0 = _mm256_loadu_si256(x.ql.as_ptr().add(64 * half).cast());
@@ -923,12 +975,8 @@ unsafe fn dot4_q6_k(w: &[BlockQ6K], a: [&[BlockQ8K]; ACT_ROWS]) -> [f32; ACT_ROW
                     q6_high_bits(qh, 3, three),
                 ),
             ];
-            let mut scale = [_mm256_setzero_si256(); 4];
-            for (g, s) in scale.iter_mut().enumerate() {
-                let s0 = x.scales[8 * half + 2 * g] as i16;
-                let s1 = x.scales[8 * half + 2 * g + 1] as i16;
-                *s = _mm256_set_m128i(_mm_set1_epi16(s1), _mm_set1_epi16(s0));
-            }
+            let scale: [__m256i; 4] =
+                std::array::from_fn(|g| broadcast_i16_lane(scales, 4 * half + g));
             for j in 0..ACT_ROWS {
                 let y = &a[j][i];
                 for g in 0..4 {
@@ -948,4 +996,98 @@ unsafe fn dot4_q6_k(w: &[BlockQ6K], a: [&[BlockQ8K]; ACT_ROWS]) -> [f32; ACT_ROW
         out[j] = hsum_ps(acc[j]);
     }
     out
+}
+
+// ---------------------------------------------------------------------------------------
+// Q4_0 / Q5_0 with prepared activations (decode matvec): the weight-independent product
+// `maddubs(offset, y)` of each activation block (the `Σ offset * y` term of
+// `Σ (q - offset) y`) is computed once per activation row instead of once per weight row,
+// taking one of the three integer multiplies per block off the weight loop. The integer sums
+// and the float operations are those of `dot32`, so the results are bit-identical.
+
+/// A 32-weight kernel whose weight quants carry an offset (`q - OFFSET`) against Q8_0
+/// activations.
+trait OffsetKernel: Q32Kernel<A = BlockQ8_0, Prep = (__m256i, __m256i)> {
+    const OFFSET: i8;
+}
+
+impl OffsetKernel for Q4_0Kernel {
+    const OFFSET: i8 = 8;
+}
+
+impl OffsetKernel for Q5_0Kernel {
+    const OFFSET: i8 = 16;
+}
+
+/// The prepare function and the prepared-activation kernel for `ty`, if it has them.
+/// Callers must have checked CPU support (avx2, fma, f16c).
+pub(crate) fn prepared_row_dot(ty: GgmlType) -> Option<(PrepareActs, RowDotPrepared)> {
+    macro_rules! wrap {
+        ($k:ty, $w:ty) => {{
+            fn prepare(a: &[u8], out: &mut [[i16; 16]]) {
+                // SAFETY: only reachable through `prepared_row_dot`, whose caller verified
+                // avx2/fma/f16c; reads and writes stay inside both slices.
+                unsafe { offset_products::<$k>(cast_blocks_prefix::<BlockQ8_0>(a), out) }
+            }
+            fn dot(w: &[u8], a: &[u8], pre: &[[i16; 16]]) -> f32 {
+                // SAFETY: as above; the kernel reads only blocks present in all three slices.
+                unsafe {
+                    dot32_prepared::<$k>(
+                        cast_blocks_prefix::<$w>(w),
+                        cast_blocks_prefix::<BlockQ8_0>(a),
+                        pre,
+                    )
+                }
+            }
+            (prepare as PrepareActs, dot as RowDotPrepared)
+        }};
+    }
+    match ty {
+        GgmlType::Q4_0 => Some(wrap!(Q4_0Kernel, BlockQ4_0)),
+        GgmlType::Q5_0 => Some(wrap!(Q5_0Kernel, BlockQ5_0)),
+        _ => None,
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn offset_products<K: OffsetKernel>(a: &[BlockQ8_0], out: &mut [[i16; 16]]) {
+    let c = _mm256_set1_epi8(K::OFFSET);
+    for (y, o) in a.iter().zip(out.iter_mut()) {
+        let m = maddubs(c, load32_i8(&y.qs));
+        _mm256_storeu_si256(o.as_mut_ptr().cast(), m);
+    }
+}
+
+#[inline(always)]
+unsafe fn load_prepared(p: &[i16; 16]) -> __m256i {
+    _mm256_loadu_si256(p.as_ptr().cast())
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot32_prepared<K: OffsetKernel>(w: &[K::W], a: &[BlockQ8_0], pre: &[[i16; 16]]) -> f32 {
+    let n = w.len().min(a.len()).min(pre.len());
+    let (w, a, pre) = (&w[..n], &a[..n], &pre[..n]);
+    let mut acc = Acc2::new();
+    let mut i = 0;
+    while i + 1 < n {
+        let (x0, x1, y0, y1) = (&w[i], &w[i + 1], &a[i], &a[i + 1]);
+        let (d0, d1) = h2f_prod_x2(
+            K::w_scale(x0),
+            K::a_scale(y0),
+            K::w_scale(x1),
+            K::a_scale(y1),
+        );
+        let p0 = (load32_i8(&y0.qs), load_prepared(&pre[i]));
+        let p1 = (load32_i8(&y1.qs), load_prepared(&pre[i + 1]));
+        acc.add_prepped::<K, 0>(d0, K::decode(x0), p0, x0, y0);
+        acc.add_prepped::<K, 1>(d1, K::decode(x1), p1, x1, y1);
+        i += 2;
+    }
+    if i < n {
+        let (x, y) = (&w[i], &a[i]);
+        let d = _mm256_set1_ps(h2f_prod(K::w_scale(x), K::a_scale(y)));
+        let p = (load32_i8(&y.qs), load_prepared(&pre[i]));
+        acc.add_prepped::<K, 0>(d, K::decode(x), p, x, y);
+    }
+    acc.finish::<K>()
 }

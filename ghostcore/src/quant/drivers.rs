@@ -12,7 +12,8 @@ use crate::error::Result;
 use crate::quant::activation::vec_dot_type;
 use crate::quant::dequant::dequantize_row;
 use crate::quant::kernels::{
-    active_isa, row_dot_for, row_dot_multi_for, row_len, Isa, RowDot, MULTI_ACT_ROWS,
+    active_isa, prepared_row_dot_for, row_dot_for, row_dot_multi_for, row_len, Isa, RowDot,
+    MULTI_ACT_ROWS,
 };
 use crate::quant::types::GgmlType;
 
@@ -22,6 +23,8 @@ const MATMUL_ROW_TILE: usize = 16;
 const MATMUL_ACT_TILE: usize = 64;
 
 struct Checked {
+    ty: GgmlType,
+    isa: Isa,
     kernel: RowDot,
     w_row: usize,
     a_row: usize,
@@ -51,6 +54,8 @@ fn check_with(isa: Isa, ty: GgmlType, n_cols: usize, weights: &[u8]) -> Result<C
         );
     }
     Ok(Checked {
+        ty,
+        isa,
         kernel,
         w_row,
         a_row,
@@ -107,10 +112,41 @@ pub fn matvec_with_isa(
         );
     }
     let w = &weights[rows.start * c.w_row..rows.end * c.w_row];
-    for (o, wr) in out.iter_mut().zip(w.chunks_exact(c.w_row)) {
-        *o = (c.kernel)(wr, act);
-    }
+    dot_rows(&c, |k| &w[k * c.w_row..(k + 1) * c.w_row], act, out);
     Ok(())
+}
+
+thread_local! {
+    /// Scratch for the prepared activation blocks of [`dot_rows`].
+    static PREPARED: std::cell::RefCell<Vec<[i16; 16]>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `out[k] = dot(row_at(k), act)` for every `k < out.len()`. Where the weight type has a
+/// prepared-activation kernel, the activation row is prepared once and shared by all rows
+/// (bit-identical to the plain kernel).
+#[inline]
+fn dot_rows<'w>(c: &Checked, row_at: impl Fn(usize) -> &'w [u8], act: &[u8], out: &mut [f32]) {
+    const MIN_ROWS_TO_PREPARE: usize = 4;
+    let prepared = (out.len() >= MIN_ROWS_TO_PREPARE)
+        .then(|| prepared_row_dot_for(c.ty, c.isa))
+        .flatten();
+    let Some((prepare, kernel)) = prepared else {
+        for (k, o) in out.iter_mut().enumerate() {
+            *o = (c.kernel)(row_at(k), act);
+        }
+        return;
+    };
+    let n_blocks = act.len() / vec_dot_type(c.ty).type_size();
+    PREPARED.with(|p| {
+        let mut pre = p.borrow_mut();
+        pre.clear();
+        pre.resize(n_blocks, [0; 16]);
+        prepare(act, &mut pre);
+        for (k, o) in out.iter_mut().enumerate() {
+            *o = kernel(row_at(k), act, &pre);
+        }
+    });
 }
 
 /// `out[j * out_stride + (r - rows.start)] = dot(weight row r, activation row j)` for the
@@ -209,13 +245,14 @@ pub fn matvec_gather(
         );
     }
     check_ids(row_ids, c.n_rows)?;
-    for (i, (o, &r)) in out.iter_mut().zip(row_ids).enumerate() {
-        if let Some(&ahead) = row_ids.get(i + GATHER_PREFETCH_ROWS) {
+    let row_at = |k: usize| {
+        if let Some(&ahead) = row_ids.get(k + GATHER_PREFETCH_ROWS) {
             prefetch_row(weights, ahead as usize, c.w_row);
         }
-        let r = r as usize;
-        *o = (c.kernel)(&weights[r * c.w_row..(r + 1) * c.w_row], act);
-    }
+        let r = row_ids[k] as usize;
+        &weights[r * c.w_row..(r + 1) * c.w_row]
+    };
+    dot_rows(&c, row_at, act, out);
     Ok(())
 }
 

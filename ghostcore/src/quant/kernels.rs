@@ -118,6 +118,30 @@ pub(crate) fn row_dot_multi_for(ty: GgmlType, isa: Isa) -> Option<RowDotMulti> {
     None
 }
 
+/// A row dot product whose activations were prepared once per activation row (see
+/// [`prepared_row_dot_for`]); `pre` holds one entry per activation block. Bit-identical to the
+/// [`RowDot`] of the same type.
+pub(crate) type RowDotPrepared = fn(w: &[u8], a: &[u8], pre: &[[i16; 16]]) -> f32;
+
+/// Writes the prepared data of the activation blocks in `a` into `out`, one entry per block
+/// (as many blocks as both slices hold).
+pub(crate) type PrepareActs = fn(a: &[u8], out: &mut [[i16; 16]]);
+
+/// For weight types whose kernel spends work on the activations alone (Q4_0, Q5_0 under
+/// AVX2), the function that does that work once per activation row and the kernel that uses
+/// its result. The drivers use it when one activation row meets many weight rows.
+pub(crate) fn prepared_row_dot_for(
+    ty: GgmlType,
+    isa: Isa,
+) -> Option<(PrepareActs, RowDotPrepared)> {
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx2 && best_supported_isa() == Isa::Avx2 {
+        return crate::quant::dot_avx2::prepared_row_dot(ty);
+    }
+    let _ = (ty, isa);
+    None
+}
+
 /// The kernel for `ty` under [`active_isa`].
 pub(crate) fn row_dot(ty: GgmlType) -> Option<RowDot> {
     row_dot_for(ty, active_isa())
