@@ -9,7 +9,8 @@
 //!
 //! - [`forward`]: the whole forward pass on the device ([`forward::CudaForward`]).
 //!
-//! Decode only (one token at a time); a prefill GEMM is future work.
+//! Prompts run in batches through the `gc_matmul_*` kernels (dp4a); decode steps replay one
+//! recorded CUDA graph.
 
 pub mod buffers;
 pub mod device;
