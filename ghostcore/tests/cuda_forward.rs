@@ -14,9 +14,7 @@
 use std::sync::Arc;
 
 use ghostcore::backend::Device;
-use ghostcore::cli::synth;
 use ghostcore::context::{Context, ContextParams};
-use ghostcore::gguf::GgufFile;
 use ghostcore::model::ffn::FfnObserver;
 use ghostcore::model::{Model, ModelParams};
 use ghostcore::test_models::find_model;
@@ -42,16 +40,7 @@ fn synthetic(shape: &str, ty: &str) -> Arc<Model> {
 }
 
 fn synthetic_arch(arch: &str, shape: &str, ty: &str) -> Arc<Model> {
-    let shape = synth::shape(shape).unwrap();
-    let w = synth::build_arch(&shape, arch, ty, None, 11).unwrap();
-    let file = GgufFile::from_bytes(w.to_bytes()).unwrap();
-    Model::from_file(
-        file,
-        &ModelParams {
-            skip_tokenizer: true,
-        },
-    )
-    .unwrap()
+    naive_forward::synthetic_model(arch, shape, ty, 11)
 }
 
 fn context(model: &Arc<Model>, device: Device) -> Context {

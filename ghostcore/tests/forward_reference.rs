@@ -4,25 +4,14 @@
 
 use std::sync::Arc;
 
-use ghostcore::cli::synth;
 use ghostcore::context::{Context, ContextParams};
-use ghostcore::gguf::GgufFile;
-use ghostcore::model::{Model, ModelParams};
+use ghostcore::model::Model;
 
 mod naive_forward;
-use naive_forward::naive_forward;
+use naive_forward::{naive_forward, synthetic_model};
 
 fn tiny_model(arch: &str) -> Arc<Model> {
-    let shape = synth::shape("tiny").unwrap();
-    let w = synth::build_arch(&shape, arch, "q4_k_m", None, 7).unwrap();
-    let file = GgufFile::from_bytes(w.to_bytes()).unwrap();
-    Model::from_file(
-        file,
-        &ModelParams {
-            skip_tokenizer: true,
-        },
-    )
-    .unwrap()
+    synthetic_model(arch, "tiny", "q4_k_m", 7)
 }
 
 /// Llama (SmolLM2's architecture) and Qwen2 (q/k/v biases, NeoX RoPE; no real Qwen2 model

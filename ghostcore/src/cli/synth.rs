@@ -129,19 +129,9 @@ pub fn random_tensor(ty: GgmlType, n: usize, rng: &mut Rng) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Builds the synthetic model in memory.
+/// Builds the synthetic model in memory, for architecture `arch`: `llama`, or `qwen2` (the
+/// same tensors plus random q/k/v biases; its NeoX RoPE follows from the architecture name).
 pub fn build(
-    shape: &Shape,
-    ty: &str,
-    tokenizer_from: Option<&GgufFile>,
-    seed: u64,
-) -> Result<GgufWriter<'static>> {
-    build_arch(shape, "llama", ty, tokenizer_from, seed)
-}
-
-/// [`build`] for architecture `arch`: `llama`, or `qwen2` (the same tensors plus random
-/// q/k/v biases; its NeoX RoPE follows from the architecture name).
-pub fn build_arch(
     shape: &Shape,
     arch: &str,
     ty: &str,
@@ -277,7 +267,7 @@ pub fn run(args: Args) -> Result<()> {
         Some(p) => Some(GgufFile::open(p)?),
         None => None,
     };
-    let w = build_arch(&shape, &args.arch, &args.ty, tok_src.as_deref(), args.seed)?;
+    let w = build(&shape, &args.arch, &args.ty, tok_src.as_deref(), args.seed)?;
     let tmp = args.output.with_extension("gguf.partial");
     w.write_file(&tmp)?;
     std::fs::rename(&tmp, &args.output)?;

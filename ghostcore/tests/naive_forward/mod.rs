@@ -1,11 +1,30 @@
 //! A naive f64 transcription of the Llama / Qwen2 forward pass (RMSNorm, RoPE in either pair
 //! layout, q/k/v biases when present, grouped-query causal attention, SiLU-gated FFN) over
 //! weights dequantized with `quant::dequantize_row`: the reference of `forward_reference.rs`
-//! (CPU) and `cuda_forward.rs` (GPU).
+//! (CPU) and `cuda_forward.rs` (GPU), with [`synthetic_model`], the models both run it on.
 
 #![allow(dead_code)]
 
-use ghostcore::model::{Model, RopeStyle, Weight};
+use std::sync::Arc;
+
+use ghostcore::cli::synth;
+use ghostcore::gguf::GgufFile;
+use ghostcore::model::{Model, ModelParams, RopeStyle, Weight};
+
+/// A random-weight model of architecture `arch` (`llama`, `qwen2`), synth shape `shape` and
+/// weight recipe `ty`, built in memory (no tokenizer).
+pub fn synthetic_model(arch: &str, shape: &str, ty: &str, seed: u64) -> Arc<Model> {
+    let shape = synth::shape(shape).unwrap();
+    let w = synth::build(&shape, arch, ty, None, seed).unwrap();
+    let file = GgufFile::from_bytes(w.to_bytes()).unwrap();
+    Model::from_file(
+        file,
+        &ModelParams {
+            skip_tokenizer: true,
+        },
+    )
+    .unwrap()
+}
 
 fn deq(model: &Model, w: &Weight) -> Vec<f64> {
     let bytes = model.bytes(w);

@@ -386,15 +386,16 @@ impl CudaForward {
                 )?;
             }
             g.quantize_activations_prefix(&mut s.att, m * att_dim)?;
-            match &l.post_attn_norm {
-                Some(pn) => {
-                    g.matmul(&l.wo, &s.att, m, &mut s.tmp, false)?;
-                    g.rms_norm_inplace_rows(&mut s.tmp, pn, m, cfg.rms_eps)?;
-                    g.add_rows(&mut s.x, 0, &s.tmp, 0, m * n_embd)?;
-                }
-                // The residual add fused into the projection (accumulate).
-                None => g.matmul(&l.wo, &s.att, m, &mut s.x, true)?,
-            }
+            add_projection(
+                g,
+                &l.wo,
+                &s.att,
+                m,
+                l.post_attn_norm.as_ref(),
+                cfg.rms_eps,
+                &mut s.tmp,
+                &mut s.x,
+            )?;
 
             // FFN block.
             g.rms_norm_quantize_rows(&s.x, &l.ffn_norm, &mut s.xn, m, cfg.rms_eps)?;
@@ -402,14 +403,16 @@ impl CudaForward {
             g.matmul(&l.ffn_up, &s.xn, m, &mut s.up, false)?;
             g.gated_activation_prefix(&mut s.hidden.x, &s.up, act, m * cfg.n_ff)?;
             g.quantize_activations_prefix(&mut s.hidden, m * cfg.n_ff)?;
-            match &l.post_ffn_norm {
-                Some(pn) => {
-                    g.matmul(&l.ffn_down, &s.hidden, m, &mut s.tmp, false)?;
-                    g.rms_norm_inplace_rows(&mut s.tmp, pn, m, cfg.rms_eps)?;
-                    g.add_rows(&mut s.x, 0, &s.tmp, 0, m * n_embd)?;
-                }
-                None => g.matmul(&l.ffn_down, &s.hidden, m, &mut s.x, true)?,
-            }
+            add_projection(
+                g,
+                &l.ffn_down,
+                &s.hidden,
+                m,
+                l.post_ffn_norm.as_ref(),
+                cfg.rms_eps,
+                &mut s.tmp,
+                &mut s.x,
+            )?;
         }
         let Some((first, rows)) = head else {
             return Ok(());
@@ -417,6 +420,30 @@ impl CudaForward {
         g.rms_norm_quantize_rows(&s.x, &self.output_norm, &mut s.xn, m, cfg.rms_eps)?;
         let w_out = self.output.as_ref().unwrap_or(&self.token_embd);
         g.matmul_from(w_out, &s.xn, first, rows, &mut s.logits, false)
+    }
+}
+
+/// `x += W · act` for `m` rows (an attention output or FFN down projection into the residual
+/// stream), with Gemma's post-norm applied to the projection first when `post_norm` is set
+/// (through `tmp`); without one, the add is fused into the matmul (accumulate).
+#[allow(clippy::too_many_arguments)]
+fn add_projection(
+    g: &CudaBackend,
+    w: &DeviceMatrix,
+    act: &DeviceActivations,
+    m: usize,
+    post_norm: Option<&DeviceVec>,
+    eps: f32,
+    tmp: &mut DeviceVec,
+    x: &mut DeviceVec,
+) -> Result<()> {
+    match post_norm {
+        Some(pn) => {
+            g.matmul(w, act, m, tmp, false)?;
+            g.rms_norm_inplace_rows(tmp, pn, m, eps)?;
+            g.add_rows(x, 0, tmp, 0, m * w.n_rows())
+        }
+        None => g.matmul(w, act, m, x, true),
     }
 }
 

@@ -5,7 +5,7 @@
 
 use std::ops::Range;
 
-use cudarc::driver::{CudaSlice, CudaView, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaSlice, CudaView, CudaViewMut, LaunchArgs, LaunchConfig, PushKernelArg};
 
 use super::buffers::{
     DecodeStep, DeviceActivations, DeviceMatrix, DeviceVec, KvCache, NeuronMajorDown,
@@ -132,6 +132,18 @@ fn cfg(grid: (u32, u32), block: u32, shared: u32) -> LaunchConfig {
     }
 }
 
+/// The null device pointer pushed for an absent optional kernel argument.
+static NULL_DEVICE_PTR: u64 = 0;
+
+/// Pushes an optional device-side `int*` argument (a [`DecodeStep`] field): the view, or a
+/// null pointer, which the kernels read as "use the scalar argument instead".
+fn arg_or_null<'a, 'b: 'a, 'c: 'b>(b: &mut LaunchArgs<'a>, v: Option<&'b CudaView<'c, i32>>) {
+    match v {
+        Some(v) => b.arg(v),
+        None => b.arg(&NULL_DEVICE_PTR),
+    };
+}
+
 fn as_i32(v: usize, what: &str) -> Result<i32> {
     i32::try_from(v).map_err(|_| crate::Error::InvalidArgument(format!("{what} = {v} exceeds i32")))
 }
@@ -193,11 +205,34 @@ impl CudaBackend {
         if rows.is_empty() {
             return Ok(());
         }
+        let n = rows.len();
+        self.launch_matvec_q8_1(
+            w,
+            rows,
+            &act.qs.slice(..),
+            &act.ds.slice(..),
+            &mut out.data.slice_mut(..n),
+            accumulate,
+        )
+    }
+
+    /// Queues `gc_matvec_<type>` over rows `rows` of `w` (within `w`) with the
+    /// Q8_1 activations `xq`/`xds` (at least `w.n_cols` values) into `out` (at least
+    /// `rows.len()` floats). Callers check those sizes.
+    fn launch_matvec_q8_1(
+        &self,
+        w: &DeviceMatrix,
+        rows: Range<usize>,
+        xq: &CudaView<i8>,
+        xds: &CudaView<f32>,
+        out: &mut CudaViewMut<f32>,
+        accumulate: bool,
+    ) -> Result<()> {
         let name = format!("gc_matvec_{}", type_suffix(w.ty).unwrap_or_default());
         let f = self.function(&name)?;
         let (row_bytes, n_rows, n_cols, acc) = (
             w.row_bytes as u64,
-            rows.len() as i32,
+            as_i32(rows.len(), "rows")?,
             w.n_cols as i32,
             accumulate as i32,
         );
@@ -206,11 +241,42 @@ impl CudaBackend {
         guard(&format!("launch {name}"), || {
             let mut b = self.stream().launch_builder(f);
             b.arg(&first).arg(&row_bytes).arg(&n_rows).arg(&n_cols);
-            b.arg(&act.qs).arg(&act.ds).arg(&mut out.data).arg(&acc);
+            b.arg(xq).arg(xds).arg(out).arg(&acc);
             // SAFETY: (const uint8_t* w, u64 row_bytes, int n_rows, int n_cols, const int8_t* xq,
             // const float2* xds, float* out, int accumulate) matches the kernel; `first` starts
             // at row rows.start and holds rows.len() rows, the activations n_cols values, out
-            // rows.len() floats (checked above).
+            // rows.len() floats (checked by every caller).
+            unsafe { b.launch(cfg((grid, 1), ROWS_PER_BLOCK * 32, 0)) }.map(|_| ())
+        })
+    }
+
+    /// Queues `gc_matvec_f32x_<type>` over rows `rows` of `w` (within `w`) with
+    /// f32 activations `x` (at least `w.n_cols` values) into `out` (at least `rows.len()`
+    /// floats). Callers check those sizes.
+    fn launch_matvec_f32x(
+        &self,
+        w: &DeviceMatrix,
+        rows: Range<usize>,
+        x: &CudaView<f32>,
+        out: &mut CudaViewMut<f32>,
+        accumulate: bool,
+    ) -> Result<()> {
+        let name = format!("gc_matvec_f32x_{}", type_suffix(w.ty).unwrap_or_default());
+        let f = self.function(&name)?;
+        let (row_bytes, n_rows, n_cols, acc) = (
+            w.row_bytes as u64,
+            as_i32(rows.len(), "rows")?,
+            w.n_cols as i32,
+            accumulate as i32,
+        );
+        let grid = grid_1d(rows.len(), ROWS_PER_BLOCK)?;
+        let first = w.data.slice(rows.start * w.row_bytes..);
+        guard(&format!("launch {name}"), || {
+            let mut b = self.stream().launch_builder(f);
+            b.arg(&first).arg(&row_bytes).arg(&n_rows).arg(&n_cols);
+            b.arg(x).arg(out).arg(&acc);
+            // SAFETY: (const uint8_t* w, u64 row_bytes, int n_rows, int n_cols, const float* x,
+            // float* out, int accumulate) matches the kernel; sizes checked by every caller.
             unsafe { b.launch(cfg((grid, 1), ROWS_PER_BLOCK * 32, 0)) }.map(|_| ())
         })
     }
@@ -259,53 +325,22 @@ impl CudaBackend {
         }
         if !has_q8_1_kernel(w.ty) {
             // F16/F32: one dequantizing matvec per token over row views.
-            let name = format!("gc_matvec_f32x_{}", type_suffix(w.ty).unwrap_or_default());
-            let f = self.function(&name)?;
-            let (row_bytes, n_rows, n_cols, acc) = (
-                w.row_bytes as u64,
-                w.n_rows as i32,
-                w.n_cols as i32,
-                accumulate as i32,
-            );
-            let grid = grid_1d(w.n_rows, ROWS_PER_BLOCK)?;
             for t in 0..n_tok {
                 let x = act
                     .x
                     .data
                     .slice((first + t) * w.n_cols..(first + t + 1) * w.n_cols);
                 let mut o = out.data.slice_mut(t * w.n_rows..(t + 1) * w.n_rows);
-                guard(&format!("launch {name}"), || {
-                    let mut b = self.stream().launch_builder(f);
-                    b.arg(&w.data).arg(&row_bytes).arg(&n_rows).arg(&n_cols);
-                    b.arg(&x).arg(&mut o).arg(&acc);
-                    // SAFETY: as in matvec_dequant_rows; x and o are row t of the batch,
-                    // n_cols and n_rows floats (checked above).
-                    unsafe { b.launch(cfg((grid, 1), ROWS_PER_BLOCK * 32, 0)) }.map(|_| ())
-                })?;
+                self.launch_matvec_f32x(w, 0..w.n_rows, &x, &mut o, accumulate)?;
             }
             return Ok(());
         }
+        let xq = act.qs.slice(first * w.n_cols..);
+        let xds = act.ds.slice(2 * (first * w.n_cols / 32)..);
         if n_tok == 1 {
             // One token: the matvec kernel (no per-token unrolling, fewer registers).
-            let name = format!("gc_matvec_{}", type_suffix(w.ty).unwrap_or_default());
-            let f = self.function(&name)?;
-            let (row_bytes, n_rows, n_cols, acc) = (
-                w.row_bytes as u64,
-                w.n_rows as i32,
-                w.n_cols as i32,
-                accumulate as i32,
-            );
-            let grid = grid_1d(w.n_rows, ROWS_PER_BLOCK)?;
-            let xq = act.qs.slice(first * w.n_cols..);
-            let xds = act.ds.slice(2 * (first * w.n_cols / 32)..);
-            return guard(&format!("launch {name}"), || {
-                let mut b = self.stream().launch_builder(f);
-                b.arg(&w.data).arg(&row_bytes).arg(&n_rows).arg(&n_cols);
-                b.arg(&xq).arg(&xds).arg(&mut out.data).arg(&acc);
-                // SAFETY: as in matvec_rows: all rows of W, activations row `first` (n_cols
-                // values, checked above), out holds at least n_rows floats.
-                unsafe { b.launch(cfg((grid, 1), ROWS_PER_BLOCK * 32, 0)) }.map(|_| ())
-            });
+            let mut o = out.data.slice_mut(..w.n_rows);
+            return self.launch_matvec_q8_1(w, 0..w.n_rows, &xq, &xds, &mut o, accumulate);
         }
         let name = format!("gc_matmul_{}", type_suffix(w.ty).unwrap_or_default());
         let f = self.function(&name)?;
@@ -320,8 +355,6 @@ impl CudaBackend {
             grid_1d(w.n_rows, MATMUL_ROWS)?,
             grid_1d(n_tok, MATMUL_COLS)?,
         );
-        let xq = act.qs.slice(first * w.n_cols..);
-        let xds = act.ds.slice(2 * (first * w.n_cols / 32)..);
         guard(&format!("launch {name}"), || {
             let mut b = self.stream().launch_builder(f);
             b.arg(&w.data)
@@ -364,24 +397,14 @@ impl CudaBackend {
         if rows.is_empty() {
             return Ok(());
         }
-        let name = format!("gc_matvec_f32x_{}", type_suffix(w.ty).unwrap_or_default());
-        let f = self.function(&name)?;
-        let (row_bytes, n_rows, n_cols, acc) = (
-            w.row_bytes as u64,
-            rows.len() as i32,
-            w.n_cols as i32,
-            accumulate as i32,
-        );
-        let grid = grid_1d(rows.len(), ROWS_PER_BLOCK)?;
-        let first = w.data.slice(rows.start * w.row_bytes..);
-        guard(&format!("launch {name}"), || {
-            let mut b = self.stream().launch_builder(f);
-            b.arg(&first).arg(&row_bytes).arg(&n_rows).arg(&n_cols);
-            b.arg(&x.data).arg(&mut out.data).arg(&acc);
-            // SAFETY: (const uint8_t* w, u64 row_bytes, int n_rows, int n_cols, const float* x,
-            // float* out, int accumulate) matches the kernel; sizes checked above.
-            unsafe { b.launch(cfg((grid, 1), ROWS_PER_BLOCK * 32, 0)) }.map(|_| ())
-        })
+        let n = rows.len();
+        self.launch_matvec_f32x(
+            w,
+            rows,
+            &x.data.slice(..),
+            &mut out.data.slice_mut(..n),
+            accumulate,
+        )
     }
 
     /// RMSNorm of each `weight.len()`-long row of `x` into `out` (same length as `x`).
@@ -585,11 +608,7 @@ impl CudaBackend {
                 .arg(&pos)
                 .arg(&nt);
             b.arg(&p.freq_base).arg(&p.freq_scale).arg(&neox);
-            let null = 0u64;
-            match pos_dev {
-                Some(v) => b.arg(v),
-                None => b.arg(&null),
-            };
+            arg_or_null(&mut b, pos_dev);
             // SAFETY: (float* x, int n_heads, int head_dim, int n_rot, int pos0, int n_tok,
             // float base, float scale, int neox, const int* pos_dev) matches the kernel; x holds
             // n_tok * n_heads * head_dim floats (checked above); pos_dev is null or one int.
@@ -689,11 +708,7 @@ impl CudaBackend {
             let mut b = self.stream().launch_builder(f);
             b.arg(&k.data).arg(&v.data).arg(kc).arg(vc);
             b.arg(&n_kv).arg(&hd).arg(&max_ctx).arg(&pos).arg(&nt);
-            let null = 0u64;
-            match pos_dev {
-                Some(v) => b.arg(v),
-                None => b.arg(&null),
-            };
+            arg_or_null(&mut b, pos_dev);
             // SAFETY: (const float* k, const float* v, half* k_cache, half* v_cache, int n_kv_heads,
             // int head_dim, int max_ctx, int pos0, int n_tok, const int* pos_dev) matches the
             // kernel; pos_dev is null or one int below max_ctx (DecodeStep::set);
@@ -883,11 +898,7 @@ impl CudaBackend {
                 .arg(&chunk_i)
                 .arg(&scale)
                 .arg(&cap);
-            let null = 0u64;
-            match range_dev {
-                Some(v) => b.arg(v),
-                None => b.arg(&null),
-            };
+            arg_or_null(&mut b, range_dev);
             // SAFETY: (const float* q, const half* k_cache, const half* v_cache, float* o_part,
             // float2* ml_part, int n_heads, int n_kv_heads, int head_dim, int max_ctx, int kv_start,
             // int kv_end, int chunk, float scale, float softcap, const int* range_dev) matches the
@@ -1005,11 +1016,7 @@ impl CudaBackend {
                 .arg(&n_cols)
                 .arg(&scale)
                 .arg(&mut out_row);
-            let null = 0u64;
-            match token_dev {
-                Some(v) => b.arg(v),
-                None => b.arg(&null),
-            };
+            arg_or_null(&mut b, token_dev);
             // SAFETY: (const uint8_t* table, u64 row_bytes, int token, int n_cols, float scale,
             // float* out, const int* token_dev) matches the kernel; token < n_rows (checked by
             // embed_row, or by DecodeStep::set for token_dev) and out holds n_cols floats.
