@@ -215,6 +215,12 @@ impl Context {
         Ok(())
     }
 
+    /// The FFN overrides installed per layer (`None`: the dense FFN), e.g. to reinstall the
+    /// same ones later with [`Context::set_decode_ffn`].
+    pub fn decode_ffns(&self) -> &[Option<Arc<dyn DecodeFfn>>] {
+        &self.decode_ffn
+    }
+
     /// Measurement switch: when on, the [`DecodeFfn`] overrides also run (row by row) for
     /// multi-token batches, so a batched perplexity run sees the sparse FFN at every position.
     /// Off by default: prefill stays dense.
