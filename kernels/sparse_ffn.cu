@@ -1,218 +1,258 @@
-// Sparse FFN for decode (CATS shape): only neurons whose activated gate passes a threshold
-// are computed past the gate.
+// The FFN of one decode token, dense or sparse (CATS shape, deterministic): only neurons
+// whose score passes the threshold are computed past the gate, and only their rows of up and
+// down are read.
 //
-//   gc_sparse_gate_<type>  fused gate matvec + activation + |a| > threshold test; active
-//                          neuron ids and their activated gate values are appended to a
-//                          compact list through an atomic counter, one atomic per 32 rows
-//                          (order between blocks is arbitrary)
-//   gc_sparse_up_<type>    h[k] = a[k] * dot(W_up[ids[k], :], x) for k < *count only
-//   gc_sparse_down_<q8_0|q4_0>  out[e] (+)= sum_k h[k] * D[ids[k], e] over a neuron-major copy
-//                          D of ffn_down (row i = neuron i's n_embd weights, Q8_0 or Q4_0), so
-//                          each active neuron is one contiguous row read
+//   gc_ffn_gate_up_<type>  per neuron n (one warp): a = act(gate_n . x); kept if
+//                          |a| * scale[n] > act_threshold (scale = 1 when null: the CATS
+//                          score; the calibrated mean |up_n . x| for the `upw` score); for kept
+//                          neurons only, up_n is read and h = a * (up_n . x), zeroed unless
+//                          |h| > product_threshold. Writes a_out[n] (a or 0; may be null) and
+//                          h[n] (h or 0), and adds to counts (may be null) how many neurons
+//                          passed each stage. With both thresholds negative this is the dense
+//                          gate, up and gated activation in one launch.
+//   gc_sparse_down_<q8_0|q4_0>  out (+)= sum_n h[n] * D[n, :] over a neuron-major copy D of
+//                          ffn_down (row n = neuron n's n_embd weights), reading only the rows
+//                          with h[n] != 0.
 //
-// The counter must be zero before gc_sparse_gate runs. The up and down grids are sized for
-// the worst case (all neurons active) and read the count on the device.
+// Down is split in column tiles (32 lanes x a few columns each) x neuron slices. Each warp
+// walks 32-neuron chunks of its slice, finds the active ones with one ballot, and streams
+// their tile segments (contiguous, coalesced); the block's warps are summed in shared memory,
+// each slice writes its partial tile, and the last slice of a tile to finish (a per-tile
+// ticket) adds the partials in slice order. No float atomics: the result does not depend on
+// scheduling, so decoding is reproducible run to run.
 #include "quant_blocks.cuh"
 
 #define GC_SPARSE_ROWS 4
-#define GC_GATE_WARPS 8
-#define GC_SPARSE_DOWN_THREADS 256
+#define GC_DOWN_WARPS 8
+#define GC_DOWN_THREADS (GC_DOWN_WARPS * GC_WARP)
+// Neurons whose tile segments are loaded before any is used (memory-level parallelism).
+#define GC_DOWN_BATCH 8
 
-// Gate: one row per warp, GC_GATE_WARPS rows per block (as many rows in flight as the dense
-// matvec). The block's active rows are compacted with one ballot and one atomicAdd (not one
-// atomic per neuron: a single counter hit thousands of times per token would serialize in
-// L2), and stay in row order within the block.
+// Slots of the optional per-layer counters (spread so that a layer's blocks do not all add
+// into one address): counts[slot] += neurons kept past the gate, counts[GC_COUNT_SLOTS +
+// slot] += neurons whose down row is read, slot = block % GC_COUNT_SLOTS.
+#define GC_COUNT_SLOTS 32
+
 template <int TYPE>
-static __device__ __forceinline__ void sparse_gate(const uint8_t* __restrict__ w, unsigned long long row_bytes,
-                                                   int n_ff, int n_cols, const int8_t* __restrict__ xq,
-                                                   const float2* __restrict__ xds, int act, float threshold,
-                                                   int* __restrict__ ids, float* __restrict__ a_vals,
-                                                   int* __restrict__ count) {
-    __shared__ float s_val[GC_GATE_WARPS];
-    __shared__ int s_active[GC_GATE_WARPS];
-    const int warp = threadIdx.x / GC_WARP;
-    const int lane = threadIdx.x % GC_WARP;
-    const int block_row = blockIdx.x * GC_GATE_WARPS;
-    const int row = block_row + warp;
-    float a = 0.0f;
-    int active = 0;
+static __device__ __forceinline__ void ffn_gate_up(const uint8_t* __restrict__ gate, const uint8_t* __restrict__ up,
+                                                   unsigned long long row_bytes, int n_ff, int n_cols,
+                                                   const int8_t* __restrict__ xq, const float2* __restrict__ xds,
+                                                   int act, float act_threshold, const float* __restrict__ scale,
+                                                   float product_threshold, float* __restrict__ a_out,
+                                                   float* __restrict__ h, unsigned long long* __restrict__ counts) {
+    const int row = blockIdx.x * GC_SPARSE_ROWS + threadIdx.x / GC_WARP;
+    const bool lead = threadIdx.x % GC_WARP == 0;
+    bool kept = false;
+    float hv = 0.0f;
     if (row < n_ff) {  // uniform across the warp
-        const float g = warp_row_dot_q8_1<TYPE>(w + (size_t)row * row_bytes, n_cols / 32, xq, xds);
-        a = apply_act(act, g);
-        active = fabsf(a) > threshold;
+        const size_t off = (size_t)row * row_bytes;
+        const float a = apply_act(act, warp_row_dot_q8_1<TYPE>(gate + off, n_cols / 32, xq, xds));
+        const float score = scale != nullptr ? fabsf(a) * scale[row] : fabsf(a);
+        kept = score > act_threshold;
+        if (kept) {
+            hv = a * warp_row_dot_q8_1<TYPE>(up + off, n_cols / 32, xq, xds);
+            if (!(fabsf(hv) > product_threshold)) hv = 0.0f;
+        }
+        if (lead) {
+            if (a_out != nullptr) a_out[row] = kept ? a : 0.0f;
+            h[row] = hv;
+        }
     }
-    if (lane == 0) {
-        s_val[warp] = a;
-        s_active[warp] = active;
-    }
-    __syncthreads();
-    if (warp == 0) {
-        const int mine = lane < GC_GATE_WARPS ? s_active[lane] : 0;
-        const unsigned mask = __ballot_sync(GC_FULL_MASK, mine);
-        int base = 0;
-        if (lane == 0 && mask != 0) base = atomicAdd(count, __popc(mask));
-        base = __shfl_sync(GC_FULL_MASK, base, 0);
-        if (mine) {
-            const int slot = base + __popc(mask & ((1u << lane) - 1u));
-            ids[slot] = block_row + lane;
-            a_vals[slot] = s_val[lane];
+    if (counts != nullptr) {  // uniform across the block
+        const int n_kept = __syncthreads_count(lead && kept);
+        const int n_read = __syncthreads_count(lead && hv != 0.0f);
+        if (threadIdx.x == 0) {
+            const int slot = blockIdx.x % GC_COUNT_SLOTS;
+            if (n_kept) atomicAdd(counts + slot, (unsigned long long)n_kept);
+            if (n_read) atomicAdd(counts + GC_COUNT_SLOTS + slot, (unsigned long long)n_read);
         }
     }
 }
 
-template <int TYPE>
-static __device__ __forceinline__ void sparse_up(const uint8_t* __restrict__ w, unsigned long long row_bytes,
-                                                 int n_cols, const int8_t* __restrict__ xq,
-                                                 const float2* __restrict__ xds, const int* __restrict__ ids,
-                                                 const float* __restrict__ a_vals, const int* __restrict__ count,
-                                                 float* __restrict__ h) {
-    const int k = blockIdx.x * GC_SPARSE_ROWS + threadIdx.x / GC_WARP;
-    if (k >= *count) return;
-    const float u = warp_row_dot_q8_1<TYPE>(w + (size_t)ids[k] * row_bytes, n_cols / 32, xq, xds);
-    if (threadIdx.x % GC_WARP == 0) h[k] = a_vals[k] * u;
-}
-
-#define GC_DEFINE_SPARSE(NAME, TYPE)                                                                     \
-    extern "C" __global__ void __launch_bounds__(GC_GATE_WARPS * GC_WARP)                                \
-        gc_sparse_gate_##NAME(const uint8_t* w, unsigned long long row_bytes, int n_ff, int n_cols,     \
-                              const int8_t* xq, const float2* xds, int act, float threshold, int* ids,  \
-                              float* a_vals, int* count) {                                              \
-        sparse_gate<TYPE>(w, row_bytes, n_ff, n_cols, xq, xds, act, threshold, ids, a_vals, count);     \
-    }                                                                                                   \
-    extern "C" __global__ void __launch_bounds__(GC_SPARSE_ROWS * GC_WARP)                               \
-        gc_sparse_up_##NAME(const uint8_t* w, unsigned long long row_bytes, int n_cols, const int8_t* xq, \
-                            const float2* xds, const int* ids, const float* a_vals, const int* count,   \
-                            float* h) {                                                                 \
-        sparse_up<TYPE>(w, row_bytes, n_cols, xq, xds, ids, a_vals, count, h);                          \
+#define GC_DEFINE_GATE_UP(NAME, TYPE)                                                                     \
+    extern "C" __global__ void __launch_bounds__(GC_SPARSE_ROWS * GC_WARP)                                \
+        gc_ffn_gate_up_##NAME(const uint8_t* gate, const uint8_t* up, unsigned long long row_bytes,      \
+                              int n_ff, int n_cols, const int8_t* xq, const float2* xds, int act,        \
+                              float act_threshold, const float* scale, float product_threshold,          \
+                              float* a_out, float* h, unsigned long long* counts) {                      \
+        ffn_gate_up<TYPE>(gate, up, row_bytes, n_ff, n_cols, xq, xds, act, act_threshold, scale,         \
+                          product_threshold, a_out, h, counts);                                          \
     }
 
-GC_DEFINE_SPARSE(q4_0, GC_TYPE_Q4_0)
-GC_DEFINE_SPARSE(q4_1, GC_TYPE_Q4_1)
-GC_DEFINE_SPARSE(q5_0, GC_TYPE_Q5_0)
-GC_DEFINE_SPARSE(q8_0, GC_TYPE_Q8_0)
-GC_DEFINE_SPARSE(q4_k, GC_TYPE_Q4_K)
-GC_DEFINE_SPARSE(q6_k, GC_TYPE_Q6_K)
+GC_DEFINE_GATE_UP(q4_0, GC_TYPE_Q4_0)
+GC_DEFINE_GATE_UP(q4_1, GC_TYPE_Q4_1)
+GC_DEFINE_GATE_UP(q5_0, GC_TYPE_Q5_0)
+GC_DEFINE_GATE_UP(q8_0, GC_TYPE_Q8_0)
+GC_DEFINE_GATE_UP(q4_k, GC_TYPE_Q4_K)
+GC_DEFINE_GATE_UP(q6_k, GC_TYPE_Q6_K)
 
-// grid (n_blocks): the active list is cut into n_blocks contiguous slices; a block streams its
-// neurons' rows (each thread owns 4-column groups tid, tid + 256, ..., so a row is read by the
-// whole block in one coalesced sweep), keeps the partial sums in registers and adds them to out
-// with one atomic per column at the end. ids and h of the slice are staged in shared memory
-// first, so the row loads of successive neurons do not wait on each other. out must hold zeros
-// (or the residual, to fuse the add). n_embd % 32 == 0 and n_embd <= 4 * 256 * GC_DOWN_GROUPS.
-#define GC_DOWN_GROUPS 8
-#define GC_DOWN_SLICE_MAX 256
-#define GC_DOWN_SLICE_MIN 16
+// The neuron-major copies are stored "split" (NeuronMajorDown::upload_typed): each row holds
+// the quants of its n_embd weights first (ggml's order within each 32-weight block), then the
+// blocks' f16 scales, and rows are 16-byte aligned. A lane reads its columns with one 16-byte
+// load and one scale; a warp reads a contiguous run of quants.
+//
+// DownTile<T>: COLS columns a lane, tile = 32 * COLS columns; `load` fetches a lane's quants
+// and scale of one row (issued for several neurons before any is used), `add` accumulates
+// coef * weight into acc[COLS] (acc[c] is tile column lane * COLS + c).
+template <int TYPE> struct DownTile;
 
-// Four consecutive weights (col % 4 == 0) of a neuron-major row: `load` fetches the block
-// scale and the packed quants (issued for several neurons before any is used), `unpack`
-// turns the packed word into four integers.
-template <int TYPE> struct DownRow;
-template <> struct DownRow<GC_TYPE_Q8_0> {
-    static __device__ __forceinline__ void load(const uint8_t* row, int col, float& d, int& q) {
-        const block_q8_0* b = (const block_q8_0*)row + col / 32;
-        d = load_half(&b->d);
-        q = load_i32_a2(b->qs + col % 32);
+// Q8_0: 16 columns a lane (half a block), tile = 512 columns.
+template <> struct DownTile<GC_TYPE_Q8_0> {
+    static constexpr int COLS = 16;
+    struct Raw {
+        float d;
+        int4 q;
+    };
+    static __device__ __forceinline__ void load(const uint8_t* row, int n_embd, int col, Raw& r) {
+        r.q = *(const int4*)(row + col);
+        r.d = load_half((const half*)(row + n_embd) + col / 32);
     }
-    static __device__ __forceinline__ void unpack(int q, int /*col*/, int v[4]) {
-        v[0] = (int8_t)(q & 0xFF);
-        v[1] = (int8_t)((q >> 8) & 0xFF);
-        v[2] = (int8_t)((q >> 16) & 0xFF);
-        v[3] = (int8_t)((q >> 24) & 0xFF);
-    }
-};
-// Q4_0: element j of a block is the low nibble of qs[j] (j < 16) or the high nibble of
-// qs[j - 16], minus 8.
-template <> struct DownRow<GC_TYPE_Q4_0> {
-    static __device__ __forceinline__ void load(const uint8_t* row, int col, float& d, int& q) {
-        const block_q4_0* b = (const block_q4_0*)row + col / 32;
-        d = load_half(&b->d);
-        q = load_i32_a2(b->qs + (col % 32 & 15));
-    }
-    static __device__ __forceinline__ void unpack(int q, int col, int v[4]) {
-        const int shift = col % 32 < 16 ? 0 : 4;
-        v[0] = ((q >> shift) & 0x0F) - 8;
-        v[1] = ((q >> (8 + shift)) & 0x0F) - 8;
-        v[2] = ((q >> (16 + shift)) & 0x0F) - 8;
-        v[3] = ((q >> (24 + shift)) & 0x0F) - 8;
+    static __device__ __forceinline__ void add(const Raw& r, float coef, float acc[COLS]) {
+        const float s = coef * r.d;
+        const int w[4] = {r.q.x, r.q.y, r.q.z, r.q.w};
+#pragma unroll
+        for (int i = 0; i < COLS; ++i) acc[i] += s * (float)(int8_t)(w[i / 4] >> (8 * (i % 4)));
     }
 };
 
-#define GC_DOWN_BATCH 4
+// Q4_0: 32 columns a lane (one block: byte j holds column j in its low nibble and 16 + j in
+// its high nibble), tile = 1024 columns.
+template <> struct DownTile<GC_TYPE_Q4_0> {
+    static constexpr int COLS = 32;
+    struct Raw {
+        float d;
+        int4 q;
+    };
+    static __device__ __forceinline__ void load(const uint8_t* row, int n_embd, int col, Raw& r) {
+        r.q = *(const int4*)(row + col / 2);
+        r.d = load_half((const half*)(row + n_embd / 2) + col / 32);
+    }
+    static __device__ __forceinline__ void add(const Raw& r, float coef, float acc[COLS]) {
+        const float s = coef * r.d;
+        const int w[4] = {r.q.x, r.q.y, r.q.z, r.q.w};
+#pragma unroll
+        for (int j = 0; j < 16; ++j) {
+            const int byte = (w[j / 4] >> (8 * (j % 4))) & 0xFF;
+            acc[j] += s * (float)((byte & 0x0F) - 8);
+            acc[16 + j] += s * (float)((byte >> 4) - 8);
+        }
+    }
+};
 
+// grid (n_tiles, n_slices), GC_DOWN_THREADS threads. Slice s covers neurons
+// [s * slice_len, (s + 1) * slice_len) (slice_len a multiple of 32). partials holds
+// n_slices * n_embd floats, tickets n_tiles zeros (left at zero on exit). n_embd % 32 == 0.
 template <int TYPE>
 static __device__ __forceinline__ void sparse_down(const uint8_t* __restrict__ d_rows, unsigned long long row_bytes,
-                                                   int n_embd, const int* __restrict__ ids,
-                                                   const float* __restrict__ h, const int* __restrict__ count,
-                                                   float* __restrict__ out) {
-    __shared__ int s_ids[GC_DOWN_SLICE_MAX];
-    __shared__ float s_h[GC_DOWN_SLICE_MAX];
-    const int n_active = *count;
-    // At least GC_DOWN_SLICE_MIN neurons a block: every block that works adds n_embd atomics,
-    // which at high sparsity would otherwise cost more than the rows it reads.
-    const int slice = max(GC_DOWN_SLICE_MIN, (n_active + (int)gridDim.x - 1) / (int)gridDim.x);
-    const int k_begin = blockIdx.x * slice;
-    const int k_end = min(k_begin + slice, n_active);
-    if (k_begin >= k_end) return;
-    const int n_groups = n_embd / 4;
-    float acc[GC_DOWN_GROUPS][4];
-#pragma unroll
-    for (int g = 0; g < GC_DOWN_GROUPS; ++g) acc[g][0] = acc[g][1] = acc[g][2] = acc[g][3] = 0.0f;
+                                                   int n_ff, int n_embd, int slice_len,
+                                                   const float* __restrict__ h, float* __restrict__ partials,
+                                                   unsigned int* __restrict__ tickets, float* __restrict__ out,
+                                                   int accumulate) {
+    using T = DownTile<TYPE>;
+    constexpr int TILE = GC_WARP * T::COLS;
+    // Lane-major with one float of padding per lane: the stores (lanes at stride COLS + 1)
+    // and the column-order reads below both avoid bank conflicts.
+    constexpr int LANE_STRIDE = T::COLS + 1;
+    __shared__ float s_red[GC_DOWN_WARPS][GC_WARP * LANE_STRIDE];
+    __shared__ bool s_last;
+    const int lane = threadIdx.x % GC_WARP;
+    const int warp = threadIdx.x / GC_WARP;
+    const int tile_col0 = blockIdx.x * TILE;
+    // Lanes past n_embd (last tile of a width that is not a multiple of TILE) load nothing
+    // (n_embd is a multiple of 32, COLS divides 32: a lane's columns are all in or all out).
+    const int lane_col = tile_col0 + lane * T::COLS;
+    const bool lane_in = lane_col < n_embd;
+    const int n_begin = blockIdx.y * slice_len;
+    const int n_end = min(n_begin + slice_len, n_ff);
 
-    for (int k0 = k_begin; k0 < k_end; k0 += GC_DOWN_SLICE_MAX) {
-        const int k_n = min(GC_DOWN_SLICE_MAX, k_end - k0);
-        __syncthreads();
-        for (int i = threadIdx.x; i < k_n; i += blockDim.x) {
-            s_ids[i] = ids[k0 + i];
-            s_h[i] = h[k0 + i];
-        }
-        __syncthreads();
-        for (int i0 = 0; i0 < k_n; i0 += GC_DOWN_BATCH) {
+    float acc[T::COLS];
 #pragma unroll
-            for (int g = 0; g < GC_DOWN_GROUPS; ++g) {
-                const int cg = threadIdx.x + g * GC_SPARSE_DOWN_THREADS;
-                if (cg < n_groups) {  // uniform for whole warps but the last partial one
-                    const int col = 4 * cg;
-                    // Every load of the batch first, then the arithmetic.
-                    float d[GC_DOWN_BATCH];
-                    int q[GC_DOWN_BATCH];
+    for (int c = 0; c < T::COLS; ++c) acc[c] = 0.0f;
+
+    for (int chunk = n_begin + 32 * warp; chunk < n_end; chunk += 32 * GC_DOWN_WARPS) {
+        const int n = chunk + lane;
+        const float hv = n < n_end ? h[n] : 0.0f;
+        unsigned mask = __ballot_sync(GC_FULL_MASK, hv != 0.0f);
+        while (mask != 0) {
+            int src[GC_DOWN_BATCH];
+            typename T::Raw raw[GC_DOWN_BATCH];
 #pragma unroll
-                    for (int j = 0; j < GC_DOWN_BATCH; ++j) {
-                        d[j] = 0.0f;
-                        q[j] = 0;
-                        if (i0 + j < k_n) DownRow<TYPE>::load(d_rows + (size_t)s_ids[i0 + j] * row_bytes, col, d[j], q[j]);
-                    }
+            for (int j = 0; j < GC_DOWN_BATCH; ++j) {
+                src[j] = mask != 0 ? __ffs(mask) - 1 : -1;
+                if (mask != 0) mask &= mask - 1;
+                if (src[j] >= 0 && lane_in) T::load(d_rows + (size_t)(chunk + src[j]) * row_bytes, n_embd, lane_col, raw[j]);
+            }
 #pragma unroll
-                    for (int j = 0; j < GC_DOWN_BATCH; ++j) {
-                        if (i0 + j < k_n) {
-                            int v[4];
-                            DownRow<TYPE>::unpack(q[j], col, v);
-                            const float sc = s_h[i0 + j] * d[j];
-#pragma unroll
-                            for (int e = 0; e < 4; ++e) acc[g][e] += sc * (float)v[e];
-                        }
-                    }
-                }
+            for (int j = 0; j < GC_DOWN_BATCH; ++j) {
+                const float coef = __shfl_sync(GC_FULL_MASK, hv, src[j] >= 0 ? src[j] : 0);
+                if (src[j] >= 0 && lane_in) T::add(raw[j], coef, acc);
             }
         }
     }
+
+    // Sum the block's warps (fixed order), then this slice's partial tile.
 #pragma unroll
-    for (int g = 0; g < GC_DOWN_GROUPS; ++g) {
-        const int cg = threadIdx.x + g * GC_SPARSE_DOWN_THREADS;
-        if (cg < n_groups) {
+    for (int c = 0; c < T::COLS; ++c) s_red[warp][lane * LANE_STRIDE + c] = acc[c];
+    __syncthreads();
+    float* part = partials + (size_t)blockIdx.y * n_embd;
+    for (int i = threadIdx.x; i < TILE; i += GC_DOWN_THREADS) {
+        if (tile_col0 + i < n_embd) {
+            const int at = (i / T::COLS) * LANE_STRIDE + i % T::COLS;
+            float s = 0.0f;
 #pragma unroll
-            for (int j = 0; j < 4; ++j) atomicAdd(out + 4 * cg + j, acc[g][j]);
+            for (int w = 0; w < GC_DOWN_WARPS; ++w) s += s_red[w][at];
+            part[tile_col0 + i] = s;
         }
     }
+    // The last slice of this tile adds all partials in slice order (threadfence + ticket:
+    // the usual last-block pattern).
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        const unsigned int ticket = atomicAdd(tickets + blockIdx.x, 1u);
+        s_last = ticket == gridDim.y - 1;
+    }
+    __syncthreads();
+    if (!s_last) return;
+    __threadfence();
+    // Each thread adds the partials of its TILE / GC_DOWN_THREADS columns in slice order;
+    // the loads of 8 slices x all its columns are issued before their adds (one dependent
+    // load per slice and column would serialize hundreds of L2 round trips).
+    constexpr int PER_THREAD = TILE / GC_DOWN_THREADS;
+    const int n_slices = (int)gridDim.y;
+    float sum[PER_THREAD];
+#pragma unroll
+    for (int j = 0; j < PER_THREAD; ++j) sum[j] = 0.0f;
+    for (int k0 = 0; k0 < n_slices; k0 += 8) {
+        float v[8][PER_THREAD];
+#pragma unroll
+        for (int k = 0; k < 8; ++k)
+#pragma unroll
+            for (int j = 0; j < PER_THREAD; ++j) {
+                const int col = tile_col0 + threadIdx.x + j * GC_DOWN_THREADS;
+                v[k][j] = k0 + k < n_slices && col < n_embd ? __ldcg(partials + (size_t)(k0 + k) * n_embd + col) : 0.0f;
+            }
+#pragma unroll
+        for (int k = 0; k < 8; ++k)
+#pragma unroll
+            for (int j = 0; j < PER_THREAD; ++j) sum[j] += v[k][j];
+    }
+#pragma unroll
+    for (int j = 0; j < PER_THREAD; ++j) {
+        const int col = tile_col0 + threadIdx.x + j * GC_DOWN_THREADS;
+        if (col < n_embd) out[col] = accumulate ? out[col] + sum[j] : sum[j];
+    }
+    if (threadIdx.x == 0) tickets[blockIdx.x] = 0;
 }
 
-extern "C" __global__ void __launch_bounds__(GC_SPARSE_DOWN_THREADS)
-    gc_sparse_down_q8_0(const uint8_t* d_rows, unsigned long long row_bytes, int n_embd, const int* ids,
-                        const float* h, const int* count, float* out) {
-    sparse_down<GC_TYPE_Q8_0>(d_rows, row_bytes, n_embd, ids, h, count, out);
+extern "C" __global__ void __launch_bounds__(GC_DOWN_THREADS)
+    gc_sparse_down_q8_0(const uint8_t* d_rows, unsigned long long row_bytes, int n_ff, int n_embd, int slice_len,
+                        const float* h, float* partials, unsigned int* tickets, float* out, int accumulate) {
+    sparse_down<GC_TYPE_Q8_0>(d_rows, row_bytes, n_ff, n_embd, slice_len, h, partials, tickets, out, accumulate);
 }
 
-extern "C" __global__ void __launch_bounds__(GC_SPARSE_DOWN_THREADS)
-    gc_sparse_down_q4_0(const uint8_t* d_rows, unsigned long long row_bytes, int n_embd, const int* ids,
-                        const float* h, const int* count, float* out) {
-    sparse_down<GC_TYPE_Q4_0>(d_rows, row_bytes, n_embd, ids, h, count, out);
+extern "C" __global__ void __launch_bounds__(GC_DOWN_THREADS)
+    gc_sparse_down_q4_0(const uint8_t* d_rows, unsigned long long row_bytes, int n_ff, int n_embd, int slice_len,
+                        const float* h, float* partials, unsigned int* tickets, float* out, int accumulate) {
+    sparse_down<GC_TYPE_Q4_0>(d_rows, row_bytes, n_ff, n_embd, slice_len, h, partials, tickets, out, accumulate);
 }

@@ -183,7 +183,7 @@ chmod +x "$stage/run-gpu.sh"
   echo "built: $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(uname -m)"
   echo "nvcc: $("$NVCC" --version | tail -n 1)"
   echo "archs: sm_80 sm_86 sm_89 sm_90 sm_120 + compute_80 PTX"
-  (cd "$stage" && du -b bin/* run-gpu.sh models/* 2>/dev/null)
+  (cd "$stage" && du -b bin/* run-gpu.sh models/* 2>/dev/null) || true
 } >"$stage/MANIFEST"
 
 # The binaries compress about 3x; run-gpu.sh unpacks them on the GPU machine.

@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use ghostcore::backend::cuda::{
     AttentionWorkspace, CudaBackend, DeviceActivations, DeviceMatrix, DeviceVec, GatedActivation,
-    KvCache, KvCacheShape, NeuronMajorDown, SparseFfnScratch,
+    KvCache, KvCacheShape, NeuronMajorDown, SparseFfnRule, SparseFfnScratch,
 };
 use ghostcore::quant::GgmlType;
 use ghostcore::Result;
@@ -219,8 +219,99 @@ fn bench_matvec(gpu: &CudaBackend, rng: &mut Rng, rep: &mut Report) -> Result<()
     Ok(())
 }
 
+/// Seconds per call of `f(i)`, `i` cycling over `0..n_copies`, with `per_graph` calls recorded
+/// once as a CUDA graph and the graph replayed: the launch cost of a decode step's graph, not
+/// the host's, and (with copies whose total exceeds the L2 cache) weights read from HBM.
+fn time_graph(
+    gpu: &CudaBackend,
+    per_graph: usize,
+    n_copies: usize,
+    mut f: impl FnMut(usize) -> Result<()>,
+) -> Result<f64> {
+    let graph = gpu.capture_graph(|| {
+        for i in 0..per_graph {
+            f(i % n_copies)?;
+        }
+        Ok(())
+    })?;
+    let reps = std::env::var("GHOSTCORE_BENCH_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20usize);
+    for _ in 0..3.min(reps) {
+        gpu.launch_graph(&graph)?;
+    }
+    gpu.synchronize()?;
+    let t = Instant::now();
+    for _ in 0..reps {
+        gpu.launch_graph(&graph)?;
+    }
+    gpu.synchronize()?;
+    Ok(t.elapsed().as_secs_f64() / (reps * per_graph) as f64)
+}
+
+/// Copies of a weight set so that one pass over them exceeds the L2 cache several times.
+fn copies_for(bytes_per_copy: usize) -> usize {
+    (400usize << 20)
+        .div_ceil(bytes_per_copy.max(1))
+        .clamp(2, 64)
+}
+
+/// Decode matvec at Llama-3-8B shapes as a fraction of HBM bandwidth: each call reads a
+/// different copy of the matrix (the copies together exceed the L2 several times over), and
+/// the calls run from a recorded graph, as in a decode step.
+fn bench_matvec_hbm(gpu: &CudaBackend, rng: &mut Rng, rep: &mut Report) -> Result<()> {
+    let shapes: &[(&str, usize, usize)] = &[
+        ("8b attn_q", 4096, 4096),
+        ("8b attn_k", 1024, 4096),
+        ("8b ffn_up", 14336, 4096),
+        ("8b ffn_down", 4096, 14336),
+    ];
+    println!("\n== decode matvec from HBM (graph of 64 calls over rotating copies; 8B shapes) ==");
+    println!(
+        "{:<14} {:>6} {:>8} {:>10} {:>10}",
+        "shape", "type", "copies", "us/call", "GB/s"
+    );
+    for &(label, rows, cols) in shapes {
+        for ty in [
+            GgmlType::Q4_K,
+            GgmlType::Q6_K,
+            GgmlType::Q8_0,
+            GgmlType::Q4_0,
+        ] {
+            let w = random_rows(rng, ty, rows, cols);
+            let n = copies_for(w.len());
+            let ms = (0..n)
+                .map(|_| DeviceMatrix::upload(gpu, ty, cols, rows, &w))
+                .collect::<Result<Vec<_>>>()?;
+            let mut act = DeviceActivations::new(gpu, cols)?;
+            let x: Vec<f32> = (0..cols).map(|_| rng.unit()).collect();
+            act.x.write(gpu, &x)?;
+            gpu.quantize_activations(&mut act)?;
+            let mut out = DeviceVec::zeros(gpu, rows)?;
+            let t = time_graph(gpu, 64, n, |i| gpu.matvec(&ms[i], &act, &mut out, false))?;
+            let gbs = w.len() as f64 / t / 1e9;
+            println!(
+                "{label:<14} {:>6} {n:>8} {:>10.2} {gbs:>10.0}",
+                ty.name(),
+                t * 1e6
+            );
+            rep.emit(format!(
+                "{{\"bench\":\"matvec_hbm\",\"shape\":\"{label}\",\"rows\":{rows},\"cols\":{cols},\"type\":\"{}\",\"copies\":{n},\"us\":{:.3},\"gb_s\":{gbs:.1}}}",
+                ty.name(),
+                t * 1e6
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The sparse FFN against the dense one at several sparsities, per token-layer, over rotating
+/// layer copies from a recorded graph (weights from HBM, as in a decode step). The byte bound
+/// is dense bytes / sparse bytes (gate dense, up and the neuron-major down for the neurons
+/// read); "of bound" is the measured speed-up as a share of it.
 fn bench_sparse_ffn(gpu: &CudaBackend, rng: &mut Rng, rep: &mut Report) -> Result<()> {
-    println!("\n== FFN, dense vs sparse (us per token-layer) ==");
+    println!("\n== FFN, dense vs sparse (us per token-layer, graph over rotating layer copies) ==");
     for &(label, n_embd, n_ff, ty) in [
         ("smollm2-135m", 576usize, 1536usize, GgmlType::Q8_0),
         ("7b q4_K", 4096, 11008, GgmlType::Q4_K),
@@ -231,30 +322,32 @@ fn bench_sparse_ffn(gpu: &CudaBackend, rng: &mut Rng, rep: &mut Report) -> Resul
         // GHOSTCORE_BENCH_SHAPE=8b keeps the shapes whose label contains "8b".
         std::env::var("GHOSTCORE_BENCH_SHAPE").map_or(true, |f| s.0.contains(f.as_str()))
     }) {
-        let gate =
-            DeviceMatrix::upload(gpu, ty, n_embd, n_ff, &random_rows(rng, ty, n_ff, n_embd))?;
-        let up = DeviceMatrix::upload(gpu, ty, n_embd, n_ff, &random_rows(rng, ty, n_ff, n_embd))?;
         let down_ty = if n_ff % 256 == 0 { ty } else { GgmlType::Q8_0 };
-        let down = DeviceMatrix::upload(
-            gpu,
-            down_ty,
-            n_ff,
-            n_embd,
-            &random_rows(rng, down_ty, n_embd, n_ff),
-        )?;
-        let down_nm = NeuronMajorDown::upload(
-            gpu,
-            n_ff,
-            n_embd,
-            &random_rows(rng, GgmlType::Q8_0, n_ff, n_embd),
-        )?;
-        let down_nm4 = NeuronMajorDown::upload_typed(
-            gpu,
-            GgmlType::Q4_0,
-            n_ff,
-            n_embd,
-            &random_rows(rng, GgmlType::Q4_0, n_ff, n_embd),
-        )?;
+        let gate_w = random_rows(rng, ty, n_ff, n_embd);
+        let up_w = random_rows(rng, ty, n_ff, n_embd);
+        let down_w = random_rows(rng, down_ty, n_embd, n_ff);
+        let nm8_w = random_rows(rng, GgmlType::Q8_0, n_ff, n_embd);
+        let nm4_w = random_rows(rng, GgmlType::Q4_0, n_ff, n_embd);
+        let layer_bytes = gate_w.len() + up_w.len() + down_w.len();
+        let n = copies_for(layer_bytes);
+        struct Layer {
+            gate: DeviceMatrix,
+            up: DeviceMatrix,
+            down: DeviceMatrix,
+            nm8: NeuronMajorDown,
+            nm4: NeuronMajorDown,
+        }
+        let layers = (0..n)
+            .map(|_| {
+                Ok(Layer {
+                    gate: DeviceMatrix::upload(gpu, ty, n_embd, n_ff, &gate_w)?,
+                    up: DeviceMatrix::upload(gpu, ty, n_embd, n_ff, &up_w)?,
+                    down: DeviceMatrix::upload(gpu, down_ty, n_ff, n_embd, &down_w)?,
+                    nm8: NeuronMajorDown::upload(gpu, n_ff, n_embd, &nm8_w)?,
+                    nm4: NeuronMajorDown::upload_typed(gpu, GgmlType::Q4_0, n_ff, n_embd, &nm4_w)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
         let mut x = DeviceActivations::new(gpu, n_embd)?;
         let xv: Vec<f32> = (0..n_embd).map(|_| rng.unit()).collect();
         x.x.write(gpu, &xv)?;
@@ -264,91 +357,121 @@ fn bench_sparse_ffn(gpu: &CudaBackend, rng: &mut Rng, rep: &mut Report) -> Resul
         let mut h = DeviceActivations::new(gpu, n_ff)?;
         let mut out = DeviceVec::zeros(gpu, n_embd)?;
 
-        let dense = time_per_call(gpu, 100, || {
-            gpu.matvec(&gate, &x, &mut g, false)?;
-            gpu.matvec(&up, &x, &mut u, false)?;
+        let unfused = time_graph(gpu, 32, n, |i| {
+            let l = &layers[i];
+            gpu.matvec(&l.gate, &x, &mut g, false)?;
+            gpu.matvec(&l.up, &x, &mut u, false)?;
             gpu.gated_activation(&mut g, &u, GatedActivation::Silu)?;
             // down reads the activated hidden vector as Q8_1
             std::mem::swap(&mut h.x, &mut g);
             gpu.quantize_activations(&mut h)?;
             std::mem::swap(&mut h.x, &mut g);
-            gpu.matvec(&down, &h, &mut out, true)
+            gpu.matvec(&l.down, &h, &mut out, true)
         })?;
-        println!("{label:<14} dense {:>9.2} us", dense * 1e6);
+        // The forward pass's dense decode FFN: gate, up and activation fused, then down.
+        let dense = time_graph(gpu, 32, n, |i| {
+            let l = &layers[i];
+            gpu.ffn_gate_up(&l.gate, &l.up, &x, GatedActivation::Silu, &mut h.x)?;
+            gpu.quantize_activations(&mut h)?;
+            gpu.matvec(&l.down, &h, &mut out, true)
+        })?;
+        let gate_dense = time_graph(gpu, 32, n, |i| {
+            gpu.matvec(&layers[i].gate, &x, &mut g, false)
+        })?;
+        println!(
+            "{label:<14} dense {:>8.2} us ({:.0} GB/s; {n} layer copies; gate+up fused; unfused {:.2} us); gate matvec alone {:.2} us",
+            dense * 1e6,
+            layer_bytes as f64 / dense / 1e9,
+            unfused * 1e6,
+            gate_dense * 1e6
+        );
         rep.emit(format!(
-            "{{\"bench\":\"ffn_dense\",\"model\":\"{label}\",\"type\":\"{}\",\"us\":{:.3}}}",
+            "{{\"bench\":\"ffn_dense\",\"model\":\"{label}\",\"type\":\"{}\",\"us\":{:.3},\"unfused_us\":{:.3},\"gate_us\":{:.3},\"bytes\":{layer_bytes}}}",
             ty.name(),
-            dense * 1e6
+            dense * 1e6,
+            unfused * 1e6,
+            gate_dense * 1e6
         ));
 
         // Thresholds for target sparsities from the actual |SiLU(gate)| distribution.
-        gpu.matvec(&gate, &x, &mut g, false)?;
+        gpu.matvec(&layers[0].gate, &x, &mut g, false)?;
         let mut mags: Vec<f32> = g
             .to_vec(gpu)?
             .iter()
             .map(|&v| (v / (1.0 + (-v).exp())).abs())
             .collect();
         mags.sort_by(|a, b| a.total_cmp(b));
-        let mut scratch = SparseFfnScratch::new(gpu, n_ff)?;
-        // The floor: gate matvec + selection with nothing active (up and down exit at once).
-        let gate_only = time_per_call(gpu, 100, || {
-            gpu.sparse_ffn(
-                &gate,
-                &up,
-                &down_nm,
-                &x,
-                GatedActivation::Silu,
-                f32::MAX,
-                &mut scratch,
-                &mut out,
-                true,
-            )
-        })?;
-        let gate_dense = time_per_call(gpu, 100, || gpu.matvec(&gate, &x, &mut g, false))?;
-        println!(
-            "{label:<14} gate+select, nothing active {:>9.2} us (dense gate matvec {:.2} us)",
-            gate_only * 1e6,
-            gate_dense * 1e6
-        );
-        for sparsity in [0.0f64, 0.5, 0.8, 0.9, 0.95] {
+        let mut scratch = SparseFfnScratch::new(gpu, n_ff, n_embd)?;
+        let up_row = up_w.len() / n_ff;
+        for sparsity in [0.0f64, 0.25, 0.5, 0.75, 0.9, 0.95, 1.0] {
             let threshold = if sparsity == 0.0 {
                 -1.0
+            } else if sparsity >= 1.0 {
+                f32::INFINITY
             } else {
                 mags[((n_ff as f64 * sparsity) as usize).min(n_ff - 1)]
             };
-            let run =
-                |down: &NeuronMajorDown, scratch: &mut SparseFfnScratch, out: &mut DeviceVec| {
-                    time_per_call(gpu, 100, || {
-                        gpu.sparse_ffn(
-                            &gate,
-                            &up,
-                            down,
-                            &x,
-                            GatedActivation::Silu,
-                            threshold,
-                            scratch,
-                            out,
-                            true,
-                        )
-                    })
-                };
-            let t = run(&down_nm, &mut scratch, &mut out)?;
-            let t4 = run(&down_nm4, &mut scratch, &mut out)?;
+            let rule = SparseFfnRule::act(threshold);
+            let mut run = |q4: bool| {
+                time_graph(gpu, 32, n, |i| {
+                    let l = &layers[i];
+                    let down = if q4 { &l.nm4 } else { &l.nm8 };
+                    gpu.sparse_ffn(
+                        &l.gate,
+                        &l.up,
+                        down,
+                        &x,
+                        GatedActivation::Silu,
+                        &rule,
+                        &mut scratch,
+                        &mut out,
+                        true,
+                    )
+                })
+            };
+            let t8 = run(false)?;
+            let t4 = run(true)?;
+            // The two halves alone (down over the hidden vector the last run left).
+            let t_gate_up = time_graph(gpu, 32, n, |i| {
+                let l = &layers[i];
+                gpu.sparse_gate_up(
+                    &l.gate,
+                    &l.up,
+                    &x,
+                    GatedActivation::Silu,
+                    &rule,
+                    &mut scratch,
+                )
+            })?;
+            let t_down = time_graph(gpu, 32, n, |i| {
+                gpu.sparse_down(&layers[i].nm4, &mut scratch, &mut out, true)
+            })?;
             let active = scratch.read_active(gpu)?.len();
+            let sparse_bytes = |nm_row: usize| gate_w.len() + active * (up_row + nm_row);
+            let bound4 = layer_bytes as f64 / sparse_bytes(nm4_w.len() / n_ff) as f64;
+            let bound8 = layer_bytes as f64 / sparse_bytes(nm8_w.len() / n_ff) as f64;
             println!(
-                "{label:<14} sparse {:>4.0}% ({active:>5} active)  down q8_0 {:>9.2} us ({:.2}x dense)  down q4_0 {:>9.2} us ({:.2}x dense)",
+                "{label:<14} sparse {:>4.0}% ({active:>5} active)  down q4_0 {:>8.2} us ({:.2}x dense, bound {:.2}x, {:.0}% of bound; gate+up {:.2}, down {:.2})  down q8_0 {:>8.2} us ({:.2}x, bound {:.2}x, {:.0}%)",
                 sparsity * 100.0,
-                t * 1e6,
-                dense / t,
                 t4 * 1e6,
-                dense / t4
+                dense / t4,
+                bound4,
+                100.0 * dense / t4 / bound4,
+                t_gate_up * 1e6,
+                t_down * 1e6,
+                t8 * 1e6,
+                dense / t8,
+                bound8,
+                100.0 * dense / t8 / bound8
             );
             rep.emit(format!(
-                "{{\"bench\":\"ffn_sparse\",\"model\":\"{label}\",\"type\":\"{}\",\"target_sparsity\":{sparsity},\"active\":{active},\"n_ff\":{n_ff},\"us\":{:.3},\"us_down_q4_0\":{:.3},\"dense_us\":{:.3}}}",
+                "{{\"bench\":\"ffn_sparse\",\"model\":\"{label}\",\"type\":\"{}\",\"target_sparsity\":{sparsity},\"active\":{active},\"n_ff\":{n_ff},\"us_down_q8_0\":{:.3},\"us_down_q4_0\":{:.3},\"dense_us\":{:.3},\"bound_q4_0\":{bound4:.3},\"bound_q8_0\":{bound8:.3},\"gate_up_us\":{:.3},\"down_q4_0_us\":{:.3}}}",
                 ty.name(),
-                t * 1e6,
+                t8 * 1e6,
                 t4 * 1e6,
-                dense * 1e6
+                dense * 1e6,
+                t_gate_up * 1e6,
+                t_down * 1e6
             ));
         }
     }
@@ -437,11 +560,14 @@ fn main() -> Result<()> {
         info.name, info.compute_capability.0, info.compute_capability.1, info.multiprocessor_count
     ));
     let mut rng = Rng(42);
-    // GHOSTCORE_BENCH_ONLY=matvec,matmul,sparse,attention picks parts (default: all).
+    // GHOSTCORE_BENCH_ONLY=matvec,hbm,matmul,sparse,attention picks parts (default: all).
     let only = std::env::var("GHOSTCORE_BENCH_ONLY").unwrap_or_default();
     let want = |part: &str| only.is_empty() || only.split(',').any(|p| p == part);
     if want("matvec") {
         bench_matvec(&gpu, &mut rng, &mut rep)?;
+    }
+    if want("hbm") {
+        bench_matvec_hbm(&gpu, &mut rng, &mut rep)?;
     }
     if want("matmul") {
         bench_matmul(&gpu, &mut rng, &mut rep)?;

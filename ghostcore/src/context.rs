@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use crate::backend::cpu::linear::ActMath;
-use crate::backend::{AcceleratedForward, Device};
+use crate::backend::{AcceleratedForward, Device, LayerFfnCounts, LayerFfnSparsity};
 use crate::model::ffn::{DecodeFfn, FfnObserver};
 use crate::model::forward::{self, FfnHooks, KvCache, LogitsFor, Scratch};
 use crate::model::Model;
@@ -219,6 +219,52 @@ impl Context {
     /// same ones later with [`Context::set_decode_ffn`].
     pub fn decode_ffns(&self) -> &[Option<Arc<dyn DecodeFfn>>] {
         &self.decode_ffn
+    }
+
+    /// Whether this context runs on an accelerator (the GPU) rather than the CPU.
+    pub fn is_accelerated(&self) -> bool {
+        self.accel.is_some()
+    }
+
+    /// On an accelerated context: runs single-token steps with the sparse FFN described per
+    /// layer (see [`LayerFfnSparsity`]); `None` restores the dense FFN. On the CPU the sparse
+    /// FFN is installed with [`Context::set_decode_ffn`] instead (`Unsupported` here).
+    pub fn set_accelerated_ffn_sparsity(
+        &mut self,
+        layers: Option<&[Option<LayerFfnSparsity<'_>>]>,
+    ) -> Result<()> {
+        match &mut self.accel {
+            Some(a) => a.set_ffn_sparsity(layers),
+            None => bail!(
+                Unsupported,
+                "the CPU context takes its sparse FFN through set_decode_ffn"
+            ),
+        }
+    }
+
+    /// On an accelerated context: switches its sparse FFN off and on again (no-op on the CPU
+    /// or without one).
+    pub fn set_accelerated_ffn_sparsity_enabled(&mut self, on: bool) -> Result<()> {
+        match &mut self.accel {
+            Some(a) => a.set_ffn_sparsity_enabled(on),
+            None => Ok(()),
+        }
+    }
+
+    /// On an accelerated context with a sparse FFN: per layer, what it read since the last
+    /// reset. `None` otherwise.
+    pub fn accelerated_ffn_counts(&self) -> Result<Option<Vec<LayerFfnCounts>>> {
+        match &self.accel {
+            Some(a) => a.ffn_sparsity_counts(),
+            None => Ok(None),
+        }
+    }
+
+    pub fn reset_accelerated_ffn_counts(&mut self) -> Result<()> {
+        match &mut self.accel {
+            Some(a) => a.reset_ffn_sparsity_counts(),
+            None => Ok(()),
+        }
     }
 
     /// Measurement switch: when on, the [`DecodeFfn`] overrides also run (row by row) for

@@ -365,3 +365,160 @@ fn gpu_graph_replay_equals_plain_launches() {
         }
     }
 }
+
+/// The sparse decode FFN on the GPU against the CPU's sparse FFN with the same per-layer
+/// plans (thresholds at each layer's observed median |act| and a quantile of |act·up|, with
+/// and without per-neuron weights): logits agree as closely as the dense paths do, the share
+/// of neurons skipped per layer agrees up to threshold-edge flips, counting stops when the
+/// sparse FFN is switched off, and modes the device cannot evaluate are refused.
+#[test]
+fn gpu_sparse_decode_matches_cpu_sparse_decode() {
+    use ghostcore::sparsity::accelerated::{attach as attach_gpu, current_tally};
+    use ghostcore::sparsity::engine::{attach, build_down_copies, install, uninstall};
+    use ghostcore::sparsity::{DownPath, LayerPlan, LayerRule};
+    use std::sync::Mutex;
+    if !gpu_present() {
+        return;
+    }
+    let model = synthetic("llama3-1b", "q4_k_m");
+    let (n_vocab, n_layer, n_ff) = {
+        let c = model.config();
+        (c.n_vocab, c.n_layer, c.n_ff)
+    };
+    let prompt: Vec<u32> = (0..12u32)
+        .map(|i| (i * 7919 + 13) % n_vocab as u32)
+        .collect();
+
+    // Each layer's |act| and |act·up| over the prompt, from a dense CPU run.
+    #[derive(Default)]
+    struct Seen(Vec<(Vec<f32>, Vec<f32>)>);
+    struct Obs(Arc<Mutex<Seen>>);
+    impl FfnObserver for Obs {
+        fn observe(&mut self, layer: usize, _: usize, act: &[f32], up: &[f32]) {
+            let mut s = self.0.lock().unwrap();
+            if s.0.len() <= layer {
+                s.0.resize_with(layer + 1, Default::default);
+            }
+            s.0[layer].0.extend(act.iter().map(|a| a.abs()));
+            s.0[layer]
+                .1
+                .extend(act.iter().zip(up).map(|(a, u)| (a * u).abs()));
+        }
+    }
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let mut probe = context(&model, Device::Cpu);
+    probe
+        .set_ffn_observer(Some(Box::new(Obs(seen.clone()))))
+        .unwrap();
+    probe.decode(&prompt).unwrap();
+    let quantile = |v: &[f32], q: f64| {
+        let mut v = v.to_vec();
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[((v.len() - 1) as f64 * q) as usize]
+    };
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.0.len(), n_layer);
+    let scale: Vec<f32> = (0..n_ff).map(|i| 0.5 + (i % 7) as f32 / 6.0).collect();
+    let cascade: Vec<LayerPlan> = seen
+        .0
+        .iter()
+        .map(|(act, prod)| LayerPlan {
+            live: None,
+            rule: LayerRule::Cascade {
+                t_act: quantile(act, 0.3),
+                t_prod: quantile(prod, 0.5),
+            },
+            down: DownPath::Auto,
+        })
+        .collect();
+    let scaled: Vec<LayerPlan> = seen
+        .0
+        .iter()
+        .enumerate()
+        .map(|(il, (act, _))| LayerPlan {
+            // Every third layer dense; the others by |act| times a per-neuron weight.
+            live: None,
+            rule: if il % 3 == 2 {
+                LayerRule::Dense
+            } else {
+                LayerRule::Scaled {
+                    t: quantile(act, 0.5),
+                    scale: scale.clone(),
+                }
+            },
+            down: DownPath::Auto,
+        })
+        .collect();
+    let copies = Arc::new(build_down_copies(&model, None).unwrap().0);
+
+    for (label, plans) in [("cascade", &cascade), ("scaled", &scaled)] {
+        let Some(mut gpu) = gpu_context(&model) else {
+            return;
+        };
+        let mut cpu = context(&model, Device::Cpu);
+        let hc = install(&mut cpu, plans.clone(), Some(copies.clone())).unwrap();
+        attach_gpu(&mut gpu, plans, Some(&copies[..])).unwrap();
+        cpu.decode(&prompt).unwrap();
+        gpu.decode(&prompt).unwrap();
+        let mut worst: f64 = 0.0;
+        let mut next = argmax(cpu.logits()) as u32;
+        for step in 0..16 {
+            cpu.decode(&[next]).unwrap();
+            gpu.decode(&[next]).unwrap();
+            let what = format!("{label} decode step {step}");
+            worst = worst.max(compare_row(&what, cpu.logits(), gpu.logits(), 0.02));
+            next = argmax(cpu.logits()) as u32;
+        }
+        let tc = hc.tally();
+        let tg = current_tally(&gpu, ghostcore::sparsity::SparsityTally::new(n_layer)).unwrap();
+        let (sc, sg) = (tc.sparsity(), tg.sparsity());
+        eprintln!(
+            "{label}: neuron sparsity CPU {:.1}% GPU {:.1}%, FFN bytes skipped CPU {:.1}% GPU {:.1}%, worst relative L2 error {worst:.2e}",
+            100.0 * sc,
+            100.0 * sg,
+            100.0 * tc.bytes_skipped(),
+            100.0 * tg.bytes_skipped()
+        );
+        assert_eq!(
+            tg.layers[0].steps, 16,
+            "GPU counted {} steps",
+            tg.layers[0].steps
+        );
+        assert!(worst < 0.1, "{label}: relative error {worst}");
+        assert!(
+            (0.1..0.9).contains(&sc),
+            "{label}: CPU sparsity {sc} outside the tested range"
+        );
+        for (l, (a, b)) in tc
+            .layer_sparsity()
+            .iter()
+            .zip(tg.layer_sparsity())
+            .enumerate()
+        {
+            assert!(
+                (a - b).abs() < 0.08,
+                "{label} layer {l}: CPU {a} vs GPU {b}"
+            );
+        }
+        // Switched off: the GPU decodes dense again and stops counting.
+        uninstall(&mut gpu).unwrap();
+        gpu.decode(&[next]).unwrap();
+        let after = current_tally(&gpu, ghostcore::sparsity::SparsityTally::new(n_layer)).unwrap();
+        assert_eq!(after.layers[0].steps, 16);
+    }
+
+    // Modes the device cannot evaluate.
+    let Some(mut gpu) = gpu_context(&model) else {
+        return;
+    };
+    for mode in ["stat:0.5", "input:0.2"] {
+        let e = attach(&mut gpu, None, mode);
+        assert!(
+            matches!(
+                e,
+                Err(Error::Unsupported(_)) | Err(Error::InvalidArgument(_))
+            ),
+            "{mode}: {e:?}"
+        );
+    }
+}

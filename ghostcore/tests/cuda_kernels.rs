@@ -14,7 +14,7 @@ use std::process::Command;
 use ghostcore::backend::cpu::ops as cpu_ops;
 use ghostcore::backend::cuda::{
     AttentionWorkspace, CudaBackend, DeviceActivations, DeviceMatrix, DeviceVec, GatedActivation,
-    KvCache, KvCacheShape, NeuronMajorDown, RopeParams, RopeStyle, SparseFfnScratch,
+    KvCache, KvCacheShape, NeuronMajorDown, RopeParams, RopeStyle, SparseFfnRule, SparseFfnScratch,
 };
 use ghostcore::gguf::GgufFile;
 use ghostcore::quant::GgmlType;
@@ -903,20 +903,71 @@ fn ref_quantize_q8_0(x: &[f32]) -> Vec<u8> {
     out
 }
 
+/// A threshold near the `pct` percentile of `mags` with a clear gap to every value, so the
+/// f64 reference and the GPU agree on which side each value falls.
+fn gap_threshold(mags: &[f64], pct: usize) -> f64 {
+    let mut m = mags.to_vec();
+    m.sort_by(|p, q| p.partial_cmp(q).unwrap());
+    let n = m.len();
+    let lo = (pct * n / 100).min(n - 2);
+    let k = (lo..(lo + n / 10).min(n - 1))
+        .max_by(|&i, &j| (m[i + 1] - m[i]).partial_cmp(&(m[j + 1] - m[j])).unwrap())
+        .unwrap();
+    assert!(
+        m[k + 1] - m[k] > 1e-4 * m[k + 1],
+        "no clear gap near {pct}%"
+    );
+    (m[k] + m[k + 1]) / 2.0
+}
+
+/// The sparse FFN (gate test by |act| or by |act| times a per-neuron scale, optional product
+/// stage) against an f64 reference that masks the dense FFN with the same decisions: the kept
+/// sets equal, the output within the f32 accumulation error; run twice, bit-identical.
 #[test]
 fn cuda_sparse_ffn_matches_masked_dense_reference() {
     let Some(gpu) = backend() else { return };
     let mut rng = Rng(10);
-    let (n_embd, n_ff) = (512usize, 1536usize);
-    for (ty, act, down_ty) in [
-        (GgmlType::Q4_K, GatedActivation::Silu, GgmlType::Q8_0),
-        (GgmlType::Q8_0, GatedActivation::GeluTanh, GgmlType::Q8_0),
-        (GgmlType::Q6_K, GatedActivation::Silu, GgmlType::Q8_0),
-        (GgmlType::Q4_K, GatedActivation::Silu, GgmlType::Q4_0),
+    // n_embd 576: a last down tile that is only partly filled (SmolLM2's width).
+    for (ty, act, down_ty, n_embd, n_ff) in [
+        (
+            GgmlType::Q4_K,
+            GatedActivation::Silu,
+            GgmlType::Q8_0,
+            512usize,
+            1536usize,
+        ),
+        (
+            GgmlType::Q8_0,
+            GatedActivation::GeluTanh,
+            GgmlType::Q8_0,
+            576,
+            1536,
+        ),
+        (
+            GgmlType::Q6_K,
+            GatedActivation::Silu,
+            GgmlType::Q8_0,
+            512,
+            1536,
+        ),
+        (
+            GgmlType::Q4_K,
+            GatedActivation::Silu,
+            GgmlType::Q4_0,
+            512,
+            2560,
+        ),
+        (
+            GgmlType::Q5_0,
+            GatedActivation::Silu,
+            GgmlType::Q4_0,
+            576,
+            1536,
+        ),
     ] {
         let gate = random_rows(&mut rng, ty, n_ff, n_embd);
         let up = random_rows(&mut rng, ty, n_ff, n_embd);
-        // ffn_down as the forward pass sees it: [n_embd rows][n_ff]; its neuron-major Q8_0 copy.
+        // ffn_down as the forward pass sees it: [n_embd rows][n_ff]; its neuron-major copy.
         let down: Vec<Vec<f32>> = (0..n_embd).map(|_| rng.vec(n_ff, 0.05)).collect();
         let down_nm: Vec<f32> = (0..n_ff)
             .flat_map(|i| down.iter().map(move |r| r[i]))
@@ -941,30 +992,99 @@ fn cuda_sparse_ffn_matches_masked_dense_reference() {
             .chunks_exact(rb)
             .map(|r| dot64(&ref_dequant_row(ty, r, n_embd), &x_q8).0)
             .collect();
-        // A threshold near the 70th percentile of |a| with a clear gap to every |a_i|.
-        let mut mags: Vec<f64> = a.iter().map(|v| v.abs()).collect();
-        mags.sort_by(|p, q| p.partial_cmp(q).unwrap());
-        let k = (70 * n_ff / 100..n_ff - 1)
-            .max_by(|&i, &j| {
-                (mags[i + 1] - mags[i])
-                    .partial_cmp(&(mags[j + 1] - mags[j]))
-                    .unwrap()
-            })
-            .filter(|&i| mags[i + 1] - mags[i] > 1e-4 * mags[i + 1])
-            .unwrap_or(7 * n_ff / 10);
-        let threshold = ((mags[k] + mags[k + 1]) / 2.0) as f32;
-        let active: Vec<usize> = (0..n_ff)
-            .filter(|&i| a[i].abs() > threshold as f64)
-            .collect();
+        let scale: Vec<f32> = (0..n_ff).map(|_| 0.5 + rng.unit().abs()).collect();
 
         let dg = DeviceMatrix::upload(&gpu, ty, n_embd, n_ff, &gate).unwrap();
         let du = DeviceMatrix::upload(&gpu, ty, n_embd, n_ff, &up).unwrap();
         let dd = NeuronMajorDown::upload_typed(&gpu, down_ty, n_ff, n_embd, &down_nm_q).unwrap();
+        let dscale = DeviceVec::from_host(&gpu, &scale).unwrap();
         let mut dx = DeviceActivations::new(&gpu, n_embd).unwrap();
         dx.x.write(&gpu, &x).unwrap();
         gpu.quantize_activations(&mut dx).unwrap();
-        let mut scratch = SparseFfnScratch::new(&gpu, n_ff).unwrap();
+        let mut scratch = SparseFfnScratch::new(&gpu, n_ff, n_embd).unwrap();
         let residual = rng.vec(n_embd, 1.0);
+
+        for (label, scaled, product_pct) in [
+            ("act", false, None),
+            ("act+product", false, Some(40)),
+            ("upw+product", true, Some(30)),
+        ] {
+            let score: Vec<f64> = (0..n_ff)
+                .map(|i| a[i].abs() * if scaled { scale[i] as f64 } else { 1.0 })
+                .collect();
+            let t_act = gap_threshold(&score, 70);
+            let kept: Vec<usize> = (0..n_ff).filter(|&i| score[i] > t_act).collect();
+            let prod: Vec<f64> = kept.iter().map(|&i| (a[i] * u[i]).abs()).collect();
+            let t_prod = product_pct.map_or(-1.0, |p| gap_threshold(&prod, p));
+            let read: Vec<usize> = kept
+                .iter()
+                .copied()
+                .filter(|&i| (a[i] * u[i]).abs() > t_prod)
+                .collect();
+            let rule = SparseFfnRule {
+                act_threshold: t_act as f32,
+                neuron_scale: scaled.then_some(&dscale),
+                product_threshold: t_prod as f32,
+            };
+            let what = format!(
+                "sparse_ffn {} {act:?} down {} {label} ({} kept, {} read of {n_ff})",
+                ty.name(),
+                down_ty.name(),
+                kept.len(),
+                read.len()
+            );
+            let mut runs = Vec::new();
+            for _ in 0..2 {
+                let mut out = DeviceVec::from_host(&gpu, &residual).unwrap();
+                gpu.sparse_ffn(&dg, &du, &dd, &dx, act, &rule, &mut scratch, &mut out, true)
+                    .unwrap();
+                runs.push(out.to_vec(&gpu).unwrap());
+            }
+            assert!(
+                runs[0]
+                    .iter()
+                    .zip(&runs[1])
+                    .all(|(p, q)| p.to_bits() == q.to_bits()),
+                "{what}: two runs differ"
+            );
+
+            let listed = scratch.read_active(&gpu).unwrap();
+            let ids: Vec<usize> = listed.iter().map(|&(i, _)| i as usize).collect();
+            assert_eq!(ids, kept, "{what}: kept set differs (threshold {t_act})");
+            for &(i, v) in &listed {
+                let i = i as usize;
+                assert!(
+                    (v as f64 - a[i]).abs() <= 1e-4 * a[i].abs() + 1e-5,
+                    "{what}: activated gate {i}: {v} vs {}",
+                    a[i]
+                );
+            }
+            let hidden = scratch.read_hidden(&gpu).unwrap();
+            let hid: Vec<usize> = hidden.iter().map(|&(i, _)| i as usize).collect();
+            assert_eq!(
+                hid, read,
+                "{what}: set of down rows read differs (threshold {t_prod})"
+            );
+
+            let mut want: Vec<f64> = residual.iter().map(|&r| r as f64).collect();
+            let mut mag = vec![0f64; n_embd];
+            for &i in &read {
+                let h = a[i] * u[i];
+                for e in 0..n_embd {
+                    let t = h * down_nm_deq[i * n_embd + e] as f64;
+                    want[e] += t;
+                    mag[e] += t.abs();
+                }
+            }
+            let tol: Vec<f64> = mag
+                .iter()
+                .zip(&want)
+                .map(|(m, w)| 1e-4 * m + 1e-6 * w.abs() + 1e-6)
+                .collect();
+            assert_close(&what, &runs[0], &want, &tol);
+        }
+
+        // Nothing active: out = 0 without accumulate.
         let mut out = DeviceVec::from_host(&gpu, &residual).unwrap();
         gpu.sparse_ffn(
             &dg,
@@ -972,66 +1092,7 @@ fn cuda_sparse_ffn_matches_masked_dense_reference() {
             &dd,
             &dx,
             act,
-            threshold,
-            &mut scratch,
-            &mut out,
-            true,
-        )
-        .unwrap();
-
-        let mut listed = scratch.read_active(&gpu).unwrap();
-        listed.sort_by_key(|&(i, _)| i);
-        let ids: Vec<usize> = listed.iter().map(|&(i, _)| i as usize).collect();
-        assert_eq!(
-            ids,
-            active,
-            "{} {act:?}: active set differs (threshold {threshold})",
-            ty.name()
-        );
-        for &(i, v) in &listed {
-            let i = i as usize;
-            assert!(
-                (v as f64 - a[i]).abs() <= 1e-4 * a[i].abs() + 1e-5,
-                "activated gate {i}: {v} vs {}",
-                a[i]
-            );
-        }
-        let got = out.to_vec(&gpu).unwrap();
-        let mut want: Vec<f64> = residual.iter().map(|&r| r as f64).collect();
-        let mut mag = vec![0f64; n_embd];
-        for &i in &active {
-            let h = a[i] * u[i];
-            for e in 0..n_embd {
-                let t = h * down_nm_deq[i * n_embd + e] as f64;
-                want[e] += t;
-                mag[e] += t.abs();
-            }
-        }
-        let tol: Vec<f64> = mag
-            .iter()
-            .zip(&want)
-            .map(|(m, w)| 1e-4 * m + 1e-6 * w.abs() + 1e-6)
-            .collect();
-        assert_close(
-            &format!(
-                "sparse_ffn {} {act:?} down {} ({} of {n_ff} active)",
-                ty.name(),
-                down_ty.name(),
-                active.len()
-            ),
-            &got,
-            &want,
-            &tol,
-        );
-
-        // Nothing active: out = 0 without accumulate.
-        gpu.sparse_ffn(
-            &dg,
-            &du,
-            &dd,
-            &dx,
-            act,
-            f32::INFINITY,
+            &SparseFfnRule::act(f32::INFINITY),
             &mut scratch,
             &mut out,
             false,
@@ -1039,6 +1100,29 @@ fn cuda_sparse_ffn_matches_masked_dense_reference() {
         .unwrap();
         assert!(scratch.read_active(&gpu).unwrap().is_empty());
         assert!(out.to_vec(&gpu).unwrap().iter().all(|&v| v == 0.0));
+        // Mismatched scratch or scale: typed errors, nothing launched.
+        let mut small = SparseFfnScratch::new(&gpu, n_ff / 2, n_embd).unwrap();
+        assert!(gpu
+            .sparse_ffn(
+                &dg,
+                &du,
+                &dd,
+                &dx,
+                act,
+                &SparseFfnRule::act(0.0),
+                &mut small,
+                &mut out,
+                false
+            )
+            .is_err());
+        let short = DeviceVec::zeros(&gpu, n_ff - 1).unwrap();
+        let bad = SparseFfnRule {
+            neuron_scale: Some(&short),
+            ..SparseFfnRule::act(0.0)
+        };
+        assert!(gpu
+            .sparse_ffn(&dg, &du, &dd, &dx, act, &bad, &mut scratch, &mut out, false)
+            .is_err());
     }
 }
 
@@ -1153,7 +1237,7 @@ fn cuda_real_model_ffn_matches_cpu_engine() {
     let mut dx = DeviceActivations::new(&gpu, n_embd).unwrap();
     dx.x.write(&gpu, &x).unwrap();
     gpu.quantize_activations(&mut dx).unwrap();
-    let mut scratch = SparseFfnScratch::new(&gpu, n_ff).unwrap();
+    let mut scratch = SparseFfnScratch::new(&gpu, n_ff, n_embd).unwrap();
     let mut out = DeviceVec::zeros(&gpu, n_embd).unwrap();
     gpu.sparse_ffn(
         &dg,
@@ -1161,12 +1245,13 @@ fn cuda_real_model_ffn_matches_cpu_engine() {
         &dd,
         &dx,
         GatedActivation::Silu,
-        -1.0,
+        &SparseFfnRule::act(-1.0),
         &mut scratch,
         &mut out,
         false,
     )
     .unwrap();
+    // (No activation of this input is exactly 0, so every neuron is listed.)
     assert_eq!(
         scratch.read_active(&gpu).unwrap().len(),
         n_ff,

@@ -43,6 +43,56 @@ pub trait AcceleratedForward: Send + std::fmt::Debug {
     ) -> Result<()>;
     /// Bytes of the device KV cache.
     fn kv_size_bytes(&self) -> usize;
+
+    /// Runs single-token steps with the sparse FFN described per layer (`None` in a slot: that
+    /// layer dense; `None` as a whole: every layer dense again). Prefill stays dense.
+    fn set_ffn_sparsity(&mut self, layers: Option<&[Option<LayerFfnSparsity<'_>>]>) -> Result<()> {
+        let _ = layers;
+        crate::bail!(Unsupported, "{} has no sparse FFN", self.describe())
+    }
+
+    /// Switches the sparse FFN set by [`Self::set_ffn_sparsity`] off (dense decode) and back
+    /// on without dropping its device data (side-by-side benchmarks).
+    fn set_ffn_sparsity_enabled(&mut self, on: bool) -> Result<()> {
+        let _ = on;
+        Ok(())
+    }
+
+    /// Per layer, what the sparse FFN read since the last reset; `None` without sparsity.
+    fn ffn_sparsity_counts(&self) -> Result<Option<Vec<LayerFfnCounts>>> {
+        Ok(None)
+    }
+
+    fn reset_ffn_sparsity_counts(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// What the sparse FFN of one layer skips on an accelerated backend: the thresholds of the
+/// gate stage (`|act(gate_n . x)| * scale_n > act_threshold`) and of the product stage
+/// (`|h_n| > product_threshold`; negative: none), and optionally a neuron-major copy of
+/// `ffn_down` (`n_ff` rows of `n_embd`, ggml blocks) so that the down rows of skipped neurons
+/// are not read either. Without a copy the model's own `ffn_down` runs over the hidden vector
+/// with the skipped neurons at zero (gate and up rows are still skipped).
+#[derive(Clone, Debug)]
+pub struct LayerFfnSparsity<'a> {
+    pub act_threshold: f32,
+    pub neuron_scale: Option<&'a [f32]>,
+    pub product_threshold: f32,
+    pub down_copy: Option<(crate::quant::GgmlType, &'a [u8])>,
+}
+
+/// Neurons one layer's sparse FFN read, summed over `tokens` single-token steps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LayerFfnCounts {
+    pub tokens: u64,
+    /// Neurons kept past the gate (their up rows read).
+    pub up_rows: u64,
+    /// Neurons whose down rows were read (through the copy; with the model's own down, every
+    /// row is read).
+    pub down_rows: u64,
+    /// Whether the layer reads down through a neuron-major copy.
+    pub down_copy: bool,
 }
 
 /// The accelerated forward pass for `model` with a cache of `n_ctx` positions, or `Ok(None)`

@@ -254,6 +254,7 @@ fn time_generation_side_by_side(
         for (layer, ffn) in sparse_ffns.iter().enumerate() {
             ctx.set_decode_ffn(layer, ffn.clone())?;
         }
+        ctx.set_accelerated_ffn_sparsity_enabled(true)?;
         ctx.reset_profile();
         let s = time_generation(ctx, tokens)?;
         accumulate(&mut sparse_profile, &ctx.profile(), rep > 0);
@@ -283,7 +284,8 @@ fn time_generation_side_by_side(
         );
     }
     if let Some(h) = handle {
-        eprintln!("{}", tally_summary(&h.tally()));
+        let tally = crate::sparsity::accelerated::current_tally(ctx, h.tally())?;
+        eprintln!("{}", tally_summary(&tally));
     }
     Ok((dense, sparse))
 }

@@ -279,9 +279,10 @@ pub fn run(args: Args) -> Result<()> {
         ctx.n_threads()
     );
     if let Some(handle) = &sparse {
+        let tally = crate::sparsity::accelerated::current_tally(&ctx, handle.tally())?;
         eprintln!(
             "ghost: {}",
-            crate::sparsity::engine::tally_summary(&handle.tally()).replace('\n', "\nghost: ")
+            crate::sparsity::engine::tally_summary(&tally).replace('\n', "\nghost: ")
         );
     }
     Ok(())

@@ -210,8 +210,10 @@ pub fn install_with(
     Ok(SparseHandle { tally })
 }
 
-/// Restore the dense FFN in every layer.
+/// Restore the dense FFN in every layer (on an accelerated context: switch its sparse FFN
+/// off; [`Context::set_accelerated_ffn_sparsity_enabled`] switches it back on).
 pub fn uninstall(ctx: &mut Context) -> Result<()> {
+    ctx.set_accelerated_ffn_sparsity_enabled(false)?;
     for layer in 0..ctx.model().config().n_layer {
         ctx.set_decode_ffn(layer, None)?;
     }
@@ -273,6 +275,19 @@ pub fn attach(
         None => None,
     };
     let plans = super::plan::resolve_plans(&mode, sidecar.as_ref(), model.config().n_layer)?;
+    if ctx.is_accelerated() {
+        // The device reads its own copy type; the sidecar's copies serve when they match.
+        let copies = match super::accelerated::device_copy_type()? {
+            None => None,
+            Some(ty) => match sidecar.and_then(|s| s.down_copies) {
+                Some(c) if c.iter().all(|c| c.ty == ty) => Some(c),
+                _ => Some(build_down_copies(&model, Some(ty))?.0),
+            },
+        };
+        super::accelerated::attach(ctx, &plans, copies.as_deref())?;
+        let tally = Arc::new(Mutex::new(SparsityTally::new(model.config().n_layer)));
+        return Ok(Some(SparseHandle { tally }));
+    }
     let copies = match sidecar.and_then(|s| s.down_copies) {
         Some(c) => c,
         None => build_down_copies(&model, None)?.0,

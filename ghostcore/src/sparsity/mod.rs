@@ -9,11 +9,13 @@
 //!   [`exact_down`]: the exact (not requantized) neuron-major copy of a Q4_K `ffn_down`.
 //! - [`rows`], [`ffn`]: row-level weight access and the sparse FFN step.
 //! - [`plan`]: mode + sidecar → per-layer plans; tallies of what was skipped.
-//! - [`engine`]: installing the sparse (or calibrating) FFN into a [`crate::context::Context`].
+//! - [`engine`]: installing the sparse (or calibrating) FFN into a [`crate::context::Context`];
+//!   [`accelerated`]: the same plans as device rules for a GPU context.
 //! - [`eval`]: perplexity and KL to the dense path; [`calibrate`]: the calibration run;
 //!   [`allocate`]: per-layer sensitivity and the per-layer allocation of the byte budget.
 //! - [`report`]: sweep tables (CSV, Markdown) and the SVG plot.
 
+pub mod accelerated;
 pub mod allocate;
 pub mod calibrate;
 pub mod engine;

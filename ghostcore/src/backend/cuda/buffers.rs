@@ -302,12 +302,15 @@ impl KvCache {
 }
 
 /// A neuron-major copy of `ffn_down` for the sparse FFN: row `i` holds neuron `i`'s `n_embd`
-/// output weights (column `i` of the GGUF tensor) as Q8_0, so an active neuron is one
-/// contiguous row. Built on the host (dequantize, transpose, requantize) and uploaded once.
+/// output weights (column `i` of the GGUF tensor), Q8_0 or Q4_0, so an active neuron is one
+/// contiguous row. On the device each row is stored split: the quants of its blocks first
+/// (ggml's order within a block), then the blocks' f16 scales, rows padded to 16 bytes, so
+/// the sparse down kernel reads a lane's columns with one aligned 16-byte load.
 pub struct NeuronMajorDown {
     pub(crate) ty: GgmlType,
     pub(crate) n_ff: usize,
     pub(crate) n_embd: usize,
+    /// Distance between device rows (the ggml row size rounded up to 16 bytes).
     pub(crate) row_bytes: usize,
     pub(crate) data: CudaSlice<u8>,
 }
@@ -323,8 +326,9 @@ impl NeuronMajorDown {
         Self::upload_typed(backend, GgmlType::Q8_0, n_ff, n_embd, q8_0_rows)
     }
 
-    /// `rows`: `n_ff` rows of `n_embd` weights of type `ty`, Q8_0 or Q4_0 (half the bytes of
-    /// Q8_0: what makes skipping down rows pay on the GPU, at a quality cost to measure).
+    /// `rows`: `n_ff` rows of `n_embd` weights of type `ty` in ggml's block format, Q8_0 or
+    /// Q4_0 (half the bytes of Q8_0: what makes skipping down rows pay on the GPU, at a quality
+    /// cost to measure).
     pub fn upload_typed(
         backend: &CudaBackend,
         ty: GgmlType,
@@ -332,20 +336,45 @@ impl NeuronMajorDown {
         n_embd: usize,
         rows: &[u8],
     ) -> Result<Self> {
-        if !matches!(ty, GgmlType::Q8_0 | GgmlType::Q4_0) {
-            bail!(
+        let quant_bytes = match ty {
+            GgmlType::Q8_0 => 32,
+            GgmlType::Q4_0 => 16,
+            _ => bail!(
                 Unsupported,
                 "neuron-major ffn_down copy of type {}: the sparse kernels read Q8_0 or Q4_0",
                 ty.name()
+            ),
+        };
+        let block_bytes = quant_bytes + 2;
+        let n_blocks = n_embd / 32;
+        let row_len = n_blocks * block_bytes;
+        if n_ff == 0 || n_embd == 0 || n_embd % 32 != 0 || rows.len() != n_ff * row_len {
+            bail!(
+                InvalidArgument,
+                "neuron-major ffn_down: {} bytes for {n_ff} rows of {n_embd} {}",
+                rows.len(),
+                ty.name()
             );
         }
-        let m = DeviceMatrix::upload(backend, ty, n_embd, n_ff, rows)?;
+        let stride = row_len.next_multiple_of(16);
+        let mut split = vec![0u8; n_ff * stride];
+        for (src, dst) in rows
+            .chunks_exact(row_len)
+            .zip(split.chunks_exact_mut(stride))
+        {
+            let (quants, scales) = dst.split_at_mut(n_blocks * quant_bytes);
+            for (b, block) in src.chunks_exact(block_bytes).enumerate() {
+                scales[2 * b..2 * b + 2].copy_from_slice(&block[..2]);
+                quants[b * quant_bytes..(b + 1) * quant_bytes].copy_from_slice(&block[2..]);
+            }
+        }
+        let data = backend.upload_padded(&split, WEIGHT_PADDING_BYTES)?;
         Ok(NeuronMajorDown {
             ty,
             n_ff,
             n_embd,
-            row_bytes: m.row_bytes,
-            data: m.data,
+            row_bytes: stride,
+            data,
         })
     }
 
@@ -357,45 +386,101 @@ impl NeuronMajorDown {
     }
 }
 
-/// Per-layer scratch of the sparse FFN: the compact list of active neurons.
+/// Scratch of the sparse FFN (one per forward pass, reused by every layer of the same
+/// shape): the thresholded activated gate, the hidden vector, and the down kernel's
+/// per-slice partial sums and per-tile tickets.
 pub struct SparseFfnScratch {
-    pub(crate) capacity: usize,
-    pub(crate) ids: CudaSlice<i32>,
-    pub(crate) a_vals: CudaSlice<f32>,
+    pub(crate) n_ff: usize,
+    pub(crate) n_embd: usize,
+    /// `a[n]`: act(gate_n . x) for kept neurons, 0 for skipped ones.
+    pub(crate) a: CudaSlice<f32>,
+    /// `h[n]`: a[n] * (up_n . x) for neurons down reads, 0 for the others.
     pub(crate) h: CudaSlice<f32>,
-    pub(crate) count: CudaSlice<i32>,
+    pub(crate) partials: CudaSlice<f32>,
+    pub(crate) tickets: CudaSlice<u32>,
 }
 
+/// Most neuron slices the sparse down kernel splits a layer into (its partial sums take
+/// `SPARSE_DOWN_MAX_SLICES * n_embd` floats).
+pub const SPARSE_DOWN_MAX_SLICES: usize = 64;
+
 impl SparseFfnScratch {
-    /// Room for up to `n_ff` active neurons.
-    pub fn new(backend: &CudaBackend, n_ff: usize) -> Result<Self> {
-        if n_ff == 0 || n_ff > i32::MAX as usize {
-            bail!(InvalidArgument, "sparse FFN scratch for {n_ff} neurons");
+    /// For layers of `n_ff` neurons and width `n_embd`.
+    pub fn new(backend: &CudaBackend, n_ff: usize, n_embd: usize) -> Result<Self> {
+        if n_ff == 0 || n_ff > i32::MAX as usize || n_embd == 0 || n_embd > i32::MAX as usize {
+            bail!(
+                InvalidArgument,
+                "sparse FFN scratch for {n_ff} neurons of width {n_embd}"
+            );
         }
         Ok(SparseFfnScratch {
-            capacity: n_ff,
-            ids: backend.alloc_zeros(n_ff)?,
-            a_vals: backend.alloc_zeros(n_ff)?,
+            n_ff,
+            n_embd,
+            a: backend.alloc_zeros(n_ff)?,
             h: backend.alloc_zeros(n_ff)?,
-            count: backend.alloc_zeros(1)?,
+            partials: backend.alloc_zeros(SPARSE_DOWN_MAX_SLICES * n_embd)?,
+            // One ticket per down tile (tiles are at least 256 columns wide).
+            tickets: backend.alloc_zeros(n_embd.div_ceil(256))?,
         })
     }
 
-    /// The active neurons of the last run, in the (arbitrary) order the kernel listed them,
-    /// with their activated gate values.
+    /// The neurons the last run kept after the gate test, with their activated gate values,
+    /// in neuron order. (A kept neuron whose activation is exactly 0 contributes nothing and
+    /// is not listed.)
     pub fn read_active(&self, backend: &CudaBackend) -> Result<Vec<(u32, f32)>> {
-        let mut count = [0i32];
-        backend.download(&self.count, 1, &mut count)?;
-        let n = usize::try_from(count[0]).unwrap_or(0).min(self.capacity);
-        let mut ids = vec![0i32; n];
-        let mut vals = vec![0f32; n];
-        backend.download(&self.ids, n, &mut ids)?;
-        backend.download(&self.a_vals, n, &mut vals)?;
-        Ok(ids
-            .into_iter()
-            .zip(vals)
-            .map(|(i, a)| (i as u32, a))
+        let mut a = vec![0f32; self.n_ff];
+        backend.download(&self.a, self.n_ff, &mut a)?;
+        Ok(nonzero(&a))
+    }
+
+    /// The neurons whose down rows the last run read (after the product test), with their
+    /// hidden values `h`, in neuron order.
+    pub fn read_hidden(&self, backend: &CudaBackend) -> Result<Vec<(u32, f32)>> {
+        let mut h = vec![0f32; self.n_ff];
+        backend.download(&self.h, self.n_ff, &mut h)?;
+        Ok(nonzero(&h))
+    }
+}
+
+fn nonzero(v: &[f32]) -> Vec<(u32, f32)> {
+    v.iter()
+        .enumerate()
+        .filter(|(_, x)| **x != 0.0)
+        .map(|(i, &x)| (i as u32, x))
+        .collect()
+}
+
+/// Counters slots per layer of [`FfnCounters`] (`2 * GC_COUNT_SLOTS` in sparse_ffn.cu).
+pub const COUNT_STRIDE: usize = 64;
+
+/// Per-layer device counters of the sparse FFN: neurons kept past the gate (up rows read) and
+/// neurons whose down row was read, summed over the tokens since the last reset. The kernels
+/// add to them without any host round trip; they are read on request.
+pub struct FfnCounters {
+    pub(crate) n_layer: usize,
+    pub(crate) data: CudaSlice<u64>,
+}
+
+impl FfnCounters {
+    pub fn new(backend: &CudaBackend, n_layer: usize) -> Result<Self> {
+        Ok(FfnCounters {
+            n_layer,
+            data: backend.alloc_zeros(n_layer.max(1) * COUNT_STRIDE)?,
+        })
+    }
+
+    /// Per layer: (neurons kept past the gate, neurons whose down row was read).
+    pub fn read(&self, backend: &CudaBackend) -> Result<Vec<(u64, u64)>> {
+        let mut v = vec![0u64; self.n_layer * COUNT_STRIDE];
+        backend.download(&self.data, v.len(), &mut v)?;
+        let half = COUNT_STRIDE / 2;
+        Ok(v.chunks_exact(COUNT_STRIDE)
+            .map(|c| (c[..half].iter().sum(), c[half..].iter().sum()))
             .collect())
+    }
+
+    pub fn reset(&mut self, backend: &CudaBackend) -> Result<()> {
+        backend.memset_zero(&mut self.data)
     }
 }
 

@@ -15,7 +15,7 @@ use super::kernels::{ALL_KERNELS, FATBIN};
 use crate::{Error, Result};
 
 /// A CUDA graph recorded on a backend's stream.
-pub(crate) struct RecordedGraph(CudaGraph);
+pub struct RecordedGraph(CudaGraph);
 
 // SAFETY: the graph and its executable are driver handles of the backend's context, which the
 // driver API lets any thread use; cudarc's `CudaGraph::launch` binds that context to the
@@ -177,7 +177,7 @@ impl CudaBackend {
 
     /// Records the work `f` queues on the stream into a CUDA graph instead of running it.
     /// Nothing may synchronize inside `f`. On error the capture is ended and discarded.
-    pub(crate) fn capture_graph(&self, f: impl FnOnce() -> Result<()>) -> Result<RecordedGraph> {
+    pub fn capture_graph(&self, f: impl FnOnce() -> Result<()>) -> Result<RecordedGraph> {
         guard("cuStreamBeginCapture", || {
             self.stream
                 .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
@@ -194,7 +194,7 @@ impl CudaBackend {
     }
 
     /// Queues a replay of `graph` on the stream.
-    pub(crate) fn launch_graph(&self, graph: &RecordedGraph) -> Result<()> {
+    pub fn launch_graph(&self, graph: &RecordedGraph) -> Result<()> {
         guard("cuGraphLaunch", || graph.0.launch())
     }
 
@@ -231,6 +231,14 @@ impl CudaBackend {
             })?;
         }
         Ok(dst)
+    }
+
+    /// Sets every element of `dst` to zero (queued on the stream).
+    pub(crate) fn memset_zero<T: DeviceRepr + ValidAsZeroBits>(
+        &self,
+        dst: &mut CudaSlice<T>,
+    ) -> Result<()> {
+        guard("cuMemsetD8", || self.stream.memset_zeros(dst))
     }
 
     /// Copies `src` (device) into `dst` (host); both must have the same length.
@@ -278,14 +286,6 @@ impl CudaBackend {
             let mut view = dst.slice_mut(0..src.len());
             self.stream.memcpy_htod(src, &mut view)
         })
-    }
-
-    /// Sets the first `len` elements of `dst` to zero.
-    pub(crate) fn zero<T: DeviceRepr + ValidAsZeroBits>(
-        &self,
-        dst: &mut CudaSlice<T>,
-    ) -> Result<()> {
-        guard("cuMemsetD8", || self.stream.memset_zeros(dst))
     }
 }
 

@@ -10,11 +10,12 @@
 use std::sync::Arc;
 
 use super::buffers::{
-    DecodeStep, DeviceActivations, DeviceMatrix, DeviceVec, KvCache, KvCacheShape,
+    DecodeStep, DeviceActivations, DeviceMatrix, DeviceVec, FfnCounters, KvCache, KvCacheShape,
+    NeuronMajorDown, SparseFfnScratch,
 };
 use super::device::{CudaBackend, RecordedGraph};
-use super::ops::{AttentionWorkspace, GatedActivation, RopeParams, RopeStyle};
-use crate::backend::{AcceleratedForward, LogitsFor};
+use super::ops::{AttentionWorkspace, GatedActivation, RopeParams, RopeStyle, SparseFfnRule};
+use crate::backend::{AcceleratedForward, LayerFfnCounts, LayerFfnSparsity, LogitsFor};
 use crate::model::config::{Activation, Config, RopeStyle as ModelRopeStyle};
 use crate::model::{Model, Weight};
 use crate::{bail, Result};
@@ -37,6 +38,25 @@ struct DeviceLayer {
     ffn_up: DeviceMatrix,
     ffn_down: DeviceMatrix,
     post_ffn_norm: Option<DeviceVec>,
+}
+
+/// One layer's sparse decode FFN on the device (see [`LayerFfnSparsity`]).
+struct SparseLayer {
+    act_threshold: f32,
+    scale: Option<DeviceVec>,
+    product_threshold: f32,
+    /// Neuron-major down copy; `None`: the model's own down over the zero-padded hidden vector.
+    down: Option<NeuronMajorDown>,
+}
+
+/// The sparse FFN of single-token steps: per-layer rules, scratch and read counters.
+struct SparseFfn {
+    layers: Vec<Option<SparseLayer>>,
+    scratch: SparseFfnScratch,
+    counters: FfnCounters,
+    /// Single-token steps counted since the last reset.
+    tokens: u64,
+    enabled: bool,
 }
 
 /// Tokens per batch of the device forward pass (prompts are split into such batches).
@@ -82,6 +102,8 @@ pub struct CudaForward {
     graph: Option<RecordedGraph>,
     /// Graphs on (default; `GHOST_CUDA_GRAPHS=0` turns them off, and a failed capture does).
     use_graphs: bool,
+    /// The sparse decode FFN, when set.
+    sparse: Option<SparseFfn>,
 }
 
 impl std::fmt::Debug for CudaForward {
@@ -193,6 +215,7 @@ impl CudaForward {
             kv,
             s,
             weight_bytes,
+            sparse: None,
         })
     }
 
@@ -283,6 +306,8 @@ impl CudaForward {
         let g = &*self.gpu;
         let s = &mut self.s;
         let step = tokens.is_none().then_some(&self.step);
+        // Prefill stays dense; single-token steps take the sparse FFN when one is on.
+        let mut sparse = self.sparse.as_mut().filter(|sp| sp.enabled && m == 1);
         debug_assert!(m > 0 && m <= GPU_BATCH && (step.is_none() || m == 1));
         let (n_embd, q_dim, k_dim, v_dim) = (cfg.n_embd, cfg.q_dim(), cfg.k_dim(), cfg.v_dim());
         let att_dim = cfg.n_head * cfg.head_dim_v;
@@ -399,9 +424,76 @@ impl CudaForward {
 
             // FFN block.
             g.rms_norm_quantize_rows(&s.x, &l.ffn_norm, &mut s.xn, m, cfg.rms_eps)?;
-            g.matmul(&l.ffn_gate, &s.xn, m, &mut s.hidden.x, false)?;
-            g.matmul(&l.ffn_up, &s.xn, m, &mut s.up, false)?;
-            g.gated_activation_prefix(&mut s.hidden.x, &s.up, act, m * cfg.n_ff)?;
+            let sparse_layer = sparse
+                .as_deref_mut()
+                .and_then(|sp| match sp.layers.get(il) {
+                    Some(Some(layer)) => Some((layer, &mut sp.scratch, &mut sp.counters)),
+                    _ => None,
+                });
+            if let Some((sl, scratch, counters)) = sparse_layer {
+                let rule = SparseFfnRule {
+                    act_threshold: sl.act_threshold,
+                    neuron_scale: sl.scale.as_ref(),
+                    product_threshold: sl.product_threshold,
+                };
+                let counts = Some((counters, il));
+                match &sl.down {
+                    Some(down) => {
+                        g.ffn_gate_up_into(
+                            &l.ffn_gate,
+                            &l.ffn_up,
+                            &s.xn,
+                            act,
+                            &rule,
+                            None,
+                            &mut scratch.h,
+                            counts,
+                        )?;
+                        match &l.post_ffn_norm {
+                            None => g.sparse_down(down, scratch, &mut s.x, true)?,
+                            Some(pn) => {
+                                g.sparse_down(down, scratch, &mut s.tmp, false)?;
+                                g.rms_norm_inplace_rows(&mut s.tmp, pn, 1, cfg.rms_eps)?;
+                                g.add_rows(&mut s.x, 0, &s.tmp, 0, n_embd)?;
+                            }
+                        }
+                    }
+                    None => {
+                        // Gate and up rows skipped; the model's own down reads every row
+                        // (skipped neurons are zeros of its input).
+                        g.ffn_gate_up_into(
+                            &l.ffn_gate,
+                            &l.ffn_up,
+                            &s.xn,
+                            act,
+                            &rule,
+                            None,
+                            &mut s.hidden.x.data,
+                            counts,
+                        )?;
+                        g.quantize_activations_prefix(&mut s.hidden, cfg.n_ff)?;
+                        add_projection(
+                            g,
+                            &l.ffn_down,
+                            &s.hidden,
+                            1,
+                            l.post_ffn_norm.as_ref(),
+                            cfg.rms_eps,
+                            &mut s.tmp,
+                            &mut s.x,
+                        )?;
+                    }
+                }
+                continue;
+            }
+            if m == 1 && CudaBackend::can_fuse_gate_up(&l.ffn_gate, &l.ffn_up) {
+                // Decode: gate, up and activation in one launch.
+                g.ffn_gate_up(&l.ffn_gate, &l.ffn_up, &s.xn, act, &mut s.hidden.x)?;
+            } else {
+                g.matmul(&l.ffn_gate, &s.xn, m, &mut s.hidden.x, false)?;
+                g.matmul(&l.ffn_up, &s.xn, m, &mut s.up, false)?;
+                g.gated_activation_prefix(&mut s.hidden.x, &s.up, act, m * cfg.n_ff)?;
+            }
             g.quantize_activations_prefix(&mut s.hidden, m * cfg.n_ff)?;
             add_projection(
                 g,
@@ -492,6 +584,9 @@ impl AcceleratedForward for CudaForward {
             );
         }
         if tokens.len() == 1 {
+            if let Some(sp) = self.sparse.as_mut().filter(|sp| sp.enabled) {
+                sp.tokens += 1;
+            }
             return self.decode_one(tokens[0], n_past, &mut logits[..n_vocab]);
         }
         let n_chunks = tokens.len().div_ceil(GPU_BATCH);
@@ -513,5 +608,116 @@ impl AcceleratedForward for CudaForward {
     fn kv_size_bytes(&self) -> usize {
         let s = self.kv.shape();
         2 * s.n_layers * s.n_kv_heads * s.head_dim * s.max_ctx * 2
+    }
+
+    fn set_ffn_sparsity(&mut self, layers: Option<&[Option<LayerFfnSparsity<'_>>]>) -> Result<()> {
+        // The recorded step holds the old FFN launches.
+        self.graph = None;
+        let Some(layers) = layers else {
+            self.sparse = None;
+            return Ok(());
+        };
+        let (n_layer, n_ff, n_embd) = (self.cfg.n_layer, self.cfg.n_ff, self.cfg.n_embd);
+        if layers.len() != n_layer {
+            bail!(
+                InvalidArgument,
+                "sparse FFN for {} layers; the model has {n_layer}",
+                layers.len()
+            );
+        }
+        let g = &*self.gpu;
+        let mut built = Vec::with_capacity(n_layer);
+        for (il, spec) in layers.iter().enumerate() {
+            let Some(spec) = spec else {
+                built.push(None);
+                continue;
+            };
+            let l = &self.layers[il];
+            if !CudaBackend::can_fuse_gate_up(&l.ffn_gate, &l.ffn_up) {
+                bail!(
+                    Unsupported,
+                    "sparse FFN on the GPU: layer {il}'s gate/up ({}/{}) have no fused kernel",
+                    l.ffn_gate.ty().name(),
+                    l.ffn_up.ty().name()
+                );
+            }
+            if spec.neuron_scale.is_some_and(|v| v.len() != n_ff) {
+                bail!(
+                    InvalidArgument,
+                    "sparse FFN layer {il}: neuron scale of {} for {n_ff} neurons",
+                    spec.neuron_scale.map_or(0, <[f32]>::len)
+                );
+            }
+            built.push(Some(SparseLayer {
+                act_threshold: spec.act_threshold,
+                scale: spec
+                    .neuron_scale
+                    .map(|v| DeviceVec::from_host(g, v))
+                    .transpose()?,
+                product_threshold: spec.product_threshold,
+                down: spec
+                    .down_copy
+                    .map(|(ty, bytes)| NeuronMajorDown::upload_typed(g, ty, n_ff, n_embd, bytes))
+                    .transpose()?,
+            }));
+        }
+        self.sparse = Some(SparseFfn {
+            layers: built,
+            scratch: SparseFfnScratch::new(g, n_ff, n_embd)?,
+            counters: FfnCounters::new(g, n_layer)?,
+            tokens: 0,
+            enabled: true,
+        });
+        Ok(())
+    }
+
+    fn set_ffn_sparsity_enabled(&mut self, on: bool) -> Result<()> {
+        if let Some(sp) = &mut self.sparse {
+            if sp.enabled != on {
+                sp.enabled = on;
+                self.graph = None;
+            }
+        }
+        Ok(())
+    }
+
+    fn ffn_sparsity_counts(&self) -> Result<Option<Vec<LayerFfnCounts>>> {
+        let Some(sp) = &self.sparse else {
+            return Ok(None);
+        };
+        let n_ff = self.cfg.n_ff as u64;
+        let counts = sp.counters.read(&self.gpu)?;
+        Ok(Some(
+            sp.layers
+                .iter()
+                .zip(counts)
+                .map(|(layer, (up_rows, down_rows))| match layer {
+                    None => LayerFfnCounts {
+                        tokens: sp.tokens,
+                        up_rows: sp.tokens * n_ff,
+                        down_rows: sp.tokens * n_ff,
+                        down_copy: false,
+                    },
+                    Some(l) => LayerFfnCounts {
+                        tokens: sp.tokens,
+                        up_rows,
+                        down_rows: if l.down.is_some() {
+                            down_rows
+                        } else {
+                            sp.tokens * n_ff
+                        },
+                        down_copy: l.down.is_some(),
+                    },
+                })
+                .collect(),
+        ))
+    }
+
+    fn reset_ffn_sparsity_counts(&mut self) -> Result<()> {
+        if let Some(sp) = &mut self.sparse {
+            sp.counters.reset(&self.gpu)?;
+            sp.tokens = 0;
+        }
+        Ok(())
     }
 }

@@ -50,18 +50,12 @@ pub(crate) const ALL_KERNELS: &[&str] = &[
     "gc_embed_q8_0",
     "gc_embed_q4_k",
     "gc_embed_q6_k",
-    "gc_sparse_gate_q4_0",
-    "gc_sparse_gate_q4_1",
-    "gc_sparse_gate_q5_0",
-    "gc_sparse_gate_q8_0",
-    "gc_sparse_gate_q4_k",
-    "gc_sparse_gate_q6_k",
-    "gc_sparse_up_q4_0",
-    "gc_sparse_up_q4_1",
-    "gc_sparse_up_q5_0",
-    "gc_sparse_up_q8_0",
-    "gc_sparse_up_q4_k",
-    "gc_sparse_up_q6_k",
+    "gc_ffn_gate_up_q4_0",
+    "gc_ffn_gate_up_q4_1",
+    "gc_ffn_gate_up_q5_0",
+    "gc_ffn_gate_up_q8_0",
+    "gc_ffn_gate_up_q4_k",
+    "gc_ffn_gate_up_q6_k",
     "gc_sparse_down_q8_0",
     "gc_sparse_down_q4_0",
 ];
@@ -109,7 +103,7 @@ mod tests {
             assert!(ALL_KERNELS.contains(&format!("gc_embed_{s}").as_str()));
             assert!(ALL_KERNELS.contains(&format!("gc_matvec_f32x_{s}").as_str()));
             if has_q8_1_kernel(ty) {
-                for k in ["gc_matvec", "gc_matmul", "gc_sparse_gate", "gc_sparse_up"] {
+                for k in ["gc_matvec", "gc_matmul", "gc_ffn_gate_up"] {
                     assert!(
                         ALL_KERNELS.contains(&format!("{k}_{s}").as_str()),
                         "{k}_{s}"

@@ -19,9 +19,9 @@ pub mod kernels;
 pub mod ops;
 
 pub use buffers::{
-    DecodeStep, DeviceActivations, DeviceMatrix, DeviceVec, KvCache, KvCacheShape, NeuronMajorDown,
-    SparseFfnScratch, WEIGHT_PADDING_BYTES,
+    DecodeStep, DeviceActivations, DeviceMatrix, DeviceVec, FfnCounters, KvCache, KvCacheShape,
+    NeuronMajorDown, SparseFfnScratch, SPARSE_DOWN_MAX_SLICES, WEIGHT_PADDING_BYTES,
 };
-pub use device::{driver_present, CudaBackend, DeviceInfo};
+pub use device::{driver_present, CudaBackend, DeviceInfo, RecordedGraph};
 pub use kernels::SUPPORTED_WEIGHT_TYPES;
-pub use ops::{AttentionWorkspace, GatedActivation, RopeParams, RopeStyle};
+pub use ops::{AttentionWorkspace, GatedActivation, RopeParams, RopeStyle, SparseFfnRule};

@@ -8,8 +8,8 @@ use std::ops::Range;
 use cudarc::driver::{CudaSlice, CudaView, CudaViewMut, LaunchArgs, LaunchConfig, PushKernelArg};
 
 use super::buffers::{
-    DecodeStep, DeviceActivations, DeviceMatrix, DeviceVec, KvCache, NeuronMajorDown,
-    SparseFfnScratch,
+    DecodeStep, DeviceActivations, DeviceMatrix, DeviceVec, FfnCounters, KvCache, NeuronMajorDown,
+    SparseFfnScratch, COUNT_STRIDE, SPARSE_DOWN_MAX_SLICES,
 };
 use super::device::{guard, CudaBackend};
 use super::kernels::{has_q8_1_kernel, type_suffix};
@@ -25,13 +25,11 @@ const MATMUL_COLS: u32 = 8;
 /// Rows and threads per block of `gc_matmul_*` (`GC_MATMUL_ROWS`, 8 warps).
 const MATMUL_ROWS: u32 = 32;
 const MATMUL_THREADS: u32 = 256;
-/// `gc_sparse_gate_*`: 8 warps of one row each, 8 rows per block (`GC_GATE_WARPS`).
-const GATE_THREADS: u32 = 256;
-const GATE_ROWS_PER_BLOCK: u32 = 8;
-/// Threads per block of `gc_sparse_down_q8_0` (`GC_SPARSE_DOWN_THREADS`); each thread owns
-/// up to `SPARSE_DOWN_GROUPS` groups of 4 columns.
-const SPARSE_DOWN_THREADS: u32 = 256;
-const SPARSE_DOWN_GROUPS: usize = 8;
+/// Warps per block of `gc_sparse_down_*` (`GC_DOWN_WARPS`) and columns per tile (32 lanes
+/// times `DownTile<T>::COLS`).
+const SPARSE_DOWN_WARPS: usize = 8;
+const SPARSE_DOWN_TILE_Q8_0: usize = 512;
+const SPARSE_DOWN_TILE_Q4_0: usize = 1024;
 /// `GC_ATTN_THREADS` and `GC_ATTN_CHUNK_MAX` in attention.cu.
 const ATTN_THREADS: u32 = 128;
 const ATTN_CHUNK_MAX: usize = 256;
@@ -137,7 +135,7 @@ static NULL_DEVICE_PTR: u64 = 0;
 
 /// Pushes an optional device-side `int*` argument (a [`DecodeStep`] field): the view, or a
 /// null pointer, which the kernels read as "use the scalar argument instead".
-fn arg_or_null<'a, 'b: 'a, 'c: 'b>(b: &mut LaunchArgs<'a>, v: Option<&'b CudaView<'c, i32>>) {
+fn arg_or_null<'a, 'b: 'a, 'c: 'b, T>(b: &mut LaunchArgs<'a>, v: Option<&'b CudaView<'c, T>>) {
     match v {
         Some(v) => b.arg(v),
         None => b.arg(&NULL_DEVICE_PTR),
@@ -1109,10 +1107,11 @@ impl CudaBackend {
         })
     }
 
-    /// Sparse gated FFN for one token: neurons with `|act(gate . x)| > threshold` are listed in
-    /// `scratch`; for those only, `h = act(gate . x) * (up . x)`, and
-    /// `out (+)= sum_active h_i * down[:, i]` from the neuron-major `down` copy.
-    /// `x` must already be quantized ([`Self::quantize_activations`]).
+    /// Sparse gated FFN for one token: `a_n = act(gate_n . x)` is kept where
+    /// `|a_n| * scale_n > rule.act_threshold`; for kept neurons only, `h_n = a_n * (up_n . x)`,
+    /// kept where `|h_n| > rule.product_threshold`; `out (+)= sum_n h_n * down[:, n]` over the
+    /// neuron-major `down` copy, reading only the rows with `h_n != 0`. `x` must already be
+    /// quantized ([`Self::quantize_activations`]). The result does not depend on scheduling.
     #[allow(clippy::too_many_arguments)]
     pub fn sparse_ffn(
         &self,
@@ -1121,7 +1120,7 @@ impl CudaBackend {
         down: &NeuronMajorDown,
         x: &DeviceActivations,
         act: GatedActivation,
-        threshold: f32,
+        rule: &SparseFfnRule,
         scratch: &mut SparseFfnScratch,
         out: &mut DeviceVec,
         accumulate: bool,
@@ -1141,17 +1140,21 @@ impl CudaBackend {
             );
         }
         if down.n_ff != n_ff
-            || down.n_embd != out.len()
-            || scratch.capacity < n_ff
-            || down.n_embd > 4 * SPARSE_DOWN_THREADS as usize * SPARSE_DOWN_GROUPS
+            || down.n_embd != n_embd
+            || out.len() != n_embd
+            || scratch.n_ff != n_ff
+            || scratch.n_embd != n_embd
+            || rule.neuron_scale.is_some_and(|s| s.len() != n_ff)
         {
             bail!(
                 InvalidArgument,
-                "sparse_ffn: down {}x{}, out {}, scratch {} for n_ff {n_ff}",
+                "sparse_ffn: down {}x{}, out {}, scratch {}x{}, scale {:?} for n_ff {n_ff}, n_embd {n_embd}",
                 down.n_ff,
                 down.n_embd,
                 out.len(),
-                scratch.capacity
+                scratch.n_ff,
+                scratch.n_embd,
+                rule.neuron_scale.map(DeviceVec::len)
             );
         }
         if !has_q8_1_kernel(gate.ty) {
@@ -1161,83 +1164,260 @@ impl CudaBackend {
                 gate.ty.name()
             );
         }
-        let suffix = type_suffix(gate.ty).unwrap_or_default();
-        let gate_name = format!("gc_sparse_gate_{suffix}");
-        let up_name = format!("gc_sparse_up_{suffix}");
-        let (fg, fu, fd) = (
-            self.function(&gate_name)?,
-            self.function(&up_name)?,
-            self.function(if down.ty == GgmlType::Q4_0 {
-                "gc_sparse_down_q4_0"
-            } else {
-                "gc_sparse_down_q8_0"
-            })?,
-        );
-        let (gate_rb, up_rb, down_rb) = (
-            gate.row_bytes as u64,
-            up.row_bytes as u64,
-            down.row_bytes as u64,
-        );
-        let (n_ff_i, n_embd_i, act_i) = (n_ff as i32, n_embd as i32, act.id());
-        let rows_grid = grid_1d(n_ff, ROWS_PER_BLOCK)?;
-        let gate_grid = grid_1d(n_ff, GATE_ROWS_PER_BLOCK)?;
+        self.sparse_gate_up(gate, up, x, act, rule, scratch)?;
+        self.sparse_down(down, scratch, out, accumulate)
+    }
 
-        self.zero(&mut scratch.count)?;
-        if !accumulate {
-            self.zero(&mut out.data)?;
+    /// The first half of [`Self::sparse_ffn`]: the gate test and up for the kept neurons,
+    /// into `scratch` (`a` and `h`).
+    pub fn sparse_gate_up(
+        &self,
+        gate: &DeviceMatrix,
+        up: &DeviceMatrix,
+        x: &DeviceActivations,
+        act: GatedActivation,
+        rule: &SparseFfnRule,
+        scratch: &mut SparseFfnScratch,
+    ) -> Result<()> {
+        if scratch.n_ff != gate.n_rows || scratch.n_embd != gate.n_cols {
+            bail!(
+                InvalidArgument,
+                "sparse_gate_up: scratch {}x{} for gate {}x{}",
+                scratch.n_ff,
+                scratch.n_embd,
+                gate.n_rows,
+                gate.n_cols
+            );
         }
-        guard(&format!("launch {gate_name}"), || {
-            let mut b = self.stream().launch_builder(fg);
+        self.ffn_gate_up_into(
+            gate,
+            up,
+            x,
+            act,
+            rule,
+            Some(&mut scratch.a),
+            &mut scratch.h,
+            None,
+        )
+    }
+
+    /// The second half of [`Self::sparse_ffn`]: `out[..n_embd] (+)= sum_n h_n * down[:, n]`
+    /// over the neurons with `h_n != 0` in `scratch`.
+    pub fn sparse_down(
+        &self,
+        down: &NeuronMajorDown,
+        scratch: &mut SparseFfnScratch,
+        out: &mut DeviceVec,
+        accumulate: bool,
+    ) -> Result<()> {
+        let (n_ff, n_embd) = (down.n_ff, down.n_embd);
+        if scratch.n_ff != n_ff || scratch.n_embd != n_embd || out.len() < n_embd {
+            bail!(
+                InvalidArgument,
+                "sparse_down: down {n_ff}x{n_embd}, scratch {}x{}, out {}",
+                scratch.n_ff,
+                scratch.n_embd,
+                out.len()
+            );
+        }
+        let (down_name, tile) = match down.ty {
+            GgmlType::Q4_0 => ("gc_sparse_down_q4_0", SPARSE_DOWN_TILE_Q4_0),
+            _ => ("gc_sparse_down_q8_0", SPARSE_DOWN_TILE_Q8_0),
+        };
+        let fd = self.function(down_name)?;
+        let down_rb = down.row_bytes as u64;
+        let (n_ff_i, n_embd_i) = (as_i32(n_ff, "n_ff")?, as_i32(n_embd, "n_embd")?);
+        // Column tiles x neuron slices: about two blocks per SM (more slices mean more
+        // partial sums to add), each slice at least one 32-neuron chunk per warp.
+        let n_tiles = n_embd.div_ceil(tile);
+        let sms = self.info().multiprocessor_count.max(1) as usize;
+        let max_slices = n_ff
+            .div_ceil(32 * SPARSE_DOWN_WARPS)
+            .clamp(1, SPARSE_DOWN_MAX_SLICES);
+        let want = (2 * sms).div_ceil(n_tiles).clamp(1, max_slices);
+        let slice_len = n_ff.div_ceil(want).div_ceil(32) * 32;
+        let n_slices = n_ff.div_ceil(slice_len);
+        let (slice_i, acc_i) = (as_i32(slice_len, "slice")?, i32::from(accumulate));
+        guard(&format!("launch {down_name}"), || {
+            let mut b = self.stream().launch_builder(fd);
+            b.arg(&down.data)
+                .arg(&down_rb)
+                .arg(&n_ff_i)
+                .arg(&n_embd_i)
+                .arg(&slice_i)
+                .arg(&scratch.h);
+            b.arg(&mut scratch.partials)
+                .arg(&mut scratch.tickets)
+                .arg(&mut out.data)
+                .arg(&acc_i);
+            // SAFETY: (const uint8_t* d_rows, u64 row_bytes, int n_ff, int n_embd, int
+            // slice_len, const float* h, float* partials, unsigned* tickets, float* out, int
+            // accumulate) matches the kernel; down holds n_ff padded rows of n_embd (a multiple
+            // of 32, checked at upload); partials hold n_slices <= SPARSE_DOWN_MAX_SLICES rows
+            // of n_embd; tickets one zero per tile (the kernel leaves them at zero); out n_embd.
+            unsafe {
+                b.launch(cfg(
+                    (n_tiles as u32, n_slices as u32),
+                    SPARSE_DOWN_WARPS as u32 * 32,
+                    0,
+                ))
+            }
+            .map(|_| ())
+        })
+    }
+
+    /// The dense gate, up and gated activation of one decode token in one launch:
+    /// `h[..n_ff] = act(gate . x) * (up . x)` (`x`: the first `n_embd` activations, quantized).
+    /// Same kernel as the sparse FFN with nothing skipped; see [`Self::can_fuse_gate_up`].
+    pub fn ffn_gate_up(
+        &self,
+        gate: &DeviceMatrix,
+        up: &DeviceMatrix,
+        x: &DeviceActivations,
+        act: GatedActivation,
+        h: &mut DeviceVec,
+    ) -> Result<()> {
+        if h.len() < gate.n_rows {
+            bail!(
+                InvalidArgument,
+                "ffn_gate_up: output of {} for {} neurons",
+                h.len(),
+                gate.n_rows
+            );
+        }
+        let dense = SparseFfnRule::act(f32::NEG_INFINITY);
+        self.ffn_gate_up_into(gate, up, x, act, &dense, None, &mut h.data, None)
+    }
+
+    /// Whether [`Self::ffn_gate_up`] takes this pair: same integer-kernel type and shape.
+    pub fn can_fuse_gate_up(gate: &DeviceMatrix, up: &DeviceMatrix) -> bool {
+        gate.ty == up.ty
+            && gate.row_bytes == up.row_bytes
+            && (gate.n_rows, gate.n_cols) == (up.n_rows, up.n_cols)
+            && has_q8_1_kernel(gate.ty)
+    }
+
+    /// Launches `gc_ffn_gate_up_<type>` writing `a_out` (when given) and `h`, `n_ff` each,
+    /// and adding to layer `counts.1` of `counts.0` (when given).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn ffn_gate_up_into(
+        &self,
+        gate: &DeviceMatrix,
+        up: &DeviceMatrix,
+        x: &DeviceActivations,
+        act: GatedActivation,
+        rule: &SparseFfnRule,
+        a_out: Option<&mut CudaSlice<f32>>,
+        h: &mut CudaSlice<f32>,
+        counts: Option<(&mut FfnCounters, usize)>,
+    ) -> Result<()> {
+        let n_ff = gate.n_rows;
+        let n_embd = gate.n_cols;
+        if x.len() < n_embd
+            || up.n_cols != n_embd
+            || up.n_rows != n_ff
+            || gate.ty != up.ty
+            || gate.row_bytes != up.row_bytes
+            || h.len() < n_ff
+            || a_out.as_ref().is_some_and(|a| a.len() < n_ff)
+            || rule.neuron_scale.is_some_and(|s| s.len() != n_ff)
+        {
+            bail!(
+                InvalidArgument,
+                "ffn_gate_up: gate {}x{} {} / up {}x{} {} for x of {n_embd}",
+                gate.n_rows,
+                gate.n_cols,
+                gate.ty.name(),
+                up.n_rows,
+                up.n_cols,
+                up.ty.name()
+            );
+        }
+        if !has_q8_1_kernel(gate.ty) {
+            bail!(
+                Unsupported,
+                "ffn_gate_up: gate/up type {} has no integer kernel",
+                gate.ty.name()
+            );
+        }
+        let name = format!(
+            "gc_ffn_gate_up_{}",
+            type_suffix(gate.ty).unwrap_or_default()
+        );
+        let f = self.function(&name)?;
+        let rb = gate.row_bytes as u64;
+        let (n_ff_i, n_embd_i, act_i) =
+            (as_i32(n_ff, "n_ff")?, as_i32(n_embd, "n_embd")?, act.id());
+        let (act_t, prod_t) = (rule.act_threshold, rule.product_threshold);
+        let scale = rule.neuron_scale.map(|s| s.data.slice(..));
+        let mut a_view = a_out.map(|a| a.slice_mut(..));
+        let mut count_view = match counts {
+            Some((c, layer)) if layer < c.n_layer => Some(
+                c.data
+                    .slice_mut(layer * COUNT_STRIDE..(layer + 1) * COUNT_STRIDE),
+            ),
+            Some((c, layer)) => bail!(
+                InvalidArgument,
+                "FFN counters of {} layers, layer {layer}",
+                c.n_layer
+            ),
+            None => None,
+        };
+        let grid = grid_1d(n_ff, ROWS_PER_BLOCK)?;
+        guard(&format!("launch {name}"), || {
+            let mut b = self.stream().launch_builder(f);
             b.arg(&gate.data)
-                .arg(&gate_rb)
+                .arg(&up.data)
+                .arg(&rb)
                 .arg(&n_ff_i)
                 .arg(&n_embd_i)
                 .arg(&x.qs)
                 .arg(&x.ds);
-            b.arg(&act_i)
-                .arg(&threshold)
-                .arg(&mut scratch.ids)
-                .arg(&mut scratch.a_vals)
-                .arg(&mut scratch.count);
-            // SAFETY: (const uint8_t* w, u64 row_bytes, int n_ff, int n_cols, const int8_t* xq,
-            // const float2* xds, int act, float threshold, int* ids, float* a_vals, int* count)
-            // matches the kernel; ids/a_vals hold n_ff entries, count was zeroed above.
-            unsafe { b.launch(cfg((gate_grid, 1), GATE_THREADS, 0)) }.map(|_| ())
-        })?;
-        guard(&format!("launch {up_name}"), || {
-            let mut b = self.stream().launch_builder(fu);
-            b.arg(&up.data)
-                .arg(&up_rb)
-                .arg(&n_embd_i)
-                .arg(&x.qs)
-                .arg(&x.ds);
-            b.arg(&scratch.ids)
-                .arg(&scratch.a_vals)
-                .arg(&scratch.count)
-                .arg(&mut scratch.h);
-            // SAFETY: (const uint8_t* w, u64 row_bytes, int n_cols, const int8_t* xq,
-            // const float2* xds, const int* ids, const float* a_vals, const int* count, float* h)
-            // matches the kernel; ids < n_ff = up rows; the grid covers n_ff list slots.
-            unsafe { b.launch(cfg((rows_grid, 1), ROWS_PER_BLOCK * 32, 0)) }.map(|_| ())
-        })?;
-        // About four blocks per SM, each at least ~16 neurons (when all are active): every
-        // block adds n_embd atomics into `out`.
-        let sms = self.info().multiprocessor_count.max(1) as u32;
-        let down_blocks = (4 * sms).clamp(1, (n_ff / 16).max(1) as u32);
-        guard("launch gc_sparse_down", || {
-            let mut b = self.stream().launch_builder(fd);
-            b.arg(&down.data)
-                .arg(&down_rb)
-                .arg(&n_embd_i)
-                .arg(&scratch.ids)
-                .arg(&scratch.h);
-            b.arg(&scratch.count).arg(&mut out.data);
-            // SAFETY: (const uint8_t* d_rows, u64 row_bytes, int n_embd, const int* ids,
-            // const float* h, const int* count, float* out) matches the kernel; down holds n_ff
-            // rows of n_embd of its type (n_embd % 32 == 0, at most 4 * 256 * 8: checked above)
-            // and out n_embd floats.
-            unsafe { b.launch(cfg((down_blocks, 1), SPARSE_DOWN_THREADS, 0)) }.map(|_| ())
+            b.arg(&act_i).arg(&act_t);
+            arg_or_null(&mut b, scale.as_ref());
+            b.arg(&prod_t);
+            match a_view.as_mut() {
+                Some(a) => b.arg(a),
+                None => b.arg(&NULL_DEVICE_PTR),
+            };
+            b.arg(&mut *h);
+            match count_view.as_mut() {
+                Some(c) => b.arg(c),
+                None => b.arg(&NULL_DEVICE_PTR),
+            };
+            // SAFETY: (const uint8_t* gate, const uint8_t* up, u64 row_bytes, int n_ff, int
+            // n_cols, const int8_t* xq, const float2* xds, int act, float act_threshold, const
+            // float* scale, float product_threshold, float* a_out, float* h, u64* counts)
+            // matches the kernel; gate and up hold n_ff rows of row_bytes; scale (or null),
+            // a_out (or null) and h hold at least n_ff floats; counts (or null) one layer's
+            // 2 * GC_COUNT_SLOTS counters.
+            unsafe { b.launch(cfg((grid, 1), ROWS_PER_BLOCK * 32, 0)) }.map(|_| ())
         })
+    }
+}
+
+/// Which neurons [`CudaBackend::sparse_ffn`] keeps: the GPU form of one layer's sparsity rule.
+#[derive(Clone, Copy)]
+pub struct SparseFfnRule<'a> {
+    /// Neuron `n` passes the gate when `|act(gate_n . x)| * scale_n > act_threshold`
+    /// (negative: every neuron).
+    pub act_threshold: f32,
+    /// Per-neuron weights of the gate score (the calibrated mean `|up_n . x|` of the `upw`
+    /// score); `None` scores by `|act|` alone.
+    pub neuron_scale: Option<&'a DeviceVec>,
+    /// Down reads neuron `n` only when `|h_n| > product_threshold` (negative: every neuron
+    /// that passed the gate).
+    pub product_threshold: f32,
+}
+
+impl SparseFfnRule<'static> {
+    /// CATS: `|act(gate . x)| > threshold`, no product stage.
+    pub fn act(threshold: f32) -> Self {
+        SparseFfnRule {
+            act_threshold: threshold,
+            neuron_scale: None,
+            product_threshold: -1.0,
+        }
     }
 }
 
