@@ -1,11 +1,11 @@
 //! GPU kernel benchmark (needs a CUDA device; prints why and exits 0 without one).
 //!
-//! Times, per call, N back-to-back launches followed by one synchronize (so the figure is
-//! max(kernel time, launch overhead), as in a decode step):
+//! Times, per call:
 //! - decode matvec for each weight type at model shapes, integer (Q8_1 + dp4a) path against
-//!   the dequantizing (f32 activation) path, with effective weight bandwidth;
-//! - the sparse FFN (gate+select, up over the active list, neuron-major down) at several
-//!   sparsities against the dense FFN (gate, up, activation, down matvecs);
+//!   the dequantizing (f32 activation) path, with effective weight bandwidth (back-to-back
+//!   launches on one copy), and at Llama-3-8B shapes from HBM (graph over rotating copies);
+//! - the sparse FFN (fused gate/up, deterministic neuron-major down) at several sparsities
+//!   against the dense decode FFN, with its byte bound (graph over rotating layer copies);
 //! - split-K decode attention at several context lengths.
 //!
 //! Output: a table on stdout; with `GHOSTCORE_BENCH_OUT=<file>`, one JSON object per line.
