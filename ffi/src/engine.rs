@@ -11,6 +11,7 @@ use ghostcore::generate::{generate_tokens, GenerateParams, StopReason as EngineS
 use ghostcore::model::{Model as EngineModel, ModelParams};
 use ghostcore::sampling::SamplerParams;
 use ghostcore::sparsity::calibrate::{calibrate, CalibrateOptions as EngineCalibrateOptions};
+use ghostcore::sparsity::accelerated::current_tally;
 use ghostcore::sparsity::engine::{self as sparsity_engine, SparseHandle};
 use ghostcore::sparsity::{resolve_plans, DownCopy, Rule, Sidecar, SparsityMode};
 use ghostcore::tokenizer::Tokenizer;
@@ -403,6 +404,7 @@ impl Context {
         self.check_room(ids.len())?;
         if let Some(h) = &self.sparse {
             h.reset();
+            self.inner.reset_accelerated_ffn_counts()?;
         }
         let params = GenerateParams {
             max_tokens: options.max_tokens as usize,
@@ -429,10 +431,11 @@ impl Context {
             },
         )?;
         self.has_logits = true;
-        let sparsity = self
-            .sparse
-            .as_ref()
-            .map_or(0.0, |h| h.tally().sparsity() as f32);
+        let sparsity = match &self.sparse {
+            // On a GPU context the device counters hold the tally.
+            Some(h) => current_tally(&self.inner, h.tally())?.sparsity() as f32,
+            None => 0.0,
+        };
         let small = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
         let reason = match stats.stop {
             EngineStop::Length => StopReason::MaxTokens,

@@ -156,10 +156,36 @@ pub fn install(
     plans: Vec<LayerPlan>,
     down: Option<Arc<Vec<DownCopy>>>,
 ) -> Result<SparseHandle> {
+    if ctx.is_accelerated() {
+        return install_accelerated(ctx, &plans, down);
+    }
     let exact = down
         .as_ref()
         .map(|_| Arc::new(build_exact_downs(ctx.model())));
     install_with(ctx, plans, down, exact)
+}
+
+/// [`install`] on an accelerated context: the plans become device rules
+/// ([`super::accelerated`]); the device reads its own down copy type (`down` serves when it
+/// is of that type, else copies are built). The handle's own tally stays empty: read the
+/// device counters with [`super::accelerated::current_tally`].
+fn install_accelerated(
+    ctx: &mut Context,
+    plans: &[LayerPlan],
+    down: Option<Arc<Vec<DownCopy>>>,
+) -> Result<SparseHandle> {
+    let model = ctx.model().clone();
+    let copies = match super::accelerated::device_copy_type()? {
+        None => None,
+        Some(ty) => match down {
+            Some(c) if c.iter().all(|c| c.ty == ty) => Some(c),
+            _ => Some(Arc::new(build_down_copies(&model, Some(ty))?.0)),
+        },
+    };
+    super::accelerated::attach(ctx, plans, copies.as_deref().map(|c| &c[..]))?;
+    Ok(SparseHandle {
+        tally: Arc::new(Mutex::new(SparsityTally::new(model.config().n_layer))),
+    })
 }
 
 /// [`install`] with the exact copies given (`None`: only the requantized copies are used).
@@ -275,19 +301,6 @@ pub fn attach(
         None => None,
     };
     let plans = super::plan::resolve_plans(&mode, sidecar.as_ref(), model.config().n_layer)?;
-    if ctx.is_accelerated() {
-        // The device reads its own copy type; the sidecar's copies serve when they match.
-        let copies = match super::accelerated::device_copy_type()? {
-            None => None,
-            Some(ty) => match sidecar.and_then(|s| s.down_copies) {
-                Some(c) if c.iter().all(|c| c.ty == ty) => Some(c),
-                _ => Some(build_down_copies(&model, Some(ty))?.0),
-            },
-        };
-        super::accelerated::attach(ctx, &plans, copies.as_deref())?;
-        let tally = Arc::new(Mutex::new(SparsityTally::new(model.config().n_layer)));
-        return Ok(Some(SparseHandle { tally }));
-    }
     let copies = match sidecar.and_then(|s| s.down_copies) {
         Some(c) => c,
         None => build_down_copies(&model, None)?.0,
