@@ -117,7 +117,8 @@ pub fn default_modes(has_budget: bool) -> Vec<String> {
 }
 
 fn family(mode: &SparsityMode) -> String {
-    match mode.rule {
+    let rule = match mode.rule {
+        None if mode.input.is_some() => return "input (TEAL)".into(),
         None => "dead".into(),
         Some(Rule::Gate(_)) => "gate (GhostGate)".into(),
         Some(Rule::Target { score, .. }) => match score {
@@ -127,8 +128,12 @@ fn family(mode: &SparsityMode) -> String {
         },
         Some(Rule::Cascade { .. }) => "cascade act→product".into(),
         Some(Rule::Stat(_)) => "stat mean+kσ".into(),
-        Some(Rule::Input(_)) => "input (TEAL)".into(),
         Some(Rule::Budget(_)) => "budget".into(),
+    };
+    if mode.input.is_some() {
+        format!("input + {rule}")
+    } else {
+        rule
     }
 }
 
