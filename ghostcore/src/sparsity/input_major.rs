@@ -284,6 +284,19 @@ mod avx2 {
 
     use super::{prefetch, ActiveBlock, InputMajorQ5_0, TILE, TILE_BYTES};
 
+    /// The column offsets of the group of pairs after `p1` in block `ai` (or the first group
+    /// of the next block).
+    fn next_group(active: &[ActiveBlock], ai: usize, p1: usize) -> &[usize] {
+        let a = &active[ai];
+        if 2 * p1 < a.cols.len() {
+            &a.cols[2 * p1..(2 * p1 + 8).min(a.cols.len())]
+        } else {
+            active
+                .get(ai + 1)
+                .map_or(&[], |b| &b.cols[..8.min(b.cols.len())])
+        }
+    }
+
     /// Only selected after `active_isa()` reported AVX2+FMA+F16C.
     pub(super) fn tiles(
         m: &InputMajorQ5_0,
@@ -299,6 +312,36 @@ mod avx2 {
         unsafe { tiles_impl(m, active, tiles, out) }
     }
 
+    /// The 5-bit quants (u8, 0..31) of one column's tile at `p`: neurons 0..15 and 16..31.
+    ///
+    /// # Safety
+    /// AVX2 available; `p .. p + 20` readable.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn load_tile(p: *const u8) -> (__m128i, __m128i) {
+        let low4 = _mm_set1_epi8(0x0f);
+        let shuf = _mm256_setr_epi8(
+            0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3,
+            3, 3, 3,
+        );
+        let bits = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+        let v = _mm_loadu_si128(p.cast());
+        let qh = std::ptr::read_unaligned(p.add(16).cast::<u32>());
+        // Bit k of qh → byte k = 0x10 when set.
+        let hb = _mm256_shuffle_epi8(_mm256_set1_epi32(qh as i32), shuf);
+        let hb = _mm256_and_si256(
+            _mm256_cmpeq_epi8(_mm256_and_si256(hb, bits), bits),
+            _mm256_set1_epi8(0x10),
+        );
+        (
+            _mm_or_si128(_mm_and_si128(v, low4), _mm256_castsi256_si128(hb)),
+            _mm_or_si128(
+                _mm_and_si128(_mm_srli_epi16(v, 4), low4),
+                _mm256_extracti128_si256(hb, 1),
+            ),
+        )
+    }
+
     /// Per tile of 32 neurons and block: active columns taken in pairs, their 5-bit quants
     /// (u8, 0..31) interleaved byte by byte and multiplied with the pair's i8 inputs by
     /// `maddubs` (exact i16 sums, at most 4 pairs before widening to i32), then
@@ -312,37 +355,12 @@ mod avx2 {
     ) {
         out.fill(0.0);
         let q = m.quants.as_ptr();
-        let low4 = _mm_set1_epi8(0x0f);
-        let shuf = _mm256_setr_epi8(
-            0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3,
-            3, 3, 3,
-        );
-        let bits = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
-        let bit4 = _mm256_set1_epi8(0x10);
-        let col = m.col_bytes();
-        let t_range = tiles.start * TILE_BYTES..tiles.end * TILE_BYTES;
-        // The 5-bit quants of one column's tile: neurons 0..15 and 16..31.
-        let load = |c: usize, t: usize| -> (__m128i, __m128i) {
-            let p = q.add(c + t * TILE_BYTES);
-            let v = _mm_loadu_si128(p.cast());
-            let qh = std::ptr::read_unaligned(p.add(16).cast::<u32>());
-            let hb = _mm256_shuffle_epi8(_mm256_set1_epi32(qh as i32), shuf);
-            let hb = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hb, bits), bits), bit4);
-            (
-                _mm_or_si128(_mm_and_si128(v, low4), _mm256_castsi256_si128(hb)),
-                _mm_or_si128(
-                    _mm_and_si128(_mm_srli_epi16(v, 4), low4),
-                    _mm256_extracti128_si256(hb, 1),
-                ),
-            )
-        };
+        let n_tiles = tiles.len();
+        // Per neuron of this task: the integer sum of the current block.
+        let mut acc = vec![_mm256_setzero_si256(); 4 * n_tiles];
+        let span = tiles.start * TILE_BYTES..tiles.end * TILE_BYTES;
         for (ai, a) in active.iter().enumerate() {
-            // Start loading the next block's columns (this task's part of them).
-            if let Some(next) = active.get(ai + 1) {
-                for &c in &next.cols {
-                    prefetch(&m.quants[c + t_range.start..c + t_range.end.min(col)]);
-                }
-            }
+            acc.fill(_mm256_setzero_si256());
             let n = a.cols.len();
             let n_pairs = n.div_ceil(2);
             let mut cols = [0usize; 32];
@@ -353,23 +371,29 @@ mod avx2 {
                 cols[n] = cols[n - 1];
                 xq[n] = 0;
             }
-            let pair_x: [__m256i; 16] = std::array::from_fn(|p| {
-                let c = (xq[2 * p] as u8 as u16) | ((xq[2 * p + 1] as u8 as u16) << 8);
-                _mm256_set1_epi16(c as i16)
-            });
-            let xsum16 = _mm256_set1_epi32(16 * a.xsum);
-            let dx = _mm256_set1_ps(a.dx);
-            let sc = m.scales.as_ptr().add(a.block * m.n_rows);
-            for (ti, t) in tiles.clone().enumerate() {
-                let mut acc32 = [_mm256_setzero_si256(); 4];
-                let mut p = 0;
-                while p < n_pairs {
-                    // At most 4 pairs in i16: |Σ| ≤ 4 · 2 · 31 · 127 = 31496.
-                    let end = (p + 4).min(n_pairs);
+            // Up to 4 pairs (8 columns, read as 8 sequential streams) at a time, each tile's
+            // i16 sums then widened into the i32 sums.
+            let mut p0 = 0;
+            while p0 < n_pairs {
+                // At most 4 pairs in i16: |Σ| ≤ 4 · 2 · 31 · 127 = 31496.
+                let p1 = (p0 + 4).min(n_pairs);
+                // Columns are short streams (20 bytes per tile of 32 neurons) that the hardware
+                // prefetcher does not pick up in time: load the next group's while this one
+                // is computed.
+                for &c in next_group(active, ai, p1) {
+                    prefetch(&m.quants[c + span.start..c + span.end]);
+                }
+                let mut px = [_mm256_setzero_si256(); 4];
+                for (k, p) in (p0..p1).enumerate() {
+                    let c = (xq[2 * p] as u8 as u16) | ((xq[2 * p + 1] as u8 as u16) << 8);
+                    px[k] = _mm256_set1_epi16(c as i16);
+                }
+                for ti in 0..n_tiles {
+                    let off = (tiles.start + ti) * TILE_BYTES;
                     let (mut ab, mut cd) = (_mm256_setzero_si256(), _mm256_setzero_si256());
-                    while p < end {
-                        let (a_lo, a_hi) = load(cols[2 * p], t);
-                        let (b_lo, b_hi) = load(cols[2 * p + 1], t);
+                    for (k, p) in (p0..p1).enumerate() {
+                        let (a_lo, a_hi) = load_tile(q.add(cols[2 * p] + off));
+                        let (b_lo, b_hi) = load_tile(q.add(cols[2 * p + 1] + off));
                         let x_ab = _mm256_set_m128i(
                             _mm_unpackhi_epi8(a_lo, b_lo),
                             _mm_unpacklo_epi8(a_lo, b_lo),
@@ -378,23 +402,37 @@ mod avx2 {
                             _mm_unpackhi_epi8(a_hi, b_hi),
                             _mm_unpacklo_epi8(a_hi, b_hi),
                         );
-                        ab = _mm256_add_epi16(ab, _mm256_maddubs_epi16(x_ab, pair_x[p]));
-                        cd = _mm256_add_epi16(cd, _mm256_maddubs_epi16(x_cd, pair_x[p]));
-                        p += 1;
+                        ab = _mm256_add_epi16(ab, _mm256_maddubs_epi16(x_ab, px[k]));
+                        cd = _mm256_add_epi16(cd, _mm256_maddubs_epi16(x_cd, px[k]));
                     }
-                    let widen = |x: __m128i| _mm256_cvtepi16_epi32(x);
-                    acc32[0] = _mm256_add_epi32(acc32[0], widen(_mm256_castsi256_si128(ab)));
-                    acc32[1] = _mm256_add_epi32(acc32[1], widen(_mm256_extracti128_si256(ab, 1)));
-                    acc32[2] = _mm256_add_epi32(acc32[2], widen(_mm256_castsi256_si128(cd)));
-                    acc32[3] = _mm256_add_epi32(acc32[3], widen(_mm256_extracti128_si256(cd, 1)));
+                    let r = &mut acc[4 * ti..4 * ti + 4];
+                    r[0] =
+                        _mm256_add_epi32(r[0], _mm256_cvtepi16_epi32(_mm256_castsi256_si128(ab)));
+                    r[1] = _mm256_add_epi32(
+                        r[1],
+                        _mm256_cvtepi16_epi32(_mm256_extracti128_si256(ab, 1)),
+                    );
+                    r[2] =
+                        _mm256_add_epi32(r[2], _mm256_cvtepi16_epi32(_mm256_castsi256_si128(cd)));
+                    r[3] = _mm256_add_epi32(
+                        r[3],
+                        _mm256_cvtepi16_epi32(_mm256_extracti128_si256(cd, 1)),
+                    );
                 }
-                for (k, acc_k) in acc32.iter().enumerate() {
-                    let i = t * TILE + 8 * k;
-                    let d = _mm256_cvtph_ps(_mm_loadu_si128(sc.add(i).cast()));
-                    let v = _mm256_mul_ps(dx, _mm256_cvtepi32_ps(_mm256_sub_epi32(*acc_k, xsum16)));
-                    let op = out.as_mut_ptr().add(ti * TILE + 8 * k);
-                    _mm256_storeu_ps(op, _mm256_fmadd_ps(d, v, _mm256_loadu_ps(op)));
-                }
+                p0 = p1;
+            }
+            // out += d · dx · (Σ − 16·Σxq).
+            let xsum16 = _mm256_set1_epi32(16 * a.xsum);
+            let dx = _mm256_set1_ps(a.dx);
+            let sc = m
+                .scales
+                .as_ptr()
+                .add(a.block * m.n_rows + tiles.start * TILE);
+            for (k, acc_k) in acc.iter().enumerate() {
+                let d = _mm256_cvtph_ps(_mm_loadu_si128(sc.add(8 * k).cast()));
+                let v = _mm256_mul_ps(dx, _mm256_cvtepi32_ps(_mm256_sub_epi32(*acc_k, xsum16)));
+                let op = out.as_mut_ptr().add(8 * k);
+                _mm256_storeu_ps(op, _mm256_fmadd_ps(d, v, _mm256_loadu_ps(op)));
             }
         }
     }
