@@ -265,24 +265,11 @@ fn tiles_scalar(
     }
 }
 
-#[inline(always)]
-fn prefetch(bytes: &[u8]) {
-    #[cfg(target_arch = "x86_64")]
-    for line in bytes.chunks(64) {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        // SAFETY: `_mm_prefetch` needs only SSE (baseline on x86_64), never faults and does
-        // not change memory; the pointer is inside `bytes`.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast()) };
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = bytes;
-}
-
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{prefetch, ActiveBlock, InputMajorQ5_0, TILE, TILE_BYTES};
+    use super::{ActiveBlock, InputMajorQ5_0, TILE, TILE_BYTES};
 
     /// The column offsets of the group of pairs after `p1` in block `ai` (or the first group
     /// of the next block).
@@ -358,7 +345,6 @@ mod avx2 {
         let n_tiles = tiles.len();
         // Per neuron of this task: the integer sum of the current block.
         let mut acc = vec![_mm256_setzero_si256(); 4 * n_tiles];
-        let span = tiles.start * TILE_BYTES..tiles.end * TILE_BYTES;
         for (ai, a) in active.iter().enumerate() {
             acc.fill(_mm256_setzero_si256());
             let n = a.cols.len();
@@ -378,11 +364,13 @@ mod avx2 {
                 // At most 4 pairs in i16: |Σ| ≤ 4 · 2 · 31 · 127 = 31496.
                 let p1 = (p0 + 4).min(n_pairs);
                 // Columns are short streams (20 bytes per tile of 32 neurons) that the hardware
-                // prefetcher does not pick up in time: load the next group's while this one
-                // is computed.
-                for &c in next_group(active, ai, p1) {
-                    prefetch(&m.quants[c + span.start..c + span.end]);
-                }
+                // prefetcher does not pick up in time: the next group's are loaded while this
+                // one is computed, tile by tile (a burst of prefetches for whole columns
+                // would stall on the few outstanding misses a core can have).
+                let mut next = [0usize; 8];
+                let nx = next_group(active, ai, p1);
+                next[..nx.len()].copy_from_slice(nx);
+                let next = &next[..nx.len()];
                 let mut px = [_mm256_setzero_si256(); 4];
                 for (k, p) in (p0..p1).enumerate() {
                     let c = (xq[2 * p] as u8 as u16) | ((xq[2 * p + 1] as u8 as u16) << 8);
@@ -390,6 +378,9 @@ mod avx2 {
                 }
                 for ti in 0..n_tiles {
                     let off = (tiles.start + ti) * TILE_BYTES;
+                    for &c in next {
+                        _mm_prefetch::<_MM_HINT_T0>(q.add(c + off).cast());
+                    }
                     let (mut ab, mut cd) = (_mm256_setzero_si256(), _mm256_setzero_si256());
                     for (k, p) in (p0..p1).enumerate() {
                         let (a_lo, a_hi) = load_tile(q.add(cols[2 * p] + off));
