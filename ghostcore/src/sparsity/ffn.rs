@@ -1,6 +1,13 @@
 //! The row-packed sparse FFN used at decode:
-//! gate (dense, or over live rows) → activation → compact list of active neurons →
-//! up over active rows only → down as Σ h_j · `down_t[j]` over active neurons (neuron-major copy).
+//! optional input mask (TEAL: small FFN-input entries zeroed) → gate (dense, over live rows,
+//! or over the kept input columns through the input-major copy) → activation → compact list
+//! of active neurons → up over active rows only (or over the kept columns) → down as
+//! Σ h_j · `down_t[j]` over active neurons (neuron-major copy).
+//!
+//! With an input mask, gate and up each take whichever of the input-major copy
+//! ([`InputMajorQ5_0`], every neuron over the kept columns) and the rows (the live or
+//! first-stage neurons over every column) reads fewer bytes; the two savings do not
+//! multiply. Without the copy a masked input saves no bytes.
 //!
 //! Whichever way reads the fewest bytes is taken for the down projection, per token: the exact
 //! neuron-major copy of a Q4_K down ([`ExactQ4kDown`], the model's own quants), the
