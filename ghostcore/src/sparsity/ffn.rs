@@ -113,6 +113,13 @@ impl<'a> FfnWeights<'a> {
     ) -> Result<Self> {
         for (what, c, m) in [("gate", gate, &self.gate), ("up", up, &self.up)] {
             if let Some(c) = c {
+                if m.ty != crate::quant::GgmlType::Q5_0 {
+                    bail!(
+                        Format,
+                        "input-major {what} copy is Q5_0, the {what} matrix {}",
+                        m.ty
+                    );
+                }
                 if c.n_rows() != m.n_rows || c.n_cols() != m.n_cols {
                     bail!(
                         Format,
