@@ -256,11 +256,13 @@ impl Mask {
         if self.sidecar.budget_for(1.0).is_some() {
             SparsityMode {
                 dead: false,
+                input: None,
                 rule: Some(Rule::Budget(1.0)),
             }
         } else {
             SparsityMode {
                 dead: true,
+                input: None,
                 rule: None,
             }
         }

@@ -320,6 +320,7 @@ pub unsafe extern "C" fn gc_ctx_set_sparsity(
                 }
                 SparsityMode {
                     dead: false,
+                    input: None,
                     rule: Some(Rule::Gate(p.threshold)),
                 }
             }
@@ -327,6 +328,7 @@ pub unsafe extern "C" fn gc_ctx_set_sparsity(
                 check_fraction("params.target_sparsity", p.target_sparsity)?;
                 SparsityMode {
                     dead: false,
+                    input: None,
                     rule: Some(Rule::Target {
                         sparsity: p.target_sparsity,
                         score: Score::Act,

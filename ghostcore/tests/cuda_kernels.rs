@@ -1214,6 +1214,7 @@ fn cuda_real_model_ffn_matches_cpu_engine() {
     let weights = FfnWeights::new(gate, up, down, Some(down_t), Activation::Silu).unwrap();
     let plan = LayerPlan {
         live: None,
+        input: None,
         rule: LayerRule::Dense,
         down: DownPath::NeuronMajor,
     };

@@ -81,7 +81,8 @@ fn sparse_ffn_in_the_model() {
     );
     let copies = Arc::new(copies);
 
-    // 1. Every threshold at zero: exactly the dense logits.
+    // 1. Every threshold at zero, with and without a zero input threshold (which installs
+    //    the input-major gate/up copies): exactly the dense logits.
     for rule in [
         LayerRule::Act(0.0),
         LayerRule::Product(0.0),
@@ -90,16 +91,18 @@ fn sparse_ffn_in_the_model() {
             t_prod: 0.0,
         },
     ] {
-        let plans = vec![LayerPlan::new(None, rule.clone()); n_layer];
-        let h = install(&mut ctx, plans, Some(copies.clone())).unwrap();
-        let sparse = logits(&mut ctx, &ids);
-        assert_eq!(
-            max_abs_diff(&sparse, &dense),
-            0.0,
-            "{rule:?} with zero thresholds differs from dense"
-        );
-        assert_eq!(h.tally().bytes_skipped(), 0.0);
-        uninstall(&mut ctx).unwrap();
+        for input in [None, Some(0.0)] {
+            let plans = vec![LayerPlan::new(None, rule.clone()).with_input(input); n_layer];
+            let h = install(&mut ctx, plans, Some(copies.clone())).unwrap();
+            let sparse = logits(&mut ctx, &ids);
+            assert_eq!(
+                max_abs_diff(&sparse, &dense),
+                0.0,
+                "{rule:?}, input {input:?} with zero thresholds differs from dense"
+            );
+            assert_eq!(h.tally().bytes_skipped(), 0.0);
+            uninstall(&mut ctx).unwrap();
+        }
     }
 
     // 2. An empty dead mask costs nothing (no live list at all) and a one-neuron mask of a
@@ -126,7 +129,7 @@ fn sparse_ffn_in_the_model() {
     let h = install(
         &mut ctx,
         vec![LayerPlan::new(None, LayerRule::Act(0.05)); n_layer],
-        Some(copies),
+        Some(copies.clone()),
     )
     .unwrap();
     let sparse = logits(&mut ctx, &ids);
@@ -139,4 +142,23 @@ fn sparse_ffn_in_the_model() {
     );
     assert!(t.sparsity() > 0.02);
     assert_eq!(t.layers[0].steps, ids.len() as u64);
+    uninstall(&mut ctx).unwrap();
+
+    // 5. Input sparsity with the product stage: the zeroed inputs' gate and up columns are
+    //    really skipped (SmolLM2's gate and up are Q5_0, read through the input-major
+    //    copies), and the logits stay close.
+    let plan = LayerPlan::new(None, LayerRule::Product(0.001)).with_input(Some(0.02));
+    let h = install(&mut ctx, vec![plan; n_layer], Some(copies)).unwrap();
+    let sparse = logits(&mut ctx, &ids);
+    let t = h.tally();
+    let agree = top1_agreement(&sparse, &dense, n_vocab);
+    eprintln!(
+        "input 0.02 + product 0.001: sparsity {:.3}, bytes skipped {:.3}, top-1 agreement {agree:.3}",
+        t.sparsity(),
+        t.bytes_skipped()
+    );
+    // At 2–3% neuron sparsity every down copy reads more than the dense down, so the bytes
+    // skipped are gate and up columns.
+    assert!(t.sparsity() < 0.05 && t.bytes_skipped() > 0.03, "{t:?}");
+    assert!(agree >= 0.8, "{agree}");
 }

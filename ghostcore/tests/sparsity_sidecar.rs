@@ -260,3 +260,67 @@ fn real_models_have_distinct_checksums() {
     assert_ne!(model_checksum(&a), model_checksum(&b));
     assert_eq!(model_checksum(&a), model_checksum(&a));
 }
+
+/// Budget entries combining input sparsity with a neuron rule round-trip and resolve to plans
+/// carrying both the layer's calibrated input threshold and the rule; an older sidecar whose
+/// entry is the input rule alone (`input:S`, the syntax before the rules combined) still
+/// resolves, to input thresholds over dense neurons.
+#[test]
+fn combined_input_budget_entries_round_trip_and_resolve() {
+    let model = tiny_model(0.0);
+    let mut s = calibrated(&model);
+    s.budget = vec![
+        BudgetEntry {
+            layer_levels: None,
+            max_ppl_increase_pct: 1.0,
+            mode: "input:0.3".into(),
+            measured_ppl_increase_pct: 0.9,
+            bytes_skipped: 0.1,
+        },
+        BudgetEntry {
+            layer_levels: None,
+            max_ppl_increase_pct: 2.0,
+            mode: "input:0.2,target:0.45:product".into(),
+            measured_ppl_increase_pct: 1.9,
+            bytes_skipped: 0.25,
+        },
+        BudgetEntry {
+            layer_levels: Some(vec![(0.0, 0.0), (0.3, 0.55)]),
+            max_ppl_increase_pct: 5.0,
+            mode: "input:0.1,cascade:0.150:0.275:upw".into(),
+            measured_ppl_increase_pct: 4.1,
+            bytes_skipped: 0.31,
+        },
+    ];
+    let back = Sidecar::from_gguf(&GgufFile::from_bytes(s.to_bytes().unwrap()).unwrap()).unwrap();
+    assert_eq!(back, s);
+    let input_thr = |il: usize, share: f32| {
+        interpolate_threshold(&back.targets, &back.layers[il].thr_input, share)
+    };
+    let p = resolve_plans(&"budget:1".parse().unwrap(), Some(&back), N_LAYER).unwrap();
+    for (il, plan) in p.iter().enumerate() {
+        assert_eq!(plan.input, Some(input_thr(il, 0.3)));
+        assert_eq!(plan.rule, LayerRule::Dense);
+    }
+    let p = resolve_plans(&"dead,budget:2".parse().unwrap(), Some(&back), N_LAYER).unwrap();
+    for (il, plan) in p.iter().enumerate() {
+        assert_eq!(plan.input, Some(input_thr(il, 0.2)));
+        let t = interpolate_threshold(
+            &back.targets,
+            back.layers[il].thresholds(Score::Product),
+            0.45,
+        );
+        assert_eq!(plan.rule, LayerRule::Product(t));
+    }
+    // Neuron 3 of layer 1 is dead: `dead` carried into the budget's plans.
+    assert!(p[1].live.as_ref().is_some_and(|l| !l.contains(&3)));
+    let p = resolve_plans(&"budget:5".parse().unwrap(), Some(&back), N_LAYER).unwrap();
+    assert_eq!(p[0].rule, LayerRule::Dense);
+    assert!(matches!(p[1].rule, LayerRule::ScaledCascade { .. }));
+    assert_eq!(p[1].input, Some(input_thr(1, 0.1)));
+    // The input rule and a budget do not combine.
+    assert!(matches!(
+        "input:0.2,budget:2".parse::<ghostcore::sparsity::SparsityMode>(),
+        Err(Error::InvalidArgument(_))
+    ));
+}

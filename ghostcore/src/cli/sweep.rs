@@ -105,8 +105,16 @@ pub fn default_modes(has_budget: bool) -> Vec<String> {
     for k in [-0.5, 0.0] {
         v.push(format!("stat:{k}"));
     }
-    for s in [0.25, 0.4] {
+    for s in [0.1, 0.2, 0.3] {
         v.push(format!("input:{s}"));
+    }
+    for m in [
+        "input:0.1,target:0.45:product",
+        "input:0.2,target:0.45:product",
+        "input:0.1,cascade:0.2:0.45:upw",
+        "input:0.15,cascade:0.2:0.45:upw",
+    ] {
+        v.push(m.into());
     }
     if has_budget {
         for p in [1, 2, 5] {
@@ -117,7 +125,8 @@ pub fn default_modes(has_budget: bool) -> Vec<String> {
 }
 
 fn family(mode: &SparsityMode) -> String {
-    match mode.rule {
+    let rule = match mode.rule {
+        None if mode.input.is_some() => return "input (TEAL)".into(),
         None => "dead".into(),
         Some(Rule::Gate(_)) => "gate (GhostGate)".into(),
         Some(Rule::Target { score, .. }) => match score {
@@ -127,8 +136,12 @@ fn family(mode: &SparsityMode) -> String {
         },
         Some(Rule::Cascade { .. }) => "cascade act→product".into(),
         Some(Rule::Stat(_)) => "stat mean+kσ".into(),
-        Some(Rule::Input(_)) => "input (TEAL)".into(),
         Some(Rule::Budget(_)) => "budget".into(),
+    };
+    if mode.input.is_some() {
+        format!("input + {rule}")
+    } else {
+        rule
     }
 }
 

@@ -70,7 +70,7 @@ impl Sensitivity {
     }
 
     /// The predicted (KL, share of FFN bytes saved) of `pick`, assuming the layers' changes
-    /// from the base level add up: KL(base everywhere) + Σ_l (KL_l[pick_l] − KL_l[base]).
+    /// from the base level add up: KL(base everywhere) + Σ_l (KL_l(pick_l) − KL_l(base)).
     pub fn predict(&self, pick: &[usize]) -> (f64, f64) {
         let base_kl = self.curves.first().map_or(0.0, |c| c.kl[self.base]);
         let (kl, saved) = self

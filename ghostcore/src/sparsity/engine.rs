@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::exact_down::ExactQ4kDown;
 use super::ffn::{sparse_ffn, Activation, FfnScratch, FfnStepStats, FfnWeights, LayerPlan};
+use super::input_major::InputMajorQ5_0;
 use super::plan::SparsityTally;
 use super::repack::{default_copy_type, neuron_major_down};
 use super::rows::{QMatrix, Splitter};
@@ -99,12 +100,36 @@ pub fn build_exact_downs(model: &Model) -> Vec<Option<ExactQ4kDown>> {
         .collect()
 }
 
+/// The input-major copies of one layer's gate and up (`None` where the type has none).
+#[derive(Clone, Debug, Default)]
+pub struct InputMajorCopies {
+    pub gate: Option<InputMajorQ5_0>,
+    pub up: Option<InputMajorQ5_0>,
+}
+
+/// Exact input-major copies ([`InputMajorQ5_0`]) of every layer's Q5_0 `ffn_gate` and
+/// `ffn_up` (`None` for other types). The quants are only moved, never requantized.
+pub fn build_input_majors(model: &Model) -> Vec<InputMajorCopies> {
+    let copy =
+        |w: &Weight| InputMajorQ5_0::from_q5_0(w.ty, w.n_rows, w.n_cols, model.bytes(w)).ok();
+    (0..model.config().n_layer)
+        .map(|il| {
+            let lw = model.layer(il);
+            InputMajorCopies {
+                gate: copy(&lw.ffn_gate),
+                up: copy(&lw.ffn_up),
+            }
+        })
+        .collect()
+}
+
 /// One layer's sparse FFN as a [`DecodeFfn`].
 struct SparseLayer {
     layer: usize,
     plan: LayerPlan,
     down: Option<Arc<Vec<DownCopy>>>,
     exact: Option<Arc<Vec<Option<ExactQ4kDown>>>>,
+    input_major: Option<Arc<Vec<InputMajorCopies>>>,
     scratch: Mutex<FfnScratch>,
     tally: Arc<Mutex<SparsityTally>>,
 }
@@ -115,6 +140,9 @@ impl DecodeFfn for SparseLayer {
         let mut w = layer_weights(call.model, self.layer, copy)?;
         if let Some(e) = self.exact.as_ref().and_then(|e| e[self.layer].as_ref()) {
             w = w.with_exact_down(e)?;
+        }
+        if let Some(c) = self.input_major.as_ref().map(|c| &c[self.layer]) {
+            w = w.with_input_major(c.gate.as_ref(), c.up.as_ref())?;
         }
         let mut scratch = lock(&self.scratch);
         let st: FfnStepStats = sparse_ffn(
@@ -221,6 +249,11 @@ pub fn install_with(
             );
         }
     }
+    // Input-major gate/up copies only where a plan zeroes input entries.
+    let input_major = plans
+        .iter()
+        .any(|p| p.input.is_some())
+        .then(|| Arc::new(build_input_majors(ctx.model())));
     let tally = Arc::new(Mutex::new(SparsityTally::new(n_layer)));
     for (layer, plan) in plans.into_iter().enumerate() {
         let f = SparseLayer {
@@ -228,6 +261,7 @@ pub fn install_with(
             plan,
             down: down.clone(),
             exact: exact.clone(),
+            input_major: input_major.clone(),
             scratch: Mutex::new(FfnScratch::default()),
             tally: tally.clone(),
         };

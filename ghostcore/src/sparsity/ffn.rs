@@ -1,6 +1,13 @@
 //! The row-packed sparse FFN used at decode:
-//! gate (dense, or over live rows) → activation → compact list of active neurons →
-//! up over active rows only → down as Σ h_j · `down_t[j]` over active neurons (neuron-major copy).
+//! optional input mask (TEAL: small FFN-input entries zeroed) → gate (dense, over live rows,
+//! or over the kept input columns through the input-major copy) → activation → compact list
+//! of active neurons → up over active rows only (or over the kept columns) → down as
+//! Σ h_j · `down_t[j]` over active neurons (neuron-major copy).
+//!
+//! With an input mask, gate and up each take whichever of the input-major copy
+//! ([`InputMajorQ5_0`], every neuron over the kept columns) and the rows (the live or
+//! first-stage neurons over every column) reads fewer bytes; the two savings do not
+//! multiply. Without the copy a masked input saves no bytes.
 //!
 //! Whichever way reads the fewest bytes is taken for the down projection, per token: the exact
 //! neuron-major copy of a Q4_K down ([`ExactQ4kDown`], the model's own quants), the
@@ -14,6 +21,7 @@
 //! cache each would otherwise cost a memory latency.
 
 use super::exact_down::{ExactQ4kDown, GROUP};
+use super::input_major::{InputMajorQ5_0, InputMajorScratch};
 use super::rows::{axpy_rows, matvec_rows, quantize_input, QMatrix, Splitter};
 use crate::{bail, Result};
 
@@ -48,6 +56,10 @@ pub struct FfnWeights<'a> {
     /// Optional exact neuron-major copy of a Q4_K down (preferred over `down_t` when it
     /// reads fewer bytes).
     pub down_exact: Option<&'a ExactQ4kDown>,
+    /// Optional exact input-major copies of Q5_0 gate and up: with input sparsity, used
+    /// where they read fewer bytes than the rows (they skip the zeroed inputs' columns).
+    pub gate_in: Option<&'a InputMajorQ5_0>,
+    pub up_in: Option<&'a InputMajorQ5_0>,
     pub act: Activation,
 }
 
@@ -87,8 +99,42 @@ impl<'a> FfnWeights<'a> {
             down,
             down_t,
             down_exact: None,
+            gate_in: None,
+            up_in: None,
             act,
         })
+    }
+
+    /// Add input-major copies of gate and/or up.
+    pub fn with_input_major(
+        mut self,
+        gate: Option<&'a InputMajorQ5_0>,
+        up: Option<&'a InputMajorQ5_0>,
+    ) -> Result<Self> {
+        for (what, c, m) in [("gate", gate, &self.gate), ("up", up, &self.up)] {
+            if let Some(c) = c {
+                if m.ty != crate::quant::GgmlType::Q5_0 {
+                    bail!(
+                        Format,
+                        "input-major {what} copy is Q5_0, the {what} matrix {}",
+                        m.ty
+                    );
+                }
+                if c.n_rows() != m.n_rows || c.n_cols() != m.n_cols {
+                    bail!(
+                        Format,
+                        "input-major {what} copy is {}×{}, expected {}×{}",
+                        c.n_rows(),
+                        c.n_cols(),
+                        m.n_rows,
+                        m.n_cols
+                    );
+                }
+            }
+        }
+        self.gate_in = gate;
+        self.up_in = up;
+        Ok(self)
     }
 
     /// Add the exact neuron-major copy of the Q4_K down.
@@ -142,8 +188,6 @@ pub enum LayerRule {
     },
     /// Skip up and down where |act| ≤ mean + k·σ of |act| over this token's live neurons.
     Stat(f32),
-    /// TEAL: zero FFN-input entries with |x_i| ≤ t, then dense over live neurons.
-    Input(f32),
 }
 
 /// Which down projection a step uses.
@@ -158,11 +202,15 @@ pub enum DownPath {
     Dense,
 }
 
-/// One layer's plan: the live neurons (dead ones removed), the rule, the down path.
+/// One layer's plan: the live neurons (dead ones removed), the input threshold, the rule,
+/// the down path.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LayerPlan {
     /// Sorted live neuron ids; `None` when no neuron is dead (no gather cost at all).
     pub live: Option<Vec<u32>>,
+    /// TEAL: FFN-input entries with |x_i| ≤ t are zeroed before the gate and up matvecs,
+    /// which then skip those columns; the rule applies to the masked input's neurons.
+    pub input: Option<f32>,
     pub rule: LayerRule,
     pub down: DownPath,
 }
@@ -170,6 +218,7 @@ pub struct LayerPlan {
 impl LayerPlan {
     pub const DENSE: LayerPlan = LayerPlan {
         live: None,
+        input: None,
         rule: LayerRule::Dense,
         down: DownPath::Auto,
     };
@@ -177,9 +226,16 @@ impl LayerPlan {
     pub fn new(live: Option<Vec<u32>>, rule: LayerRule) -> Self {
         LayerPlan {
             live,
+            input: None,
             rule,
             down: DownPath::Auto,
         }
+    }
+
+    /// The same plan with input entries |x_i| ≤ `t` zeroed first.
+    pub fn with_input(mut self, t: Option<f32>) -> Self {
+        self.input = t;
+        self
     }
 
     /// Live list from a dead mask; `None` when nothing is dead.
@@ -236,6 +292,8 @@ pub struct FfnScratch {
     coefs: Vec<f32>,
     h_dense: Vec<f32>,
     accs: Vec<Vec<f32>>,
+    all_rows: Vec<f32>,
+    input_major: InputMajorScratch,
 }
 
 impl FfnScratch {
@@ -270,14 +328,21 @@ pub fn sparse_ffn(
     };
     let s = scratch;
 
-    // 1. Input (TEAL): zero small entries; gate/up then skip those columns.
-    let mut col_share = 1.0f64;
-    let x: &[f32] = if let LayerRule::Input(t) = plan.rule {
+    // 1. Input (TEAL): zero small entries; where an input-major copy reads fewer bytes, the
+    //    gate and up matvecs then skip those columns. When no entry is dropped, the input
+    //    and every kernel stay those of the dense path.
+    let mut dropped = false;
+    let x: &[f32] = if let Some(t) = plan.input {
         s.x_masked.clear();
-        s.x_masked
-            .extend(x.iter().map(|&v| if v.abs() <= t { 0.0 } else { v }));
-        let kept = s.x_masked.iter().filter(|v| **v != 0.0).count();
-        col_share = kept as f64 / n_embd.max(1) as f64;
+        s.x_masked.extend(x.iter().map(|&v| {
+            let drop = v.abs() <= t && v != 0.0;
+            dropped |= drop;
+            if drop {
+                0.0
+            } else {
+                v
+            }
+        }));
         &s.x_masked
     } else {
         x
@@ -288,15 +353,26 @@ pub fn sparse_ffn(
     let n_live = live.map_or(n_ff, <[u32]>::len);
     s.gate.resize(n_live, 0.0);
     quantize_input(&w.gate, x, &mut s.xq)?;
-    matvec_rows(&w.gate, live, &s.xq, &mut s.gate, exec)?;
+    let rows_bytes = n_live * w.gate.row_bytes();
+    match input_major_bytes(w.gate_in, dropped, &s.xq)? {
+        Some((c, b)) if b < rows_bytes => {
+            s.all_rows.resize(n_ff, 0.0);
+            c.matvec(&s.xq, &mut s.all_rows, &mut s.input_major, exec)?;
+            gather(&s.all_rows, live, &mut s.gate);
+            stats.bytes_read += b;
+        }
+        _ => {
+            matvec_rows(&w.gate, live, &s.xq, &mut s.gate, exec)?;
+            stats.bytes_read += rows_bytes;
+        }
+    }
     for g in s.gate.iter_mut() {
         *g = w.act.apply(*g);
     }
-    stats.bytes_read += (n_live as f64 * w.gate.row_bytes() as f64 * col_share) as usize;
 
     // 3. Choose the neurons whose up row is needed (ids), then those whose down is needed.
     let act_threshold = match &plan.rule {
-        LayerRule::Dense | LayerRule::Input(_) | LayerRule::Product(_) => None,
+        LayerRule::Dense | LayerRule::Product(_) => None,
         LayerRule::Act(t) => Some(*t),
         LayerRule::Cascade { t_act, .. } => Some(*t_act),
         LayerRule::Scaled { .. } | LayerRule::ScaledCascade { .. } => None,
@@ -323,16 +399,27 @@ pub fn sparse_ffn(
     }
 
     // 4. Up over the chosen rows (all rows in order when nothing was dropped: same kernel as
-    //    the dense path).
+    //    the dense path), or over the kept input columns when that reads fewer bytes.
     let n_up = s.ids.len();
     s.up.resize(n_up, 0.0);
     let rows = if n_up == n_ff { None } else { Some(&s.ids[..]) };
     if w.up.vec_dot_type() != w.gate.vec_dot_type() {
         quantize_input(&w.up, x, &mut s.xq)?;
     }
-    matvec_rows(&w.up, rows, &s.xq, &mut s.up, exec)?;
+    let rows_bytes = n_up * w.up.row_bytes();
+    match input_major_bytes(w.up_in, dropped, &s.xq)? {
+        Some((c, b)) if b < rows_bytes => {
+            s.all_rows.resize(n_ff, 0.0);
+            c.matvec(&s.xq, &mut s.all_rows, &mut s.input_major, exec)?;
+            gather(&s.all_rows, rows, &mut s.up);
+            stats.bytes_read += b;
+        }
+        _ => {
+            matvec_rows(&w.up, rows, &s.xq, &mut s.up, exec)?;
+            stats.bytes_read += rows_bytes;
+        }
+    }
     stats.n_up = n_up;
-    stats.bytes_read += (n_up as f64 * w.up.row_bytes() as f64 * col_share) as usize;
 
     // 5. h = act·up; second-stage product thresholds drop more down rows.
     let t_prod = match plan.rule {
@@ -411,6 +498,31 @@ pub fn sparse_ffn(
     }
     stats.bytes_read += best;
     Ok(stats)
+}
+
+/// The input-major copy and the bytes its matvec reads for `xq`, when input entries were
+/// dropped and the copy exists.
+fn input_major_bytes<'c>(
+    copy: Option<&'c InputMajorQ5_0>,
+    dropped: bool,
+    xq: &[u8],
+) -> Result<Option<(&'c InputMajorQ5_0, usize)>> {
+    match copy {
+        Some(c) if dropped => Ok(Some((c, c.bytes_for(xq)?))),
+        _ => Ok(None),
+    }
+}
+
+/// `out[k] = all[ids[k]]` (`out = all` when `ids` is `None`).
+fn gather(all: &[f32], ids: Option<&[u32]>, out: &mut [f32]) {
+    match ids {
+        None => out.copy_from_slice(all),
+        Some(ids) => {
+            for (o, &j) in out.iter_mut().zip(ids) {
+                *o = all[j as usize];
+            }
+        }
+    }
 }
 
 /// `ids`/`coefs` := the (neuron id, activation) pairs of `gate` for which `keep(id, a)`,
@@ -623,14 +735,16 @@ mod tests {
                     t_act: 0.0,
                     t_prod: 0.0,
                 },
-                LayerRule::Input(0.0),
+                LayerRule::Dense,
             ] {
-                let plan = LayerPlan::new(None, rule);
-                let mut sparse = vec![0.0; n_embd];
-                let st = sparse_ffn(&w, &plan, &x, &mut sc, &Serial, &mut sparse).unwrap();
-                assert_eq!(sparse, dense, "{plan:?}");
-                assert_eq!(st.n_active, n_ff);
-                assert_eq!(st.bytes_skipped(), 0.0);
+                for input in [None, Some(0.0)] {
+                    let plan = LayerPlan::new(None, rule.clone()).with_input(input);
+                    let mut sparse = vec![0.0; n_embd];
+                    let st = sparse_ffn(&w, &plan, &x, &mut sc, &Serial, &mut sparse).unwrap();
+                    assert_eq!(sparse, dense, "{plan:?}");
+                    assert_eq!(st.n_active, n_ff);
+                    assert_eq!(st.bytes_skipped(), 0.0);
+                }
             }
             // And dense agrees with the independent f64 reference.
             let r = reference(&o, n_embd, n_ff, &x, |_, _, _| true);
@@ -785,5 +899,157 @@ mod tests {
             st.bytes_read,
             w.gate.total_bytes() + st.n_up * w.up.row_bytes() + w.down.total_bytes()
         );
+    }
+
+    /// Q5_0 gate and up (as in SmolLM2 and Gemma3) with their input-major copies, f32 down.
+    struct Q5Layer {
+        gate: Vec<u8>,
+        up: Vec<u8>,
+        down: Vec<u8>,
+        /// Dequantized gate, up (row-major) and down.
+        g: Vec<f32>,
+        u: Vec<f32>,
+        d: Vec<f32>,
+        gate_in: InputMajorQ5_0,
+        up_in: InputMajorQ5_0,
+    }
+
+    fn q5_layer(n_embd: usize, n_ff: usize, seed: u64) -> Q5Layer {
+        use crate::quant::dequantize_row;
+        use crate::quant::quantize::quantize_row;
+        let o = make(n_embd, n_ff, seed);
+        let rb = GgmlType::Q5_0.row_bytes(n_embd as u64).unwrap() as usize;
+        let quant = |w: &[f32]| {
+            let mut data = vec![0u8; n_ff * rb];
+            let mut deq = vec![0f32; n_ff * n_embd];
+            for i in 0..n_ff {
+                let r = &mut data[i * rb..(i + 1) * rb];
+                quantize_row(GgmlType::Q5_0, &w[i * n_embd..(i + 1) * n_embd], r).unwrap();
+                dequantize_row(GgmlType::Q5_0, r, &mut deq[i * n_embd..(i + 1) * n_embd]).unwrap();
+            }
+            (data, deq)
+        };
+        let ((gate, g), (up, u)) = (quant(&o.g), quant(&o.u));
+        let copy =
+            |data: &[u8]| InputMajorQ5_0::from_q5_0(GgmlType::Q5_0, n_ff, n_embd, data).unwrap();
+        Q5Layer {
+            gate_in: copy(&gate),
+            up_in: copy(&up),
+            gate,
+            up,
+            down: o.down,
+            g,
+            u,
+            d: o.d,
+        }
+    }
+
+    fn q5_weights(l: &Q5Layer, n_embd: usize, n_ff: usize, copies: bool) -> FfnWeights<'_> {
+        let w = FfnWeights::new(
+            QMatrix::new(GgmlType::Q5_0, n_ff, n_embd, &l.gate).unwrap(),
+            QMatrix::new(GgmlType::Q5_0, n_ff, n_embd, &l.up).unwrap(),
+            QMatrix::new(GgmlType::F32, n_embd, n_ff, &l.down).unwrap(),
+            None,
+            Activation::Silu,
+        )
+        .unwrap();
+        if copies {
+            w.with_input_major(Some(&l.gate_in), Some(&l.up_in))
+                .unwrap()
+        } else {
+            w
+        }
+    }
+
+    /// Input sparsity combined with each neuron rule: with every threshold at 0 the result is
+    /// the dense one exactly (the copies are not even used); with thresholds, the input-major
+    /// copies give the rows' result on the masked input (f64 reference over the dequantized
+    /// weights), and read fewer gate/up bytes than the rows.
+    #[test]
+    fn input_sparsity_combines_with_rules_through_input_major_copies() {
+        let (n_embd, n_ff) = (64, 128);
+        let l = q5_layer(n_embd, n_ff, 21);
+        let with = q5_weights(&l, n_embd, n_ff, true);
+        let without = q5_weights(&l, n_embd, n_ff, false);
+        let mut sc = FfnScratch::default();
+        let x = input(n_embd, 31);
+        let mut dense = vec![0.0; n_embd];
+        dense_ffn(&without, &x, &mut sc, &Serial, &mut dense).unwrap();
+        let zero_rules = [
+            LayerRule::Dense,
+            LayerRule::Product(0.0),
+            LayerRule::Cascade {
+                t_act: 0.0,
+                t_prod: 0.0,
+            },
+        ];
+        for rule in zero_rules {
+            let plan = LayerPlan::new(None, rule).with_input(Some(0.0));
+            let mut out = vec![0.0; n_embd];
+            let st = sparse_ffn(&with, &plan, &x, &mut sc, &Serial, &mut out).unwrap();
+            assert_eq!(out, dense, "{plan:?}");
+            assert_eq!(st.bytes_skipped(), 0.0);
+        }
+        // About a third of the inputs below 0.6 in magnitude (inputs uniform in ±2).
+        let t_in = 0.6f32;
+        let xm: Vec<f32> = x
+            .iter()
+            .map(|&v| if v.abs() <= t_in { 0.0 } else { v })
+            .collect();
+        assert!(xm.iter().filter(|v| **v == 0.0).count() > n_embd / 5);
+        for (rule, t_act, t_prod) in [
+            (LayerRule::Dense, -1.0, -1.0),
+            (LayerRule::Product(0.02), -1.0, 0.02),
+            (
+                LayerRule::Cascade {
+                    t_act: 0.03,
+                    t_prod: 0.02,
+                },
+                0.03,
+                0.02,
+            ),
+        ] {
+            let plan = LayerPlan::new(None, rule).with_input(Some(t_in));
+            let mut got = vec![0.0; n_embd];
+            let st = sparse_ffn(&with, &plan, &x, &mut sc, &Serial, &mut got).unwrap();
+            let mut rows = vec![0.0; n_embd];
+            let st_rows = sparse_ffn(&without, &plan, &x, &mut sc, &Serial, &mut rows).unwrap();
+            assert_eq!(st.n_active, st_rows.n_active, "{plan:?}");
+            assert!(st.bytes_read < st_rows.bytes_read, "{plan:?}");
+            // Reference in f64 on the masked input and the dequantized weights; the kernels
+            // quantize the input to 8 bits, hence the tolerance.
+            let mut want = vec![0f64; n_embd];
+            for j in 0..n_ff {
+                let dot = |w: &[f32]| -> f64 {
+                    (0..n_embd)
+                        .map(|c| w[j * n_embd + c] as f64 * xm[c] as f64)
+                        .sum()
+                };
+                let gx = dot(&l.g);
+                let a = gx / (1.0 + (-gx).exp());
+                let h = a * dot(&l.u);
+                if a.abs() <= t_act || h.abs() <= t_prod {
+                    continue;
+                }
+                for (r, wv) in want.iter_mut().enumerate() {
+                    *wv += l.d[r * n_ff + j] as f64 * h;
+                }
+            }
+            let scale = want.iter().map(|v| v.abs()).fold(1e-3, f64::max);
+            for r in 0..n_embd {
+                assert!(
+                    (got[r] - rows[r]).abs() as f64 <= 1e-4 * scale,
+                    "{plan:?}: copy {} vs rows {}",
+                    got[r],
+                    rows[r]
+                );
+                assert!(
+                    (got[r] as f64 - want[r]).abs() <= 0.03 * scale,
+                    "{plan:?}: {} vs reference {}",
+                    got[r],
+                    want[r]
+                );
+            }
+        }
     }
 }

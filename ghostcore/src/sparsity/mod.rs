@@ -2,11 +2,13 @@
 //! per-layer plans and the row-packed sparse FFN kernel.
 //!
 //! - [`mode`]: parsing `--sparsity` values (`dead`, `gate:T`, `target:S[:score]`,
-//!   `cascade:S1:S2`, `stat:K`, `input:S`, `budget:P`).
+//!   `cascade:S1:S2`, `stat:K`, `input:S` (combinable with the others), `budget:P`).
 //! - [`histogram`], [`stats`]: what calibration records and how thresholds are derived.
 //! - [`sidecar`]: the GGUF sidecar (`MODEL.ghost`) and the model checksum it is bound to.
 //! - [`repack`]: the neuron-major copy of `ffn_down` and its requantization error;
-//!   [`exact_down`]: the exact (not requantized) neuron-major copy of a Q4_K `ffn_down`.
+//!   [`exact_down`]: the exact (not requantized) neuron-major copy of a Q4_K `ffn_down`;
+//!   [`input_major`]: the exact input-major copy of a Q5_0 `ffn_gate`/`ffn_up`, whose matvec
+//!   skips the columns of zeroed input entries (`input:S`).
 //! - [`rows`], [`ffn`]: row-level weight access and the sparse FFN step.
 //! - [`plan`]: mode + sidecar → per-layer plans; tallies of what was skipped.
 //! - [`engine`]: installing the sparse (or calibrating) FFN into a [`crate::context::Context`];
@@ -23,6 +25,7 @@ pub mod eval;
 pub mod exact_down;
 pub mod ffn;
 pub mod histogram;
+pub mod input_major;
 pub mod mode;
 pub mod plan;
 pub mod repack;

@@ -1,6 +1,9 @@
 //! The `--sparsity` mode language: which FFN neurons (or input entries) a decode step skips.
 //!
-//! Grammar (comma-separated parts; `dead` combines with any one rule):
+//! Grammar (comma-separated parts; `dead` and `input:S` combine with each other and with any
+//! one rule except `budget:P`, which combines only with `dead`; e.g.
+//! `input:0.2,cascade:0.2:0.45:upw` zeroes 20% of the FFN input, which removes gate and up
+//! columns, and then applies the cascade to the neurons of the masked input):
 //!
 //! | text | meaning |
 //! |---|---|
@@ -10,7 +13,7 @@
 //! | `target:S[:SCORE]` | per-layer calibrated thresholds reaching sparsity S on SCORE (`act` default, `product`, `upw`) |
 //! | `cascade:S1:S2[:upw]` | skip up+down for the S1 share with the smallest \|act\| (or \|act\|·mean\|up\| with `upw`), then down for neurons whose product falls in the smallest S2 share |
 //! | `stat:K` | per-token threshold mean + K·σ of \|act(gate·x)\| |
-//! | `input:S` | TEAL: zero the S share of smallest-magnitude FFN-input entries (calibrated per layer) |
+//! | `input:S` | TEAL: zero the S share of smallest-magnitude FFN-input entries (calibrated per layer); gate and up skip those columns |
 //! | `budget:P` | the sidecar's best setting within a P% perplexity increase |
 //!
 //! Sparsities are fractions in `[0, 1)` or percentages (`40%`).
@@ -69,8 +72,6 @@ pub enum Rule {
     },
     /// Per-token mean + k·σ of |act(gate·x)|.
     Stat(f32),
-    /// TEAL input sparsity with per-layer calibrated thresholds.
-    Input(f32),
     /// Accepted perplexity increase in percent; resolved through the sidecar.
     Budget(f32),
 }
@@ -80,26 +81,39 @@ pub enum Rule {
 pub struct SparsityMode {
     /// Remove the sidecar's dead neurons.
     pub dead: bool,
+    /// TEAL input sparsity: the share of FFN-input entries zeroed (per-layer calibrated
+    /// thresholds), so that gate and up skip those columns. Combines with `rule`.
+    pub input: Option<f32>,
     pub rule: Option<Rule>,
 }
 
 impl SparsityMode {
     pub const DENSE: SparsityMode = SparsityMode {
         dead: false,
+        input: None,
         rule: None,
     };
 
-    /// No neuron is ever skipped.
+    /// A mode with one rule and nothing else.
+    pub fn rule(rule: Rule) -> SparsityMode {
+        SparsityMode {
+            rule: Some(rule),
+            ..SparsityMode::DENSE
+        }
+    }
+
+    /// No neuron (and no input entry) is ever skipped.
     pub fn is_dense(&self) -> bool {
-        !self.dead && self.rule.is_none()
+        !self.dead && self.input.is_none() && self.rule.is_none()
     }
 
     /// Whether this mode needs per-layer calibrated data from a sidecar.
     pub fn needs_sidecar(&self) -> bool {
         self.dead
+            || self.input.is_some()
             || matches!(
                 self.rule,
-                Some(Rule::Target { .. } | Rule::Cascade { .. } | Rule::Input(_) | Rule::Budget(_))
+                Some(Rule::Target { .. } | Rule::Cascade { .. } | Rule::Budget(_))
             )
     }
 }
@@ -201,10 +215,6 @@ fn parse_rule(part: &str) -> Result<Rule> {
             want(1..=1)?;
             Ok(Rule::Stat(parse_finite(args[0], "stat k")?))
         }
-        "input" => {
-            want(1..=1)?;
-            Ok(Rule::Input(parse_fraction(args[0], "input sparsity")?))
-        }
         "budget" => {
             want(1..=1)?;
             let p = parse_finite(args[0].trim_end_matches('%'), "budget")?;
@@ -238,16 +248,35 @@ impl FromStr for SparsityMode {
                     }
                     mode.dead = true;
                 }
+                _ if part.starts_with("input:") || part == "input" => {
+                    if mode.input.is_some() {
+                        crate::bail!(InvalidArgument, "sparsity mode {s:?} names input twice");
+                    }
+                    let args: Vec<&str> = part.split(':').skip(1).collect();
+                    if args.len() != 1 {
+                        crate::bail!(
+                            InvalidArgument,
+                            "sparsity rule {part:?}: wrong number of ':' arguments"
+                        );
+                    }
+                    mode.input = Some(parse_fraction(args[0].trim(), "input sparsity")?);
+                }
                 _ => {
                     if mode.rule.is_some() {
                         crate::bail!(
                             InvalidArgument,
-                            "sparsity mode {s:?} has more than one rule (only `dead` combines)"
+                            "sparsity mode {s:?} has more than one rule (only `dead` and `input:S` combine)"
                         );
                     }
                     mode.rule = Some(parse_rule(part)?);
                 }
             }
+        }
+        if mode.input.is_some() && matches!(mode.rule, Some(Rule::Budget(_))) {
+            crate::bail!(
+                InvalidArgument,
+                "sparsity mode {s:?}: budget:P chooses its own setting (only `dead` combines with it)"
+            );
         }
         Ok(mode)
     }
@@ -269,7 +298,6 @@ impl fmt::Display for Rule {
                 first,
             } => write!(f, "cascade:{skip_all}:{skip_down}:{first}"),
             Rule::Stat(k) => write!(f, "stat:{k}"),
-            Rule::Input(s) => write!(f, "input:{s}"),
             Rule::Budget(p) => write!(f, "budget:{p}"),
         }
     }
@@ -277,12 +305,20 @@ impl fmt::Display for Rule {
 
 impl fmt::Display for SparsityMode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (self.dead, &self.rule) {
-            (false, None) => f.write_str("dense"),
-            (true, None) => f.write_str("dead"),
-            (false, Some(r)) => write!(f, "{r}"),
-            (true, Some(r)) => write!(f, "dead,{r}"),
+        if self.is_dense() {
+            return f.write_str("dense");
         }
+        let mut parts: Vec<String> = Vec::with_capacity(3);
+        if self.dead {
+            parts.push("dead".into());
+        }
+        if let Some(s) = self.input {
+            parts.push(format!("input:{s}"));
+        }
+        if let Some(r) = &self.rule {
+            parts.push(r.to_string());
+        }
+        f.write_str(&parts.join(","))
     }
 }
 
@@ -301,7 +337,7 @@ mod tests {
             p("dead").unwrap(),
             SparsityMode {
                 dead: true,
-                rule: None
+                ..SparsityMode::DENSE
             }
         );
         assert_eq!(p("gate:0.05").unwrap().rule, Some(Rule::Gate(0.05)));
@@ -320,12 +356,26 @@ mod tests {
             })
         );
         assert_eq!(p("stat:-0.5").unwrap().rule, Some(Rule::Stat(-0.5)));
-        assert_eq!(p("input:0.25").unwrap().rule, Some(Rule::Input(0.25)));
+        assert_eq!(p("input:0.25").unwrap().input, Some(0.25));
+        assert_eq!(p("input:0.25").unwrap().rule, None);
+        assert_eq!(
+            p("dead,input:20%,cascade:0.2:0.45:upw").unwrap(),
+            SparsityMode {
+                dead: true,
+                input: Some(0.2),
+                rule: Some(Rule::Cascade {
+                    skip_all: 0.2,
+                    skip_down: 0.45,
+                    first: Score::UpWeighted,
+                })
+            }
+        );
         assert_eq!(p("budget:2").unwrap().rule, Some(Rule::Budget(2.0)));
         assert_eq!(
             p("dead,cascade:0.2:0.4").unwrap(),
             SparsityMode {
                 dead: true,
+                input: None,
                 rule: Some(Rule::Cascade {
                     skip_all: 0.2,
                     skip_down: 0.4,
@@ -354,6 +404,8 @@ mod tests {
             "cascade:0.1:0.5:upw",
             "stat:2",
             "input:0.3",
+            "input:0.2,cascade:0.2:0.45:upw",
+            "dead,input:0.1,target:0.45:product",
             "budget:2",
         ] {
             let m = p(s).unwrap();
@@ -378,6 +430,11 @@ mod tests {
             "dead,dead",
             "sparse",
             "budget:-1",
+            "input:0.1,input:0.2",
+            "input:0.2,budget:2",
+            "input",
+            "input:0.2:0.3",
+            "input:1.5",
         ] {
             match p(s) {
                 Err(Error::InvalidArgument(_)) => {}

@@ -57,7 +57,8 @@ pub fn resolve_plans(
                     entry.mode
                 );
             };
-            return resolve_layered_cascade(s, inner.dead, first, levels);
+            let plans = resolve_layered_cascade(s, inner.dead, first, levels)?;
+            return Ok(with_input_thresholds(plans, s, inner.input));
         }
         return resolve_plans(&inner, sidecar, n_layer);
     }
@@ -96,19 +97,32 @@ pub fn resolve_plans(
                 skip_down,
                 first,
             }) => cascade_rule(need("cascade")?, il, first, skip_all, skip_down),
-            Some(Rule::Input(s)) => {
-                let sc = need("input")?;
-                LayerRule::Input(interpolate_threshold(
-                    &sc.targets,
-                    &sc.layers[il].thr_input,
-                    s,
-                ))
-            }
             Some(Rule::Budget(_)) => unreachable!("resolved above"),
         };
         plans.push(LayerPlan::new(live, rule));
     }
-    Ok(plans)
+    Ok(match mode.input {
+        Some(share) => with_input_thresholds(plans, need("input")?, Some(share)),
+        None => plans,
+    })
+}
+
+/// `plans` with each layer's calibrated input threshold for the input sparsity `share`
+/// (unchanged for `None`).
+fn with_input_thresholds(
+    plans: Vec<LayerPlan>,
+    sidecar: &Sidecar,
+    share: Option<f32>,
+) -> Vec<LayerPlan> {
+    let Some(share) = share else { return plans };
+    plans
+        .into_iter()
+        .enumerate()
+        .map(|(il, p)| {
+            let t = interpolate_threshold(&sidecar.targets, &sidecar.layers[il].thr_input, share);
+            p.with_input(Some(t))
+        })
+        .collect()
 }
 
 /// The cascade rule of layer `il`: skip up and down for the `skip_all` share by `first`
