@@ -424,6 +424,7 @@ fn gpu_sparse_decode_matches_cpu_sparse_decode() {
         .iter()
         .map(|(act, prod)| LayerPlan {
             live: None,
+            input: None,
             rule: LayerRule::Cascade {
                 t_act: quantile(act, 0.3),
                 t_prod: quantile(prod, 0.5),
@@ -438,6 +439,7 @@ fn gpu_sparse_decode_matches_cpu_sparse_decode() {
         .map(|(il, (act, _))| LayerPlan {
             // Every third layer dense; the others by |act| times a per-neuron weight.
             live: None,
+            input: None,
             rule: if il % 3 == 2 {
                 LayerRule::Dense
             } else {

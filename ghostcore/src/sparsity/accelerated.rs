@@ -4,8 +4,8 @@
 //!
 //! The device evaluates the gate stage (`|act| > t`, optionally weighted per neuron, which
 //! also carries the dead-neuron mask as zero weights) and the product stage (`|act·up| > t`)
-//! of every mode but the per-token statistic (`stat:K`) and input sparsity (`input:S`), which
-//! stay CPU-only (`Unsupported`).
+//! of every mode but the per-token statistic (`stat:K`) and input sparsity (`input:S`, alone
+//! or combined), which stay CPU-only (`Unsupported`).
 
 use super::ffn::{LayerPlan, LayerRule};
 use super::plan::{LayerTally, SparsityTally};
@@ -23,8 +23,16 @@ pub struct DeviceRule {
     pub product_threshold: f32,
 }
 
-/// The device rule of `plan` (`None`: the layer runs dense).
+/// The device rule of `plan` (`None`: the layer runs dense). A plan with input sparsity is
+/// `Unsupported` (see [`attach`], which drops that stage).
 pub fn device_rule(plan: &LayerPlan, n_ff: usize) -> Result<Option<DeviceRule>> {
+    if plan.input.is_some() {
+        bail!(
+            Unsupported,
+            "input sparsity (input:S) runs on the CPU only (the GPU takes gate, target, cascade, \
+             product and dead-neuron modes)"
+        );
+    }
     let (mut act, mut scale, prod) = match &plan.rule {
         LayerRule::Dense => (f32::NEG_INFINITY, None, -1.0),
         LayerRule::Act(t) => (*t, None, -1.0),
@@ -88,11 +96,20 @@ pub fn device_copy_type() -> Result<Option<GgmlType>> {
 
 /// Installs `plans` on the accelerated `ctx` with the neuron-major `copies` (one per layer,
 /// used where the device reads their type; `None`: no copies).
+///
+/// Input sparsity (`input:S`, which a `budget:P` entry may combine with a neuron rule) has no
+/// device kernel: that stage is dropped, with a note, and the neuron rule runs on a dense input
+/// (fewer bytes skipped, quality at least as good).
 pub fn attach(ctx: &mut Context, plans: &[LayerPlan], copies: Option<&[DownCopy]>) -> Result<()> {
     let n_ff = ctx.model().config().n_ff;
+    if plans.iter().any(|p| p.input.is_some()) {
+        eprintln!(
+            "ghostcore: input sparsity runs on the CPU only; the GPU applies the rest of the rule"
+        );
+    }
     let rules = plans
         .iter()
-        .map(|p| device_rule(p, n_ff))
+        .map(|p| device_rule(&p.clone().with_input(None), n_ff))
         .collect::<Result<Vec<_>>>()?;
     let specs: Vec<Option<LayerFfnSparsity<'_>>> = rules
         .iter()
@@ -155,6 +172,7 @@ mod tests {
     fn plan(live: Option<Vec<u32>>, rule: LayerRule) -> LayerPlan {
         LayerPlan {
             live,
+            input: None,
             rule,
             down: DownPath::Auto,
         }
@@ -216,10 +234,11 @@ mod tests {
 
     #[test]
     fn cpu_only_rules_are_unsupported() {
-        for rule in [LayerRule::Stat(0.5), LayerRule::Input(0.1)] {
-            let e = device_rule(&plan(None, rule), 4).unwrap_err();
-            assert!(matches!(e, crate::Error::Unsupported(_)), "{e}");
-        }
+        let e = device_rule(&plan(None, LayerRule::Stat(0.5)), 4).unwrap_err();
+        assert!(matches!(e, crate::Error::Unsupported(_)), "{e}");
+        let input = plan(None, LayerRule::Act(0.1)).with_input(Some(0.2));
+        let e = device_rule(&input, 4).unwrap_err();
+        assert!(matches!(e, crate::Error::Unsupported(_)), "{e}");
         let e = device_rule(
             &plan(
                 None,
