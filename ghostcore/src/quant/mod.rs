@@ -22,6 +22,8 @@ mod types;
 pub use types::{GgmlType, QK_K};
 
 pub mod activation;
+#[cfg(target_arch = "x86_64")]
+mod activation_avx2;
 mod axpy;
 pub mod blocks;
 pub mod dequant;
@@ -32,7 +34,7 @@ mod dot_scalar;
 mod drivers;
 mod kernels;
 
-pub use activation::{quantize_activations, vec_dot_type};
+pub use activation::{quantize_activations, quantize_activations_with_isa, vec_dot_type};
 pub use dequant::dequantize_row;
 pub use dequant_simd::dequantize_row_fast;
 pub use drivers::{axpy_rows, matmul, matvec, matvec_gather, matvec_with_isa, row_bytes};
