@@ -157,9 +157,23 @@ unsafe fn add_16_where_bit_set(v: __m256i, bits: u32) -> __m256i {
     let sixteen = _mm256_set1_epi8(16);
     let mut r = v;
     // SAFETY: register-only instructions on a CPU with AVX512-BW + VL. Mask register k1 is
-    // overwritten without being declared (Rust names mask registers only where AVX-512 is an
-    // enabled target feature, which it is not in this module): the compiler allocates no mask
-    // register in code compiled without AVX-512, and k1 is call-clobbered in the ABI.
+    // overwritten. Where AVX-512 is enabled for the whole build (`-C target-cpu=...`), the
+    // clobber is declared. Otherwise Rust cannot name mask registers, and none needs to be
+    // declared: the compiler allocates no mask register in code built without AVX-512, and k1
+    // is call-clobbered in the ABI.
+    #[cfg(target_feature = "avx512f")]
+    unsafe {
+        asm!(
+            "kmovd k1, {bits:e}",
+            "vpaddb {r} {{k1}}, {r}, {c}",
+            r = inout(ymm_reg) r,
+            bits = in(reg) bits,
+            c = in(ymm_reg) sixteen,
+            out("k1") _,
+            options(pure, nomem, nostack, preserves_flags),
+        );
+    }
+    #[cfg(not(target_feature = "avx512f"))]
     unsafe {
         asm!(
             "kmovd k1, {bits:e}",
