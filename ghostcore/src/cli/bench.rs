@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::context::{Context, ContextParams};
+use crate::gguf::Placement;
 use crate::model::{Model, ModelParams};
 use crate::sampling::Rng;
 use crate::{bail, Result};
@@ -45,6 +46,9 @@ pub struct Args {
     /// exact f32 math for batches, which follows llama.cpp's batched logits).
     #[arg(long = "quantized-prefill")]
     pub quantized_prefill: bool,
+    /// Read the weights from the file's memory map instead of a huge-page copy.
+    #[arg(long)]
+    pub no_hugepages: bool,
     /// Output format.
     #[arg(short = 'o', long, default_value = "md", value_parser = ["md", "json"])]
     pub output: String,
@@ -109,6 +113,11 @@ pub fn run(args: Args) -> Result<()> {
         &path,
         &ModelParams {
             skip_tokenizer: true,
+            placement: if args.no_hugepages {
+                Placement::Mapped
+            } else {
+                Placement::HugePages
+            },
         },
     )?;
     let info = model.info().clone();

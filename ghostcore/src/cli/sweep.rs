@@ -187,6 +187,7 @@ pub fn run(args: Args) -> Result<()> {
         &args.model,
         &ModelParams {
             skip_tokenizer: args.synthetic,
+            ..ModelParams::default()
         },
     )?;
     let n_layer = model.config().n_layer;

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use memmap2::Mmap;
 
 use super::error::GgufError;
+use super::placement::{reason_not_to_copy, HugePageCopy, Placement, WeightResidency};
 use super::value::{Array, Value, ValueType};
 use crate::quant::GgmlType;
 
@@ -49,9 +50,11 @@ impl TensorInfo {
     }
 }
 
-/// The bytes a [`GgufFile`] reads from: a memory map, or an owned buffer (tests, pipes).
+/// The bytes a [`GgufFile`] reads from: a memory map, an anonymous huge-page copy of the
+/// file, or an owned buffer (tests, pipes).
 enum Backing {
     Mmap(Mmap),
+    HugePages(HugePageCopy),
     Owned(Vec<u8>),
 }
 
@@ -59,6 +62,7 @@ impl Backing {
     fn bytes(&self) -> &[u8] {
         match self {
             Backing::Mmap(m) => m,
+            Backing::HugePages(c) => c.bytes(),
             Backing::Owned(v) => v,
         }
     }
@@ -77,6 +81,7 @@ pub struct GgufFile {
     pub alignment: u64,
     /// Absolute offset of the data section.
     pub data_offset: u64,
+    residency: WeightResidency,
 }
 
 impl std::fmt::Debug for GgufFile {
@@ -91,8 +96,18 @@ impl std::fmt::Debug for GgufFile {
 }
 
 impl GgufFile {
-    /// Map and validate the file at `path`.
+    /// Map and validate the file at `path` (bytes read from the file map, no copy).
     pub fn open(path: impl AsRef<Path>) -> Result<Arc<GgufFile>, GgufError> {
+        Self::open_placed(path, Placement::Mapped)
+    }
+
+    /// Map and validate the file at `path`, then keep its bytes where `placement` says
+    /// ([`Placement::HugePages`]: a huge-page anonymous copy, or the file map if that copy
+    /// cannot be made; [`GgufFile::residency`] tells which).
+    pub fn open_placed(
+        path: impl AsRef<Path>,
+        placement: Placement,
+    ) -> Result<Arc<GgufFile>, GgufError> {
         let path = path.as_ref();
         let io = |source| GgufError::Io {
             path: path.to_path_buf(),
@@ -105,7 +120,33 @@ impl GgufFile {
         let map = unsafe { Mmap::map(&file) }.map_err(io)?;
         let mut g = Self::parse(Backing::Mmap(map))?;
         g.path = Some(path.to_path_buf());
+        if placement == Placement::HugePages {
+            g.move_to_huge_pages();
+        }
         Ok(Arc::new(g))
+    }
+
+    /// Replaces the file map by a huge-page anonymous copy (offsets are unchanged: the copy
+    /// starts with the file's first byte), or records why it stays on the map.
+    fn move_to_huge_pages(&mut self) {
+        if let Some(why) = reason_not_to_copy(self.bytes().len()) {
+            self.residency = WeightResidency::MappedFallback(why);
+            return;
+        }
+        match HugePageCopy::new(self.bytes()) {
+            Ok(copy) => {
+                // Dropping the file map here unmaps it; its page-cache pages become
+                // reclaimable and are not touched again by this file.
+                self.backing = Backing::HugePages(copy);
+                self.residency = WeightResidency::HugePageCopy;
+            }
+            Err(e) => self.residency = WeightResidency::MappedFallback(e.to_string()),
+        }
+    }
+
+    /// Where the bytes live (see [`Placement`]).
+    pub fn residency(&self) -> &WeightResidency {
+        &self.residency
     }
 
     /// Parse and validate an in-memory GGUF image.
@@ -387,7 +428,6 @@ impl GgufFile {
         }
 
         Ok(GgufFile {
-            backing,
             path: None,
             version,
             metadata,
@@ -396,6 +436,12 @@ impl GgufFile {
             tensor_index,
             alignment,
             data_offset,
+            residency: match backing {
+                Backing::Mmap(_) => WeightResidency::Mapped,
+                Backing::HugePages(_) => WeightResidency::HugePageCopy,
+                Backing::Owned(_) => WeightResidency::Buffer,
+            },
+            backing,
         })
     }
 }

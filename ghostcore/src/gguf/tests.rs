@@ -179,3 +179,34 @@ fn overlapping_tensors_rejected() {
     let e = GgufFile::from_bytes(bytes).unwrap_err();
     assert!(matches!(e, GgufError::Overlap { .. }), "{e}");
 }
+
+#[test]
+fn huge_page_placement_serves_the_file_bytes() {
+    let bytes = sample();
+    let path = std::env::temp_dir().join(format!("ghost-placement-{}.gguf", std::process::id()));
+    std::fs::write(&path, &bytes).unwrap();
+    let mapped = GgufFile::open(&path).unwrap();
+    let placed = GgufFile::open_placed(&path, Placement::HugePages).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(mapped.residency(), &WeightResidency::Mapped);
+    match placed.residency() {
+        WeightResidency::HugePageCopy => {
+            assert_eq!(placed.bytes().as_ptr() as usize % HUGE_PAGE_BYTES, 0);
+        }
+        WeightResidency::MappedFallback(why) => eprintln!("huge-page copy not made: {why}"),
+        other => panic!("unexpected residency {other:?}"),
+    }
+    assert_eq!(placed.bytes(), &bytes[..]);
+    assert_eq!(
+        placed.tensor("t1").unwrap().1,
+        mapped.tensor("t1").unwrap().1
+    );
+    assert_eq!(
+        placed.tensor("t2").unwrap().1,
+        mapped.tensor("t2").unwrap().1
+    );
+    assert_eq!(
+        GgufFile::from_bytes(bytes).unwrap().residency(),
+        &WeightResidency::Buffer
+    );
+}

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 pub use config::{Activation, Architecture, Config, RopeStyle, SUPPORTED_ARCHITECTURES};
 pub use weights::{LayerWeights, Weight, Weights};
 
-use crate::gguf::GgufFile;
+use crate::gguf::{GgufFile, Placement, WeightResidency};
 use crate::tokenizer::Tokenizer;
 use crate::Result;
 
@@ -25,6 +25,9 @@ use crate::Result;
 pub struct ModelParams {
     /// Skip building the tokenizer (for pure-compute uses such as synthetic benchmarks).
     pub skip_tokenizer: bool,
+    /// Where the weights are kept: a huge-page copy (default; faster CPU decode, one more copy
+    /// of the file in memory) or the file's memory map.
+    pub placement: Placement,
 }
 
 /// Summary of a loaded model.
@@ -50,6 +53,36 @@ pub struct ModelInfo {
     pub load_time: Duration,
 }
 
+/// With `GHOST_DEBUG=1`, says on stderr where the weights live and how much of them the
+/// kernel backs with huge pages (`AnonHugePages` of `/proc/self/smaps`).
+fn log_residency(file: &GgufFile) {
+    if !std::env::var("GHOST_DEBUG").is_ok_and(|v| v == "1") {
+        return;
+    }
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let len = file.bytes().len() as u64;
+    match file.residency() {
+        WeightResidency::HugePageCopy => {
+            let huge = crate::gguf::anon_huge_page_bytes(file.bytes().as_ptr());
+            let huge = huge.map_or("unknown".to_string(), |b| format!("{:.1} MiB", mib(b)));
+            eprintln!(
+                "ghostcore: weights copied to anonymous memory ({:.1} MiB), in huge pages: {huge}",
+                mib(len)
+            );
+        }
+        WeightResidency::MappedFallback(why) => eprintln!(
+            "ghostcore: weights read from the file map ({:.1} MiB): huge-page copy failed: {why}",
+            mib(len)
+        ),
+        WeightResidency::Mapped | WeightResidency::Buffer => {
+            eprintln!(
+                "ghostcore: weights read from the file map ({:.1} MiB)",
+                mib(len)
+            )
+        }
+    }
+}
+
 /// A loaded model: configuration, weight views into the mapped file.
 pub struct Model {
     file: Arc<GgufFile>,
@@ -71,7 +104,8 @@ impl Model {
     /// architectures or tensor types, `Format` for missing or mis-shaped tensors.
     pub fn load(path: impl AsRef<Path>, params: &ModelParams) -> Result<Arc<Model>> {
         let t0 = Instant::now();
-        let file = GgufFile::open(path.as_ref())?;
+        let file = GgufFile::open_placed(path.as_ref(), params.placement)?;
+        log_residency(&file);
         Self::from_gguf(file, params, t0)
     }
 

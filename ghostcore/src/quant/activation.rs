@@ -8,9 +8,14 @@
 //!   the signed element of largest magnitude `max`, `iscale = -127 / max`,
 //!   `q = min(127, nearest_int(iscale * x))`, `d = 1 / iscale`, 16-element sums.
 //! - F16 / BF16 round to nearest even; F32 is copied.
+//!
+//! The Q8 formats have an AVX2 path (`activation_avx2`) that writes the same bytes; the
+//! scalar block functions here are the reference it is tested against and its fallback for
+//! non-finite input.
 
 use crate::error::Result;
 use crate::quant::blocks::*;
+use crate::quant::kernels::{active_isa, best_supported_isa, Isa};
 use crate::quant::types::GgmlType;
 use crate::quant::QK_K;
 
@@ -34,6 +39,18 @@ pub fn vec_dot_type(ty: GgmlType) -> GgmlType {
 /// Errors if `vdt` is not an activation type, if `x.len()` is not a whole number of blocks,
 /// or if `dst.len() != vdt.row_bytes(x.len())`.
 pub fn quantize_activations(vdt: GgmlType, x: &[f32], dst: &mut [u8]) -> Result<()> {
+    quantize_activations_with_isa(active_isa(), vdt, x, dst)
+}
+
+/// [`quantize_activations`] with the code of `isa` (scalar where `isa` is unavailable); the
+/// bytes are the same for every instruction set.
+pub fn quantize_activations_with_isa(
+    isa: Isa,
+    vdt: GgmlType,
+    x: &[f32],
+    dst: &mut [u8],
+) -> Result<()> {
+    let simd = isa == Isa::Avx2 && best_supported_isa() == Isa::Avx2;
     let expected = vdt.row_bytes(x.len() as u64);
     if expected != Some(dst.len() as u64) {
         crate::bail!(
@@ -61,31 +78,45 @@ pub fn quantize_activations(vdt: GgmlType, x: &[f32], dst: &mut [u8]) -> Result<
             }
         }
         GgmlType::Q8_0 => {
-            for (b, xs) in cast_blocks_mut::<BlockQ8_0>(dst)?
-                .iter_mut()
-                .zip(x.chunks_exact(QK32))
-            {
+            let blocks = cast_blocks_mut::<BlockQ8_0>(dst)?;
+            #[cfg(target_arch = "x86_64")]
+            if simd {
+                // SAFETY: `simd` means the CPU supports avx2; `x` holds 32 floats per block
+                // (the length check above).
+                unsafe { super::activation_avx2::quantize_row_q8_0(x, blocks) };
+                return Ok(());
+            }
+            for (b, xs) in blocks.iter_mut().zip(x.chunks_exact(QK32)) {
                 quantize_q8_0_block(xs, b);
             }
         }
         GgmlType::Q8_1 => {
-            for (b, xs) in cast_blocks_mut::<BlockQ8_1>(dst)?
-                .iter_mut()
-                .zip(x.chunks_exact(QK32))
-            {
+            let blocks = cast_blocks_mut::<BlockQ8_1>(dst)?;
+            #[cfg(target_arch = "x86_64")]
+            if simd {
+                // SAFETY: as for Q8_0.
+                unsafe { super::activation_avx2::quantize_row_q8_1(x, blocks) };
+                return Ok(());
+            }
+            for (b, xs) in blocks.iter_mut().zip(x.chunks_exact(QK32)) {
                 quantize_q8_1_block(xs, b);
             }
         }
         GgmlType::Q8_K => {
-            for (b, xs) in cast_blocks_mut::<BlockQ8K>(dst)?
-                .iter_mut()
-                .zip(x.chunks_exact(QK_K))
-            {
+            let blocks = cast_blocks_mut::<BlockQ8K>(dst)?;
+            #[cfg(target_arch = "x86_64")]
+            if simd {
+                // SAFETY: as for Q8_0, with 256 floats per block.
+                unsafe { super::activation_avx2::quantize_row_q8_k(x, blocks) };
+                return Ok(());
+            }
+            for (b, xs) in blocks.iter_mut().zip(x.chunks_exact(QK_K)) {
                 quantize_q8_k_block(xs, b);
             }
         }
         other => crate::bail!(Unsupported, "{other} is not an activation (vec_dot) type"),
     }
+    let _ = simd;
     Ok(())
 }
 
@@ -112,19 +143,19 @@ fn q8_symmetric(xs: &[f32], qs: &mut [i8; QK32]) -> f32 {
     d
 }
 
-fn quantize_q8_0_block(xs: &[f32], b: &mut BlockQ8_0) {
+pub(super) fn quantize_q8_0_block(xs: &[f32], b: &mut BlockQ8_0) {
     let d = q8_symmetric(xs, &mut b.qs);
     b.d = half::f16::from_f32(d).to_bits().to_le_bytes();
 }
 
-fn quantize_q8_1_block(xs: &[f32], b: &mut BlockQ8_1) {
+pub(super) fn quantize_q8_1_block(xs: &[f32], b: &mut BlockQ8_1) {
     let d = q8_symmetric(xs, &mut b.qs);
     let sum: i32 = b.qs.iter().map(|&q| q as i32).sum();
     b.d = half::f16::from_f32(d).to_bits().to_le_bytes();
     b.s = half::f16::from_f32(d * sum as f32).to_bits().to_le_bytes();
 }
 
-fn quantize_q8_k_block(xs: &[f32], b: &mut BlockQ8K) {
+pub(super) fn quantize_q8_k_block(xs: &[f32], b: &mut BlockQ8K) {
     let mut amax = 0f32;
     let mut max = 0f32;
     for &v in xs {
@@ -212,5 +243,64 @@ mod tests {
         }
         assert!(quantize_activations(GgmlType::Q8_K, &x, &mut dst[..291]).is_err());
         assert!(quantize_activations(GgmlType::Q4_K, &x, &mut [0u8; 144]).is_err());
+    }
+
+    /// Rows that stress the AVX2 path: random magnitudes over many decades, exact ties
+    /// (x * 127 / amax landing on k + 0.5), zero and negative-zero blocks, a block whose
+    /// largest magnitude appears with both signs, subnormal maxima (scale overflows), NaN and
+    /// infinities (scalar fallback).
+    fn stress_rows() -> Vec<Vec<f32>> {
+        let mut rng = crate::sampling::Rng::new(7);
+        let mut rows = Vec::new();
+        for decade in [-30i32, -6, -1, 0, 2, 9] {
+            let row: Vec<f32> = (0..1024)
+                .map(|_| {
+                    let u = rng.next_f64() * 2.0 - 1.0;
+                    (u * 10f64.powi(decade)) as f32
+                })
+                .collect();
+            rows.push(row);
+        }
+        // Ties: amax 127 so that x * id == x exactly, and halves.
+        let mut ties: Vec<f32> = (0..512).map(|i| (i % 255) as f32 * 0.5 - 63.5).collect();
+        for c in ties.chunks_mut(32) {
+            c[0] = 127.0;
+        }
+        rows.push(ties);
+        let mut special = vec![0f32; 1024];
+        special[256..512].fill(-0.0);
+        special[512] = 3.0;
+        special[520] = -3.0; // same magnitude, later: Q8_K keeps the first (+3)
+        special[530] = 1.5;
+        special[600] = f32::from_bits(1); // subnormal maximum of its 32-block
+        special[700] = f32::NAN;
+        special[701] = 2.0;
+        special[800] = f32::INFINITY;
+        special[801] = -7.0;
+        special[900] = f32::NEG_INFINITY;
+        special[1000] = f32::MIN_POSITIVE * 0.25;
+        special[1001] = -f32::MIN_POSITIVE * 0.5;
+        rows.push(special);
+        rows
+    }
+
+    #[test]
+    fn simd_quantization_writes_the_scalar_bytes() {
+        if best_supported_isa() == Isa::Scalar {
+            eprintln!("SKIPPED: no SIMD activation path on this CPU");
+            return;
+        }
+        for row in stress_rows() {
+            for vdt in [GgmlType::Q8_0, GgmlType::Q8_1, GgmlType::Q8_K] {
+                let n = vdt.row_bytes(row.len() as u64).unwrap() as usize;
+                let (mut want, mut got) = (vec![0u8; n], vec![0xa5u8; n]);
+                quantize_activations_with_isa(Isa::Scalar, vdt, &row, &mut want).unwrap();
+                quantize_activations_with_isa(best_supported_isa(), vdt, &row, &mut got).unwrap();
+                let bs = vdt.type_size();
+                for (k, (w, g)) in want.chunks(bs).zip(got.chunks(bs)).enumerate() {
+                    assert_eq!(w, g, "{vdt} block {k} differs");
+                }
+            }
+        }
     }
 }

@@ -19,7 +19,9 @@
 use std::arch::x86_64::*;
 
 use crate::quant::blocks::*;
-use crate::quant::kernels::{PrepareActs, RowDot, RowDotMulti, RowDotPrepared};
+use crate::quant::kernels::{
+    PrepareActs, PreparedBlock, PreparedKernels, RowDot, RowDotMulti, RowDotPrepared,
+};
 use crate::quant::types::GgmlType;
 
 /// The AVX2 kernel for weights of type `ty`, if there is one.
@@ -68,7 +70,7 @@ pub(crate) fn row_dot(ty: GgmlType) -> Option<RowDot> {
 }
 
 #[inline(always)]
-unsafe fn hsum_ps(v: __m256) -> f32 {
+pub(crate) unsafe fn hsum_ps(v: __m256) -> f32 {
     let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     hsum_ps128(s)
 }
@@ -296,6 +298,7 @@ impl Q32Kernel for Q8_0Kernel {
     }
     #[inline(always)]
     unsafe fn isum_prep(q: Self::Decoded, p: Self::Prep) -> __m256i {
+        // Lane k sums the products of bytes 2k, 2k+1, 16+2k and 17+2k.
         _mm256_add_epi32(_mm256_madd_epi16(q.0, p.0), _mm256_madd_epi16(q.1, p.1))
     }
     #[inline(always)]
@@ -1021,15 +1024,15 @@ impl OffsetKernel for Q5_0Kernel {
 
 /// The prepare function and the prepared-activation kernel for `ty`, if it has them.
 /// Callers must have checked CPU support (avx2, fma, f16c).
-pub(crate) fn prepared_row_dot(ty: GgmlType) -> Option<(PrepareActs, RowDotPrepared)> {
+pub(crate) fn prepared_row_dot(ty: GgmlType) -> Option<PreparedKernels> {
     macro_rules! wrap {
         ($k:ty, $w:ty) => {{
-            fn prepare(a: &[u8], out: &mut [[i16; 16]]) {
+            fn prepare(a: &[u8], out: &mut [PreparedBlock]) {
                 // SAFETY: only reachable through `prepared_row_dot`, whose caller verified
                 // avx2/fma/f16c; reads and writes stay inside both slices.
                 unsafe { offset_products::<$k>(cast_blocks_prefix::<BlockQ8_0>(a), out) }
             }
-            fn dot(w: &[u8], a: &[u8], pre: &[[i16; 16]]) -> f32 {
+            fn dot(w: &[u8], a: &[u8], pre: &[PreparedBlock]) -> f32 {
                 // SAFETY: as above; the kernel reads only blocks present in all three slices.
                 unsafe {
                     dot32_prepared::<$k>(
@@ -1039,7 +1042,11 @@ pub(crate) fn prepared_row_dot(ty: GgmlType) -> Option<(PrepareActs, RowDotPrepa
                     )
                 }
             }
-            (prepare as PrepareActs, dot as RowDotPrepared)
+            PreparedKernels {
+                prepare: prepare as PrepareActs,
+                row: dot as RowDotPrepared,
+                rows: None,
+            }
         }};
     }
     match ty {
@@ -1050,21 +1057,26 @@ pub(crate) fn prepared_row_dot(ty: GgmlType) -> Option<(PrepareActs, RowDotPrepa
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn offset_products<K: OffsetKernel>(a: &[BlockQ8_0], out: &mut [[i16; 16]]) {
+unsafe fn offset_products<K: OffsetKernel>(a: &[BlockQ8_0], out: &mut [PreparedBlock]) {
     let c = _mm256_set1_epi8(K::OFFSET);
     for (y, o) in a.iter().zip(out.iter_mut()) {
         let m = maddubs(c, load32_i8(&y.qs));
-        _mm256_storeu_si256(o.as_mut_ptr().cast(), m);
+        // The first 32 bytes hold the 16 i16 offset products.
+        _mm256_storeu_si256(o.0.as_mut_ptr().cast(), m);
     }
 }
 
 #[inline(always)]
-unsafe fn load_prepared(p: &[i16; 16]) -> __m256i {
-    _mm256_loadu_si256(p.as_ptr().cast())
+unsafe fn load_prepared(p: &PreparedBlock) -> __m256i {
+    _mm256_loadu_si256(p.0.as_ptr().cast())
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot32_prepared<K: OffsetKernel>(w: &[K::W], a: &[BlockQ8_0], pre: &[[i16; 16]]) -> f32 {
+unsafe fn dot32_prepared<K: OffsetKernel>(
+    w: &[K::W],
+    a: &[BlockQ8_0],
+    pre: &[PreparedBlock],
+) -> f32 {
     let n = w.len().min(a.len()).min(pre.len());
     let (w, a, pre) = (&w[..n], &a[..n], &pre[..n]);
     let mut acc = Acc2::new();

@@ -12,8 +12,8 @@ use crate::error::Result;
 use crate::quant::activation::vec_dot_type;
 use crate::quant::dequant::dequantize_row;
 use crate::quant::kernels::{
-    active_isa, prepared_row_dot_for, row_dot_for, row_dot_multi_for, row_len, Isa, RowDot,
-    MULTI_ACT_ROWS,
+    active_isa, prepared_row_dot_for, row_dot_for, row_dot_multi_for, row_len, Isa, PreparedBlock,
+    RowDot, MULTI_ACT_ROWS,
 };
 use crate::quant::types::GgmlType;
 
@@ -112,26 +112,38 @@ pub fn matvec_with_isa(
         );
     }
     let w = &weights[rows.start * c.w_row..rows.end * c.w_row];
-    dot_rows(&c, |k| &w[k * c.w_row..(k + 1) * c.w_row], act, out);
+    dot_rows(
+        &c,
+        |k| &w[k * c.w_row..(k + 1) * c.w_row],
+        Some(w),
+        act,
+        out,
+    );
     Ok(())
 }
 
 thread_local! {
     /// Scratch for the prepared activation blocks of [`dot_rows`].
-    static PREPARED: std::cell::RefCell<Vec<[i16; 16]>> =
+    static PREPARED: std::cell::RefCell<Vec<PreparedBlock>> =
         const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// `out[k] = dot(row_at(k), act)` for every `k < out.len()`. Where the weight type has a
-/// prepared-activation kernel, the activation row is prepared once and shared by all rows
-/// (bit-identical to the plain kernel).
+/// `out[k] = dot(row_at(k), act)` for every `k < out.len()`; `contiguous`, when given, holds
+/// those same rows back to back. Where the weight type has a prepared-activation kernel, the
+/// activation row is prepared once and shared by all rows (bit-identical to the plain kernel).
 #[inline]
-fn dot_rows<'w>(c: &Checked, row_at: impl Fn(usize) -> &'w [u8], act: &[u8], out: &mut [f32]) {
+fn dot_rows<'w>(
+    c: &Checked,
+    row_at: impl Fn(usize) -> &'w [u8],
+    contiguous: Option<&[u8]>,
+    act: &[u8],
+    out: &mut [f32],
+) {
     const MIN_ROWS_TO_PREPARE: usize = 4;
     let prepared = (out.len() >= MIN_ROWS_TO_PREPARE)
         .then(|| prepared_row_dot_for(c.ty, c.isa))
         .flatten();
-    let Some((prepare, kernel)) = prepared else {
+    let Some(kernels) = prepared else {
         for (k, o) in out.iter_mut().enumerate() {
             *o = (c.kernel)(row_at(k), act);
         }
@@ -141,10 +153,15 @@ fn dot_rows<'w>(c: &Checked, row_at: impl Fn(usize) -> &'w [u8], act: &[u8], out
     PREPARED.with(|p| {
         let mut pre = p.borrow_mut();
         pre.clear();
-        pre.resize(n_blocks, [0; 16]);
-        prepare(act, &mut pre);
-        for (k, o) in out.iter_mut().enumerate() {
-            *o = kernel(row_at(k), act, &pre);
+        pre.resize(n_blocks, PreparedBlock::ZERO);
+        (kernels.prepare)(act, &mut pre);
+        match (kernels.rows, contiguous) {
+            (Some(rows_kernel), Some(w)) => rows_kernel(w, c.w_row, act, &pre, out),
+            _ => {
+                for (k, o) in out.iter_mut().enumerate() {
+                    *o = (kernels.row)(row_at(k), act, &pre);
+                }
+            }
         }
     });
 }
@@ -252,7 +269,7 @@ pub fn matvec_gather(
         let r = row_ids[k] as usize;
         &weights[r * c.w_row..(r + 1) * c.w_row]
     };
-    dot_rows(&c, row_at, act, out);
+    dot_rows(&c, row_at, None, act, out);
     Ok(())
 }
 

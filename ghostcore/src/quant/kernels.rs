@@ -118,24 +118,69 @@ pub(crate) fn row_dot_multi_for(ty: GgmlType, isa: Isa) -> Option<RowDotMulti> {
     None
 }
 
+/// What a prepared-activation kernel precomputes for one activation block: 96 bytes whose
+/// layout belongs to the kernel that wrote them (offset products, offset sums, the block
+/// scale as broadcast f32, reordered quants). Aligned so kernels can load each 32-byte third
+/// as one vector.
+#[repr(C, align(32))]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PreparedBlock(pub [u8; 96]);
+
+impl PreparedBlock {
+    pub(crate) const ZERO: PreparedBlock = PreparedBlock([0; 96]);
+}
+
 /// A row dot product whose activations were prepared once per activation row (see
 /// [`prepared_row_dot_for`]); `pre` holds one entry per activation block. Bit-identical to the
 /// [`RowDot`] of the same type.
-pub(crate) type RowDotPrepared = fn(w: &[u8], a: &[u8], pre: &[[i16; 16]]) -> f32;
+pub(crate) type RowDotPrepared = fn(w: &[u8], a: &[u8], pre: &[PreparedBlock]) -> f32;
+
+/// [`RowDotPrepared`] over `out.len()` consecutive weight rows of `w_row` bytes each (`w`
+/// holds them all): one call per matrix slice instead of one per row; the same values.
+pub(crate) type RowsDotPrepared =
+    fn(w: &[u8], w_row: usize, a: &[u8], pre: &[PreparedBlock], out: &mut [f32]);
 
 /// Writes the prepared data of the activation blocks in `a` into `out`, one entry per block
 /// (as many blocks as both slices hold).
-pub(crate) type PrepareActs = fn(a: &[u8], out: &mut [[i16; 16]]);
+pub(crate) type PrepareActs = fn(a: &[u8], out: &mut [PreparedBlock]);
 
-/// For weight types whose kernel spends work on the activations alone (Q4_0, Q5_0 under
-/// AVX2), the function that does that work once per activation row and the kernel that uses
-/// its result. The drivers use it when one activation row meets many weight rows.
-pub(crate) fn prepared_row_dot_for(
-    ty: GgmlType,
-    isa: Isa,
-) -> Option<(PrepareActs, RowDotPrepared)> {
+/// A prepare function and the kernels that read its result.
+#[derive(Clone, Copy)]
+pub(crate) struct PreparedKernels {
+    pub prepare: PrepareActs,
+    pub row: RowDotPrepared,
+    /// Consecutive rows in one call, where the kernel set has it.
+    pub rows: Option<RowsDotPrepared>,
+}
+
+/// Environment variable that keeps the AVX-512 VNNI decode kernels off when set to `1`
+/// (read once; for comparisons with the AVX2 kernels, which give the same bits).
+pub const NO_VNNI_ENV: &str = "GHOST_NO_VNNI";
+
+/// Whether the AVX-512 VNNI decode kernels run in this process: the CPU has them and
+/// `GHOST_NO_VNNI=1` is not set (on top of [`active_isa`] being AVX2).
+pub(crate) fn vnni_active() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        if !std::env::var(NO_VNNI_ENV).is_ok_and(|v| v == "1") {
+            return crate::quant::dot_vnni::cpu_supported();
+        }
+        false
+    })
+}
+
+/// For weight types whose kernel spends work on the activations alone (Q4_0, Q5_0, and
+/// Q8_0 with VNNI), the function that does that work once per activation row and the kernels
+/// that use its result. The drivers use them when one activation row meets many weight rows.
+pub(crate) fn prepared_row_dot_for(ty: GgmlType, isa: Isa) -> Option<PreparedKernels> {
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx2 && best_supported_isa() == Isa::Avx2 {
+        if vnni_active() {
+            if let Some(k) = crate::quant::dot_vnni::prepared_kernels(ty) {
+                return Some(k);
+            }
+        }
         return crate::quant::dot_avx2::prepared_row_dot(ty);
     }
     let _ = (ty, isa);

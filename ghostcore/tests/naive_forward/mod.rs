@@ -21,6 +21,7 @@ pub fn synthetic_model(arch: &str, shape: &str, ty: &str, seed: u64) -> Arc<Mode
         file,
         &ModelParams {
             skip_tokenizer: true,
+            ..ModelParams::default()
         },
     )
     .unwrap()
