@@ -512,7 +512,8 @@ mod avx512 {
     /// Written as inline assembly because the AVX-512 intrinsics and `target_feature`s are
     /// newer than this crate's minimum Rust version. The function enables AVX2 so that the
     /// compiler keeps no vector state across the block beyond what the clobbers name; zmm16+
-    /// are never allocated by the compiler without AVX-512 and are free to use.
+    /// are declared clobbered where AVX-512 is enabled for the whole build (elsewhere the
+    /// compiler never allocates them).
     ///
     /// With `accumulate`, the tile's previous contents are added to the sums before storing.
     ///
@@ -533,7 +534,12 @@ mod avx512 {
         // SAFETY: the caller's contract bounds every load (rows r < 12 at byte offsets
         // r·s + 4·kk, kk < k, and 128·kk + 0..128 in `xb`) and the 1536-byte tile access.
         unsafe {
-            std::arch::asm!(
+            // zmm16-31 are used below. Where AVX-512 is enabled for the whole build
+            // (`-C target-cpu=...`) the compiler may allocate them too, so they are declared
+            // clobbered; otherwise Rust cannot name them and the compiler never uses them.
+            macro_rules! tile_asm {
+                ($($clobbers:tt)*) => {
+                    std::arch::asm!(
             "vpxord zmm0, zmm0, zmm0",
             "vpxord zmm1, zmm1, zmm1",
             "vpxord zmm2, zmm2, zmm2",
@@ -680,8 +686,20 @@ mod avx512 {
             out("ymm13") _,
             out("ymm14") _,
             out("ymm15") _,
+            $($clobbers)*
             options(nostack),
+                    )
+                };
+            }
+            #[cfg(target_feature = "avx512f")]
+            tile_asm!(
+                out("zmm16") _, out("zmm17") _, out("zmm18") _, out("zmm19") _,
+                out("zmm20") _, out("zmm21") _, out("zmm22") _, out("zmm23") _,
+                out("zmm24") _, out("zmm25") _, out("zmm26") _, out("zmm27") _,
+                out("zmm28") _, out("zmm29") _, out("zmm30") _, out("zmm31") _,
             );
+            #[cfg(not(target_feature = "avx512f"))]
+            tile_asm!();
         }
     }
 }
