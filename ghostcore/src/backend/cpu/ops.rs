@@ -233,21 +233,11 @@ pub fn attend_head_f16(
             if let Some(c) = softcap {
                 s = (s / c).tanh() * c;
             }
-            let (ms, vs) = if s > max {
-                let ms = if max == f32::NEG_INFINITY {
-                    0.0
-                } else {
-                    (max - s).exp()
-                };
-                max = s;
-                if ms != 1.0 {
-                    out.iter_mut().for_each(|o| *o *= ms);
-                    round_to_f16(out, &mut r[..dv]);
-                }
-                (ms, 1.0)
-            } else {
-                (1.0, (s - max).exp())
-            };
+            let (ms, vs) = online_softmax_step(s, &mut max);
+            if ms != 1.0 {
+                out.iter_mut().for_each(|o| *o *= ms);
+                round_to_f16(out, &mut r[..dv]);
+            }
             let vr = &v_cache[t * v_stride + v_off..t * v_stride + v_off + dv];
             vr.convert_to_f32_slice(&mut vbuf[..dv]);
             for (o, &v) in out.iter_mut().zip(&vbuf[..dv]) {
@@ -358,17 +348,7 @@ unsafe fn attend_head_f16_avx2(
                 if let Some(c) = softcap {
                     s = (s / c).tanh() * c;
                 }
-                let (ms, vs) = if s > max {
-                    let ms = if max == f32::NEG_INFINITY {
-                        0.0
-                    } else {
-                        (max - s).exp()
-                    };
-                    max = s;
-                    (ms, 1.0)
-                } else {
-                    (1.0, (s - max).exp())
-                };
+                let (ms, vs) = online_softmax_step(s, &mut max);
                 *ms_o = ms;
                 *vs_o = vs;
                 sum = sum * ms + vs;
@@ -419,6 +399,24 @@ thread_local! {
 fn round_to_f16(x: &mut [f32], tmp: &mut [f16]) {
     tmp.convert_from_f32_slice(x);
     tmp.convert_to_f32_slice(x);
+}
+
+/// One step of the online softmax: with `max` the running maximum of the scores so far
+/// (updated here), the factor that rescales what was accumulated before score `s` and the
+/// weight of `s` itself. The first score gets (0, 1).
+#[inline]
+fn online_softmax_step(s: f32, max: &mut f32) -> (f32, f32) {
+    if s > *max {
+        let ms = if *max == f32::NEG_INFINITY {
+            0.0
+        } else {
+            (*max - s).exp()
+        };
+        *max = s;
+        (ms, 1.0)
+    } else {
+        (1.0, (s - *max).exp())
+    }
 }
 
 #[cfg(test)]
