@@ -430,15 +430,16 @@ impl CudaForward {
                     Some(Some(layer)) => Some((layer, &mut sp.scratch, &mut sp.counters)),
                     _ => None,
                 });
-            if let Some((sl, scratch, counters)) = sparse_layer {
-                let rule = SparseFfnRule {
-                    act_threshold: sl.act_threshold,
-                    neuron_scale: sl.scale.as_ref(),
-                    product_threshold: sl.product_threshold,
-                };
-                let counts = Some((counters, il));
-                match &sl.down {
-                    Some(down) => {
+            match sparse_layer {
+                Some((sl, scratch, counters)) => {
+                    let rule = SparseFfnRule {
+                        act_threshold: sl.act_threshold,
+                        neuron_scale: sl.scale.as_ref(),
+                        product_threshold: sl.product_threshold,
+                    };
+                    let counts = Some((counters, il));
+                    if let Some(down) = &sl.down {
+                        // Down over the neuron-major copy: only the rows of kept neurons.
                         g.ffn_gate_up_into(
                             &l.ffn_gate,
                             &l.ffn_up,
@@ -449,50 +450,40 @@ impl CudaForward {
                             &mut scratch.h,
                             counts,
                         )?;
-                        match &l.post_ffn_norm {
-                            None => g.sparse_down(down, scratch, &mut s.x, true)?,
-                            Some(pn) => {
-                                g.sparse_down(down, scratch, &mut s.tmp, false)?;
-                                g.rms_norm_inplace_rows(&mut s.tmp, pn, 1, cfg.rms_eps)?;
-                                g.add_rows(&mut s.x, 0, &s.tmp, 0, n_embd)?;
-                            }
-                        }
-                    }
-                    None => {
-                        // Gate and up rows skipped; the model's own down reads every row
-                        // (skipped neurons are zeros of its input).
-                        g.ffn_gate_up_into(
-                            &l.ffn_gate,
-                            &l.ffn_up,
-                            &s.xn,
-                            act,
-                            &rule,
-                            None,
-                            &mut s.hidden.x.data,
-                            counts,
-                        )?;
-                        g.quantize_activations_prefix(&mut s.hidden, cfg.n_ff)?;
-                        add_projection(
+                        add_to_residual(
                             g,
-                            &l.ffn_down,
-                            &s.hidden,
-                            1,
                             l.post_ffn_norm.as_ref(),
+                            1,
+                            n_embd,
                             cfg.rms_eps,
                             &mut s.tmp,
                             &mut s.x,
+                            |out, accumulate| g.sparse_down(down, scratch, out, accumulate),
                         )?;
+                        continue;
                     }
+                    // Gate and up rows skipped; the model's own down below reads every row
+                    // (skipped neurons are zeros of its input).
+                    g.ffn_gate_up_into(
+                        &l.ffn_gate,
+                        &l.ffn_up,
+                        &s.xn,
+                        act,
+                        &rule,
+                        None,
+                        &mut s.hidden.x.data,
+                        counts,
+                    )?;
                 }
-                continue;
-            }
-            if m == 1 && CudaBackend::can_fuse_gate_up(&l.ffn_gate, &l.ffn_up) {
                 // Decode: gate, up and activation in one launch.
-                g.ffn_gate_up(&l.ffn_gate, &l.ffn_up, &s.xn, act, &mut s.hidden.x)?;
-            } else {
-                g.matmul(&l.ffn_gate, &s.xn, m, &mut s.hidden.x, false)?;
-                g.matmul(&l.ffn_up, &s.xn, m, &mut s.up, false)?;
-                g.gated_activation_prefix(&mut s.hidden.x, &s.up, act, m * cfg.n_ff)?;
+                None if m == 1 && CudaBackend::can_fuse_gate_up(&l.ffn_gate, &l.ffn_up) => {
+                    g.ffn_gate_up(&l.ffn_gate, &l.ffn_up, &s.xn, act, &mut s.hidden.x)?;
+                }
+                None => {
+                    g.matmul(&l.ffn_gate, &s.xn, m, &mut s.hidden.x, false)?;
+                    g.matmul(&l.ffn_up, &s.xn, m, &mut s.up, false)?;
+                    g.gated_activation_prefix(&mut s.hidden.x, &s.up, act, m * cfg.n_ff)?;
+                }
             }
             g.quantize_activations_prefix(&mut s.hidden, m * cfg.n_ff)?;
             add_projection(
@@ -516,8 +507,7 @@ impl CudaForward {
 }
 
 /// `x += W · act` for `m` rows (an attention output or FFN down projection into the residual
-/// stream), with Gemma's post-norm applied to the projection first when `post_norm` is set
-/// (through `tmp`); without one, the add is fused into the matmul (accumulate).
+/// stream), with Gemma's post-norm applied to the projection first when `post_norm` is set.
 #[allow(clippy::too_many_arguments)]
 fn add_projection(
     g: &CudaBackend,
@@ -529,13 +519,39 @@ fn add_projection(
     tmp: &mut DeviceVec,
     x: &mut DeviceVec,
 ) -> Result<()> {
+    add_to_residual(
+        g,
+        post_norm,
+        m,
+        w.n_rows(),
+        eps,
+        tmp,
+        x,
+        |out, accumulate| g.matmul(w, act, m, out, accumulate),
+    )
+}
+
+/// `x += P` for `m` rows of width `n`, where `project(out, accumulate)` writes (or with
+/// `accumulate` adds) the projection `P` into `out`: with a post-norm, `P` goes through `tmp`
+/// and is normed first; without one, the add is fused into the projection.
+#[allow(clippy::too_many_arguments)]
+fn add_to_residual(
+    g: &CudaBackend,
+    post_norm: Option<&DeviceVec>,
+    m: usize,
+    n: usize,
+    eps: f32,
+    tmp: &mut DeviceVec,
+    x: &mut DeviceVec,
+    project: impl FnOnce(&mut DeviceVec, bool) -> Result<()>,
+) -> Result<()> {
     match post_norm {
         Some(pn) => {
-            g.matmul(w, act, m, tmp, false)?;
+            project(tmp, false)?;
             g.rms_norm_inplace_rows(tmp, pn, m, eps)?;
-            g.add_rows(x, 0, tmp, 0, m * w.n_rows())
+            g.add_rows(x, 0, tmp, 0, m * n)
         }
-        None => g.matmul(w, act, m, x, true),
+        None => project(x, true),
     }
 }
 
@@ -696,7 +712,7 @@ impl AcceleratedForward for CudaForward {
                         tokens: sp.tokens,
                         up_rows: sp.tokens * n_ff,
                         down_rows: sp.tokens * n_ff,
-                        down_copy: false,
+                        down_copy_row_bytes: None,
                     },
                     Some(l) => LayerFfnCounts {
                         tokens: sp.tokens,
@@ -706,7 +722,10 @@ impl AcceleratedForward for CudaForward {
                         } else {
                             sp.tokens * n_ff
                         },
-                        down_copy: l.down.is_some(),
+                        down_copy_row_bytes: l
+                            .down
+                            .as_ref()
+                            .and_then(|d| d.ty.row_bytes(d.n_embd as u64)),
                     },
                 })
                 .collect(),
