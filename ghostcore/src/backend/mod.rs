@@ -91,8 +91,9 @@ pub struct LayerFfnCounts {
     /// Neurons whose down rows were read (through the copy; with the model's own down, every
     /// row is read).
     pub down_rows: u64,
-    /// Whether the layer reads down through a neuron-major copy.
-    pub down_copy: bool,
+    /// Bytes of one row of the neuron-major down copy the layer reads (its type's row size
+    /// at `n_embd`); `None` when the layer reads the model's own down.
+    pub down_copy_row_bytes: Option<u64>,
 }
 
 /// The accelerated forward pass for `model` with a cache of `n_ctx` positions, or `Ok(None)`

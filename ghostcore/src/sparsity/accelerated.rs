@@ -130,27 +130,24 @@ pub fn attach(ctx: &mut Context, plans: &[LayerPlan], copies: Option<&[DownCopy]
 }
 
 /// What the sparse FFN skipped so far: on an accelerated context from the device counters
-/// (bytes from the model's tensor sizes and the copies' row sizes), else `cpu`.
+/// (bytes from the model's tensor sizes and the row size of the copy each layer reads), else
+/// `cpu`.
 pub fn current_tally(ctx: &Context, cpu: SparsityTally) -> Result<SparsityTally> {
     let Some(counts) = ctx.accelerated_ffn_counts()? else {
         return Ok(cpu);
     };
     let model = ctx.model();
     let cfg = model.config();
-    let (n_ff, n_embd) = (cfg.n_ff as u64, cfg.n_embd);
+    let n_ff = cfg.n_ff as u64;
     let mut tally = SparsityTally::new(cfg.n_layer);
     for (il, (t, c)) in tally.layers.iter_mut().zip(&counts).enumerate() {
         let lw = model.layer(il);
         let bytes = |w: &crate::model::Weight| w.ty.row_bytes(w.n_cols as u64).unwrap_or(0);
         let (gate_row, up_row) = (bytes(&lw.ffn_gate), bytes(&lw.ffn_up));
         let down_total = bytes(&lw.ffn_down) * lw.ffn_down.n_rows as u64;
-        let copy_row = device_copy_type()?
-            .and_then(|ty| ty.row_bytes(n_embd as u64))
-            .unwrap_or(0);
-        let down_read = if c.down_copy {
-            c.down_rows * copy_row
-        } else {
-            c.tokens * down_total
+        let down_read = match c.down_copy_row_bytes {
+            Some(copy_row) => c.down_rows * copy_row,
+            None => c.tokens * down_total,
         };
         *t = LayerTally {
             steps: c.tokens,

@@ -336,10 +336,12 @@ pub fn attach(
     };
     let plans = super::plan::resolve_plans(&mode, sidecar.as_ref(), model.config().n_layer)?;
     let copies = match sidecar.and_then(|s| s.down_copies) {
-        Some(c) => c,
-        None => build_down_copies(&model, None)?.0,
+        Some(c) => Some(c),
+        // An accelerated context builds the copy type its device reads (see `install`).
+        None if ctx.is_accelerated() => None,
+        None => Some(build_down_copies(&model, None)?.0),
     };
-    install(ctx, plans, Some(Arc::new(copies))).map(Some)
+    install(ctx, plans, copies.map(Arc::new)).map(Some)
 }
 
 /// The per-layer sparsity and `FFN bytes skipped` lines front ends print.
