@@ -30,7 +30,7 @@ mod avx2 {
     use std::arch::x86_64::*;
 
     use crate::quant::blocks::*;
-    use crate::quant::dot_avx2::{fifth_bits_32, h2f, h2f_pair, nibbles_32, q6_high_bits};
+    use crate::quant::dot_avx2::{fifth_bits_32, h2f, h2f_pair, nibbles_32, q6_half_quants};
     use crate::quant::types::GgmlType;
 
     /// Dequantizes `src` into `dst` if `ty` has a kernel here (returns whether it did).
@@ -103,33 +103,11 @@ mod avx2 {
                     }
                 }
                 GgmlType::Q6_K => {
-                    let low4 = _mm256_set1_epi8(0x0f);
-                    let three = _mm256_set1_epi8(3);
                     let m32 = _mm256_set1_epi8(32);
                     for (b, o) in blocks::<BlockQ6K>(src).zip(dst.chunks_exact_mut(256)) {
                         let d = h2f(b.d);
                         for half in 0..2 {
-                            let ql0 = _mm256_loadu_si256(b.ql.as_ptr().add(64 * half).cast());
-                            let ql1 = _mm256_loadu_si256(b.ql.as_ptr().add(64 * half + 32).cast());
-                            let qh = _mm256_loadu_si256(b.qh.as_ptr().add(32 * half).cast());
-                            let q = [
-                                _mm256_or_si256(
-                                    _mm256_and_si256(ql0, low4),
-                                    q6_high_bits(qh, 0, three),
-                                ),
-                                _mm256_or_si256(
-                                    _mm256_and_si256(ql1, low4),
-                                    q6_high_bits(qh, 1, three),
-                                ),
-                                _mm256_or_si256(
-                                    _mm256_and_si256(_mm256_srli_epi16(ql0, 4), low4),
-                                    q6_high_bits(qh, 2, three),
-                                ),
-                                _mm256_or_si256(
-                                    _mm256_and_si256(_mm256_srli_epi16(ql1, 4), low4),
-                                    q6_high_bits(qh, 3, three),
-                                ),
-                            ];
+                            let q = q6_half_quants(b, half);
                             for (g, qg) in q.iter().enumerate() {
                                 let qs = _mm256_sub_epi8(*qg, m32);
                                 let s0 = d * b.scales[8 * half + 2 * g] as f32;

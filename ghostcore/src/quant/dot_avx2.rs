@@ -170,9 +170,32 @@ unsafe fn load(p: *const u16) -> __m256 {
 
 /// Bits `2k, 2k+1` of each byte of `qh`, moved to bits 4 and 5.
 #[inline(always)]
-pub(crate) unsafe fn q6_high_bits(qh: __m256i, k: i32, three: __m256i) -> __m256i {
+unsafe fn q6_high_bits(qh: __m256i, k: i32, three: __m256i) -> __m256i {
     let shifted = _mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * k));
     _mm256_slli_epi16(_mm256_and_si256(shifted, three), 4)
+}
+
+/// The unsigned 6-bit quants (0..63) of the four 32-weight groups of half `half` (0 or 1) of
+/// a Q6_K block, one byte a weight: low nibbles from `ql`, bits 4-5 from `qh`.
+#[inline(always)]
+pub(crate) unsafe fn q6_half_quants(b: &BlockQ6K, half: usize) -> [__m256i; 4] {
+    let low4 = _mm256_set1_epi8(0x0f);
+    let three = _mm256_set1_epi8(3);
+    let ql0 = _mm256_loadu_si256(b.ql.as_ptr().add(64 * half).cast());
+    let ql1 = _mm256_loadu_si256(b.ql.as_ptr().add(64 * half + 32).cast());
+    let qh = _mm256_loadu_si256(b.qh.as_ptr().add(32 * half).cast());
+    [
+        _mm256_or_si256(_mm256_and_si256(ql0, low4), q6_high_bits(qh, 0, three)),
+        _mm256_or_si256(_mm256_and_si256(ql1, low4), q6_high_bits(qh, 1, three)),
+        _mm256_or_si256(
+            _mm256_and_si256(_mm256_srli_epi16(ql0, 4), low4),
+            q6_high_bits(qh, 2, three),
+        ),
+        _mm256_or_si256(
+            _mm256_and_si256(_mm256_srli_epi16(ql1, 4), low4),
+            q6_high_bits(qh, 3, three),
+        ),
+    ]
 }
 
 /// Sum of 16 x i16 as 8 x i32.
@@ -640,30 +663,14 @@ unsafe fn dot_q5_k(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 {
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
     let mut acc = _mm256_setzero_ps();
-    let low4 = _mm256_set1_epi8(0x0f);
-    let three = _mm256_set1_epi8(3);
     let m32 = _mm256_set1_epi8(32);
     for (x, y) in w.iter().zip(a) {
         let d = h2f(x.d) * y.d();
         let scales = q6_group_scales(&x.scales);
         let mut sumi = _mm256_setzero_si256();
         for half in 0..2 {
-            let ql0 = _mm256_loadu_si256(x.ql.as_ptr().add(64 * half).cast());
-            let ql1 = _mm256_loadu_si256(x.ql.as_ptr().add(64 * half + 32).cast());
-            let qh = _mm256_loadu_si256(x.qh.as_ptr().add(32 * half).cast());
             // Unsigned 6-bit quants (0..63) of the four 32-weight groups of this half.
-            let q = [
-                _mm256_or_si256(_mm256_and_si256(ql0, low4), q6_high_bits(qh, 0, three)),
-                _mm256_or_si256(_mm256_and_si256(ql1, low4), q6_high_bits(qh, 1, three)),
-                _mm256_or_si256(
-                    _mm256_and_si256(_mm256_srli_epi16(ql0, 4), low4),
-                    q6_high_bits(qh, 2, three),
-                ),
-                _mm256_or_si256(
-                    _mm256_and_si256(_mm256_srli_epi16(ql1, 4), low4),
-                    q6_high_bits(qh, 3, three),
-                ),
-            ];
+            let q = q6_half_quants(x, half);
             for (g, qg) in q.iter().enumerate() {
                 let yv = _mm256_loadu_si256(y.qs.as_ptr().add(128 * half + 32 * g).cast());
                 // Σ (q - 32) y = Σ q y - Σ 32 y, per pair in i16 (|.| <= 16384).
@@ -952,8 +959,6 @@ unsafe fn dot4_q5_k(w: &[BlockQ5K], a: [&[BlockQ8K]; ACT_ROWS]) -> [f32; ACT_ROW
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot4_q6_k(w: &[BlockQ6K], a: [&[BlockQ8K]; ACT_ROWS]) -> [f32; ACT_ROWS] {
     let mut acc = [_mm256_setzero_ps(); ACT_ROWS];
-    let low4 = _mm256_set1_epi8(0x0f);
-    let three = _mm256_set1_epi8(3);
     let m32 = _mm256_set1_epi8(32);
     let nb = common_blocks(w, &a);
     let (w, a) = (&w[..nb], a.map(|r| &r[..nb]));
@@ -963,21 +968,7 @@ unsafe fn dot4_q6_k(w: &[BlockQ6K], a: [&[BlockQ8K]; ACT_ROWS]) -> [f32; ACT_ROW
         let scales = q6_group_scales(&x.scales);
         let mut sumi = [_mm256_setzero_si256(); ACT_ROWS];
         for half in 0..2 {
-            let ql0 = _mm256_loadu_si256(x.ql.as_ptr().add(64 * half).cast());
-            let ql1 = _mm256_loadu_si256(x.ql.as_ptr().add(64 * half + 32).cast());
-            let qh = _mm256_loadu_si256(x.qh.as_ptr().add(32 * half).cast());
-            let q = [
-                _mm256_or_si256(_mm256_and_si256(ql0, low4), q6_high_bits(qh, 0, three)),
-                _mm256_or_si256(_mm256_and_si256(ql1, low4), q6_high_bits(qh, 1, three)),
-                _mm256_or_si256(
-                    _mm256_and_si256(_mm256_srli_epi16(ql0, 4), low4),
-                    q6_high_bits(qh, 2, three),
-                ),
-                _mm256_or_si256(
-                    _mm256_and_si256(_mm256_srli_epi16(ql1, 4), low4),
-                    q6_high_bits(qh, 3, three),
-                ),
-            ];
+            let q = q6_half_quants(x, half);
             let scale: [__m256i; 4] =
                 std::array::from_fn(|g| broadcast_i16_lane(scales, 4 * half + g));
             for j in 0..ACT_ROWS {
