@@ -56,50 +56,60 @@ fn f32_copy_is_the_exact_transpose_and_quantized_copies_are_close() {
     assert_eq!(default_copy_type(info.ty, n_embd), GgmlType::Q8_0);
 }
 
-/// The exact copy of a real Q4_K `ffn_down` (blk.3 of SmolLM2 Q4_K_M): one neuron with
-/// coefficient 1 gives that neuron's column of the dequantized original to f16 rounding of
-/// the sub-block scales (the i8 coefficient is exactly ±127/127), and a layer whose down is
-/// not Q4_K is refused with a typed error.
+/// The exact copies of a real Q4_K `ffn_down` (blk.3 of SmolLM2 Q4_K_M) and a real Q6_K
+/// one (blk.0): one neuron with coefficient ±1 gives that neuron's column of the dequantized
+/// original, to f16 rounding of the sub-block scales for Q4_K (the i8 coefficient is exactly
+/// ±127/127) and to float rounding for Q6_K (its scales are kept as they are). The Q6_K copy
+/// has exactly the original's bytes; a type without an exact copy is refused with a typed
+/// error.
 #[test]
-fn exact_q4_k_copy_reproduces_original_columns() {
-    use ghostcore::sparsity::exact_down::ExactQ4kDown;
+fn exact_copies_reproduce_original_columns() {
+    use ghostcore::sparsity::exact_down::{ExactDown, ExactDownScratch};
     let Some(path) = find_model(SMOLLM2_Q4_K_M) else {
         return;
     };
     let file = GgufFile::open(path).unwrap();
-    let (info, data) = file.tensor("blk.3.ffn_down.weight").unwrap();
-    assert_eq!(info.ty, GgmlType::Q4_K);
-    let (n_ff, n_embd) = (info.dims[0] as usize, info.dims[1] as usize);
-    let down = QMatrix::new(info.ty, n_embd, n_ff, data).unwrap();
-    let mut orig = vec![0f32; n_embd * n_ff];
-    for (r, row) in orig.chunks_exact_mut(n_ff).enumerate() {
-        down.dequantize_row(r, row).unwrap();
-    }
-    let copy = ExactQ4kDown::from_q4_k(info.ty, n_embd, n_ff, data).unwrap();
-    // About 1.1x the original's bytes (a Q8_0 copy is 1.9x).
-    let ratio = copy.total_bytes() as f64 / data.len() as f64;
-    assert!(ratio < 1.25, "{ratio}");
-    let max_w = orig.iter().fold(0f32, |m, w| m.max(w.abs()));
-    let mut out = vec![0f32; n_embd];
-    let mut acc = Vec::new();
-    for j in [0u32, 31, 32, 255, 256, 1000, n_ff as u32 - 1] {
-        for coef in [1.0f32, -1.0] {
-            out.fill(0.0);
-            copy.accumulate(&[j], &[coef], &mut out, &mut acc).unwrap();
-            for o in 0..n_embd {
-                let want = coef * orig[o * n_ff + j as usize];
-                assert!(
-                    (out[o] - want).abs() <= 2e-3 * max_w,
-                    "neuron {j} output {o}: {} vs {want}",
-                    out[o]
-                );
+    for (tensor, ty, tol, max_ratio) in [
+        ("blk.3.ffn_down.weight", GgmlType::Q4_K, 2e-3f32, 1.25),
+        ("blk.0.ffn_down.weight", GgmlType::Q6_K, 1e-5, 1.0),
+    ] {
+        let (info, data) = file.tensor(tensor).unwrap();
+        assert_eq!(info.ty, ty);
+        let (n_ff, n_embd) = (info.dims[0] as usize, info.dims[1] as usize);
+        let down = QMatrix::new(info.ty, n_embd, n_ff, data).unwrap();
+        let mut orig = vec![0f32; n_embd * n_ff];
+        for (r, row) in orig.chunks_exact_mut(n_ff).enumerate() {
+            down.dequantize_row(r, row).unwrap();
+        }
+        let copy = ExactDown::from_down(info.ty, n_embd, n_ff, data).unwrap();
+        assert_eq!(copy.source_type(), ty);
+        // Q4_K: about 1.1x the original's bytes (a Q8_0 copy is 1.9x); Q6_K: the same.
+        let ratio = copy.total_bytes() as f64 / data.len() as f64;
+        assert!(ratio <= max_ratio, "{ty}: {ratio}");
+        let max_w = orig.iter().fold(0f32, |m, w| m.max(w.abs()));
+        let mut out = vec![0f32; n_embd];
+        let mut scratch = ExactDownScratch::default();
+        for j in [0u32, 15, 16, 31, 32, 255, 256, 1000, n_ff as u32 - 1] {
+            for coef in [1.0f32, -1.0] {
+                out.fill(0.0);
+                copy.accumulate(&[j], &[coef], &mut out, &mut scratch)
+                    .unwrap();
+                for o in 0..n_embd {
+                    let want = coef * orig[o * n_ff + j as usize];
+                    assert!(
+                        (out[o] - want).abs() <= tol * max_w,
+                        "{ty} neuron {j} output {o}: {} vs {want}",
+                        out[o]
+                    );
+                }
             }
         }
     }
-    let (info0, data0) = file.tensor("blk.0.ffn_down.weight").unwrap();
-    assert_eq!(info0.ty, GgmlType::Q6_K);
+    let (gate, data) = file.tensor("blk.0.ffn_gate.weight").unwrap();
+    assert_eq!(gate.ty, GgmlType::Q5_0);
+    let (n_embd, n_ff) = (gate.dims[0] as usize, gate.dims[1] as usize);
     assert!(matches!(
-        ExactQ4kDown::from_q4_k(info0.ty, n_embd, n_ff, data0),
+        ExactDown::from_down(gate.ty, n_embd, n_ff, data),
         Err(ghostcore::Error::Unsupported(_))
     ));
 }

@@ -51,13 +51,18 @@ pub fn setup(
 
 /// Where a model's cached sidecar lives:
 /// `<cache>/ghostcore/sidecars/<stem>-<model checksum>-<recipe>.ghost`, the recipe being a
-/// digest of the default budget candidates, so that a release with a better candidate list
-/// calibrates again instead of keeping the older budget table.
+/// digest of the default budget candidates and the frontier revision, so that a release with
+/// a better candidate list or other sparse kernels calibrates again instead of keeping the
+/// older budget table.
 fn cached_sidecar_path(model: &Model, model_path: &Path) -> Option<PathBuf> {
     use sha2::{Digest, Sha256};
     let stem = model_path.file_stem()?.to_string_lossy().into_owned();
     let sum = model_checksum(model.gguf());
-    let recipe = Sha256::digest(crate::sparsity::calibrate::default_candidates().join(";"));
+    use crate::sparsity::calibrate::{default_candidates, FRONTIER_REVISION};
+    let recipe = Sha256::digest(format!(
+        "{};revision {FRONTIER_REVISION}",
+        default_candidates().join(";")
+    ));
     let recipe: String = recipe[..4].iter().map(|b| format!("{b:02x}")).collect();
     let dir = dirs::cache_dir()?.join("ghostcore").join("sidecars");
     Some(dir.join(format!("{stem}-{}-{recipe}.ghost", &sum[..16])))

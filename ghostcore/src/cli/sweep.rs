@@ -70,7 +70,7 @@ pub struct Args {
     /// Print per-layer sparsity for each mode.
     #[arg(long)]
     pub per_layer: bool,
-    /// Do not use the exact neuron-major copy of Q4_K downs (only the requantized copy).
+    /// Do not use the exact neuron-major copies of Q4_K/Q6_K downs (only the requantized copy).
     #[arg(long)]
     pub no_exact_down: bool,
     /// Output prefix: writes PREFIX.csv, PREFIX.md, PREFIX.svg.
@@ -328,11 +328,13 @@ pub fn run(args: Args) -> Result<()> {
             bytes_skipped: 0.0,
             ppl: 0.0,
             dppl_pct: 0.0,
+            dppl_lo_pct: 0.0,
+            dppl_hi_pct: 0.0,
             kl: 0.0,
             tok_s: None,
             dense_tok_s: None,
         };
-        if let Some(d) = &dense {
+        if dense.is_some() {
             let h = install_with(&mut ctx, plans.clone(), Some(c.clone()), exact.clone())?;
             ctx.set_decode_ffn_in_batches(true);
             let r = perplexity(
@@ -350,7 +352,9 @@ pub fn run(args: Args) -> Result<()> {
             row.sparsity = t.sparsity();
             row.bytes_skipped = t.bytes_skipped();
             row.ppl = r.ppl;
-            row.dppl_pct = 100.0 * (r.ppl / d.ppl - 1.0);
+            row.dppl_pct = 100.0 * r.delta_ppl();
+            let (lo, hi) = r.delta_ppl_ci95();
+            (row.dppl_lo_pct, row.dppl_hi_pct) = (100.0 * lo, 100.0 * hi);
             row.kl = r.mean_kl;
             if args.per_layer {
                 eprintln!("{name}:\n{}", tally_summary(&t));
@@ -391,12 +395,14 @@ pub fn run(args: Args) -> Result<()> {
             row.dense_tok_s = Some(dense_s);
         }
         eprintln!(
-            "{:<24} sparsity {:5.1}%  bytes skipped {:5.1}%  PPL {:8.4} ({:+6.2}%)  KL {:.4}{}",
+            "{:<24} sparsity {:5.1}%  bytes skipped {:5.1}%  PPL {:8.4} ({:+6.2}%, 95% CI {:+.2}% .. {:+.2}%)  KL {:.4}{}",
             row.mode,
             100.0 * row.sparsity,
             100.0 * row.bytes_skipped,
             row.ppl,
             row.dppl_pct,
+            row.dppl_lo_pct,
+            row.dppl_hi_pct,
             row.kl,
             match (row.tok_s, row.dense_tok_s) {
                 (Some(s), Some(d)) => format!("  {s:.1} tok/s vs dense {d:.1} ({:.2}×)", s / d),

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use super::engine::install_with;
 use super::eval::{perplexity, DenseReference, PplConfig};
-use super::exact_down::ExactQ4kDown;
+use super::exact_down::ExactDown;
 use super::ffn::LayerPlan;
 use super::mode::Score;
 use super::plan::resolve_layered_cascade;
@@ -139,7 +139,7 @@ pub fn measure_sensitivity(
     ctx: &mut Context,
     sidecar: &Sidecar,
     copies: Arc<Vec<DownCopy>>,
-    exact: Arc<Vec<Option<ExactQ4kDown>>>,
+    exact: Arc<Vec<Option<ExactDown>>>,
     tokens: &[u32],
     bos: Option<u32>,
     cfg: &PplConfig,

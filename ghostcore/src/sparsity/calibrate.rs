@@ -88,6 +88,12 @@ impl Default for CalibrateOptions {
     }
 }
 
+/// Revision of how calibration measures the budget frontier (the bytes each candidate
+/// skips depend on the sparse kernels' copies). Cached first-use sidecars are keyed by it, so
+/// a release that measures differently calibrates again. 2: exact Q6_K down copies (before,
+/// Q6_K downs used the 1.3×-larger requantized copy).
+pub const FRONTIER_REVISION: u32 = 2;
+
 /// The settings calibration tries for the budget table (a short list: each costs one
 /// perplexity run over the held-out slice). Measured on SmolLM2 (GPL-3 and a Node.js text,
 /// 6 chunks each): the product stage decides the quality (`target:0.6:product` alone +8.4%),

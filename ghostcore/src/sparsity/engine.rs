@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::exact_down::ExactQ4kDown;
+use super::exact_down::ExactDown;
 use super::ffn::{sparse_ffn, Activation, FfnScratch, FfnStepStats, FfnWeights, LayerPlan};
 use super::input_major::InputMajorQ5_0;
 use super::plan::SparsityTally;
@@ -88,14 +88,14 @@ pub fn build_down_copies(model: &Model, ty: Option<GgmlType>) -> Result<(Vec<Dow
     Ok((out, worst))
 }
 
-/// Exact neuron-major copies ([`ExactQ4kDown`]) of every layer whose `ffn_down` is Q4_K
-/// (`None` for the other layers). Cheap: the quants are only moved, never requantized.
-pub fn build_exact_downs(model: &Model) -> Vec<Option<ExactQ4kDown>> {
+/// Exact neuron-major copies ([`ExactDown`]) of every layer whose `ffn_down` is Q4_K or
+/// Q6_K (`None` for the other layers). Cheap: the quants are only moved, never requantized.
+pub fn build_exact_downs(model: &Model) -> Vec<Option<ExactDown>> {
     let n_embd = model.config().n_embd;
     (0..model.config().n_layer)
         .map(|il| {
             let d = &model.layer(il).ffn_down;
-            ExactQ4kDown::from_q4_k(d.ty, n_embd, d.n_cols, model.bytes(d)).ok()
+            ExactDown::from_down(d.ty, n_embd, d.n_cols, model.bytes(d)).ok()
         })
         .collect()
 }
@@ -128,7 +128,7 @@ struct SparseLayer {
     layer: usize,
     plan: LayerPlan,
     down: Option<Arc<Vec<DownCopy>>>,
-    exact: Option<Arc<Vec<Option<ExactQ4kDown>>>>,
+    exact: Option<Arc<Vec<Option<ExactDown>>>>,
     input_major: Option<Arc<Vec<InputMajorCopies>>>,
     scratch: Mutex<FfnScratch>,
     tally: Arc<Mutex<SparsityTally>>,
@@ -177,7 +177,7 @@ impl SparseHandle {
 }
 
 /// Replace every layer's decode FFN by the sparse kernel with `plans[layer]`. With `down`
-/// (requantized neuron-major copies), the exact copies of Q4_K downs are built too and
+/// (requantized neuron-major copies), the exact copies of Q4_K and Q6_K downs are built too and
 /// preferred where they read fewer bytes (see [`install_with`]).
 pub fn install(
     ctx: &mut Context,
@@ -221,7 +221,7 @@ pub fn install_with(
     ctx: &mut Context,
     plans: Vec<LayerPlan>,
     down: Option<Arc<Vec<DownCopy>>>,
-    exact: Option<Arc<Vec<Option<ExactQ4kDown>>>>,
+    exact: Option<Arc<Vec<Option<ExactDown>>>>,
 ) -> Result<SparseHandle> {
     let n_layer = ctx.model().config().n_layer;
     if plans.len() != n_layer {

@@ -5,6 +5,12 @@
 //! KL(dense ‖ sparse) is computed against the dense run's top-K probabilities with the rest
 //! of the mass pooled into one bucket; by the log-sum inequality this is a (tight, for K = 32)
 //! lower bound of the full-vocabulary KL.
+//!
+//! The perplexity change is measured paired, position by position: the mean of
+//! `nll_sparse − nll_dense` over the scored positions and its standard error (as
+//! `llama-perplexity --kl-divergence` reports `ln(PPL(Q)/PPL(base))`). On a few thousand
+//! tokens that error is of the order of a percent of perplexity: a ΔPPL without it says
+//! little about settings a percent apart.
 
 use crate::context::Context;
 use crate::{bail, Result};
@@ -34,6 +40,8 @@ impl Default for PplConfig {
 pub struct DenseReference {
     /// Per scored position: the top-K (token, log-prob), descending.
     pub top: Vec<Vec<(u32, f32)>>,
+    /// Per scored position: the dense run's NLL of the actual next token.
+    pub nll: Vec<f64>,
 }
 
 /// What a run measured.
@@ -46,6 +54,24 @@ pub struct PplResult {
     pub mean_kl: f64,
     /// Share of positions where the top-1 token equals the dense run's.
     pub top1_agree: f64,
+    /// Mean of `nll − nll_dense` per scored token, i.e. `ln(PPL / PPL_dense)` (0 without a
+    /// reference).
+    pub delta_nll: f64,
+    /// Standard error of [`Self::delta_nll`] (0 without a reference).
+    pub delta_nll_se: f64,
+}
+
+impl PplResult {
+    /// ΔPPL relative to the reference, `PPL / PPL_dense − 1`.
+    pub fn delta_ppl(&self) -> f64 {
+        self.delta_nll.exp_m1()
+    }
+
+    /// The 95% confidence interval of [`Self::delta_ppl`] (ΔNLL ± 1.96 standard errors).
+    pub fn delta_ppl_ci95(&self) -> (f64, f64) {
+        let h = 1.96 * self.delta_nll_se;
+        ((self.delta_nll - h).exp_m1(), (self.delta_nll + h).exp_m1())
+    }
 }
 
 fn log_softmax_into(logits: &[f32], out: &mut Vec<f32>) {
@@ -86,6 +112,21 @@ fn kl_topk(top: &[(u32, f32)], logq: &[f32]) -> f64 {
         kl += pr * (pr / qr).ln();
     }
     kl.max(0.0)
+}
+
+/// Mean and standard error of the mean of `n` values from their sum and sum of squares
+/// (sample variance with Bessel's correction; error 0 for fewer than two values).
+fn mean_and_standard_error(sum: f64, sum_sq: f64, n: usize) -> (f64, f64) {
+    if n == 0 {
+        return (0.0, 0.0);
+    }
+    let nf = n as f64;
+    let mean = sum / nf;
+    if n < 2 {
+        return (mean, 0.0);
+    }
+    let var = ((sum_sq - nf * mean * mean) / (nf - 1.0)).max(0.0);
+    (mean, (var / nf).sqrt())
 }
 
 fn argmax(v: &[f32]) -> u32 {
@@ -172,9 +213,12 @@ pub fn perplexity(
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<PplResult> {
     let (mut nll, mut kl, mut agree, mut n) = (0f64, 0f64, 0usize, 0usize);
+    // Paired differences to the reference: sum and sum of squares.
+    let (mut dsum, mut dsq) = (0f64, 0f64);
     let mut logp = Vec::new();
     if let Some(r) = record.as_deref_mut() {
         r.top.clear();
+        r.nll.clear();
     }
     score_chunks(
         ctx,
@@ -184,16 +228,21 @@ pub fn perplexity(
         cfg.max_chunks,
         &mut |row, next| {
             log_softmax_into(row, &mut logp);
-            nll -= logp[next as usize] as f64;
+            let here = -(logp[next as usize] as f64);
+            nll += here;
             if let Some(r) = reference {
-                let top = r.top.get(n).ok_or_else(|| {
+                let (top, base) = r.top.get(n).zip(r.nll.get(n)).ok_or_else(|| {
                     crate::Error::InvalidArgument("dense reference is shorter than this run".into())
                 })?;
                 kl += kl_topk(top, &logp);
                 agree += usize::from(top.first().map(|t| t.0) == Some(argmax(&logp)));
+                let d = here - base;
+                dsum += d;
+                dsq += d * d;
             }
             if let Some(r) = record.as_deref_mut() {
                 r.top.push(top_k(&logp, cfg.top_k));
+                r.nll.push(here);
             }
             n += 1;
             Ok(())
@@ -201,7 +250,10 @@ pub fn perplexity(
         progress,
     )?;
     let mean_nll = nll / n as f64;
+    let (delta_nll, delta_nll_se) = mean_and_standard_error(dsum, dsq, n);
     Ok(PplResult {
+        delta_nll,
+        delta_nll_se,
         n_scored: n,
         mean_nll,
         ppl: mean_nll.exp(),
@@ -277,10 +329,13 @@ pub fn run_sparse_perplexity(
     )?;
     eprintln!();
     println!("dense (decode path): PPL = {:.4}", dense.ppl);
+    let (lo, hi) = sparse.delta_ppl_ci95();
     println!(
-        "sparse {mode}: PPL = {:.4} ({:+.2}%), KL to dense = {:.5} nats/token, top-1 agreement {:.1}%, {} scored tokens",
+        "sparse {mode}: PPL = {:.4} ({:+.2}%, 95% CI {:+.2}% .. {:+.2}%), KL to dense = {:.5} nats/token, top-1 agreement {:.1}%, {} scored tokens",
         sparse.ppl,
-        100.0 * (sparse.ppl / dense.ppl - 1.0),
+        100.0 * sparse.delta_ppl(),
+        100.0 * lo,
+        100.0 * hi,
         sparse.mean_kl,
         100.0 * sparse.top1_agree,
         sparse.n_scored
@@ -296,6 +351,31 @@ pub fn run_sparse_perplexity(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Against the two-pass textbook formula on values with a known spread.
+    #[test]
+    fn standard_error_matches_two_pass_formula() {
+        let v: Vec<f64> = (0..50)
+            .map(|i| 0.3 + ((i * 37) % 11) as f64 * 0.05)
+            .collect();
+        let n = v.len() as f64;
+        let mean = v.iter().sum::<f64>() / n;
+        let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
+        let (m, se) =
+            mean_and_standard_error(v.iter().sum(), v.iter().map(|x| x * x).sum(), v.len());
+        assert!((m - mean).abs() < 1e-12);
+        assert!((se - (var / n).sqrt()).abs() < 1e-12, "{se}");
+        assert_eq!(mean_and_standard_error(2.0, 4.0, 1), (2.0, 0.0));
+        assert_eq!(mean_and_standard_error(0.0, 0.0, 0), (0.0, 0.0));
+        let r = PplResult {
+            delta_nll: 0.02,
+            delta_nll_se: 0.01,
+            ..Default::default()
+        };
+        let (lo, hi) = r.delta_ppl_ci95();
+        assert!(lo < r.delta_ppl() && r.delta_ppl() < hi);
+        assert!((lo - (0.02f64 - 0.0196).exp_m1()).abs() < 1e-12);
+    }
 
     #[test]
     fn kl_of_identical_distributions_is_zero_and_grows_with_difference() {

@@ -10,7 +10,7 @@
 //! multiply. Without the copy a masked input saves no bytes.
 //!
 //! Whichever way reads the fewest bytes is taken for the down projection, per token: the exact
-//! neuron-major copy of a Q4_K down ([`ExactQ4kDown`], the model's own quants), the
+//! neuron-major copy of a Q4_K or Q6_K down ([`ExactDown`], the model's own quants), the
 //! requantized neuron-major copy (Q8_0 axpy) over active neurons, or the model's own
 //! output-major `ffn_down` with the skipped activations set to zero. Copies are used only when
 //! neurons were skipped, so a sparse plan whose thresholds are all zero runs exactly the dense
@@ -20,7 +20,7 @@
 //! scattered, so the hardware prefetcher does not fetch them, and on a model larger than the
 //! cache each would otherwise cost a memory latency.
 
-use super::exact_down::{ExactQ4kDown, GROUP};
+use super::exact_down::{ExactDown, ExactDownScratch};
 use super::input_major::{InputMajorQ5_0, InputMajorScratch};
 use super::rows::{axpy_rows, matvec_rows, quantize_input, QMatrix, Splitter};
 use crate::{bail, Result};
@@ -53,9 +53,9 @@ pub struct FfnWeights<'a> {
     pub up: QMatrix<'a>,
     pub down: QMatrix<'a>,
     pub down_t: Option<QMatrix<'a>>,
-    /// Optional exact neuron-major copy of a Q4_K down (preferred over `down_t` when it
-    /// reads fewer bytes).
-    pub down_exact: Option<&'a ExactQ4kDown>,
+    /// Optional exact neuron-major copy of a Q4_K or Q6_K down (preferred over `down_t`
+    /// when it reads fewer bytes).
+    pub down_exact: Option<&'a ExactDown>,
     /// Optional exact input-major copies of Q5_0 gate and up: with input sparsity, used
     /// where they read fewer bytes than the rows (they skip the zeroed inputs' columns).
     pub gate_in: Option<&'a InputMajorQ5_0>,
@@ -137,8 +137,16 @@ impl<'a> FfnWeights<'a> {
         Ok(self)
     }
 
-    /// Add the exact neuron-major copy of the Q4_K down.
-    pub fn with_exact_down(mut self, e: &'a ExactQ4kDown) -> Result<Self> {
+    /// Add the exact neuron-major copy of the down.
+    pub fn with_exact_down(mut self, e: &'a ExactDown) -> Result<Self> {
+        if e.source_type() != self.down.ty {
+            bail!(
+                Format,
+                "exact down copy of a {} ffn_down for a {} one",
+                e.source_type(),
+                self.down.ty
+            );
+        }
         if e.n_ff() != self.n_ff() || e.n_embd() != self.n_embd() {
             bail!(
                 Format,
@@ -291,7 +299,7 @@ pub struct FfnScratch {
     ids: Vec<u32>,
     coefs: Vec<f32>,
     h_dense: Vec<f32>,
-    accs: Vec<Vec<f32>>,
+    accs: Vec<ExactDownScratch>,
     all_rows: Vec<f32>,
     input_major: InputMajorScratch,
 }
@@ -552,31 +560,33 @@ fn compact(
 enum DownChoice<'a> {
     Dense,
     Copy(QMatrix<'a>),
-    Exact(&'a ExactQ4kDown),
+    Exact(&'a ExactDown),
 }
 
 /// `out = Σ_k coefs[k] · down[:, ids[k]]` over the exact copy, the id list split between
 /// workers at group boundaries (each into its own partial sum, added in order).
 fn exact_down(
-    e: &ExactQ4kDown,
+    e: &ExactDown,
     ids: &[u32],
     coefs: &[f32],
     out: &mut [f32],
     exec: &dyn Splitter,
     partials: &mut Vec<Vec<f32>>,
-    accs: &mut Vec<Vec<f32>>,
+    accs: &mut Vec<ExactDownScratch>,
 ) -> Result<()> {
     out.fill(0.0);
-    let n_tasks = exec.n_workers().min(ids.len().div_ceil(4 * GROUP)).max(1);
-    accs.resize_with(n_tasks, Vec::new);
+    let unit = e.split_unit() as u32;
+    // At least 128 ids a task: fewer cost more in synchronization than they save.
+    let n_tasks = exec.n_workers().min(ids.len().div_ceil(128)).max(1);
+    accs.resize_with(n_tasks, ExactDownScratch::default);
     if n_tasks == 1 {
         return e.accumulate(ids, coefs, out, &mut accs[0]);
     }
-    // Split points: near equal shares, moved forward to the next group boundary.
+    // Split points: near equal shares, moved forward to the next scale unit's boundary.
     let mut bounds = vec![0usize];
     for t in 1..n_tasks {
         let mut k = (ids.len() * t / n_tasks).max(*bounds.last().unwrap_or(&0));
-        while k > 0 && k < ids.len() && ids[k] / GROUP as u32 == ids[k - 1] / GROUP as u32 {
+        while k > 0 && k < ids.len() && ids[k] / unit == ids[k - 1] / unit {
             k += 1;
         }
         bounds.push(k);
@@ -584,7 +594,7 @@ fn exact_down(
     bounds.push(ids.len());
     partials.resize_with(n_tasks, Vec::new);
     let n_embd = out.len();
-    let slots: Vec<std::sync::Mutex<(&mut Vec<f32>, &mut Vec<f32>)>> = partials
+    let slots: Vec<std::sync::Mutex<(&mut Vec<f32>, &mut ExactDownScratch)>> = partials
         .iter_mut()
         .zip(accs.iter_mut())
         .map(std::sync::Mutex::new)
@@ -1046,6 +1056,68 @@ mod tests {
                 assert!(
                     (got[r] as f64 - want[r]).abs() <= 0.03 * scale,
                     "{plan:?}: {} vs reference {}",
+                    got[r],
+                    want[r]
+                );
+            }
+        }
+    }
+
+    /// A Q6_K down with its exact neuron-major copy: with neurons skipped, the copy is taken
+    /// (it reads fewer bytes than the dense down) and gives the dense down's result on the
+    /// masked coefficients (both quantize the coefficients to 8 bits per 256, hence the
+    /// tolerance); a copy of another type than the down is refused.
+    #[test]
+    fn exact_q6_k_down_matches_masked_dense_down() {
+        use crate::quant::quantize::quantize_row;
+        let (n_embd, n_ff) = (64, 512);
+        let o = make(n_embd, n_ff, 41);
+        let rb = GgmlType::Q6_K.row_bytes(n_ff as u64).unwrap() as usize;
+        let mut down = vec![0u8; n_embd * rb];
+        for r in 0..n_embd {
+            let row = &o.d[r * n_ff..(r + 1) * n_ff];
+            quantize_row(GgmlType::Q6_K, row, &mut down[r * rb..(r + 1) * rb]).unwrap();
+        }
+        let exact = ExactDown::from_down(GgmlType::Q6_K, n_embd, n_ff, &down).unwrap();
+        let f = GgmlType::F32;
+        let w = FfnWeights::new(
+            QMatrix::new(f, n_ff, n_embd, &o.gate).unwrap(),
+            QMatrix::new(f, n_ff, n_embd, &o.up).unwrap(),
+            QMatrix::new(GgmlType::Q6_K, n_embd, n_ff, &down).unwrap(),
+            None,
+            Activation::Silu,
+        )
+        .unwrap();
+        assert!(matches!(
+            weights(&o, n_embd, n_ff, false).with_exact_down(&exact),
+            Err(crate::Error::Format(_))
+        ));
+        let w = w.with_exact_down(&exact).unwrap();
+        let x = input(n_embd, 43);
+        let mut sc = FfnScratch::default();
+        for t in [0.05f32, 0.2] {
+            let auto = LayerPlan::new(None, LayerRule::Product(t));
+            let dense_down = LayerPlan {
+                down: DownPath::Dense,
+                ..auto.clone()
+            };
+            let mut got = vec![0.0; n_embd];
+            let st = sparse_ffn(&w, &auto, &x, &mut sc, &Serial, &mut got).unwrap();
+            let ids = sc.ids.clone();
+            let mut want = vec![0.0; n_embd];
+            let st_dense = sparse_ffn(&w, &dense_down, &x, &mut sc, &Serial, &mut want).unwrap();
+            assert!(
+                st.n_active < n_ff && st.n_active == st_dense.n_active,
+                "t {t}"
+            );
+            let gate_up = w.gate.total_bytes() + w.up.total_bytes();
+            assert_eq!(st.bytes_read, gate_up + exact.bytes_for(&ids), "t {t}");
+            assert!(st.bytes_read < st_dense.bytes_read, "t {t}");
+            let scale = want.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+            for r in 0..n_embd {
+                assert!(
+                    (got[r] - want[r]).abs() <= 0.02 * scale,
+                    "t {t} output {r}: exact copy {} vs dense down {}",
                     got[r],
                     want[r]
                 );

@@ -6,7 +6,7 @@
 //! - [`histogram`], [`stats`]: what calibration records and how thresholds are derived.
 //! - [`sidecar`]: the GGUF sidecar (`MODEL.ghost`) and the model checksum it is bound to.
 //! - [`repack`]: the neuron-major copy of `ffn_down` and its requantization error;
-//!   [`exact_down`]: the exact (not requantized) neuron-major copy of a Q4_K `ffn_down`;
+//!   [`exact_down`]: the exact (not requantized) neuron-major copies of Q4_K and Q6_K `ffn_down`s;
 //!   [`input_major`]: the exact input-major copy of a Q5_0 `ffn_gate`/`ffn_up`, whose matvec
 //!   skips the columns of zeroed input entries (`input:S`).
 //! - [`rows`], [`ffn`]: row-level weight access and the sparse FFN step.

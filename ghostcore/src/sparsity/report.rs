@@ -17,6 +17,9 @@ pub struct SweepRow {
     pub ppl: f64,
     /// Perplexity increase over dense, percent.
     pub dppl_pct: f64,
+    /// Its 95% confidence interval (paired per-token standard error), percent.
+    pub dppl_lo_pct: f64,
+    pub dppl_hi_pct: f64,
     /// Mean KL(dense ‖ sparse) per scored token, nats.
     pub kl: f64,
     /// Decode tokens/s of this setting, and of dense in the same run (when measured).
@@ -26,18 +29,20 @@ pub struct SweepRow {
 
 pub fn csv(rows: &[SweepRow]) -> String {
     let mut s =
-        String::from("mode,family,sparsity,ffn_bytes_skipped,ppl,dppl_pct,kl,tok_s,dense_tok_s\n");
+        String::from("mode,family,sparsity,ffn_bytes_skipped,ppl,dppl_pct,dppl_lo_pct,dppl_hi_pct,kl,tok_s,dense_tok_s\n");
     let opt = |v: Option<f64>| v.map(|x| format!("{x:.2}")).unwrap_or_default();
     for r in rows {
         let _ = writeln!(
             s,
-            "{},{},{:.4},{:.4},{:.4},{:.3},{:.5},{},{}",
+            "{},{},{:.4},{:.4},{:.4},{:.3},{:.3},{:.3},{:.5},{},{}",
             r.mode,
             r.family,
             r.sparsity,
             r.bytes_skipped,
             r.ppl,
             r.dppl_pct,
+            r.dppl_lo_pct,
+            r.dppl_hi_pct,
             r.kl,
             opt(r.tok_s),
             opt(r.dense_tok_s)
@@ -48,7 +53,7 @@ pub fn csv(rows: &[SweepRow]) -> String {
 
 pub fn markdown(rows: &[SweepRow]) -> String {
     let mut s = String::from(
-        "| mode | sparsity | FFN bytes skipped | PPL | ΔPPL | KL | tok/s (dense) |\n|---|---:|---:|---:|---:|---:|---:|\n",
+        "| mode | sparsity | FFN bytes skipped | PPL | ΔPPL | ΔPPL 95% CI | KL | tok/s (dense) |\n|---|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in rows {
         let speed = match (r.tok_s, r.dense_tok_s) {
@@ -58,12 +63,14 @@ pub fn markdown(rows: &[SweepRow]) -> String {
         };
         let _ = writeln!(
             s,
-            "| `{}` | {:.1}% | {:.1}% | {:.3} | {:+.2}% | {:.4} | {} |",
+            "| `{}` | {:.1}% | {:.1}% | {:.3} | {:+.2}% | {:+.1}% .. {:+.1}% | {:.4} | {} |",
             r.mode,
             100.0 * r.sparsity,
             100.0 * r.bytes_skipped,
             r.ppl,
             r.dppl_pct,
+            r.dppl_lo_pct,
+            r.dppl_hi_pct,
             r.kl,
             speed
         );
@@ -238,6 +245,8 @@ mod tests {
             bytes_skipped: b,
             ppl: 19.0 * (1.0 + d / 100.0),
             dppl_pct: d,
+            dppl_lo_pct: d - 0.5,
+            dppl_hi_pct: d + 0.5,
             kl: d / 100.0,
             tok_s: Some(100.0 / (1.0 - b / 2.0)),
             dense_tok_s: Some(100.0),
@@ -261,6 +270,7 @@ mod tests {
         let m = markdown(&rows);
         assert_eq!(m.lines().count(), 5);
         assert!(m.contains("| `target:0.4:product` | 25.0% | 25.0% |"));
+        assert!(m.contains("| +1.40% | +0.9% .. +1.9% |"), "{m}");
         let s = svg(&rows, "SmolLM2 <test>", 20.0);
         assert!(s.starts_with("<svg") && s.trim_end().ends_with("</svg>"));
         assert_eq!(s.matches("<circle").count(), 6);

@@ -12,7 +12,8 @@
 //! The down projection over active neurons `S` is then, per group `g`:
 //! `out[o] += A[g][o] · Σ_{j∈S∩g} h_j q[j][o] − B[g][o] · Σ_{j∈S∩g} h_j`.
 
-use crate::quant::blocks::{cast_blocks, unpack_scales_mins_k4, BlockQ4K};
+use super::{prefetch, run_end, unit_runs};
+use crate::quant::blocks::{unpack_scales_mins_k4, BlockQ4K};
 use crate::quant::{GgmlType, QK_K};
 use crate::{bail, Result};
 
@@ -36,28 +37,8 @@ impl ExactQ4kDown {
     /// Build the copy from `down` (`n_embd` rows of `n_ff` Q4_K weights). `Unsupported` when
     /// `down` is not Q4_K, `n_embd` is not a multiple of 32, or a scale overflows f16.
     pub fn from_q4_k(ty: GgmlType, n_embd: usize, n_ff: usize, down: &[u8]) -> Result<Self> {
-        if ty != GgmlType::Q4_K {
-            bail!(
-                Unsupported,
-                "exact neuron-major down copy of a {ty} ffn_down"
-            );
-        }
-        if n_embd % GROUP != 0 || n_ff % QK_K != 0 || n_embd == 0 {
-            bail!(
-                Unsupported,
-                "exact neuron-major down copy of a {n_embd}×{n_ff} ffn_down (needs n_embd % 32 == 0)"
-            );
-        }
-        let blocks = cast_blocks::<BlockQ4K>(down)?;
+        let blocks = super::down_blocks::<BlockQ4K>(ty, n_embd, n_ff, down)?;
         let per_row = n_ff / QK_K;
-        if blocks.len() != n_embd * per_row {
-            bail!(
-                Format,
-                "Q4_K ffn_down holds {} blocks, expected {}",
-                blocks.len(),
-                n_embd * per_row
-            );
-        }
         let n_groups = n_ff / GROUP;
         let row = n_embd / 2;
         let mut quants = vec![0u8; n_ff * row];
@@ -130,7 +111,7 @@ impl ExactQ4kDown {
     /// Bytes read by [`Self::accumulate`] over `ids` (quants of each id, scales of each run of
     /// consecutive ids in one group).
     pub fn bytes_for(&self, ids: &[u32]) -> usize {
-        ids.len() * self.row_bytes() + group_runs(ids) * self.group_bytes()
+        ids.len() * self.row_bytes() + unit_runs(ids, GROUP) * self.group_bytes()
     }
 
     /// `out[o] += Σ_k coefs[k] · down[o][ids[k]]`. `acc` is scratch (resized). Ids are visited
@@ -143,32 +124,13 @@ impl ExactQ4kDown {
         out: &mut [f32],
         acc: &mut Vec<f32>,
     ) -> Result<()> {
-        if ids.len() != coefs.len() || out.len() != self.n_embd {
-            bail!(
-                InvalidArgument,
-                "exact down: {} ids, {} coefficients, output {} for n_embd {}",
-                ids.len(),
-                coefs.len(),
-                out.len(),
-                self.n_embd
-            );
-        }
-        if let Some(&bad) = ids.iter().find(|&&j| j as usize >= self.n_ff) {
-            bail!(
-                InvalidArgument,
-                "neuron {bad} outside {} neurons",
-                self.n_ff
-            );
-        }
+        super::check_accumulate(ids, coefs, out, self.n_embd, self.n_ff)?;
         let group = select_group_kernel();
         let row = self.row_bytes();
         let mut k = 0;
         while k < ids.len() {
             let g = ids[k] as usize / GROUP;
-            let mut end = k;
-            while end < ids.len() && ids[end] as usize / GROUP == g {
-                end += 1;
-            }
+            let end = run_end(ids, k, GROUP);
             // Start loading the next group's rows (and scales) while this group is computed:
             // the kernel walks the group's rows tile by tile, 16 bytes of each row at a
             // time, a pattern the hardware prefetcher does not follow.
@@ -195,33 +157,6 @@ impl ExactQ4kDown {
         }
         Ok(())
     }
-}
-
-/// Number of maximal runs of consecutive ids in the same group.
-fn group_runs(ids: &[u32]) -> usize {
-    let mut runs = 0;
-    let mut last = usize::MAX;
-    for &j in ids {
-        let g = j as usize / GROUP;
-        if g != last {
-            runs += 1;
-            last = g;
-        }
-    }
-    runs
-}
-
-#[inline(always)]
-fn prefetch(bytes: &[u8]) {
-    #[cfg(target_arch = "x86_64")]
-    for line in bytes.chunks(64) {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        // SAFETY: `_mm_prefetch` needs only SSE (baseline on x86_64), never faults and does
-        // not change memory; the pointer is inside `bytes`.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast()) };
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = bytes;
 }
 
 /// One group's share of the down projection.
@@ -380,35 +315,12 @@ mod avx2 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_data::{assert_close, lcg, reference_and_bound};
     use super::*;
-    use crate::quant::dequantize_row;
-    use crate::quant::quantize::quantize_row;
-
-    fn lcg(state: &mut u64) -> f32 {
-        *state = state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((*state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
 
     /// A random Q4_K down (`n_embd` rows of `n_ff`) and its dequantized weights.
     fn random_down(n_embd: usize, n_ff: usize, seed: u64) -> (Vec<u8>, Vec<f32>) {
-        let mut st = seed;
-        let rb = GgmlType::Q4_K.row_bytes(n_ff as u64).unwrap() as usize;
-        let mut data = vec![0u8; n_embd * rb];
-        let mut deq = vec![0f32; n_embd * n_ff];
-        let mut row = vec![0f32; n_ff];
-        for o in 0..n_embd {
-            row.iter_mut().for_each(|w| *w = lcg(&mut st) * 0.2);
-            quantize_row(GgmlType::Q4_K, &row, &mut data[o * rb..(o + 1) * rb]).unwrap();
-            dequantize_row(
-                GgmlType::Q4_K,
-                &data[o * rb..(o + 1) * rb],
-                &mut deq[o * n_ff..(o + 1) * n_ff],
-            )
-            .unwrap();
-        }
-        (data, deq)
+        super::super::test_data::random_down(GgmlType::Q4_K, n_embd, n_ff, seed, |_, _| 0.2)
     }
 
     /// Both kernels against the dequantized original in f64, for sorted, unsorted and empty
@@ -433,25 +345,8 @@ mod tests {
                 let g = j as usize / GROUP;
                 group_max[g] = group_max[g].max(h.abs() as f64);
             }
-            let want: Vec<f64> = (0..n_embd)
-                .map(|o| {
-                    ids.iter()
-                        .zip(&coefs)
-                        .map(|(&j, &h)| h as f64 * deq[o * n_ff + j as usize] as f64)
-                        .sum()
-                })
-                .collect();
-            let bound: Vec<f64> = (0..n_embd)
-                .map(|o| {
-                    ids.iter()
-                        .map(|&j| {
-                            (deq[o * n_ff + j as usize] as f64).abs()
-                                * group_max[j as usize / GROUP]
-                                / 254.0
-                        })
-                        .sum()
-                })
-                .collect();
+            let coef_max: Vec<f64> = ids.iter().map(|&j| group_max[j as usize / GROUP]).collect();
+            let (want, bound) = reference_and_bound(&deq, n_embd, n_ff, &ids, &coefs, &coef_max);
             let scale = want.iter().map(|v| v.abs()).fold(1e-3, f64::max);
             let mut got = vec![0f32; n_embd];
             copy.accumulate(&ids, &coefs, &mut got, &mut Vec::new())
@@ -478,23 +373,9 @@ mod tests {
                 });
                 k = end;
             }
-            for o in 0..n_embd {
-                // f16 scales: relative 2^-11 of each weight's scale, well inside 1e-3.
-                let tol = 1e-3 * scale;
-                assert!(
-                    (got_scalar[o] as f64 - want[o]).abs() < tol,
-                    "scalar o {o}: {} vs {}",
-                    got_scalar[o],
-                    want[o]
-                );
-                assert!(
-                    (got[o] as f64 - want[o]).abs() < bound[o] + tol,
-                    "o {o}: {} vs {} (bound {})",
-                    got[o],
-                    want[o],
-                    bound[o]
-                );
-            }
+            // f16 scales: relative 2^-11 of each weight's scale, well inside 1e-3.
+            let tol = 1e-3 * scale;
+            assert_close(&got_scalar, &got, &want, &bound, tol);
         }
     }
 
