@@ -113,9 +113,17 @@ pub fn random_tensor(ty: GgmlType, n: usize, rng: &mut Rng) -> Result<Vec<u8>> {
                 out.extend((0..16).map(|_| byte(rng)));
             }
             GgmlType::Q4_K => {
-                out.extend_from_slice(&f16_bytes(0.0002 + 0.0001 * unit(rng)));
-                out.extend_from_slice(&f16_bytes(0.0002 + 0.0001 * unit(rng)));
-                out.extend((0..12).map(|_| byte(rng)));
+                // Zero-mean weights d·sc·(q − 7.5): each sub-block's min is its scale
+                // (m = sc, dmin = 7.5·d). Independent random mins gave every weight a mean
+                // above its spread, so every neuron saw the same dominant term and an
+                // 8B-shaped model had 97% of its neurons below 0.01.
+                let d = 0.0002 + 0.0001 * unit(rng);
+                out.extend_from_slice(&f16_bytes(d));
+                out.extend_from_slice(&f16_bytes(7.5 * d));
+                let sc: [u8; 8] = std::array::from_fn(|_| 16 + byte(rng) % 48);
+                let mut packed = [0u8; 12];
+                crate::quant::quantize::pack_scales_mins_k4(&sc, &sc, &mut packed);
+                out.extend_from_slice(&packed);
                 out.extend((0..128).map(|_| byte(rng)));
             }
             GgmlType::Q6_K => {
@@ -281,4 +289,34 @@ pub fn run(args: Args) -> Result<()> {
             .unwrap_or(0)
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Random blocks of every type dequantize to finite weights with a spread of a few
+    /// hundredths and a mean well below that spread (a biased tensor makes every neuron see
+    /// the same dominant term, and the activations degenerate).
+    #[test]
+    fn random_tensors_are_zero_mean_with_realistic_spread() {
+        let mut rng = Rng::new(7);
+        let n = 256 * 64;
+        for ty in [
+            GgmlType::F16,
+            GgmlType::Q8_0,
+            GgmlType::Q4_0,
+            GgmlType::Q4_K,
+            GgmlType::Q6_K,
+        ] {
+            let data = random_tensor(ty, n, &mut rng).unwrap();
+            let mut w = vec![0f32; n];
+            crate::quant::dequantize_row(ty, &data, &mut w).unwrap();
+            assert!(w.iter().all(|v| v.is_finite()), "{ty}");
+            let mean = w.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
+            let std = (w.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n as f64).sqrt();
+            assert!((0.005..0.2).contains(&std), "{ty}: std {std}");
+            assert!(mean.abs() < 0.15 * std, "{ty}: mean {mean} vs std {std}");
+        }
+    }
 }

@@ -11,6 +11,7 @@ mod legacy;
 mod model;
 mod search;
 
+pub(crate) use k_quants::pack_scales_mins_k4;
 pub use model::{
     quantize_gguf, quantize_model, QuantizeProgress, QuantizeSummary, TensorOutcome,
     QUANTIZATION_VERSION,
