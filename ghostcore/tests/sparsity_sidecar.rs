@@ -63,6 +63,7 @@ fn calibrated(model: &GgufFile) -> Sidecar {
         max_ppl_increase_pct: 2.0,
         mode: "cascade:0.2:0.4".into(),
         measured_ppl_increase_pct: 1.7,
+        measured_ppl_ci95_pct: Some((0.9, 2.5)),
         bytes_skipped: 0.27,
     });
     s.budget.push(BudgetEntry {
@@ -70,6 +71,7 @@ fn calibrated(model: &GgufFile) -> Sidecar {
         max_ppl_increase_pct: 5.0,
         mode: "cascade:0.150:0.275:upw".into(),
         measured_ppl_increase_pct: 4.1,
+        measured_ppl_ci95_pct: Some((3.0, 5.2)),
         bytes_skipped: 0.31,
     });
     s.down_copies = Some(
@@ -200,8 +202,8 @@ fn per_layer_budget_resolves_layer_by_layer() {
     assert!(matches!(plans[0].rule, LayerRule::Cascade { .. }));
 }
 
-/// Per-layer levels: sidecars written without them still load; malformed ones are typed
-/// format errors.
+/// Per-layer levels and measured intervals: sidecars written without them still load;
+/// malformed ones are typed format errors.
 #[test]
 fn per_layer_levels_are_checked_and_optional() {
     let model = tiny_model(0.0);
@@ -221,8 +223,17 @@ fn per_layer_levels_are_checked_and_optional() {
     })
     .unwrap();
     assert!(old.budget.iter().all(|b| b.layer_levels.is_none()));
+    assert!(s.budget.iter().all(|b| b.measured_ppl_ci95_pct.is_some()));
+    let old = edit(&|w| {
+        w.remove("ghost.budget.measured_ppl_lo_pct");
+        w.remove("ghost.budget.measured_ppl_hi_pct");
+    })
+    .unwrap();
+    assert!(old.budget.iter().all(|b| b.measured_ppl_ci95_pct.is_none()));
     let f32s = |v: &[f32]| Value::Array(Array::F32(v.to_vec()));
-    let bad: [&dyn Fn(&mut GgufWriter); 5] = [
+    let bad: [&dyn Fn(&mut GgufWriter); 7] = [
+        &|w| w.remove("ghost.budget.measured_ppl_hi_pct"),
+        &|w| w.set("ghost.budget.measured_ppl_lo_pct", f32s(&[0.5])),
         &|w| w.remove("ghost.budget.1.layer_skip_down"),
         &|w| w.set("ghost.budget.1.layer_skip_all", f32s(&[0.0])),
         &|w| w.set("ghost.budget.1.layer_skip_down", f32s(&[0.0, 0.2])),
@@ -275,6 +286,7 @@ fn combined_input_budget_entries_round_trip_and_resolve() {
             max_ppl_increase_pct: 1.0,
             mode: "input:0.3".into(),
             measured_ppl_increase_pct: 0.9,
+            measured_ppl_ci95_pct: None,
             bytes_skipped: 0.1,
         },
         BudgetEntry {
@@ -282,6 +294,7 @@ fn combined_input_budget_entries_round_trip_and_resolve() {
             max_ppl_increase_pct: 2.0,
             mode: "input:0.2,target:0.45:product".into(),
             measured_ppl_increase_pct: 1.9,
+            measured_ppl_ci95_pct: None,
             bytes_skipped: 0.25,
         },
         BudgetEntry {
@@ -289,6 +302,7 @@ fn combined_input_budget_entries_round_trip_and_resolve() {
             max_ppl_increase_pct: 5.0,
             mode: "input:0.1,cascade:0.150:0.275:upw".into(),
             measured_ppl_increase_pct: 4.1,
+            measured_ppl_ci95_pct: None,
             bytes_skipped: 0.31,
         },
     ];

@@ -182,13 +182,13 @@ pub fn run(args: Args) -> Result<()> {
             bar.set_length(total as u64);
             bar.set_position(done as u64);
         }
-        Progress::Candidate(done, total, mode, dppl, skipped) => {
+        Progress::Candidate(done, total, mode, dppl, (lo, hi), skipped) => {
             bar.set_message("frontier");
             bar.set_length(total as u64);
             bar.set_position(done as u64);
             bar.suspend(|| {
                 eprintln!(
-                    "  {mode:<22} ΔPPL {dppl:+6.2}%  FFN bytes skipped {:5.1}%",
+                    "  {mode:<22} ΔPPL {dppl:+6.2}% (95% CI {lo:+.2}% .. {hi:+.2}%)  FFN bytes skipped {:5.1}%",
                     100.0 * skipped
                 )
             });
@@ -237,8 +237,12 @@ pub fn run(args: Args) -> Result<()> {
         sidecar.n_layer * sidecar.n_ff
     );
     for b in &sidecar.budget {
+        let ci = b
+            .measured_ppl_ci95_pct
+            .map(|(lo, hi)| format!(", 95% CI {lo:+.2}% .. {hi:+.2}%"))
+            .unwrap_or_default();
         println!(
-            "budget {:>4}%: {:<22} (held-out ΔPPL {:+.2}%, FFN bytes skipped {:.1}%)",
+            "budget {:>4}%: {:<22} (held-out ΔPPL {:+.2}%{ci}, FFN bytes skipped {:.1}%)",
             b.max_ppl_increase_pct,
             b.describe(),
             b.measured_ppl_increase_pct,

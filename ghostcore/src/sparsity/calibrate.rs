@@ -126,8 +126,9 @@ pub fn default_candidates() -> Vec<String> {
 pub enum Progress<'a> {
     /// Statistics pass: chunks done of total.
     Stats(usize, usize),
-    /// Frontier: candidate `i` of `n` finished with (mode, ΔPPL %, bytes skipped).
-    Candidate(usize, usize, &'a str, f64, f64),
+    /// Frontier: candidate `i` of `n` finished with (mode, ΔPPL %, its 95% interval,
+    /// bytes skipped).
+    Candidate(usize, usize, &'a str, f64, (f64, f64), f64),
     /// Per-layer sensitivity: runs done of total.
     Sensitivity(usize, usize),
     /// The measured per-layer sensitivity, once.
@@ -274,7 +275,7 @@ pub fn measure_frontier(
             copies.clone(),
             Some(exact.clone()),
         )?;
-        let dense = perplexity(
+        perplexity(
             ctx,
             held,
             bos,
@@ -284,29 +285,41 @@ pub fn measure_frontier(
             &mut |_, _| {},
         )?;
         uninstall(ctx)?;
-        let run = |ctx: &mut Context, plans: Vec<LayerPlan>| -> Result<(f64, f64)> {
+        // ΔPPL % (paired with the dense run), its 95% interval, bytes skipped.
+        let run = |ctx: &mut Context, plans: Vec<LayerPlan>| -> Result<(f64, (f64, f64), f64)> {
             let handle = install_with(ctx, plans, copies.clone(), Some(exact.clone()))?;
-            let r = perplexity(ctx, held, bos, &pcfg, None, None, &mut |_, _| {})?;
+            let r = perplexity(
+                ctx,
+                held,
+                bos,
+                &pcfg,
+                Some(&reference),
+                None,
+                &mut |_, _| {},
+            )?;
             uninstall(ctx)?;
+            let (lo, hi) = r.delta_ppl_ci95();
             Ok((
-                100.0 * (r.ppl / dense.ppl - 1.0),
+                100.0 * r.delta_ppl(),
+                (100.0 * lo, 100.0 * hi),
                 handle.tally().bytes_skipped(),
             ))
         };
-        // (mode, per-layer levels, ΔPPL %, bytes skipped)
-        type Measured = (String, Option<Vec<(f32, f32)>>, f64, f64);
+        // (mode, per-layer levels, ΔPPL %, its 95% interval, bytes skipped)
+        type Measured = (String, Option<Vec<(f32, f32)>>, f64, (f64, f64), f64);
         let mut measured: Vec<Measured> = Vec::new();
         for (i, cand) in opts.candidates.iter().enumerate() {
             let mode: SparsityMode = cand.parse()?;
-            let (dppl, skipped) = run(ctx, resolve_plans(&mode, Some(sidecar), n_layer)?)?;
+            let (dppl, ci, skipped) = run(ctx, resolve_plans(&mode, Some(sidecar), n_layer)?)?;
             progress(Progress::Candidate(
                 i + 1,
                 opts.candidates.len(),
                 cand,
                 dppl,
+                ci,
                 skipped,
             ));
-            measured.push((cand.clone(), None, dppl, skipped));
+            measured.push((cand.clone(), None, dppl, ci, skipped));
         }
         if let (Some(a), Some(copies)) = (&opts.allocate, &copies) {
             let scfg = PplConfig {
@@ -350,21 +363,22 @@ pub fn measure_frontier(
                     a.first
                 );
                 let plans = resolve_layered_cascade(sidecar, false, a.first, &levels)?;
-                let (dppl, skipped) = run(ctx, plans)?;
+                let (dppl, ci, skipped) = run(ctx, plans)?;
                 progress(Progress::Allocated(target, &mode, kl, share, dppl, skipped));
-                measured.push((mode, Some(levels), dppl, skipped));
+                measured.push((mode, Some(levels), dppl, ci, skipped));
             }
         }
         for &b in &opts.budgets {
             let best = measured
                 .iter()
                 .filter(|m| m.2 <= b as f64)
-                .max_by(|x, y| x.3.total_cmp(&y.3));
-            if let Some((mode, levels, dppl, skipped)) = best {
+                .max_by(|x, y| x.4.total_cmp(&y.4));
+            if let Some((mode, levels, dppl, ci, skipped)) = best {
                 sidecar.budget.push(BudgetEntry {
                     max_ppl_increase_pct: b,
                     mode: mode.clone(),
                     measured_ppl_increase_pct: *dppl as f32,
+                    measured_ppl_ci95_pct: Some((ci.0 as f32, ci.1 as f32)),
                     bytes_skipped: *skipped as f32,
                     layer_levels: levels.clone(),
                 });

@@ -82,6 +82,10 @@ pub struct BudgetEntry {
     pub mode: String,
     /// The perplexity increase it measured, percent.
     pub measured_ppl_increase_pct: f32,
+    /// The 95% confidence interval of that measurement (paired per-token standard error),
+    /// percent. Stored as `ghost.budget.measured_ppl_{lo,hi}_pct`; `None` in sidecars written
+    /// before those keys existed.
+    pub measured_ppl_ci95_pct: Option<(f32, f32)>,
     /// The share of FFN weight bytes it skipped per token.
     pub bytes_skipped: f32,
     /// Per-layer cascade levels `(skip_all, skip_down)` when the setting was allocated layer
@@ -311,6 +315,20 @@ impl Sidecar {
                     .collect(),
             )),
         );
+        if self
+            .budget
+            .iter()
+            .all(|b| b.measured_ppl_ci95_pct.is_some())
+        {
+            for (key, pick) in [
+                ("ghost.budget.measured_ppl_lo_pct", 0),
+                ("ghost.budget.measured_ppl_hi_pct", 1),
+            ] {
+                let v = self.budget.iter().filter_map(|b| b.measured_ppl_ci95_pct);
+                let v = v.map(|(lo, hi)| if pick == 0 { lo } else { hi });
+                w.set(key, Value::Array(Array::F32(v.collect())));
+            }
+        }
         w.set(
             "ghost.budget.bytes_skipped",
             Value::Array(Array::F32(
@@ -501,6 +519,27 @@ impl Sidecar {
         {
             return Err(bad("budget arrays differ in length".into()));
         }
+        let b_ci = match (
+            file.get_array("ghost.budget.measured_ppl_lo_pct"),
+            file.get_array("ghost.budget.measured_ppl_hi_pct"),
+        ) {
+            (None, None) => None,
+            (Some(_), Some(_)) => {
+                let (lo, hi) = (
+                    f32_arr("ghost.budget.measured_ppl_lo_pct")?,
+                    f32_arr("ghost.budget.measured_ppl_hi_pct")?,
+                );
+                if lo.len() != b_pct.len() || hi.len() != b_pct.len() {
+                    return Err(bad("budget interval arrays differ in length".into()));
+                }
+                Some((lo, hi))
+            }
+            _ => {
+                return Err(bad(
+                    "only one of ghost.budget.measured_ppl_lo_pct and _hi_pct".into(),
+                ))
+            }
+        };
         let mut budget = Vec::with_capacity(b_pct.len());
         for i in 0..b_pct.len() {
             let key_all = format!("ghost.budget.{i}.layer_skip_all");
@@ -522,6 +561,7 @@ impl Sidecar {
                 max_ppl_increase_pct: b_pct[i],
                 mode: b_mode[i].clone(),
                 measured_ppl_increase_pct: b_meas[i],
+                measured_ppl_ci95_pct: b_ci.as_ref().map(|(lo, hi)| (lo[i], hi[i])),
                 bytes_skipped: b_bytes[i],
                 layer_levels,
             });
