@@ -12,7 +12,7 @@
 //! The down projection over active neurons `S` is then, per group `g`:
 //! `out[o] += A[g][o] · Σ_{j∈S∩g} h_j q[j][o] − B[g][o] · Σ_{j∈S∩g} h_j`.
 
-use super::{prefetch, run_end, unit_runs};
+use super::{prefetch, run_end, unit_runs, PREFETCH_AHEAD};
 use crate::quant::blocks::{unpack_scales_mins_k4, BlockQ4K};
 use crate::quant::{GgmlType, QK_K};
 use crate::{bail, Result};
@@ -131,15 +131,16 @@ impl ExactQ4kDown {
         while k < ids.len() {
             let g = ids[k] as usize / GROUP;
             let end = run_end(ids, k, GROUP);
-            // Start loading the next group's rows (and scales) while this group is computed:
-            // the kernel walks the group's rows tile by tile, 16 bytes of each row at a
-            // time, a pattern the hardware prefetcher does not follow.
+            // The kernel walks the group's rows tile by tile (16 bytes of each row at a
+            // time), prefetching each row `PREFETCH_AHEAD` bytes ahead; start the next
+            // group's rows (and scales) while this group is computed.
             if let Some(&first) = ids.get(end) {
                 let g2 = first as usize / GROUP;
                 for &next in ids[end..].iter().take_while(|&&j| j as usize / GROUP == g2) {
-                    prefetch(&self.quants[next as usize * row..(next as usize + 1) * row]);
+                    prefetch(&self.quants[next as usize * row..][..row.min(PREFETCH_AHEAD)]);
                 }
-                prefetch(self.scales_bytes(g2));
+                let sc = self.scales_bytes(g2);
+                prefetch(&sc[..sc.len().min(2 * PREFETCH_AHEAD)]);
             }
             let hsum: f32 = coefs[k..end].iter().sum();
             let sc = &self.scales[g * 2 * self.n_embd..(g + 1) * 2 * self.n_embd];
@@ -212,7 +213,7 @@ fn group_scalar(a: GroupArgs<'_>) {
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::GroupArgs;
+    use super::{GroupArgs, PREFETCH_AHEAD};
 
     /// Only selected after `active_isa()` reported AVX2+FMA+F16C.
     pub(super) fn group(a: GroupArgs<'_>) {
@@ -268,6 +269,12 @@ mod avx2 {
                     let end = (p + 8).min(n_pairs);
                     let (mut ab, mut cd) = (_mm256_setzero_si256(), _mm256_setzero_si256());
                     while p < end {
+                        if t % 128 == 0 {
+                            // One line of each row every 4 tiles, `PREFETCH_AHEAD` ahead.
+                            let ahead = t / 2 + PREFETCH_AHEAD;
+                            super::super::prefetch_line(q.wrapping_add(rows[2 * p] + ahead));
+                            super::super::prefetch_line(q.wrapping_add(rows[2 * p + 1] + ahead));
+                        }
                         let v1 = _mm_loadu_si128(q.add(rows[2 * p] + t / 2).cast());
                         let v2 = _mm_loadu_si128(q.add(rows[2 * p + 1] + t / 2).cast());
                         let lo1 = _mm_and_si128(v1, low4);

@@ -12,7 +12,7 @@
 //! the coefficients `h_j` of one block to i8 with one scale (as the dense path quantizes its
 //! down input to Q8_K per 256 values), so every sum up to the block scale is an exact integer.
 
-use super::{prefetch, run_end, unit_runs};
+use super::{prefetch, run_end, unit_runs, PREFETCH_AHEAD};
 use crate::quant::blocks::BlockQ6K;
 use crate::quant::{GgmlType, QK_K};
 use crate::Result;
@@ -182,12 +182,12 @@ impl ExactQ6kDown {
             while r < end {
                 let r_end = run_end(ids, r, SUB).min(r + SUB).min(end);
                 // The kernel walks the run's rows tile by tile (24 bytes of each row at a
-                // time), which the hardware prefetcher does not follow: fetch the next run's
-                // rows while this one is computed.
+                // time), prefetching each row `PREFETCH_AHEAD` bytes ahead; start the next
+                // run's rows while this one is computed.
                 if r_end < ids.len() {
                     let n_end = run_end(ids, r_end, SUB).min(r_end + SUB);
                     for &next in &ids[r_end..n_end] {
-                        prefetch(&self.quants[next as usize * row..][..row]);
+                        prefetch(&self.quants[next as usize * row..][..row.min(PREFETCH_AHEAD)]);
                     }
                 }
                 avx2::sub_block_run(self, &ids[r..r_end], &hq[r - k..r_end - k], acc);
@@ -227,7 +227,7 @@ fn piece_scalar(c: &ExactQ6kDown, ids: &[u32], coefs: &[f32], out: &mut [f32]) {
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{ExactQ6kDown, SUB, TILE, TILE_BYTES};
+    use super::{ExactQ6kDown, PREFETCH_AHEAD, SUB, TILE, TILE_BYTES};
 
     /// `acc[o] += sc[g][o] · Σ_k hq[k] · (q[ids[k]][o] − 32)` for a run of at most 16 ids in
     /// one sub-block `g`. Only called after `active_isa()` reported AVX2+FMA+F16C.
@@ -299,6 +299,8 @@ mod avx2 {
                 let (mut ab, mut cd) = (_mm256_setzero_si256(), _mm256_setzero_si256());
                 while p < stop {
                     let (r1, r2) = rows[p];
+                    super::super::prefetch_line(q.wrapping_add(r1 + tile + PREFETCH_AHEAD));
+                    super::super::prefetch_line(q.wrapping_add(r2 + tile + PREFETCH_AHEAD));
                     let (lo1, hi1) = load(r1 + tile);
                     let (lo2, hi2) = load(r2 + tile);
                     let cv = _mm256_set1_epi16(coef[p]);
