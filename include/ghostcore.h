@@ -448,8 +448,9 @@ typedef struct gc_calibrate_params {
      */
     bool measure_budgets;
     /**
-     * Store the neuron-major ffn_down copy in the mask (faster sparse decoding, larger
-     * mask file). Default true.
+     * Store the requantized neuron-major ffn_down copy in the mask for layers that have no
+     * exact copy (faster loading, larger mask file; Q4_K and Q6_K downs, all of a Q4_K_M
+     * model's, get exact copies at load and need none). Default true.
      */
     bool store_down_copy;
 } gc_calibrate_params;

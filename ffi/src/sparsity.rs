@@ -85,8 +85,9 @@ pub struct gc_calibrate_params {
     /// each perplexity budget (0.5% .. 10%), enabling "budget:P" modes. Slow: runs ~20
     /// perplexity evaluations. Default false.
     pub measure_budgets: bool,
-    /// Store the neuron-major ffn_down copy in the mask (faster sparse decoding, larger
-    /// mask file). Default true.
+    /// Store the requantized neuron-major ffn_down copy in the mask for layers that have no
+    /// exact copy (faster loading, larger mask file; Q4_K and Q6_K downs, all of a Q4_K_M
+    /// model's, get exact copies at load and need none). Default true.
     pub store_down_copy: bool,
 }
 

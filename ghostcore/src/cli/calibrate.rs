@@ -46,7 +46,8 @@ pub struct Args {
     /// Skip the budget frontier (faster; `budget:P` modes then have nothing to choose from).
     #[arg(long)]
     pub no_budget: bool,
-    /// Do not store the neuron-major ffn_down copy (it is rebuilt at load then).
+    /// Do not store the requantized neuron-major ffn_down copy (it is rebuilt at load then).
+    /// Only layers without an exact copy need it (Q4_K and Q6_K downs have exact copies).
     #[arg(long)]
     pub no_down_copy: bool,
     /// Candidate settings measured for the budget table, separated by `;` (default: a

@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex};
 
 use super::allocate::{allocate, measure_sensitivity, Sensitivity, DEFAULT_LADDER};
 use super::engine::{
-    build_down_copies, build_exact_downs, install_calibration, install_with, uninstall,
+    build_down_copies, build_exact_downs, exact_downs_cover, install_calibration, install_with,
+    uninstall,
 };
 use super::eval::{perplexity, DenseReference, PplConfig};
 use super::ffn::LayerPlan;
@@ -253,7 +254,11 @@ pub fn measure_frontier(
 ) -> Result<()> {
     let n_layer = model.config().n_layer;
     let n_ctx = opts.n_ctx;
-    let copies: Option<Arc<Vec<DownCopy>>> = if opts.store_down_copy || !opts.budgets.is_empty() {
+    // Requantized copies serve only layers without an exact copy (unless a copy type was
+    // asked for explicitly).
+    let wanted = opts.store_down_copy || !opts.budgets.is_empty();
+    let needed = opts.down_copy_type.is_some() || !exact_downs_cover(&model);
+    let copies: Option<Arc<Vec<DownCopy>>> = if wanted && needed {
         Some(Arc::new(build_down_copies(&model, opts.down_copy_type)?.0))
     } else {
         None

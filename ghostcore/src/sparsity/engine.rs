@@ -176,9 +176,10 @@ impl SparseHandle {
     }
 }
 
-/// Replace every layer's decode FFN by the sparse kernel with `plans[layer]`. With `down`
-/// (requantized neuron-major copies), the exact copies of Q4_K and Q6_K downs are built too and
-/// preferred where they read fewer bytes (see [`install_with`]).
+/// Replace every layer's decode FFN by the sparse kernel with `plans[layer]`. Unless every
+/// plan is dense, the exact neuron-major copies of Q4_K and Q6_K downs are built and used
+/// where they read fewer bytes than `down` (requantized copies, needed only for layers of
+/// other types) or the dense down (see [`install_with`]).
 pub fn install(
     ctx: &mut Context,
     plans: Vec<LayerPlan>,
@@ -187,10 +188,21 @@ pub fn install(
     if ctx.is_accelerated() {
         return install_accelerated(ctx, &plans, down);
     }
-    let exact = down
-        .as_ref()
-        .map(|_| Arc::new(build_exact_downs(ctx.model())));
+    let exact = plans
+        .iter()
+        .any(|p| *p != LayerPlan::DENSE)
+        .then(|| Arc::new(build_exact_downs(ctx.model())));
     install_with(ctx, plans, down, exact)
+}
+
+/// Whether every layer's `ffn_down` has an exact neuron-major copy ([`ExactDown`]), so that
+/// requantized copies would never be read.
+pub fn exact_downs_cover(model: &Model) -> bool {
+    let n_embd = model.config().n_embd;
+    (0..model.config().n_layer).all(|il| {
+        let d = &model.layer(il).ffn_down;
+        ExactDown::supports(d.ty, n_embd, d.n_cols)
+    })
 }
 
 /// [`install`] on an accelerated context: the plans become device rules
@@ -339,6 +351,8 @@ pub fn attach(
         Some(c) => Some(c),
         // An accelerated context builds the copy type its device reads (see `install`).
         None if ctx.is_accelerated() => None,
+        // Exact copies (built by `install`) serve every layer: no requantized copy needed.
+        None if exact_downs_cover(&model) => None,
         None => Some(build_down_copies(&model, None)?.0),
     };
     install(ctx, plans, copies.map(Arc::new)).map(Some)

@@ -45,6 +45,14 @@ impl ExactDown {
         }
     }
 
+    /// Whether a `ty` down of `n_embd` rows of `n_ff` has an exact copy.
+    pub fn supports(ty: GgmlType, n_embd: usize, n_ff: usize) -> bool {
+        matches!(ty, GgmlType::Q4_K | GgmlType::Q6_K)
+            && n_embd % 32 == 0
+            && n_embd > 0
+            && n_ff % QK_K == 0
+    }
+
     /// The type of the original `ffn_down`.
     pub fn source_type(&self) -> GgmlType {
         match self {
