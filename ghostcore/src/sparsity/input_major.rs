@@ -27,6 +27,10 @@
 //! nibbles (then its high nibbles) give, after the two unpack steps, neurons in natural order
 //! in the 32-bit lanes; so the kernels need no permutation of scales or outputs.
 
+use std::ops::Range;
+use std::sync::Arc;
+
+use crate::gguf::{reason_not_to_copy, HugePageCopy};
 use crate::quant::blocks::{cast_blocks, BlockQ5_0, BlockQ8_0};
 use crate::quant::GgmlType;
 use crate::sparsity::rows::Splitter;
@@ -64,14 +68,80 @@ pub fn tile_position(r: usize) -> (usize, u32, usize) {
 }
 
 /// The exact input-major copy of one Q5_0 weight matrix.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone)]
 pub struct InputMajorQ5_0 {
     n_rows: usize,
     n_cols: usize,
-    /// `n_cols` columns of `n_rows / 64` tiles of [`TILE_BYTES`] (layout: [`tile_position`]).
-    quants: Vec<u8>,
-    /// Per input block: the `n_rows` neuron scales, f16 bits.
-    scales: Vec<u16>,
+    /// The quants, then the scales: `n_cols` columns of `n_rows / 64` tiles of
+    /// [`TILE_BYTES`] (layout: [`tile_position`]); then per input block the `n_rows` neuron
+    /// scales, f16 bits, little-endian.
+    store: Store,
+}
+
+/// Where a copy's bytes live: its own buffer, or a range of a region in 2 MiB pages that
+/// several copies share ([`place_in_huge_pages`]).
+#[derive(Clone)]
+enum Store {
+    Own(Vec<u8>),
+    Shared(Arc<HugePageCopy>, Range<usize>),
+}
+
+impl Store {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Store::Own(v) => v,
+            Store::Shared(region, r) => &region.bytes()[r.clone()],
+        }
+    }
+}
+
+impl PartialEq for InputMajorQ5_0 {
+    fn eq(&self, other: &Self) -> bool {
+        (self.n_rows, self.n_cols) == (other.n_rows, other.n_cols)
+            && self.store.bytes() == other.store.bytes()
+    }
+}
+
+impl std::fmt::Debug for InputMajorQ5_0 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InputMajorQ5_0")
+            .field("n_rows", &self.n_rows)
+            .field("n_cols", &self.n_cols)
+            .field("huge_pages", &matches!(self.store, Store::Shared(..)))
+            .finish()
+    }
+}
+
+/// Moves the bytes of `copies` into one region of anonymous memory advised for transparent
+/// huge pages, each copy starting on a 64-byte boundary, as the model's weights are placed
+/// (`crate::gguf::Placement::HugePages`): the kernels walk a copy's columns a few hundred
+/// bytes at a time, and in 4 KiB pages the copies of a whole model cost a TLB miss every few
+/// columns. Nothing moves where transparent huge pages are off, where the region would take
+/// more than half of the available memory, or where it cannot be made; the copies then keep
+/// their own buffers (same values either way).
+pub fn place_in_huge_pages<'a>(copies: impl IntoIterator<Item = &'a mut InputMajorQ5_0>) {
+    let mut copies: Vec<&mut InputMajorQ5_0> = copies.into_iter().collect();
+    let mut ranges = Vec::with_capacity(copies.len());
+    let mut len = 0usize;
+    for c in &copies {
+        let start = len.next_multiple_of(64);
+        len = start + c.store.bytes().len();
+        ranges.push(start..len);
+    }
+    if len == 0 || reason_not_to_copy(len).is_some() {
+        return;
+    }
+    let mut joined = vec![0u8; len];
+    for (c, r) in copies.iter().zip(&ranges) {
+        joined[r.clone()].copy_from_slice(c.store.bytes());
+    }
+    let Ok(region) = HugePageCopy::new(&joined) else {
+        return;
+    };
+    let region = Arc::new(region);
+    for (c, r) in copies.iter_mut().zip(ranges) {
+        c.store = Store::Shared(region.clone(), r);
+    }
 }
 
 /// The kept columns of one input block: the Q8_0 scale, the columns (byte offsets) and their
@@ -119,14 +189,15 @@ impl InputMajorQ5_0 {
             );
         }
         let col = n_rows / TILE * TILE_BYTES;
-        let mut quants = vec![0u8; n_cols * col];
-        let mut scales = vec![0u16; per_row * n_rows];
+        let n_quants = n_cols * col;
+        let mut bytes = vec![0u8; n_quants + 2 * per_row * n_rows];
+        let (quants, scales) = bytes.split_at_mut(n_quants);
         for i in 0..n_rows {
             let (k, shift, mask) = tile_position(i % TILE);
             let base = i / TILE * TILE_BYTES;
             let (byte, hbyte, hbit) = (base + k, base + mask + k / 8, 1u8 << (k % 8));
             for (b, blk) in blocks[i * per_row..(i + 1) * per_row].iter().enumerate() {
-                scales[b * n_rows + i] = u16::from_le_bytes(blk.d);
+                scales[2 * (b * n_rows + i)..][..2].copy_from_slice(&blk.d);
                 let qh = blk.qh();
                 for l in 0..BLOCK {
                     let lo = if l < 16 {
@@ -145,8 +216,7 @@ impl InputMajorQ5_0 {
         Ok(InputMajorQ5_0 {
             n_rows,
             n_cols,
-            quants,
-            scales,
+            store: Store::Own(bytes),
         })
     }
 
@@ -170,12 +240,28 @@ impl InputMajorQ5_0 {
 
     /// Total bytes of the copy (equal to the Q5_0 original's).
     pub fn total_bytes(&self) -> usize {
-        self.quants.len() + 2 * self.scales.len()
+        self.store.bytes().len()
+    }
+
+    /// The columns' quants.
+    fn quants(&self) -> &[u8] {
+        &self.store.bytes()[..self.n_cols * self.col_bytes()]
+    }
+
+    /// The scales: per input block, `n_rows` f16 bits (little-endian byte pairs).
+    fn scale_bytes(&self) -> &[u8] {
+        &self.store.bytes()[self.n_cols * self.col_bytes()..]
+    }
+
+    /// The f16 bits of neuron `i`'s scale in input block `b`.
+    fn scale_bits(&self, b: usize, i: usize) -> u16 {
+        let p = 2 * (b * self.n_rows + i);
+        u16::from_le_bytes([self.scale_bytes()[p], self.scale_bytes()[p + 1]])
     }
 
     /// The 5-bit quant `q[i][j]` (for tests: the copy read back through its layout).
     pub fn quant(&self, i: usize, j: usize) -> u8 {
-        let tile = &self.quants[j * self.col_bytes() + i / TILE * TILE_BYTES..][..TILE_BYTES];
+        let tile = &self.quants()[j * self.col_bytes() + i / TILE * TILE_BYTES..][..TILE_BYTES];
         tile_quant(tile, i % TILE)
     }
 
@@ -375,16 +461,15 @@ fn tiles_scalar(
     out.fill(0.0);
     let i0 = tiles.start * TILE;
     for a in active {
-        let sc = &m.scales[a.block * m.n_rows..(a.block + 1) * m.n_rows];
         for t in tiles.clone() {
             for r in 0..TILE {
                 let mut acc = 0i32;
                 for (&c, &x) in a.cols[..a.n_kept].iter().zip(&a.xq) {
-                    let tile = &m.quants[c + t * TILE_BYTES..c + (t + 1) * TILE_BYTES];
+                    let tile = &m.quants()[c + t * TILE_BYTES..c + (t + 1) * TILE_BYTES];
                     acc += i32::from(tile_quant(tile, r)) * i32::from(x);
                 }
                 let i = t * TILE + r;
-                let d = half::f16::from_bits(sc[i]).to_f32();
+                let d = half::f16::from_bits(m.scale_bits(a.block, i)).to_f32();
                 out[i - i0] += d * a.dx * (acc - 16 * a.xsum) as f32;
             }
         }
@@ -455,10 +540,7 @@ mod tests {
             for j in 0..n_cols {
                 let blk = &blocks[i * n_cols / BLOCK + j / BLOCK];
                 let d = half::f16::from_le_bytes(blk.d).to_f32();
-                assert_eq!(
-                    copy.scales[j / BLOCK * n_rows + i],
-                    u16::from_le_bytes(blk.d)
-                );
+                assert_eq!(copy.scale_bits(j / BLOCK, i), u16::from_le_bytes(blk.d));
                 if d == 0.0 {
                     continue;
                 }
@@ -645,6 +727,29 @@ mod tests {
                     reference[i]
                 );
             }
+        }
+    }
+
+    /// Copies moved into a shared huge-page region hold the same bytes and give bit-identical
+    /// results (where the region cannot be made they stay where they were: same check).
+    #[test]
+    fn copies_in_huge_pages_are_unchanged() {
+        let mut st = 21u64;
+        let mut owned = Vec::new();
+        for (n_rows, n_cols) in [(128, 64), (192, 96)] {
+            let (data, _) = q5_0(&test_weights(n_rows, n_cols, &mut st), n_rows, n_cols);
+            owned.push(InputMajorQ5_0::from_q5_0(GgmlType::Q5_0, n_rows, n_cols, &data).unwrap());
+        }
+        let mut placed = owned.clone();
+        place_in_huge_pages(placed.iter_mut());
+        let mut sc = InputMajorScratch::default();
+        for (a, b) in owned.iter().zip(&placed) {
+            assert_eq!(a, b);
+            let xq = test_input(0, a.n_cols(), &mut st);
+            let (mut ya, mut yb) = (vec![0f32; a.n_rows()], vec![0f32; a.n_rows()]);
+            a.matvec(&xq, &mut ya, &mut sc, &Serial).unwrap();
+            b.matvec(&xq, &mut yb, &mut sc, &Serial).unwrap();
+            assert_eq!(ya, yb);
         }
     }
 

@@ -109,7 +109,7 @@ unsafe fn interleave4(a: __m256i, b: __m256i, c: __m256i, d: __m256i) -> [__m256
 /// `j < n_cols`, so `c + 40·t + 40 ≤ quants.len()` for every tile `t < n_rows / 64` (the
 /// 32-byte load at `c + 40t` and the masks at `+32`, `+36` stay inside), `cols.len()` is a
 /// multiple of 4 and equals `xq.len()`, and block indices are `< n_cols / 32`, so the
-/// scale loads `block · n_rows + 64t + 8k .. + 8` lie inside `scales`. `tiles` lies within
+/// scale loads (eight f16 at `2·(block · n_rows + 64t + 8k)`) lie inside `scale_bytes()`. `tiles` lies within
 /// `0..n_rows / 64` and `out` holds `64 · tiles.len()` values.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn tiles_impl<K: Isa4>(
@@ -119,13 +119,13 @@ unsafe fn tiles_impl<K: Isa4>(
     out: &mut [f32],
 ) {
     out.fill(0.0);
-    let q = m.quants.as_ptr();
+    let q = m.quants().as_ptr();
     let n_tiles = tiles.len();
     let low4 = _mm256_set1_epi8(0x0f);
     for (ai, a) in active.iter().enumerate() {
         let init = _mm256_set1_epi32(-16 * a.xsum);
         let dx = _mm256_set1_ps(a.dx);
-        let sc = m.scales.as_ptr().add(a.block * m.n_rows);
+        let sc = m.scale_bytes().as_ptr().add(2 * a.block * m.n_rows);
         for ti in 0..n_tiles {
             let t = tiles.start + ti;
             let off = t * TILE_BYTES;
@@ -174,7 +174,7 @@ unsafe fn tiles_impl<K: Isa4>(
             }
             // out += d · (dx · Σ), eight neurons at a time.
             for (g, s) in acc.iter().enumerate() {
-                let d = _mm256_cvtph_ps(_mm_loadu_si128(sc.add(t * TILE + 8 * g).cast()));
+                let d = _mm256_cvtph_ps(_mm_loadu_si128(sc.add(2 * (t * TILE + 8 * g)).cast()));
                 let v = _mm256_mul_ps(dx, _mm256_cvtepi32_ps(*s));
                 let o = out.as_mut_ptr().add(ti * TILE + 8 * g);
                 _mm256_storeu_ps(o, _mm256_fmadd_ps(d, v, _mm256_loadu_ps(o)));
