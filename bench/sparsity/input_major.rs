@@ -20,7 +20,7 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use ghostcore::quant::quantize::quantize_row;
-use ghostcore::quant::{matvec, quantize_activations, GgmlType};
+use ghostcore::quant::{matvec, matvec_gather, quantize_activations, GgmlType};
 use ghostcore::sparsity::input_major::{InputMajorKernel, InputMajorQ5_0, InputMajorScratch};
 use ghostcore::sparsity::Serial;
 
@@ -99,6 +99,7 @@ fn main() {
         None if quick => vec![(1536, 576)],
         None => vec![(1536, 576), (576, 1536), (14336, 4096)],
     };
+    let mut gathered = Vec::new();
     for &(n_rows, n_cols) in &shapes {
         let w = q5_0_matrix(n_rows, n_cols, 7);
         let copy = InputMajorQ5_0::from_q5_0(GgmlType::Q5_0, n_rows, n_cols, &w).unwrap();
@@ -113,6 +114,16 @@ fn main() {
             };
             let ws: Vec<Vec<u8>> = (0..n_copies).map(|_| w.clone()).collect();
             let copies: Vec<InputMajorQ5_0> = (0..n_copies).map(|_| copy.clone()).collect();
+            // Warm-up: every copy read once (page faults and first touches out of the way).
+            {
+                let xq = input(n_cols, 0.0, 11);
+                let mut out = vec![0f32; n_rows];
+                let mut sc = InputMajorScratch::default();
+                for (wi, ci) in ws.iter().zip(&copies) {
+                    matvec(GgmlType::Q5_0, n_cols, wi, 0..n_rows, &xq, &mut out).unwrap();
+                    ci.matvec(&xq, &mut out, &mut sc, &Serial).unwrap();
+                }
+            }
             for drop in [0.0, 0.1, 0.2, 0.5] {
                 let xq = input(n_cols, drop, 11);
                 let im_bytes = copy.bytes_for(&xq).unwrap();
@@ -148,6 +159,35 @@ fn main() {
                     }
                 }
                 let rows = median(&mut t_rows);
+                // The rows path of a sparse step: the kept share of rows, gathered.
+                if drop > 0.0 {
+                    let keep = 1.0 - drop;
+                    let mut rng = Lcg(13);
+                    let ids: Vec<u32> = (0..n_rows as u32)
+                        .filter(|_| f64::from(rng.next()) * 0.5 + 0.5 < keep)
+                        .collect();
+                    let mut t_g = Vec::new();
+                    let mut o = vec![0f32; ids.len()];
+                    for _ in 0..calls {
+                        let i = take();
+                        let t = Instant::now();
+                        matvec_gather(GgmlType::Q5_0, n_cols, &ws[i], &ids, &xq, &mut o).unwrap();
+                        black_box(&o);
+                        t_g.push(t.elapsed().as_secs_f64());
+                    }
+                    let g = median(&mut t_g);
+                    let bytes = ids.len() * (w.len() / n_rows);
+                    gathered.push(format!(
+                        "| {n_rows}×{n_cols} | {} | {:.0}% | {:.0} | {:.1} | {bytes} | {:.0} | {:.1} | {:.2} |",
+                        if cold { "cold" } else { "hot" },
+                        ids.len() as f64 / n_rows as f64 * 100.0,
+                        rows * 1e9,
+                        w.len() as f64 / rows / 1e9,
+                        g * 1e9,
+                        bytes as f64 / g / 1e9,
+                        g / rows
+                    ));
+                }
                 for (k, kern) in kernels.iter().enumerate() {
                     let im = median(&mut t_im[k]);
                     println!(
@@ -163,5 +203,12 @@ fn main() {
                 }
             }
         }
+    }
+    println!();
+    println!("Rows gathered (`quant::matvec_gather`, a random kept share of rows) vs all rows:");
+    println!("| shape | cache | rows kept | all rows ns | all GB/s | gathered bytes | gathered ns | gathered GB/s | gathered / all |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    for l in gathered {
+        println!("{l}");
     }
 }
