@@ -145,16 +145,43 @@ pub fn place_in_huge_pages<'a>(copies: impl IntoIterator<Item = &'a mut InputMaj
 }
 
 /// The kept columns of one input block: the Q8_0 scale, the columns (byte offsets) and their
-/// i8 inputs, both padded to a multiple of [`GROUP`] (pads repeat the last column with input
-/// 0), and `Σ xq` over the block.
-#[derive(Clone, Debug, Default)]
+/// i8 inputs in the first `n_kept` entries, padded to `n_padded` (a multiple of [`GROUP`];
+/// pads repeat the last kept column with input 0), and `Σ xq` over the block.
+#[derive(Clone, Debug)]
 struct ActiveBlock {
     block: usize,
     dx: f32,
-    cols: Vec<usize>,
-    xq: Vec<i8>,
+    cols: [usize; BLOCK],
+    xq: [i8; BLOCK],
     n_kept: usize,
+    n_padded: usize,
     xsum: i32,
+}
+
+impl Default for ActiveBlock {
+    fn default() -> Self {
+        ActiveBlock {
+            block: 0,
+            dx: 0.0,
+            cols: [0; BLOCK],
+            xq: [0; BLOCK],
+            n_kept: 0,
+            n_padded: 0,
+            xsum: 0,
+        }
+    }
+}
+
+impl ActiveBlock {
+    /// The kept columns' byte offsets.
+    fn kept(&self) -> &[usize] {
+        &self.cols[..self.n_kept]
+    }
+
+    /// The kept columns and their inputs, padded to whole groups.
+    fn padded(&self) -> (&[usize], &[i8]) {
+        (&self.cols[..self.n_padded], &self.xq[..self.n_padded])
+    }
 }
 
 /// Reusable buffers for [`InputMajorQ5_0::matvec`].
@@ -342,21 +369,20 @@ impl InputMajorQ5_0 {
             s.n_blocks += 1;
             a.block = b;
             a.dx = blk.d();
-            a.cols.clear();
-            a.xq.clear();
-            a.xsum = 0;
+            a.xsum = blk.qs.iter().map(|&v| i32::from(v)).sum();
+            // Branch-free compaction: every entry is written, only the kept ones advance.
+            let mut n = 0;
             for (l, &v) in blk.qs.iter().enumerate() {
-                if v != 0 {
-                    a.cols.push((b * BLOCK + l) * col);
-                    a.xq.push(v);
-                    a.xsum += i32::from(v);
-                }
+                a.cols[n] = (b * BLOCK + l) * col;
+                a.xq[n] = v;
+                n += usize::from(v != 0);
             }
-            a.n_kept = a.cols.len();
-            let last = a.cols[a.n_kept - 1];
-            while a.cols.len() % GROUP != 0 {
-                a.cols.push(last);
-                a.xq.push(0);
+            a.n_kept = n;
+            a.n_padded = n.next_multiple_of(GROUP);
+            let last = a.cols[n - 1];
+            for k in n..a.n_padded {
+                a.cols[k] = last;
+                a.xq[k] = 0;
             }
         }
         let active = &s.blocks[..s.n_blocks];
@@ -464,7 +490,7 @@ fn tiles_scalar(
         for t in tiles.clone() {
             for r in 0..TILE {
                 let mut acc = 0i32;
-                for (&c, &x) in a.cols[..a.n_kept].iter().zip(&a.xq) {
+                for (&c, &x) in a.kept().iter().zip(&a.xq) {
                     let tile = &m.quants()[c + t * TILE_BYTES..c + (t + 1) * TILE_BYTES];
                     acc += i32::from(tile_quant(tile, r)) * i32::from(x);
                 }

@@ -107,8 +107,8 @@ unsafe fn interleave4(a: __m256i, b: __m256i, c: __m256i, d: __m256i) -> [__m256
 /// The CPU runs `K`'s instructions and AVX2 + FMA + F16C. `active` was built by
 /// `matvec_with_kernel` for `m`: every column offset is `j · col_bytes` for an input
 /// `j < n_cols`, so `c + 40·t + 40 ≤ quants.len()` for every tile `t < n_rows / 64` (the
-/// 32-byte load at `c + 40t` and the masks at `+32`, `+36` stay inside), `cols.len()` is a
-/// multiple of 4 and equals `xq.len()`, and block indices are `< n_cols / 32`, so the
+/// 32-byte load at `c + 40t` and the masks at `+32`, `+36` stay inside), the padded column
+/// and input lists have the same length, a multiple of 4, and block indices are `< n_cols / 32`, so the
 /// scale loads (eight f16 at `2·(block · n_rows + 64t + 8k)`) lie inside `scale_bytes()`. `tiles` lies within
 /// `0..n_rows / 64` and `out` holds `64 · tiles.len()` values.
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -133,12 +133,13 @@ unsafe fn tiles_impl<K: Isa4>(
             let ahead = ti + PREFETCH_COLUMN_TILES / a.n_kept.max(1);
             if let Some(b) = active.get(ai + ahead / n_tiles) {
                 let o = (tiles.start + ahead % n_tiles) * TILE_BYTES;
-                for &c in &b.cols[..b.n_kept] {
+                for &c in b.kept() {
                     _mm_prefetch::<_MM_HINT_T0>(q.add(c + o).cast());
                 }
             }
             let mut acc = [init; 8];
-            for (cols, xq) in a.cols.chunks_exact(GROUP).zip(a.xq.chunks_exact(GROUP)) {
+            let (cols, xq) = a.padded();
+            for (cols, xq) in cols.chunks_exact(GROUP).zip(xq.chunks_exact(GROUP)) {
                 let x = _mm256_set1_epi32(i32::from_le_bytes([
                     xq[0] as u8,
                     xq[1] as u8,
