@@ -107,9 +107,10 @@ unsafe fn interleave4(a: __m256i, b: __m256i, c: __m256i, d: __m256i) -> [__m256
 /// The CPU runs `K`'s instructions and AVX2 + FMA + F16C. `active` was built by
 /// `matvec_with_kernel` for `m`: every column offset is `j · col_bytes` for an input
 /// `j < n_cols`, so `c + 40·t + 40 ≤ quants.len()` for every tile `t < n_rows / 64` (the
-/// 32-byte load at `c + 40t` and the masks at `+32`, `+36` stay inside), the padded column
-/// and input lists have the same length, a multiple of 4, and block indices are `< n_cols / 32`, so the
-/// scale loads (eight f16 at `2·(block · n_rows + 64t + 8k)`) lie inside `scale_bytes()`. `tiles` lies within
+/// 32-byte load at `c + 40t` and the masks at `+32`, `+36` stay inside, and so do the
+/// prefetch addresses); the padded column and input lists have the same length, a multiple
+/// of 4; block indices are `< n_cols / 32`, so the scale loads (eight f16 at
+/// `2·(block · n_rows + 64t + 8k)`) lie inside `scale_bytes()`. `tiles` lies within
 /// `0..n_rows / 64` and `out` holds `64 · tiles.len()` values.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn tiles_impl<K: Isa4>(
