@@ -114,7 +114,7 @@ impl VnniBlock for Q8_0Vnni {
 /// AVX512-VNNI + VL); exact, no saturation (|sum| < 2^17 per lane and call).
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn dpbusd(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+pub(crate) unsafe fn dpbusd(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
     let mut r = acc;
     // SAFETY: register-only instruction; the caller runs on a CPU with AVX512-VNNI + VL.
     unsafe {
@@ -153,7 +153,7 @@ unsafe fn interleave_halves(v: __m256i) -> __m256i {
 /// AVX512-BW + VL).
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn add_16_where_bit_set(v: __m256i, bits: u32) -> __m256i {
+pub(crate) unsafe fn add_16_where_bit_set(v: __m256i, bits: u32) -> __m256i {
     let sixteen = _mm256_set1_epi8(16);
     let mut r = v;
     // SAFETY: register-only instructions on a CPU with AVX512-BW + VL. Mask register k1 is

@@ -31,10 +31,10 @@ pub mod blocks;
 pub mod dequant;
 mod dequant_simd;
 #[cfg(target_arch = "x86_64")]
-mod dot_avx2;
+pub(crate) mod dot_avx2;
 mod dot_scalar;
 #[cfg(target_arch = "x86_64")]
-mod dot_vnni;
+pub(crate) mod dot_vnni;
 mod drivers;
 mod kernels;
 
@@ -42,6 +42,7 @@ pub use activation::{quantize_activations, quantize_activations_with_isa, vec_do
 pub use dequant::dequantize_row;
 pub use dequant_simd::dequantize_row_fast;
 pub use drivers::{axpy_rows, matmul, matvec, matvec_gather, matvec_with_isa, row_bytes};
+pub(crate) use kernels::vnni_active;
 pub use kernels::{
     active_isa, best_supported_isa, has_simd_kernel, try_vec_dot, vec_dot, vec_dot_with_isa, Isa,
     FORCE_SCALAR_ENV, NO_VNNI_ENV,

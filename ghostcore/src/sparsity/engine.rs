@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::exact_down::ExactDown;
 use super::ffn::{sparse_ffn, Activation, FfnScratch, FfnStepStats, FfnWeights, LayerPlan};
-use super::input_major::InputMajorQ5_0;
+use super::input_major::{place_in_huge_pages, InputMajorQ5_0};
 use super::plan::SparsityTally;
 use super::repack::{default_copy_type, neuron_major_down};
 use super::rows::{QMatrix, Splitter};
@@ -112,7 +112,7 @@ pub struct InputMajorCopies {
 pub fn build_input_majors(model: &Model) -> Vec<InputMajorCopies> {
     let copy =
         |w: &Weight| InputMajorQ5_0::from_q5_0(w.ty, w.n_rows, w.n_cols, model.bytes(w)).ok();
-    (0..model.config().n_layer)
+    let mut copies: Vec<InputMajorCopies> = (0..model.config().n_layer)
         .map(|il| {
             let lw = model.layer(il);
             InputMajorCopies {
@@ -120,7 +120,13 @@ pub fn build_input_majors(model: &Model) -> Vec<InputMajorCopies> {
                 up: copy(&lw.ffn_up),
             }
         })
-        .collect()
+        .collect();
+    place_in_huge_pages(
+        copies
+            .iter_mut()
+            .flat_map(|c| c.gate.iter_mut().chain(c.up.iter_mut())),
+    );
+    copies
 }
 
 /// One layer's sparse FFN as a [`DecodeFfn`].

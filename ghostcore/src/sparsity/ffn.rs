@@ -6,8 +6,10 @@
 //!
 //! With an input mask, gate and up each take whichever of the input-major copy
 //! ([`InputMajorQ5_0`], every neuron over the kept columns) and the rows (the live or
-//! first-stage neurons over every column) reads fewer bytes; the two savings do not
-//! multiply. Without the copy a masked input saves no bytes.
+//! first-stage neurons over every column) costs less: its bytes weighted by the measured
+//! time per byte of its kernel (`PathCosts`: gathered rows read slower than rows in order);
+//! the two savings do not multiply. The bytes reported are those the chosen path reads.
+//! Without the copy a masked input saves no bytes.
 //!
 //! Whichever way reads the fewest bytes is taken for the down projection, per token: the exact
 //! neuron-major copy of a Q4_K or Q6_K down ([`ExactDown`], the model's own quants), the
@@ -21,7 +23,7 @@
 //! cache each would otherwise cost a memory latency.
 
 use super::exact_down::{ExactDown, ExactDownScratch};
-use super::input_major::{InputMajorQ5_0, InputMajorScratch};
+use super::input_major::{InputMajorKernel, InputMajorQ5_0, InputMajorScratch};
 use super::rows::{axpy_rows, matvec_rows, quantize_input, QMatrix, Splitter};
 use crate::{bail, Result};
 
@@ -57,7 +59,7 @@ pub struct FfnWeights<'a> {
     /// when it reads fewer bytes).
     pub down_exact: Option<&'a ExactDown>,
     /// Optional exact input-major copies of Q5_0 gate and up: with input sparsity, used
-    /// where they read fewer bytes than the rows (they skip the zeroed inputs' columns).
+    /// where they cost less than the rows (they skip the zeroed inputs' columns).
     pub gate_in: Option<&'a InputMajorQ5_0>,
     pub up_in: Option<&'a InputMajorQ5_0>,
     pub act: Activation,
@@ -336,8 +338,8 @@ pub fn sparse_ffn(
     };
     let s = scratch;
 
-    // 1. Input (TEAL): zero small entries; where an input-major copy reads fewer bytes, the
-    //    gate and up matvecs then skip those columns. When no entry is dropped, the input
+    // 1. Input (TEAL): zero small entries; where an input-major copy costs less, the gate
+    //    and up matvecs then skip those columns. When no entry is dropped, the input
     //    and every kernel stay those of the dense path.
     let mut dropped = false;
     let x: &[f32] = if let Some(t) = plan.input {
@@ -362,8 +364,10 @@ pub fn sparse_ffn(
     s.gate.resize(n_live, 0.0);
     quantize_input(&w.gate, x, &mut s.xq)?;
     let rows_bytes = n_live * w.gate.row_bytes();
+    let costs = PathCosts::of_this_process();
+    let rows_cost = costs.rows(rows_bytes, n_live < n_ff);
     match input_major_bytes(w.gate_in, dropped, &s.xq)? {
-        Some((c, b)) if b < rows_bytes => {
+        Some((c, b)) if costs.input_major(b) < rows_cost => {
             s.all_rows.resize(n_ff, 0.0);
             c.matvec(&s.xq, &mut s.all_rows, &mut s.input_major, exec)?;
             gather(&s.all_rows, live, &mut s.gate);
@@ -407,7 +411,7 @@ pub fn sparse_ffn(
     }
 
     // 4. Up over the chosen rows (all rows in order when nothing was dropped: same kernel as
-    //    the dense path), or over the kept input columns when that reads fewer bytes.
+    //    the dense path), or over the kept input columns when that costs less.
     let n_up = s.ids.len();
     s.up.resize(n_up, 0.0);
     let rows = if n_up == n_ff { None } else { Some(&s.ids[..]) };
@@ -415,8 +419,9 @@ pub fn sparse_ffn(
         quantize_input(&w.up, x, &mut s.xq)?;
     }
     let rows_bytes = n_up * w.up.row_bytes();
+    let rows_cost = costs.rows(rows_bytes, rows.is_some());
     match input_major_bytes(w.up_in, dropped, &s.xq)? {
-        Some((c, b)) if b < rows_bytes => {
+        Some((c, b)) if costs.input_major(b) < rows_cost => {
             s.all_rows.resize(n_ff, 0.0);
             c.matvec(&s.xq, &mut s.all_rows, &mut s.input_major, exec)?;
             gather(&s.all_rows, rows, &mut s.up);
@@ -506,6 +511,51 @@ pub fn sparse_ffn(
     }
     stats.bytes_read += best;
     Ok(stats)
+}
+
+/// What a byte read costs in time on each path for gate and up, relative to a matvec over
+/// every row in order, for the kernels this process runs (constants, not timed at run time).
+/// Only the choice between the paths uses it; the bytes reported are those the chosen path
+/// reads.
+///
+/// Measured on SmolLM2's 1536×576 Q5_0 shape and its transpose, one thread, from memory and
+/// from cache (`bench/sparsity/input_major.rs`; `bench/results/2026-11-23-s5-input-major.md`):
+/// - gathered rows (a random 50–90% of them, ids sorted) read their bytes 1.15–1.6× slower
+///   than all rows in order (the hardware prefetcher streams a sequential walk and fetches
+///   much of what a walk with gaps skips): 1.2;
+/// - the input-major copy over the kept columns reads its bytes about as fast as the rows
+///   (AVX-512 VNNI kernel against VNNI rows: 0.9–1.1× per byte from memory, 0.7–0.8× from
+///   cache; AVX2 kernel against AVX2 rows: 0.8–0.9×): 1.0;
+/// - the scalar kernels were not measured: bytes alone decide.
+#[derive(Clone, Copy, Debug)]
+struct PathCosts {
+    gathered_rows: f64,
+    input_major: f64,
+}
+
+impl PathCosts {
+    fn of_this_process() -> Self {
+        match InputMajorKernel::best() {
+            InputMajorKernel::Vnni | InputMajorKernel::Avx2 => PathCosts {
+                gathered_rows: 1.2,
+                input_major: 1.0,
+            },
+            InputMajorKernel::Scalar => PathCosts {
+                gathered_rows: 1.0,
+                input_major: 1.0,
+            },
+        }
+    }
+
+    /// Reading `bytes` of rows: every row in order, or a gathered subset.
+    fn rows(&self, bytes: usize, gathered: bool) -> f64 {
+        bytes as f64 * if gathered { self.gathered_rows } else { 1.0 }
+    }
+
+    /// Reading `bytes` of the input-major copy.
+    fn input_major(&self, bytes: usize) -> f64 {
+        bytes as f64 * self.input_major
+    }
 }
 
 /// The input-major copy and the bytes its matvec reads for `xq`, when input entries were

@@ -4,48 +4,184 @@
 //! In a Q5_0 matrix (`n_rows` neurons of `n_cols` inputs), weight `(i, j)` is `d·(q − 16)` with
 //! a 5-bit `q` and one f16 `d` per neuron and block of 32 inputs. The copy stores, per input
 //! block `b`, the `n_rows` scales `d[i][b]` (the original f16 bits: no rounding at all), then
-//! per input `j` of the block one contiguous *column* holding the `n_rows` quants `q[i][j]`
-//! packed as in Q5_0 (per 32 neurons: 16 bytes of low nibbles, 4 bytes of high bits). It has
-//! exactly the original's bytes (22 per 32 weights) and gives exactly the original weights.
+//! per input `j` of the block one contiguous *column* holding the `n_rows` quants `q[i][j]`,
+//! in tiles of 64 neurons of 40 bytes: 32 bytes of nibbles (the low 4 bits of two neurons per
+//! byte) and two 32-bit masks of their fifth bits (see [`tile_position`] for which neuron sits
+//! where). It has exactly the original's bytes (22 per 32 weights) and gives exactly the
+//! original weights.
 //!
 //! The matvec over the input quantized to Q8_0 (`x_j = dx_b · xq_j`, as the dense path does)
 //! reads only the columns with `xq_j ≠ 0` and the scales of blocks with at least one of them:
 //! `out[i] = Σ_b d[i][b] · dx_b · (Σ_{j∈b, xq_j≠0} q[i][j] · xq_j − 16 · Σ_{j∈b} xq_j)`,
-//! the dense Q5_0·Q8_0 dot product's value up to float summation order.
+//! the dense Q5_0·Q8_0 dot product's value up to float summation order (the integer sums per
+//! neuron and block are exact in every kernel).
+//!
+//! Kernels ([`InputMajorKernel`]): a scalar reference; and for x86-64 one SIMD kernel in two
+//! instruction sets (`input_major/x86.rs`): per tile of 64 neurons and input block, the kept
+//! columns are taken four at a time, their quants interleaved byte-wise per neuron and
+//! multiplied with the four inputs by a 4-way u8·i8 dot product (`vpdpbusd` with AVX-512
+//! VNNI, `maddubs` + `madd` with AVX2) into per-neuron i32 sums held in registers across the
+//! block's columns, then one scale multiply per neuron and block.
+//!
+//! The tile layout is chosen for that interleave: in a 32-byte load of a tile, byte `k`'s low
+//! nibbles (then its high nibbles) give, after the two unpack steps, neurons in natural order
+//! in the 32-bit lanes; so the kernels need no permutation of scales or outputs.
 
+use std::ops::Range;
+use std::sync::Arc;
+
+use crate::gguf::{reason_not_to_copy, HugePageCopy};
 use crate::quant::blocks::{cast_blocks, BlockQ5_0, BlockQ8_0};
 use crate::quant::GgmlType;
 use crate::sparsity::rows::Splitter;
 use crate::{bail, Result};
 
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
 /// Inputs per block (a Q5_0 / Q8_0 block).
 pub const BLOCK: usize = 32;
-/// Neurons per tile of a column: 16 bytes of low nibbles and 4 bytes of high bits.
-pub const TILE: usize = 32;
-const TILE_BYTES: usize = 20;
+/// Neurons per tile of a column.
+pub const TILE: usize = 64;
+/// Bytes per tile of a column: 32 bytes of nibbles, two u32 masks of fifth bits.
+const TILE_BYTES: usize = 40;
+/// Columns per step of the SIMD kernels (the kept columns are padded to a multiple of it).
+const GROUP: usize = 4;
+
+/// Where neuron `r` (`r < 64`) of a tile sits: `(byte, nibble shift, mask word)`. Byte
+/// `k < 32` holds neuron `π(k)` in its low nibble and `32 + π(k)` in its high nibble, with
+/// `π(16h + 4g + p) = 8g + 4h + p` (`h < 2`, `g < 4`, `p < 4`); bit `k` of the little-endian
+/// u32 at byte `32` (low nibbles) or `36` (high nibbles) is that neuron's fifth bit.
+///
+/// Why `π`: the SIMD kernels unpack four columns' bytes with `unpack{lo,hi}_epi8` then
+/// `unpack{lo,hi}_epi16`, which gathers bytes `4g..4g+4` of each 128-bit half into register
+/// `g`; with `π` those are neurons `8g..8g+8`, in order.
+pub fn tile_position(r: usize) -> (usize, u32, usize) {
+    let (half_nibble, rr) = (r / 32, r % 32);
+    let (g, w) = (rr / 8, rr % 8);
+    let (h, p) = (w / 4, w % 4);
+    (
+        16 * h + 4 * g + p,
+        4 * half_nibble as u32,
+        32 + 4 * half_nibble,
+    )
+}
 
 /// The exact input-major copy of one Q5_0 weight matrix.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone)]
 pub struct InputMajorQ5_0 {
     n_rows: usize,
     n_cols: usize,
-    /// `n_cols` columns of `n_rows / 32` tiles. In tile `t` of column `j`, byte `k < 16`
-    /// holds the low 4 bits of neuron `32t + k` (low nibble) and `32t + 16 + k` (high
-    /// nibble); bytes 16..20 are a little-endian u32 whose bit `k` is bit 4 of neuron `32t + k`.
-    quants: Vec<u8>,
-    /// Per input block: the `n_rows` neuron scales, f16 bits.
-    scales: Vec<u16>,
+    /// The quants, then the scales: `n_cols` columns of `n_rows / 64` tiles of
+    /// [`TILE_BYTES`] (layout: [`tile_position`]); then per input block the `n_rows` neuron
+    /// scales, f16 bits, little-endian.
+    store: Store,
 }
 
-/// The active columns of one input block: the Q8_0 scale, the columns and their i8 values,
-/// `Σ xq` over the block.
-#[derive(Clone, Debug, Default)]
+/// Where a copy's bytes live: its own buffer, or a range of a region in 2 MiB pages that
+/// several copies share ([`place_in_huge_pages`]).
+#[derive(Clone)]
+enum Store {
+    Own(Vec<u8>),
+    Shared(Arc<HugePageCopy>, Range<usize>),
+}
+
+impl Store {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Store::Own(v) => v,
+            Store::Shared(region, r) => &region.bytes()[r.clone()],
+        }
+    }
+}
+
+impl PartialEq for InputMajorQ5_0 {
+    fn eq(&self, other: &Self) -> bool {
+        (self.n_rows, self.n_cols) == (other.n_rows, other.n_cols)
+            && self.store.bytes() == other.store.bytes()
+    }
+}
+
+impl std::fmt::Debug for InputMajorQ5_0 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InputMajorQ5_0")
+            .field("n_rows", &self.n_rows)
+            .field("n_cols", &self.n_cols)
+            .field("huge_pages", &matches!(self.store, Store::Shared(..)))
+            .finish()
+    }
+}
+
+/// Moves the bytes of `copies` into one region of anonymous memory advised for transparent
+/// huge pages, each copy starting on a 64-byte boundary, as the model's weights are placed
+/// (`crate::gguf::Placement::HugePages`): the kernels walk a copy's columns a few hundred
+/// bytes at a time, and in 4 KiB pages the copies of a whole model cost a TLB miss every few
+/// columns. Nothing moves where transparent huge pages are off, where the region would take
+/// more than half of the available memory, or where it cannot be made; the copies then keep
+/// their own buffers (same values either way).
+pub fn place_in_huge_pages<'a>(copies: impl IntoIterator<Item = &'a mut InputMajorQ5_0>) {
+    let mut copies: Vec<&mut InputMajorQ5_0> = copies.into_iter().collect();
+    let mut ranges = Vec::with_capacity(copies.len());
+    let mut len = 0usize;
+    for c in &copies {
+        let start = len.next_multiple_of(64);
+        len = start + c.store.bytes().len();
+        ranges.push(start..len);
+    }
+    if len == 0 || reason_not_to_copy(len).is_some() {
+        return;
+    }
+    let mut joined = vec![0u8; len];
+    for (c, r) in copies.iter().zip(&ranges) {
+        joined[r.clone()].copy_from_slice(c.store.bytes());
+    }
+    let Ok(region) = HugePageCopy::new(&joined) else {
+        return;
+    };
+    let region = Arc::new(region);
+    for (c, r) in copies.iter_mut().zip(ranges) {
+        c.store = Store::Shared(region.clone(), r);
+    }
+}
+
+/// The kept columns of one input block: the Q8_0 scale, the columns (byte offsets) and their
+/// i8 inputs in the first `n_kept` entries, padded to `n_padded` (a multiple of [`GROUP`];
+/// pads repeat the last kept column with input 0), and `Σ xq` over the block.
+#[derive(Clone, Debug)]
 struct ActiveBlock {
     block: usize,
     dx: f32,
-    cols: Vec<usize>,
-    xq: Vec<i8>,
+    cols: [usize; BLOCK],
+    xq: [i8; BLOCK],
+    n_kept: usize,
+    n_padded: usize,
     xsum: i32,
+}
+
+impl Default for ActiveBlock {
+    fn default() -> Self {
+        ActiveBlock {
+            block: 0,
+            dx: 0.0,
+            cols: [0; BLOCK],
+            xq: [0; BLOCK],
+            n_kept: 0,
+            n_padded: 0,
+            xsum: 0,
+        }
+    }
+}
+
+impl ActiveBlock {
+    /// The kept columns' byte offsets.
+    fn kept(&self) -> &[usize] {
+        &self.cols[..self.n_kept]
+    }
+
+    /// The kept columns and their inputs, padded to whole groups.
+    fn padded(&self) -> (&[usize], &[i8]) {
+        (&self.cols[..self.n_padded], &self.xq[..self.n_padded])
+    }
 }
 
 /// Reusable buffers for [`InputMajorQ5_0::matvec`].
@@ -57,7 +193,7 @@ pub struct InputMajorScratch {
 
 impl InputMajorQ5_0 {
     /// Build the copy from a Q5_0 matrix of `n_rows` rows of `n_cols`. `Unsupported` when the
-    /// type is not Q5_0 or `n_rows` is not a multiple of 32.
+    /// type is not Q5_0 or `n_rows` is not a multiple of 64.
     pub fn from_q5_0(ty: GgmlType, n_rows: usize, n_cols: usize, data: &[u8]) -> Result<Self> {
         if ty != GgmlType::Q5_0 {
             bail!(Unsupported, "input-major copy of a {ty} matrix");
@@ -65,7 +201,8 @@ impl InputMajorQ5_0 {
         if n_rows % TILE != 0 || n_cols % BLOCK != 0 || n_rows == 0 {
             bail!(
                 Unsupported,
-                "input-major copy of a {n_rows}×{n_cols} matrix (needs rows and columns multiples of 32)"
+                "input-major copy of a {n_rows}×{n_cols} matrix (needs rows a multiple of 64 \
+                 and columns of 32)"
             );
         }
         let blocks = cast_blocks::<BlockQ5_0>(data)?;
@@ -79,14 +216,15 @@ impl InputMajorQ5_0 {
             );
         }
         let col = n_rows / TILE * TILE_BYTES;
-        let mut quants = vec![0u8; n_cols * col];
-        let mut scales = vec![0u16; per_row * n_rows];
+        let n_quants = n_cols * col;
+        let mut bytes = vec![0u8; n_quants + 2 * per_row * n_rows];
+        let (quants, scales) = bytes.split_at_mut(n_quants);
         for i in 0..n_rows {
-            let (t, k) = (i / TILE, i % TILE);
-            let (byte, shift) = (t * TILE_BYTES + k % 16, if k < 16 { 0 } else { 4 });
-            let hbyte = t * TILE_BYTES + 16 + k / 8;
+            let (k, shift, mask) = tile_position(i % TILE);
+            let base = i / TILE * TILE_BYTES;
+            let (byte, hbyte, hbit) = (base + k, base + mask + k / 8, 1u8 << (k % 8));
             for (b, blk) in blocks[i * per_row..(i + 1) * per_row].iter().enumerate() {
-                scales[b * n_rows + i] = u16::from_le_bytes(blk.d);
+                scales[2 * (b * n_rows + i)..][..2].copy_from_slice(&blk.d);
                 let qh = blk.qh();
                 for l in 0..BLOCK {
                     let lo = if l < 16 {
@@ -94,18 +232,18 @@ impl InputMajorQ5_0 {
                     } else {
                         blk.qs[l - 16] >> 4
                     };
-                    let hi = ((qh >> l) & 1) as u8;
                     let c = &mut quants[(b * BLOCK + l) * col..(b * BLOCK + l + 1) * col];
                     c[byte] |= lo << shift;
-                    c[hbyte] |= hi << (k % 8);
+                    if (qh >> l) & 1 == 1 {
+                        c[hbyte] |= hbit;
+                    }
                 }
             }
         }
         Ok(InputMajorQ5_0 {
             n_rows,
             n_cols,
-            quants,
-            scales,
+            store: Store::Own(bytes),
         })
     }
 
@@ -129,7 +267,29 @@ impl InputMajorQ5_0 {
 
     /// Total bytes of the copy (equal to the Q5_0 original's).
     pub fn total_bytes(&self) -> usize {
-        self.quants.len() + 2 * self.scales.len()
+        self.store.bytes().len()
+    }
+
+    /// The columns' quants.
+    fn quants(&self) -> &[u8] {
+        &self.store.bytes()[..self.n_cols * self.col_bytes()]
+    }
+
+    /// The scales: per input block, `n_rows` f16 bits (little-endian byte pairs).
+    fn scale_bytes(&self) -> &[u8] {
+        &self.store.bytes()[self.n_cols * self.col_bytes()..]
+    }
+
+    /// The f16 bits of neuron `i`'s scale in input block `b`.
+    fn scale_bits(&self, b: usize, i: usize) -> u16 {
+        let p = 2 * (b * self.n_rows + i);
+        u16::from_le_bytes([self.scale_bytes()[p], self.scale_bytes()[p + 1]])
+    }
+
+    /// The 5-bit quant `q[i][j]` (for tests: the copy read back through its layout).
+    pub fn quant(&self, i: usize, j: usize) -> u8 {
+        let tile = &self.quants()[j * self.col_bytes() + i / TILE * TILE_BYTES..][..TILE_BYTES];
+        tile_quant(tile, i % TILE)
     }
 
     /// Bytes [`Self::matvec`] reads for the Q8_0-quantized input `xq`: the quants of each
@@ -172,6 +332,22 @@ impl InputMajorQ5_0 {
         scratch: &mut InputMajorScratch,
         exec: &dyn Splitter,
     ) -> Result<()> {
+        self.matvec_with_kernel(InputMajorKernel::best(), xq, out, scratch, exec)
+    }
+
+    /// [`Self::matvec`] with a chosen kernel (for tests and benchmarks); `Unsupported` when
+    /// this CPU does not run it.
+    pub fn matvec_with_kernel(
+        &self,
+        which: InputMajorKernel,
+        xq: &[u8],
+        out: &mut [f32],
+        scratch: &mut InputMajorScratch,
+        exec: &dyn Splitter,
+    ) -> Result<()> {
+        if !which.is_supported() {
+            bail!(Unsupported, "input-major {which:?} kernel on this CPU");
+        }
         if out.len() != self.n_rows {
             bail!(
                 InvalidArgument,
@@ -184,6 +360,7 @@ impl InputMajorQ5_0 {
         let s = scratch;
         s.blocks.resize_with(blocks.len(), ActiveBlock::default);
         s.n_blocks = 0;
+        let col = self.col_bytes();
         for (b, blk) in blocks.iter().enumerate() {
             if blk.qs.iter().all(|&v| v == 0) {
                 continue;
@@ -192,21 +369,26 @@ impl InputMajorQ5_0 {
             s.n_blocks += 1;
             a.block = b;
             a.dx = blk.d();
-            a.cols.clear();
-            a.xq.clear();
-            a.xsum = 0;
+            a.xsum = blk.qs.iter().map(|&v| i32::from(v)).sum();
+            // Branch-free compaction: every entry is written, only the kept ones advance.
+            let mut n = 0;
             for (l, &v) in blk.qs.iter().enumerate() {
-                if v != 0 {
-                    a.cols.push((b * BLOCK + l) * self.col_bytes());
-                    a.xq.push(v);
-                    a.xsum += i32::from(v);
-                }
+                a.cols[n] = (b * BLOCK + l) * col;
+                a.xq[n] = v;
+                n += usize::from(v != 0);
+            }
+            a.n_kept = n;
+            a.n_padded = n.next_multiple_of(GROUP);
+            let last = a.cols[n - 1];
+            for k in n..a.n_padded {
+                a.cols[k] = last;
+                a.xq[k] = 0;
             }
         }
         let active = &s.blocks[..s.n_blocks];
-        let kernel = select_kernel();
+        let kernel = which.function();
         let n_tiles = self.n_rows / TILE;
-        let n_tasks = exec.n_workers().min(n_tiles.div_ceil(8)).max(1);
+        let n_tasks = exec.n_workers().min(n_tiles.div_ceil(4)).max(1);
         if n_tasks == 1 {
             kernel(self, active, 0..n_tiles, out);
             return Ok(());
@@ -225,16 +407,74 @@ impl InputMajorQ5_0 {
     }
 }
 
-/// Computes `out` (the neurons of `tiles`, `out[0]` being neuron `32·tiles.start`) over the
+/// Neuron `r`'s 5-bit quant in one column's tile.
+fn tile_quant(tile: &[u8], r: usize) -> u8 {
+    let (byte, shift, mask) = tile_position(r);
+    let lo = (tile[byte] >> shift) & 0x0f;
+    let hi = (tile[mask + byte / 8] >> (byte % 8)) & 1;
+    lo | (hi << 4)
+}
+
+/// Computes `out` (the neurons of `tiles`, `out[0]` being neuron `64·tiles.start`) over the
 /// active blocks.
 type Kernel = fn(&InputMajorQ5_0, &[ActiveBlock], std::ops::Range<usize>, &mut [f32]);
 
-fn select_kernel() -> Kernel {
-    #[cfg(target_arch = "x86_64")]
-    if crate::quant::active_isa() == crate::quant::Isa::Avx2 {
-        return avx2::tiles;
+/// The kernels of [`InputMajorQ5_0::matvec`]; all give the same value up to float summation
+/// order (the integer sums per neuron and block are exact in each).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InputMajorKernel {
+    /// Portable reference.
+    Scalar,
+    /// AVX2 + FMA + F16C: `maddubs` + `madd` per four columns.
+    Avx2,
+    /// AVX-512 VNNI (on 256-bit vectors, as `quant::dot_vnni`): `vpdpbusd` per four columns.
+    Vnni,
+}
+
+impl InputMajorKernel {
+    pub const ALL: [InputMajorKernel; 3] = [
+        InputMajorKernel::Scalar,
+        InputMajorKernel::Avx2,
+        InputMajorKernel::Vnni,
+    ];
+
+    /// The kernel the decode path runs: the one the row kernels' choice of instruction set
+    /// implies (`GHOST_FORCE_SCALAR=1`: scalar; `GHOST_NO_VNNI=1`: AVX2).
+    pub fn best() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if crate::quant::active_isa() == crate::quant::Isa::Avx2 {
+            return if crate::quant::vnni_active() {
+                InputMajorKernel::Vnni
+            } else {
+                InputMajorKernel::Avx2
+            };
+        }
+        InputMajorKernel::Scalar
     }
-    tiles_scalar
+
+    /// Whether this CPU runs the kernel.
+    pub fn is_supported(self) -> bool {
+        let avx2 = crate::quant::best_supported_isa() == crate::quant::Isa::Avx2;
+        match self {
+            InputMajorKernel::Scalar => true,
+            InputMajorKernel::Avx2 => avx2,
+            #[cfg(target_arch = "x86_64")]
+            InputMajorKernel::Vnni => avx2 && crate::quant::dot_vnni::cpu_supported(),
+            #[cfg(not(target_arch = "x86_64"))]
+            InputMajorKernel::Vnni => false,
+        }
+    }
+
+    /// Callers check [`Self::is_supported`] first.
+    fn function(self) -> Kernel {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            InputMajorKernel::Avx2 => x86::tiles_avx2,
+            #[cfg(target_arch = "x86_64")]
+            InputMajorKernel::Vnni => x86::tiles_vnni,
+            _ => tiles_scalar,
+        }
+    }
 }
 
 /// Reference kernel: integer sums per neuron and block, then the block's scales.
@@ -247,183 +487,16 @@ fn tiles_scalar(
     out.fill(0.0);
     let i0 = tiles.start * TILE;
     for a in active {
-        let sc = &m.scales[a.block * m.n_rows..(a.block + 1) * m.n_rows];
         for t in tiles.clone() {
-            for k in 0..TILE {
+            for r in 0..TILE {
                 let mut acc = 0i32;
-                for (&c, &x) in a.cols.iter().zip(&a.xq) {
-                    let tile = &m.quants[c + t * TILE_BYTES..c + (t + 1) * TILE_BYTES];
-                    let lo = (tile[k % 16] >> if k < 16 { 0 } else { 4 }) & 0x0f;
-                    let hi = (tile[16 + k / 8] >> (k % 8)) & 1;
-                    acc += i32::from(lo | (hi << 4)) * i32::from(x);
+                for (&c, &x) in a.kept().iter().zip(&a.xq) {
+                    let tile = &m.quants()[c + t * TILE_BYTES..c + (t + 1) * TILE_BYTES];
+                    acc += i32::from(tile_quant(tile, r)) * i32::from(x);
                 }
-                let i = t * TILE + k;
-                let d = half::f16::from_bits(sc[i]).to_f32();
+                let i = t * TILE + r;
+                let d = half::f16::from_bits(m.scale_bits(a.block, i)).to_f32();
                 out[i - i0] += d * a.dx * (acc - 16 * a.xsum) as f32;
-            }
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-mod avx2 {
-    use std::arch::x86_64::*;
-
-    use super::{ActiveBlock, InputMajorQ5_0, TILE, TILE_BYTES};
-
-    /// The column offsets of the group of pairs after `p1` in block `ai` (or the first group
-    /// of the next block).
-    fn next_group(active: &[ActiveBlock], ai: usize, p1: usize) -> &[usize] {
-        let a = &active[ai];
-        if 2 * p1 < a.cols.len() {
-            &a.cols[2 * p1..(2 * p1 + 8).min(a.cols.len())]
-        } else {
-            active
-                .get(ai + 1)
-                .map_or(&[], |b| &b.cols[..8.min(b.cols.len())])
-        }
-    }
-
-    /// Only selected after `active_isa()` reported AVX2+FMA+F16C.
-    pub(super) fn tiles(
-        m: &InputMajorQ5_0,
-        active: &[ActiveBlock],
-        tiles: std::ops::Range<usize>,
-        out: &mut [f32],
-    ) {
-        // SAFETY: CPU support checked by `select_kernel`. Every column offset in `active` is
-        // `j · col_bytes` for an input `j < n_cols` (built by `matvec` from the checked input
-        // blocks), so `c + t·20 + 20 ≤ quants.len()` for every tile `t < n_rows/32`; block
-        // indices are `< n_cols/32`, so each scale load `block·n_rows + 32t + 8k + 8` lies
-        // inside `scales`; `out` holds `32·tiles.len()` values (the caller's chunk).
-        unsafe { tiles_impl(m, active, tiles, out) }
-    }
-
-    /// The 5-bit quants (u8, 0..31) of one column's tile at `p`: neurons 0..15 and 16..31.
-    ///
-    /// # Safety
-    /// AVX2 available; `p .. p + 20` readable.
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    unsafe fn load_tile(p: *const u8) -> (__m128i, __m128i) {
-        let low4 = _mm_set1_epi8(0x0f);
-        let shuf = _mm256_setr_epi8(
-            0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3,
-            3, 3, 3,
-        );
-        let bits = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
-        let v = _mm_loadu_si128(p.cast());
-        let qh = std::ptr::read_unaligned(p.add(16).cast::<u32>());
-        // Bit k of qh → byte k = 0x10 when set.
-        let hb = _mm256_shuffle_epi8(_mm256_set1_epi32(qh as i32), shuf);
-        let hb = _mm256_and_si256(
-            _mm256_cmpeq_epi8(_mm256_and_si256(hb, bits), bits),
-            _mm256_set1_epi8(0x10),
-        );
-        (
-            _mm_or_si128(_mm_and_si128(v, low4), _mm256_castsi256_si128(hb)),
-            _mm_or_si128(
-                _mm_and_si128(_mm_srli_epi16(v, 4), low4),
-                _mm256_extracti128_si256(hb, 1),
-            ),
-        )
-    }
-
-    /// Per tile of 32 neurons and block: active columns taken in pairs, their 5-bit quants
-    /// (u8, 0..31) interleaved byte by byte and multiplied with the pair's i8 inputs by
-    /// `maddubs` (exact i16 sums, at most 4 pairs before widening to i32), then
-    /// `out += d · dx · (Σ − 16·Σxq)` in f32.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn tiles_impl(
-        m: &InputMajorQ5_0,
-        active: &[ActiveBlock],
-        tiles: std::ops::Range<usize>,
-        out: &mut [f32],
-    ) {
-        out.fill(0.0);
-        let q = m.quants.as_ptr();
-        let n_tiles = tiles.len();
-        // Per neuron of this task: the integer sum of the current block.
-        let mut acc = vec![_mm256_setzero_si256(); 4 * n_tiles];
-        for (ai, a) in active.iter().enumerate() {
-            acc.fill(_mm256_setzero_si256());
-            let n = a.cols.len();
-            let n_pairs = n.div_ceil(2);
-            let mut cols = [0usize; 32];
-            let mut xq = [0i8; 32];
-            cols[..n].copy_from_slice(&a.cols);
-            xq[..n].copy_from_slice(&a.xq);
-            if n % 2 == 1 {
-                cols[n] = cols[n - 1];
-                xq[n] = 0;
-            }
-            // Up to 4 pairs (8 columns, read as 8 sequential streams) at a time, each tile's
-            // i16 sums then widened into the i32 sums.
-            let mut p0 = 0;
-            while p0 < n_pairs {
-                // At most 4 pairs in i16: |Σ| ≤ 4 · 2 · 31 · 127 = 31496.
-                let p1 = (p0 + 4).min(n_pairs);
-                // Columns are short streams (20 bytes per tile of 32 neurons) that the hardware
-                // prefetcher does not pick up in time: the next group's are loaded while this
-                // one is computed, tile by tile (a burst of prefetches for whole columns
-                // would stall on the few outstanding misses a core can have).
-                let mut next = [0usize; 8];
-                let nx = next_group(active, ai, p1);
-                next[..nx.len()].copy_from_slice(nx);
-                let next = &next[..nx.len()];
-                let mut px = [_mm256_setzero_si256(); 4];
-                for (k, p) in (p0..p1).enumerate() {
-                    let c = (xq[2 * p] as u8 as u16) | ((xq[2 * p + 1] as u8 as u16) << 8);
-                    px[k] = _mm256_set1_epi16(c as i16);
-                }
-                for ti in 0..n_tiles {
-                    let off = (tiles.start + ti) * TILE_BYTES;
-                    for &c in next {
-                        _mm_prefetch::<_MM_HINT_T0>(q.add(c + off).cast());
-                    }
-                    let (mut ab, mut cd) = (_mm256_setzero_si256(), _mm256_setzero_si256());
-                    for (k, p) in (p0..p1).enumerate() {
-                        let (a_lo, a_hi) = load_tile(q.add(cols[2 * p] + off));
-                        let (b_lo, b_hi) = load_tile(q.add(cols[2 * p + 1] + off));
-                        let x_ab = _mm256_set_m128i(
-                            _mm_unpackhi_epi8(a_lo, b_lo),
-                            _mm_unpacklo_epi8(a_lo, b_lo),
-                        );
-                        let x_cd = _mm256_set_m128i(
-                            _mm_unpackhi_epi8(a_hi, b_hi),
-                            _mm_unpacklo_epi8(a_hi, b_hi),
-                        );
-                        ab = _mm256_add_epi16(ab, _mm256_maddubs_epi16(x_ab, px[k]));
-                        cd = _mm256_add_epi16(cd, _mm256_maddubs_epi16(x_cd, px[k]));
-                    }
-                    let r = &mut acc[4 * ti..4 * ti + 4];
-                    r[0] =
-                        _mm256_add_epi32(r[0], _mm256_cvtepi16_epi32(_mm256_castsi256_si128(ab)));
-                    r[1] = _mm256_add_epi32(
-                        r[1],
-                        _mm256_cvtepi16_epi32(_mm256_extracti128_si256(ab, 1)),
-                    );
-                    r[2] =
-                        _mm256_add_epi32(r[2], _mm256_cvtepi16_epi32(_mm256_castsi256_si128(cd)));
-                    r[3] = _mm256_add_epi32(
-                        r[3],
-                        _mm256_cvtepi16_epi32(_mm256_extracti128_si256(cd, 1)),
-                    );
-                }
-                p0 = p1;
-            }
-            // out += d · dx · (Σ − 16·Σxq).
-            let xsum16 = _mm256_set1_epi32(16 * a.xsum);
-            let dx = _mm256_set1_ps(a.dx);
-            let sc = m
-                .scales
-                .as_ptr()
-                .add(a.block * m.n_rows + tiles.start * TILE);
-            for (k, acc_k) in acc.iter().enumerate() {
-                let d = _mm256_cvtph_ps(_mm_loadu_si128(sc.add(8 * k).cast()));
-                let v = _mm256_mul_ps(dx, _mm256_cvtepi32_ps(_mm256_sub_epi32(*acc_k, xsum16)));
-                let op = out.as_mut_ptr().add(8 * k);
-                _mm256_storeu_ps(op, _mm256_fmadd_ps(d, v, _mm256_loadu_ps(op)));
             }
         }
     }
@@ -456,6 +529,19 @@ mod tests {
         (data, deq)
     }
 
+    /// Random weights, plus extreme rows: all at the largest magnitude of either sign, and
+    /// all zero (d = 0).
+    fn test_weights(n_rows: usize, n_cols: usize, st: &mut u64) -> Vec<f32> {
+        let mut w: Vec<f32> = (0..n_rows * n_cols).map(|_| lcg(st) * 0.3).collect();
+        for c in 0..n_cols {
+            w[5 * n_cols + c] = if c % 2 == 0 { 1.0 } else { -1.0 };
+            w[6 * n_cols + c] = -1.0;
+            w[7 * n_cols + c] = 0.0;
+            w[70 * n_cols + c] = 1.0;
+        }
+        w
+    }
+
     struct Splits(usize);
     impl Splitter for Splits {
         fn n_workers(&self) -> usize {
@@ -466,76 +552,111 @@ mod tests {
         }
     }
 
-    /// Both kernels against the dequantized original times the dequantized Q8_0 input, in
-    /// f64: the same value up to float rounding, whatever entries are zero.
+    /// The copy read back through its layout gives every quant of the original: `q = w/d +
+    /// 16` from the reference dequantizer (exact: `w = d·(q − 16)` is exact in f32).
     #[test]
-    fn matvec_matches_dequantized_original() {
-        let (n_rows, n_cols) = (96, 128);
-        let mut st = 3u64;
-        // Random weights, plus extreme rows: all at the largest magnitude of either sign, and
-        // all zero (d = 0).
-        let mut w: Vec<f32> = (0..n_rows * n_cols).map(|_| lcg(&mut st) * 0.3).collect();
-        for c in 0..n_cols {
-            w[5 * n_cols + c] = if c % 2 == 0 { 1.0 } else { -1.0 };
-            w[6 * n_cols + c] = -1.0;
-            w[7 * n_cols + c] = 0.0;
-        }
-        let (data, deq) = q5_0(&w, n_rows, n_cols);
+    fn copy_holds_the_original_quants() {
+        let (n_rows, n_cols) = (192, 96);
+        let mut st = 5u64;
+        let (data, deq) = q5_0(&test_weights(n_rows, n_cols, &mut st), n_rows, n_cols);
         let copy = InputMajorQ5_0::from_q5_0(GgmlType::Q5_0, n_rows, n_cols, &data).unwrap();
         assert_eq!(copy.total_bytes(), data.len());
-        let mut sc = InputMajorScratch::default();
-        for case in 0..5 {
-            let mut x: Vec<f32> = (0..n_cols).map(|_| lcg(&mut st) * 2.0).collect();
-            match case {
-                // Every other entry zero, and the second block entirely zero.
-                1 => {
-                    x.iter_mut().step_by(2).for_each(|v| *v = 0.0);
-                    x[32..64].fill(0.0);
+        let blocks = cast_blocks::<BlockQ5_0>(&data).unwrap();
+        for i in 0..n_rows {
+            for j in 0..n_cols {
+                let blk = &blocks[i * n_cols / BLOCK + j / BLOCK];
+                let d = half::f16::from_le_bytes(blk.d).to_f32();
+                assert_eq!(copy.scale_bits(j / BLOCK, i), u16::from_le_bytes(blk.d));
+                if d == 0.0 {
+                    continue;
                 }
-                // One active entry (odd count per block), at full i8 scale.
-                2 => {
-                    x.fill(0.0);
-                    x[77] = -3.0;
-                }
-                // Extreme inputs: ±127 after quantization everywhere.
-                3 => x
-                    .iter_mut()
-                    .enumerate()
-                    .for_each(|(j, v)| *v = if j % 3 == 0 { -1.0 } else { 1.0 }),
-                // All zero: nothing read.
-                4 => x.fill(0.0),
-                _ => {}
+                let q = deq[i * n_cols + j] / d + 16.0;
+                assert_eq!(f32::from(copy.quant(i, j)), q, "neuron {i} input {j}");
             }
-            let mut xq = vec![0u8; GgmlType::Q8_0.row_bytes(n_cols as u64).unwrap() as usize];
-            quantize_activations(GgmlType::Q8_0, &x, &mut xq).unwrap();
-            let mut xd = vec![0f32; n_cols];
-            dequantize_row(GgmlType::Q8_0, &xq, &mut xd).unwrap();
-            let want: Vec<f64> = (0..n_rows)
-                .map(|i| {
-                    (0..n_cols)
-                        .map(|j| deq[i * n_cols + j] as f64 * xd[j] as f64)
-                        .sum()
-                })
-                .collect();
-            let scale = want.iter().map(|v| v.abs()).fold(1e-3, f64::max);
-            let mut got = vec![f32::NAN; n_rows];
-            copy.matvec(&xq, &mut got, &mut sc, &Serial).unwrap();
-            let mut split = vec![f32::NAN; n_rows];
-            copy.matvec(&xq, &mut split, &mut sc, &Splits(2)).unwrap();
-            let mut scalar = vec![f32::NAN; n_rows];
-            tiles_scalar(
-                &copy,
-                &sc.blocks[..sc.n_blocks],
-                0..n_rows / TILE,
-                &mut scalar,
-            );
-            for i in 0..n_rows {
-                for (what, v) in [("simd", got[i]), ("split", split[i]), ("scalar", scalar[i])] {
-                    assert!(
-                        (v as f64 - want[i]).abs() < 1e-5 * scale,
-                        "case {case} {what} row {i}: {v} vs {}",
-                        want[i]
-                    );
+        }
+    }
+
+    /// Inputs for the matvec tests: random, every other entry zero plus a whole zero block,
+    /// one entry, ±127 everywhere after quantization, all zero.
+    fn test_input(case: usize, n_cols: usize, st: &mut u64) -> Vec<u8> {
+        let mut x: Vec<f32> = (0..n_cols).map(|_| lcg(st) * 2.0).collect();
+        match case {
+            1 => {
+                x.iter_mut().step_by(2).for_each(|v| *v = 0.0);
+                x[32..64].fill(0.0);
+            }
+            2 => {
+                x.fill(0.0);
+                x[77] = -3.0;
+            }
+            3 => x
+                .iter_mut()
+                .enumerate()
+                .for_each(|(j, v)| *v = if j % 3 == 0 { -1.0 } else { 1.0 }),
+            4 => x.fill(0.0),
+            _ => {}
+        }
+        let mut xq = vec![0u8; GgmlType::Q8_0.row_bytes(n_cols as u64).unwrap() as usize];
+        quantize_activations(GgmlType::Q8_0, &x, &mut xq).unwrap();
+        xq
+    }
+
+    /// Per row: the exact value (f64, dequantized weights times dequantized input) and the
+    /// bound on what f32 summation order may change. Each path computes per block an exact
+    /// integer sum times two f16/f32 scales (at most 3 roundings of the block term), then adds
+    /// the `nb` block terms in some order (at most `nb − 1` roundings, each bounded by the
+    /// sum of the terms' magnitudes): `|got − exact| ≤ (nb + 3)·2⁻²⁴·Σ_b |term_b|`.
+    fn exact_and_bound(deq: &[f32], xq: &[u8], n_rows: usize, n_cols: usize) -> Vec<(f64, f64)> {
+        let mut xd = vec![0f32; n_cols];
+        dequantize_row(GgmlType::Q8_0, xq, &mut xd).unwrap();
+        let nb = n_cols / BLOCK;
+        (0..n_rows)
+            .map(|i| {
+                let terms: Vec<f64> = (0..nb)
+                    .map(|b| {
+                        (b * BLOCK..(b + 1) * BLOCK)
+                            .map(|j| deq[i * n_cols + j] as f64 * xd[j] as f64)
+                            .sum()
+                    })
+                    .collect();
+                let mag: f64 = terms.iter().map(|t| t.abs()).sum();
+                let eps = f64::from(f32::EPSILON) / 2.0;
+                (terms.iter().sum(), (nb + 3) as f64 * eps * mag)
+            })
+            .collect()
+    }
+
+    /// Every kernel this CPU runs, serial and split over workers, against the dequantized
+    /// original times the dequantized Q8_0 input (f64): the same value within the bound of
+    /// float summation order, whatever entries are zero.
+    #[test]
+    fn every_kernel_matches_the_dequantized_original() {
+        // 5 tiles: the split runs tasks of 3 and 2 tiles; 4 blocks.
+        let (n_rows, n_cols) = (320, 128);
+        let mut st = 3u64;
+        let (data, deq) = q5_0(&test_weights(n_rows, n_cols, &mut st), n_rows, n_cols);
+        let copy = InputMajorQ5_0::from_q5_0(GgmlType::Q5_0, n_rows, n_cols, &data).unwrap();
+        let mut sc = InputMajorScratch::default();
+        let kernels: Vec<_> = InputMajorKernel::ALL
+            .into_iter()
+            .filter(|k| k.is_supported())
+            .collect();
+        eprintln!("kernels tested: {kernels:?}");
+        for case in 0..5 {
+            let xq = test_input(case, n_cols, &mut st);
+            let want = exact_and_bound(&deq, &xq, n_rows, n_cols);
+            for &k in &kernels {
+                for exec in [&Serial as &dyn Splitter, &Splits(2)] {
+                    let mut got = vec![f32::NAN; n_rows];
+                    copy.matvec_with_kernel(k, &xq, &mut got, &mut sc, exec)
+                        .unwrap();
+                    for (i, (&g, &(w, bound))) in got.iter().zip(&want).enumerate() {
+                        assert!(
+                            (g as f64 - w).abs() <= bound,
+                            "case {case} {k:?} {} workers, row {i}: {g} vs {w} (bound {bound})",
+                            exec.n_workers()
+                        );
+                    }
                 }
             }
             let xq_blocks = cast_blocks::<BlockQ8_0>(&xq).unwrap();
@@ -556,6 +677,108 @@ mod tests {
         }
     }
 
+    /// Every kernel against the dense Q5_0 matvec of the decode path (`quant::matvec`) on an
+    /// input with no zero entry: both sum the same exact block integers times the same scales,
+    /// so they differ by float summation order only, at most the two paths' bounds
+    /// (`exact_and_bound`) added. Also the scalar reference against the SIMD kernels on a
+    /// sparse input, within the same bound.
+    #[test]
+    fn every_kernel_matches_the_dense_q5_0_matvec() {
+        let (n_rows, n_cols) = (256, 576);
+        let mut st = 9u64;
+        let (data, deq) = q5_0(&test_weights(n_rows, n_cols, &mut st), n_rows, n_cols);
+        let copy = InputMajorQ5_0::from_q5_0(GgmlType::Q5_0, n_rows, n_cols, &data).unwrap();
+        let mut sc = InputMajorScratch::default();
+        let x: Vec<f32> = (0..n_cols)
+            .map(|_| {
+                let v = lcg(&mut st);
+                v.signum() * (0.5 + v.abs())
+            })
+            .collect();
+        let mut xq = vec![0u8; GgmlType::Q8_0.row_bytes(n_cols as u64).unwrap() as usize];
+        quantize_activations(GgmlType::Q8_0, &x, &mut xq).unwrap();
+        let xq_blocks = cast_blocks::<BlockQ8_0>(&xq).unwrap();
+        assert!(xq_blocks.iter().all(|b| b.qs.iter().all(|&v| v != 0)));
+        let mut dense = vec![0f32; n_rows];
+        crate::quant::matvec(GgmlType::Q5_0, n_cols, &data, 0..n_rows, &xq, &mut dense).unwrap();
+        let bounds = exact_and_bound(&deq, &xq, n_rows, n_cols);
+        for k in InputMajorKernel::ALL
+            .into_iter()
+            .filter(|k| k.is_supported())
+        {
+            let mut got = vec![0f32; n_rows];
+            copy.matvec_with_kernel(k, &xq, &mut got, &mut sc, &Serial)
+                .unwrap();
+            for i in 0..n_rows {
+                assert!(
+                    (got[i] as f64 - dense[i] as f64).abs() <= 2.0 * bounds[i].1,
+                    "{k:?} row {i}: {} vs dense {}",
+                    got[i],
+                    dense[i]
+                );
+            }
+        }
+        // Sparse input: the SIMD kernels against the scalar reference.
+        let mut sparse = xq.clone();
+        let blocks = crate::quant::blocks::cast_blocks_mut::<BlockQ8_0>(&mut sparse).unwrap();
+        for (n, b) in blocks.iter_mut().enumerate() {
+            for (l, v) in b.qs.iter_mut().enumerate() {
+                if (n * 7 + l * 3) % 5 == 0 {
+                    *v = 0;
+                }
+            }
+        }
+        let bounds = exact_and_bound(&deq, &sparse, n_rows, n_cols);
+        let mut reference = vec![0f32; n_rows];
+        copy.matvec_with_kernel(
+            InputMajorKernel::Scalar,
+            &sparse,
+            &mut reference,
+            &mut sc,
+            &Serial,
+        )
+        .unwrap();
+        for k in InputMajorKernel::ALL
+            .into_iter()
+            .filter(|k| k.is_supported())
+        {
+            let mut got = vec![0f32; n_rows];
+            copy.matvec_with_kernel(k, &sparse, &mut got, &mut sc, &Serial)
+                .unwrap();
+            for i in 0..n_rows {
+                assert!(
+                    (got[i] as f64 - reference[i] as f64).abs() <= 2.0 * bounds[i].1,
+                    "{k:?} row {i}: {} vs scalar {}",
+                    got[i],
+                    reference[i]
+                );
+            }
+        }
+    }
+
+    /// Copies moved into a shared huge-page region hold the same bytes and give bit-identical
+    /// results (where the region cannot be made they stay where they were: same check).
+    #[test]
+    fn copies_in_huge_pages_are_unchanged() {
+        let mut st = 21u64;
+        let mut owned = Vec::new();
+        for (n_rows, n_cols) in [(128, 64), (192, 96)] {
+            let (data, _) = q5_0(&test_weights(n_rows, n_cols, &mut st), n_rows, n_cols);
+            owned.push(InputMajorQ5_0::from_q5_0(GgmlType::Q5_0, n_rows, n_cols, &data).unwrap());
+        }
+        let mut placed = owned.clone();
+        place_in_huge_pages(placed.iter_mut());
+        let mut sc = InputMajorScratch::default();
+        for (a, b) in owned.iter().zip(&placed) {
+            assert_eq!(a, b);
+            let xq = test_input(0, a.n_cols(), &mut st);
+            let (mut ya, mut yb) = (vec![0f32; a.n_rows()], vec![0f32; a.n_rows()]);
+            a.matvec(&xq, &mut ya, &mut sc, &Serial).unwrap();
+            b.matvec(&xq, &mut yb, &mut sc, &Serial).unwrap();
+            assert_eq!(ya, yb);
+        }
+    }
+
     #[test]
     fn bad_input_is_a_typed_error() {
         let w = vec![0.1f32; 64 * 64];
@@ -564,11 +787,13 @@ mod tests {
             InputMajorQ5_0::from_q5_0(GgmlType::Q4_0, 64, 64, &data),
             Err(crate::Error::Unsupported(_))
         ));
-        assert!(matches!(
-            InputMajorQ5_0::from_q5_0(GgmlType::Q5_0, 48, 64, &data),
-            Err(crate::Error::Unsupported(_))
-        ));
-        assert!(InputMajorQ5_0::from_q5_0(GgmlType::Q5_0, 96, 64, &data).is_err());
+        for rows in [32, 48, 96] {
+            assert!(matches!(
+                InputMajorQ5_0::from_q5_0(GgmlType::Q5_0, rows, 64, &data),
+                Err(crate::Error::Unsupported(_))
+            ));
+        }
+        assert!(InputMajorQ5_0::from_q5_0(GgmlType::Q5_0, 128, 64, &data).is_err());
         let copy = InputMajorQ5_0::from_q5_0(GgmlType::Q5_0, 64, 64, &data).unwrap();
         let xq = vec![0u8; 34];
         let mut out = vec![0f32; 64];
@@ -582,5 +807,9 @@ mod tests {
             copy.matvec(&xq, &mut out[..32], &mut sc, &Serial),
             Err(crate::Error::InvalidArgument(_))
         ));
+        for k in InputMajorKernel::ALL {
+            let r = copy.matvec_with_kernel(k, &xq, &mut out, &mut sc, &Serial);
+            assert_eq!(r.is_ok(), k.is_supported(), "{k:?}");
+        }
     }
 }
