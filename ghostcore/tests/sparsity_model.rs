@@ -164,12 +164,12 @@ fn sparse_ffn_in_the_model() {
     uninstall(&mut ctx).unwrap();
 
     // 6. No requantized copies at all: every down of this Q4_K_M file (Q4_K and Q6_K) has
-    //    an exact copy, built at install, so a product rule (dense gate and up) still skips
-    //    down bytes, nearly as many as with the requantized copies available too (a Q8_0 row
-    //    is cheaper than an exact copy's scales where a group has one or two active neurons),
-    //    and the logits stay close to that run's.
+    //    an exact copy, built at install, so a sparse rule still skips down bytes, about as
+    //    many as with the requantized copies available too (per token and layer the path
+    //    with the least bytes × time per byte is taken: a Q8_0 row can win where a group has
+    //    few active neurons), and the logits stay close to that run's.
     assert!(exact_downs_cover(&model));
-    let plan = LayerPlan::new(None, LayerRule::Product(0.02));
+    let plan = LayerPlan::new(None, LayerRule::Product(0.1));
     let with = install(&mut ctx, vec![plan.clone(); n_layer], Some(copies.clone())).unwrap();
     let given = logits(&mut ctx, &ids);
     uninstall(&mut ctx).unwrap();
@@ -177,19 +177,25 @@ fn sparse_ffn_in_the_model() {
     let without = logits(&mut ctx, &ids);
     let t = h.tally();
     let (b_without, b_with) = (t.bytes_skipped(), with.tally().bytes_skipped());
-    eprintln!("product 0.02: bytes skipped {b_without:.4} exact copies only, {b_with:.4} with requantized copies too");
-    assert!(t.sparsity() > 0.2 && b_without > 0.05, "{t:?}");
-    assert!(b_without <= b_with && b_without > 0.95 * b_with);
+    eprintln!("product 0.1: sparsity {:.3}, bytes skipped {b_without:.4} exact copies only, {b_with:.4} with requantized copies too", t.sparsity());
+    assert!(t.sparsity() > 0.5 && b_without > 0.05, "{t:?}");
+    assert!(
+        (b_without - b_with).abs() < 0.25 * b_with,
+        "{b_without} vs {b_with}"
+    );
     // The two differ by rounding only (8-bit coefficients of the exact kernels against the
-    // Q8_0 copy's f32 axpy where it was taken): the same bound as the forced copy in 3.
+    // Q8_0 copy's f32 axpy where it was taken, and the copy's requantization): they stay
+    // closer to each other than either is to dense.
     let mean = mean_abs_diff(&given, &without);
     let agree = top1_agreement(&given, &without, n_vocab);
-    eprintln!(
-        "exact copies only vs with requantized copies: mean |Δlogit| {mean:.4}, top-1 agreement {agree:.3}; vs dense {:.4} / {:.4}",
+    let (d_without, d_given) = (
         mean_abs_diff(&without, &dense),
-        mean_abs_diff(&given, &dense)
+        mean_abs_diff(&given, &dense),
     );
-    assert!(mean < 0.5, "{mean}");
-    assert!(agree >= 0.8, "{agree}");
+    eprintln!(
+        "exact copies only vs with requantized copies: mean |Δlogit| {mean:.4}, top-1 agreement {agree:.3}; vs dense {d_without:.4} / {d_given:.4}"
+    );
+    assert!(mean < 0.75 * d_without.min(d_given), "{mean}");
+    assert!(agree >= 0.75, "{agree}");
     uninstall(&mut ctx).unwrap();
 }

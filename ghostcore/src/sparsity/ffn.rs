@@ -11,10 +11,11 @@
 //! the two savings do not multiply. The bytes reported are those the chosen path reads.
 //! Without the copy a masked input saves no bytes.
 //!
-//! Whichever way reads the fewest bytes is taken for the down projection, per token: the exact
-//! neuron-major copy of a Q4_K or Q6_K down ([`ExactDown`], the model's own quants), the
-//! requantized neuron-major copy (Q8_0 axpy) over active neurons, or the model's own
-//! output-major `ffn_down` with the skipped activations set to zero. Copies are used only when
+//! The down projection takes, per token, whichever way is fastest by its bytes weighted with
+//! its kernel's time per byte (`PathCosts`): the exact neuron-major copy of a Q4_K or Q6_K
+//! down ([`ExactDown`], the model's own quants), the requantized neuron-major copy (Q8_0 axpy)
+//! over active neurons, or the model's own output-major `ffn_down` with the skipped
+//! activations set to zero. Copies are used only when
 //! neurons were skipped, so a sparse plan whose thresholds are all zero runs exactly the dense
 //! kernels and gives exactly the dense result.
 //!
@@ -476,20 +477,22 @@ pub fn sparse_ffn(
         );
     }
     let forced = plan.down == DownPath::NeuronMajor;
-    // Chosen by bytes. (Weighting the requantized copy's bytes 2× for its f32 axpy was
-    // tried: on SmolLM2 it gave up a third of the bytes skipped for no measurable speed.)
+    // Chosen by bytes weighted with each path's time per byte (see `PathCosts`); the bytes
+    // recorded are those the chosen path reads.
+    let costs = PathCosts::of_this_process();
     let mut best = dense_down;
+    let mut best_cost = dense_down as f64;
     let mut choice = DownChoice::Dense;
     if let Some((t, b)) = copy_bytes {
-        if forced || b < best {
-            best = b;
-            choice = DownChoice::Copy(t);
+        let c = b as f64 * costs.requantized_down(t.ty);
+        if forced || c < best_cost {
+            (best, best_cost, choice) = (b, c, DownChoice::Copy(t));
         }
     }
     if let Some((e, b)) = exact_bytes {
-        if b < best {
-            best = b;
-            choice = DownChoice::Exact(e);
+        let c = b as f64 * costs.exact_down(e);
+        if !forced && c < best_cost {
+            (best, choice) = (b, DownChoice::Exact(e));
         }
     }
     match choice {
@@ -527,10 +530,25 @@ pub fn sparse_ffn(
 ///   (AVX-512 VNNI kernel against VNNI rows: 0.9–1.1× per byte from memory, 0.7–0.8× from
 ///   cache; AVX2 kernel against AVX2 rows: 0.8–0.9×): 1.0;
 /// - the scalar kernels were not measured: bytes alone decide.
+///
+/// The down projection's paths, per byte relative to the dense down over the same layer
+/// (`bench/results/2026-11-23-s5-sparsity.md`, 576×1536 and 4096×14336 shapes, 10–75%
+/// active; in the model, the sparse down of SmolLM2 took 44–61 µs per layer against 29–33 µs
+/// dense for ~40% fewer bytes):
+/// - the exact Q4_K copy: 1.25–1.5, taken as 1.35;
+/// - the exact Q6_K copy: 1.4–2 on the 8B shape, 2.7–3 on SmolLM2's: 2.5 (its kernel unpacks
+///   6-bit quants and interleaves neuron pairs where the dense dot streams one row);
+/// - the requantized Q8_0 copy (f32 axpy): 1.0–1.5 on the 8B shape, 1.4–2 on SmolLM2's: 1.6.
+///
+/// So on a small model the sparse down pays only well below ~40–60% active neurons, and the
+/// dense down is taken above that, as the user wants a faster decode, not merely fewer bytes.
 #[derive(Clone, Copy, Debug)]
 struct PathCosts {
     gathered_rows: f64,
     input_major: f64,
+    exact_q4_k_down: f64,
+    exact_q6_k_down: f64,
+    requantized_down: f64,
 }
 
 impl PathCosts {
@@ -539,10 +557,16 @@ impl PathCosts {
             InputMajorKernel::Vnni | InputMajorKernel::Avx2 => PathCosts {
                 gathered_rows: 1.2,
                 input_major: 1.0,
+                exact_q4_k_down: 1.35,
+                exact_q6_k_down: 2.5,
+                requantized_down: 1.6,
             },
             InputMajorKernel::Scalar => PathCosts {
                 gathered_rows: 1.0,
                 input_major: 1.0,
+                exact_q4_k_down: 1.0,
+                exact_q6_k_down: 1.0,
+                requantized_down: 1.0,
             },
         }
     }
@@ -550,6 +574,24 @@ impl PathCosts {
     /// Reading `bytes` of rows: every row in order, or a gathered subset.
     fn rows(&self, bytes: usize, gathered: bool) -> f64 {
         bytes as f64 * if gathered { self.gathered_rows } else { 1.0 }
+    }
+
+    /// Time per byte of a requantized down copy of type `ty`, relative to the dense down
+    /// (measured for Q8_0, the default copy type; other types: bytes alone).
+    fn requantized_down(&self, ty: crate::quant::GgmlType) -> f64 {
+        if ty == crate::quant::GgmlType::Q8_0 {
+            self.requantized_down
+        } else {
+            1.0
+        }
+    }
+
+    /// Time per byte of an exact down copy, relative to the dense down.
+    fn exact_down(&self, e: &ExactDown) -> f64 {
+        match e {
+            ExactDown::Q4K(_) => self.exact_q4_k_down,
+            ExactDown::Q6K(_) => self.exact_q6_k_down,
+        }
     }
 
     /// Reading `bytes` of the input-major copy.
@@ -1145,7 +1187,21 @@ mod tests {
         let w = w.with_exact_down(&exact).unwrap();
         let x = input(n_embd, 43);
         let mut sc = FfnScratch::default();
-        for t in [0.05f32, 0.2] {
+        // Thresholds at the 80th and 92nd percentiles of |act·up|: with that few neurons
+        // active the exact copy is the cheapest path under any path costs.
+        sparse_ffn(
+            &w,
+            &LayerPlan::DENSE,
+            &x,
+            &mut sc,
+            &Serial,
+            &mut vec![0.0; n_embd],
+        )
+        .unwrap();
+        let (act, up) = sc.dense_act_up();
+        let mut h: Vec<f32> = act.iter().zip(up).map(|(a, u)| (a * u).abs()).collect();
+        h.sort_by(f32::total_cmp);
+        for t in [h[n_ff * 80 / 100], h[n_ff * 92 / 100]] {
             let auto = LayerPlan::new(None, LayerRule::Product(t));
             let dense_down = LayerPlan {
                 down: DownPath::Dense,
