@@ -479,7 +479,7 @@ pub fn sparse_ffn(
     let forced = plan.down == DownPath::NeuronMajor;
     // Chosen by bytes weighted with each path's time per byte (see `PathCosts`); the bytes
     // recorded are those the chosen path reads.
-    let costs = PathCosts::of_this_process();
+    let costs = PathCosts::of_this_process().for_down_of_width(n_embd);
     let mut best = dense_down;
     let mut best_cost = dense_down as f64;
     let mut choice = DownChoice::Dense;
@@ -532,16 +532,21 @@ pub fn sparse_ffn(
 /// - the scalar kernels were not measured: bytes alone decide.
 ///
 /// The down projection's paths, per byte relative to the dense down over the same layer
-/// (`bench/results/2026-11-23-s5-sparsity.md`, 576×1536 and 4096×14336 shapes, 10–75%
-/// active; in the model, the sparse down of SmolLM2 took 44–61 µs per layer against 29–33 µs
-/// dense for ~40% fewer bytes):
-/// - the exact Q4_K copy: 1.25–1.5, taken as 1.35;
-/// - the exact Q6_K copy: 1.4–2 on the 8B shape, 2.7–3 on SmolLM2's: 2.5 (its kernel unpacks
-///   6-bit quants and interleaves neuron pairs where the dense dot streams one row);
-/// - the requantized Q8_0 copy (f32 axpy): 1.0–1.5 on the 8B shape, 1.4–2 on SmolLM2's: 1.6.
+/// (`bench/results/2026-11-23-s5-sparsity.md`, 10–75% active; in the model, the sparse down
+/// of SmolLM2 took 44–61 µs per layer against 29–33 µs dense for ~40% fewer bytes). The copies'
+/// kernels run at about the same rate at both measured widths, while the dense down streams
+/// much faster when its rows are short, so the weights depend on the width `n_embd`:
 ///
-/// So on a small model the sparse down pays only well below ~40–60% active neurons, and the
-/// dense down is taken above that, as the user wants a faster decode, not merely fewer bytes.
+/// | path | 576 × 1536 (SmolLM2) | 4096 × 14336 (8B) |
+/// |---|---:|---:|
+/// | exact Q4_K copy | 1.25–1.5 → 1.35 | 1.25–1.35 → 1.3 |
+/// | exact Q6_K copy (unpacks 6-bit quants, interleaves neuron pairs) | 2.7–3 → 2.5 | 1.4–1.8 → 1.6 |
+/// | requantized Q8_0 copy (f32 axpy) | 1.4–2 → 1.6 | 1.0–1.5 → 1.2 |
+///
+/// Widths from 2048 up take the 8B column, narrower ones the SmolLM2 column (two measured
+/// points, nothing in between). On a small model the sparse down then pays only well below
+/// ~40–60% active neurons, and the dense down is taken above that: the user wants a faster
+/// decode, not merely fewer bytes.
 #[derive(Clone, Copy, Debug)]
 struct PathCosts {
     gathered_rows: f64,
@@ -574,6 +579,16 @@ impl PathCosts {
     /// Reading `bytes` of rows: every row in order, or a gathered subset.
     fn rows(&self, bytes: usize, gathered: bool) -> f64 {
         bytes as f64 * if gathered { self.gathered_rows } else { 1.0 }
+    }
+
+    /// The down weights for layers of width `n_embd` (see the table above).
+    fn for_down_of_width(mut self, n_embd: usize) -> Self {
+        if n_embd >= 2048 && self.exact_q6_k_down > 1.0 {
+            self.exact_q4_k_down = 1.3;
+            self.exact_q6_k_down = 1.6;
+            self.requantized_down = 1.2;
+        }
+        self
     }
 
     /// Time per byte of a requantized down copy of type `ty`, relative to the dense down
