@@ -365,7 +365,7 @@ pub fn sparse_ffn(
     s.gate.resize(n_live, 0.0);
     quantize_input(&w.gate, x, &mut s.xq)?;
     let rows_bytes = n_live * w.gate.row_bytes();
-    let costs = PathCosts::of_this_process();
+    let costs = PathCosts::of_this_process(n_embd);
     let rows_cost = costs.rows(rows_bytes, n_live < n_ff);
     match input_major_bytes(w.gate_in, dropped, &s.xq)? {
         Some((c, b)) if costs.input_major(b) < rows_cost => {
@@ -479,7 +479,6 @@ pub fn sparse_ffn(
     let forced = plan.down == DownPath::NeuronMajor;
     // Chosen by bytes weighted with each path's time per byte (see `PathCosts`); the bytes
     // recorded are those the chosen path reads.
-    let costs = PathCosts::of_this_process().for_down_of_width(n_embd);
     let mut best = dense_down;
     let mut best_cost = dense_down as f64;
     let mut choice = DownChoice::Dense;
@@ -557,14 +556,17 @@ struct PathCosts {
 }
 
 impl PathCosts {
-    fn of_this_process() -> Self {
+    /// The weights of this process's kernels for a layer of width `n_embd` (the down weights
+    /// depend on it; see the table above).
+    fn of_this_process(n_embd: usize) -> Self {
+        let wide = n_embd >= 2048;
         match InputMajorKernel::best() {
             InputMajorKernel::Vnni | InputMajorKernel::Avx2 => PathCosts {
                 gathered_rows: 1.2,
                 input_major: 1.0,
-                exact_q4_k_down: 1.35,
-                exact_q6_k_down: 2.5,
-                requantized_down: 1.6,
+                exact_q4_k_down: if wide { 1.3 } else { 1.35 },
+                exact_q6_k_down: if wide { 1.6 } else { 2.5 },
+                requantized_down: if wide { 1.2 } else { 1.6 },
             },
             InputMajorKernel::Scalar => PathCosts {
                 gathered_rows: 1.0,
@@ -579,16 +581,6 @@ impl PathCosts {
     /// Reading `bytes` of rows: every row in order, or a gathered subset.
     fn rows(&self, bytes: usize, gathered: bool) -> f64 {
         bytes as f64 * if gathered { self.gathered_rows } else { 1.0 }
-    }
-
-    /// The down weights for layers of width `n_embd` (see the table above).
-    fn for_down_of_width(mut self, n_embd: usize) -> Self {
-        if n_embd >= 2048 && self.exact_q6_k_down > 1.0 {
-            self.exact_q4_k_down = 1.3;
-            self.exact_q6_k_down = 1.6;
-            self.requantized_down = 1.2;
-        }
-        self
     }
 
     /// Time per byte of a requantized down copy of type `ty`, relative to the dense down

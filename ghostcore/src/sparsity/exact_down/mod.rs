@@ -47,10 +47,7 @@ impl ExactDown {
 
     /// Whether a `ty` down of `n_embd` rows of `n_ff` has an exact copy.
     pub fn supports(ty: GgmlType, n_embd: usize, n_ff: usize) -> bool {
-        matches!(ty, GgmlType::Q4_K | GgmlType::Q6_K)
-            && n_embd % 32 == 0
-            && n_embd > 0
-            && n_ff % QK_K == 0
+        matches!(ty, GgmlType::Q4_K | GgmlType::Q6_K) && copy_shape_fits(n_embd, n_ff)
     }
 
     /// The type of the original `ffn_down`.
@@ -176,6 +173,12 @@ pub(crate) fn prefetch(bytes: &[u8]) {
     }
 }
 
+/// Whether an `n_embd` × `n_ff` down fits the copies' layout: `n_embd` a nonzero multiple of
+/// 32 (output tiles), `n_ff` a multiple of 256 (the quants' blocks).
+fn copy_shape_fits(n_embd: usize, n_ff: usize) -> bool {
+    n_embd % 32 == 0 && n_embd > 0 && n_ff % QK_K == 0
+}
+
 /// The blocks of a K-quant `ffn_down` (`n_embd` rows of `n_ff` weights of type `B::TYPE`):
 /// `Unsupported` when `ty` is another type or the shape does not suit the copies (`n_embd`
 /// a nonzero multiple of 32, `n_ff` a multiple of 256), `Format` when the data does not hold
@@ -193,7 +196,7 @@ pub(crate) fn down_blocks<B: Block>(
             B::TYPE
         );
     }
-    if n_embd % 32 != 0 || n_ff % QK_K != 0 || n_embd == 0 {
+    if !copy_shape_fits(n_embd, n_ff) {
         bail!(
             Unsupported,
             "exact neuron-major down copy of a {n_embd}×{n_ff} ffn_down (needs n_embd % 32 == 0)"
