@@ -430,6 +430,7 @@ fn gpu_sparse_decode_matches_cpu_sparse_decode() {
                 t_prod: quantile(prod, 0.5),
             },
             down: DownPath::Auto,
+            paths: Default::default(),
         })
         .collect();
     let scaled: Vec<LayerPlan> = seen
@@ -449,6 +450,7 @@ fn gpu_sparse_decode_matches_cpu_sparse_decode() {
                 }
             },
             down: DownPath::Auto,
+            paths: Default::default(),
         })
         .collect();
     let copies = Arc::new(build_down_copies(&model, None).unwrap().0);
@@ -514,7 +516,12 @@ fn gpu_sparse_decode_matches_cpu_sparse_decode() {
         return;
     };
     for mode in ["stat:0.5", "input:0.2"] {
-        let e = attach(&mut gpu, None, mode);
+        let e = attach(
+            &mut gpu,
+            None,
+            mode,
+            ghostcore::sparsity::PathPolicy::Fastest,
+        );
         assert!(
             matches!(
                 e,

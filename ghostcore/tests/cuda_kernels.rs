@@ -1217,6 +1217,7 @@ fn cuda_real_model_ffn_matches_cpu_engine() {
         input: None,
         rule: LayerRule::Dense,
         down: DownPath::NeuronMajor,
+        paths: Default::default(),
     };
 
     let mut rng = Rng(13);

@@ -253,7 +253,12 @@ fn time_generation_side_by_side(
     let (mut dense, mut sparse) = (Vec::new(), Vec::new());
     // Sidecar read, plans resolved and down copies built once; the same sparse FFNs are
     // reinstalled for every sparse repetition (their tally covers all of them).
-    let handle = attach(ctx, args.mask.as_deref(), mode)?;
+    let handle = attach(
+        ctx,
+        args.mask.as_deref(),
+        mode,
+        crate::sparsity::PathPolicy::Fastest,
+    )?;
     let sparse_ffns = ctx.decode_ffns().to_vec();
     uninstall(ctx)?;
     for rep in 0..=reps {

@@ -37,6 +37,11 @@ pub struct Args {
     /// KL to the dense path, per-layer sparsity and FFN bytes skipped.
     #[arg(long)]
     pub sparsity: Option<String>,
+    /// How each step picks its kernels: `fastest` (this CPU's measured time curves; what
+    /// decode uses) or `bytes` (fewest weight bytes read: the CPU-independent figure that
+    /// compares sparsity settings, and what calibration ranks budgets by).
+    #[arg(long, default_value = "fastest")]
+    pub paths: crate::sparsity::PathPolicy,
     #[command(flatten)]
     pub device: super::DeviceArgs,
 }
@@ -125,6 +130,7 @@ pub fn run(args: Args) -> Result<()> {
             args.threads,
             args.mask.as_deref(),
             mode,
+            args.paths,
         );
     }
     let mut ctx = Context::new(

@@ -12,7 +12,7 @@ use crate::context::Context;
 use crate::model::Model;
 use crate::sparsity::calibrate::{calibrate, CalibrateOptions, Progress};
 use crate::sparsity::engine::{attach, SparseHandle};
-use crate::sparsity::{model_checksum, SparsityMode};
+use crate::sparsity::{model_checksum, PathPolicy, SparsityMode};
 use crate::tokenizer::Tokenizer;
 use crate::Result;
 
@@ -46,7 +46,7 @@ pub fn setup(
     } else {
         eprintln!("ghost: sparsity {mode}");
     }
-    attach(ctx, sidecar.as_deref(), mode)
+    attach(ctx, sidecar.as_deref(), mode, PathPolicy::Fastest)
 }
 
 /// Where a model's cached sidecar lives:

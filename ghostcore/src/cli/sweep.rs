@@ -73,6 +73,11 @@ pub struct Args {
     /// Do not use the exact neuron-major copies of Q4_K/Q6_K downs (only the requantized copy).
     #[arg(long)]
     pub no_exact_down: bool,
+    /// How each step picks its kernels: `fastest` (this CPU's measured time curves; what
+    /// decode uses) or `bytes` (fewest weight bytes read: the CPU-independent figure that
+    /// compares sparsity settings, and what calibration ranks budgets by).
+    #[arg(long, default_value = "fastest")]
+    pub paths: crate::sparsity::PathPolicy,
     /// Output prefix: writes PREFIX.csv, PREFIX.md, PREFIX.svg.
     #[arg(short = 'o', long)]
     pub output: Option<PathBuf>,
@@ -314,7 +319,10 @@ pub fn run(args: Args) -> Result<()> {
     }
     for m in &modes {
         let mode: SparsityMode = m.parse()?;
-        let plans = resolve_plans(&mode, sidecar.as_ref(), n_layer)?;
+        let plans = resolve_plans(&mode, sidecar.as_ref(), n_layer)?
+            .into_iter()
+            .map(|p| p.with_paths(args.paths))
+            .collect();
         jobs.push((m.clone(), family(&mode), plans, copies.clone()));
     }
 

@@ -21,6 +21,7 @@ use std::arch::x86_64::*;
 use crate::quant::blocks::*;
 use crate::quant::kernels::{
     PrepareActs, PreparedBlock, PreparedKernels, RowDot, RowDotMulti, RowDotPrepared,
+    RowsGatherPrepared,
 };
 use crate::quant::types::GgmlType;
 
@@ -1033,10 +1034,32 @@ pub(crate) fn prepared_row_dot(ty: GgmlType) -> Option<PreparedKernels> {
                     )
                 }
             }
+            fn rows_gather(
+                w: &[u8],
+                w_row: usize,
+                ids: &[u32],
+                a: &[u8],
+                pre: &[PreparedBlock],
+                out: &mut [f32],
+            ) {
+                let (w_row, a) = (w_row.max(1), cast_blocks_prefix::<BlockQ8_0>(a));
+                let ahead_rows = crate::quant::drivers::gather_prefetch_rows(w_row);
+                for (k, (&r, o)) in ids.iter().zip(out.iter_mut()).enumerate() {
+                    if let Some(&ahead) = ids.get(k + ahead_rows) {
+                        crate::quant::drivers::prefetch_row(w, ahead as usize, w_row);
+                    }
+                    let r = r as usize;
+                    let row = cast_blocks_prefix::<$w>(&w[r * w_row..(r + 1) * w_row]);
+                    // SAFETY: as above; the kernel reads only blocks present in all three
+                    // slices.
+                    *o = unsafe { dot32_prepared::<$k>(row, a, pre) };
+                }
+            }
             PreparedKernels {
                 prepare: prepare as PrepareActs,
                 row: dot as RowDotPrepared,
                 rows: None,
+                rows_gather: Some(rows_gather as RowsGatherPrepared),
             }
         }};
     }

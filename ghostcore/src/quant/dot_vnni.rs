@@ -30,6 +30,7 @@ use crate::quant::blocks::{cast_blocks_prefix, Block, BlockQ4_0, BlockQ5_0, Bloc
 use crate::quant::dot_avx2::{hsum_ps, nibbles_32};
 use crate::quant::kernels::{
     PrepareActs, PreparedBlock, PreparedKernels, RowDotPrepared, RowsDotPrepared,
+    RowsGatherPrepared,
 };
 use crate::quant::types::GgmlType;
 
@@ -211,10 +212,31 @@ pub(crate) fn prepared_kernels(ty: GgmlType) -> Option<PreparedKernels> {
                 // SAFETY: as above; every row slice is taken with bounds checks.
                 unsafe { dot_rows::<$k>(w, w_row, cast_blocks_prefix::<BlockQ8_0>(a), pre, out) }
             }
+            fn rows_gather(
+                w: &[u8],
+                w_row: usize,
+                ids: &[u32],
+                a: &[u8],
+                pre: &[PreparedBlock],
+                out: &mut [f32],
+            ) {
+                // SAFETY: as above; every row slice is taken with bounds checks.
+                unsafe {
+                    dot_rows_gather::<$k>(
+                        w,
+                        w_row,
+                        ids,
+                        cast_blocks_prefix::<BlockQ8_0>(a),
+                        pre,
+                        out,
+                    )
+                }
+            }
             PreparedKernels {
                 prepare: prepare as PrepareActs,
                 row: row as RowDotPrepared,
                 rows: Some(rows as RowsDotPrepared),
+                rows_gather: Some(rows_gather as RowsGatherPrepared),
             }
         }};
     }
@@ -303,6 +325,30 @@ unsafe fn dot_rows<K: VnniBlock>(
 ) {
     for (row, o) in w.chunks_exact(w_row.max(1)).zip(out.iter_mut()) {
         *o = dot_row_inline::<K>(cast_blocks_prefix::<K::W>(row), a, pre);
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_rows_gather<K: VnniBlock>(
+    w: &[u8],
+    w_row: usize,
+    ids: &[u32],
+    a: &[BlockQ8_0],
+    pre: &[PreparedBlock],
+    out: &mut [f32],
+) {
+    let w_row = w_row.max(1);
+    let ahead_rows = crate::quant::drivers::gather_prefetch_rows(w_row);
+    for (k, (&r, o)) in ids.iter().zip(out.iter_mut()).enumerate() {
+        if let Some(&ahead) = ids.get(k + ahead_rows) {
+            crate::quant::drivers::prefetch_row(w, ahead as usize, w_row);
+        }
+        let r = r as usize;
+        *o = dot_row_inline::<K>(
+            cast_blocks_prefix::<K::W>(&w[r * w_row..(r + 1) * w_row]),
+            a,
+            pre,
+        );
     }
 }
 

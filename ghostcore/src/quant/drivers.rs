@@ -112,13 +112,7 @@ pub fn matvec_with_isa(
         );
     }
     let w = &weights[rows.start * c.w_row..rows.end * c.w_row];
-    dot_rows(
-        &c,
-        |k| &w[k * c.w_row..(k + 1) * c.w_row],
-        Some(w),
-        act,
-        out,
-    );
+    dot_rows(&c, RowSet::Contiguous(w), act, out);
     Ok(())
 }
 
@@ -128,24 +122,44 @@ thread_local! {
         const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// `out[k] = dot(row_at(k), act)` for every `k < out.len()`; `contiguous`, when given, holds
-/// those same rows back to back. Where the weight type has a prepared-activation kernel, the
-/// activation row is prepared once and shared by all rows (bit-identical to the plain kernel).
+/// Which weight rows a [`dot_rows`] call reads: consecutive rows held back to back, or the
+/// listed rows of a whole matrix.
+#[derive(Clone, Copy)]
+enum RowSet<'w, 'i> {
+    Contiguous(&'w [u8]),
+    Gathered { weights: &'w [u8], ids: &'i [u32] },
+}
+
+impl<'w> RowSet<'w, '_> {
+    /// Row `k` of the set (bounds-checked); a gathered walk prefetches a few rows ahead.
+    #[inline]
+    fn row(&self, w_row: usize, k: usize) -> &'w [u8] {
+        match *self {
+            RowSet::Contiguous(w) => &w[k * w_row..(k + 1) * w_row],
+            RowSet::Gathered { weights, ids } => {
+                if let Some(&ahead) = ids.get(k + gather_prefetch_rows(w_row)) {
+                    prefetch_row(weights, ahead as usize, w_row);
+                }
+                let r = ids[k] as usize;
+                &weights[r * w_row..(r + 1) * w_row]
+            }
+        }
+    }
+}
+
+/// `out[k] = dot(row k of rows, act)` for every `k < out.len()`. Where the weight type has a
+/// prepared-activation kernel, the activation row is prepared once and shared by all rows
+/// (bit-identical to the plain kernel), and a whole-set kernel runs where the kernel set has
+/// one for this kind of set.
 #[inline]
-fn dot_rows<'w>(
-    c: &Checked,
-    row_at: impl Fn(usize) -> &'w [u8],
-    contiguous: Option<&[u8]>,
-    act: &[u8],
-    out: &mut [f32],
-) {
+fn dot_rows(c: &Checked, rows: RowSet<'_, '_>, act: &[u8], out: &mut [f32]) {
     const MIN_ROWS_TO_PREPARE: usize = 4;
     let prepared = (out.len() >= MIN_ROWS_TO_PREPARE)
         .then(|| prepared_row_dot_for(c.ty, c.isa))
         .flatten();
     let Some(kernels) = prepared else {
         for (k, o) in out.iter_mut().enumerate() {
-            *o = (c.kernel)(row_at(k), act);
+            *o = (c.kernel)(rows.row(c.w_row, k), act);
         }
         return;
     };
@@ -155,11 +169,16 @@ fn dot_rows<'w>(
         pre.clear();
         pre.resize(n_blocks, PreparedBlock::ZERO);
         (kernels.prepare)(act, &mut pre);
-        match (kernels.rows, contiguous) {
-            (Some(rows_kernel), Some(w)) => rows_kernel(w, c.w_row, act, &pre, out),
+        match (rows, kernels.rows, kernels.rows_gather) {
+            (RowSet::Contiguous(w), Some(rows_kernel), _) => {
+                rows_kernel(w, c.w_row, act, &pre, out)
+            }
+            (RowSet::Gathered { weights, ids }, _, Some(gather_kernel)) => {
+                gather_kernel(weights, c.w_row, ids, act, &pre, out)
+            }
             _ => {
                 for (k, o) in out.iter_mut().enumerate() {
-                    *o = (kernels.row)(row_at(k), act, &pre);
+                    *o = (kernels.row)(rows.row(c.w_row, k), act, &pre);
                 }
             }
         }
@@ -262,26 +281,32 @@ pub fn matvec_gather(
         );
     }
     check_ids(row_ids, c.n_rows)?;
-    let row_at = |k: usize| {
-        if let Some(&ahead) = row_ids.get(k + GATHER_PREFETCH_ROWS) {
-            prefetch_row(weights, ahead as usize, c.w_row);
-        }
-        let r = row_ids[k] as usize;
-        &weights[r * c.w_row..(r + 1) * c.w_row]
+    let rows = RowSet::Gathered {
+        weights,
+        ids: row_ids,
     };
-    dot_rows(&c, row_at, None, act, out);
+    dot_rows(&c, rows, act, out);
     Ok(())
 }
 
-/// How many rows ahead a gathered row walk prefetches. The rows of a sparse step are
-/// scattered, so the hardware prefetcher (which follows sequential streams) does not fetch
+/// How far ahead a gathered row walk prefetches, in bytes of rows. The rows of a sparse step
+/// are scattered, so the hardware prefetcher (which follows sequential streams) does not fetch
 /// them; without this, gathered rows cost a memory latency each whenever the weights do not
-/// fit in cache.
-const GATHER_PREFETCH_ROWS: usize = 8;
+/// fit in cache. About 4 KB keeps enough lines in flight to stream from memory; measured on
+/// Q5_0 rows of 396 and 2,816 bytes from memory (`bench/sparsity/gather.rs`): 8–16 rows
+/// ahead was best for the short rows, 1–2 for the long ones, and 2 ahead of a short row
+/// (800 bytes) cost 1.3–1.5× the time.
+const GATHER_PREFETCH_BYTES: usize = 4096;
+
+/// Rows ahead a gathered walk over rows of `w_row` bytes prefetches (at least one).
+#[inline]
+pub(crate) fn gather_prefetch_rows(w_row: usize) -> usize {
+    (GATHER_PREFETCH_BYTES / w_row.max(1)).clamp(1, 16)
+}
 
 /// Asks the CPU to start loading row `r` (of `w_row` bytes) of `weights` into cache.
 #[inline(always)]
-fn prefetch_row(weights: &[u8], r: usize, w_row: usize) {
+pub(crate) fn prefetch_row(weights: &[u8], r: usize, w_row: usize) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
@@ -348,8 +373,9 @@ pub fn axpy_rows(
     check_ids(row_ids, weights.len() / w_row)?;
     let axpy = crate::quant::axpy::axpy_kernel(ty);
     let mut scratch = Vec::new();
+    let ahead_rows = gather_prefetch_rows(w_row);
     for (i, (&r, &coef)) in row_ids.iter().zip(coefs).enumerate() {
-        if let Some(&ahead) = row_ids.get(i + GATHER_PREFETCH_ROWS) {
+        if let Some(&ahead) = row_ids.get(i + ahead_rows) {
             prefetch_row(weights, ahead as usize, w_row);
         }
         let r = r as usize;

@@ -140,6 +140,13 @@ pub(crate) type RowDotPrepared = fn(w: &[u8], a: &[u8], pre: &[PreparedBlock]) -
 pub(crate) type RowsDotPrepared =
     fn(w: &[u8], w_row: usize, a: &[u8], pre: &[PreparedBlock], out: &mut [f32]);
 
+/// [`RowDotPrepared`] over the weight rows `ids` of the matrix `w` (rows of `w_row` bytes):
+/// `out[k] = dot(row ids[k], a)`, one call per gathered list (the rows of a sparse FFN's
+/// active neurons), prefetching a few rows ahead; the same values. Every id must be a row of
+/// `w` (checked by the caller; a bad id panics on a slice bound, never reads out of bounds).
+pub(crate) type RowsGatherPrepared =
+    fn(w: &[u8], w_row: usize, ids: &[u32], a: &[u8], pre: &[PreparedBlock], out: &mut [f32]);
+
 /// Writes the prepared data of the activation blocks in `a` into `out`, one entry per block
 /// (as many blocks as both slices hold).
 pub(crate) type PrepareActs = fn(a: &[u8], out: &mut [PreparedBlock]);
@@ -151,6 +158,8 @@ pub(crate) struct PreparedKernels {
     pub row: RowDotPrepared,
     /// Consecutive rows in one call, where the kernel set has it.
     pub rows: Option<RowsDotPrepared>,
+    /// Gathered rows in one call, where the kernel set has it.
+    pub rows_gather: Option<RowsGatherPrepared>,
 }
 
 /// Environment variable that keeps the AVX-512 VNNI decode kernels off when set to `1`

@@ -172,6 +172,7 @@ mod tests {
             input: None,
             rule,
             down: DownPath::Auto,
+            paths: Default::default(),
         }
     }
 

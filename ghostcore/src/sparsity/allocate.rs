@@ -22,7 +22,7 @@ use std::sync::Arc;
 use super::engine::install_with;
 use super::eval::{perplexity, DenseReference, PplConfig};
 use super::exact_down::ExactDown;
-use super::ffn::LayerPlan;
+use super::ffn::{LayerPlan, PathPolicy};
 use super::mode::Score;
 use super::plan::resolve_layered_cascade;
 use super::sidecar::{DownCopy, Sidecar};
@@ -184,7 +184,11 @@ pub fn measure_sensitivity(
     let level = |k: usize| if k == 0 { (0.0, 0.0) } else { ladder[k - 1] };
     // (KL, bytes saved per token per layer) of one setting.
     let run = |ctx: &mut Context, levels: &[(f32, f32)]| -> Result<(f64, Vec<f64>)> {
-        let plans = resolve_layered_cascade(sidecar, false, first, levels)?;
+        // Bytes saved by the fewest-bytes paths: the CPU-independent figure.
+        let plans = resolve_layered_cascade(sidecar, false, first, levels)?
+            .into_iter()
+            .map(|p| p.with_paths(PathPolicy::FewestBytes))
+            .collect();
         let h = install_with(ctx, plans, Some(copies.clone()), Some(exact.clone()))?;
         let r = perplexity(
             ctx,

@@ -10,7 +10,7 @@ use super::engine::{
     uninstall,
 };
 use super::eval::{perplexity, DenseReference, PplConfig};
-use super::ffn::LayerPlan;
+use super::ffn::{LayerPlan, PathPolicy};
 use super::mode::{Score, SparsityMode};
 use super::plan::{resolve_layered_cascade, resolve_plans};
 use super::sidecar::{BudgetEntry, DownCopy, Sidecar};
@@ -290,8 +290,13 @@ pub fn measure_frontier(
             &mut |_, _| {},
         )?;
         uninstall(ctx)?;
-        // ΔPPL % (paired with the dense run), its 95% interval, bytes skipped.
+        // ΔPPL % (paired with the dense run), its 95% interval, bytes skipped by the
+        // fewest-bytes paths (the CPU-independent figure the budget table ranks by).
         let run = |ctx: &mut Context, plans: Vec<LayerPlan>| -> Result<(f64, (f64, f64), f64)> {
+            let plans = plans
+                .into_iter()
+                .map(|p| p.with_paths(PathPolicy::FewestBytes))
+                .collect();
             let handle = install_with(ctx, plans, copies.clone(), Some(exact.clone()))?;
             let r = perplexity(
                 ctx,

@@ -337,11 +337,13 @@ pub fn install_calibration(ctx: &mut Context, stats: Arc<Mutex<CalibrationStats>
 }
 
 /// Front-end helper for `--mask FILE --sparsity MODE`: load and check the sidecar, resolve
-/// the mode, and install the sparse FFN in `ctx`. `Ok(None)` for the dense mode.
+/// the mode with path policy `paths`, and install the sparse FFN in `ctx`. `Ok(None)` for
+/// the dense mode.
 pub fn attach(
     ctx: &mut Context,
     mask: Option<&std::path::Path>,
     mode: &str,
+    paths: super::ffn::PathPolicy,
 ) -> Result<Option<SparseHandle>> {
     let mode: super::mode::SparsityMode = mode.parse()?;
     if mode.is_dense() {
@@ -352,7 +354,10 @@ pub fn attach(
         Some(p) => Some(super::sidecar::Sidecar::load(p, model.gguf())?),
         None => None,
     };
-    let plans = super::plan::resolve_plans(&mode, sidecar.as_ref(), model.config().n_layer)?;
+    let plans = super::plan::resolve_plans(&mode, sidecar.as_ref(), model.config().n_layer)?
+        .into_iter()
+        .map(|p| p.with_paths(paths))
+        .collect();
     let copies = match sidecar.and_then(|s| s.down_copies) {
         Some(c) => Some(c),
         // An accelerated context builds the copy type its device reads (see `install`).

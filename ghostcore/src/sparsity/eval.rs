@@ -283,6 +283,7 @@ pub fn run_sparse_perplexity(
     n_threads: usize,
     mask: Option<&std::path::Path>,
     mode: &str,
+    paths: super::ffn::PathPolicy,
 ) -> Result<()> {
     use super::engine::{attach, install, tally_summary, uninstall};
     use super::ffn::LayerPlan;
@@ -317,7 +318,7 @@ pub fn run_sparse_perplexity(
     )?;
     uninstall(&mut ctx)?;
     eprintln!();
-    let handle = attach(&mut ctx, mask, mode)?;
+    let handle = attach(&mut ctx, mask, mode, paths)?;
     let sparse = perplexity(
         &mut ctx,
         tokens,

@@ -4,15 +4,16 @@
 //! of active neurons → up over active rows only (or over the kept columns) → down as
 //! Σ h_j · `down_t[j]` over active neurons (neuron-major copy).
 //!
-//! With an input mask, gate and up each take whichever of the input-major copy
-//! ([`InputMajorQ5_0`], every neuron over the kept columns) and the rows (the live or
-//! first-stage neurons over every column) costs less: its bytes weighted by the measured
-//! time per byte of its kernel (`PathCosts`: gathered rows read slower than rows in order);
-//! the two savings do not multiply. The bytes reported are those the chosen path reads.
-//! Without the copy a masked input saves no bytes.
+//! Gate and up each take whichever is fastest for the step (`PathCosts`: measured time
+//! against the share of bytes read): all rows in order, the selected rows (live or
+//! first-stage neurons) gathered, or, with an input mask, the input-major copy
+//! ([`InputMajorQ5_0`], every neuron over the kept columns); the two savings do not
+//! multiply. From memory a walk over most rows with gaps is no faster than all rows, so a
+//! mild skip reads every row. The bytes reported are those the chosen path reads. Without
+//! the copy a masked input saves no bytes.
 //!
-//! The down projection takes, per token, whichever way is fastest by its bytes weighted with
-//! its kernel's time per byte (`PathCosts`): the exact neuron-major copy of a Q4_K or Q6_K
+//! The down projection takes, per token, whichever way is fastest by the same measure
+//! (`PathCosts`): the exact neuron-major copy of a Q4_K or Q6_K
 //! down ([`ExactDown`], the model's own quants), the requantized neuron-major copy (Q8_0 axpy)
 //! over active neurons, or the model's own output-major `ffn_down` with the skipped
 //! activations set to zero. Copies are used only when
@@ -24,7 +25,8 @@
 //! cache each would otherwise cost a memory latency.
 
 use super::exact_down::{ExactDown, ExactDownScratch};
-use super::input_major::{InputMajorKernel, InputMajorQ5_0, InputMajorScratch};
+use super::input_major::{InputMajorQ5_0, InputMajorScratch};
+use super::path_costs::PathCosts;
 use super::rows::{axpy_rows, matvec_rows, quantize_input, QMatrix, Splitter};
 use crate::{bail, Result};
 
@@ -213,8 +215,37 @@ pub enum DownPath {
     Dense,
 }
 
+/// How a step chooses between the ways of computing each projection (all rows, gathered
+/// rows, input-major copy; dense down, exact copy, requantized copy).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PathPolicy {
+    /// The fastest way on this CPU by its measured time curves (`PathCosts`): what decode
+    /// wants. The bytes skipped then depend on the CPU.
+    #[default]
+    Fastest,
+    /// The way that reads the fewest bytes: the CPU-independent figure that compares
+    /// sparsity settings (calibration ranks its budget candidates by it).
+    FewestBytes,
+}
+
+impl std::str::FromStr for PathPolicy {
+    type Err = crate::Error;
+
+    /// `fastest` or `bytes`.
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "fastest" => Ok(PathPolicy::Fastest),
+            "bytes" => Ok(PathPolicy::FewestBytes),
+            other => bail!(
+                InvalidArgument,
+                "unknown path policy {other:?} (fastest or bytes)"
+            ),
+        }
+    }
+}
+
 /// One layer's plan: the live neurons (dead ones removed), the input threshold, the rule,
-/// the down path.
+/// the down path, the path policy.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LayerPlan {
     /// Sorted live neuron ids; `None` when no neuron is dead (no gather cost at all).
@@ -224,6 +255,7 @@ pub struct LayerPlan {
     pub input: Option<f32>,
     pub rule: LayerRule,
     pub down: DownPath,
+    pub paths: PathPolicy,
 }
 
 impl LayerPlan {
@@ -232,6 +264,7 @@ impl LayerPlan {
         input: None,
         rule: LayerRule::Dense,
         down: DownPath::Auto,
+        paths: PathPolicy::Fastest,
     };
 
     pub fn new(live: Option<Vec<u32>>, rule: LayerRule) -> Self {
@@ -240,7 +273,14 @@ impl LayerPlan {
             input: None,
             rule,
             down: DownPath::Auto,
+            paths: PathPolicy::Fastest,
         }
+    }
+
+    /// The same plan with path policy `paths`.
+    pub fn with_paths(mut self, paths: PathPolicy) -> Self {
+        self.paths = paths;
+        self
     }
 
     /// The same plan with input entries |x_i| ≤ `t` zeroed first.
@@ -364,21 +404,20 @@ pub fn sparse_ffn(
     let n_live = live.map_or(n_ff, <[u32]>::len);
     s.gate.resize(n_live, 0.0);
     quantize_input(&w.gate, x, &mut s.xq)?;
-    let rows_bytes = n_live * w.gate.row_bytes();
-    let costs = PathCosts::of_this_process(n_embd);
-    let rows_cost = costs.rows(rows_bytes, n_live < n_ff);
-    match input_major_bytes(w.gate_in, dropped, &s.xq)? {
-        Some((c, b)) if costs.input_major(b) < rows_cost => {
-            s.all_rows.resize(n_ff, 0.0);
-            c.matvec(&s.xq, &mut s.all_rows, &mut s.input_major, exec)?;
-            gather(&s.all_rows, live, &mut s.gate);
-            stats.bytes_read += b;
-        }
-        _ => {
-            matvec_rows(&w.gate, live, &s.xq, &mut s.gate, exec)?;
-            stats.bytes_read += rows_bytes;
-        }
-    }
+    let costs = match plan.paths {
+        PathPolicy::Fastest => PathCosts::of_this_process(n_embd),
+        PathPolicy::FewestBytes => PathCosts::BYTES,
+    };
+    stats.bytes_read += project_rows(
+        &w.gate,
+        live,
+        &s.xq,
+        input_major_bytes(w.gate_in, dropped, &s.xq)?,
+        &costs,
+        (&mut s.all_rows, &mut s.input_major),
+        exec,
+        &mut s.gate,
+    )?;
     for g in s.gate.iter_mut() {
         *g = w.act.apply(*g);
     }
@@ -419,20 +458,16 @@ pub fn sparse_ffn(
     if w.up.vec_dot_type() != w.gate.vec_dot_type() {
         quantize_input(&w.up, x, &mut s.xq)?;
     }
-    let rows_bytes = n_up * w.up.row_bytes();
-    let rows_cost = costs.rows(rows_bytes, rows.is_some());
-    match input_major_bytes(w.up_in, dropped, &s.xq)? {
-        Some((c, b)) if costs.input_major(b) < rows_cost => {
-            s.all_rows.resize(n_ff, 0.0);
-            c.matvec(&s.xq, &mut s.all_rows, &mut s.input_major, exec)?;
-            gather(&s.all_rows, rows, &mut s.up);
-            stats.bytes_read += b;
-        }
-        _ => {
-            matvec_rows(&w.up, rows, &s.xq, &mut s.up, exec)?;
-            stats.bytes_read += rows_bytes;
-        }
-    }
+    stats.bytes_read += project_rows(
+        &w.up,
+        rows,
+        &s.xq,
+        input_major_bytes(w.up_in, dropped, &s.xq)?,
+        &costs,
+        (&mut s.all_rows, &mut s.input_major),
+        exec,
+        &mut s.up,
+    )?;
     stats.n_up = n_up;
 
     // 5. h = act·up; second-stage product thresholds drop more down rows.
@@ -477,19 +512,20 @@ pub fn sparse_ffn(
         );
     }
     let forced = plan.down == DownPath::NeuronMajor;
-    // Chosen by bytes weighted with each path's time per byte (see `PathCosts`); the bytes
-    // recorded are those the chosen path reads.
+    // Chosen by each path's measured time for the share of the dense down's bytes it reads
+    // (see `PathCosts`; the dense down costs 1); the bytes recorded are those the chosen path
+    // reads.
     let mut best = dense_down;
-    let mut best_cost = dense_down as f64;
+    let mut best_cost = 1.0;
     let mut choice = DownChoice::Dense;
     if let Some((t, b)) = copy_bytes {
-        let c = b as f64 * costs.requantized_down(t.ty);
+        let c = costs.requantized_down(t.ty, b, dense_down);
         if forced || c < best_cost {
             (best, best_cost, choice) = (b, c, DownChoice::Copy(t));
         }
     }
     if let Some((e, b)) = exact_bytes {
-        let c = b as f64 * costs.exact_down(e);
+        let c = costs.exact_down(e, b, dense_down);
         if !forced && c < best_cost {
             (best, choice) = (b, DownChoice::Exact(e));
         }
@@ -515,96 +551,64 @@ pub fn sparse_ffn(
     Ok(stats)
 }
 
-/// What a byte read costs in time on each path for gate and up, relative to a matvec over
-/// every row in order, for the kernels this process runs (constants, not timed at run time).
-/// Only the choice between the paths uses it; the bytes reported are those the chosen path
-/// reads.
-///
-/// Measured on SmolLM2's 1536×576 Q5_0 shape and its transpose, one thread, from memory and
-/// from cache (`bench/sparsity/input_major.rs`; `bench/results/2026-11-23-s5-input-major.md`):
-/// - gathered rows (a random 50–90% of them, ids sorted) read their bytes 1.15–1.6× slower
-///   than all rows in order (the hardware prefetcher streams a sequential walk and fetches
-///   much of what a walk with gaps skips): 1.2;
-/// - the input-major copy over the kept columns reads its bytes about as fast as the rows
-///   (AVX-512 VNNI kernel against VNNI rows: 0.9–1.1× per byte from memory, 0.7–0.8× from
-///   cache; AVX2 kernel against AVX2 rows: 0.8–0.9×): 1.0;
-/// - the scalar kernels were not measured: bytes alone decide.
-///
-/// The down projection's paths, per byte relative to the dense down over the same layer
-/// (`bench/results/2026-11-23-s5-sparsity.md`, 10–75% active; in the model, the sparse down
-/// of SmolLM2 took 44–61 µs per layer against 29–33 µs dense for ~40% fewer bytes). The copies'
-/// kernels run at about the same rate at both measured widths, while the dense down streams
-/// much faster when its rows are short, so the weights depend on the width `n_embd`:
-///
-/// | path | 576 × 1536 (SmolLM2) | 4096 × 14336 (8B) |
-/// |---|---:|---:|
-/// | exact Q4_K copy | 1.25–1.5 → 1.35 | 1.25–1.35 → 1.3 |
-/// | exact Q6_K copy (unpacks 6-bit quants, interleaves neuron pairs) | 2.7–3 → 2.5 | 1.4–1.8 → 1.6 |
-/// | requantized Q8_0 copy (f32 axpy) | 1.4–2 → 1.6 | 1.0–1.5 → 1.2 |
-///
-/// Widths from 2048 up take the 8B column, narrower ones the SmolLM2 column (two measured
-/// points, nothing in between). On a small model the sparse down then pays only well below
-/// ~40–60% active neurons, and the dense down is taken above that: the user wants a faster
-/// decode, not merely fewer bytes.
-#[derive(Clone, Copy, Debug)]
-struct PathCosts {
-    gathered_rows: f64,
-    input_major: f64,
-    exact_q4_k_down: f64,
-    exact_q6_k_down: f64,
-    requantized_down: f64,
+/// `out[k] = row sel[k] · x` (every row when `sel` is `None`) of `m` for the quantized input
+/// `xq`, by whichever is fastest for this step (see [`PathCosts`]): all rows in order (then
+/// the selected ones picked), the selected rows gathered, or the input-major copy over the
+/// kept input columns (`copy`: the copy and the bytes it would read). Returns the bytes read.
+#[allow(clippy::too_many_arguments)]
+fn project_rows(
+    m: &QMatrix,
+    sel: Option<&[u32]>,
+    xq: &[u8],
+    copy: Option<(&InputMajorQ5_0, usize)>,
+    costs: &PathCosts,
+    (all_rows, im_scratch): (&mut Vec<f32>, &mut InputMajorScratch),
+    exec: &dyn Splitter,
+    out: &mut [f32],
+) -> Result<usize> {
+    let n_all = m.n_rows;
+    let n_sel = sel.map_or(n_all, <[u32]>::len);
+    let all_bytes = m.total_bytes();
+    let gathered = costs.gathered_rows(n_sel, n_all);
+    let (mut best, mut path) = (1.0, RowsPath::All);
+    if sel.is_some() && gathered < best {
+        (best, path) = (gathered, RowsPath::Gathered);
+    }
+    if let Some((c, b)) = copy {
+        if costs.input_major(b, all_bytes) < best {
+            path = RowsPath::InputMajor(c, b);
+        }
+    }
+    match (path, sel) {
+        (RowsPath::All, None) => {
+            matvec_rows(m, None, xq, out, exec)?;
+            Ok(all_bytes)
+        }
+        (RowsPath::All, Some(ids)) => {
+            all_rows.resize(n_all, 0.0);
+            matvec_rows(m, None, xq, all_rows, exec)?;
+            gather(all_rows, Some(ids), out);
+            Ok(all_bytes)
+        }
+        (RowsPath::Gathered, _) => {
+            matvec_rows(m, sel, xq, out, exec)?;
+            Ok(n_sel * m.row_bytes())
+        }
+        (RowsPath::InputMajor(c, b), _) => {
+            all_rows.resize(n_all, 0.0);
+            c.matvec(xq, all_rows, im_scratch, exec)?;
+            gather(all_rows, sel, out);
+            Ok(b)
+        }
+    }
 }
 
-impl PathCosts {
-    /// The weights of this process's kernels for a layer of width `n_embd` (the down weights
-    /// depend on it; see the table above).
-    fn of_this_process(n_embd: usize) -> Self {
-        let wide = n_embd >= 2048;
-        match InputMajorKernel::best() {
-            InputMajorKernel::Vnni | InputMajorKernel::Avx2 => PathCosts {
-                gathered_rows: 1.2,
-                input_major: 1.0,
-                exact_q4_k_down: if wide { 1.3 } else { 1.35 },
-                exact_q6_k_down: if wide { 1.6 } else { 2.5 },
-                requantized_down: if wide { 1.2 } else { 1.6 },
-            },
-            InputMajorKernel::Scalar => PathCosts {
-                gathered_rows: 1.0,
-                input_major: 1.0,
-                exact_q4_k_down: 1.0,
-                exact_q6_k_down: 1.0,
-                requantized_down: 1.0,
-            },
-        }
-    }
-
-    /// Reading `bytes` of rows: every row in order, or a gathered subset.
-    fn rows(&self, bytes: usize, gathered: bool) -> f64 {
-        bytes as f64 * if gathered { self.gathered_rows } else { 1.0 }
-    }
-
-    /// Time per byte of a requantized down copy of type `ty`, relative to the dense down
-    /// (measured for Q8_0, the default copy type; other types: bytes alone).
-    fn requantized_down(&self, ty: crate::quant::GgmlType) -> f64 {
-        if ty == crate::quant::GgmlType::Q8_0 {
-            self.requantized_down
-        } else {
-            1.0
-        }
-    }
-
-    /// Time per byte of an exact down copy, relative to the dense down.
-    fn exact_down(&self, e: &ExactDown) -> f64 {
-        match e {
-            ExactDown::Q4K(_) => self.exact_q4_k_down,
-            ExactDown::Q6K(_) => self.exact_q6_k_down,
-        }
-    }
-
-    /// Reading `bytes` of the input-major copy.
-    fn input_major(&self, bytes: usize) -> f64 {
-        bytes as f64 * self.input_major
-    }
+/// The ways [`project_rows`] can compute a projection.
+#[derive(Clone, Copy)]
+enum RowsPath<'c> {
+    All,
+    Gathered,
+    InputMajor(&'c InputMajorQ5_0, usize),
 }
 
 /// The input-major copy and the bytes its matvec reads for `xq`, when input entries were
@@ -861,6 +865,60 @@ mod tests {
                 assert!((*a as f64 - b).abs() < 1e-4, "{a} vs {b}");
             }
         }
+    }
+
+    /// The path policy changes which kernels run, never the result. A mild skip (90% of the
+    /// up rows kept) reads every up row when the fastest path is wanted (from memory a walk
+    /// over most rows with gaps is no faster than all rows) and only the kept rows when the
+    /// fewest bytes are.
+    #[test]
+    fn path_policies_agree_and_a_mild_skip_reads_all_rows_when_fastest() {
+        let (n_embd, n_ff) = (32, 96);
+        let o = make(n_embd, n_ff, 5);
+        let w = weights(&o, n_embd, n_ff, false);
+        let x = input(n_embd, 7);
+        let mut sc = FfnScratch::default();
+        let mut out = vec![0.0; n_embd];
+        sparse_ffn(&w, &LayerPlan::DENSE, &x, &mut sc, &Serial, &mut out).unwrap();
+        let mut a: Vec<f32> = sc.dense_act_up().0.iter().map(|v| v.abs()).collect();
+        a.sort_by(f32::total_cmp);
+        let plan = LayerPlan::new(None, LayerRule::Act(a[n_ff / 10]));
+        let run = |paths: PathPolicy, sc: &mut FfnScratch| {
+            let mut out = vec![0.0; n_embd];
+            let plan = plan.clone().with_paths(paths);
+            let st = sparse_ffn(&w, &plan, &x, sc, &Serial, &mut out).unwrap();
+            (out, st)
+        };
+        let (fast, st_fast) = run(PathPolicy::Fastest, &mut sc);
+        let (few, st_few) = run(PathPolicy::FewestBytes, &mut sc);
+        assert_eq!(fast, few);
+        assert_eq!(st_fast.n_up, st_few.n_up);
+        assert!(
+            st_few.n_up < n_ff && st_few.n_up >= n_ff * 8 / 10,
+            "{st_few:?}"
+        );
+        let skipped_up = (n_ff - st_few.n_up) * w.up.row_bytes();
+        if super::super::input_major::InputMajorKernel::best()
+            == super::super::input_major::InputMajorKernel::Scalar
+        {
+            // Unmeasured scalar kernels: bytes alone decide under both policies.
+            assert_eq!(st_fast.bytes_read, st_few.bytes_read);
+        } else {
+            assert_eq!(st_fast.bytes_read, st_few.bytes_read + skipped_up);
+        }
+        assert_eq!(st_few.bytes_read + skipped_up, w.dense_bytes());
+        assert_eq!(
+            "bytes".parse::<PathPolicy>().unwrap(),
+            PathPolicy::FewestBytes
+        );
+        assert_eq!(
+            "fastest".parse::<PathPolicy>().unwrap(),
+            PathPolicy::Fastest
+        );
+        assert!(matches!(
+            "quick".parse::<PathPolicy>(),
+            Err(crate::Error::InvalidArgument(_))
+        ));
     }
 
     /// The neuron-major copy, forced, equals dense up to summation order; without a copy the

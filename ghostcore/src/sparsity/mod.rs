@@ -27,6 +27,7 @@ pub mod ffn;
 pub mod histogram;
 pub mod input_major;
 pub mod mode;
+mod path_costs;
 pub mod plan;
 pub mod repack;
 pub mod report;
@@ -36,6 +37,7 @@ pub mod stats;
 
 pub use ffn::{
     sparse_ffn, Activation, DownPath, FfnScratch, FfnStepStats, FfnWeights, LayerPlan, LayerRule,
+    PathPolicy,
 };
 pub use mode::{Rule, Score, SparsityMode};
 pub use plan::{resolve_plans, LayerTally, SparsityTally};
