@@ -92,8 +92,9 @@ impl Default for CalibrateOptions {
 /// Revision of how calibration measures the budget frontier (the bytes each candidate
 /// skips depend on the sparse kernels' copies). Cached first-use sidecars are keyed by it, so
 /// a release that measures differently calibrates again. 2: exact Q6_K down copies (before,
-/// Q6_K downs used the 1.3×-larger requantized copy).
-pub const FRONTIER_REVISION: u32 = 2;
+/// Q6_K downs used the 1.3×-larger requantized copy). 3: candidates measured with the
+/// fewest-bytes paths (before, by bytes weighted with per-byte kernel costs).
+pub const FRONTIER_REVISION: u32 = 3;
 
 /// The settings calibration tries for the budget table (a short list: each costs one
 /// perplexity run over the held-out slice). Measured on SmolLM2 (GPL-3 and a Node.js text,

@@ -342,6 +342,8 @@ pub struct FfnScratch {
     ids: Vec<u32>,
     coefs: Vec<f32>,
     h_dense: Vec<f32>,
+    /// Per neuron: kept by the first stage (the all-rows step).
+    keep: Vec<bool>,
     accs: Vec<ExactDownScratch>,
     all_rows: Vec<f32>,
     input_major: InputMajorScratch,
@@ -440,54 +442,95 @@ pub fn sparse_ffn(
             Some((mean + *k as f64 * var.sqrt()) as f32)
         }
     };
-    match (&plan.rule, act_threshold) {
+    let stage_one = match (&plan.rule, act_threshold) {
         (LayerRule::Scaled { t, scale }, _) | (LayerRule::ScaledCascade { t, scale, .. }, _) => {
-            compact(&s.gate, live, &mut s.ids, &mut s.coefs, |id, a| {
-                a.abs() * scale[id as usize] > *t
-            })
+            StageOne::Scaled(*t, scale)
         }
-        (_, Some(t)) => compact(&s.gate, live, &mut s.ids, &mut s.coefs, |_, a| a.abs() > t),
-        (_, None) => compact(&s.gate, live, &mut s.ids, &mut s.coefs, |_, _| true),
-    }
-
-    // 4. Up over the chosen rows (all rows in order when nothing was dropped: same kernel as
-    //    the dense path), or over the kept input columns when that costs less.
-    let n_up = s.ids.len();
-    s.up.resize(n_up, 0.0);
-    let rows = if n_up == n_ff { None } else { Some(&s.ids[..]) };
-    if w.up.vec_dot_type() != w.gate.vec_dot_type() {
-        quantize_input(&w.up, x, &mut s.xq)?;
-    }
-    stats.bytes_read += project_rows(
-        &w.up,
-        rows,
-        &s.xq,
-        input_major_bytes(w.up_in, dropped, &s.xq)?,
-        &costs,
-        (&mut s.all_rows, &mut s.input_major),
-        exec,
-        &mut s.up,
-    )?;
-    stats.n_up = n_up;
-
-    // 5. h = act·up; second-stage product thresholds drop more down rows.
+        (_, Some(t)) => StageOne::Above(t),
+        (_, None) => StageOne::All,
+    };
+    // The second stage: product thresholds drop more down rows.
     let t_prod = match plan.rule {
         LayerRule::Product(t) => Some(t),
         LayerRule::Cascade { t_prod, .. } | LayerRule::ScaledCascade { t_prod, .. } => Some(t_prod),
         _ => None,
     };
-    let mut n_active = 0;
-    let t = t_prod.unwrap_or(-1.0);
-    for i in 0..n_up {
-        // Branch-free compaction: the keep test is close to a coin flip per neuron, and a
-        // mispredicted branch costs more than the two stores.
-        let h = s.coefs[i] * s.up[i];
-        s.ids[n_active] = s.ids[i];
-        s.coefs[n_active] = h;
-        n_active += usize::from(h.abs() > t);
+    let t_prod = t_prod.unwrap_or(-1.0);
+    if w.up.vec_dot_type() != w.gate.vec_dot_type() {
+        quantize_input(&w.up, x, &mut s.xq)?;
     }
-    s.ids.truncate(n_active);
-    s.coefs.truncate(n_active);
+    let up_copy = input_major_bytes(w.up_in, dropped, &s.xq)?;
+
+    // 4–5, when every neuron is live and up is fastest over all its rows (a mild first
+    //    stage): up over all rows, then h = act·up over every neuron in one vectorizable
+    //    pass, zero where either stage drops the neuron, ready for the dense down. The id
+    //    list a down copy needs is built only if a copy could be faster.
+    let n_up_all = match live {
+        None => {
+            s.keep.clear();
+            s.keep.extend(
+                s.gate
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &a)| stage_one.keeps(i, a)),
+            );
+            Some(s.keep.iter().filter(|&&k| k).count())
+        }
+        Some(_) => None,
+    };
+    let fused = n_up_all.is_some_and(|n_up| {
+        let sel = n_up < n_ff;
+        matches!(rows_path(&costs, &w.up, sel, n_up, up_copy), RowsPath::All)
+    });
+    let n_active = if let (true, Some(n_up)) = (fused, n_up_all) {
+        s.up.resize(n_ff, 0.0);
+        matvec_rows(&w.up, None, &s.xq, &mut s.up, exec)?;
+        stats.bytes_read += w.up.total_bytes();
+        stats.n_up = n_up;
+        s.h_dense.resize(n_ff, 0.0);
+        let mut n_active = 0;
+        for (((h, &a), &u), &k) in s.h_dense.iter_mut().zip(&s.gate).zip(&s.up).zip(&s.keep) {
+            let v = a * u;
+            let active = k && v.abs() > t_prod;
+            *h = if active { v } else { 0.0 };
+            n_active += usize::from(active);
+        }
+        n_active
+    } else {
+        compact(&s.gate, live, &mut s.ids, &mut s.coefs, |id, a| {
+            stage_one.keeps(id as usize, a)
+        });
+        // 4. Up over the chosen rows (all rows in order when nothing was dropped: same
+        //    kernel as the dense path), gathered, or over the kept input columns.
+        let n_up = s.ids.len();
+        s.up.resize(n_up, 0.0);
+        let rows = if n_up == n_ff { None } else { Some(&s.ids[..]) };
+        stats.bytes_read += project_rows(
+            &w.up,
+            rows,
+            &s.xq,
+            up_copy,
+            &costs,
+            (&mut s.all_rows, &mut s.input_major),
+            exec,
+            &mut s.up,
+        )?;
+        stats.n_up = n_up;
+
+        // 5. h = act·up; the second stage drops more down rows.
+        let mut n_active = 0;
+        for i in 0..n_up {
+            // Branch-free compaction: the keep test is close to a coin flip per neuron, and
+            // a mispredicted branch costs more than the two stores.
+            let h = s.coefs[i] * s.up[i];
+            s.ids[n_active] = s.ids[i];
+            s.coefs[n_active] = h;
+            n_active += usize::from(h.abs() > t_prod);
+        }
+        s.ids.truncate(n_active);
+        s.coefs.truncate(n_active);
+        n_active
+    };
     stats.n_active = n_active;
 
     // 6. Down: whichever of the exact copy, the requantized copy and the dense down reads
@@ -496,6 +539,37 @@ pub fn sparse_ffn(
     //    own down gives the dense result exactly.
     let dense_down = w.down.total_bytes();
     let skipped = n_active < n_ff;
+    let forced = plan.down == DownPath::NeuronMajor;
+    if fused {
+        // Lower bounds of what the copies read (a copy reads at least its share of the
+        // scales): a copy that cannot beat the dense down even then is not priced.
+        let copy_may_win = forced
+            || (skipped
+                && plan.down == DownPath::Auto
+                && (w.down_exact.is_some_and(|e| {
+                    let least = e.total_bytes() * n_active / n_ff;
+                    costs.exact_down(e, least, dense_down) < 1.0
+                }) || w.down_t.is_some_and(|t| {
+                    costs.requantized_down(t.ty, n_active * t.row_bytes(), dense_down) < 1.0
+                })));
+        if !copy_may_win {
+            quantize_input(&w.down, &s.h_dense, &mut s.xq)?;
+            matvec_rows(&w.down, None, &s.xq, out, exec)?;
+            stats.bytes_read += dense_down;
+            return Ok(stats);
+        }
+        // The active neurons, as the other branch lists them: kept by the first stage and
+        // above the product threshold (where h was zeroed, |0| > t_prod only if every kept
+        // neuron is active).
+        s.ids.clear();
+        s.coefs.clear();
+        for (i, (&h, &k)) in s.h_dense.iter().zip(&s.keep).enumerate() {
+            if k && h.abs() > t_prod {
+                s.ids.push(i as u32);
+                s.coefs.push(h);
+            }
+        }
+    }
     let exact_bytes = w
         .down_exact
         .filter(|_| skipped && plan.down == DownPath::Auto)
@@ -505,13 +579,12 @@ pub fn sparse_ffn(
         DownPath::Auto if skipped => Some((t, n_active * t.row_bytes())),
         _ => None,
     });
-    if plan.down == DownPath::NeuronMajor && copy_bytes.is_none() {
+    if forced && copy_bytes.is_none() {
         bail!(
             InvalidArgument,
             "the neuron-major down path needs the down copy"
         );
     }
-    let forced = plan.down == DownPath::NeuronMajor;
     // Chosen by each path's measured time for the share of the dense down's bytes it reads
     // (see `PathCosts`; the dense down costs 1); the bytes recorded are those the chosen path
     // reads.
@@ -569,16 +642,7 @@ fn project_rows(
     let n_all = m.n_rows;
     let n_sel = sel.map_or(n_all, <[u32]>::len);
     let all_bytes = m.total_bytes();
-    let gathered = costs.gathered_rows(n_sel, n_all);
-    let (mut best, mut path) = (1.0, RowsPath::All);
-    if sel.is_some() && gathered < best {
-        (best, path) = (gathered, RowsPath::Gathered);
-    }
-    if let Some((c, b)) = copy {
-        if costs.input_major(b, all_bytes) < best {
-            path = RowsPath::InputMajor(c, b);
-        }
-    }
+    let path = rows_path(costs, m, sel.is_some(), n_sel, copy);
     match (path, sel) {
         (RowsPath::All, None) => {
             matvec_rows(m, None, xq, out, exec)?;
@@ -601,6 +665,28 @@ fn project_rows(
             Ok(b)
         }
     }
+}
+
+/// Which of [`project_rows`]'s ways is fastest for `n_sel` selected rows of `m` (`selected`:
+/// a strict subset is wanted), with the input-major `copy` and the bytes it would read.
+fn rows_path<'c>(
+    costs: &PathCosts,
+    m: &QMatrix,
+    selected: bool,
+    n_sel: usize,
+    copy: Option<(&'c InputMajorQ5_0, usize)>,
+) -> RowsPath<'c> {
+    let (mut best, mut path) = (1.0, RowsPath::All);
+    let gathered = costs.gathered_rows(n_sel, m.n_rows);
+    if selected && gathered < best {
+        (best, path) = (gathered, RowsPath::Gathered);
+    }
+    if let Some((c, b)) = copy {
+        if costs.input_major(b, m.total_bytes()) < best {
+            path = RowsPath::InputMajor(c, b);
+        }
+    }
+    path
 }
 
 /// The ways [`project_rows`] can compute a projection.
@@ -657,6 +743,26 @@ fn compact(
     }
     ids.truncate(n);
     coefs.truncate(n);
+}
+
+/// The first stage of a rule: which neurons need their up row, from `act(gate·x)`.
+enum StageOne<'p> {
+    All,
+    /// |a| > t.
+    Above(f32),
+    /// |a| · scale[id] > t.
+    Scaled(f32, &'p [f32]),
+}
+
+impl StageOne<'_> {
+    #[inline]
+    fn keeps(&self, id: usize, a: f32) -> bool {
+        match *self {
+            StageOne::All => true,
+            StageOne::Above(t) => a.abs() > t,
+            StageOne::Scaled(t, scale) => a.abs() * scale[id] > t,
+        }
+    }
 }
 
 /// Which down projection a step takes.
@@ -907,6 +1013,59 @@ mod tests {
             assert_eq!(st_fast.bytes_read, st_few.bytes_read + skipped_up);
         }
         assert_eq!(st_few.bytes_read + skipped_up, w.dense_bytes());
+
+        // A mild first stage and a strict second one, with a neuron-major down copy: the
+        // fastest path reads every up row and builds the id list only for the copy, which
+        // reads far fewer bytes than the dense down; the same result as the gathered path.
+        let w = weights(&o, n_embd, n_ff, true);
+        let (act, up) = {
+            sparse_ffn(&w, &LayerPlan::DENSE, &x, &mut sc, &Serial, &mut out).unwrap();
+            let (a, u) = sc.dense_act_up();
+            (a.to_vec(), u.to_vec())
+        };
+        let mut h: Vec<f32> = act.iter().zip(&up).map(|(a, u)| (a * u).abs()).collect();
+        h.sort_by(f32::total_cmp);
+        // Thresholds between two neurons' values, so that the f64 reference keeps the same
+        // neurons.
+        let mid = |v: &[f32], k: usize| (v[k] + v[k + 1]) / 2.0;
+        let (a_t, h_t) = (mid(&a, n_ff / 10), mid(&h, n_ff * 9 / 10));
+        let cascade = LayerPlan::new(
+            None,
+            LayerRule::Cascade {
+                t_act: a_t,
+                t_prod: h_t,
+            },
+        );
+        let mut results = Vec::new();
+        for paths in [PathPolicy::Fastest, PathPolicy::FewestBytes] {
+            let mut out = vec![0.0; n_embd];
+            let plan = cascade.clone().with_paths(paths);
+            let st = sparse_ffn(&w, &plan, &x, &mut sc, &Serial, &mut out).unwrap();
+            assert!(st.n_active > 0 && st.n_active <= n_ff / 10 + 1, "{st:?}");
+            results.push((out, st));
+        }
+        assert_eq!(results[0].0, results[1].0);
+        assert_eq!(results[0].1.n_active, results[1].1.n_active);
+        let down_t_bytes = results[1].1.n_active * w.down_t.unwrap().row_bytes();
+        assert_eq!(
+            results[1].1.bytes_read,
+            w.gate.total_bytes() + results[1].1.n_up * w.up.row_bytes() + down_t_bytes
+        );
+        if super::super::input_major::InputMajorKernel::best()
+            != super::super::input_major::InputMajorKernel::Scalar
+        {
+            // Fastest: all up rows (a mild first stage), the copy for the down.
+            assert_eq!(
+                results[0].1.bytes_read,
+                w.gate.total_bytes() + w.up.total_bytes() + down_t_bytes
+            );
+        }
+        let want = reference(&o, n_embd, n_ff, &x, |a, u, _| {
+            a.abs() > a_t as f64 && (a * u).abs() > h_t as f64
+        });
+        for (g, r) in results[0].0.iter().zip(&want) {
+            assert!((*g as f64 - r).abs() < 1e-4, "{g} vs {r}");
+        }
         assert_eq!(
             "bytes".parse::<PathPolicy>().unwrap(),
             PathPolicy::FewestBytes

@@ -153,6 +153,13 @@ pub fn matvec_rows(
     if out.len() != n {
         bail!(InvalidArgument, "output length {} for {n} rows", out.len());
     }
+    // One worker: one task on this thread (no split, no per-task setup).
+    if exec.n_workers() <= 1 {
+        return match rows {
+            None => quant::matvec(m.ty, m.n_cols, m.data, 0..n, xq, out),
+            Some(ids) => quant::matvec_gather(m.ty, m.n_cols, m.data, ids, xq, out),
+        };
+    }
     let n_tasks = (exec.n_workers() * TASKS_PER_WORKER)
         .min(n.div_ceil(MIN_ROWS_PER_TASK))
         .max(1);
