@@ -21,7 +21,8 @@ use crate::Result;
 pub const SUB: usize = 16;
 /// Neurons per f16 scale (a Q6_K block).
 pub const BLOCK: usize = QK_K;
-/// Outputs per tile of a neuron row: 32 bytes of low nibbles, 16 bytes of high bit pairs.
+/// Outputs per tile of a neuron row: 32 bytes of whole quants (and 2 spare bits each), 16
+/// bytes of nibbles.
 const TILE: usize = 64;
 const TILE_BYTES: usize = 48;
 /// A row whose `n_embd` is an odd multiple of 32 ends with a tail of 32 outputs in 24 bytes.
@@ -50,12 +51,14 @@ pub struct ExactQ6kDown {
 /// Where output `o`'s quant lies in a row of `n_embd` outputs: `(byte, shift)` of its low
 /// 4 bits and `(byte, shift)` of its high 2 bits.
 ///
-/// In a 64-output tile (48 bytes), output `o = 32·half + 8k + 4s + m` (`half, s < 2`,
-/// `k, m < 4`) keeps its low 4 bits in byte `16s + 4k + m` (low nibble for `half = 0`,
-/// high nibble for `half = 1`) and its high 2 bits in byte `32 + 4k + m`, bits
-/// `2·(2·half + s)`. So byte `p < 32` holds outputs whose 128-bit lane (`s`) is that of `p`,
-/// and the four rows' bytes `4k..4k+4` (and `16 + 4k..`), interleaved by in-lane unpacks,
-/// give the i32 lanes of outputs `8k..8k+8` and `32 + 8k..` in order.
+/// A 64-output tile (48 bytes) has 32 bytes of whole quants and 16 bytes of nibbles. Output
+/// `o = 32·half + 8k + 4s + m` (`half, s < 2`, `k, m < 4`) belongs to position
+/// `p = 16s + 4k + m`: for `half = 0`, byte `p` holds its 6 bits in bits 0–5; for `half = 1`,
+/// byte `p` holds its high 2 bits in bits 6–7 and byte `32 + 4k + m` its low 4 bits (low
+/// nibble for `s = 0`, high for `s = 1`). So byte `p` and the nibble of byte `32 + p % 16`
+/// that it pairs with lie in the 128-bit lane (`s`) of `p`, and four rows' bytes `4k..4k+4`
+/// (and `16 + 4k..`, and `32 + 4k..`), interleaved by in-lane unpacks, give the i32 lanes of
+/// outputs `8k..8k+8` and `32 + 8k..` in order.
 ///
 /// The 32-output tail (24 bytes): output `o` has its low 4 bits in byte `o % 16` (low nibble
 /// for `o < 16`) and its high 2 bits in byte `16 + o % 8`, bits `2·(o / 8)`.
@@ -65,10 +68,12 @@ fn quant_position(n_embd: usize, o: usize) -> ((usize, u32), (usize, u32)) {
     if base + TILE_BYTES <= n_embd / TAIL * TAIL_BYTES {
         let (half, r) = (i / 32, i % 32);
         let (k, s, m) = (r / 8, (r % 8) / 4, r % 4);
-        (
-            (base + 16 * s + 4 * k + m, 4 * half as u32),
-            (base + 32 + 4 * k + m, 2 * (2 * half + s) as u32),
-        )
+        let p = base + 16 * s + 4 * k + m;
+        if half == 0 {
+            ((p, 0), (p, 4))
+        } else {
+            ((base + 32 + 4 * k + m, 4 * s as u32), (p, 6))
+        }
     } else {
         (
             (base + i % 16, if i < 16 { 0 } else { 4 }),
@@ -355,10 +360,10 @@ mod avx2 {
     }
 
     /// For each 64-output tile, the run's rows are taken four at a time: their 32 bytes of
-    /// low nibbles and 16 bytes of high bit pairs (broadcast to both 128-bit lanes) are
-    /// interleaved byte by byte with in-lane unpacks, so that each 32-bit lane holds the four
-    /// rows' packed bits of two outputs; masks and per-lane shifts then give the four rows'
-    /// 6-bit quants of 8 outputs in order per vector, summed times the four coefficients into
+    /// whole quants (with 2 spare bits each) and 16 bytes of nibbles (broadcast to both
+    /// 128-bit lanes) are interleaved byte by byte with in-lane unpacks, so that each 32-bit
+    /// lane holds the four rows' bits of two outputs; masks and shifts (per lane for the
+    /// nibbles) then give the four rows' 6-bit quants of 8 outputs in order per vector, summed times the four coefficients into
     /// i32 by [`dot4`] (a padded group repeats its first row at coefficient 0). After the
     /// run, `− 32 · Σ hq` and the i8 sub-block scale. |Σ| per lane ≤ 16 · 127 · 63, after the
     /// correction ≤ 16 · 127 · 32; per piece of ≤ 256 ids, |acc| ≤ 256 · 127 · 32 · 128 < 2³¹.
@@ -391,12 +396,11 @@ mod avx2 {
         let corr = _mm256_set1_epi32(32 * hsum);
         let q = c.quants.as_ptr();
         let sc = c.sub_scales.as_ptr().add(ids[0] as usize / SUB * n);
+        let low6 = _mm256_set1_epi8(0x3f);
         let low4 = _mm256_set1_epi8(0x0f);
         let bits45 = _mm256_set1_epi8(0x30);
-        // High bit pairs to bits 4–5: fields 0 and 1 (lanes 0, 1) for the low-nibble outputs,
-        // fields 2 and 3 for the high-nibble ones.
-        let shift_lo = _mm256_setr_epi64x(4, 4, 2, 2);
-        let shift_hi = _mm256_setr_epi64x(0, 0, 2, 2);
+        // The nibble of the high-half outputs: low nibbles in lane 0, high in lane 1.
+        let nibble_shift = _mm256_setr_epi64x(0, 0, 4, 4);
         let ahead = super::prefetch_distance(row);
         let mut t = 0;
         while t + TILE <= n {
@@ -431,13 +435,10 @@ mod avx2 {
                 let (v, w) = (interleave(&l), interleave(&h));
                 let cv = _mm256_set1_epi32(coef[g]);
                 for k in 0..4 {
-                    let lo = _mm256_or_si256(
-                        _mm256_and_si256(v[k], low4),
-                        _mm256_and_si256(_mm256_sllv_epi64(w[k], shift_lo), bits45),
-                    );
+                    let lo = _mm256_and_si256(v[k], low6);
                     let hi = _mm256_or_si256(
-                        _mm256_and_si256(_mm256_srli_epi16(v[k], 4), low4),
-                        _mm256_and_si256(_mm256_srlv_epi64(w[k], shift_hi), bits45),
+                        _mm256_and_si256(_mm256_srli_epi16(v[k], 2), bits45),
+                        _mm256_and_si256(_mm256_srlv_epi64(w[k], nibble_shift), low4),
                     );
                     lo_sum[k] = dot4::<VNNI>(lo_sum[k], lo, cv);
                     hi_sum[k] = dot4::<VNNI>(hi_sum[k], hi, cv);
