@@ -212,10 +212,8 @@ impl ExactQ6kDown {
                 continue;
             }
             let inv = 127.0 / amax;
-            let hq: [i8; PIECE] = std::array::from_fn(|i| match coefs.get(k + i) {
-                Some(h) if k + i < end => (h * inv).round().clamp(-127.0, 127.0) as i8,
-                _ => 0,
-            });
+            let mut hq = [0i8; PIECE];
+            avx2::round_to_i8(&coefs[k..end], inv, &mut hq[..end - k]);
             acc.clear();
             acc.resize(n, 0);
             let mut r = k;
@@ -225,10 +223,10 @@ impl ExactQ6kDown {
                 // time), prefetching each row `ahead` bytes in front; start the rows of the
                 // next 16 ids while this run is computed.
                 let want = (r_end + SUB).min(ids.len());
-                while pf < want {
-                    prefetch(&self.quants[ids[pf] as usize * row..][..row.min(ahead)]);
-                    pf += 1;
+                for &next in &ids[pf.max(r)..want.max(pf)] {
+                    prefetch(&self.quants[next as usize * row..][..row.min(ahead)]);
                 }
+                pf = pf.max(want);
                 avx2::sub_block_run(self, &ids[r..r_end], &hq[r - k..r_end - k], acc, dot);
                 r = r_end;
             }
@@ -452,6 +450,33 @@ mod avx2 {
                 _mm256_storeu_si256(ap, _mm256_add_epi32(_mm256_loadu_si256(ap), prod));
             }
             t += TILE;
+        }
+    }
+
+    /// `out[i] = round(x[i] · inv)` (to nearest, ties to even) for `|x[i] · inv| ≤ 127`
+    /// (`inv = 127 / max|x|`), clamped to ±127 against float rounding.
+    pub(super) fn round_to_i8(x: &[f32], inv: f32, out: &mut [i8]) {
+        assert_eq!(x.len(), out.len());
+        let whole = x.len() / 8 * 8;
+        // SAFETY: CPU support (AVX2) checked by the caller; `whole ≤ x.len() == out.len()`.
+        unsafe { round_to_i8_impl(&x[..whole], inv, &mut out[..whole]) };
+        for (o, &h) in out[whole..].iter_mut().zip(&x[whole..]) {
+            *o = (h * inv).round_ties_even().clamp(-127.0, 127.0) as i8;
+        }
+    }
+
+    /// `x.len() == out.len()`, a multiple of 8.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn round_to_i8_impl(x: &[f32], inv: f32, out: &mut [i8]) {
+        let inv_v = _mm256_set1_ps(inv);
+        let (lo, hi) = (_mm256_set1_ps(-127.0), _mm256_set1_ps(127.0));
+        let mut i = 0;
+        while i < x.len() {
+            let v = _mm256_mul_ps(_mm256_loadu_ps(x.as_ptr().add(i)), inv_v);
+            let q = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(v, lo), hi));
+            let w = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
+            _mm_storel_epi64(out.as_mut_ptr().add(i).cast(), _mm_packs_epi16(w, w));
+            i += 8;
         }
     }
 
