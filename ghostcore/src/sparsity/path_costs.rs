@@ -14,11 +14,12 @@
 //! - the **input-major copy** over the kept input columns (`bench/sparsity/input_major.rs`,
 //!   `bench/results/2026-11-23-s5-input-major.md`, VNNI, from memory) takes 0.9 of the rows'
 //!   time at 10% dropped, 0.8 at 20%, 0.6 at 50%;
-//! - the **exact down copies** are compute-bound at SmolLM2's width 576 (the dense down
-//!   streams ~20 GB/s there, the copies 7–10 GB/s): 2.3× the dense time at 80% of the
-//!   neurons active, break-even near 30%; at the Llama-3-8B shape (4096 × 14336) the Q4_K
-//!   copy costs its bytes (0.98 at 80% active, 0.59 at 40%) and the Q6_K copy 1.5–1.9× its
-//!   bytes;
+//! - the **exact down copies** are slow at SmolLM2's width 576 (the dense down streams
+//!   ~20 GB/s there, the copies 7–10 GB/s): the Q4_K copy 2.3× the dense time at 80% of the
+//!   neurons active, the Q6_K copy 1.8× (in cache it matches the dense time: from memory its
+//!   short rows, walked side by side, stall), break-even near 30–40%; at the Llama-3-8B shape
+//!   (4096 × 14336) the Q4_K copy costs its bytes (0.98 at 80% active, 0.59 at 40%) and the
+//!   Q6_K copy 1.3–2.1× its bytes (1.04 at 81% of the bytes, 0.70 at 45%, 0.36 at 17%);
 //! - the **requantized Q8_0 copy** (f32 axpy over neuron rows; `2026-11-23-s5-sparsity.md`):
 //!   1.4–2× its bytes at width 576, 1.0–1.5× at 4096.
 //!
@@ -81,21 +82,23 @@ const EXACT_Q4_K_4096: TimeCurve = TimeCurve(&[
     (0.75, 0.75),
     (0.93, 0.98),
 ]);
+/// The Q6_K copy with 64-output tiles unpacked four rows at a time (`exact_down/q6_k.rs`):
+/// medians of 5 runs of `bench/sparsity/path_costs.rs` on the same VM, load ~1.5–1.8.
 const EXACT_Q6_K_576: TimeCurve = TimeCurve(&[
     (0.0, 0.0),
-    (0.15, 0.59),
-    (0.25, 0.83),
-    (0.44, 1.23),
-    (0.63, 1.76),
-    (0.81, 2.47),
+    (0.17, 0.68),
+    (0.27, 0.86),
+    (0.45, 1.13),
+    (0.63, 1.43),
+    (0.81, 1.81),
 ]);
 const EXACT_Q6_K_4096: TimeCurve = TimeCurve(&[
     (0.0, 0.0),
-    (0.16, 0.44),
-    (0.27, 0.64),
-    (0.45, 0.90),
-    (0.63, 1.20),
-    (0.82, 1.50),
+    (0.17, 0.36),
+    (0.27, 0.49),
+    (0.45, 0.70),
+    (0.63, 0.84),
+    (0.81, 1.04),
 ]);
 const Q8_0_COPY_576: TimeCurve = TimeCurve(&[(0.0, 0.0), (1.0, 1.6)]);
 const Q8_0_COPY_4096: TimeCurve = TimeCurve(&[(0.0, 0.0), (1.0, 1.2)]);

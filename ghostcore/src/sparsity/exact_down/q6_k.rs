@@ -21,9 +21,13 @@ use crate::Result;
 pub const SUB: usize = 16;
 /// Neurons per f16 scale (a Q6_K block).
 pub const BLOCK: usize = QK_K;
-/// Outputs per tile of a neuron row: 16 bytes of low nibbles, 8 bytes of high bit pairs.
-const TILE: usize = 32;
-const TILE_BYTES: usize = 24;
+/// Outputs per tile of a neuron row: 32 bytes of whole quants (and 2 spare bits each), 16
+/// bytes of nibbles.
+const TILE: usize = 64;
+const TILE_BYTES: usize = 48;
+/// A row whose `n_embd` is an odd multiple of 32 ends with a tail of 32 outputs in 24 bytes.
+const TAIL: usize = 32;
+const TAIL_BYTES: usize = 24;
 /// Most ids one coefficient scale covers (keeps the kernel's i32 sums in range).
 const PIECE: usize = BLOCK;
 
@@ -32,15 +36,50 @@ const PIECE: usize = BLOCK;
 pub struct ExactQ6kDown {
     n_embd: usize,
     n_ff: usize,
-    /// `n_ff` rows of `n_embd / 32` tiles of 24 bytes. In tile `t` of row `j`, byte `i < 16`
-    /// holds the low 4 bits of output `32t + i` (low nibble) and `32t + 16 + i` (high
-    /// nibble); byte `16 + i` (`i < 8`) holds the high 2 bits of outputs `32t + i`,
-    /// `32t + 8 + i`, `32t + 16 + i` and `32t + 24 + i` in bits 0–1, 2–3, 4–5 and 6–7.
+    /// `n_ff` rows of `n_embd / 64` tiles of 48 bytes, then, when `n_embd % 64 == 32`, a
+    /// tail of 24 bytes; see [`quant_position`] for where each output's 6 bits lie. The tile
+    /// layout lets the SIMD kernel interleave four rows' packed bytes with in-lane unpacks
+    /// and unpack the 6-bit quants of 64 outputs × 4 rows straight into the i32 lanes of
+    /// outputs in order.
     quants: Vec<u8>,
     /// Per sub-block of 16 neurons: the `n_embd` i8 scales.
     sub_scales: Vec<i8>,
     /// Per block of 256 neurons: the `n_embd` f16 scales (bits).
     block_scales: Vec<u16>,
+}
+
+/// Where output `o`'s quant lies in a row of `n_embd` outputs: `(byte, shift)` of its low
+/// 4 bits and `(byte, shift)` of its high 2 bits.
+///
+/// A 64-output tile (48 bytes) has 32 bytes of whole quants and 16 bytes of nibbles. Output
+/// `o = 32·half + 8k + 4s + m` (`half, s < 2`, `k, m < 4`) belongs to position
+/// `p = 16s + 4k + m`: for `half = 0`, byte `p` holds its 6 bits in bits 0–5; for `half = 1`,
+/// byte `p` holds its high 2 bits in bits 6–7 and byte `32 + 4k + m` its low 4 bits (low
+/// nibble for `s = 0`, high for `s = 1`). So byte `p` and the nibble of byte `32 + p % 16`
+/// that it pairs with lie in the 128-bit lane (`s`) of `p`, and four rows' bytes `4k..4k+4`
+/// (and `16 + 4k..`, and `32 + 4k..`), interleaved by in-lane unpacks, give the i32 lanes of
+/// outputs `8k..8k+8` and `32 + 8k..` in order.
+///
+/// The 32-output tail (24 bytes): output `o` has its low 4 bits in byte `o % 16` (low nibble
+/// for `o < 16`) and its high 2 bits in byte `16 + o % 8`, bits `2·(o / 8)`.
+fn quant_position(n_embd: usize, o: usize) -> ((usize, u32), (usize, u32)) {
+    let (t, i) = (o / TILE, o % TILE);
+    let base = t * TILE_BYTES;
+    if base + TILE_BYTES <= n_embd / TAIL * TAIL_BYTES {
+        let (half, r) = (i / 32, i % 32);
+        let (k, s, m) = (r / 8, (r % 8) / 4, r % 4);
+        let p = base + 16 * s + 4 * k + m;
+        if half == 0 {
+            ((p, 0), (p, 4))
+        } else {
+            ((base + 32 + 4 * k + m, 4 * s as u32), (p, 6))
+        }
+    } else {
+        (
+            (base + i % 16, if i < 16 { 0 } else { 4 }),
+            (base + 16 + i % 8, 2 * (i / 8) as u32),
+        )
+    }
 }
 
 /// The 256 unsigned 6-bit quants of a Q6_K block in weight order.
@@ -67,16 +106,12 @@ impl ExactQ6kDown {
     pub fn from_q6_k(ty: GgmlType, n_embd: usize, n_ff: usize, down: &[u8]) -> Result<Self> {
         let blocks = super::down_blocks::<BlockQ6K>(ty, n_embd, n_ff, down)?;
         let per_row = n_ff / QK_K;
-        let row = n_embd / TILE * TILE_BYTES;
+        let row = n_embd / TAIL * TAIL_BYTES;
         let mut quants = vec![0u8; n_ff * row];
         let mut sub_scales = vec![0i8; n_ff / SUB * n_embd];
         let mut block_scales = vec![0u16; n_ff / BLOCK * n_embd];
         for o in 0..n_embd {
-            let (t, i) = (o / TILE, o % TILE);
-            let lo_byte = t * TILE_BYTES + i % 16;
-            let lo_shift = if i < 16 { 0 } else { 4 };
-            let hi_byte = t * TILE_BYTES + 16 + i % 8;
-            let hi_shift = 2 * (i / 8);
+            let ((lo_byte, lo_shift), (hi_byte, hi_shift)) = quant_position(n_embd, o);
             for (b, blk) in blocks[o * per_row..(o + 1) * per_row].iter().enumerate() {
                 block_scales[b * n_embd + o] = u16::from_le_bytes(blk.d);
                 for (s, &sc) in blk.scales.iter().enumerate() {
@@ -108,7 +143,7 @@ impl ExactQ6kDown {
 
     /// Bytes of one neuron's quants.
     pub fn row_bytes(&self) -> usize {
-        self.n_embd / TILE * TILE_BYTES
+        self.n_embd / TAIL * TAIL_BYTES
     }
 
     /// Total bytes of the copy (those of the original Q6_K tensor).
@@ -138,7 +173,7 @@ impl ExactQ6kDown {
         super::check_accumulate(ids, coefs, out, self.n_embd, self.n_ff)?;
         #[cfg(target_arch = "x86_64")]
         if crate::quant::active_isa() == crate::quant::Isa::Avx2 {
-            self.accumulate_quantized(ids, coefs, out, acc);
+            self.accumulate_quantized(ids, coefs, out, acc, avx2::Dot4::best());
             return Ok(());
         }
         let _ = acc;
@@ -160,9 +195,14 @@ impl ExactQ6kDown {
         coefs: &[f32],
         out: &mut [f32],
         acc: &mut Vec<i32>,
+        dot: avx2::Dot4,
     ) {
         let n = self.n_embd;
         let row = self.row_bytes();
+        let ahead = prefetch_distance(row);
+        // Ids whose rows' first `ahead` bytes were prefetched: the kernel prefetches the rest
+        // of each row `ahead` bytes in front of the tile it computes.
+        let mut pf = 0;
         let mut k = 0;
         while k < ids.len() {
             let end = run_end(ids, k, BLOCK).min(k + PIECE);
@@ -172,25 +212,22 @@ impl ExactQ6kDown {
                 continue;
             }
             let inv = 127.0 / amax;
-            let hq: [i8; PIECE] = std::array::from_fn(|i| match coefs.get(k + i) {
-                Some(h) if k + i < end => (h * inv).round().clamp(-127.0, 127.0) as i8,
-                _ => 0,
-            });
+            let mut hq = [0i8; PIECE];
+            avx2::round_to_i8(&coefs[k..end], inv, &mut hq[..end - k]);
             acc.clear();
             acc.resize(n, 0);
             let mut r = k;
             while r < end {
                 let r_end = run_end(ids, r, SUB).min(r + SUB).min(end);
-                // The kernel walks the run's rows tile by tile (24 bytes of each row at a
-                // time), prefetching each row `PREFETCH_AHEAD` bytes ahead; start the next
-                // run's rows while this one is computed.
-                if r_end < ids.len() {
-                    let n_end = run_end(ids, r_end, SUB).min(r_end + SUB);
-                    for &next in &ids[r_end..n_end] {
-                        prefetch(&self.quants[next as usize * row..][..row.min(PREFETCH_AHEAD)]);
-                    }
+                // The kernel walks the run's rows tile by tile (48 bytes of each row at a
+                // time), prefetching each row `ahead` bytes in front; start the rows of the
+                // next 16 ids while this run is computed.
+                let want = (r_end + SUB).min(ids.len());
+                for &next in &ids[pf.max(r)..want.max(pf)] {
+                    prefetch(&self.quants[next as usize * row..][..row.min(ahead)]);
                 }
-                avx2::sub_block_run(self, &ids[r..r_end], &hq[r - k..r_end - k], acc);
+                pf = pf.max(want);
+                avx2::sub_block_run(self, &ids[r..r_end], &hq[r - k..r_end - k], acc, dot);
                 r = r_end;
             }
             let d = &self.block_scales[ids[k] as usize / BLOCK * n..][..n];
@@ -202,10 +239,22 @@ impl ExactQ6kDown {
     /// The 6-bit quant of output `o` in neuron `j`'s row.
     fn quant(&self, j: usize, o: usize) -> u8 {
         let r = &self.quants[j * self.row_bytes()..][..self.row_bytes()];
-        let (t, i) = (o / TILE, o % TILE);
-        let lo = r[t * TILE_BYTES + i % 16] >> (if i < 16 { 0 } else { 4 }) & 0x0f;
-        let hi = r[t * TILE_BYTES + 16 + i % 8] >> (2 * (i / 8)) & 3;
+        let ((lo_byte, lo_shift), (hi_byte, hi_shift)) = quant_position(self.n_embd, o);
+        let lo = r[lo_byte] >> lo_shift & 0x0f;
+        let hi = r[hi_byte] >> hi_shift & 3;
         lo | (hi << 4)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+/// How far ahead the AVX2 path prefetches rows, in bytes: [`PREFETCH_AHEAD`], doubled for
+/// rows of 1 KiB or more (measured from memory at widths 576 and 4096:
+/// `bench/sparsity/path_costs.rs`).
+fn prefetch_distance(row: usize) -> usize {
+    if row >= 4 * PREFETCH_AHEAD {
+        2 * PREFETCH_AHEAD
+    } else {
+        PREFETCH_AHEAD
     }
 }
 
@@ -224,100 +273,176 @@ fn piece_scalar(c: &ExactQ6kDown, ids: &[u32], coefs: &[f32], out: &mut [f32]) {
 }
 
 #[cfg(target_arch = "x86_64")]
+/// The SIMD kernels' sums over one run's tail outputs (`n_embd % 64 == 32`), in plain
+/// integers: `acc[o] += sc[o] · Σ_k hq[k] · (q[ids[k]][o] − 32)` for the last 32 outputs.
+fn tail_run(c: &ExactQ6kDown, ids: &[u32], hq: &[i8], acc: &mut [i32]) {
+    let n = c.n_embd;
+    if n % TILE == 0 {
+        return;
+    }
+    let sc = &c.sub_scales[ids[0] as usize / SUB * n..][..n];
+    for o in n - TAIL..n {
+        let s: i32 = ids
+            .iter()
+            .zip(hq)
+            .map(|(&j, &h)| h as i32 * (c.quant(j as usize, o) as i32 - 32))
+            .sum();
+        acc[o] += sc[o] as i32 * s;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{ExactQ6kDown, PREFETCH_AHEAD, SUB, TILE, TILE_BYTES};
+    use super::{ExactQ6kDown, SUB, TILE, TILE_BYTES};
+
+    /// How four rows' bytes times four i8 coefficients are summed into i32 lanes.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub(super) enum Dot4 {
+        /// `maddubs` + `madd` by ones (AVX2).
+        Avx2,
+        /// `vpdpbusd` (AVX-512 VNNI + VL); the same integers.
+        Vnni,
+    }
+
+    impl Dot4 {
+        /// The kernel this process runs (VNNI where [`crate::quant::vnni_active`]).
+        pub(super) fn best() -> Self {
+            if crate::quant::vnni_active() {
+                Dot4::Vnni
+            } else {
+                Dot4::Avx2
+            }
+        }
+    }
 
     /// `acc[o] += sc[g][o] · Σ_k hq[k] · (q[ids[k]][o] − 32)` for a run of at most 16 ids in
-    /// one sub-block `g`. Only called after `active_isa()` reported AVX2+FMA+F16C.
-    pub(super) fn sub_block_run(c: &ExactQ6kDown, ids: &[u32], hq: &[i8], acc: &mut [i32]) {
+    /// one sub-block `g`. Only called after `active_isa()` reported AVX2+FMA+F16C, and with
+    /// [`Dot4::Vnni`] only where `vnni_active()`.
+    pub(super) fn sub_block_run(
+        c: &ExactQ6kDown,
+        ids: &[u32],
+        hq: &[i8],
+        acc: &mut [i32],
+        dot: Dot4,
+    ) {
         assert!(
             !ids.is_empty() && ids.len() <= SUB && hq.len() == ids.len() && acc.len() == c.n_embd
         );
-        // SAFETY: CPU support checked by the caller (`accumulate`). `accumulate` checked every
-        // id against `n_ff`, and `acc.len() == n_embd`, a multiple of 32 (asserted above
-        // and at construction): each row `j·row .. (j+1)·row`, sub-block `g`'s `n_embd`
-        // scales and every 32-output tile of `acc` read or written below lie inside bounds.
-        unsafe { sub_block_run_impl(c, ids, hq, acc) }
+        // SAFETY: CPU support checked by the caller (`accumulate`; VNNI by `Dot4::best`).
+        // `accumulate` checked every id against `n_ff`, and `acc.len() == n_embd`, a multiple
+        // of 32 (asserted above and at construction): each row `j·row .. (j+1)·row` holds
+        // `n_embd / 64` whole 48-byte tiles, and sub-block `g`'s `n_embd` scales and every
+        // 64-output tile of `acc` read or written below lie inside bounds.
+        unsafe {
+            match dot {
+                Dot4::Avx2 => sub_block_run_impl::<false>(c, ids, hq, acc),
+                Dot4::Vnni => sub_block_run_impl::<true>(c, ids, hq, acc),
+            }
+        }
+        super::tail_run(c, ids, hq, acc);
     }
 
-    /// For each tile of 32 outputs, the neurons are taken in pairs, interleaved byte by byte
-    /// and multiplied with `maddubs` (exact i16 sums, widened every 2 pairs:
-    /// |Σ| ≤ 2 · 2 · 63 · 127 = 32004), corrected by `32 · Σ hq` and scaled by the i8
-    /// sub-block scale in i32. Per piece of ≤ 256 ids, |acc| ≤ 256 · 127 · 32 · 128 < 2³¹.
+    /// `acc + Σ_{b in 4i..4i+4} x[b] · y[b]` in each i32 lane `i`, `x` unsigned below 64, `y`
+    /// signed: exact either way (`maddubs` pairs ≤ 2 · 63 · 127 < 2¹⁵, no saturation).
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn dot4<const VNNI: bool>(acc: __m256i, x: __m256i, y: __m256i) -> __m256i {
+        if VNNI {
+            crate::quant::dot_vnni::dpbusd(acc, x, y)
+        } else {
+            let pairs = _mm256_maddubs_epi16(x, y);
+            _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
+        }
+    }
+
+    /// For each 64-output tile, the run's rows are taken four at a time: their 32 bytes of
+    /// whole quants (with 2 spare bits each) and 16 bytes of nibbles (broadcast to both
+    /// 128-bit lanes) are interleaved byte by byte with in-lane unpacks, so that each 32-bit
+    /// lane holds the four rows' bits of two outputs; masks and shifts (per lane for the
+    /// nibbles) then give the four rows' 6-bit quants of 8 outputs in order per vector, summed times the four coefficients into
+    /// i32 by [`dot4`] (a padded group repeats its first row at coefficient 0). After the
+    /// run, `− 32 · Σ hq` and the i8 sub-block scale. |Σ| per lane ≤ 16 · 127 · 63, after the
+    /// correction ≤ 16 · 127 · 32; per piece of ≤ 256 ids, |acc| ≤ 256 · 127 · 32 · 128 < 2³¹.
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn sub_block_run_impl(c: &ExactQ6kDown, ids: &[u32], hq: &[i8], acc: &mut [i32]) {
+    unsafe fn sub_block_run_impl<const VNNI: bool>(
+        c: &ExactQ6kDown,
+        ids: &[u32],
+        hq: &[i8],
+        acc: &mut [i32],
+    ) {
         let n = c.n_embd;
         let row = c.row_bytes();
-        // Pairs (row offsets, coefficient pair); an odd run pairs its last neuron with
-        // itself at a zero coefficient.
-        let mut rows = [(0usize, 0usize); SUB / 2];
-        let mut coef = [0i16; SUB / 2];
-        let mut n_pairs = 0;
+        let mut rows = [[0usize; 4]; SUB / 4];
+        let mut coef = [0i32; SUB / 4];
         let mut hsum = 0i32;
-        for (pair, h) in ids.chunks(2).zip(hq.chunks(2)) {
-            let (a, ha) = (pair[0] as usize, h[0]);
-            let (b, hb) = match (pair.get(1), h.get(1)) {
-                (Some(&b), Some(&hb)) => (b as usize, hb),
-                _ => (a, 0),
-            };
-            rows[n_pairs] = (a * row, b * row);
-            coef[n_pairs] = ((ha as u8 as u16) | ((hb as u8 as u16) << 8)) as i16;
-            hsum += ha as i32 + hb as i32;
-            n_pairs += 1;
+        let n_groups = ids.len().div_ceil(4);
+        for (g, (group, h)) in ids.chunks(4).zip(hq.chunks(4)).enumerate() {
+            let mut bytes = [0u8; 4];
+            for i in 0..4 {
+                let (j, hj) = match (group.get(i), h.get(i)) {
+                    (Some(&j), Some(&hj)) => (j, hj),
+                    _ => (group[0], 0),
+                };
+                rows[g][i] = j as usize * row;
+                bytes[i] = hj as u8;
+                hsum += hj as i32;
+            }
+            coef[g] = i32::from_le_bytes(bytes);
         }
         let corr = _mm256_set1_epi32(32 * hsum);
         let q = c.quants.as_ptr();
         let sc = c.sub_scales.as_ptr().add(ids[0] as usize / SUB * n);
-        let low4 = _mm_set1_epi8(0x0f);
-        let three = _mm_set1_epi8(3);
-        // The 32 quants of one row's tile: outputs 0..15 and 16..31, unsigned 6-bit.
-        let load = |off: usize| -> (__m128i, __m128i) {
-            let v = _mm_loadu_si128(q.add(off).cast());
-            let h = _mm_loadl_epi64(q.add(off + 16).cast());
-            let lo = _mm_and_si128(v, low4);
-            let hi = _mm_and_si128(_mm_srli_epi16(v, 4), low4);
-            let h_lo = _mm_and_si128(_mm_unpacklo_epi64(h, _mm_srli_epi16(h, 2)), three);
-            let h_hi = _mm_and_si128(
-                _mm_unpacklo_epi64(_mm_srli_epi16(h, 4), _mm_srli_epi16(h, 6)),
-                three,
-            );
-            (
-                _mm_or_si128(lo, _mm_slli_epi16(h_lo, 4)),
-                _mm_or_si128(hi, _mm_slli_epi16(h_hi, 4)),
-            )
-        };
-        let widen = |x: __m128i| _mm256_cvtepi16_epi32(x);
+        let low6 = _mm256_set1_epi8(0x3f);
+        let low4 = _mm256_set1_epi8(0x0f);
+        let bits45 = _mm256_set1_epi8(0x30);
+        // The nibble of the high-half outputs: low nibbles in lane 0, high in lane 1.
+        let nibble_shift = _mm256_setr_epi64x(0, 0, 4, 4);
+        let ahead = super::prefetch_distance(row);
         let mut t = 0;
-        while t < n {
+        while t + TILE <= n {
             let tile = t / TILE * TILE_BYTES;
-            let mut isum = [_mm256_setzero_si256(); 4];
-            let mut p = 0;
-            while p < n_pairs {
-                let stop = (p + 2).min(n_pairs);
-                let (mut ab, mut cd) = (_mm256_setzero_si256(), _mm256_setzero_si256());
-                while p < stop {
-                    let (r1, r2) = rows[p];
-                    super::super::prefetch_line(q.wrapping_add(r1 + tile + PREFETCH_AHEAD));
-                    super::super::prefetch_line(q.wrapping_add(r2 + tile + PREFETCH_AHEAD));
-                    let (lo1, hi1) = load(r1 + tile);
-                    let (lo2, hi2) = load(r2 + tile);
-                    let cv = _mm256_set1_epi16(coef[p]);
-                    let x_ab =
-                        _mm256_set_m128i(_mm_unpackhi_epi8(lo1, lo2), _mm_unpacklo_epi8(lo1, lo2));
-                    let x_cd =
-                        _mm256_set_m128i(_mm_unpackhi_epi8(hi1, hi2), _mm_unpacklo_epi8(hi1, hi2));
-                    ab = _mm256_add_epi16(ab, _mm256_maddubs_epi16(x_ab, cv));
-                    cd = _mm256_add_epi16(cd, _mm256_maddubs_epi16(x_cd, cv));
-                    p += 1;
+            let mut lo_sum = [_mm256_setzero_si256(); 4];
+            let mut hi_sum = [_mm256_setzero_si256(); 4];
+            for g in 0..n_groups {
+                let r = rows[g];
+                let l: [__m256i; 4] = std::array::from_fn(|i| {
+                    super::super::prefetch_line(q.wrapping_add(r[i] + tile + ahead));
+                    _mm256_loadu_si256(q.add(r[i] + tile).cast())
+                });
+                let h: [__m256i; 4] = std::array::from_fn(|i| {
+                    _mm256_broadcastsi128_si256(_mm_loadu_si128(q.add(r[i] + tile + 32).cast()))
+                });
+                let interleave = |x: &[__m256i; 4]| -> [__m256i; 4] {
+                    let (ab_lo, ab_hi) = (
+                        _mm256_unpacklo_epi8(x[0], x[1]),
+                        _mm256_unpackhi_epi8(x[0], x[1]),
+                    );
+                    let (cd_lo, cd_hi) = (
+                        _mm256_unpacklo_epi8(x[2], x[3]),
+                        _mm256_unpackhi_epi8(x[2], x[3]),
+                    );
+                    [
+                        _mm256_unpacklo_epi16(ab_lo, cd_lo),
+                        _mm256_unpackhi_epi16(ab_lo, cd_lo),
+                        _mm256_unpacklo_epi16(ab_hi, cd_hi),
+                        _mm256_unpackhi_epi16(ab_hi, cd_hi),
+                    ]
+                };
+                let (v, w) = (interleave(&l), interleave(&h));
+                let cv = _mm256_set1_epi32(coef[g]);
+                for k in 0..4 {
+                    let lo = _mm256_and_si256(v[k], low6);
+                    let hi = _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16(v[k], 2), bits45),
+                        _mm256_and_si256(_mm256_srlv_epi64(w[k], nibble_shift), low4),
+                    );
+                    lo_sum[k] = dot4::<VNNI>(lo_sum[k], lo, cv);
+                    hi_sum[k] = dot4::<VNNI>(hi_sum[k], hi, cv);
                 }
-                isum[0] = _mm256_add_epi32(isum[0], widen(_mm256_castsi256_si128(ab)));
-                isum[1] = _mm256_add_epi32(isum[1], widen(_mm256_extracti128_si256(ab, 1)));
-                isum[2] = _mm256_add_epi32(isum[2], widen(_mm256_castsi256_si128(cd)));
-                isum[3] = _mm256_add_epi32(isum[3], widen(_mm256_extracti128_si256(cd, 1)));
             }
-            for (k, s) in isum.iter().enumerate() {
+            for (k, s) in lo_sum.iter().chain(&hi_sum).enumerate() {
                 let o = t + 8 * k;
                 let scv = _mm256_cvtepi8_epi32(_mm_loadl_epi64(sc.add(o).cast()));
                 let ap = acc.as_mut_ptr().add(o).cast::<__m256i>();
@@ -325,6 +450,33 @@ mod avx2 {
                 _mm256_storeu_si256(ap, _mm256_add_epi32(_mm256_loadu_si256(ap), prod));
             }
             t += TILE;
+        }
+    }
+
+    /// `out[i] = round(x[i] · inv)` (to nearest, ties to even) for `|x[i] · inv| ≤ 127`
+    /// (`inv = 127 / max|x|`), clamped to ±127 against float rounding.
+    pub(super) fn round_to_i8(x: &[f32], inv: f32, out: &mut [i8]) {
+        assert_eq!(x.len(), out.len());
+        let whole = x.len() / 8 * 8;
+        // SAFETY: CPU support (AVX2) checked by the caller; `whole ≤ x.len() == out.len()`.
+        unsafe { round_to_i8_impl(&x[..whole], inv, &mut out[..whole]) };
+        for (o, &h) in out[whole..].iter_mut().zip(&x[whole..]) {
+            *o = (h * inv).round_ties_even().clamp(-127.0, 127.0) as i8;
+        }
+    }
+
+    /// `x.len() == out.len()`, a multiple of 8.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn round_to_i8_impl(x: &[f32], inv: f32, out: &mut [i8]) {
+        let inv_v = _mm256_set1_ps(inv);
+        let (lo, hi) = (_mm256_set1_ps(-127.0), _mm256_set1_ps(127.0));
+        let mut i = 0;
+        while i < x.len() {
+            let v = _mm256_mul_ps(_mm256_loadu_ps(x.as_ptr().add(i)), inv_v);
+            let q = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(v, lo), hi));
+            let w = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
+            _mm_storel_epi64(out.as_mut_ptr().add(i).cast(), _mm_packs_epi16(w, w));
+            i += 8;
         }
     }
 
@@ -366,62 +518,138 @@ mod tests {
         })
     }
 
-    /// Reconstructing every weight from the copy gives the dequantized original exactly.
+    /// Reconstructing every weight from the copy gives the dequantized original exactly, for
+    /// widths of whole 64-output tiles (64, 576, 4096) and with a 32-output tail (96).
     #[test]
     fn copy_holds_the_original_weights_and_bytes() {
-        let (n_embd, n_ff) = (64, 512);
-        let (data, deq) = random_down(n_embd, n_ff, 1);
-        let copy = ExactQ6kDown::from_q6_k(GgmlType::Q6_K, n_embd, n_ff, &data).unwrap();
-        assert_eq!(copy.total_bytes(), data.len());
-        for j in 0..n_ff {
-            for o in 0..n_embd {
-                let d = half::f16::from_bits(copy.block_scales[j / BLOCK * n_embd + o]).to_f32();
-                let sc = copy.sub_scales[j / SUB * n_embd + o] as f32;
-                let w = d * sc * (copy.quant(j, o) as i32 - 32) as f32;
-                assert_eq!(w, deq[o * n_ff + j], "neuron {j} output {o}");
+        for (n_embd, n_ff, seed) in [(64, 512, 1), (96, 256, 2), (576, 256, 3), (4096, 256, 4)] {
+            let (data, deq) = random_down(n_embd, n_ff, seed);
+            let copy = ExactQ6kDown::from_q6_k(GgmlType::Q6_K, n_embd, n_ff, &data).unwrap();
+            assert_eq!(copy.total_bytes(), data.len());
+            for j in 0..n_ff {
+                for o in 0..n_embd {
+                    let d =
+                        half::f16::from_bits(copy.block_scales[j / BLOCK * n_embd + o]).to_f32();
+                    let sc = copy.sub_scales[j / SUB * n_embd + o] as f32;
+                    let w = d * sc * (copy.quant(j, o) as i32 - 32) as f32;
+                    assert_eq!(w, deq[o * n_ff + j], "{n_embd}: neuron {j} output {o}");
+                }
             }
         }
     }
 
-    /// Both kernels against the dequantized original in f64, for sorted, unsorted, repeated
-    /// and empty id lists. The SIMD kernel rounds a piece's coefficients to i8 with one
-    /// scale, so its bound is Σ_j |w_oj| · max|h in j's piece| / 254 plus float rounding.
-    #[test]
-    fn accumulate_matches_dequantized_original() {
-        // 96 outputs: three 32-output tiles; 3 blocks of 256 neurons.
-        let (n_embd, n_ff) = (96, 768);
-        let (data, deq) = random_down(n_embd, n_ff, 3);
-        let copy = ExactQ6kDown::from_q6_k(GgmlType::Q6_K, n_embd, n_ff, &data).unwrap();
-        let mut st = 9u64;
+    /// Id lists for a down of `n_ff` neurons: sorted, unsorted, scattered single ids,
+    /// repeated ids, empty, and runs of every length 1..=16 within sub-blocks.
+    fn id_lists(n_ff: usize) -> Vec<Vec<u32>> {
         let sorted: Vec<u32> = (0..n_ff as u32).filter(|j| j % 3 != 0).collect();
         let mut shuffled = sorted.clone();
         shuffled.reverse();
         shuffled.swap(0, 40);
-        let single_odd: Vec<u32> = vec![5, 17, 18, 300, 301, 302, 767];
+        let last = n_ff as u32 - 1;
+        let single_odd: Vec<u32> = vec![5, 17, 18, 100, 101, 102, last];
         let repeated: Vec<u32> = std::iter::repeat_n(7u32, 40).chain([8, 9]).collect();
-        for ids in [sorted, shuffled, single_odd, repeated, Vec::new()] {
-            let coefs: Vec<f32> = ids.iter().map(|_| lcg(&mut st)).collect();
-            // The pieces the kernel forms (runs within one block, at most 256 ids).
-            let mut piece_max = vec![0f64; ids.len()];
-            let mut k = 0;
-            while k < ids.len() {
-                let end = run_end(&ids, k, BLOCK).min(k + PIECE);
-                let m = coefs[k..end]
-                    .iter()
-                    .fold(0f64, |m, h| m.max(h.abs() as f64));
-                piece_max[k..end].iter_mut().for_each(|p| *p = m);
-                k = end;
+        let run_lengths: Vec<u32> = (0..n_ff / SUB)
+            .flat_map(|g| (0..g % SUB + 1).map(move |i| (g * SUB + i) as u32))
+            .collect();
+        vec![
+            sorted,
+            shuffled,
+            single_odd,
+            repeated,
+            Vec::new(),
+            run_lengths,
+        ]
+    }
+
+    /// The largest |coefficient| of each id's piece (runs within one block, at most 256 ids),
+    /// the scale the SIMD kernel rounds that id's coefficient with.
+    fn piece_max(ids: &[u32], coefs: &[f32]) -> Vec<f64> {
+        let mut piece_max = vec![0f64; ids.len()];
+        let mut k = 0;
+        while k < ids.len() {
+            let end = run_end(ids, k, BLOCK).min(k + PIECE);
+            let m = coefs[k..end]
+                .iter()
+                .fold(0f64, |m, h| m.max(h.abs() as f64));
+            piece_max[k..end].iter_mut().for_each(|p| *p = m);
+            k = end;
+        }
+        piece_max
+    }
+
+    /// Both kernels against the dequantized original in f64, for the id lists of
+    /// [`id_lists`], at widths with a 32-output tail (96) and of whole 64-output tiles (576,
+    /// 4096). The SIMD kernel rounds a piece's coefficients to i8 with one scale, so its
+    /// bound is Σ_j |w_oj| · max|h in j's piece| / 254 plus float rounding.
+    #[test]
+    fn accumulate_matches_dequantized_original() {
+        for (n_embd, n_ff, seed) in [(96, 768, 3), (576, 512, 4), (4096, 256, 5)] {
+            let (data, deq) = random_down(n_embd, n_ff, seed);
+            let copy = ExactQ6kDown::from_q6_k(GgmlType::Q6_K, n_embd, n_ff, &data).unwrap();
+            let mut st = 9u64;
+            for ids in id_lists(n_ff) {
+                let coefs: Vec<f32> = ids.iter().map(|_| lcg(&mut st)).collect();
+                let piece_max = piece_max(&ids, &coefs);
+                let (want, bound) =
+                    reference_and_bound(&deq, n_embd, n_ff, &ids, &coefs, &piece_max);
+                let scale = want.iter().map(|v| v.abs()).fold(1e-3, f64::max);
+                let mut got = vec![0f32; n_embd];
+                copy.accumulate(&ids, &coefs, &mut got, &mut Vec::new())
+                    .unwrap();
+                let mut got_scalar = vec![0f32; n_embd];
+                piece_scalar(&copy, &ids, &coefs, &mut got_scalar);
+                // Exact weights: only f32 summation rounding.
+                let tol = 1e-5 * scale * (ids.len().max(1) as f64).sqrt();
+                assert_close(&got_scalar, &got, &want, &bound, tol);
             }
-            let (want, bound) = reference_and_bound(&deq, n_embd, n_ff, &ids, &coefs, &piece_max);
-            let scale = want.iter().map(|v| v.abs()).fold(1e-3, f64::max);
-            let mut got = vec![0f32; n_embd];
-            copy.accumulate(&ids, &coefs, &mut got, &mut Vec::new())
-                .unwrap();
-            let mut got_scalar = vec![0f32; n_embd];
-            piece_scalar(&copy, &ids, &coefs, &mut got_scalar);
-            // Exact weights: only f32 summation rounding.
-            let tol = 1e-5 * scale * (ids.len().max(1) as f64).sqrt();
-            assert_close(&got_scalar, &got, &want, &bound, tol);
+        }
+    }
+
+    /// The AVX2 (`maddubs` + `madd`) and VNNI (`vpdpbusd`) forms of the SIMD kernel sum the
+    /// same integers, so they give the same bits, within the bound of the dequantized
+    /// original (each where this CPU runs it).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_and_vnni_kernels_agree() {
+        use avx2::Dot4;
+        if crate::quant::best_supported_isa() != crate::quant::Isa::Avx2 {
+            return;
+        }
+        let vnni = crate::quant::dot_vnni::cpu_supported();
+        for (n_embd, n_ff, seed) in [(96, 512, 6), (576, 256, 7)] {
+            let (data, deq) = random_down(n_embd, n_ff, seed);
+            let copy = ExactQ6kDown::from_q6_k(GgmlType::Q6_K, n_embd, n_ff, &data).unwrap();
+            let mut st = 11u64;
+            for ids in id_lists(n_ff) {
+                let coefs: Vec<f32> = ids.iter().map(|_| lcg(&mut st)).collect();
+                let piece_max = piece_max(&ids, &coefs);
+                let (want, bound) =
+                    reference_and_bound(&deq, n_embd, n_ff, &ids, &coefs, &piece_max);
+                let scale = want.iter().map(|v| v.abs()).fold(1e-3, f64::max);
+                let tol = 1e-5 * scale * (ids.len().max(1) as f64).sqrt();
+                let mut avx2_out = vec![0f32; n_embd];
+                copy.accumulate_quantized(&ids, &coefs, &mut avx2_out, &mut Vec::new(), Dot4::Avx2);
+                for o in 0..n_embd {
+                    let err = (avx2_out[o] as f64 - want[o]).abs();
+                    assert!(
+                        err < bound[o] + tol,
+                        "o {o}: {} vs {}",
+                        avx2_out[o],
+                        want[o]
+                    );
+                }
+                if vnni {
+                    let mut vnni_out = vec![0f32; n_embd];
+                    copy.accumulate_quantized(
+                        &ids,
+                        &coefs,
+                        &mut vnni_out,
+                        &mut Vec::new(),
+                        Dot4::Vnni,
+                    );
+                    assert_eq!(avx2_out, vnni_out, "{n_embd} × {n_ff}");
+                }
+            }
         }
     }
 
