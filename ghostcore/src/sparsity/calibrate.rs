@@ -94,7 +94,7 @@ impl Default for CalibrateOptions {
 /// a release that measures differently calibrates again. 2: exact Q6_K down copies (before,
 /// Q6_K downs used the 1.3×-larger requantized copy). 3: candidates measured with the
 /// fewest-bytes paths (before, by bytes weighted with per-byte kernel costs), and chosen with
-/// one standard error of margin (`within_budget`).
+/// a one-sided 95% margin (`within_budget`).
 pub const FRONTIER_REVISION: u32 = 3;
 
 /// The settings calibration tries for the budget table (a short list: each costs one
@@ -403,15 +403,17 @@ pub fn measure_frontier(
     Ok(())
 }
 
-/// Whether a candidate measured at `dppl` % (95% interval `ci`) keeps a budget of `budget` %:
-/// its estimate plus one standard error must stay within it. On a held-out slice of
-/// 1,000–2,000 tokens the interval is about ±1.5%, as wide as the budgets themselves, so
-/// taking the most bytes among candidates whose point estimate fits picks the ones the slice
-/// flattered most (on SmolLM2 such a `budget:2` measured +2.5–3.0% on other texts); one
-/// standard error of margin keeps the budget with about 84% confidence per candidate.
+/// Whether a candidate measured at `dppl` % (95% interval `ci`) keeps a budget of `budget` %
+/// with 95% one-sided confidence: its estimate plus 1.645 standard errors must stay within
+/// it. On a held-out slice of 2,000–3,000 tokens the interval is about ±1.3%, as wide as the
+/// budgets themselves, so taking the most bytes among candidates whose point estimate fits
+/// picks the ones the slice flattered most: on SmolLM2 such a `budget:2`
+/// (`input:0.1,cascade:0.2:0.45:upw`, +1.29% held out) measured +1.99% / +2.53% on GPL-3 and
+/// the Node text, while the setting this rule picks (`input:0.1,cascade:0.2:0.4:upw`, +0.77%
+/// held out) measured +1.86% / +1.69% (`bench/results/2026-11-23-s6-path-costs.md`).
 fn within_budget(dppl: f64, ci: (f64, f64), budget: f64) -> bool {
     let se = ((ci.1 - ci.0) / (2.0 * 1.96)).max(0.0);
-    dppl + se <= budget
+    dppl + 1.645 * se <= budget
 }
 
 #[cfg(test)]
@@ -419,10 +421,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn budgets_keep_a_standard_error_of_margin() {
-        // ±1.96% interval: SE 1%.
-        assert!(within_budget(0.9, (-1.06, 2.86), 2.0));
-        assert!(!within_budget(1.5, (-0.46, 3.46), 2.0));
+    fn budgets_keep_a_one_sided_95_percent_margin() {
+        // ±1.96% interval: SE 1%, margin 1.645%.
+        assert!(within_budget(0.3, (-1.66, 2.26), 2.0));
+        assert!(!within_budget(0.5, (-1.46, 2.46), 2.0));
         // A tight interval needs little margin.
         assert!(within_budget(1.9, (1.8, 2.0), 2.0));
         assert!(!within_budget(2.1, (2.0, 2.2), 2.0));
