@@ -613,6 +613,7 @@ mod tests {
     fn avx2_and_vnni_kernels_agree() {
         use avx2::Dot4;
         if crate::quant::best_supported_isa() != crate::quant::Isa::Avx2 {
+            eprintln!("SKIPPED: this CPU has no AVX2");
             return;
         }
         let vnni = crate::quant::dot_vnni::cpu_supported();
