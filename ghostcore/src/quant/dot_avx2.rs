@@ -1044,12 +1044,9 @@ pub(crate) fn prepared_row_dot(ty: GgmlType) -> Option<PreparedKernels> {
             ) {
                 let (w_row, a) = (w_row.max(1), cast_blocks_prefix::<BlockQ8_0>(a));
                 let ahead_rows = crate::quant::drivers::gather_prefetch_rows(w_row);
-                for (k, (&r, o)) in ids.iter().zip(out.iter_mut()).enumerate() {
-                    if let Some(&ahead) = ids.get(k + ahead_rows) {
-                        crate::quant::drivers::prefetch_row(w, ahead as usize, w_row);
-                    }
-                    let r = r as usize;
-                    let row = cast_blocks_prefix::<$w>(&w[r * w_row..(r + 1) * w_row]);
+                for (k, o) in out.iter_mut().enumerate().take(ids.len()) {
+                    let row = crate::quant::drivers::gathered_row(w, w_row, ids, k, ahead_rows);
+                    let row = cast_blocks_prefix::<$w>(row);
                     // SAFETY: as above; the kernel reads only blocks present in all three
                     // slices.
                     *o = unsafe { dot32_prepared::<$k>(row, a, pre) };

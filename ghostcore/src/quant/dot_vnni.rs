@@ -339,16 +339,9 @@ unsafe fn dot_rows_gather<K: VnniBlock>(
 ) {
     let w_row = w_row.max(1);
     let ahead_rows = crate::quant::drivers::gather_prefetch_rows(w_row);
-    for (k, (&r, o)) in ids.iter().zip(out.iter_mut()).enumerate() {
-        if let Some(&ahead) = ids.get(k + ahead_rows) {
-            crate::quant::drivers::prefetch_row(w, ahead as usize, w_row);
-        }
-        let r = r as usize;
-        *o = dot_row_inline::<K>(
-            cast_blocks_prefix::<K::W>(&w[r * w_row..(r + 1) * w_row]),
-            a,
-            pre,
-        );
+    for (k, o) in out.iter_mut().enumerate().take(ids.len()) {
+        let row = crate::quant::drivers::gathered_row(w, w_row, ids, k, ahead_rows);
+        *o = dot_row_inline::<K>(cast_blocks_prefix::<K::W>(row), a, pre);
     }
 }
 

@@ -137,11 +137,7 @@ impl<'w> RowSet<'w, '_> {
         match *self {
             RowSet::Contiguous(w) => &w[k * w_row..(k + 1) * w_row],
             RowSet::Gathered { weights, ids } => {
-                if let Some(&ahead) = ids.get(k + gather_prefetch_rows(w_row)) {
-                    prefetch_row(weights, ahead as usize, w_row);
-                }
-                let r = ids[k] as usize;
-                &weights[r * w_row..(r + 1) * w_row]
+                gathered_row(weights, w_row, ids, k, gather_prefetch_rows(w_row))
             }
         }
     }
@@ -293,10 +289,27 @@ pub fn matvec_gather(
 /// are scattered, so the hardware prefetcher (which follows sequential streams) does not fetch
 /// them; without this, gathered rows cost a memory latency each whenever the weights do not
 /// fit in cache. About 4 KB keeps enough lines in flight to stream from memory; measured on
-/// Q5_0 rows of 396 and 2,816 bytes from memory (`bench/sparsity/gather.rs`): 8–16 rows
+/// Q5_0 rows of 396 and 2,816 bytes from memory (`bench/results/2026-11-23-s6-path-costs/`): 8–16 rows
 /// ahead was best for the short rows, 1–2 for the long ones, and 2 ahead of a short row
 /// (800 bytes) cost 1.3–1.5× the time.
 const GATHER_PREFETCH_BYTES: usize = 4096;
+
+/// Row `ids[k]` of `weights` (rows of `w_row` bytes; bounds-checked), after asking the CPU
+/// to start loading row `ids[k + ahead]`: one step of a gathered walk.
+#[inline(always)]
+pub(crate) fn gathered_row<'w>(
+    weights: &'w [u8],
+    w_row: usize,
+    ids: &[u32],
+    k: usize,
+    ahead: usize,
+) -> &'w [u8] {
+    if let Some(&next) = ids.get(k + ahead) {
+        prefetch_row(weights, next as usize, w_row);
+    }
+    let r = ids[k] as usize;
+    &weights[r * w_row..(r + 1) * w_row]
+}
 
 /// Rows ahead a gathered walk over rows of `w_row` bytes prefetches (at least one).
 #[inline]
@@ -306,7 +319,7 @@ pub(crate) fn gather_prefetch_rows(w_row: usize) -> usize {
 
 /// Asks the CPU to start loading row `r` (of `w_row` bytes) of `weights` into cache.
 #[inline(always)]
-pub(crate) fn prefetch_row(weights: &[u8], r: usize, w_row: usize) {
+fn prefetch_row(weights: &[u8], r: usize, w_row: usize) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
@@ -374,12 +387,8 @@ pub fn axpy_rows(
     let axpy = crate::quant::axpy::axpy_kernel(ty);
     let mut scratch = Vec::new();
     let ahead_rows = gather_prefetch_rows(w_row);
-    for (i, (&r, &coef)) in row_ids.iter().zip(coefs).enumerate() {
-        if let Some(&ahead) = row_ids.get(i + ahead_rows) {
-            prefetch_row(weights, ahead as usize, w_row);
-        }
-        let r = r as usize;
-        let row = &weights[r * w_row..(r + 1) * w_row];
+    for (i, &coef) in coefs.iter().enumerate() {
+        let row = gathered_row(weights, w_row, row_ids, i, ahead_rows);
         match axpy {
             Some(f) => f(coef, row, out),
             None => {

@@ -540,27 +540,22 @@ pub fn sparse_ffn(
     let dense_down = w.down.total_bytes();
     let skipped = n_active < n_ff;
     let forced = plan.down == DownPath::NeuronMajor;
-    if fused {
-        // Lower bounds of what the copies read (a copy reads at least its share of the
-        // scales): a copy that cannot beat the dense down even then is not priced.
-        let copy_may_win = forced
-            || (skipped
-                && plan.down == DownPath::Auto
-                && (w.down_exact.is_some_and(|e| {
-                    let least = e.total_bytes() * n_active / n_ff;
-                    costs.exact_down(e, least, dense_down) < 1.0
-                }) || w.down_t.is_some_and(|t| {
-                    costs.requantized_down(t.ty, n_active * t.row_bytes(), dense_down) < 1.0
-                })));
-        if !copy_may_win {
-            quantize_input(&w.down, &s.h_dense, &mut s.xq)?;
-            matvec_rows(&w.down, None, &s.xq, out, exec)?;
-            stats.bytes_read += dense_down;
-            return Ok(stats);
-        }
-        // The active neurons, as the other branch lists them: kept by the first stage and
-        // above the product threshold (where h was zeroed, |0| > t_prod only if every kept
-        // neuron is active).
+    // The gathered branch listed the active neurons; the fused one lists them only when a
+    // copy could be faster than the dense down even at a lower bound of its bytes (a copy
+    // reads at least its share of the scales), and otherwise the dense down reads `h_dense`.
+    let ids_listed = !fused
+        || forced
+        || (skipped
+            && plan.down == DownPath::Auto
+            && (w.down_exact.is_some_and(|e| {
+                let least = e.total_bytes() * n_active / n_ff;
+                costs.exact_down(e, least, dense_down) < 1.0
+            }) || w.down_t.is_some_and(|t| {
+                costs.requantized_down(t.ty, n_active * t.row_bytes(), dense_down) < 1.0
+            })));
+    if fused && ids_listed {
+        // As the gathered branch lists them: kept by the first stage and above the product
+        // threshold (where h was zeroed, |0| > t_prod only if every kept neuron is active).
         s.ids.clear();
         s.coefs.clear();
         for (i, (&h, &k)) in s.h_dense.iter().zip(&s.keep).enumerate() {
@@ -572,13 +567,16 @@ pub fn sparse_ffn(
     }
     let exact_bytes = w
         .down_exact
-        .filter(|_| skipped && plan.down == DownPath::Auto)
+        .filter(|_| ids_listed && skipped && plan.down == DownPath::Auto)
         .map(|e| (e, e.bytes_for(&s.ids)));
-    let copy_bytes = w.down_t.and_then(|t| match plan.down {
-        DownPath::NeuronMajor => Some((t, n_active * t.row_bytes())),
-        DownPath::Auto if skipped => Some((t, n_active * t.row_bytes())),
-        _ => None,
-    });
+    let copy_bytes = w
+        .down_t
+        .filter(|_| ids_listed)
+        .and_then(|t| match plan.down {
+            DownPath::NeuronMajor => Some((t, n_active * t.row_bytes())),
+            DownPath::Auto if skipped => Some((t, n_active * t.row_bytes())),
+            _ => None,
+        });
     if forced && copy_bytes.is_none() {
         bail!(
             InvalidArgument,
@@ -611,10 +609,13 @@ pub fn sparse_ffn(
             axpy_rows(&dt, &s.ids, &s.coefs, out, exec, &mut s.partials)?;
         }
         DownChoice::Dense => {
-            s.h_dense.clear();
-            s.h_dense.resize(n_ff, 0.0);
-            for (&j, &h) in s.ids.iter().zip(&s.coefs) {
-                s.h_dense[j as usize] = h;
+            // The fused branch wrote `h_dense` already.
+            if !fused {
+                s.h_dense.clear();
+                s.h_dense.resize(n_ff, 0.0);
+                for (&j, &h) in s.ids.iter().zip(&s.coefs) {
+                    s.h_dense[j as usize] = h;
+                }
             }
             quantize_input(&w.down, &s.h_dense, &mut s.xq)?;
             matvec_rows(&w.down, None, &s.xq, out, exec)?;

@@ -5,8 +5,8 @@
 //! function of the share of the matrix's bytes it reads ([`TimeCurve`]). The curves are
 //! measured, not modelled: from memory, skipping scattered rows saves far less time than
 //! bytes. On the 2-core AMD EPYC VM of `bench/results/2026-11-23-s6-path-costs.md`
-//! (`bench/sparsity/gather.rs`, `bench/sparsity/down_curve.rs`; interleaved reps, medians,
-//! matrices cycled through more than the 32 MiB L3):
+//! (`bench/sparsity/path_costs.rs`, raw runs in `bench/results/2026-11-23-s6-path-costs/`;
+//! interleaved reps, medians, matrices cycled through more than the 32 MiB L3):
 //! - **gathered rows** (a random kept share of Q5_0 rows of 396, 1,408 and 2,816 bytes, ids
 //!   sorted) take about the time of *all* rows while 80–90% are kept, 0.85–0.92 at 60%,
 //!   0.63–0.69 at 40% and 0.33–0.47 at 20%: the hardware prefetchers stream across short gaps
