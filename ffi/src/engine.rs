@@ -13,6 +13,7 @@ use ghostcore::sampling::SamplerParams;
 use ghostcore::sparsity::accelerated::current_tally;
 use ghostcore::sparsity::calibrate::{calibrate, CalibrateOptions as EngineCalibrateOptions};
 use ghostcore::sparsity::engine::{self as sparsity_engine, SparseHandle};
+use ghostcore::sparsity::path_costs::measure::FfnShape;
 use ghostcore::sparsity::{resolve_plans, DownCopy, Rule, Sidecar, SparsityMode};
 use ghostcore::tokenizer::Tokenizer;
 
@@ -367,6 +368,10 @@ impl Context {
                 );
             }
             let plans = resolve_plans(&mode, mask.as_ref().map(|m| &m.sidecar), n_layer)?;
+            // This CPU's measured path costs, where `ghost tune` cached them (never measured
+            // here: that takes seconds); else the built-in curves.
+            let shape = FfnShape::of_model(&self.model.inner);
+            ghostcore::sparsity::path_costs::cache::install_cached(&shape);
             let copies = mask.as_ref().and_then(|m| m.copies.clone());
             self.sparse = Some(sparsity_engine::install(&mut self.inner, plans, copies)?);
         }

@@ -36,6 +36,8 @@ enum Command {
     Sweep(cli::sweep::Args),
     /// Write a synthetic model with random weights (any shape) for speed and scale tests.
     Synth(cli::synth::Args),
+    /// Measure this CPU's sparse path costs at a model's shape (cached; used by decode).
+    Tune(cli::tune::Args),
 }
 
 fn main() {
@@ -51,6 +53,7 @@ fn main() {
         Command::Calibrate(a) => cli::calibrate::run(a),
         Command::Sweep(a) => cli::sweep::run(a),
         Command::Synth(a) => cli::synth::run(a),
+        Command::Tune(a) => cli::tune::run(a),
     };
     if let Err(e) = res {
         eprintln!("ghost: error: {e}");

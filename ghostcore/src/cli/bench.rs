@@ -253,6 +253,7 @@ fn time_generation_side_by_side(
     let (mut dense, mut sparse) = (Vec::new(), Vec::new());
     // Sidecar read, plans resolved and down copies built once; the same sparse FFNs are
     // reinstalled for every sparse repetition (their tally covers all of them).
+    super::sparsity_setup::tune_paths(ctx.model());
     let handle = attach(
         ctx,
         args.mask.as_deref(),

@@ -11,6 +11,7 @@ pub mod sparsity_setup;
 pub mod sweep;
 pub mod synth;
 pub mod tokenize;
+pub mod tune;
 
 /// `--device cpu|gpu`, shared by the commands that run the model.
 #[derive(clap::Args, Debug, Clone)]

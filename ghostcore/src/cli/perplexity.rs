@@ -121,6 +121,9 @@ pub fn run(args: Args) -> Result<()> {
     );
     let bos = if add_bos { tok.bos() } else { None };
     if let Some(mode) = &args.sparsity {
+        if args.paths == crate::sparsity::PathPolicy::Fastest {
+            super::sparsity_setup::tune_paths(&model);
+        }
         return crate::sparsity::eval::run_sparse_perplexity(
             Arc::clone(&model),
             &tokens,

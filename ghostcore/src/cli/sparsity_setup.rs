@@ -46,7 +46,34 @@ pub fn setup(
     } else {
         eprintln!("ghost: sparsity {mode}");
     }
+    tune_paths(ctx.model());
     attach(ctx, sidecar.as_deref(), mode, PathPolicy::Fastest)
+}
+
+/// Install this CPU's measured sparse path costs for `model`'s FFN shape (see
+/// `sparsity::path_costs`): read from the cache, or measured once (about a second at
+/// SmolLM2's shape) and cached. Failing that, the built-in curves serve, and it says why.
+/// For the front ends that decode with the fastest paths.
+pub fn tune_paths(model: &Model) {
+    use crate::sparsity::path_costs::cache::{load_or_measure, Source};
+    use crate::sparsity::path_costs::measure::{FfnShape, MeasureOptions};
+    let shape = FfnShape::of_model(model);
+    let mut told = false;
+    let res = load_or_measure(&shape, &MeasureOptions::default(), false, &mut |_| {
+        if !told {
+            eprintln!(
+                "ghost: measuring this CPU's sparse path costs (once; `ghost tune` shows them)"
+            );
+            told = true;
+        }
+    });
+    match res {
+        Ok((_, Source::Measured(None))) => {
+            eprintln!("ghost: could not cache the path costs; they are measured again next time")
+        }
+        Ok(_) => {}
+        Err(e) => eprintln!("ghost: built-in path costs ({e})"),
+    }
 }
 
 /// Where a model's cached sidecar lives:

@@ -195,6 +195,9 @@ pub fn run(args: Args) -> Result<()> {
             ..ModelParams::default()
         },
     )?;
+    if args.paths == crate::sparsity::PathPolicy::Fastest {
+        super::sparsity_setup::tune_paths(&model);
+    }
     let n_layer = model.config().n_layer;
     let sidecar = match &args.mask {
         Some(p) => Some(Sidecar::load(p, model.gguf())?),

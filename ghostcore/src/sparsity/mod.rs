@@ -27,7 +27,7 @@ pub mod ffn;
 pub mod histogram;
 pub mod input_major;
 pub mod mode;
-mod path_costs;
+pub mod path_costs;
 pub mod plan;
 pub mod repack;
 pub mod report;

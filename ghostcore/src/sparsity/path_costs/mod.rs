@@ -24,9 +24,20 @@
 //!   1.4–2× its bytes at width 576, 1.0–1.5× at 4096.
 //!
 //! Widths from 2048 take the 8B curves, narrower layers the 576 ones (two measured widths,
-//! nothing in between). The scalar kernels were not measured: bytes alone decide there. Other
-//! CPUs will differ; the curves only steer the choice, and the bytes reported are always
-//! those the chosen path reads.
+//! nothing in between). The scalar kernels were not measured: bytes alone decide there.
+//!
+//! Other CPUs, and the same VM on another day, differ: on a quiet run of the same VM type
+//! (`bench/results/2026-12-06-s7-path-tuning.md`) gathered 396-byte rows took 0.84 of the
+//! dense time at 80% kept, not 1.03. So these built-in curves are only the fallback: a
+//! process can measure the curves of the gathered rows and the exact down copies on its own
+//! CPU at a model's own shape ([`measure`], a few seconds), cache them ([`cache`]) and
+//! install them ([`install_tuned`]); `ghost tune` and the generating front ends do that. The
+//! curves only steer the choice: the bytes reported are always those the chosen path reads.
+
+pub mod cache;
+pub mod measure;
+
+use std::sync::RwLock;
 
 use super::exact_down::ExactDown;
 use super::input_major::InputMajorKernel;
@@ -35,16 +46,77 @@ use crate::quant::GgmlType;
 /// Time of a path relative to the dense kernel over the whole matrix, against the share of
 /// the matrix's bytes the path reads: piecewise linear through measured points (ascending
 /// shares, starting at share 0), extended past the last point with its slope.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct TimeCurve(&'static [(f64, f64)]);
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TimeCurve {
+    points: [(f64, f64); TimeCurve::MAX_POINTS],
+    len: usize,
+}
 
 impl TimeCurve {
+    /// The most points a curve holds.
+    pub const MAX_POINTS: usize = 8;
+
     /// Time proportional to bytes (1.0 at the whole matrix).
-    pub const BYTES: TimeCurve = TimeCurve(&[(0.0, 0.0), (1.0, 1.0)]);
+    pub const BYTES: TimeCurve = TimeCurve::new(&[(0.0, 0.0), (1.0, 1.0)]);
+
+    /// A curve through `points` (2 to [`Self::MAX_POINTS`], shares strictly ascending from
+    /// 0; checked at compile time for the built-in curves).
+    pub const fn new(points: &[(f64, f64)]) -> TimeCurve {
+        assert!(points.len() >= 2 && points.len() <= Self::MAX_POINTS);
+        assert!(points[0].0 == 0.0);
+        let mut c = TimeCurve {
+            points: [(0.0, 0.0); Self::MAX_POINTS],
+            len: points.len(),
+        };
+        let mut i = 0;
+        while i < points.len() {
+            assert!(i == 0 || points[i].0 > points[i - 1].0);
+            c.points[i] = points[i];
+            i += 1;
+        }
+        c
+    }
+
+    /// A curve from measured `(share, time)` points (any order): sorted by share, a point
+    /// (0, 0) put first, and each time raised to at least the one before it, since reading
+    /// more of a matrix never takes less time and a lower later median is noise. `None`
+    /// unless there are 1 to `MAX_POINTS - 1` points with finite shares in (0, 1.5] and
+    /// finite times ≥ 0, all shares distinct.
+    pub fn from_measured(points: &[(f64, f64)]) -> Option<TimeCurve> {
+        if points.is_empty() || points.len() >= Self::MAX_POINTS {
+            return None;
+        }
+        let ok = |&(x, y): &(f64, f64)| {
+            x.is_finite() && y.is_finite() && x > 0.0 && x <= 1.5 && y >= 0.0
+        };
+        if !points.iter().all(ok) {
+            return None;
+        }
+        let mut p = points.to_vec();
+        p.sort_by(|a, b| a.0.total_cmp(&b.0));
+        if p.windows(2).any(|w| w[0].0 == w[1].0) {
+            return None;
+        }
+        let mut c = TimeCurve {
+            points: [(0.0, 0.0); Self::MAX_POINTS],
+            len: p.len() + 1,
+        };
+        let mut floor = 0.0f64;
+        for (slot, (x, y)) in c.points[1..].iter_mut().zip(p) {
+            floor = floor.max(y);
+            *slot = (x, floor);
+        }
+        Some(c)
+    }
+
+    /// The curve's points, `(0, 0)` first.
+    pub fn points(&self) -> &[(f64, f64)] {
+        &self.points[..self.len]
+    }
 
     /// The relative time at `share` (clamped to ≥ 0).
     pub fn at(&self, share: f64) -> f64 {
-        let p = self.0;
+        let p = self.points();
         let share = share.max(0.0);
         let i = p
             .iter()
@@ -56,7 +128,7 @@ impl TimeCurve {
     }
 }
 
-const GATHERED_ROWS: TimeCurve = TimeCurve(&[
+const GATHERED_ROWS: TimeCurve = TimeCurve::new(&[
     (0.0, 0.0),
     (0.2, 0.40),
     (0.4, 0.66),
@@ -64,9 +136,9 @@ const GATHERED_ROWS: TimeCurve = TimeCurve(&[
     (0.8, 1.03),
     (1.0, 1.05),
 ]);
-const INPUT_MAJOR: TimeCurve = TimeCurve(&[(0.0, 0.0), (0.5, 0.60), (0.8, 0.83), (1.0, 0.93)]);
+const INPUT_MAJOR: TimeCurve = TimeCurve::new(&[(0.0, 0.0), (0.5, 0.60), (0.8, 0.83), (1.0, 0.93)]);
 /// Exact copies against the share of the dense down's bytes they read (scales included).
-const EXACT_Q4_K_576: TimeCurve = TimeCurve(&[
+const EXACT_Q4_K_576: TimeCurve = TimeCurve::new(&[
     (0.0, 0.0),
     (0.29, 0.62),
     (0.39, 0.74),
@@ -74,7 +146,7 @@ const EXACT_Q4_K_576: TimeCurve = TimeCurve(&[
     (0.75, 1.94),
     (0.93, 2.32),
 ]);
-const EXACT_Q4_K_4096: TimeCurve = TimeCurve(&[
+const EXACT_Q4_K_4096: TimeCurve = TimeCurve::new(&[
     (0.0, 0.0),
     (0.30, 0.36),
     (0.40, 0.43),
@@ -84,7 +156,7 @@ const EXACT_Q4_K_4096: TimeCurve = TimeCurve(&[
 ]);
 /// The Q6_K copy with 64-output tiles unpacked four rows at a time (`exact_down/q6_k.rs`):
 /// medians of 5 runs of `bench/sparsity/path_costs.rs` on the same VM, load ~1.5–1.8.
-const EXACT_Q6_K_576: TimeCurve = TimeCurve(&[
+const EXACT_Q6_K_576: TimeCurve = TimeCurve::new(&[
     (0.0, 0.0),
     (0.17, 0.68),
     (0.27, 0.86),
@@ -92,7 +164,7 @@ const EXACT_Q6_K_576: TimeCurve = TimeCurve(&[
     (0.63, 1.43),
     (0.81, 1.81),
 ]);
-const EXACT_Q6_K_4096: TimeCurve = TimeCurve(&[
+const EXACT_Q6_K_4096: TimeCurve = TimeCurve::new(&[
     (0.0, 0.0),
     (0.17, 0.36),
     (0.27, 0.49),
@@ -100,20 +172,43 @@ const EXACT_Q6_K_4096: TimeCurve = TimeCurve(&[
     (0.63, 0.84),
     (0.81, 1.04),
 ]);
-const Q8_0_COPY_576: TimeCurve = TimeCurve(&[(0.0, 0.0), (1.0, 1.6)]);
-const Q8_0_COPY_4096: TimeCurve = TimeCurve(&[(0.0, 0.0), (1.0, 1.2)]);
+const Q8_0_COPY_576: TimeCurve = TimeCurve::new(&[(0.0, 0.0), (1.0, 1.6)]);
+const Q8_0_COPY_4096: TimeCurve = TimeCurve::new(&[(0.0, 0.0), (1.0, 1.2)]);
 
 /// Width from which a layer takes the curves measured at 4096.
 const WIDE: usize = 2048;
 
 /// The time curves of this process's kernels for a layer of width `n_embd`.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct PathCosts {
-    gathered_rows: TimeCurve,
-    input_major: TimeCurve,
-    exact_q4_k_down: TimeCurve,
-    exact_q6_k_down: TimeCurve,
-    requantized_q8_0_down: TimeCurve,
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PathCosts {
+    pub gathered_rows: TimeCurve,
+    pub input_major: TimeCurve,
+    pub exact_q4_k_down: TimeCurve,
+    pub exact_q6_k_down: TimeCurve,
+    pub requantized_q8_0_down: TimeCurve,
+}
+
+/// Curves measured on this CPU, by layer width, installed by [`install_tuned`].
+static TUNED: RwLock<Vec<(usize, PathCosts)>> = RwLock::new(Vec::new());
+
+/// Use `costs` for the fastest-path choice of every layer of width `n_embd` in this process
+/// (replacing earlier ones for that width).
+pub fn install_tuned(n_embd: usize, costs: PathCosts) {
+    let mut t = TUNED.write().unwrap_or_else(|e| e.into_inner());
+    t.retain(|(w, _)| *w != n_embd);
+    t.push((n_embd, costs));
+}
+
+/// Forget the measured curves installed for width `n_embd`: the built-in ones serve again.
+pub fn clear_tuned_width(n_embd: usize) {
+    let mut t = TUNED.write().unwrap_or_else(|e| e.into_inner());
+    t.retain(|(w, _)| *w != n_embd);
+}
+
+/// The measured curves installed for width `n_embd`, if any.
+pub fn tuned(n_embd: usize) -> Option<PathCosts> {
+    let t = TUNED.read().unwrap_or_else(|e| e.into_inner());
+    t.iter().find(|(w, _)| *w == n_embd).map(|(_, c)| *c)
 }
 
 impl PathCosts {
@@ -126,7 +221,18 @@ impl PathCosts {
         requantized_q8_0_down: TimeCurve::BYTES,
     };
 
+    /// The curves a layer of width `n_embd` is priced by: those measured on this CPU and
+    /// installed ([`install_tuned`]), else the built-in ones ([`Self::builtin`]).
     pub fn of_this_process(n_embd: usize) -> Self {
+        match InputMajorKernel::best() {
+            InputMajorKernel::Scalar => PathCosts::BYTES,
+            _ => tuned(n_embd).unwrap_or_else(|| PathCosts::builtin(n_embd)),
+        }
+    }
+
+    /// The built-in curves for a layer of width `n_embd` (measured on the VM of this
+    /// module's documentation; bytes alone for the scalar kernels).
+    pub fn builtin(n_embd: usize) -> Self {
         let wide = n_embd >= WIDE;
         match InputMajorKernel::best() {
             InputMajorKernel::Vnni | InputMajorKernel::Avx2 => PathCosts {
@@ -193,7 +299,8 @@ mod tests {
 
     #[test]
     fn curves_interpolate_and_extend() {
-        let c = TimeCurve(&[(0.0, 0.0), (0.5, 1.0), (1.0, 1.5)]);
+        let c = TimeCurve::new(&[(0.0, 0.0), (0.5, 1.0), (1.0, 1.5)]);
+        assert_eq!(c.points().len(), 3);
         assert_eq!(c.at(0.0), 0.0);
         assert!((c.at(0.25) - 0.5).abs() < 1e-12);
         assert!((c.at(0.75) - 1.25).abs() < 1e-12);
@@ -208,6 +315,7 @@ mod tests {
     #[test]
     fn measured_curves_rise_with_the_share() {
         for c in [
+            TimeCurve::BYTES,
             GATHERED_ROWS,
             INPUT_MAJOR,
             EXACT_Q4_K_576,
@@ -217,16 +325,64 @@ mod tests {
             Q8_0_COPY_576,
             Q8_0_COPY_4096,
         ] {
-            assert_eq!(c.0[0], (0.0, 0.0));
-            for w in c.0.windows(2) {
+            assert_eq!(c.points()[0], (0.0, 0.0));
+            for w in c.points().windows(2) {
                 assert!(w[1].0 > w[0].0 && w[1].1 > w[0].1, "{c:?}");
             }
         }
     }
 
     #[test]
+    fn measured_points_become_a_rising_curve_from_zero() {
+        let c =
+            TimeCurve::from_measured(&[(0.8, 0.9), (0.2, 0.3), (0.6, 0.95), (0.4, 0.5)]).unwrap();
+        assert_eq!(
+            c.points(),
+            &[(0.0, 0.0), (0.2, 0.3), (0.4, 0.5), (0.6, 0.95), (0.8, 0.95)],
+            "sorted, (0, 0) first, a lower later median raised to the one before"
+        );
+        for bad in [
+            &[][..],
+            &[(0.0, 0.1)],
+            &[(0.5, f64::NAN)],
+            &[(0.5, -0.1)],
+            &[(2.0, 1.0)],
+            &[(0.5, 0.4), (0.5, 0.6)],
+            &[(0.1, 0.1); TimeCurve::MAX_POINTS],
+        ] {
+            assert_eq!(TimeCurve::from_measured(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn installed_curves_replace_the_builtin_ones_for_their_width() {
+        // A width no other test installs; the state is process-wide.
+        let width = 4321;
+        let mut costs = PathCosts::builtin(width);
+        costs.gathered_rows = TimeCurve::from_measured(&[(0.5, 0.25), (1.0, 0.5)]).unwrap();
+        install_tuned(width, costs);
+        assert_eq!(tuned(width), Some(costs));
+        if InputMajorKernel::best() != InputMajorKernel::Scalar {
+            let p = PathCosts::of_this_process(width);
+            assert!((p.gathered_rows(5, 10) - 0.25).abs() < 1e-12);
+            assert_eq!(
+                p.gathered_rows(10, 10),
+                1.0,
+                "all rows in order stay the unit"
+            );
+        }
+        assert_eq!(tuned(width + 1), None);
+        clear_tuned_width(width);
+        assert_eq!(tuned(width), None);
+        assert_eq!(
+            PathCosts::of_this_process(width),
+            PathCosts::of_this_process(width + 1)
+        );
+    }
+
+    #[test]
     fn all_rows_in_order_cost_the_dense_time() {
-        let p = PathCosts::of_this_process(576);
+        let p = PathCosts::builtin(576);
         assert_eq!(p.gathered_rows(10, 10), 1.0);
         // From memory, a walk over most rows with gaps is no faster than all rows.
         if InputMajorKernel::best() != InputMajorKernel::Scalar {

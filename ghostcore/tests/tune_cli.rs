@@ -1,0 +1,112 @@
+//! `ghost tune` end to end on a synthetic model: it measures this CPU's sparse path costs at
+//! the model's shape, caches them under the cache directory, reads them back on the next run,
+//! measures again when the file is damaged, and keeps the built-in curves when told to.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn ghost(cache: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ghost"));
+    c.env("XDG_CACHE_HOME", cache)
+        .env_remove("GHOST_PATH_COSTS");
+    c
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// The cache file a `saved to …` / `cached: …` line names.
+fn named_file(stdout: &str, after: &str) -> PathBuf {
+    let line = stdout
+        .lines()
+        .find(|l| l.contains(after))
+        .unwrap_or_else(|| {
+            panic!("no {after:?} in:\n{stdout}");
+        });
+    PathBuf::from(line.split(after).nth(1).unwrap().trim())
+}
+
+#[test]
+fn tune_measures_caches_and_rereads() {
+    let dir = std::env::temp_dir().join(format!("ghost-tune-cli-{}", std::process::id()));
+    let cache = dir.join("cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    let model = dir.join("tiny.gguf");
+    let st = ghost(&cache)
+        .args(["synth", "--shape", "tiny", "-o"])
+        .arg(&model)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let tune = |extra: &[&str], env: Option<&str>| {
+        let mut c = ghost(&cache);
+        c.args(["tune", "--reps", "1", "-m"])
+            .arg(&model)
+            .args(extra);
+        if let Some(v) = env {
+            c.env("GHOST_PATH_COSTS", v);
+        }
+        let o = c.output().unwrap();
+        let (out, err) = text(&o);
+        assert!(o.status.success(), "{out}\n{err}");
+        (out, err)
+    };
+
+    let (out, err) = tune(&[], None);
+    if out.contains("built-in curves: scalar kernels") {
+        eprintln!("skipped: this CPU runs the scalar kernels, where bytes alone decide");
+        return;
+    }
+    assert!(out.contains("measured in"), "{out}\n{err}");
+    assert!(err.contains("measuring gathered rows"), "{err}");
+    let file = named_file(&out, "saved to ");
+    assert!(
+        file.starts_with(cache.join("ghostcore").join("path-costs")),
+        "{file:?}"
+    );
+    let saved = std::fs::read_to_string(&file).unwrap();
+    assert!(saved.starts_with("ghostcore-path-costs 1\ncpu "), "{saved}");
+    assert!(saved.contains("\ngathered_rows "), "{saved}");
+
+    // The next run reads the file and prints the same curves.
+    let (again, err) = tune(&[], None);
+    assert_eq!(named_file(&again, "cached: "), file);
+    assert!(!err.contains("measuring"), "{err}");
+    let curves = |s: &str| s.lines().skip(2).map(str::to_string).collect::<Vec<_>>();
+    assert_eq!(curves(&again), curves(&out));
+
+    // A damaged file is reported, measured again and rewritten.
+    std::fs::write(
+        &file,
+        format!(
+            "{}gathered_rows 0.5:x\n",
+            saved.lines().take(4).collect::<Vec<_>>().join("\n") + "\n"
+        ),
+    )
+    .unwrap();
+    let (out, err) = tune(&[], None);
+    assert!(
+        err.contains("ignoring") && err.contains("bad point"),
+        "{err}"
+    );
+    assert!(out.contains("measured in"), "{out}");
+    assert!(std::fs::read_to_string(&file).unwrap().contains("exact") || !saved.contains("exact"));
+
+    // --force and GHOST_PATH_COSTS=retune measure although the file is good.
+    for (extra, env) in [(&["--force"][..], None), (&[][..], Some("retune"))] {
+        let (out, _) = tune(extra, env);
+        assert!(out.contains("measured in"), "{out}");
+    }
+    // GHOST_PATH_COSTS=builtin keeps the built-in curves.
+    let (out, err) = tune(&[], Some("builtin"));
+    assert!(
+        out.contains("built-in curves: GHOST_PATH_COSTS=builtin"),
+        "{out}\n{err}"
+    );
+    assert!(!err.contains("measuring"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
