@@ -253,7 +253,9 @@ fn time_generation_side_by_side(
     let (mut dense, mut sparse) = (Vec::new(), Vec::new());
     // Sidecar read, plans resolved and down copies built once; the same sparse FFNs are
     // reinstalled for every sparse repetition (their tally covers all of them).
-    super::sparsity_setup::tune_paths(ctx.model());
+    if !ctx.is_accelerated() {
+        super::sparsity_setup::tune_paths(ctx.model());
+    }
     let handle = attach(
         ctx,
         args.mask.as_deref(),

@@ -46,7 +46,9 @@ pub fn setup(
     } else {
         eprintln!("ghost: sparsity {mode}");
     }
-    tune_paths(ctx.model());
+    if !ctx.is_accelerated() {
+        tune_paths(ctx.model());
+    }
     attach(ctx, sidecar.as_deref(), mode, PathPolicy::Fastest)
 }
 
