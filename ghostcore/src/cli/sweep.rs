@@ -50,9 +50,16 @@ pub struct Args {
     /// (use with -t 1 on a shared machine).
     #[arg(long)]
     pub cpu_time: bool,
-    /// Speed repetitions per mode (dense and sparse interleaved; medians reported).
+    /// Speed repetitions per mode (each decodes the speed tokens once, dense and sparse
+    /// blocks alternating; see --speed-block).
     #[arg(long, default_value_t = 3)]
     pub reps: usize,
+    /// Tokens per timed block: the decode alternates dense and sparse blocks of this many
+    /// tokens (order swapped from pair to pair), and the speed-up reported is the median of
+    /// the pairs' time ratios, so that the machine's drift (±15% over seconds on shared VMs)
+    /// cancels within each pair.
+    #[arg(long, default_value_t = 8)]
+    pub speed_block: usize,
     /// Skip perplexity (speed only).
     #[arg(long)]
     pub no_ppl: bool,
@@ -169,22 +176,95 @@ fn process_cpu_seconds() -> f64 {
     ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
 }
 
-/// Decode speed: prefill `prompt` densely, then decode `tokens` one at a time. Returns
-/// tokens per wall-clock second and per CPU second of this process (with one thread the
-/// latter is the compute speed, unaffected by other processes sharing the cores).
-fn decode_speed(ctx: &mut Context, prompt: &[u32], tokens: &[u32], cpu: bool) -> Result<f64> {
-    ctx.reset();
-    ctx.decode(prompt)?;
+/// Seconds to decode `tokens` one at a time in `ctx` as it stands: wall-clock, or CPU
+/// seconds of this process (`cpu`; with one thread the compute time, unaffected by other
+/// processes sharing the cores).
+fn time_decode(ctx: &mut Context, tokens: &[u32], cpu: bool) -> Result<f64> {
     let (t0, c0) = (Instant::now(), process_cpu_seconds());
     for &t in tokens {
         ctx.decode(&[t])?;
     }
-    let secs = if cpu {
+    Ok(if cpu {
         process_cpu_seconds() - c0
     } else {
         t0.elapsed().as_secs_f64()
+    }
+    .max(1e-9))
+}
+
+/// What [`paired_decode_speed`] measured.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PairedSpeed {
+    /// Tokens per second over all dense blocks and over all sparse blocks.
+    pub dense_tok_s: f64,
+    pub sparse_tok_s: f64,
+    /// Median over block pairs of (dense time per token / sparse time per token).
+    pub speedup: f64,
+    pub pairs: usize,
+}
+
+/// Decode speed of the FFNs `sparse` (per layer, as [`Context::decode_ffns`] holds them)
+/// against the dense FFN, paired finely: per repetition, prefill `prompt` densely, then
+/// decode `tokens` in pairs of blocks of `block` tokens, one block dense and one sparse, the
+/// order alternating from pair to pair (and from rep to rep). Each pair gives one time ratio
+/// at nearly the same moment and context length; their median is the speed-up. Leaves the
+/// dense FFN installed.
+pub fn paired_decode_speed(
+    ctx: &mut Context,
+    sparse: &[Option<Arc<dyn crate::model::ffn::DecodeFfn>>],
+    prompt: &[u32],
+    tokens: &[u32],
+    reps: usize,
+    block: usize,
+    cpu: bool,
+) -> Result<PairedSpeed> {
+    let n_layer = sparse.len();
+    let set = |ctx: &mut Context, on: bool| -> Result<()> {
+        for (layer, ffn) in sparse.iter().enumerate() {
+            ctx.set_decode_ffn(layer, if on { ffn.clone() } else { None })?;
+        }
+        Ok(())
     };
-    Ok(tokens.len() as f64 / secs.max(1e-9))
+    let (mut dense_t, mut sparse_t, mut dense_n, mut sparse_n) = (0.0, 0.0, 0usize, 0usize);
+    let mut ratios = Vec::new();
+    for rep in 0..reps {
+        set(ctx, false)?;
+        ctx.reset();
+        ctx.decode(prompt)?;
+        for (pair, chunk) in tokens.chunks(2 * block).enumerate() {
+            let (a, b) = chunk.split_at(chunk.len().min(block));
+            if b.is_empty() {
+                break;
+            }
+            let sparse_first = (pair + rep) % 2 == 1;
+            set(ctx, sparse_first)?;
+            let ta = time_decode(ctx, a, cpu)?;
+            set(ctx, !sparse_first)?;
+            let tb = time_decode(ctx, b, cpu)?;
+            let ((td, nd), (ts, ns)) = if sparse_first {
+                ((tb, b.len()), (ta, a.len()))
+            } else {
+                ((ta, a.len()), (tb, b.len()))
+            };
+            ratios.push((td / nd as f64) / (ts / ns as f64));
+            (dense_t, dense_n, sparse_t, sparse_n) =
+                (dense_t + td, dense_n + nd, sparse_t + ts, sparse_n + ns);
+        }
+    }
+    set(ctx, false)?;
+    if ratios.is_empty() || n_layer == 0 {
+        crate::bail!(
+            InvalidArgument,
+            "speed: {} tokens make no pair of {block}-token blocks",
+            tokens.len()
+        );
+    }
+    Ok(PairedSpeed {
+        dense_tok_s: dense_n as f64 / dense_t,
+        sparse_tok_s: sparse_n as f64 / sparse_t,
+        speedup: median(&mut ratios),
+        pairs: ratios.len(),
+    })
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -344,6 +424,7 @@ pub fn run(args: Args) -> Result<()> {
             kl: 0.0,
             tok_s: None,
             dense_tok_s: None,
+            speedup: None,
         };
         if dense.is_some() {
             let h = install_with(&mut ctx, plans.clone(), Some(c.clone()), exact.clone())?;
@@ -372,38 +453,26 @@ pub fn run(args: Args) -> Result<()> {
             }
         }
         if !speed_tokens.is_empty() {
-            // Interleave dense and sparse `reps` times; keep the medians.
-            let (mut ds, mut ss) = (Vec::new(), Vec::new());
-            let mut h = None;
-            for _ in 0..args.reps.max(1) {
-                ds.push(decode_speed(
-                    &mut ctx,
-                    &speed_prompt,
-                    &speed_tokens,
-                    args.cpu_time,
-                )?);
-                h = Some(install_with(
-                    &mut ctx,
-                    plans.clone(),
-                    Some(c.clone()),
-                    exact.clone(),
-                )?);
-                ss.push(decode_speed(
-                    &mut ctx,
-                    &speed_prompt,
-                    &speed_tokens,
-                    args.cpu_time,
-                )?);
-                uninstall(&mut ctx)?;
-            }
-            let (dense_s, s) = (median(&mut ds), median(&mut ss));
-            if let (None, Some(h)) = (&dense, h) {
+            let h = install_with(&mut ctx, plans.clone(), Some(c.clone()), exact.clone())?;
+            let sparse_ffns = ctx.decode_ffns().to_vec();
+            uninstall(&mut ctx)?;
+            let speed = paired_decode_speed(
+                &mut ctx,
+                &sparse_ffns,
+                &speed_prompt,
+                &speed_tokens,
+                args.reps.max(1),
+                args.speed_block.max(1),
+                args.cpu_time,
+            )?;
+            if dense.is_none() {
                 let t = h.tally();
                 row.sparsity = t.sparsity();
                 row.bytes_skipped = t.bytes_skipped();
             }
-            row.tok_s = Some(s);
-            row.dense_tok_s = Some(dense_s);
+            row.tok_s = Some(speed.sparse_tok_s);
+            row.dense_tok_s = Some(speed.dense_tok_s);
+            row.speedup = Some(speed.speedup);
         }
         eprintln!(
             "{:<24} sparsity {:5.1}%  bytes skipped {:5.1}%  PPL {:8.4} ({:+6.2}%, 95% CI {:+.2}% .. {:+.2}%)  KL {:.4}{}",
@@ -416,7 +485,10 @@ pub fn run(args: Args) -> Result<()> {
             row.dppl_hi_pct,
             row.kl,
             match (row.tok_s, row.dense_tok_s) {
-                (Some(s), Some(d)) => format!("  {s:.1} tok/s vs dense {d:.1} ({:.2}×)", s / d),
+                (Some(s), Some(d)) => format!(
+                    "  {s:.1} tok/s vs dense {d:.1} ({:.2}×, median of paired blocks)",
+                    row.speedup().unwrap_or(s / d)
+                ),
                 _ => String::new(),
             }
         );
@@ -455,4 +527,53 @@ pub fn run(args: Args) -> Result<()> {
         eprintln!("wrote {}.{{csv,md,svg}}", prefix.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gguf::GgufFile;
+
+    fn tiny_model() -> Arc<Model> {
+        let shape = crate::cli::synth::shape("tiny").unwrap();
+        let w = crate::cli::synth::build(&shape, "llama", "q4_k_m", None, 3).unwrap();
+        let file = GgufFile::from_bytes(w.to_bytes()).unwrap();
+        let params = ModelParams {
+            skip_tokenizer: true,
+            ..ModelParams::default()
+        };
+        Model::from_file(file, &params).unwrap()
+    }
+
+    #[test]
+    fn paired_speed_alternates_blocks_and_restores_dense() {
+        let model = tiny_model();
+        let n_layer = model.config().n_layer;
+        let params = ContextParams {
+            n_ctx: 128,
+            n_batch: 128,
+            n_threads: 1,
+            ..Default::default()
+        };
+        let mut ctx = Context::new(model, params).unwrap();
+        let plans = vec![LayerPlan::new(None, LayerRule::Stat(0.0)); n_layer];
+        let h = install_with(&mut ctx, plans, None, None).unwrap();
+        let sparse = ctx.decode_ffns().to_vec();
+        uninstall(&mut ctx).unwrap();
+        let prompt = [1u32, 2, 3, 4];
+        let tokens: Vec<u32> = (10..30).collect();
+        // 20 tokens in pairs of 4-token blocks: two pairs, the last 4 tokens unpaired (a
+        // shorter second block still pairs: times are compared per token).
+        let s = paired_decode_speed(&mut ctx, &sparse, &prompt, &tokens, 2, 4, false).unwrap();
+        assert_eq!(s.pairs, 4);
+        for v in [s.dense_tok_s, s.sparse_tok_s, s.speedup] {
+            assert!(v.is_finite() && v > 0.0, "{s:?}");
+        }
+        // The sparse FFN ran exactly the sparse blocks: 2 reps × 2 pairs × 4 tokens.
+        let t = h.tally();
+        assert!(t.layers.iter().all(|l| l.steps == 16), "{:?}", t.layers);
+        assert!(ctx.decode_ffns().iter().all(Option::is_none), "dense again");
+        let e = paired_decode_speed(&mut ctx, &sparse, &prompt, &tokens[..4], 1, 4, false);
+        assert!(e.unwrap_err().to_string().contains("no pair"));
+    }
 }

@@ -40,18 +40,27 @@ pub enum Source {
     Builtin(String),
 }
 
-/// The CPU's model name (`/proc/cpuinfo`), or `unknown`.
+/// The CPU's model name with its family, model and stepping numbers (`/proc/cpuinfo`; a
+/// VM may show only a generic name such as "AMD EPYC" for several generations), or
+/// `unknown`.
 pub fn cpu_name() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "unknown".into())
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |key: &str| {
+        info.lines()
+            .find(|l| l.split(':').next().is_some_and(|k| k.trim() == key))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
+    match field("model name") {
+        Some(name) => format!(
+            "{name} (family {} model {} stepping {})",
+            field("cpu family").unwrap_or_else(|| "?".into()),
+            field("model").unwrap_or_else(|| "?".into()),
+            field("stepping").unwrap_or_else(|| "?".into())
+        ),
+        None => "unknown".into(),
+    }
 }
 
 fn kernel_name() -> &'static str {

@@ -26,9 +26,10 @@
 //! Widths from 2048 take the 8B curves, narrower layers the 576 ones (two measured widths,
 //! nothing in between). The scalar kernels were not measured: bytes alone decide there.
 //!
-//! Other CPUs, and the same VM on another day, differ: on a quiet run of the same VM type
-//! (`bench/results/2026-12-06-s7-path-tuning.md`) gathered 396-byte rows took 0.84 of the
-//! dense time at 80% kept, not 1.03. So these built-in curves are only the fallback: a
+//! Other CPUs differ: on an AVX2-only EPYC VM (`bench/results/2026-12-06-s7-path-tuning.md`)
+//! gathered 396-byte rows took 0.84 of the dense time at 80% kept, not 1.03, and the exact
+//! Q4_K copy at the 8B width 1.39 at 93% of the bytes, not 0.98; memory traffic from other
+//! cores moves the curves too. So these built-in curves are only the fallback: a
 //! process can measure the curves of the gathered rows and the exact down copies on its own
 //! CPU at a model's own shape ([`measure`], a few seconds), cache them ([`cache`]) and
 //! install them ([`install_tuned`]); `ghost tune` and the generating front ends do that. The
