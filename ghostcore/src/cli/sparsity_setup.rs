@@ -47,34 +47,26 @@ pub fn setup(
         eprintln!("ghost: sparsity {mode}");
     }
     if !ctx.is_accelerated() {
-        tune_paths(ctx.model());
+        use_measured_path_costs(ctx.model());
     }
     attach(ctx, sidecar.as_deref(), mode, PathPolicy::Fastest)
 }
 
-/// Install this CPU's measured sparse path costs for `model`'s FFN shape (see
-/// `sparsity::path_costs`): read from the cache, or measured once (about a second at
-/// SmolLM2's shape) and cached. Failing that, the built-in curves serve, and it says why.
-/// For the front ends that decode with the fastest paths.
-pub fn tune_paths(model: &Model) {
-    use crate::sparsity::path_costs::cache::{load_or_measure, Source};
-    use crate::sparsity::path_costs::measure::{FfnShape, MeasureOptions};
-    let shape = FfnShape::of_model(model);
-    let mut told = false;
-    let res = load_or_measure(&shape, &MeasureOptions::default(), false, &mut |_| {
-        if !told {
-            eprintln!(
-                "ghost: measuring this CPU's sparse path costs (once; `ghost tune` shows them)"
-            );
-            told = true;
-        }
-    });
-    match res {
-        Ok((_, Source::Measured(None))) => {
-            eprintln!("ghost: could not cache the path costs; they are measured again next time")
-        }
-        Ok(_) => {}
-        Err(e) => eprintln!("ghost: built-in path costs ({e})"),
+/// Use this CPU's measured sparse path costs for `model`'s FFN shape when `ghost tune` has
+/// cached them (see `sparsity::path_costs`), saying so; else the built-in curves serve.
+/// Nothing is measured here: measured in isolation, the curves are not always the better
+/// choice in decode (`bench/results/2026-12-06-s7-path-tuning.md`: +2 points on SmolLM2,
+/// worse at the 8B shape's 50% setting), so measuring is the user's step, checked with
+/// `bench/sparsity/tuned_vs_builtin.sh`. For the front ends that decode with the fastest
+/// paths.
+pub fn use_measured_path_costs(model: &Model) {
+    use crate::sparsity::path_costs::cache::install_cached;
+    use crate::sparsity::path_costs::measure::FfnShape;
+    if let Some(p) = install_cached(&FfnShape::of_model(model)) {
+        eprintln!(
+            "ghost: sparse path costs measured on this CPU ({})",
+            p.display()
+        );
     }
 }
 

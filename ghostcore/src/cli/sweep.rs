@@ -276,7 +276,7 @@ pub fn run(args: Args) -> Result<()> {
         },
     )?;
     if args.paths == crate::sparsity::PathPolicy::Fastest {
-        super::sparsity_setup::tune_paths(&model);
+        super::sparsity_setup::use_measured_path_costs(&model);
     }
     let n_layer = model.config().n_layer;
     let sidecar = match &args.mask {

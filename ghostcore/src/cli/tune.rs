@@ -1,7 +1,10 @@
 //! `ghost tune -m MODEL`: measure this CPU's sparse path costs at the model's FFN shape (the
 //! time curves decode chooses its sparse kernels by, see `sparsity::path_costs`), print them
-//! beside the built-in ones and cache them. The generating front ends do the same on first
-//! use of a sparsity mode; this command measures again on demand (`--force`).
+//! beside the built-in ones and cache them; `ghost run/chat/bench/sweep/perplexity` and the C
+//! ABI then use them on this machine (`GHOST_PATH_COSTS=builtin` not to). Compare with the
+//! built-in curves on decode speed (`bench/sparsity/tuned_vs_builtin.sh`) before keeping
+//! them; `--force` measures again (on a quiet machine: other cores' memory traffic moves
+//! the curves).
 
 use std::path::PathBuf;
 

@@ -197,6 +197,7 @@ pub fn write(path: &Path, shape: &FfnShape, costs: &PathCosts) -> Result<()> {
 /// surprise; `ghost tune -m MODEL` makes the file). Returns the file used.
 pub fn install_cached(shape: &FfnShape) -> Option<PathBuf> {
     if std::env::var(ENV).is_ok_and(|v| v == "builtin") {
+        super::clear_tuned_width(shape.n_embd);
         return None;
     }
     let path = cache_path(shape)?;

@@ -29,11 +29,14 @@
 //! Other CPUs differ: on an AVX2-only EPYC VM (`bench/results/2026-12-06-s7-path-tuning.md`)
 //! gathered 396-byte rows took 0.84 of the dense time at 80% kept, not 1.03, and the exact
 //! Q4_K copy at the 8B width 1.39 at 93% of the bytes, not 0.98; memory traffic from other
-//! cores moves the curves too. So these built-in curves are only the fallback: a
-//! process can measure the curves of the gathered rows and the exact down copies on its own
-//! CPU at a model's own shape ([`measure`], a few seconds), cache them ([`cache`]) and
-//! install them ([`install_tuned`]); `ghost tune` and the generating front ends do that. The
-//! curves only steer the choice: the bytes reported are always those the chosen path reads.
+//! cores moves the curves too. So a process can measure the curves of the gathered rows and
+//! the exact down copies on its own CPU at a model's own shape ([`measure`], a few seconds),
+//! cache them ([`cache`]) and install them ([`install_tuned`]): `ghost tune` measures, the
+//! front ends and the C ABI use what it cached. Measuring stays the user's step: kernels
+//! timed in isolation are not decode, and on that VM the measured curves gained 2 points on
+//! SmolLM2 but chose the dense down at the 8B shape's 50% setting, where the built-in curves'
+//! exact copy was faster. The curves only steer the choice: the bytes reported are always
+//! those the chosen path reads.
 
 pub mod cache;
 pub mod measure;
