@@ -73,19 +73,9 @@ pub fn run(args: Args) -> Result<()> {
         &costs.gathered_rows,
         &builtin.gathered_rows,
     );
-    for ty in &shape.exact_down_types {
-        match ty {
-            crate::quant::GgmlType::Q4_K => print(
-                "exact Q4_K down",
-                &costs.exact_q4_k_down,
-                &builtin.exact_q4_k_down,
-            ),
-            crate::quant::GgmlType::Q6_K => print(
-                "exact Q6_K down",
-                &costs.exact_q6_k_down,
-                &builtin.exact_q6_k_down,
-            ),
-            _ => {}
+    for &ty in &shape.exact_down_types {
+        if let (Some(c), Some(b)) = (costs.exact_down_curve(ty), builtin.exact_down_curve(ty)) {
+            print(&format!("exact {} down", ty.name().to_uppercase()), c, b);
         }
     }
     Ok(())

@@ -4,8 +4,8 @@
 //!
 //! ```text
 //! ghostcore-path-costs 1
-//! cpu AMD EPYC 9R14
-//! kernel vnni
+//! cpu AMD EPYC (family 25 model 1 stepping 1)
+//! kernel avx2
 //! shape 576 1536 q5_0 q4_K,q6_K
 //! gathered_rows 0.2010:0.3012 0.4012:0.4935 ...
 //! exact_q4_k_down 0.0951:0.2210 ...
@@ -117,14 +117,17 @@ pub fn to_text(shape: &FfnShape, costs: &PathCosts) -> String {
         s.push('\n');
     };
     line("gathered_rows", &costs.gathered_rows);
-    for ty in &shape.exact_down_types {
-        match ty {
-            GgmlType::Q4_K => line("exact_q4_k_down", &costs.exact_q4_k_down),
-            GgmlType::Q6_K => line("exact_q6_k_down", &costs.exact_q6_k_down),
-            _ => {}
+    for &ty in &shape.exact_down_types {
+        if let Some(c) = costs.exact_down_curve(ty) {
+            line(&exact_down_line(ty), c);
         }
     }
     s
+}
+
+/// The name of the line holding the exact `ty` down's curve (`exact_q4_k_down`, ...).
+fn exact_down_line(ty: GgmlType) -> String {
+    format!("exact_{}_down", ty.name().to_lowercase())
 }
 
 /// Parse a file's text for `shape` on this CPU: `Ok(None)` when its header is for another
@@ -137,7 +140,7 @@ pub fn from_text(shape: &FfnShape, text: &str) -> Result<Option<PathCosts>> {
         }
     }
     let mut costs = PathCosts::builtin(shape.n_embd);
-    let (mut rows, mut q4, mut q6) = (false, false, false);
+    let (mut rows, mut downs) = (false, Vec::new());
     for line in lines.filter(|l| !l.trim().is_empty()) {
         let mut words = line.split_whitespace();
         let name = words.next().unwrap_or_default();
@@ -154,16 +157,23 @@ pub fn from_text(shape: &FfnShape, text: &str) -> Result<Option<PathCosts>> {
         let Some(curve) = TimeCurve::from_measured(&points) else {
             bail!(Format, "path costs: line {line:?} is not a time curve");
         };
-        match name {
-            "gathered_rows" => (costs.gathered_rows, rows) = (curve, true),
-            "exact_q4_k_down" => (costs.exact_q4_k_down, q4) = (curve, true),
-            "exact_q6_k_down" => (costs.exact_q6_k_down, q6) = (curve, true),
-            other => bail!(Format, "path costs: unknown curve {other:?}"),
+        if name == "gathered_rows" {
+            (costs.gathered_rows, rows) = (curve, true);
+            continue;
+        }
+        let slot = [GgmlType::Q4_K, GgmlType::Q6_K]
+            .into_iter()
+            .find(|&ty| exact_down_line(ty) == name)
+            .and_then(|ty| Some((ty, costs.exact_down_curve_mut(ty)?)));
+        match slot {
+            Some((ty, slot)) => {
+                *slot = curve;
+                downs.push(ty);
+            }
+            None => bail!(Format, "path costs: unknown curve {name:?}"),
         }
     }
-    let need_q4 = shape.exact_down_types.contains(&GgmlType::Q4_K);
-    let need_q6 = shape.exact_down_types.contains(&GgmlType::Q6_K);
-    if !rows || (need_q4 && !q4) || (need_q6 && !q6) {
+    if !rows || shape.exact_down_types.iter().any(|t| !downs.contains(t)) {
         bail!(Format, "path costs: a curve of the shape is missing");
     }
     Ok(Some(costs))

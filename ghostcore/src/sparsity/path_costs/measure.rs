@@ -106,10 +106,9 @@ pub fn measure(
     for &ty in &shape.exact_down_types {
         progress(&format!("exact {ty} down"));
         let c = curve(exact_down(ty, shape.n_embd, shape.n_ff, opts)?)?;
-        match ty {
-            GgmlType::Q4_K => costs.exact_q4_k_down = c,
-            GgmlType::Q6_K => costs.exact_q6_k_down = c,
-            other => bail!(Unsupported, "no exact down copy of {other}"),
+        match costs.exact_down_curve_mut(ty) {
+            Some(slot) => *slot = c,
+            None => bail!(Unsupported, "no exact down copy of {ty}"),
         }
     }
     Ok(costs)

@@ -274,11 +274,26 @@ impl PathCosts {
 
     /// An exact down copy reading `bytes` of a dense down of `all` bytes.
     pub fn exact_down(&self, e: &ExactDown, bytes: usize, all: usize) -> f64 {
-        let curve = match e {
-            ExactDown::Q4K(_) => self.exact_q4_k_down,
-            ExactDown::Q6K(_) => self.exact_q6_k_down,
-        };
-        curve.at(share(bytes, all))
+        self.exact_down_curve(e.source_type())
+            .map_or(1.0, |c| c.at(share(bytes, all)))
+    }
+
+    /// The curve of the exact copy of a `ty` down (`None`: no exact copy of that type).
+    pub fn exact_down_curve(&self, ty: GgmlType) -> Option<&TimeCurve> {
+        match ty {
+            GgmlType::Q4_K => Some(&self.exact_q4_k_down),
+            GgmlType::Q6_K => Some(&self.exact_q6_k_down),
+            _ => None,
+        }
+    }
+
+    /// [`Self::exact_down_curve`], to replace it.
+    pub fn exact_down_curve_mut(&mut self, ty: GgmlType) -> Option<&mut TimeCurve> {
+        match ty {
+            GgmlType::Q4_K => Some(&mut self.exact_q4_k_down),
+            GgmlType::Q6_K => Some(&mut self.exact_q6_k_down),
+            _ => None,
+        }
     }
 
     /// A requantized down copy of type `ty` reading `bytes`, against a dense down of `all`
