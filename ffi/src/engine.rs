@@ -368,8 +368,9 @@ impl Context {
                 );
             }
             let plans = resolve_plans(&mode, mask.as_ref().map(|m| &m.sidecar), n_layer)?;
-            // This CPU's measured path costs, where `ghost tune` cached them (never measured
-            // here: that takes seconds); else the built-in curves.
+            // This CPU's measured path costs, where `ghost tune` cached them and did not find
+            // them slower in decode (never measured here: that takes seconds); else the
+            // built-in curves.
             let shape = FfnShape::of_model(&self.model.inner);
             ghostcore::sparsity::path_costs::cache::install_cached(&shape);
             let copies = mask.as_ref().and_then(|m| m.copies.clone());

@@ -1,6 +1,8 @@
 //! `ghost tune` end to end on a synthetic model: it measures this CPU's sparse path costs at
 //! the model's shape, caches them under the cache directory, reads them back on the next run,
-//! measures again when the file is damaged, and keeps the built-in curves when told to.
+//! measures again when the file is damaged, and keeps the built-in curves when told to; it
+//! checks the curves in decode against the built-in ones and records the verdict, and the
+//! front ends do not use curves that decoded slower.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -57,6 +59,10 @@ fn tune_measures_caches_and_rereads() {
     };
 
     let (out, err) = tune(&[], None);
+    assert!(
+        out.contains("decode check: not run (budget:2 needs a calibration sidecar"),
+        "{out}"
+    );
     if out.contains("built-in curves: scalar kernels") {
         eprintln!("skipped: this CPU runs the scalar kernels, where bytes alone decide");
         return;
@@ -101,6 +107,85 @@ fn tune_measures_caches_and_rereads() {
         let (out, _) = tune(extra, env);
         assert!(out.contains("measured in"), "{out}");
     }
+    // The decode check with a mode that needs no sidecar: built-in and measured blocks of 4
+    // tokens alternate (16 tokens: 2 pairs), the verdict goes to the file.
+    let check = [
+        "--sparsity",
+        "stat:0.5",
+        "--check-tokens",
+        "16",
+        "--check-reps",
+        "1",
+        "--check-block",
+        "4",
+    ];
+    let (out, err) = tune(&check, None);
+    assert!(
+        out.contains("decode check (stat:0.5, 1 × 16 tokens, 1 thread): measured curves at "),
+        "{out}\n{err}"
+    );
+    assert!(out.contains("(median of 2 paired blocks)"), "{out}");
+    let saved = std::fs::read_to_string(&file).unwrap();
+    let verdict = saved
+        .lines()
+        .find(|l| l.starts_with("decode_check "))
+        .unwrap_or_else(|| panic!("{saved}"));
+    let words: Vec<&str> = verdict.split_whitespace().collect();
+    assert_eq!((words[1], words[3]), ("stat:0.5", "2"), "{verdict}");
+    let speedup: f64 = words[2].parse().unwrap();
+    assert!(speedup > 0.0 && speedup.is_finite(), "{verdict}");
+    assert_eq!(
+        out.contains("used from now on"),
+        speedup >= 1.0,
+        "verdict printed as recorded: {out}"
+    );
+    // --no-check records no verdict.
+    let (out, _) = tune(&["--no-check"], None);
+    assert!(out.contains("decode check: not run (--no-check)"), "{out}");
+    assert!(!std::fs::read_to_string(&file)
+        .unwrap()
+        .contains("decode_check"));
+
+    // A front end uses checked curves only when they were not slower in decode.
+    let bench = |verdict: &str| {
+        let on_file = std::fs::read_to_string(&file).unwrap();
+        let kept: Vec<&str> = on_file
+            .lines()
+            .filter(|l| !l.starts_with("decode_check"))
+            .collect();
+        std::fs::write(&file, format!("{}\n{verdict}\n", kept.join("\n"))).unwrap();
+        let o = ghost(&cache)
+            .args([
+                "bench",
+                "-p",
+                "0",
+                "-n",
+                "2",
+                "-r",
+                "1",
+                "--sparsity",
+                "stat:0.5",
+                "-m",
+            ])
+            .arg(&model)
+            .output()
+            .unwrap();
+        let (out, err) = text(&o);
+        assert!(o.status.success(), "{out}\n{err}");
+        err
+    };
+    let err = bench("decode_check stat:0.5 0.9100 24");
+    assert!(
+        err.contains("built-in sparse path costs: this CPU's measured ones")
+            && err.contains("decoded stat:0.5 at 0.91× their speed"),
+        "{err}"
+    );
+    let err = bench("decode_check stat:0.5 1.0300 24");
+    assert!(
+        err.contains("sparse path costs measured on this CPU"),
+        "{err}"
+    );
+
     // GHOST_PATH_COSTS=builtin keeps the built-in curves.
     let (out, err) = tune(&[], Some("builtin"));
     assert!(

@@ -18,7 +18,8 @@ use crate::Result;
 
 /// The calibration corpus built into `ghost` (license texts and Node.js documentation; see
 /// tests/data/sparsity/README.md). It differs from the GPL-3 text perplexity is scored on.
-const BUILTIN_CORPUS: &str = include_str!("../../../tests/data/sparsity/calibration-corpus.txt");
+pub(crate) const BUILTIN_CORPUS: &str =
+    include_str!("../../../tests/data/sparsity/calibration-corpus.txt");
 const BUILTIN_CORPUS_NAME: &str = "ghost-builtin-calibration-corpus";
 
 /// Parse `mode`, find (or build) the sidecar it needs, and install the sparse FFN in `ctx`.
@@ -53,20 +54,27 @@ pub fn setup(
 }
 
 /// Use this CPU's measured sparse path costs for `model`'s FFN shape when `ghost tune` has
-/// cached them (see `sparsity::path_costs`), saying so; else the built-in curves serve.
-/// Nothing is measured here: measured in isolation, the curves are not always the better
-/// choice in decode (`bench/results/2026-12-06-s7-path-tuning.md`: +2 points on SmolLM2,
-/// worse at the 8B shape's 50% setting), so measuring is the user's step, checked with
-/// `bench/sparsity/tuned_vs_builtin.sh`. For the front ends that decode with the fastest
-/// paths.
+/// cached them (see `sparsity::path_costs`) and did not find them slower in decode than
+/// the built-in curves, saying which; else the built-in curves serve. Nothing is measured
+/// here: that is `ghost tune`'s step, which also checks the curves in decode, since kernels
+/// timed in isolation are not decode (`bench/results/2026-12-06-s7-path-tuning.md`: +2
+/// points on SmolLM2, worse at the 8B shape's 50% setting). For the front ends that decode
+/// with the fastest paths.
 pub fn use_measured_path_costs(model: &Model) {
-    use crate::sparsity::path_costs::cache::install_cached;
+    use crate::sparsity::path_costs::cache::{install_cached, CachedUse};
     use crate::sparsity::path_costs::measure::FfnShape;
-    if let Some(p) = install_cached(&FfnShape::of_model(model)) {
-        eprintln!(
+    match install_cached(&FfnShape::of_model(model)) {
+        CachedUse::None => {}
+        CachedUse::Installed(p) => eprintln!(
             "ghost: sparse path costs measured on this CPU ({})",
             p.display()
-        );
+        ),
+        CachedUse::SlowerInDecode(p, c) => eprintln!(
+            "ghost: built-in sparse path costs: this CPU's measured ones ({}) decoded {} at {:.2}× their speed",
+            p.display(),
+            c.mode,
+            c.speedup
+        ),
     }
 }
 
@@ -89,14 +97,23 @@ fn cached_sidecar_path(model: &Model, model_path: &Path) -> Option<PathBuf> {
     Some(dir.join(format!("{stem}-{}-{recipe}.ghost", &sum[..16])))
 }
 
+/// The sidecar a mode needing calibration data would use without `--mask`, if there is one
+/// already: `MODEL.ghost` beside the model, else the one cached by a first-use calibration.
+pub fn existing_sidecar(model: &Model, model_path: &Path) -> Option<PathBuf> {
+    let beside = model_path.with_extension("ghost");
+    if beside.is_file() {
+        return Some(beside);
+    }
+    cached_sidecar_path(model, model_path).filter(|p| p.is_file())
+}
+
 fn find_or_calibrate(
     model: &std::sync::Arc<Model>,
     model_path: &Path,
     n_threads: usize,
 ) -> Result<PathBuf> {
-    let beside = model_path.with_extension("ghost");
-    if beside.is_file() {
-        return Ok(beside);
+    if let Some(p) = existing_sidecar(model, model_path) {
+        return Ok(p);
     }
     let cached = cached_sidecar_path(model, model_path).ok_or_else(|| {
         crate::Error::InvalidArgument(
@@ -104,9 +121,6 @@ fn find_or_calibrate(
                 .into(),
         )
     })?;
-    if cached.is_file() {
-        return Ok(cached);
-    }
     eprintln!(
         "ghost: no calibration sidecar for {}: calibrating on the built-in corpus (once; cached at {})",
         model_path.display(),

@@ -4,8 +4,8 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
 
+use super::paired_speed::{paired_speed, PairedSpeed, Side};
 use crate::context::{Context, ContextParams};
 use crate::model::{Model, ModelParams};
 use crate::quant::GgmlType;
@@ -157,58 +157,9 @@ fn family(mode: &SparsityMode) -> String {
     }
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-/// CPU time this process has used, in seconds.
-fn process_cpu_seconds() -> f64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec; CLOCK_PROCESS_CPUTIME_ID is always
-    // available on Linux, and on failure `ts` stays zero (the caller then sees no progress).
-    unsafe {
-        libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts);
-    }
-    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
-}
-
-/// Seconds to decode `tokens` one at a time in `ctx` as it stands: wall-clock, or CPU
-/// seconds of this process (`cpu`; with one thread the compute time, unaffected by other
-/// processes sharing the cores).
-fn time_decode(ctx: &mut Context, tokens: &[u32], cpu: bool) -> Result<f64> {
-    let (t0, c0) = (Instant::now(), process_cpu_seconds());
-    for &t in tokens {
-        ctx.decode(&[t])?;
-    }
-    Ok(if cpu {
-        process_cpu_seconds() - c0
-    } else {
-        t0.elapsed().as_secs_f64()
-    }
-    .max(1e-9))
-}
-
-/// What [`paired_decode_speed`] measured.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct PairedSpeed {
-    /// Tokens per second over all dense blocks and over all sparse blocks.
-    pub dense_tok_s: f64,
-    pub sparse_tok_s: f64,
-    /// Median over block pairs of (dense time per token / sparse time per token).
-    pub speedup: f64,
-    pub pairs: usize,
-}
-
 /// Decode speed of the FFNs `sparse` (per layer, as [`Context::decode_ffns`] holds them)
-/// against the dense FFN, paired finely: per repetition, prefill `prompt` densely, then
-/// decode `tokens` in pairs of blocks of `block` tokens, one block dense and one sparse, the
-/// order alternating from pair to pair (and from rep to rep). Each pair gives one time ratio
-/// at nearly the same moment and context length; their median is the speed-up. Leaves the
-/// dense FFN installed.
+/// against the dense FFN, in paired blocks ([`paired_speed`]: the dense FFN is the
+/// baseline). Leaves the dense FFN installed.
 pub fn paired_decode_speed(
     ctx: &mut Context,
     sparse: &[Option<Arc<dyn crate::model::ffn::DecodeFfn>>],
@@ -218,52 +169,15 @@ pub fn paired_decode_speed(
     block: usize,
     cpu: bool,
 ) -> Result<PairedSpeed> {
-    let n_layer = sparse.len();
-    let set = |ctx: &mut Context, on: bool| -> Result<()> {
+    if sparse.is_empty() {
+        crate::bail!(InvalidArgument, "speed: a model without layers");
+    }
+    paired_speed(ctx, prompt, tokens, reps, block, cpu, &mut |ctx, side| {
         for (layer, ffn) in sparse.iter().enumerate() {
+            let on = side == Side::Candidate;
             ctx.set_decode_ffn(layer, if on { ffn.clone() } else { None })?;
         }
         Ok(())
-    };
-    let (mut dense_t, mut sparse_t, mut dense_n, mut sparse_n) = (0.0, 0.0, 0usize, 0usize);
-    let mut ratios = Vec::new();
-    for rep in 0..reps {
-        set(ctx, false)?;
-        ctx.reset();
-        ctx.decode(prompt)?;
-        for (pair, chunk) in tokens.chunks(2 * block).enumerate() {
-            let (a, b) = chunk.split_at(chunk.len().min(block));
-            if b.is_empty() {
-                break;
-            }
-            let sparse_first = (pair + rep) % 2 == 1;
-            set(ctx, sparse_first)?;
-            let ta = time_decode(ctx, a, cpu)?;
-            set(ctx, !sparse_first)?;
-            let tb = time_decode(ctx, b, cpu)?;
-            let ((td, nd), (ts, ns)) = if sparse_first {
-                ((tb, b.len()), (ta, a.len()))
-            } else {
-                ((ta, a.len()), (tb, b.len()))
-            };
-            ratios.push((td / nd as f64) / (ts / ns as f64));
-            (dense_t, dense_n, sparse_t, sparse_n) =
-                (dense_t + td, dense_n + nd, sparse_t + ts, sparse_n + ns);
-        }
-    }
-    set(ctx, false)?;
-    if ratios.is_empty() || n_layer == 0 {
-        crate::bail!(
-            InvalidArgument,
-            "speed: {} tokens make no pair of {block}-token blocks",
-            tokens.len()
-        );
-    }
-    Ok(PairedSpeed {
-        dense_tok_s: dense_n as f64 / dense_t,
-        sparse_tok_s: sparse_n as f64 / sparse_t,
-        speedup: median(&mut ratios),
-        pairs: ratios.len(),
     })
 }
 
@@ -470,8 +384,8 @@ pub fn run(args: Args) -> Result<()> {
                 row.sparsity = t.sparsity();
                 row.bytes_skipped = t.bytes_skipped();
             }
-            row.tok_s = Some(speed.sparse_tok_s);
-            row.dense_tok_s = Some(speed.dense_tok_s);
+            row.tok_s = Some(speed.candidate_tok_s);
+            row.dense_tok_s = Some(speed.baseline_tok_s);
             row.speedup = Some(speed.speedup);
         }
         eprintln!(
@@ -566,7 +480,7 @@ mod tests {
         // shorter second block still pairs: times are compared per token).
         let s = paired_decode_speed(&mut ctx, &sparse, &prompt, &tokens, 2, 4, false).unwrap();
         assert_eq!(s.pairs, 4);
-        for v in [s.dense_tok_s, s.sparse_tok_s, s.speedup] {
+        for v in [s.baseline_tok_s, s.candidate_tok_s, s.speedup] {
             assert!(v.is_finite() && v > 0.0, "{s:?}");
         }
         // The sparse FFN ran exactly the sparse blocks: 2 reps × 2 pairs × 4 tokens.

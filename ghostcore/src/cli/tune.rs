@@ -1,17 +1,28 @@
 //! `ghost tune -m MODEL`: measure this CPU's sparse path costs at the model's FFN shape (the
 //! time curves decode chooses its sparse kernels by, see `sparsity::path_costs`), print them
 //! beside the built-in ones and cache them; `ghost run/chat/bench/sweep/perplexity` and the C
-//! ABI then use them on this machine (`GHOST_PATH_COSTS=builtin` not to). Compare with the
-//! built-in curves on decode speed (`bench/sparsity/tuned_vs_builtin.sh`) before keeping
-//! them; `--force` measures again (on a quiet machine: other cores' memory traffic moves
-//! the curves).
+//! ABI then use them on this machine (`GHOST_PATH_COSTS=builtin` not to). `--force`
+//! measures again (on a quiet machine: other cores' memory traffic moves the curves).
+//!
+//! Kernels timed in isolation are not decode: on an AVX2 VM the measured curves chose the
+//! dense down at the 8B shape's 50% setting and decoded 0.03–0.13 slower than the built-in
+//! ones (`bench/results/2026-12-06-s7-path-tuning.md`). So `ghost tune` then decodes with
+//! the sparsity mode users run (`--sparsity`, default `budget:2`, with the model's sidecar)
+//! in paired blocks, built-in and measured curves alternating, and records the verdict in
+//! the cache file: curves that decoded slower are kept on file but not used.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use super::paired_speed::{paired_speed, Side};
+use crate::context::{Context, ContextParams};
 use crate::model::{Model, ModelParams};
-use crate::sparsity::path_costs::cache::{load_or_measure, Source};
+use crate::sparsity::engine::attach;
+use crate::sparsity::path_costs::cache::{self, load_or_measure, DecodeCheck, Source};
 use crate::sparsity::path_costs::measure::{FfnShape, MeasureOptions};
-use crate::sparsity::path_costs::{PathCosts, TimeCurve};
+use crate::sparsity::path_costs::{clear_tuned_width, install_tuned, PathCosts, TimeCurve};
+use crate::sparsity::{PathPolicy, SparsityMode};
+use crate::tokenizer::Tokenizer;
 use crate::Result;
 
 #[derive(clap::Args, Debug)]
@@ -25,6 +36,29 @@ pub struct Args {
     /// Alternated (dense, sparse) pairs per point.
     #[arg(long, default_value_t = MeasureOptions::default().reps)]
     pub reps: usize,
+    /// Sparsity mode of the decode check.
+    #[arg(long, default_value = "budget:2")]
+    pub sparsity: String,
+    /// Calibration sidecar for the decode check (default: MODEL.ghost beside the model, or
+    /// the one a first `ghost run --sparsity budget:2` cached).
+    #[arg(long)]
+    pub mask: Option<PathBuf>,
+    /// Do not check the curves in decode (they are then used unchecked).
+    #[arg(long)]
+    pub no_check: bool,
+    /// Tokens the decode check decodes per repetition (after a 16-token prompt).
+    #[arg(long, default_value_t = 128)]
+    pub check_tokens: usize,
+    /// Repetitions of the decode check.
+    #[arg(long, default_value_t = 3)]
+    pub check_reps: usize,
+    /// Tokens per block of the decode check (built-in and measured blocks alternate).
+    #[arg(long, default_value_t = 8)]
+    pub check_block: usize,
+    /// Threads of the decode check (1: timed in CPU seconds of the process, which other
+    /// processes on the machine do not inflate).
+    #[arg(short = 't', long, default_value_t = 1)]
+    pub threads: usize,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -34,7 +68,7 @@ pub fn run(args: Args) -> Result<()> {
         skip_tokenizer: true,
         ..ModelParams::default()
     };
-    let model = Model::load(&path, &params)?;
+    let model: Arc<Model> = Model::load(&path, &params)?;
     let shape = FfnShape::of_model(&model);
     let opts = MeasureOptions {
         reps: args.reps.max(1),
@@ -59,6 +93,126 @@ pub fn run(args: Args) -> Result<()> {
         ),
         Source::Builtin(why) => println!("built-in curves: {why}"),
     }
+    let file = match &source {
+        Source::Cached(p) | Source::Measured(Some(p)) => Some(p.clone()),
+        Source::Measured(None) | Source::Builtin(_) => None,
+    };
+    print_curves(&shape, &costs);
+    let Some(file) = file else {
+        return Ok(());
+    };
+    if args.no_check {
+        cache::write(&file, &shape, &costs, None)?;
+        println!("decode check: not run (--no-check); the measured curves will be used");
+        return Ok(());
+    }
+    let mode: SparsityMode = args.sparsity.parse()?;
+    let mask = args
+        .mask
+        .clone()
+        .or_else(|| super::sparsity_setup::existing_sidecar(&model, &path));
+    if mode.is_dense() || (mode.needs_sidecar() && mask.is_none()) {
+        cache::write(&file, &shape, &costs, None)?;
+        println!(
+            "decode check: not run ({}); the measured curves will be used unchecked",
+            if mode.is_dense() {
+                "a dense mode has no sparse paths".to_string()
+            } else {
+                format!(
+                    "{} needs a calibration sidecar: pass --mask, or run `ghost run --sparsity {}` once",
+                    args.sparsity, args.sparsity
+                )
+            }
+        );
+        return Ok(());
+    }
+    let check = check_in_decode(&model, mask.as_deref(), &shape, &costs, &args)?;
+    cache::write(&file, &shape, &costs, Some(&check))?;
+    println!(
+        "decode check ({}, {} × {} tokens, {} thread{}): measured curves at {:.3}× the built-in ones' speed (median of {} paired blocks): {}",
+        check.mode,
+        args.check_reps.max(1),
+        args.check_tokens,
+        args.threads,
+        if args.threads == 1 { "" } else { "s" },
+        check.speedup,
+        check.pairs,
+        if check.keeps_measured() {
+            "used from now on"
+        } else {
+            "not used, the built-in curves serve"
+        }
+    );
+    if !check.keeps_measured() {
+        clear_tuned_width(shape.n_embd);
+    }
+    Ok(())
+}
+
+/// Decode speed with `costs` against the built-in curves, in paired blocks, with the sparsity
+/// mode of `args` (and `mask`): over the built-in calibration corpus where the model has a
+/// vocabulary, else over fixed pseudo-random ids.
+fn check_in_decode(
+    model: &Arc<Model>,
+    mask: Option<&Path>,
+    shape: &FfnShape,
+    costs: &PathCosts,
+    args: &Args,
+) -> Result<DecodeCheck> {
+    const PROMPT: usize = 16;
+    let n = PROMPT + args.check_tokens;
+    let ids: Vec<u32> = match Tokenizer::from_gguf(model.gguf()) {
+        Ok(tok) => tok.encode(super::sparsity_setup::BUILTIN_CORPUS, false, false)?,
+        Err(_) => Vec::new(),
+    };
+    let ids: Vec<u32> = if ids.len() >= n {
+        ids[..n].to_vec()
+    } else {
+        let n_vocab = model.config().n_vocab as u64;
+        (0..n as u64)
+            .map(|i| ((i * 7919 + 13) % n_vocab) as u32)
+            .collect()
+    };
+    let mut ctx = Context::new(
+        model.clone(),
+        ContextParams {
+            n_ctx: n.next_multiple_of(64),
+            n_batch: 512,
+            n_threads: args.threads,
+            exact_prefill: false,
+            ..Default::default()
+        },
+    )?;
+    eprintln!(
+        "ghost: decode check: {} with {}, built-in and measured curves alternating",
+        args.sparsity,
+        mask.map(|p| p.display().to_string())
+            .unwrap_or_else(|| "no sidecar".into())
+    );
+    let _sparse = attach(&mut ctx, mask, &args.sparsity, PathPolicy::Fastest)?;
+    let speed = paired_speed(
+        &mut ctx,
+        &ids[..PROMPT],
+        &ids[PROMPT..],
+        args.check_reps,
+        args.check_block,
+        args.threads == 1,
+        &mut |_, side| {
+            match side {
+                Side::Baseline => clear_tuned_width(shape.n_embd),
+                Side::Candidate => install_tuned(shape.n_embd, *costs),
+            }
+            Ok(())
+        },
+    )?;
+    Ok(DecodeCheck {
+        mode: args.sparsity.split_whitespace().collect(),
+        speedup: speed.speedup,
+        pairs: speed.pairs,
+    })
+}
+
+fn print_curves(shape: &FfnShape, costs: &PathCosts) {
     let builtin = PathCosts::builtin(shape.n_embd);
     println!("(share of the dense bytes read → time relative to the dense kernel)");
     let print = |name: &str, c: &TimeCurve, b: &TimeCurve| {
@@ -78,5 +232,4 @@ pub fn run(args: Args) -> Result<()> {
             print(&format!("exact {} down", ty.name().to_uppercase()), c, b);
         }
     }
-    Ok(())
 }

@@ -37,6 +37,7 @@ mod dot_scalar;
 pub(crate) mod dot_vnni;
 mod drivers;
 mod kernels;
+pub mod random;
 
 pub use activation::{quantize_activations, quantize_activations_with_isa, vec_dot_type};
 pub use dequant::dequantize_row;

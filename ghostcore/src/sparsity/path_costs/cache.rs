@@ -9,11 +9,18 @@
 //! shape 576 1536 q5_0 q4_K,q6_K
 //! gathered_rows 0.2010:0.3012 0.4012:0.4935 ...
 //! exact_q4_k_down 0.0951:0.2210 ...
+//! decode_check budget:2 1.0130 48
 //! ```
 //!
 //! A file whose header does not match this process (another CPU model, kernel set, shape or
 //! format revision) is not used; a malformed one is an error that names the file.
 //! `GHOST_PATH_COSTS=builtin` keeps the built-in curves, `=retune` measures again.
+//!
+//! The optional `decode_check` line is `ghost tune`'s verdict in decode: the sparsity mode it
+//! decoded with, the speed with these curves relative to the built-in ones (median of paired
+//! blocks) and the number of pairs. Kernels timed in isolation are not decode, so curves
+//! that decoded slower than the built-in ones are kept on file but not installed
+//! ([`install_cached`]).
 
 use std::path::{Path, PathBuf};
 
@@ -28,6 +35,43 @@ pub const REVISION: u32 = 1;
 const MAGIC: &str = "ghostcore-path-costs";
 /// The environment variable that overrides the tuning (`builtin` or `retune`).
 pub const ENV: &str = "GHOST_PATH_COSTS";
+
+/// `ghost tune`'s comparison, in decode, of the measured curves against the built-in ones.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DecodeCheck {
+    /// The sparsity mode decoded with (`budget:2`, ...).
+    pub mode: String,
+    /// Decode speed with the measured curves relative to the built-in ones (> 1: faster).
+    pub speedup: f64,
+    /// Paired blocks the median was taken over.
+    pub pairs: usize,
+}
+
+impl DecodeCheck {
+    /// Whether decode should use the measured curves: they were not slower.
+    pub fn keeps_measured(&self) -> bool {
+        self.speedup >= 1.0
+    }
+}
+
+/// A cache file's content.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Cached {
+    pub costs: PathCosts,
+    /// `None` when `ghost tune` did not check the curves in decode.
+    pub check: Option<DecodeCheck>,
+}
+
+/// What [`install_cached`] did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CachedUse {
+    /// No usable file (or `GHOST_PATH_COSTS=builtin`): the built-in curves serve.
+    None,
+    /// The file's curves are installed.
+    Installed(PathBuf),
+    /// The file's curves decoded slower than the built-in ones: not installed.
+    SlowerInDecode(PathBuf, DecodeCheck),
+}
 
 /// Where the curves a front end uses came from.
 #[derive(Clone, Debug, PartialEq)]
@@ -105,8 +149,8 @@ pub fn cache_path(shape: &FfnShape) -> Option<PathBuf> {
     Some(dir.join(format!("{name}.txt")))
 }
 
-/// The file's text for `costs` measured for `shape` on this CPU.
-pub fn to_text(shape: &FfnShape, costs: &PathCosts) -> String {
+/// The file's text for `costs` measured for `shape` on this CPU, with `check`'s verdict.
+pub fn to_text(shape: &FfnShape, costs: &PathCosts, check: Option<&DecodeCheck>) -> String {
     let mut s = header(shape).join("\n");
     s.push('\n');
     let mut line = |name: &str, c: &TimeCurve| {
@@ -122,7 +166,31 @@ pub fn to_text(shape: &FfnShape, costs: &PathCosts) -> String {
             line(&exact_down_line(ty), c);
         }
     }
+    if let Some(c) = check {
+        s.push_str(&format!(
+            "{CHECK_LINE} {} {:.4} {}\n",
+            c.mode, c.speedup, c.pairs
+        ));
+    }
     s
+}
+
+const CHECK_LINE: &str = "decode_check";
+
+fn parse_check(line: &str) -> Result<DecodeCheck> {
+    let w: Vec<&str> = line.split_whitespace().collect();
+    let speedup = w.get(2).and_then(|v| v.parse::<f64>().ok());
+    let pairs = w.get(3).and_then(|v| v.parse::<usize>().ok());
+    match (w.len(), speedup, pairs) {
+        (4, Some(speedup), Some(pairs)) if speedup.is_finite() && speedup > 0.0 && pairs > 0 => {
+            Ok(DecodeCheck {
+                mode: w[1].to_string(),
+                speedup,
+                pairs,
+            })
+        }
+        _ => bail!(Format, "path costs: bad decode check {line:?}"),
+    }
 }
 
 /// The name of the line holding the exact `ty` down's curve (`exact_q4_k_down`, ...).
@@ -132,7 +200,7 @@ fn exact_down_line(ty: GgmlType) -> String {
 
 /// Parse a file's text for `shape` on this CPU: `Ok(None)` when its header is for another
 /// CPU, kernel set, shape or revision; an error when it is malformed or lacks a curve.
-pub fn from_text(shape: &FfnShape, text: &str) -> Result<Option<PathCosts>> {
+pub fn from_text(shape: &FfnShape, text: &str) -> Result<Option<Cached>> {
     let mut lines = text.lines();
     for want in header(shape) {
         if lines.next() != Some(want.as_str()) {
@@ -140,10 +208,14 @@ pub fn from_text(shape: &FfnShape, text: &str) -> Result<Option<PathCosts>> {
         }
     }
     let mut costs = PathCosts::builtin(shape.n_embd);
-    let (mut rows, mut downs) = (false, Vec::new());
+    let (mut rows, mut downs, mut check) = (false, Vec::new(), None);
     for line in lines.filter(|l| !l.trim().is_empty()) {
         let mut words = line.split_whitespace();
         let name = words.next().unwrap_or_default();
+        if name == CHECK_LINE {
+            check = Some(parse_check(line)?);
+            continue;
+        }
         let mut points = Vec::new();
         for w in words {
             let p = w
@@ -176,12 +248,12 @@ pub fn from_text(shape: &FfnShape, text: &str) -> Result<Option<PathCosts>> {
     if !rows || shape.exact_down_types.iter().any(|t| !downs.contains(t)) {
         bail!(Format, "path costs: a curve of the shape is missing");
     }
-    Ok(Some(costs))
+    Ok(Some(Cached { costs, check }))
 }
 
 /// Read the curves for `shape` from `path` (`Ok(None)`: no such file, or one for another
 /// CPU or shape).
-pub fn read(path: &Path, shape: &FfnShape) -> Result<Option<PathCosts>> {
+pub fn read(path: &Path, shape: &FfnShape) -> Result<Option<Cached>> {
     match std::fs::read_to_string(path) {
         Ok(text) => from_text(shape, &text)
             .map_err(|e| crate::Error::Format(format!("{}: {e}", path.display()))),
@@ -190,30 +262,54 @@ pub fn read(path: &Path, shape: &FfnShape) -> Result<Option<PathCosts>> {
     }
 }
 
-/// Write the curves for `shape` to `path` (through a temporary file, so a reader never sees
-/// half a file).
-pub fn write(path: &Path, shape: &FfnShape, costs: &PathCosts) -> Result<()> {
+/// Write the curves for `shape`, with `check`'s verdict, to `path` (through a temporary
+/// file, so a reader never sees half a file).
+pub fn write(
+    path: &Path,
+    shape: &FfnShape,
+    costs: &PathCosts,
+    check: Option<&DecodeCheck>,
+) -> Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, to_text(shape, costs))?;
+    std::fs::write(&tmp, to_text(shape, costs, check))?;
     std::fs::rename(&tmp, path)?;
     Ok(())
 }
 
-/// Install this CPU's cached curves for `shape`, if a good cache file exists (never
-/// measures: for library callers such as the C ABI, where a measurement would be a
-/// surprise; `ghost tune -m MODEL` makes the file). Returns the file used.
-pub fn install_cached(shape: &FfnShape) -> Option<PathBuf> {
+/// Install this CPU's cached curves for `shape`, if a good cache file exists and `ghost
+/// tune` did not find them slower in decode than the built-in ones (never measures: for
+/// the front ends and library callers such as the C ABI, where a measurement would be a
+/// surprise; `ghost tune -m MODEL` makes the file). Otherwise the built-in curves serve.
+pub fn install_cached(shape: &FfnShape) -> CachedUse {
     if std::env::var(ENV).is_ok_and(|v| v == "builtin") {
         super::clear_tuned_width(shape.n_embd);
-        return None;
+        return CachedUse::None;
     }
-    let path = cache_path(shape)?;
-    let costs = read(&path, shape).ok()??;
-    install_tuned(shape.n_embd, costs);
-    Some(path)
+    match cache_path(shape) {
+        Some(path) => install_from(&path, shape),
+        None => {
+            super::clear_tuned_width(shape.n_embd);
+            CachedUse::None
+        }
+    }
+}
+
+/// [`install_cached`] from the file `path`.
+pub fn install_from(path: &Path, shape: &FfnShape) -> CachedUse {
+    super::clear_tuned_width(shape.n_embd);
+    match read(path, shape) {
+        Ok(Some(Cached { check: Some(c), .. })) if !c.keeps_measured() => {
+            CachedUse::SlowerInDecode(path.to_path_buf(), c)
+        }
+        Ok(Some(cached)) => {
+            install_tuned(shape.n_embd, cached.costs);
+            CachedUse::Installed(path.to_path_buf())
+        }
+        _ => CachedUse::None,
+    }
 }
 
 /// The curves for `shape`: from the cache, else measured (and cached), else the built-in
@@ -241,9 +337,9 @@ pub fn load_or_measure(
     if !force && env != "retune" {
         if let Some(p) = &path {
             match read(p, shape) {
-                Ok(Some(c)) => {
-                    install_tuned(shape.n_embd, c);
-                    return Ok((c, Source::Cached(p.clone())));
+                Ok(Some(Cached { costs, .. })) => {
+                    install_tuned(shape.n_embd, costs);
+                    return Ok((costs, Source::Cached(p.clone())));
                 }
                 Ok(None) => {}
                 // A damaged file is measured again and overwritten.
@@ -253,7 +349,7 @@ pub fn load_or_measure(
     }
     let costs = measure(shape, opts, progress)?;
     install_tuned(shape.n_embd, costs);
-    let saved = path.filter(|p| write(p, shape, &costs).is_ok());
+    let saved = path.filter(|p| write(p, shape, &costs, None).is_ok());
     Ok((costs, Source::Measured(saved)))
 }
 
@@ -281,16 +377,82 @@ mod tests {
     #[test]
     fn text_round_trips() {
         let (s, c) = (shape(), measured());
-        let text = to_text(&s, &c);
+        let text = to_text(&s, &c, None);
         assert!(text.starts_with("ghostcore-path-costs 1\ncpu "), "{text}");
         assert!(text.contains("\nshape 576 1536 q5_0 q4_K,q6_K\n"), "{text}");
-        assert_eq!(from_text(&s, &text).unwrap(), Some(c));
+        let cached = Cached {
+            costs: c,
+            check: None,
+        };
+        assert_eq!(from_text(&s, &text).unwrap(), Some(cached));
+
+        let check = DecodeCheck {
+            mode: "input:0.1,cascade:0.2:0.4:upw".into(),
+            speedup: 0.9731,
+            pairs: 48,
+        };
+        let text = to_text(&s, &c, Some(&check));
+        assert!(
+            text.ends_with("\ndecode_check input:0.1,cascade:0.2:0.4:upw 0.9731 48\n"),
+            "{text}"
+        );
+        let back = from_text(&s, &text).unwrap().unwrap();
+        assert_eq!((back.costs, back.check), (c, Some(check)));
+    }
+
+    #[test]
+    fn a_bad_decode_check_is_an_error() {
+        let (s, c) = (shape(), measured());
+        let text = to_text(&s, &c, None);
+        for bad in [
+            "decode_check budget:2 fast 3",
+            "decode_check budget:2 1.01",
+            "decode_check budget:2 0 3",
+            "decode_check budget:2 1.01 0",
+            "decode_check budget:2 1.01 3 extra",
+        ] {
+            let e = from_text(&s, &format!("{text}{bad}\n")).unwrap_err();
+            assert!(e.to_string().contains("bad decode check"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn curves_slower_in_decode_are_not_installed() {
+        let dir = std::env::temp_dir().join(format!("ghost-path-check-{}", std::process::id()));
+        let p = dir.join("costs.txt");
+        // A width no other test installs curves for (the tuned curves are process-wide).
+        let s = FfnShape {
+            n_embd: 4_352,
+            ..shape()
+        };
+        let c = measured();
+        let check = |speedup| DecodeCheck {
+            mode: "budget:2".into(),
+            speedup,
+            pairs: 24,
+        };
+        assert_eq!(install_from(&p, &s), CachedUse::None, "no file");
+        assert_eq!(super::super::tuned(s.n_embd), None);
+        for (file_check, installed) in [(None, true), (Some(1.0), true), (Some(0.97), false)] {
+            write(&p, &s, &c, file_check.map(check).as_ref()).unwrap();
+            let used = install_from(&p, &s);
+            if installed {
+                assert_eq!(used, CachedUse::Installed(p.clone()));
+                let on_file = read(&p, &s).unwrap().unwrap().costs;
+                assert_eq!(on_file.gathered_rows, c.gathered_rows);
+                assert_eq!(super::super::tuned(s.n_embd), Some(on_file));
+            } else {
+                assert_eq!(used, CachedUse::SlowerInDecode(p.clone(), check(0.97)));
+                assert_eq!(super::super::tuned(s.n_embd), None, "built-in curves again");
+            }
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn another_shape_or_cpu_is_not_used_and_damage_is_an_error() {
         let (s, c) = (shape(), measured());
-        let text = to_text(&s, &c);
+        let text = to_text(&s, &c, None);
         let mut other = s.clone();
         other.n_ff = 2048;
         assert_eq!(from_text(&other, &text).unwrap(), None);
@@ -324,11 +486,11 @@ mod tests {
         let p = dir.join("costs.txt");
         let (s, c) = (shape(), measured());
         assert_eq!(read(&p, &s).unwrap(), None, "no file yet");
-        write(&p, &s, &c).unwrap();
-        assert_eq!(read(&p, &s).unwrap(), Some(c));
+        write(&p, &s, &c, None).unwrap();
+        assert_eq!(read(&p, &s).unwrap().map(|r| r.costs), Some(c));
         std::fs::write(&p, "ghostcore-path-costs 1\n").unwrap();
         assert_eq!(read(&p, &s).unwrap(), None, "header of another CPU");
-        std::fs::write(&p, to_text(&s, &c).replace("0.9000:0.9500", "x")).unwrap();
+        std::fs::write(&p, to_text(&s, &c, None).replace("0.9000:0.9500", "x")).unwrap();
         let e = read(&p, &s).unwrap_err().to_string();
         assert!(e.contains("costs.txt"), "names the file: {e}");
         std::fs::remove_dir_all(&dir).unwrap();

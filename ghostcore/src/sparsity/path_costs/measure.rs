@@ -11,8 +11,8 @@
 use std::time::Instant;
 
 use super::{PathCosts, TimeCurve};
-use crate::cli::synth::random_tensor;
 use crate::model::Model;
+use crate::quant::random::random_tensor;
 use crate::quant::GgmlType;
 use crate::sampling::Rng;
 use crate::sparsity::exact_down::{ExactDown, ExactDownScratch};

@@ -35,8 +35,10 @@
 //! front ends and the C ABI use what it cached. Measuring stays the user's step: kernels
 //! timed in isolation are not decode, and on that VM the measured curves gained 2 points on
 //! SmolLM2 but chose the dense down at the 8B shape's 50% setting, where the built-in curves'
-//! exact copy was faster. The curves only steer the choice: the bytes reported are always
-//! those the chosen path reads.
+//! exact copy was faster. So `ghost tune` also decodes with both sets of curves in paired
+//! blocks and records the verdict: curves that decoded slower stay on file unused
+//! ([`cache::install_cached`]). The curves only steer the choice: the bytes reported are
+//! always those the chosen path reads.
 
 pub mod cache;
 pub mod measure;
