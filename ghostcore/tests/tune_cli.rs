@@ -75,7 +75,7 @@ fn tune_measures_caches_and_rereads() {
         "{file:?}"
     );
     let saved = std::fs::read_to_string(&file).unwrap();
-    assert!(saved.starts_with("ghostcore-path-costs 1\ncpu "), "{saved}");
+    assert!(saved.starts_with("ghostcore-path-costs 2\ncpu "), "{saved}");
     assert!(saved.contains("\ngathered_rows "), "{saved}");
 
     // The next run reads the file and prints the same curves.

@@ -227,6 +227,9 @@ fn print_curves(shape: &FfnShape, costs: &PathCosts) {
         &costs.gathered_rows,
         &builtin.gathered_rows,
     );
+    if shape.has_input_major() {
+        print("input-major rows", &costs.input_major, &builtin.input_major);
+    }
     for &ty in &shape.exact_down_types {
         if let (Some(c), Some(b)) = (costs.exact_down_curve(ty), builtin.exact_down_curve(ty)) {
             print(&format!("exact {} down", ty.name().to_uppercase()), c, b);

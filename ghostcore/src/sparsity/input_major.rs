@@ -192,13 +192,18 @@ pub struct InputMajorScratch {
 }
 
 impl InputMajorQ5_0 {
+    /// Whether a copy of an `n_rows × n_cols` matrix of `ty` can be built.
+    pub fn supports(ty: GgmlType, n_rows: usize, n_cols: usize) -> bool {
+        ty == GgmlType::Q5_0 && n_rows % TILE == 0 && n_cols % BLOCK == 0 && n_rows > 0
+    }
+
     /// Build the copy from a Q5_0 matrix of `n_rows` rows of `n_cols`. `Unsupported` when the
     /// type is not Q5_0 or `n_rows` is not a multiple of 64.
     pub fn from_q5_0(ty: GgmlType, n_rows: usize, n_cols: usize, data: &[u8]) -> Result<Self> {
         if ty != GgmlType::Q5_0 {
             bail!(Unsupported, "input-major copy of a {ty} matrix");
         }
-        if n_rows % TILE != 0 || n_cols % BLOCK != 0 || n_rows == 0 {
+        if !Self::supports(ty, n_rows, n_cols) {
             bail!(
                 Unsupported,
                 "input-major copy of a {n_rows}×{n_cols} matrix (needs rows a multiple of 64 \

@@ -3,11 +3,12 @@
 //! spent once per machine and model shape, as calibration is once per model.
 //!
 //! ```text
-//! ghostcore-path-costs 1
-//! cpu AMD EPYC (family 25 model 1 stepping 1)
-//! kernel avx2
+//! ghostcore-path-costs 2
+//! cpu AMD EPYC (family 26 model 2 stepping 0)
+//! kernel vnni
 //! shape 576 1536 q5_0 q4_K,q6_K
 //! gathered_rows 0.2010:0.3012 0.4012:0.4935 ...
+//! input_major 0.5017:0.6120 0.7014:0.8012 ...
 //! exact_q4_k_down 0.0951:0.2210 ...
 //! decode_check budget:2 1.0130 48
 //! ```
@@ -30,8 +31,9 @@ use crate::quant::GgmlType;
 use crate::sparsity::input_major::InputMajorKernel;
 use crate::{bail, Result};
 
-/// Format revision of the file; bump when the measurement changes meaning.
-pub const REVISION: u32 = 1;
+/// Format revision of the file; bump when the measurement changes meaning (2: the
+/// input-major curve is measured too).
+pub const REVISION: u32 = 2;
 const MAGIC: &str = "ghostcore-path-costs";
 /// The environment variable that overrides the tuning (`builtin` or `retune`).
 pub const ENV: &str = "GHOST_PATH_COSTS";
@@ -161,6 +163,9 @@ pub fn to_text(shape: &FfnShape, costs: &PathCosts, check: Option<&DecodeCheck>)
         s.push('\n');
     };
     line("gathered_rows", &costs.gathered_rows);
+    if shape.has_input_major() {
+        line("input_major", &costs.input_major);
+    }
     for &ty in &shape.exact_down_types {
         if let Some(c) = costs.exact_down_curve(ty) {
             line(&exact_down_line(ty), c);
@@ -208,7 +213,7 @@ pub fn from_text(shape: &FfnShape, text: &str) -> Result<Option<Cached>> {
         }
     }
     let mut costs = PathCosts::builtin(shape.n_embd);
-    let (mut rows, mut downs, mut check) = (false, Vec::new(), None);
+    let (mut rows, mut input_major, mut downs, mut check) = (false, false, Vec::new(), None);
     for line in lines.filter(|l| !l.trim().is_empty()) {
         let mut words = line.split_whitespace();
         let name = words.next().unwrap_or_default();
@@ -233,6 +238,10 @@ pub fn from_text(shape: &FfnShape, text: &str) -> Result<Option<Cached>> {
             (costs.gathered_rows, rows) = (curve, true);
             continue;
         }
+        if name == "input_major" {
+            (costs.input_major, input_major) = (curve, true);
+            continue;
+        }
         let slot = [GgmlType::Q4_K, GgmlType::Q6_K]
             .into_iter()
             .find(|&ty| exact_down_line(ty) == name)
@@ -245,7 +254,10 @@ pub fn from_text(shape: &FfnShape, text: &str) -> Result<Option<Cached>> {
             None => bail!(Format, "path costs: unknown curve {name:?}"),
         }
     }
-    if !rows || shape.exact_down_types.iter().any(|t| !downs.contains(t)) {
+    if !rows
+        || input_major != shape.has_input_major()
+        || shape.exact_down_types.iter().any(|t| !downs.contains(t))
+    {
         bail!(Format, "path costs: a curve of the shape is missing");
     }
     Ok(Some(Cached { costs, check }))
@@ -369,6 +381,7 @@ mod tests {
     fn measured() -> PathCosts {
         let mut c = PathCosts::builtin(576);
         c.gathered_rows = TimeCurve::from_measured(&[(0.2, 0.3), (0.6, 0.7), (0.9, 0.95)]).unwrap();
+        c.input_major = TimeCurve::from_measured(&[(0.5, 0.6), (0.7, 0.8), (0.9, 1.0)]).unwrap();
         c.exact_q4_k_down = TimeCurve::from_measured(&[(0.1, 0.4), (0.8, 1.9)]).unwrap();
         c.exact_q6_k_down = TimeCurve::from_measured(&[(0.15, 0.5), (0.8, 1.7)]).unwrap();
         c
@@ -378,7 +391,8 @@ mod tests {
     fn text_round_trips() {
         let (s, c) = (shape(), measured());
         let text = to_text(&s, &c, None);
-        assert!(text.starts_with("ghostcore-path-costs 1\ncpu "), "{text}");
+        assert!(text.starts_with("ghostcore-path-costs 2\ncpu "), "{text}");
+        assert!(text.contains("\ninput_major 0.5000:0.6000 "), "{text}");
         assert!(text.contains("\nshape 576 1536 q5_0 q4_K,q6_K\n"), "{text}");
         let cached = Cached {
             costs: c,

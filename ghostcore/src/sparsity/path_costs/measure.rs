@@ -3,10 +3,10 @@
 //! Each point is the median over reps of (sparse path time / dense kernel time), the two run
 //! alternately rep by rep on random matrices of the layer's shape and type, cycled through
 //! more memory than a last-level cache holds, so that both read from memory as decode does.
-//! Measured here: the gathered rows of the gate/up type at `n_ff × n_embd`, and the exact
-//! neuron-major down copies (Q4_K, Q6_K) at `n_embd × n_ff`. The input-major copy and the
-//! requantized down copy keep their built-in curves (`bench/sparsity/input_major.rs` measures
-//! the former).
+//! Measured here: the gathered rows of the gate/up type at `n_ff × n_embd`, the input-major
+//! copy of Q5_0 gate/up rows over the kept input columns, and the exact neuron-major down
+//! copies (Q4_K, Q6_K) at `n_embd × n_ff`. The requantized down copy keeps its built-in
+//! curve (only layers without an exact copy use it).
 
 use std::time::Instant;
 
@@ -16,12 +16,15 @@ use crate::quant::random::random_tensor;
 use crate::quant::GgmlType;
 use crate::sampling::Rng;
 use crate::sparsity::exact_down::{ExactDown, ExactDownScratch};
+use crate::sparsity::input_major::{InputMajorQ5_0, InputMajorScratch};
 use crate::sparsity::rows::{matvec_rows, quantize_input, QMatrix};
 use crate::sparsity::Serial;
 use crate::{bail, Result};
 
 /// Kept shares of the rows the gathered-row curve is measured at.
 pub const ROW_SHARES: [f64; 5] = [0.2, 0.4, 0.6, 0.8, 0.9];
+/// Dropped shares of the input entries the input-major curve is measured at.
+pub const INPUT_DROPS: [f64; 5] = [0.05, 0.1, 0.2, 0.3, 0.5];
 /// Active shares of the neurons the exact-down curves are measured at.
 pub const DOWN_SHARES: [f64; 5] = [0.1, 0.2, 0.4, 0.6, 0.8];
 
@@ -85,6 +88,11 @@ impl FfnShape {
             exact_down_types,
         }
     }
+
+    /// Whether the gate/up rows have an input-major copy (whose curve is then measured).
+    pub fn has_input_major(&self) -> bool {
+        InputMajorQ5_0::supports(self.rows_type, self.n_ff, self.n_embd)
+    }
 }
 
 /// The curves of `shape` measured on this CPU: the gathered rows and each exact down copy
@@ -103,6 +111,10 @@ pub fn measure(
         shape.n_embd,
         opts,
     )?)?;
+    if shape.has_input_major() {
+        progress("input-major rows");
+        costs.input_major = curve(input_major(shape.n_ff, shape.n_embd, opts)?)?;
+    }
     for &ty in &shape.exact_down_types {
         progress(&format!("exact {ty} down"));
         let c = curve(exact_down(ty, shape.n_embd, shape.n_ff, opts)?)?;
@@ -160,6 +172,65 @@ pub fn gathered_rows(
         .zip(&mut ratios)
         .map(|(ids, r)| (ids.len() as f64 / n_rows as f64, median(r)))
         .collect())
+}
+
+/// `(share of the rows' bytes read, time relative to all rows in order)` of the input-major
+/// copy of Q5_0 matrices of `n_rows × n_cols` over the input columns kept when a share of
+/// the smallest-magnitude entries of a roughly normal input is dropped ([`INPUT_DROPS`]).
+pub fn input_major(n_rows: usize, n_cols: usize, opts: &MeasureOptions) -> Result<Vec<(f64, f64)>> {
+    let ty = GgmlType::Q5_0;
+    let mut rng = Rng::new(7);
+    let one = random_blocks(ty, n_rows * n_cols, &mut rng)?;
+    let copy = InputMajorQ5_0::from_q5_0(ty, n_rows, n_cols, &one)?;
+    let mats = cycled(one, opts);
+    let copies: Vec<InputMajorQ5_0> = (0..mats.len()).map(|_| copy.clone()).collect();
+    // About normal (a sum of four uniforms), as normed FFN inputs are.
+    let x: Vec<f32> = (0..n_cols)
+        .map(|_| (0..4).map(|_| rng.next_f64() as f32 - 0.5).sum())
+        .collect();
+    let mut mags: Vec<f32> = x.iter().map(|v| v.abs()).collect();
+    mags.sort_by(f32::total_cmp);
+    let inputs: Vec<Vec<f32>> = INPUT_DROPS
+        .iter()
+        .map(|&d| {
+            let t = mags[((d * n_cols as f64) as usize).min(n_cols - 1)];
+            x.iter()
+                .map(|&v| if v.abs() < t { 0.0 } else { v })
+                .collect()
+        })
+        .collect();
+    let m0 = QMatrix::new(ty, n_rows, n_cols, &mats[0])?;
+    let mut xqs = Vec::new();
+    for xi in &inputs {
+        let mut xq = Vec::new();
+        quantize_input(&m0, xi, &mut xq)?;
+        xqs.push(xq);
+    }
+    let (mut out, mut scratch) = (vec![0f32; n_rows], InputMajorScratch::default());
+    let mut next = 0usize;
+    let mut ratios = vec![Vec::new(); xqs.len()];
+    for _ in 0..opts.reps_for(mats[0].len(), xqs.len()) {
+        for (k, xq) in xqs.iter().enumerate() {
+            let t = Instant::now();
+            for _ in 0..8 {
+                let m = QMatrix::new(ty, n_rows, n_cols, &mats[next % mats.len()])?;
+                next += 1;
+                matvec_rows(&m, None, xq, &mut out, &Serial)?;
+            }
+            let dense = t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            for _ in 0..8 {
+                copies[next % copies.len()].matvec(xq, &mut out, &mut scratch, &Serial)?;
+                next += 1;
+            }
+            ratios[k].push(t.elapsed().as_secs_f64() / dense);
+        }
+    }
+    let all = m0.total_bytes() as f64;
+    xqs.iter()
+        .zip(&mut ratios)
+        .map(|(xq, r)| Ok((copy.bytes_for(xq)? as f64 / all, median(r))))
+        .collect()
 }
 
 /// `(share of the dense down's bytes read, time relative to the dense down)` of the exact
@@ -277,16 +348,23 @@ mod tests {
         let costs = measure(&shape, &opts, &mut |w| seen.push(w.to_string())).unwrap();
         assert_eq!(
             seen,
-            ["gathered rows", "exact q4_K down", "exact q6_K down"]
+            [
+                "gathered rows",
+                "input-major rows",
+                "exact q4_K down",
+                "exact q6_K down"
+            ]
         );
         let builtin = PathCosts::builtin(256);
         assert_ne!(costs.gathered_rows, builtin.gathered_rows);
         assert_eq!(costs.gathered_rows.points().len(), ROW_SHARES.len() + 1);
         assert_eq!(costs.exact_q4_k_down.points().len(), DOWN_SHARES.len() + 1);
         assert_eq!(costs.exact_q6_k_down.points().len(), DOWN_SHARES.len() + 1);
-        assert_eq!(costs.input_major, builtin.input_major, "not measured");
+        assert_eq!(costs.input_major.points().len(), INPUT_DROPS.len() + 1);
+        assert_ne!(costs.input_major, builtin.input_major);
         for c in [
             costs.gathered_rows,
+            costs.input_major,
             costs.exact_q4_k_down,
             costs.exact_q6_k_down,
         ] {
@@ -298,6 +376,14 @@ mod tests {
         let rows = gathered_rows(GgmlType::Q5_0, 512, 256, &opts).unwrap();
         for (p, s) in rows.iter().zip(ROW_SHARES) {
             assert!((p.0 - s).abs() < 0.1, "{rows:?}");
+        }
+        // Input-major: fewer bytes the more entries are dropped, about the kept share.
+        let im = input_major(512, 256, &opts).unwrap();
+        for w in im.windows(2) {
+            assert!(w[1].0 < w[0].0, "{im:?}");
+        }
+        for (p, d) in im.iter().zip(INPUT_DROPS) {
+            assert!((p.0 - (1.0 - d)).abs() < 0.15, "{im:?}");
         }
     }
 
