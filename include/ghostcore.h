@@ -686,6 +686,26 @@ enum gc_status gc_ctx_set_mask(gc_ctx *ctx, const gc_mask *mask);
 enum gc_status gc_ctx_set_sparsity(gc_ctx *ctx, const struct gc_sparsity_params *params);
 
 /**
+ * Tunes the sparse kernels to this CPU for the context's model: measures how long each
+ * sparse path takes at the model's FFN shape (a few seconds; or reads what an earlier call
+ * or `ghost tune` cached under the user's cache directory, unless `force`), then decodes
+ * with the context's sparsity setting (gc_ctx_set_sparsity / gc_ctx_set_mask), built-in and
+ * measured costs alternating in paired blocks of 8 tokens (3 × 128 tokens of a built-in
+ * text), and keeps the measured costs, for this process and later ones, only if they were
+ * not slower. The verdict is cached with them. The context's token history is cleared.
+ * `out_speedup` (may be NULL) receives the decode speed with the measured costs relative
+ * to the built-in ones (> 1: faster).
+ *
+ * Errors: GC_ERR_INVALID_ARG (a dense context, a GPU context, a context of fewer than 32
+ * tokens), GC_ERR_UNSUPPORTED (this CPU runs the scalar kernels, where bytes alone decide,
+ * or GHOST_PATH_COSTS=builtin, or no cache directory).
+ *
+ * # Safety
+ * `ctx` NULL or live; `out_speedup` NULL or writable.
+ */
+enum gc_status gc_ctx_tune_path_costs(gc_ctx *ctx, bool force, double *out_speedup);
+
+/**
  * Returns the message of the most recent failing GhostCore call on the calling thread,
  * or "" if none has failed yet. Never NULL. The string belongs to the library and stays
  * valid until the next failing call on this thread; copy it to keep it. Successful calls

@@ -381,6 +381,46 @@ impl Context {
         Ok(())
     }
 
+    /// Measures this CPU's sparse path costs at the model's FFN shape (or reads the cached
+    /// ones unless `force`), checks them in decode against the built-in ones with the
+    /// context's sparsity setting, records the verdict in the cache and keeps them if they
+    /// were not slower. Returns the measured curves' decode speed relative to the built-in
+    /// ones. The context's token history is cleared.
+    pub fn tune_path_costs(&mut self, force: bool) -> FfiResult<f64> {
+        use ghostcore::sparsity::path_costs::cache::{load_or_measure, Source};
+        use ghostcore::sparsity::path_costs::check::{
+            check_in_decode, keep_if_not_slower, CheckOptions,
+        };
+        use ghostcore::sparsity::path_costs::measure::MeasureOptions;
+        if self.inner.is_accelerated() {
+            return invalid_arg(
+                "path costs steer the CPU's sparse kernels: this context runs on the GPU",
+            );
+        }
+        if self.mode.is_dense() {
+            return invalid_arg(
+                "this context is dense, and the path-cost check decodes with its sparsity: set a sparse \
+                 mode first (gc_ctx_set_sparsity or gc_ctx_set_mask)",
+            );
+        }
+        let shape = FfnShape::of_model(&self.model.inner);
+        let (costs, source) =
+            load_or_measure(&shape, &MeasureOptions::default(), force, &mut |_| {})?;
+        let file = match source {
+            Source::Cached(p) | Source::Measured(Some(p)) => p,
+            Source::Measured(None) => {
+                return unsupported("no cache directory to keep measured path costs in")
+            }
+            Source::Builtin(why) => return unsupported(format!("built-in path costs: {why}")),
+        };
+        let mode = self.mode.to_string();
+        let checked = check_in_decode(&mut self.inner, &costs, &mode, &CheckOptions::default());
+        self.reset();
+        let check = checked?;
+        keep_if_not_slower(&file, &shape, &costs, &check)?;
+        Ok(check.speedup)
+    }
+
     /// Fails with a clear message when `n` more tokens do not fit.
     fn check_room(&self, n: usize) -> FfiResult<()> {
         let (past, cap) = (self.inner.n_past(), self.inner.n_ctx());

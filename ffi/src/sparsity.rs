@@ -347,3 +347,37 @@ pub unsafe extern "C" fn gc_ctx_set_sparsity(
         ctx.lock()?.set_sparsity(mode)
     })
 }
+
+/// Tunes the sparse kernels to this CPU for the context's model: measures how long each
+/// sparse path takes at the model's FFN shape (a few seconds; or reads what an earlier call
+/// or `ghost tune` cached under the user's cache directory, unless `force`), then decodes
+/// with the context's sparsity setting (gc_ctx_set_sparsity / gc_ctx_set_mask), built-in and
+/// measured costs alternating in paired blocks of 8 tokens (3 × 128 tokens of a built-in
+/// text), and keeps the measured costs, for this process and later ones, only if they were
+/// not slower. The verdict is cached with them. The context's token history is cleared.
+/// `out_speedup` (may be NULL) receives the decode speed with the measured costs relative
+/// to the built-in ones (> 1: faster).
+///
+/// Errors: GC_ERR_INVALID_ARG (a dense context, a GPU context, a context of fewer than 32
+/// tokens), GC_ERR_UNSUPPORTED (this CPU runs the scalar kernels, where bytes alone decide,
+/// or GHOST_PATH_COSTS=builtin, or no cache directory).
+///
+/// # Safety
+/// `ctx` NULL or live; `out_speedup` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn gc_ctx_tune_path_costs(
+    ctx: *mut gc_ctx,
+    force: bool,
+    out_speedup: *mut f64,
+) -> gc_status {
+    boundary(|| {
+        // SAFETY: caller's contract.
+        let ctx = unsafe { handle(ctx.cast_const(), "ctx") }?;
+        let speedup = ctx.lock()?.tune_path_costs(force)?;
+        if !out_speedup.is_null() {
+            // SAFETY: non-NULL and writable per the caller's contract.
+            unsafe { write_out(out_speedup, speedup) };
+        }
+        Ok(())
+    })
+}

@@ -7,6 +7,7 @@
 //! - [`model`]: architectures, weights, the forward pass, KV cache.
 //! - [`sparsity`]: calibration, sidecar file, masks and thresholds, the sparse FFN.
 //! - [`backend`]: CPU (always) and CUDA (feature `cuda`) compute backends.
+//! - [`paired_speed`]: decode speed of two configurations of a context, in paired blocks.
 //! - [`cli`]: the `ghost` command-line tool's subcommands.
 
 pub mod backend;
@@ -17,6 +18,7 @@ pub mod error;
 pub mod generate;
 pub mod gguf;
 pub mod model;
+pub mod paired_speed;
 pub mod quant;
 pub mod sampling;
 pub mod sparsity;

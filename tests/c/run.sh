@@ -6,7 +6,8 @@
 #  - libghostcore.so has SONAME libghostcore.so.<GHOSTCORE_ABI_VERSION>;
 #  - threads.c: one model shared by contexts on several threads; a busy context rejects
 #    calls from another thread;
-#  - sparsity.c: mask calibration, save/load, sparsity modes and the sparsity achieved;
+#  - sparsity.c: mask calibration, save/load, sparsity modes and the sparsity achieved,
+#    path-cost tuning (gc_ctx_tune_path_costs);
 #  - tokenization through the C ABI equals llama.cpp's (tokenize_reference.py);
 #  - abi_errors (every export with NULL/invalid arguments) passes linked shared, linked
 #    static, and under valgrind with no leaks or errors;
@@ -89,7 +90,8 @@ if [ -n "$model" ]; then
   other_model="$(find_model gemma-3-270m-q4_k_m.gguf || true)"
   step "sparsity test builds" cc "${cflags[@]}" tests/c/sparsity.c -L"$libdir" -lghostcore \
     -o "$bin/sparsity"
-  step "sparsity: calibrate/save/load masks, modes, achieved sparsity" env LD_LIBRARY_PATH="$libdir" \
+  step "sparsity: calibrate/save/load masks, modes, achieved sparsity, path-cost tuning" \
+    env LD_LIBRARY_PATH="$libdir" XDG_CACHE_HOME="$logdir/cache" \
     "$bin/sparsity" "$model" tests/data/sparsity/calibration-corpus.txt "$logdir" $other_model
 fi
 

@@ -6,7 +6,9 @@
  *    exact dense text;
  *  - a saved-and-loaded mask generates exactly what the original does;
  *  - a context keeps its mask alive after gc_mask_free;
- *  - a mask is refused by a model with other weights (when a second model is given).
+ *  - a mask is refused by a model with other weights (when a second model is given);
+ *  - gc_ctx_tune_path_costs measures and checks the path costs in decode (under the
+ *    XDG_CACHE_HOME the runner points to a scratch folder), and the context generates after.
  *
  *   sparsity MODEL.gguf CORPUS.txt TMPDIR [OTHER_MODEL.gguf]
  * Prints "sparsity: N passed, N failed".
@@ -169,6 +171,23 @@ int main(int argc, char **argv) {
     s = generate(ctx3, &text);
     printf("sparsity: threshold 0.05 achieved %.3f\n", s);
     check(s > 0.0f && text.len > 0, "the threshold mode skips neurons");
+
+    {
+        double speedup = 0.0;
+        gc_status st = gc_ctx_tune_path_costs(ctx3, false, &speedup);
+        if (st == GC_ERR_UNSUPPORTED) {
+            printf("sparsity: path-cost tuning skipped: %s\n", gc_last_error());
+        } else {
+            printf("sparsity: measured path costs decode at %.3fx the built-in ones' speed\n",
+                   speedup);
+            check(st == GC_OK && speedup > 0.2 && speedup < 5.0,
+                  "gc_ctx_tune_path_costs measures and checks in decode");
+            s = generate(ctx3, &text);
+            check(s > 0.0f && text.len > 0, "the tuned context still generates sparsely");
+            check(gc_ctx_tune_path_costs(ctx3, false, NULL) == GC_OK,
+                  "a second call reads the cached costs and checks again");
+        }
+    }
 
     check(gc_ctx_set_mask(ctx, NULL) == GC_OK, "removing the mask");
     s = generate(ctx, &text);

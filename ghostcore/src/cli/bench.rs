@@ -9,10 +9,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::paired_speed::{paired_speed, PairedSpeed, Side};
 use crate::context::{Context, ContextParams};
 use crate::gguf::Placement;
 use crate::model::{Model, ModelParams};
+use crate::paired_speed::{paired_speed, PairedSpeed, Side};
 use crate::sampling::Rng;
 use crate::{bail, Result};
 

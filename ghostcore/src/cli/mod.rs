@@ -4,7 +4,6 @@ pub mod bench;
 pub mod calibrate;
 pub mod chat;
 pub mod inspect;
-pub mod paired_speed;
 pub mod perplexity;
 pub mod quantize;
 pub mod run;

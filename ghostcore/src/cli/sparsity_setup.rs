@@ -16,11 +16,7 @@ use crate::sparsity::{model_checksum, PathPolicy, SparsityMode};
 use crate::tokenizer::Tokenizer;
 use crate::Result;
 
-/// The calibration corpus built into `ghost` (license texts and Node.js documentation; see
-/// tests/data/sparsity/README.md). It differs from the GPL-3 text perplexity is scored on.
-pub(crate) const BUILTIN_CORPUS: &str =
-    include_str!("../../../tests/data/sparsity/calibration-corpus.txt");
-const BUILTIN_CORPUS_NAME: &str = "ghost-builtin-calibration-corpus";
+use crate::sparsity::calibrate::{BUILTIN_CORPUS, BUILTIN_CORPUS_NAME};
 
 /// Parse `mode`, find (or build) the sidecar it needs, and install the sparse FFN in `ctx`.
 /// `Ok(None)` for the dense mode.

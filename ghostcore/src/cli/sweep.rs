@@ -5,9 +5,9 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::paired_speed::{paired_speed, PairedSpeed, Side};
 use crate::context::{Context, ContextParams};
 use crate::model::{Model, ModelParams};
+use crate::paired_speed::{paired_speed, PairedSpeed, Side};
 use crate::quant::GgmlType;
 use crate::sparsity::engine::{
     build_down_copies, build_exact_downs, install, install_with, tally_summary, uninstall,

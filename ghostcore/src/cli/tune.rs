@@ -14,15 +14,16 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::paired_speed::{paired_speed, Side};
 use crate::context::{Context, ContextParams};
 use crate::model::{Model, ModelParams};
 use crate::sparsity::engine::attach;
 use crate::sparsity::path_costs::cache::{self, load_or_measure, DecodeCheck, Source};
+use crate::sparsity::path_costs::check::{
+    check_in_decode, keep_if_not_slower, CheckOptions, PROMPT_TOKENS,
+};
 use crate::sparsity::path_costs::measure::{FfnShape, MeasureOptions};
-use crate::sparsity::path_costs::{clear_tuned_width, install_tuned, PathCosts, TimeCurve};
+use crate::sparsity::path_costs::{PathCosts, TimeCurve};
 use crate::sparsity::{PathPolicy, SparsityMode};
-use crate::tokenizer::Tokenizer;
 use crate::Result;
 
 #[derive(clap::Args, Debug)]
@@ -126,8 +127,8 @@ pub fn run(args: Args) -> Result<()> {
         );
         return Ok(());
     }
-    let check = check_in_decode(&model, mask.as_deref(), &shape, &costs, &args)?;
-    cache::write(&file, &shape, &costs, Some(&check))?;
+    let check = check_in_a_context(&model, mask.as_deref(), &costs, &args)?;
+    keep_if_not_slower(&file, &shape, &costs, &check)?;
     println!(
         "decode check ({}, {} × {} tokens, {} thread{}): measured curves at {:.3}× the built-in ones' speed (median of {} paired blocks): {}",
         check.mode,
@@ -143,40 +144,26 @@ pub fn run(args: Args) -> Result<()> {
             "not used, the built-in curves serve"
         }
     );
-    if !check.keeps_measured() {
-        clear_tuned_width(shape.n_embd);
-    }
     Ok(())
 }
 
-/// Decode speed with `costs` against the built-in curves, in paired blocks, with the sparsity
-/// mode of `args` (and `mask`): over the built-in calibration corpus where the model has a
-/// vocabulary, else over fixed pseudo-random ids.
-fn check_in_decode(
+/// The decode check ([`check_in_decode`]) in a fresh context with the sparsity mode of
+/// `args` (and `mask`).
+fn check_in_a_context(
     model: &Arc<Model>,
     mask: Option<&Path>,
-    shape: &FfnShape,
     costs: &PathCosts,
     args: &Args,
 ) -> Result<DecodeCheck> {
-    const PROMPT: usize = 16;
-    let n = PROMPT + args.check_tokens;
-    let ids: Vec<u32> = match Tokenizer::from_gguf(model.gguf()) {
-        Ok(tok) => tok.encode(super::sparsity_setup::BUILTIN_CORPUS, false, false)?,
-        Err(_) => Vec::new(),
-    };
-    let ids: Vec<u32> = if ids.len() >= n {
-        ids[..n].to_vec()
-    } else {
-        let n_vocab = model.config().n_vocab as u64;
-        (0..n as u64)
-            .map(|i| ((i * 7919 + 13) % n_vocab) as u32)
-            .collect()
+    let opts = CheckOptions {
+        n_tokens: args.check_tokens,
+        reps: args.check_reps,
+        block: args.check_block,
     };
     let mut ctx = Context::new(
         model.clone(),
         ContextParams {
-            n_ctx: n.next_multiple_of(64),
+            n_ctx: (PROMPT_TOKENS + opts.n_tokens).next_multiple_of(64),
             n_batch: 512,
             n_threads: args.threads,
             exact_prefill: false,
@@ -190,26 +177,7 @@ fn check_in_decode(
             .unwrap_or_else(|| "no sidecar".into())
     );
     let _sparse = attach(&mut ctx, mask, &args.sparsity, PathPolicy::Fastest)?;
-    let speed = paired_speed(
-        &mut ctx,
-        &ids[..PROMPT],
-        &ids[PROMPT..],
-        args.check_reps,
-        args.check_block,
-        args.threads == 1,
-        &mut |_, side| {
-            match side {
-                Side::Baseline => clear_tuned_width(shape.n_embd),
-                Side::Candidate => install_tuned(shape.n_embd, *costs),
-            }
-            Ok(())
-        },
-    )?;
-    Ok(DecodeCheck {
-        mode: args.sparsity.split_whitespace().collect(),
-        speedup: speed.speedup,
-        pairs: speed.pairs,
-    })
+    check_in_decode(&mut ctx, costs, &args.sparsity, &opts)
 }
 
 fn print_curves(shape: &FfnShape, costs: &PathCosts) {

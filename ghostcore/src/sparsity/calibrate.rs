@@ -89,6 +89,14 @@ impl Default for CalibrateOptions {
     }
 }
 
+/// The calibration corpus built into the library (license texts and Node.js documentation;
+/// see tests/data/sparsity/README.md): what `ghost run` calibrates on at first use, and the
+/// text the path-cost check decodes. It differs from the GPL-3 text perplexity is scored on.
+pub const BUILTIN_CORPUS: &str =
+    include_str!("../../../tests/data/sparsity/calibration-corpus.txt");
+/// The name a sidecar calibrated on [`BUILTIN_CORPUS`] records as its corpus.
+pub const BUILTIN_CORPUS_NAME: &str = "ghost-builtin-calibration-corpus";
+
 /// Revision of how calibration measures the budget frontier (the bytes each candidate
 /// skips depend on the sparse kernels' copies). Cached first-use sidecars are keyed by it, so
 /// a release that measures differently calibrates again. 2: exact Q6_K down copies (before,

@@ -41,6 +41,7 @@
 //! always those the chosen path reads.
 
 pub mod cache;
+pub mod check;
 pub mod measure;
 
 use std::sync::RwLock;

@@ -3,8 +3,9 @@
 //! nearly the same moment and context length, and the median of the blocks' time ratios is
 //! the speed-up. On a shared VM whose speed drifts by ±15% from second to second, whole
 //! runs timed one after the other disagree by ±0.15; paired blocks agree within ±0.03
-//! (`bench/results/2026-12-06-s7-path-tuning.md`). `ghost sweep` compares sparse against
-//! dense FFNs this way, `ghost tune` measured against built-in path costs.
+//! (`bench/results/2026-12-06-s7-path-tuning.md`). `ghost sweep` and `ghost bench` compare
+//! sparse against dense FFNs this way, the path-cost check (`ghost tune`,
+//! `gc_ctx_tune_path_costs`) measured against built-in path costs.
 
 use std::time::Instant;
 
