@@ -469,7 +469,8 @@ pub fn sparse_ffn(
     let up_copy = input_major_bytes(w.up_in, dropped, &s.xq)?;
 
     // 4–5, when every neuron is live and up is fastest over all its rows (a mild first
-    //    stage): up over all rows, then h = act·up over every neuron in one vectorizable
+    //    stage), in order or through the input-major copy (which computes every row
+    //    anyway): up over all rows, then h = act·up over every neuron in one vectorizable
     //    pass, zero where either stage drops the neuron, ready for the dense down. The id
     //    list a down copy needs is built only if a copy could be faster.
     let n_up_all = match live {
@@ -481,12 +482,23 @@ pub fn sparse_ffn(
     };
     let fused = n_up_all.is_some_and(|n_up| {
         let sel = n_up < n_ff;
-        matches!(rows_path(&costs, &w.up, sel, n_up, up_copy), RowsPath::All)
+        matches!(
+            rows_path(&costs, &w.up, sel, n_up, up_copy),
+            RowsPath::All | RowsPath::InputMajor(..)
+        )
     });
     let n_active = if let (true, Some(n_up)) = (fused, n_up_all) {
         s.up.resize(n_ff, 0.0);
-        matvec_rows(&w.up, None, &s.xq, &mut s.up, exec)?;
-        stats.bytes_read += w.up.total_bytes();
+        stats.bytes_read += project_rows(
+            &w.up,
+            None,
+            &s.xq,
+            up_copy,
+            &costs,
+            (&mut s.all_rows, &mut s.input_major),
+            exec,
+            &mut s.up,
+        )?;
         stats.n_up = n_up;
         s.h_dense.resize(n_ff, 0.0);
         let mut n_active = 0;
