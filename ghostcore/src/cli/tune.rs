@@ -47,14 +47,14 @@ pub struct Args {
     /// Do not check the curves in decode (they are then used unchecked).
     #[arg(long)]
     pub no_check: bool,
-    /// Tokens the decode check decodes per repetition (after a 16-token prompt).
-    #[arg(long, default_value_t = 128)]
+    /// Tokens the decode check decodes per repetition (after a short prompt).
+    #[arg(long, default_value_t = CheckOptions::default().n_tokens)]
     pub check_tokens: usize,
     /// Repetitions of the decode check.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = CheckOptions::default().reps)]
     pub check_reps: usize,
     /// Tokens per block of the decode check (built-in and measured blocks alternate).
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = CheckOptions::default().block)]
     pub check_block: usize,
     /// Threads of the decode check (1: timed in CPU seconds of the process, which other
     /// processes on the machine do not inflate).
