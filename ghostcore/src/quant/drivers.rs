@@ -288,11 +288,17 @@ pub fn matvec_gather(
 /// How far ahead a gathered row walk prefetches, in bytes of rows. The rows of a sparse step
 /// are scattered, so the hardware prefetcher (which follows sequential streams) does not fetch
 /// them; without this, gathered rows cost a memory latency each whenever the weights do not
-/// fit in cache. About 4 KB keeps enough lines in flight to stream from memory; measured on
-/// Q5_0 rows of 396 and 2,816 bytes from memory (`bench/results/2026-11-23-s6-path-costs/`): 8–16 rows
-/// ahead was best for the short rows, 1–2 for the long ones, and 2 ahead of a short row
-/// (800 bytes) cost 1.3–1.5× the time.
-const GATHER_PREFETCH_BYTES: usize = 4096;
+/// fit in cache (with no prefetch, 60% of the 8B shape's rows took 2.2× the time of all
+/// rows). Measured from memory:
+/// - on an AVX-512 EPYC (`bench/results/2026-11-23-s6-path-costs/`), Q5_0 rows of 396 and
+///   2,816 bytes: 8–16 rows ahead was best for the short rows, 1–2 for the long ones, and 2
+///   ahead of a short row (800 bytes) cost 1.3–1.5× the time;
+/// - on a Zen 5 EPYC (`bench/results/2026-12-07-s8-decode-check.md`), `ghost tune`'s
+///   gathered-row curve: the 8B shape's Q4_K rows of 2,304 bytes at 60% kept took 1.00–1.05
+///   of all rows' time one row (4 KB) ahead and 0.77–0.85 three to six rows (7–14 KB) ahead
+///   (decode `target:0.5:act` 1.07–1.09× → 1.13–1.16×); SmolLM2's 396-byte rows were alike
+///   from 4 to 9 KB ahead and worse at 2 and 18 KB.
+const GATHER_PREFETCH_BYTES: usize = 8192;
 
 /// Row `ids[k]` of `weights` (rows of `w_row` bytes; bounds-checked), after asking the CPU
 /// to start loading row `ids[k + ahead]`: one step of a gathered walk.
