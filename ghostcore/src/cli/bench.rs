@@ -12,7 +12,7 @@ use std::time::Instant;
 use crate::context::{Context, ContextParams};
 use crate::gguf::Placement;
 use crate::model::{Model, ModelParams};
-use crate::paired_speed::{paired_speed, PairedSpeed, Side};
+use crate::paired_speed::PairedSpeed;
 use crate::sampling::Rng;
 use crate::{bail, Result};
 
@@ -307,22 +307,14 @@ fn time_generation_side_by_side(
     let paired = match tokens.split_first() {
         Some((first, rest)) if rest.len() >= 2 * PAIR_BLOCK => {
             let cpu_time = ctx.n_threads() == 1 && !ctx.is_accelerated();
-            Some(paired_speed(
+            Some(super::sweep::paired_decode_speed(
                 ctx,
+                &sparse_ffns,
                 std::slice::from_ref(first),
                 rest,
                 reps,
                 PAIR_BLOCK,
                 cpu_time,
-                &mut |ctx, side| {
-                    if side == Side::Baseline {
-                        return uninstall(ctx);
-                    }
-                    for (layer, ffn) in sparse_ffns.iter().enumerate() {
-                        ctx.set_decode_ffn(layer, ffn.clone())?;
-                    }
-                    ctx.set_accelerated_ffn_sparsity_enabled(true)
-                },
             )?)
         }
         _ => None,

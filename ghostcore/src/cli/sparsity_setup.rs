@@ -93,14 +93,21 @@ fn cached_sidecar_path(model: &Model, model_path: &Path) -> Option<PathBuf> {
     Some(dir.join(format!("{stem}-{}-{recipe}.ghost", &sum[..16])))
 }
 
-/// The sidecar a mode needing calibration data would use without `--mask`, if there is one
-/// already: `MODEL.ghost` beside the model, else the one cached by a first-use calibration.
-pub fn existing_sidecar(model: &Model, model_path: &Path) -> Option<PathBuf> {
+/// Where a mode needing calibration data looks for its sidecar without `--mask`:
+/// `MODEL.ghost` beside the model when it exists, else the path a first-use calibration
+/// caches it at (which may not exist yet; `None` without a cache directory).
+fn sidecar_location(model: &Model, model_path: &Path) -> Option<PathBuf> {
     let beside = model_path.with_extension("ghost");
     if beside.is_file() {
         return Some(beside);
     }
-    cached_sidecar_path(model, model_path).filter(|p| p.is_file())
+    cached_sidecar_path(model, model_path)
+}
+
+/// The sidecar a mode needing calibration data would use without `--mask`, if there is one
+/// already.
+pub fn existing_sidecar(model: &Model, model_path: &Path) -> Option<PathBuf> {
+    sidecar_location(model, model_path).filter(|p| p.is_file())
 }
 
 fn find_or_calibrate(
@@ -108,15 +115,15 @@ fn find_or_calibrate(
     model_path: &Path,
     n_threads: usize,
 ) -> Result<PathBuf> {
-    if let Some(p) = existing_sidecar(model, model_path) {
-        return Ok(p);
-    }
-    let cached = cached_sidecar_path(model, model_path).ok_or_else(|| {
+    let cached = sidecar_location(model, model_path).ok_or_else(|| {
         crate::Error::InvalidArgument(
             "this sparsity mode needs a calibration sidecar: pass --mask FILE (made by `ghost calibrate`)"
                 .into(),
         )
     })?;
+    if cached.is_file() {
+        return Ok(cached);
+    }
     eprintln!(
         "ghost: no calibration sidecar for {}: calibrating on the built-in corpus (once; cached at {})",
         model_path.display(),

@@ -159,7 +159,8 @@ fn family(mode: &SparsityMode) -> String {
 
 /// Decode speed of the FFNs `sparse` (per layer, as [`Context::decode_ffns`] holds them)
 /// against the dense FFN, in paired blocks ([`paired_speed`]: the dense FFN is the
-/// baseline). Leaves the dense FFN installed.
+/// baseline; on an accelerated context its sparse FFN is switched on and off too). Leaves
+/// the dense FFN installed.
 pub fn paired_decode_speed(
     ctx: &mut Context,
     sparse: &[Option<Arc<dyn crate::model::ffn::DecodeFfn>>],
@@ -173,11 +174,13 @@ pub fn paired_decode_speed(
         crate::bail!(InvalidArgument, "speed: a model without layers");
     }
     paired_speed(ctx, prompt, tokens, reps, block, cpu, &mut |ctx, side| {
-        for (layer, ffn) in sparse.iter().enumerate() {
-            let on = side == Side::Candidate;
-            ctx.set_decode_ffn(layer, if on { ffn.clone() } else { None })?;
+        if side == Side::Baseline {
+            return uninstall(ctx);
         }
-        Ok(())
+        for (layer, ffn) in sparse.iter().enumerate() {
+            ctx.set_decode_ffn(layer, ffn.clone())?;
+        }
+        ctx.set_accelerated_ffn_sparsity_enabled(true)
     })
 }
 

@@ -94,16 +94,12 @@ pub fn run(args: Args) -> Result<()> {
         ),
         Source::Builtin(why) => println!("built-in curves: {why}"),
     }
-    let file = match &source {
-        Source::Cached(p) | Source::Measured(Some(p)) => Some(p.clone()),
-        Source::Measured(None) | Source::Builtin(_) => None,
-    };
     print_curves(&shape, &costs);
-    let Some(file) = file else {
+    let Some(file) = source.file() else {
         return Ok(());
     };
     if args.no_check {
-        cache::write(&file, &shape, &costs, None)?;
+        cache::write(file, &shape, &costs, None)?;
         println!("decode check: not run (--no-check); the measured curves will be used");
         return Ok(());
     }
@@ -113,7 +109,7 @@ pub fn run(args: Args) -> Result<()> {
         .clone()
         .or_else(|| super::sparsity_setup::existing_sidecar(&model, &path));
     if mode.is_dense() || (mode.needs_sidecar() && mask.is_none()) {
-        cache::write(&file, &shape, &costs, None)?;
+        cache::write(file, &shape, &costs, None)?;
         println!(
             "decode check: not run ({}); the measured curves will be used unchecked",
             if mode.is_dense() {
@@ -128,7 +124,7 @@ pub fn run(args: Args) -> Result<()> {
         return Ok(());
     }
     let check = check_in_a_context(&model, mask.as_deref(), &costs, &args)?;
-    keep_if_not_slower(&file, &shape, &costs, &check)?;
+    keep_if_not_slower(file, &shape, &costs, &check)?;
     println!(
         "decode check ({}, {} × {} tokens, {} thread{}): measured curves at {:.3}× the built-in ones' speed (median of {} paired blocks): {}",
         check.mode,

@@ -86,6 +86,16 @@ pub enum Source {
     Builtin(String),
 }
 
+impl Source {
+    /// The cache file holding the curves, if they are in one.
+    pub fn file(&self) -> Option<&Path> {
+        match self {
+            Source::Cached(p) | Source::Measured(Some(p)) => Some(p),
+            Source::Measured(None) | Source::Builtin(_) => None,
+        }
+    }
+}
+
 /// The CPU's model name with its family, model and stepping numbers (`/proc/cpuinfo`; a
 /// VM may show only a generic name such as "AMD EPYC" for several generations), or
 /// `unknown`.
@@ -296,11 +306,8 @@ pub fn write(
 /// the front ends and library callers such as the C ABI, where a measurement would be a
 /// surprise; `ghost tune -m MODEL` makes the file). Otherwise the built-in curves serve.
 pub fn install_cached(shape: &FfnShape) -> CachedUse {
-    if std::env::var(ENV).is_ok_and(|v| v == "builtin") {
-        super::clear_tuned_width(shape.n_embd);
-        return CachedUse::None;
-    }
-    match cache_path(shape) {
+    let builtin = std::env::var(ENV).is_ok_and(|v| v == "builtin");
+    match cache_path(shape).filter(|_| !builtin) {
         Some(path) => install_from(&path, shape),
         None => {
             super::clear_tuned_width(shape.n_embd);
