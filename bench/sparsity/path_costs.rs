@@ -16,6 +16,7 @@
 
 use ghostcore::quant::GgmlType;
 use ghostcore::sparsity::path_costs::measure::{exact_down, gathered_rows, MeasureOptions};
+use ghostcore::sparsity::Serial;
 
 fn print(what: String, points: &[(f64, f64)]) {
     print!("{what}:");
@@ -42,7 +43,7 @@ fn main() {
     };
     for &(n_rows, n_cols) in widths {
         let rb = GgmlType::Q5_0.row_bytes(n_cols as u64).unwrap();
-        let p = gathered_rows(GgmlType::Q5_0, n_rows, n_cols, &opts).unwrap();
+        let p = gathered_rows(GgmlType::Q5_0, n_rows, n_cols, &opts, &Serial).unwrap();
         print(
             format!("gathered rows, Q5_0 {n_rows}×{n_cols} ({rb} B/row)"),
             &p,
@@ -55,7 +56,7 @@ fn main() {
             &[(576, 1536), (4096, 14336)]
         };
         for &(n_embd, n_ff) in shapes {
-            let p = exact_down(ty, n_embd, n_ff, &opts).unwrap();
+            let p = exact_down(ty, n_embd, n_ff, &opts, &Serial).unwrap();
             print(format!("exact {ty} down {n_embd}×{n_ff}"), &p);
         }
     }

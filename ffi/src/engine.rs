@@ -372,7 +372,11 @@ impl Context {
             // them slower in decode (never measured here: that takes seconds); else the
             // built-in curves.
             let shape = FfnShape::of_model(&self.model.inner);
-            ghostcore::sparsity::path_costs::cache::install_cached(&shape);
+            ghostcore::sparsity::path_costs::cache::install_cached(
+                &shape,
+                self.inner.n_threads(),
+                Some(&mode.to_string()),
+            );
             let copies = mask.as_ref().and_then(|m| m.copies.clone());
             self.sparse = Some(sparsity_engine::install(&mut self.inner, plans, copies)?);
         }
@@ -383,15 +387,18 @@ impl Context {
 
     /// Measures this CPU's sparse path costs at the model's FFN shape (or reads the cached
     /// ones unless `force`), checks them in decode against the built-in ones with the
-    /// context's sparsity setting, records the verdict in the cache and keeps them if they
-    /// were not slower. Returns the measured curves' decode speed relative to the built-in
-    /// ones. The context's token history is cleared.
+    /// context's sparsity setting, keeps them if they were not slower, then turns off the
+    /// sparse path classes that decode faster without ([`tune_in_decode`]); the verdicts are
+    /// cached, all for the context's thread count. Returns the measured curves' decode speed
+    /// relative to the built-in ones. The context's token history is cleared.
     pub fn tune_path_costs(&mut self, force: bool) -> FfiResult<f64> {
+        use ghostcore::sparsity::engine::PoolSplitter;
         use ghostcore::sparsity::path_costs::cache::{load_or_measure, Source};
         use ghostcore::sparsity::path_costs::check::{
-            check_in_decode, keep_if_not_slower, CheckOptions,
+            record_and_install, tune_in_decode, CheckOptions,
         };
         use ghostcore::sparsity::path_costs::measure::MeasureOptions;
+        use ghostcore::threadpool::ThreadPool;
         if self.inner.is_accelerated() {
             return invalid_arg(
                 "path costs steer the CPU's sparse kernels: this context runs on the GPU",
@@ -403,9 +410,24 @@ impl Context {
                  mode first (gc_ctx_set_sparsity or gc_ctx_set_mask)",
             );
         }
+        let Some(sparse) = &self.sparse else {
+            return invalid_arg("this context has no sparse FFN installed");
+        };
         let shape = FfnShape::of_model(&self.model.inner);
-        let (costs, source) =
-            load_or_measure(&shape, &MeasureOptions::default(), force, &mut |_| {})?;
+        let n_threads = self.inner.n_threads();
+        let (costs, source) = {
+            // Measured with the context's worker count, on a pool of its own (the context's
+            // stays idle meanwhile).
+            let pool = ThreadPool::new(n_threads)?;
+            let exec = PoolSplitter(&pool);
+            load_or_measure(
+                &shape,
+                &MeasureOptions::default(),
+                &exec,
+                force,
+                &mut |_| {},
+            )?
+        };
         let file = match source {
             Source::Cached(p) | Source::Measured(Some(p)) => p,
             Source::Measured(None) => {
@@ -414,11 +436,17 @@ impl Context {
             Source::Builtin(why) => return unsupported(format!("built-in path costs: {why}")),
         };
         let mode = self.mode.to_string();
-        let checked = check_in_decode(&mut self.inner, &costs, &mode, &CheckOptions::default());
+        let tuned = tune_in_decode(
+            &mut self.inner,
+            sparse,
+            &costs,
+            &mode,
+            &CheckOptions::default(),
+        );
         self.reset();
-        let check = checked?;
-        keep_if_not_slower(&file, &shape, &costs, &check)?;
-        Ok(check.speedup)
+        let verdicts = tuned?;
+        record_and_install(&file, &shape, n_threads, &costs, &verdicts)?;
+        Ok(verdicts.checks.first().map_or(1.0, |c| c.speedup))
     }
 
     /// Fails with a clear message when `n` more tokens do not fit.

@@ -354,7 +354,11 @@ pub unsafe extern "C" fn gc_ctx_set_sparsity(
 /// with the context's sparsity setting (gc_ctx_set_sparsity / gc_ctx_set_mask), built-in and
 /// measured costs alternating in paired blocks of 8 tokens (3 × 128 tokens of a built-in
 /// text), and keeps the measured costs, for this process and later ones, only if they were
-/// not slower. The verdict is cached with them. The context's token history is cleared.
+/// not slower. Then each class of sparse paths the decode took (input-major copy, gathered
+/// rows, exact down copies) is tried never taken, in the same paired way, and turned off
+/// where decode was faster without it. The verdicts are cached with the costs. All of it
+/// holds for the context's thread count (its n_threads): contexts with another count
+/// use what was tuned for theirs. The context's token history is cleared.
 /// `out_speedup` (may be NULL) receives the decode speed with the measured costs relative
 /// to the built-in ones (> 1: faster).
 ///

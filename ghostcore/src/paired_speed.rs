@@ -21,6 +21,25 @@ pub struct PairedSpeed {
     /// Median over block pairs of (baseline time per token / candidate time per token).
     pub speedup: f64,
     pub pairs: usize,
+    /// Pairs in which the candidate block was faster per token.
+    pub candidate_wins: usize,
+}
+
+/// Whether `wins` of `pairs` paired comparisons favouring one side is unlikely (one-sided
+/// probability ≤ 5%) if neither side were faster: the sign test. Medians of paired blocks
+/// move by a few percent between runs on a shared VM, so a verdict that changes what decode
+/// does should pass this, not merely have a median above 1.
+pub fn significant_wins(wins: usize, pairs: usize) -> bool {
+    // P(X ≥ wins) for X ~ Binomial(pairs, 1/2), summed in f64 (pairs stays in the hundreds).
+    let mut p_tail = 0.0f64;
+    let mut term = 0.5f64.powi(pairs as i32); // C(pairs, 0) / 2^pairs
+    for k in 0..=pairs {
+        if k >= wins {
+            p_tail += term;
+        }
+        term *= (pairs - k) as f64 / (k + 1) as f64;
+    }
+    pairs > 0 && wins <= pairs && p_tail <= 0.05
 }
 
 /// Which side of the comparison a block decodes with.
@@ -48,6 +67,7 @@ pub fn paired_speed(
     let block = block.max(1);
     let (mut base_t, mut cand_t, mut base_n, mut cand_n) = (0.0, 0.0, 0usize, 0usize);
     let mut ratios = Vec::new();
+    let mut wins = 0;
     for rep in 0..reps.max(1) {
         set(ctx, Side::Baseline)?;
         ctx.reset();
@@ -72,7 +92,9 @@ pub fn paired_speed(
             } else {
                 ((ta, a.len()), (tb, b.len()))
             };
-            ratios.push((tbase / nbase as f64) / (tcand / ncand as f64));
+            let ratio = (tbase / nbase as f64) / (tcand / ncand as f64);
+            wins += usize::from(ratio > 1.0);
+            ratios.push(ratio);
             (base_t, base_n, cand_t, cand_n) = (
                 base_t + tbase,
                 base_n + nbase,
@@ -94,6 +116,7 @@ pub fn paired_speed(
         candidate_tok_s: cand_n as f64 / cand_t,
         speedup: median(&mut ratios),
         pairs: ratios.len(),
+        candidate_wins: wins,
     })
 }
 
@@ -128,4 +151,23 @@ fn time_decode(ctx: &mut Context, tokens: &[u32], cpu: bool) -> Result<f64> {
         t0.elapsed().as_secs_f64()
     }
     .max(1e-9))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::significant_wins;
+
+    #[test]
+    fn the_sign_test_needs_a_clear_majority() {
+        // 24 pairs: P(X ≥ 17) = 0.032, P(X ≥ 16) = 0.076.
+        assert!(significant_wins(17, 24));
+        assert!(!significant_wins(16, 24));
+        assert!(significant_wins(24, 24));
+        // 5 pairs: even 5 of 5 (p = 0.031) passes, 4 of 5 (0.19) does not.
+        assert!(significant_wins(5, 5));
+        assert!(!significant_wins(4, 5));
+        assert!(!significant_wins(0, 0));
+        assert!(!significant_wins(3, 2));
+        assert!(!significant_wins(0, 24));
+    }
 }

@@ -1,8 +1,9 @@
 //! `ghost tune` end to end on a synthetic model: it measures this CPU's sparse path costs at
 //! the model's shape, caches them under the cache directory, reads them back on the next run,
 //! measures again when the file is damaged, and keeps the built-in curves when told to; it
-//! checks the curves in decode against the built-in ones and records the verdict, and the
-//! front ends do not use curves that decoded slower.
+//! checks the curves in decode against the built-in ones, tries the sparse path classes off,
+//! and records the verdicts, and the front ends do not use curves that decoded slower nor
+//! classes that decoded faster off with their mode; one file per thread count.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -75,7 +76,8 @@ fn tune_measures_caches_and_rereads() {
         "{file:?}"
     );
     let saved = std::fs::read_to_string(&file).unwrap();
-    assert!(saved.starts_with("ghostcore-path-costs 2\ncpu "), "{saved}");
+    assert!(saved.starts_with("ghostcore-path-costs 3\ncpu "), "{saved}");
+    assert!(saved.contains("\nthreads 1\n"), "{saved}");
     assert!(saved.contains("\ngathered_rows "), "{saved}");
 
     // The next run reads the file and prints the same curves.
@@ -90,7 +92,7 @@ fn tune_measures_caches_and_rereads() {
         &file,
         format!(
             "{}gathered_rows 0.5:x\n",
-            saved.lines().take(4).collect::<Vec<_>>().join("\n") + "\n"
+            saved.lines().take(5).collect::<Vec<_>>().join("\n") + "\n"
         ),
     )
     .unwrap();
@@ -134,10 +136,30 @@ fn tune_measures_caches_and_rereads() {
     assert_eq!((words[1], words[3]), ("stat:0.5", "2"), "{verdict}");
     let speedup: f64 = words[2].parse().unwrap();
     assert!(speedup > 0.0 && speedup.is_finite(), "{verdict}");
+    let kept = if speedup >= 1.0 {
+        "used from now on at 1 thread: measured curves"
+    } else {
+        "used from now on at 1 thread: built-in curves"
+    };
+    assert!(out.contains(kept), "verdict printed as recorded: {out}");
+    // Then each sparse path class the decode took was tried off, each recorded with the
+    // mode and printed.
+    let path_checks: Vec<&str> = saved
+        .lines()
+        .filter(|l| l.starts_with("path_check "))
+        .collect();
+    for line in &path_checks {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!((w.len(), w[2], w[4]), (6, "stat:0.5", "2"), "{line}");
+        assert!(
+            out.contains(&format!("path check: {} never taken: ", w[1])),
+            "{out}"
+        );
+    }
     assert_eq!(
-        out.contains("used from now on"),
-        speedup >= 1.0,
-        "verdict printed as recorded: {out}"
+        out.matches("path check: ").count(),
+        path_checks.len(),
+        "{out}"
     );
     // --no-check records no verdict.
     let (out, _) = tune(&["--no-check"], None);
@@ -146,12 +168,13 @@ fn tune_measures_caches_and_rereads() {
         .unwrap()
         .contains("decode_check"));
 
-    // A front end uses checked curves only when they were not slower in decode.
+    // A front end uses checked curves only when they were not slower in decode, and never
+    // the path classes that decoded faster off with its mode.
     let bench = |verdict: &str| {
         let on_file = std::fs::read_to_string(&file).unwrap();
         let kept: Vec<&str> = on_file
             .lines()
-            .filter(|l| !l.starts_with("decode_check"))
+            .filter(|l| !l.starts_with("decode_check") && !l.starts_with("path_check"))
             .collect();
         std::fs::write(&file, format!("{}\n{verdict}\n", kept.join("\n"))).unwrap();
         let o = ghost(&cache)
@@ -176,15 +199,33 @@ fn tune_measures_caches_and_rereads() {
     };
     let err = bench("decode_check stat:0.5 0.9100 24");
     assert!(
-        err.contains("built-in sparse path costs: this CPU's measured ones")
-            && err.contains("decoded stat:0.5 at 0.91× their speed"),
+        err.contains("sparse paths tuned for 1 thread")
+            && err.contains(
+                "built-in curves (this CPU's measured ones decoded stat:0.5 at 0.91× their speed)"
+            ),
         "{err}"
     );
     let err = bench("decode_check stat:0.5 1.0300 24");
-    assert!(
-        err.contains("sparse path costs measured on this CPU"),
-        "{err}"
+    assert!(err.contains("curves measured on this CPU"), "{err}");
+    assert!(!err.contains("never"), "{err}");
+    let err = bench(
+        "decode_check stat:0.5 1.0300 24\npath_check gathered_rows stat:0.5 1.0400 24 19\n\
+         path_check exact_down stat:0.5 0.9900 24 10\npath_check input_major budget:2 1.1 24 20\n\
+         path_check requantized_down stat:0.5 1.0200 24 14",
     );
+    assert!(
+        err.contains("curves measured on this CPU, never gathered_rows\n"),
+        "only the classes faster off with this mode: {err}"
+    );
+
+    // Another thread count has a file of its own.
+    let (out, _) = tune(&["--no-check", "-t", "2"], None);
+    let file2 = named_file(&out, "saved to ");
+    assert_ne!(file2, file);
+    assert!(out.contains(", 2 threads"), "{out}");
+    assert!(std::fs::read_to_string(&file2)
+        .unwrap()
+        .contains("\nthreads 2\n"));
 
     // GHOST_PATH_COSTS=builtin keeps the built-in curves.
     let (out, err) = tune(&[], Some("builtin"));

@@ -276,7 +276,7 @@ fn time_generation_side_by_side(
     // Sidecar read, plans resolved and down copies built once; the same sparse FFNs are
     // reinstalled for every sparse repetition (their tally covers all of them).
     if !ctx.is_accelerated() {
-        super::sparsity_setup::use_measured_path_costs(ctx.model());
+        super::sparsity_setup::use_measured_path_costs(ctx.model(), ctx.n_threads(), Some(mode));
     }
     let handle = attach(
         ctx,

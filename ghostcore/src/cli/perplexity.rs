@@ -122,7 +122,7 @@ pub fn run(args: Args) -> Result<()> {
     let bos = if add_bos { tok.bos() } else { None };
     if let Some(mode) = &args.sparsity {
         if args.paths == crate::sparsity::PathPolicy::Fastest {
-            super::sparsity_setup::use_measured_path_costs(&model);
+            super::sparsity_setup::use_measured_path_costs(&model, args.threads, Some(mode));
         }
         return crate::sparsity::eval::run_sparse_perplexity(
             Arc::clone(&model),

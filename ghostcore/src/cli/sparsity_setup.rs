@@ -44,33 +44,54 @@ pub fn setup(
         eprintln!("ghost: sparsity {mode}");
     }
     if !ctx.is_accelerated() {
-        use_measured_path_costs(ctx.model());
+        use_measured_path_costs(ctx.model(), ctx.n_threads(), Some(mode));
     }
     attach(ctx, sidecar.as_deref(), mode, PathPolicy::Fastest)
 }
 
-/// Use this CPU's measured sparse path costs for `model`'s FFN shape when `ghost tune` has
-/// cached them (see `sparsity::path_costs`) and did not find them slower in decode than
-/// the built-in curves, saying which; else the built-in curves serve. Nothing is measured
-/// here: that is `ghost tune`'s step, which also checks the curves in decode, since kernels
-/// timed in isolation are not decode (`bench/results/2026-12-06-s7-path-tuning.md`: +2
-/// points on SmolLM2, worse at the 8B shape's 50% setting). For the front ends that decode
-/// with the fastest paths.
-pub fn use_measured_path_costs(model: &Model) {
+/// Use what `ghost tune` found on this CPU for `model`'s FFN shape at `n_threads` (0: one
+/// per core) when it cached it (see `sparsity::path_costs`): the measured curves unless
+/// they decoded slower than the built-in ones, without the path classes that decoded faster
+/// off with sparsity `mode`; saying which. Else the built-in curves serve. Nothing is measured here: that is
+/// `ghost tune`'s step, which checks in decode, since kernels timed in isolation are not
+/// decode (`bench/results/2026-12-06-s7-path-tuning.md`: +2 points on SmolLM2, worse at the
+/// 8B shape's 50% setting). For the front ends that decode with the fastest paths.
+pub fn use_measured_path_costs(model: &Model, n_threads: usize, mode: Option<&str>) {
     use crate::sparsity::path_costs::cache::{install_cached, CachedUse};
     use crate::sparsity::path_costs::measure::FfnShape;
-    match install_cached(&FfnShape::of_model(model)) {
+    let n_threads = if n_threads == 0 {
+        crate::threadpool::default_threads()
+    } else {
+        n_threads
+    };
+    match install_cached(&FfnShape::of_model(model), n_threads, mode) {
         CachedUse::None => {}
-        CachedUse::Installed(p) => eprintln!(
-            "ghost: sparse path costs measured on this CPU ({})",
-            p.display()
-        ),
-        CachedUse::SlowerInDecode(p, c) => eprintln!(
-            "ghost: built-in sparse path costs: this CPU's measured ones ({}) decoded {} at {:.2}× their speed",
-            p.display(),
-            c.mode,
-            c.speedup
-        ),
+        CachedUse::Installed {
+            path,
+            measured,
+            check,
+            off,
+        } => {
+            let curves = match (measured, check) {
+                (true, _) => "curves measured on this CPU".to_string(),
+                (false, Some(c)) => format!(
+                    "built-in curves (this CPU's measured ones decoded {} at {:.2}× their speed)",
+                    c.mode, c.speedup
+                ),
+                (false, None) => "built-in curves".to_string(),
+            };
+            let off: Vec<&str> = off.iter().map(|c| c.name()).collect();
+            eprintln!(
+                "ghost: sparse paths tuned for {n_threads} thread{} ({}): {curves}{}",
+                if n_threads == 1 { "" } else { "s" },
+                path.display(),
+                if off.is_empty() {
+                    String::new()
+                } else {
+                    format!(", never {}", off.join(" or "))
+                }
+            );
+        }
     }
 }
 

@@ -193,7 +193,7 @@ pub fn run(args: Args) -> Result<()> {
         },
     )?;
     if args.paths == crate::sparsity::PathPolicy::Fastest {
-        super::sparsity_setup::use_measured_path_costs(&model);
+        super::sparsity_setup::use_measured_path_costs(&model, args.threads, None);
     }
     let n_layer = model.config().n_layer;
     let sidecar = match &args.mask {
@@ -370,6 +370,15 @@ pub fn run(args: Args) -> Result<()> {
             }
         }
         if !speed_tokens.is_empty() {
+            if args.paths == crate::sparsity::PathPolicy::Fastest {
+                // What `ghost tune` turned off for this mode, if it was tuned with it.
+                let shape = crate::sparsity::path_costs::measure::FfnShape::of_model(&model);
+                crate::sparsity::path_costs::cache::install_cached(
+                    &shape,
+                    ctx.n_threads(),
+                    Some(&name),
+                );
+            }
             let h = install_with(&mut ctx, plans.clone(), Some(c.clone()), exact.clone())?;
             let sparse_ffns = ctx.decode_ffns().to_vec();
             uninstall(&mut ctx)?;

@@ -8,22 +8,27 @@
 //! dense down at the 8B shape's 50% setting and decoded 0.03–0.13 slower than the built-in
 //! ones (`bench/results/2026-12-06-s7-path-tuning.md`). So `ghost tune` then decodes with
 //! the sparsity mode users run (`--sparsity`, default `budget:2`, with the model's sidecar)
-//! in paired blocks, built-in and measured curves alternating, and records the verdict in
-//! the cache file: curves that decoded slower are kept on file but not used.
+//! in paired blocks, built-in and measured curves alternating, then tries each class of
+//! sparse paths decode took never taken (input-major copy, gathered rows, exact downs), and
+//! records the verdicts in the cache file: curves that decoded slower are kept on file but
+//! not used, classes that decoded faster off are turned off. Everything is per thread count
+//! (`-t`, default 1): the kernels do not scale alike, so a front end decoding with N threads
+//! uses what `ghost tune -t N` found.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::context::{Context, ContextParams};
 use crate::model::{Model, ModelParams};
-use crate::sparsity::engine::attach;
-use crate::sparsity::path_costs::cache::{self, load_or_measure, DecodeCheck, Source};
+use crate::sparsity::engine::{attach, PoolSplitter};
+use crate::sparsity::path_costs::cache::{self, load_or_measure, Source, Verdicts};
 use crate::sparsity::path_costs::check::{
-    check_in_decode, keep_if_not_slower, CheckOptions, PROMPT_TOKENS,
+    describe, record_and_install, tune_in_decode, CheckOptions, PROMPT_TOKENS,
 };
 use crate::sparsity::path_costs::measure::{FfnShape, MeasureOptions};
 use crate::sparsity::path_costs::{PathCosts, TimeCurve};
 use crate::sparsity::{PathPolicy, SparsityMode};
+use crate::threadpool::ThreadPool;
 use crate::Result;
 
 #[derive(clap::Args, Debug)]
@@ -56,8 +61,9 @@ pub struct Args {
     /// Tokens per block of the decode check (built-in and measured blocks alternate).
     #[arg(long, default_value_t = CheckOptions::default().block)]
     pub check_block: usize,
-    /// Threads of the decode check (1: timed in CPU seconds of the process, which other
-    /// processes on the machine do not inflate).
+    /// Threads to tune for: the curves are measured and the decode check run with this many
+    /// (1: timed in CPU seconds of the process, which other processes on the machine do not
+    /// inflate); decode with N threads uses what `-t N` found.
     #[arg(short = 't', long, default_value_t = 1)]
     pub threads: usize,
 }
@@ -76,12 +82,24 @@ pub fn run(args: Args) -> Result<()> {
         ..MeasureOptions::default()
     };
     let t = std::time::Instant::now();
-    let (costs, source) = load_or_measure(&shape, &opts, args.force, &mut |what| {
-        eprintln!("ghost: measuring {what}")
-    })?;
+    let threads = args.threads.max(1);
+    let (costs, source) = {
+        let pool = ThreadPool::new(threads)?;
+        load_or_measure(
+            &shape,
+            &opts,
+            &PoolSplitter(&pool),
+            args.force,
+            &mut |what| eprintln!("ghost: measuring {what}"),
+        )?
+    };
     println!(
-        "FFN {}×{}, rows {}, exact downs {:?}",
-        shape.n_ff, shape.n_embd, shape.rows_type, shape.exact_down_types
+        "FFN {}×{}, rows {}, exact downs {:?}, {threads} thread{}",
+        shape.n_ff,
+        shape.n_embd,
+        shape.rows_type,
+        shape.exact_down_types,
+        if threads == 1 { "" } else { "s" }
     );
     match &source {
         Source::Cached(p) => println!("cached: {}", p.display()),
@@ -99,7 +117,7 @@ pub fn run(args: Args) -> Result<()> {
         return Ok(());
     };
     if args.no_check {
-        cache::write(file, &shape, &costs, None)?;
+        cache::write(file, &shape, threads, &costs, &Verdicts::default())?;
         println!("decode check: not run (--no-check); the measured curves will be used");
         return Ok(());
     }
@@ -109,7 +127,7 @@ pub fn run(args: Args) -> Result<()> {
         .clone()
         .or_else(|| super::sparsity_setup::existing_sidecar(&model, &path));
     if mode.is_dense() || (mode.needs_sidecar() && mask.is_none()) {
-        cache::write(file, &shape, &costs, None)?;
+        cache::write(file, &shape, threads, &costs, &Verdicts::default())?;
         println!(
             "decode check: not run ({}); the measured curves will be used unchecked",
             if mode.is_dense() {
@@ -123,34 +141,44 @@ pub fn run(args: Args) -> Result<()> {
         );
         return Ok(());
     }
-    let check = check_in_a_context(&model, mask.as_deref(), &costs, &args)?;
-    keep_if_not_slower(file, &shape, &costs, &check)?;
+    let verdicts = tune_in_a_context(&model, mask.as_deref(), &costs, &args)?;
+    record_and_install(file, &shape, threads, &costs, &verdicts)?;
+    let check = verdicts.checks.first();
     println!(
-        "decode check ({}, {} × {} tokens, {} thread{}): measured curves at {:.3}× the built-in ones' speed (median of {} paired blocks): {}",
-        check.mode,
+        "decode check ({}, {} × {} tokens, {threads} thread{}): measured curves at {:.3}× the built-in ones' speed (median of {} paired blocks)",
+        check.map_or(args.sparsity.as_str(), |c| c.mode.as_str()),
         args.check_reps.max(1),
         args.check_tokens,
-        args.threads,
-        if args.threads == 1 { "" } else { "s" },
-        check.speedup,
-        check.pairs,
-        if check.keeps_measured() {
-            "used from now on"
-        } else {
-            "not used, the built-in curves serve"
-        }
+        if threads == 1 { "" } else { "s" },
+        check.map_or(1.0, |c| c.speedup),
+        check.map_or(0, |c| c.pairs),
+    );
+    for p in &verdicts.paths {
+        println!(
+            "path check: {} never taken: {:.3}× the speed (median of {} paired blocks, faster in {}): {}",
+            p.class.name(),
+            p.speedup,
+            p.pairs,
+            p.wins,
+            if p.turns_off() { "turned off" } else { "kept" }
+        );
+    }
+    println!(
+        "used from now on at {threads} thread{}: {}",
+        if threads == 1 { "" } else { "s" },
+        describe(&verdicts)
     );
     Ok(())
 }
 
-/// The decode check ([`check_in_decode`]) in a fresh context with the sparsity mode of
+/// The tuning in decode ([`tune_in_decode`]) in a fresh context with the sparsity mode of
 /// `args` (and `mask`).
-fn check_in_a_context(
+fn tune_in_a_context(
     model: &Arc<Model>,
     mask: Option<&Path>,
     costs: &PathCosts,
     args: &Args,
-) -> Result<DecodeCheck> {
+) -> Result<Verdicts> {
     let opts = CheckOptions {
         n_tokens: args.check_tokens,
         reps: args.check_reps,
@@ -161,19 +189,22 @@ fn check_in_a_context(
         ContextParams {
             n_ctx: (PROMPT_TOKENS + opts.n_tokens).next_multiple_of(64),
             n_batch: 512,
-            n_threads: args.threads,
+            n_threads: args.threads.max(1),
             exact_prefill: false,
             ..Default::default()
         },
     )?;
     eprintln!(
-        "ghost: decode check: {} with {}, built-in and measured curves alternating",
+        "ghost: decode check: {} with {}, built-in and measured curves alternating, then each sparse path class off",
         args.sparsity,
         mask.map(|p| p.display().to_string())
             .unwrap_or_else(|| "no sidecar".into())
     );
-    let _sparse = attach(&mut ctx, mask, &args.sparsity, PathPolicy::Fastest)?;
-    check_in_decode(&mut ctx, costs, &args.sparsity, &opts)
+    let sparse = attach(&mut ctx, mask, &args.sparsity, PathPolicy::Fastest)?;
+    let Some(sparse) = sparse else {
+        crate::bail!(InvalidArgument, "the decode check needs a sparse mode");
+    };
+    tune_in_decode(&mut ctx, &sparse, costs, &args.sparsity, &opts)
 }
 
 fn print_curves(shape: &FfnShape, costs: &PathCosts) {

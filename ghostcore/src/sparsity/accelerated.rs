@@ -156,6 +156,7 @@ pub fn current_tally(ctx: &Context, cpu: SparsityTally) -> Result<SparsityTally>
             neurons: c.tokens * n_ff,
             bytes_read: c.tokens * n_ff * gate_row + c.up_rows * up_row + down_read,
             bytes_dense: c.tokens * (n_ff * (gate_row + up_row) + down_total),
+            ..LayerTally::default()
         };
     }
     Ok(tally)

@@ -20,8 +20,8 @@ use crate::quant::GgmlType;
 use crate::threadpool::ThreadPool;
 use crate::{bail, Result};
 
-/// [`Splitter`] over the context's pool.
-struct PoolSplitter<'a>(&'a ThreadPool);
+/// [`Splitter`] over a thread pool (the context's, in decode).
+pub struct PoolSplitter<'a>(pub &'a ThreadPool);
 
 impl Splitter for PoolSplitter<'_> {
     fn n_workers(&self) -> usize {

@@ -26,7 +26,7 @@
 
 use super::exact_down::{ExactDown, ExactDownScratch};
 use super::input_major::{InputMajorQ5_0, InputMajorScratch};
-use super::path_costs::PathCosts;
+use super::path_costs::{PathClass, PathCosts, PathSet};
 use super::rows::{axpy_rows, matvec_rows, quantize_input, QMatrix, Splitter};
 use crate::{bail, Result};
 
@@ -317,6 +317,8 @@ pub struct FfnStepStats {
     pub bytes_read: usize,
     /// Weight bytes a dense step reads.
     pub bytes_dense: usize,
+    /// The sparse paths the step took (empty: the dense kernels only).
+    pub paths: PathSet,
 }
 
 impl FfnStepStats {
@@ -407,7 +409,7 @@ pub fn sparse_ffn(
     s.gate.resize(n_live, 0.0);
     quantize_input(&w.gate, x, &mut s.xq)?;
     let costs = match plan.paths {
-        PathPolicy::Fastest => PathCosts::of_this_process(n_embd),
+        PathPolicy::Fastest => PathCosts::of_this_process(n_embd, exec.n_workers()),
         PathPolicy::FewestBytes => PathCosts::BYTES,
     };
     stats.bytes_read += project_rows(
@@ -417,6 +419,7 @@ pub fn sparse_ffn(
         input_major_bytes(w.gate_in, dropped, &s.xq)?,
         &costs,
         (&mut s.all_rows, &mut s.input_major),
+        &mut stats.paths,
         exec,
         &mut s.gate,
     )?;
@@ -496,6 +499,7 @@ pub fn sparse_ffn(
             up_copy,
             &costs,
             (&mut s.all_rows, &mut s.input_major),
+            &mut stats.paths,
             exec,
             &mut s.up,
         )?;
@@ -528,6 +532,7 @@ pub fn sparse_ffn(
             up_copy,
             &costs,
             (&mut s.all_rows, &mut s.input_major),
+            &mut stats.paths,
             exec,
             &mut s.up,
         )?;
@@ -619,9 +624,11 @@ pub fn sparse_ffn(
     }
     match choice {
         DownChoice::Exact(e) => {
-            exact_down(e, &s.ids, &s.coefs, out, exec, &mut s.partials, &mut s.accs)?;
+            stats.paths.insert(PathClass::ExactDown);
+            exact_down_split(e, &s.ids, &s.coefs, out, exec, &mut s.partials, &mut s.accs)?;
         }
         DownChoice::Copy(dt) => {
+            stats.paths.insert(PathClass::RequantizedDown);
             axpy_rows(&dt, &s.ids, &s.coefs, out, exec, &mut s.partials)?;
         }
         DownChoice::Dense => {
@@ -653,6 +660,7 @@ fn project_rows(
     copy: Option<(&InputMajorQ5_0, usize)>,
     costs: &PathCosts,
     (all_rows, im_scratch): (&mut Vec<f32>, &mut InputMajorScratch),
+    taken: &mut PathSet,
     exec: &dyn Splitter,
     out: &mut [f32],
 ) -> Result<usize> {
@@ -672,10 +680,12 @@ fn project_rows(
             Ok(all_bytes)
         }
         (RowsPath::Gathered, _) => {
+            taken.insert(PathClass::GatheredRows);
             matvec_rows(m, sel, xq, out, exec)?;
             Ok(n_sel * m.row_bytes())
         }
         (RowsPath::InputMajor(c, b), _) => {
+            taken.insert(PathClass::InputMajor);
             all_rows.resize(n_all, 0.0);
             c.matvec(xq, all_rows, im_scratch, exec)?;
             gather(all_rows, sel, out);
@@ -804,7 +814,7 @@ enum DownChoice<'a> {
 
 /// `out = Σ_k coefs[k] · down[:, ids[k]]` over the exact copy, the id list split between
 /// workers at group boundaries (each into its own partial sum, added in order).
-fn exact_down(
+pub(crate) fn exact_down_split(
     e: &ExactDown,
     ids: &[u32],
     coefs: &[f32],

@@ -3,6 +3,7 @@
 
 use super::ffn::{FfnStepStats, LayerPlan, LayerRule};
 use super::mode::{Rule, Score, SparsityMode};
+use super::path_costs::{PathClass, PathSet};
 use super::sidecar::{interpolate_threshold, Sidecar};
 use crate::{bail, Error, Result};
 
@@ -201,6 +202,8 @@ pub struct LayerTally {
     pub neurons: u64,
     pub bytes_read: u64,
     pub bytes_dense: u64,
+    /// Steps that took each sparse path, indexed as [`PathClass::ALL`].
+    pub path_steps: [u64; PathClass::ALL.len()],
 }
 
 impl SparsityTally {
@@ -218,6 +221,9 @@ impl SparsityTally {
             t.neurons += s.n_ff as u64;
             t.bytes_read += s.bytes_read as u64;
             t.bytes_dense += s.bytes_dense as u64;
+            for (n, c) in t.path_steps.iter_mut().zip(PathClass::ALL) {
+                *n += u64::from(s.paths.contains(c));
+            }
         }
     }
 
@@ -229,7 +235,23 @@ impl SparsityTally {
             a.neurons += b.neurons;
             a.bytes_read += b.bytes_read;
             a.bytes_dense += b.bytes_dense;
+            for (x, y) in a.path_steps.iter_mut().zip(&b.path_steps) {
+                *x += y;
+            }
         }
+    }
+
+    /// The sparse paths some step of some layer took.
+    pub fn paths_taken(&self) -> PathSet {
+        let mut set = PathSet::EMPTY;
+        for t in &self.layers {
+            for (&n, c) in t.path_steps.iter().zip(PathClass::ALL) {
+                if n > 0 {
+                    set.insert(c);
+                }
+            }
+        }
+        set
     }
 
     /// Share of neurons whose down row was skipped, per layer.
@@ -297,6 +319,7 @@ mod tests {
             n_up: 8,
             bytes_read: 70,
             bytes_dense: 100,
+            paths: PathSet::EMPTY.with(PathClass::ExactDown),
         };
         t.add(0, &s);
         t.add(
@@ -304,11 +327,25 @@ mod tests {
             &FfnStepStats {
                 n_active: 10,
                 bytes_read: 100,
+                paths: PathSet::EMPTY.with(PathClass::InputMajor),
                 ..s
             },
         );
         assert!((t.sparsity() - 0.2).abs() < 1e-12);
         assert!((t.bytes_skipped() - 0.15).abs() < 1e-12);
         assert_eq!(t.layer_sparsity(), vec![0.4, 0.0]);
+        t.add(0, &s);
+        assert_eq!(t.layers[0].path_steps, [0, 0, 2, 0]);
+        assert_eq!(t.layers[1].path_steps, [0, 1, 0, 0]);
+        assert_eq!(
+            t.paths_taken(),
+            PathSet::EMPTY
+                .with(PathClass::ExactDown)
+                .with(PathClass::InputMajor)
+        );
+        let mut m = SparsityTally::new(2);
+        m.merge(&t);
+        m.merge(&t);
+        assert_eq!(m.layers[0].path_steps, [0, 0, 4, 0]);
     }
 }

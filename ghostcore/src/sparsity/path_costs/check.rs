@@ -1,19 +1,24 @@
-//! Checking measured path costs in decode: kernels timed in isolation are not decode (on an
-//! AVX2 VM the measured curves chose the dense down at the 8B shape's 50% setting and
-//! decoded 0.03–0.13 slower than the built-in ones, `bench/results/2026-12-06-s7-path-tuning.md`),
-//! so before a process keeps measured curves it decodes with its sparse FFN, built-in and
-//! measured curves alternating in paired blocks ([`crate::paired_speed`]), and keeps them
-//! only when they were not slower ([`keep_if_not_slower`]; the verdict goes into the cache
-//! file, see [`super::cache`]). `ghost tune` and `gc_ctx_tune_path_costs` run it.
+//! Tuning the path choice in decode: kernels timed in isolation are not decode (on an AVX2
+//! VM the measured curves chose the dense down at the 8B shape's 50% setting and decoded
+//! 0.03–0.13 slower than the built-in ones, `bench/results/2026-12-06-s7-path-tuning.md`;
+//! on another AVX2 VM the input-major copy, cheaper than the rows by every curve, decoded
+//! SmolLM2 at 0.87× the dense speed with 2 threads). So before a process keeps measured
+//! curves it decodes with its sparse FFN, built-in and measured curves alternating in paired
+//! blocks ([`crate::paired_speed`]), keeps the faster set ([`check_in_decode`]), then tries
+//! each class of sparse paths that decode took never taken, one at a time in the same
+//! paired way, and turns off those it decodes faster without ([`tune_in_decode`]). The
+//! verdicts go into the cache file (see [`super::cache`]); `ghost tune` and
+//! `gc_ctx_tune_path_costs` run it.
 
 use std::path::Path;
 
-use super::cache::{self, DecodeCheck};
+use super::cache::{self, mode_word, DecodeCheck, PathCheck, Verdicts};
 use super::measure::FfnShape;
-use super::{clear_tuned_width, install_tuned, PathCosts};
+use super::{clear_tuned, install_tuned, PathCosts, PathSet};
 use crate::context::Context;
-use crate::paired_speed::{paired_speed, Side};
+use crate::paired_speed::{paired_speed, PairedSpeed, Side};
 use crate::sparsity::calibrate::BUILTIN_CORPUS;
+use crate::sparsity::engine::SparseHandle;
 use crate::tokenizer::Tokenizer;
 use crate::{bail, Result};
 
@@ -51,6 +56,79 @@ pub fn check_in_decode(
     mode: &str,
     opts: &CheckOptions,
 ) -> Result<DecodeCheck> {
+    let width = ctx.model().config().n_embd;
+    let builtin = PathCosts::builtin(width);
+    let speed = compare_in_decode(ctx, &builtin, costs, opts)?;
+    Ok(DecodeCheck {
+        mode: mode_word(mode),
+        speedup: speed.speedup,
+        pairs: speed.pairs,
+    })
+}
+
+/// [`check_in_decode`], then each class of sparse paths that decode takes with the curves it
+/// kept tried never taken, in [`PathClass::ALL`]'s order, against the setting so far (which
+/// it joins when it decoded faster, [`PathCheck::turns_off`]). `sparse` is the handle of the
+/// sparse FFN installed in `ctx` (its tally tells which paths decode took; it is reset).
+/// The context is left holding the check's tokens, with the built-in curves installed.
+pub fn tune_in_decode(
+    ctx: &mut Context,
+    sparse: &SparseHandle,
+    measured: &PathCosts,
+    mode: &str,
+    opts: &CheckOptions,
+) -> Result<Verdicts> {
+    let mut verdicts = Verdicts::of_one_mode(check_in_decode(ctx, measured, mode, opts)?, vec![]);
+    let width = ctx.model().config().n_embd;
+    let mut current = verdicts.decode_costs(measured, width, None);
+    let taken = paths_taken(ctx, sparse, &current, opts)?;
+    for class in taken.iter() {
+        let candidate = current.without(class);
+        let speed = compare_in_decode(ctx, &current, &candidate, opts)?;
+        let check = PathCheck {
+            class,
+            mode: mode_word(mode),
+            speedup: speed.speedup,
+            pairs: speed.pairs,
+            wins: speed.candidate_wins,
+        };
+        if check.turns_off() {
+            current = candidate;
+        }
+        verdicts.paths.push(check);
+    }
+    clear_tuned(width, ctx.n_threads());
+    Ok(verdicts)
+}
+
+/// The sparse path classes decode takes in `ctx` with `costs`, over one repetition's tokens.
+fn paths_taken(
+    ctx: &mut Context,
+    sparse: &SparseHandle,
+    costs: &PathCosts,
+    opts: &CheckOptions,
+) -> Result<PathSet> {
+    let width = ctx.model().config().n_embd;
+    let n_tokens = check_length(ctx, opts)?;
+    let ids = check_tokens(ctx, PROMPT_TOKENS + n_tokens)?;
+    install_tuned(width, ctx.n_threads(), *costs);
+    ctx.reset();
+    let run = (|| {
+        ctx.decode(&ids[..PROMPT_TOKENS])?;
+        sparse.reset();
+        for &t in &ids[PROMPT_TOKENS..] {
+            ctx.decode(&[t])?;
+        }
+        Ok(sparse.tally().paths_taken())
+    })();
+    clear_tuned(width, ctx.n_threads());
+    ctx.reset();
+    run
+}
+
+/// Tokens each repetition decodes after the prompt, after checking that `ctx` can run the
+/// comparison.
+fn check_length(ctx: &Context, opts: &CheckOptions) -> Result<usize> {
     if ctx.is_accelerated() {
         bail!(
             InvalidArgument,
@@ -74,29 +152,40 @@ pub fn check_in_decode(
             ctx.n_ctx()
         );
     }
+    Ok(n_tokens)
+}
+
+/// Decode speed in `ctx` with `candidate` installed for its model's width and thread count
+/// against `baseline`, in paired blocks; afterwards no curves are installed (the built-in
+/// ones serve).
+fn compare_in_decode(
+    ctx: &mut Context,
+    baseline: &PathCosts,
+    candidate: &PathCosts,
+    opts: &CheckOptions,
+) -> Result<PairedSpeed> {
+    let n_tokens = check_length(ctx, opts)?;
     let ids = check_tokens(ctx, PROMPT_TOKENS + n_tokens)?;
-    let width = ctx.model().config().n_embd;
-    let cpu_time = ctx.n_threads() == 1;
+    let (width, n_threads) = (ctx.model().config().n_embd, ctx.n_threads());
+    let cpu_time = n_threads == 1;
     let speed = paired_speed(
         ctx,
         &ids[..PROMPT_TOKENS],
         &ids[PROMPT_TOKENS..],
         opts.reps,
-        block,
+        opts.block.max(1),
         cpu_time,
         &mut |_, side| {
-            match side {
-                Side::Baseline => clear_tuned_width(width),
-                Side::Candidate => install_tuned(width, *costs),
-            }
+            let costs = match side {
+                Side::Baseline => baseline,
+                Side::Candidate => candidate,
+            };
+            install_tuned(width, n_threads, *costs);
             Ok(())
         },
-    )?;
-    Ok(DecodeCheck {
-        mode: mode.split_whitespace().collect(),
-        speedup: speed.speedup,
-        pairs: speed.pairs,
-    })
+    );
+    clear_tuned(width, n_threads);
+    speed
 }
 
 /// `n` tokens of the built-in corpus in the model's vocabulary; pseudo-random ids where the
@@ -116,20 +205,63 @@ fn check_tokens(ctx: &Context, n: usize) -> Result<Vec<u32>> {
         .collect())
 }
 
-/// Record `check`'s verdict on `costs` in the cache file `path` for `shape`, and install the
-/// curves for the shape's width if they were not slower than the built-in ones, else the
-/// built-in curves.
-pub fn keep_if_not_slower(
+/// Record `verdicts` on the measured `costs` in the cache file `path` for `shape` at
+/// `n_threads` workers (replacing those of the same modes, keeping the other modes' when the
+/// file holds the same curves), and install the setting they pick
+/// ([`Verdicts::decode_costs`]) for the mode they were found with.
+pub fn record_and_install(
     path: &Path,
     shape: &FfnShape,
+    n_threads: usize,
     costs: &PathCosts,
-    check: &DecodeCheck,
+    verdicts: &Verdicts,
 ) -> Result<()> {
-    cache::write(path, shape, costs, Some(check))?;
-    if check.keeps_measured() {
-        install_tuned(shape.n_embd, *costs);
-    } else {
-        clear_tuned_width(shape.n_embd);
-    }
+    let held = match cache::read(path, shape, n_threads) {
+        Ok(Some(c)) if c.costs == *costs => c.verdicts,
+        _ => Verdicts::default(),
+    };
+    cache::write(path, shape, n_threads, costs, &held.merged_with(verdicts))?;
+    let mode = verdicts.checks.first().map(|c| c.mode.as_str());
+    install_tuned(
+        shape.n_embd,
+        n_threads,
+        verdicts.decode_costs(costs, shape.n_embd, mode),
+    );
     Ok(())
+}
+
+/// A one-line account of `verdicts` for messages: the curves kept and the classes off.
+pub fn describe(verdicts: &Verdicts) -> String {
+    let curves = match verdicts.checks.first() {
+        None => "measured curves (unchecked)".to_string(),
+        Some(c) if c.keeps_measured() => {
+            format!(
+                "measured curves ({:.3}× the built-in ones' speed)",
+                c.speedup
+            )
+        }
+        Some(c) => format!(
+            "built-in curves (the measured ones decoded at {:.3}× their speed)",
+            c.speedup
+        ),
+    };
+    let paths: Vec<String> = verdicts
+        .paths
+        .iter()
+        .map(|p| {
+            format!(
+                "{} {} ({:.3}× off, faster in {} of {} pairs)",
+                p.class.name(),
+                if p.turns_off() { "off" } else { "kept" },
+                p.speedup,
+                p.wins,
+                p.pairs
+            )
+        })
+        .collect();
+    if paths.is_empty() {
+        curves
+    } else {
+        format!("{curves}; {}", paths.join(", "))
+    }
 }

@@ -16,9 +16,10 @@ use crate::quant::random::random_tensor;
 use crate::quant::GgmlType;
 use crate::sampling::Rng;
 use crate::sparsity::exact_down::{ExactDown, ExactDownScratch};
+use crate::sparsity::ffn::exact_down_split;
 use crate::sparsity::input_major::{InputMajorQ5_0, InputMajorScratch};
+use crate::sparsity::rows::Splitter;
 use crate::sparsity::rows::{matvec_rows, quantize_input, QMatrix};
-use crate::sparsity::Serial;
 use crate::{bail, Result};
 
 /// Kept shares of the rows the gathered-row curve is measured at.
@@ -101,6 +102,7 @@ impl FfnShape {
 pub fn measure(
     shape: &FfnShape,
     opts: &MeasureOptions,
+    exec: &dyn Splitter,
     progress: &mut dyn FnMut(&str),
 ) -> Result<PathCosts> {
     let mut costs = PathCosts::builtin(shape.n_embd);
@@ -110,14 +112,15 @@ pub fn measure(
         shape.n_ff,
         shape.n_embd,
         opts,
+        exec,
     )?)?;
     if shape.has_input_major() {
         progress("input-major rows");
-        costs.input_major = curve(input_major(shape.n_ff, shape.n_embd, opts)?)?;
+        costs.input_major = curve(input_major(shape.n_ff, shape.n_embd, opts, exec)?)?;
     }
     for &ty in &shape.exact_down_types {
         progress(&format!("exact {ty} down"));
-        let c = curve(exact_down(ty, shape.n_embd, shape.n_ff, opts)?)?;
+        let c = curve(exact_down(ty, shape.n_embd, shape.n_ff, opts, exec)?)?;
         match costs.exact_down_curve_mut(ty) {
             Some(slot) => *slot = c,
             None => bail!(Unsupported, "no exact down copy of {ty}"),
@@ -139,6 +142,7 @@ pub fn gathered_rows(
     n_rows: usize,
     n_cols: usize,
     opts: &MeasureOptions,
+    exec: &dyn Splitter,
 ) -> Result<Vec<(f64, f64)>> {
     let mut rng = Rng::new(3);
     let mats = cycled(random_blocks(ty, n_rows * n_cols, &mut rng)?, opts);
@@ -156,7 +160,7 @@ pub fn gathered_rows(
             next += 1;
             quantize_input(&m, &x, &mut xq)?;
             let n = rows.map_or(n_rows, <[u32]>::len);
-            matvec_rows(&m, rows, &xq, &mut out[..n], &Serial)?;
+            matvec_rows(&m, rows, &xq, &mut out[..n], exec)?;
         }
         Ok(t.elapsed().as_secs_f64())
     };
@@ -177,7 +181,12 @@ pub fn gathered_rows(
 /// `(share of the rows' bytes read, time relative to all rows in order)` of the input-major
 /// copy of Q5_0 matrices of `n_rows × n_cols` over the input columns kept when a share of
 /// the smallest-magnitude entries of a roughly normal input is dropped ([`INPUT_DROPS`]).
-pub fn input_major(n_rows: usize, n_cols: usize, opts: &MeasureOptions) -> Result<Vec<(f64, f64)>> {
+pub fn input_major(
+    n_rows: usize,
+    n_cols: usize,
+    opts: &MeasureOptions,
+    exec: &dyn Splitter,
+) -> Result<Vec<(f64, f64)>> {
     let ty = GgmlType::Q5_0;
     let mut rng = Rng::new(7);
     let one = random_blocks(ty, n_rows * n_cols, &mut rng)?;
@@ -215,12 +224,12 @@ pub fn input_major(n_rows: usize, n_cols: usize, opts: &MeasureOptions) -> Resul
             for _ in 0..8 {
                 let m = QMatrix::new(ty, n_rows, n_cols, &mats[next % mats.len()])?;
                 next += 1;
-                matvec_rows(&m, None, xq, &mut out, &Serial)?;
+                matvec_rows(&m, None, xq, &mut out, exec)?;
             }
             let dense = t.elapsed().as_secs_f64();
             let t = Instant::now();
             for _ in 0..8 {
-                copies[next % copies.len()].matvec(xq, &mut out, &mut scratch, &Serial)?;
+                copies[next % copies.len()].matvec(xq, &mut out, &mut scratch, exec)?;
                 next += 1;
             }
             ratios[k].push(t.elapsed().as_secs_f64() / dense);
@@ -241,6 +250,7 @@ pub fn exact_down(
     n_embd: usize,
     n_ff: usize,
     opts: &MeasureOptions,
+    exec: &dyn Splitter,
 ) -> Result<Vec<(f64, f64)>> {
     let mut rng = Rng::new(5);
     let one = random_tensor(ty, n_embd * n_ff, &mut rng)?;
@@ -254,8 +264,8 @@ pub fn exact_down(
         .iter()
         .map(|&s| random_ids(n_ff, s, 13))
         .collect();
-    let (mut xq, mut out, mut scratch) =
-        (Vec::new(), vec![0f32; n_embd], ExactDownScratch::default());
+    let (mut xq, mut out) = (Vec::new(), vec![0f32; n_embd]);
+    let (mut partials, mut accs) = (Vec::new(), Vec::<ExactDownScratch>::new());
     let mut next = 0usize;
     let mut ratios = vec![Vec::new(); ids.len()];
     for _ in 0..opts.reps_for(bytes / 2, ids.len()) {
@@ -266,13 +276,13 @@ pub fn exact_down(
                 let m = QMatrix::new(ty, n_embd, n_ff, &mats[next % mats.len()])?;
                 next += 1;
                 quantize_input(&m, &h, &mut xq)?;
-                matvec_rows(&m, None, &xq, &mut out, &Serial)?;
+                matvec_rows(&m, None, &xq, &mut out, exec)?;
             }
             let dense = t.elapsed().as_secs_f64();
             let t = Instant::now();
             for _ in 0..4 {
-                out.fill(0.0);
-                copies[next % copies.len()].accumulate(ids, &coefs, &mut out, &mut scratch)?;
+                let copy = &copies[next % copies.len()];
+                exact_down_split(copy, ids, &coefs, &mut out, exec, &mut partials, &mut accs)?;
                 next += 1;
             }
             ratios[k].push(t.elapsed().as_secs_f64() / dense);
@@ -330,6 +340,7 @@ fn median(v: &mut [f64]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sparsity::Serial;
 
     #[test]
     fn measures_every_curve_of_a_small_shape() {
@@ -345,7 +356,7 @@ mod tests {
             exact_down_types: vec![GgmlType::Q4_K, GgmlType::Q6_K],
         };
         let mut seen = Vec::new();
-        let costs = measure(&shape, &opts, &mut |w| seen.push(w.to_string())).unwrap();
+        let costs = measure(&shape, &opts, &Serial, &mut |w| seen.push(w.to_string())).unwrap();
         assert_eq!(
             seen,
             [
@@ -373,12 +384,12 @@ mod tests {
             }
         }
         // Shares are those of the bytes actually read.
-        let rows = gathered_rows(GgmlType::Q5_0, 512, 256, &opts).unwrap();
+        let rows = gathered_rows(GgmlType::Q5_0, 512, 256, &opts, &Serial).unwrap();
         for (p, s) in rows.iter().zip(ROW_SHARES) {
             assert!((p.0 - s).abs() < 0.1, "{rows:?}");
         }
         // Input-major: fewer bytes the more entries are dropped, about the kept share.
-        let im = input_major(512, 256, &opts).unwrap();
+        let im = input_major(512, 256, &opts, &Serial).unwrap();
         for w in im.windows(2) {
             assert!(w[1].0 < w[0].0, "{im:?}");
         }
@@ -393,6 +404,6 @@ mod tests {
             reps: 1,
             cycle_bytes: 1 << 20,
         };
-        assert!(exact_down(GgmlType::Q5_0, 256, 512, &opts).is_err());
+        assert!(exact_down(GgmlType::Q5_0, 256, 512, &opts, &Serial).is_err());
     }
 }

@@ -193,29 +193,109 @@ pub struct PathCosts {
     pub exact_q4_k_down: TimeCurve,
     pub exact_q6_k_down: TimeCurve,
     pub requantized_q8_0_down: TimeCurve,
+    /// Path classes never taken, whatever their curves say: those that decoded slower on
+    /// with them than without in `ghost tune`'s check ([`check::tune_in_decode`]).
+    pub off: PathSet,
 }
 
-/// Curves measured on this CPU, by layer width, installed by [`install_tuned`].
-static TUNED: RwLock<Vec<(usize, PathCosts)>> = RwLock::new(Vec::new());
+/// A way of computing part of a sparse FFN step other than the dense kernels, as a class
+/// that decode can be told never to take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PathClass {
+    /// The selected rows of gate/up read one by one (`RowsPath::Gathered`).
+    GatheredRows,
+    /// The input-major copy of gate/up over the kept input columns.
+    InputMajor,
+    /// An exact neuron-major copy of `ffn_down` (Q4_K or Q6_K) over the active neurons.
+    ExactDown,
+    /// A requantized neuron-major copy of `ffn_down` over the active neurons.
+    RequantizedDown,
+}
 
-/// Use `costs` for the fastest-path choice of every layer of width `n_embd` in this process
-/// (replacing earlier ones for that width).
-pub fn install_tuned(n_embd: usize, costs: PathCosts) {
+impl PathClass {
+    pub const ALL: [PathClass; 4] = [
+        PathClass::GatheredRows,
+        PathClass::InputMajor,
+        PathClass::ExactDown,
+        PathClass::RequantizedDown,
+    ];
+
+    /// The class's name in cache files and messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            PathClass::GatheredRows => "gathered_rows",
+            PathClass::InputMajor => "input_major",
+            PathClass::ExactDown => "exact_down",
+            PathClass::RequantizedDown => "requantized_down",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<PathClass> {
+        PathClass::ALL.into_iter().find(|c| c.name() == name)
+    }
+
+    fn bit(self) -> u8 {
+        1 << self as u8
+    }
+}
+
+/// A set of [`PathClass`]es.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PathSet(u8);
+
+impl PathSet {
+    pub const EMPTY: PathSet = PathSet(0);
+
+    pub fn contains(self, c: PathClass) -> bool {
+        self.0 & c.bit() != 0
+    }
+
+    pub fn with(self, c: PathClass) -> PathSet {
+        PathSet(self.0 | c.bit())
+    }
+
+    pub fn insert(&mut self, c: PathClass) {
+        self.0 |= c.bit();
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The classes in the set, in [`PathClass::ALL`]'s order.
+    pub fn iter(self) -> impl Iterator<Item = PathClass> {
+        PathClass::ALL
+            .into_iter()
+            .filter(move |&c| self.contains(c))
+    }
+}
+
+/// Curves installed by [`install_tuned`]: per layer width and worker count (the same
+/// kernels split over more threads do not scale alike: on a 2-core AVX2 VM the input-major
+/// copy paid at 1 thread and decoded 0.87× the dense speed at 2).
+static TUNED: RwLock<Vec<((usize, usize), PathCosts)>> = RwLock::new(Vec::new());
+
+/// Use `costs` for the fastest-path choice of every layer of width `n_embd` computed by
+/// `n_threads` workers in this process (replacing earlier ones for that width and count).
+pub fn install_tuned(n_embd: usize, n_threads: usize, costs: PathCosts) {
     let mut t = TUNED.write().unwrap_or_else(|e| e.into_inner());
-    t.retain(|(w, _)| *w != n_embd);
-    t.push((n_embd, costs));
+    t.retain(|(k, _)| *k != (n_embd, n_threads));
+    t.push(((n_embd, n_threads), costs));
 }
 
-/// Forget the measured curves installed for width `n_embd`: the built-in ones serve again.
-pub fn clear_tuned_width(n_embd: usize) {
+/// Forget the curves installed for width `n_embd` at `n_threads` workers: the built-in ones
+/// serve again.
+pub fn clear_tuned(n_embd: usize, n_threads: usize) {
     let mut t = TUNED.write().unwrap_or_else(|e| e.into_inner());
-    t.retain(|(w, _)| *w != n_embd);
+    t.retain(|(k, _)| *k != (n_embd, n_threads));
 }
 
-/// The measured curves installed for width `n_embd`, if any.
-pub fn tuned(n_embd: usize) -> Option<PathCosts> {
+/// The curves installed for width `n_embd` at `n_threads` workers, if any.
+pub fn tuned(n_embd: usize, n_threads: usize) -> Option<PathCosts> {
     let t = TUNED.read().unwrap_or_else(|e| e.into_inner());
-    t.iter().find(|(w, _)| *w == n_embd).map(|(_, c)| *c)
+    t.iter()
+        .find(|(k, _)| *k == (n_embd, n_threads))
+        .map(|(_, c)| *c)
 }
 
 impl PathCosts {
@@ -226,15 +306,23 @@ impl PathCosts {
         exact_q4_k_down: TimeCurve::BYTES,
         exact_q6_k_down: TimeCurve::BYTES,
         requantized_q8_0_down: TimeCurve::BYTES,
+        off: PathSet::EMPTY,
     };
 
-    /// The curves a layer of width `n_embd` is priced by: those measured on this CPU and
-    /// installed ([`install_tuned`]), else the built-in ones ([`Self::builtin`]).
-    pub fn of_this_process(n_embd: usize) -> Self {
+    /// The curves a layer of width `n_embd` computed by `n_threads` workers is priced by:
+    /// those tuned on this CPU and installed ([`install_tuned`]), else the built-in ones
+    /// ([`Self::builtin`]).
+    pub fn of_this_process(n_embd: usize, n_threads: usize) -> Self {
         match InputMajorKernel::best() {
             InputMajorKernel::Scalar => PathCosts::BYTES,
-            _ => tuned(n_embd).unwrap_or_else(|| PathCosts::builtin(n_embd)),
+            _ => tuned(n_embd, n_threads).unwrap_or_else(|| PathCosts::builtin(n_embd)),
         }
+    }
+
+    /// These curves with `class` never taken.
+    pub fn without(mut self, class: PathClass) -> Self {
+        self.off.insert(class);
+        self
     }
 
     /// The built-in curves for a layer of width `n_embd` (measured on the VM of this
@@ -256,6 +344,7 @@ impl PathCosts {
                     EXACT_Q6_K_576
                 },
                 requantized_q8_0_down: if wide { Q8_0_COPY_4096 } else { Q8_0_COPY_576 },
+                off: PathSet::EMPTY,
             },
             InputMajorKernel::Scalar => PathCosts::BYTES,
         }
@@ -265,6 +354,8 @@ impl PathCosts {
     pub fn gathered_rows(&self, n_rows: usize, n_all: usize) -> f64 {
         if n_rows >= n_all {
             1.0
+        } else if self.off.contains(PathClass::GatheredRows) {
+            f64::INFINITY
         } else {
             self.gathered_rows.at(share(n_rows, n_all))
         }
@@ -272,11 +363,17 @@ impl PathCosts {
 
     /// The input-major copy reading `bytes` of a matrix of `all` bytes.
     pub fn input_major(&self, bytes: usize, all: usize) -> f64 {
+        if self.off.contains(PathClass::InputMajor) {
+            return f64::INFINITY;
+        }
         self.input_major.at(share(bytes, all))
     }
 
     /// An exact down copy reading `bytes` of a dense down of `all` bytes.
     pub fn exact_down(&self, e: &ExactDown, bytes: usize, all: usize) -> f64 {
+        if self.off.contains(PathClass::ExactDown) {
+            return f64::INFINITY;
+        }
         self.exact_down_curve(e.source_type())
             .map_or(1.0, |c| c.at(share(bytes, all)))
     }
@@ -302,6 +399,9 @@ impl PathCosts {
     /// A requantized down copy of type `ty` reading `bytes`, against a dense down of `all`
     /// bytes (measured for Q8_0, the default copy type; other types: bytes alone).
     pub fn requantized_down(&self, ty: GgmlType, bytes: usize, all: usize) -> f64 {
+        if self.off.contains(PathClass::RequantizedDown) {
+            return f64::INFINITY;
+        }
         let curve = if ty == GgmlType::Q8_0 {
             self.requantized_q8_0_down
         } else {
@@ -382,10 +482,11 @@ mod tests {
         let width = 4321;
         let mut costs = PathCosts::builtin(width);
         costs.gathered_rows = TimeCurve::from_measured(&[(0.5, 0.25), (1.0, 0.5)]).unwrap();
-        install_tuned(width, costs);
-        assert_eq!(tuned(width), Some(costs));
+        install_tuned(width, 2, costs);
+        assert_eq!(tuned(width, 2), Some(costs));
+        assert_eq!(tuned(width, 1), None, "installed for 2 workers only");
         if InputMajorKernel::best() != InputMajorKernel::Scalar {
-            let p = PathCosts::of_this_process(width);
+            let p = PathCosts::of_this_process(width, 2);
             assert!((p.gathered_rows(5, 10) - 0.25).abs() < 1e-12);
             assert_eq!(
                 p.gathered_rows(10, 10),
@@ -393,13 +494,49 @@ mod tests {
                 "all rows in order stay the unit"
             );
         }
-        assert_eq!(tuned(width + 1), None);
-        clear_tuned_width(width);
-        assert_eq!(tuned(width), None);
+        assert_eq!(tuned(width + 1, 2), None);
+        clear_tuned(width, 2);
+        assert_eq!(tuned(width, 2), None);
         assert_eq!(
-            PathCosts::of_this_process(width),
-            PathCosts::of_this_process(width + 1)
+            PathCosts::of_this_process(width, 2),
+            PathCosts::of_this_process(width + 1, 2)
         );
+    }
+
+    #[test]
+    fn paths_turned_off_are_never_cheaper() {
+        let on = PathCosts::builtin(576);
+        let e = ExactDown::from_down(
+            GgmlType::Q4_K,
+            32,
+            256,
+            &crate::quant::random::random_tensor(
+                GgmlType::Q4_K,
+                32 * 256,
+                &mut crate::sampling::Rng::new(3),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let all = PathClass::ALL.into_iter().fold(on, PathCosts::without);
+        for c in PathClass::ALL {
+            assert!(all.off.contains(c));
+            assert_eq!(PathClass::from_name(c.name()), Some(c));
+        }
+        assert_eq!(all.off.iter().count(), 4);
+        assert!(all.gathered_rows(1, 10).is_infinite());
+        assert_eq!(
+            all.gathered_rows(10, 10),
+            1.0,
+            "all rows in order stay the unit"
+        );
+        assert!(all.input_major(1, 100).is_infinite());
+        assert!(all.exact_down(&e, 1, 100).is_infinite());
+        assert!(all.requantized_down(GgmlType::Q8_0, 1, 100).is_infinite());
+        let one = on.without(PathClass::InputMajor);
+        assert!(one.input_major(1, 100).is_infinite());
+        assert_eq!(one.gathered_rows(1, 10), on.gathered_rows(1, 10));
+        assert_eq!(on.off, PathSet::EMPTY);
     }
 
     #[test]
