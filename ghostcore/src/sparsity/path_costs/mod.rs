@@ -37,8 +37,13 @@
 //! SmolLM2 but chose the dense down at the 8B shape's 50% setting, where the built-in curves'
 //! exact copy was faster. So `ghost tune` also decodes with both sets of curves in paired
 //! blocks and records the verdict: curves that decoded slower stay on file unused
-//! ([`cache::install_cached`]). The curves only steer the choice: the bytes reported are
-//! always those the chosen path reads.
+//! ([`cache::install_cached`]). After that it tries each class of sparse paths decode took
+//! never taken ([`PathClass`], [`PathCosts::off`]) and turns off, for the mode it checked,
+//! those decode was faster without in significantly more pairs. Everything is per thread
+//! count: on a 2-core Zen 3 VM the input-major copy paid at 1 thread and decoded SmolLM2
+//! `budget:2` at 0.75–0.89× the dense speed at 2, where the curves measured with 2 workers
+//! refuse it (`bench/results/2026-12-07-s9-thread-tuning.md`). The curves only steer the
+//! choice: the bytes reported are always those the chosen path reads.
 
 pub mod cache;
 pub mod check;
