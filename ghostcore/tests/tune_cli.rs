@@ -236,3 +236,62 @@ fn tune_measures_caches_and_rereads() {
     assert!(!err.contains("measuring"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `ghost run`'s first sparse run with a mode at a thread count tunes the sparse paths for
+/// this CPU and caches the verdict; the next run uses it without tuning; `--no-tune` and
+/// `GHOST_PATH_COSTS` leave the tuning alone.
+#[test]
+fn first_sparse_run_tunes_once() {
+    use ghostcore::test_models::{find_model, SMOLLM2_Q4_1};
+    let Some(model) = find_model(SMOLLM2_Q4_1) else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("ghost-autotune-{}", std::process::id()));
+    let cache = dir.join("cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    let run = |mode: &str, extra: &[&str], env: Option<&str>| {
+        let mut c = ghost(&cache);
+        c.args(["run", "-p", "Hello", "-n", "2", "--temp", "0", "-t", "1"])
+            .args(["--sparsity", mode, "-m"])
+            .arg(&model)
+            .args(extra);
+        if let Some(v) = env {
+            c.env("GHOST_PATH_COSTS", v);
+        }
+        let o = c.output().unwrap();
+        let (out, err) = text(&o);
+        assert!(o.status.success(), "{out}\n{err}");
+        err
+    };
+    let files = || -> Vec<PathBuf> {
+        match std::fs::read_dir(cache.join("ghostcore").join("path-costs")) {
+            Ok(d) => d.map(|e| e.unwrap().path()).collect(),
+            Err(_) => vec![],
+        }
+    };
+    let err = run("stat:0.5", &[], None);
+    assert!(
+        err.contains("tuning the sparse paths for this CPU, stat:0.5 at 1 thread"),
+        "{err}"
+    );
+    assert!(err.contains("ghost: tuned in "), "{err}");
+    let on_disk = files();
+    assert_eq!(on_disk.len(), 1, "{on_disk:?}");
+    let saved = std::fs::read_to_string(&on_disk[0]).unwrap();
+    assert!(saved.contains("\nthreads 1\n"), "{saved}");
+    assert!(saved.contains("\ndecode_check stat:0.5 "), "{saved}");
+    // The next run with the mode uses the verdict, without tuning.
+    let err = run("stat:0.5", &[], None);
+    assert!(!err.contains("tuning"), "{err}");
+    assert!(err.contains("sparse paths tuned for 1 thread"), "{err}");
+    // Another mode would tune, but not with --no-tune or GHOST_PATH_COSTS set.
+    for (extra, env) in [(&["--no-tune"][..], None), (&[][..], Some("builtin"))] {
+        let err = run("gate:0.05", extra, env);
+        assert!(!err.contains("tuning"), "{err}");
+    }
+    assert_eq!(files(), on_disk);
+    assert!(!std::fs::read_to_string(&on_disk[0])
+        .unwrap()
+        .contains("gate:0.05"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -65,6 +65,10 @@ pub struct Args {
     /// Calibration sidecar written by `ghost calibrate`.
     #[arg(long)]
     pub mask: Option<PathBuf>,
+    /// Do not tune the sparse paths for this CPU on the first sparse run at a thread count
+    /// (`ghost tune` does it on demand).
+    #[arg(long)]
+    pub no_tune: bool,
     #[command(flatten)]
     pub device: super::DeviceArgs,
 }
@@ -239,9 +243,14 @@ pub fn run(args: Args) -> Result<()> {
         },
     )?;
     let sparse = match &args.sparsity {
-        Some(mode) => {
-            super::sparsity_setup::setup(&mut ctx, &path, args.mask.as_deref(), mode, args.threads)?
-        }
+        Some(mode) => super::sparsity_setup::setup(
+            &mut ctx,
+            &path,
+            args.mask.as_deref(),
+            mode,
+            args.threads,
+            !args.no_tune,
+        )?,
         None => None,
     };
     let prompt_text = if args.chat {

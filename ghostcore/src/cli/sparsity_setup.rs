@@ -5,6 +5,14 @@
 //! the sidecar given with `--mask`; `MODEL.ghost` beside the model; a sidecar cached under
 //! the user's cache directory; and failing all three, a calibration run over the corpus built
 //! into the binary, whose sidecar is then cached (the model file is never touched).
+//!
+//! On a CPU, the sparse paths decode takes are steered by time curves tuned per CPU and
+//! thread count (`sparsity::path_costs`, `ghost tune`). The first sparse run of a model of at
+//! most [`AUTO_TUNE_MAX_BYTES`] with a mode and thread count never tuned on this machine
+//! tunes them (about 25 s on SmolLM2, once: the verdicts are cached), since the built-in
+//! curves can decode slower than dense on some CPUs (0.75–0.89× at 2 threads on a Zen 3 VM,
+//! `bench/results/2026-12-07-s9-thread-tuning.md`); larger models get a hint to run
+//! `ghost tune` instead, as their tune takes minutes.
 
 use std::path::{Path, PathBuf};
 
@@ -26,6 +34,7 @@ pub fn setup(
     mask: Option<&Path>,
     mode: &str,
     n_threads: usize,
+    auto_tune: bool,
 ) -> Result<Option<SparseHandle>> {
     let parsed: SparsityMode = mode.parse()?;
     if parsed.is_dense() {
@@ -44,6 +53,9 @@ pub fn setup(
         eprintln!("ghost: sparsity {mode}");
     }
     if !ctx.is_accelerated() {
+        if auto_tune {
+            tune_if_never_tuned(ctx.model(), mode, sidecar.as_deref(), ctx.n_threads());
+        }
         use_measured_path_costs(ctx.model(), ctx.n_threads(), Some(mode));
     }
     attach(ctx, sidecar.as_deref(), mode, PathPolicy::Fastest)
@@ -91,6 +103,80 @@ pub fn use_measured_path_costs(model: &Model, n_threads: usize, mode: Option<&st
                     format!(", never {}", off.join(" or "))
                 }
             );
+        }
+    }
+}
+
+/// Models with up to this many bytes of tensor data are tuned on their first sparse run; the tune decodes
+/// a few thousand tokens, which takes minutes for larger ones.
+pub const AUTO_TUNE_MAX_BYTES: u64 = 512 << 20;
+
+/// Tune the sparse paths for `model` at `n_threads` with `mode` (and its `sidecar`) if this
+/// machine's cache holds no verdict for them yet, saying so; a failed tune is reported and
+/// leaves whatever was installed. Nothing is done with `GHOST_PATH_COSTS` set (`builtin`
+/// keeps the built-in curves, `retune` is `ghost tune --force`'s) or without a cache
+/// directory. Larger models than [`AUTO_TUNE_MAX_BYTES`] get the command that would tune
+/// them.
+fn tune_if_never_tuned(
+    model: &std::sync::Arc<Model>,
+    mode: &str,
+    sidecar: Option<&Path>,
+    n_threads: usize,
+) {
+    use crate::sparsity::path_costs::cache::{self, mode_word, ENV};
+    use crate::sparsity::path_costs::check::{describe, CheckOptions};
+    use crate::sparsity::path_costs::measure::{FfnShape, MeasureOptions};
+    if std::env::var_os(ENV).is_some() {
+        return;
+    }
+    let shape = FfnShape::of_model(model);
+    let Some(file) = cache::cache_path(&shape, n_threads) else {
+        return;
+    };
+    let word = mode_word(mode);
+    let tuned = matches!(cache::read(&file, &shape, n_threads),
+        Ok(Some(c)) if c.verdicts.checks.iter().any(|c| c.mode == word));
+    if tuned {
+        return;
+    }
+    let threads = format!(
+        "{n_threads} thread{}",
+        if n_threads == 1 { "" } else { "s" }
+    );
+    let size = model.info().tensor_bytes;
+    if size > AUTO_TUNE_MAX_BYTES {
+        eprintln!(
+            "ghost: the sparse paths were never tuned on this CPU for {mode} at {threads}: \
+             `ghost tune -m MODEL -t {n_threads} --sparsity {mode}` tunes them once (it decodes \
+             a few thousand tokens); until then the built-in curves serve"
+        );
+        return;
+    }
+    eprintln!(
+        "ghost: tuning the sparse paths for this CPU, {mode} at {threads} (once; cached; \
+         --no-tune skips it)"
+    );
+    let t = std::time::Instant::now();
+    let plan = super::tune::TunePlan {
+        mode,
+        mask: sidecar,
+        threads: n_threads,
+        measure: MeasureOptions::default(),
+        check: Some(CheckOptions::default()),
+        force: false,
+    };
+    match super::tune::tune_paths(model, &plan) {
+        Ok(tuned) => {
+            if let super::tune::DecodeTuning::Done(v) = &tuned.decode {
+                eprintln!(
+                    "ghost: tuned in {:.0} s: {}",
+                    t.elapsed().as_secs_f64(),
+                    describe(v)
+                );
+            }
+        }
+        Err(e) => {
+            eprintln!("ghost: tuning the sparse paths failed ({e}); the built-in curves serve")
         }
     }
 }

@@ -76,135 +76,215 @@ pub fn run(args: Args) -> Result<()> {
         ..ModelParams::default()
     };
     let model: Arc<Model> = Model::load(&path, &params)?;
-    let shape = FfnShape::of_model(&model);
-    let opts = MeasureOptions {
-        reps: args.reps.max(1),
-        ..MeasureOptions::default()
-    };
-    let t = std::time::Instant::now();
+    let mask = args
+        .mask
+        .clone()
+        .or_else(|| super::sparsity_setup::existing_sidecar(&model, &path));
     let threads = args.threads.max(1);
-    let (costs, source) = {
-        let pool = ThreadPool::new(threads)?;
-        load_or_measure(
-            &shape,
-            &opts,
-            &PoolSplitter(&pool),
-            args.force,
-            &mut |what| eprintln!("ghost: measuring {what}"),
-        )?
+    let plan = TunePlan {
+        mode: &args.sparsity,
+        mask: mask.as_deref(),
+        threads,
+        measure: MeasureOptions {
+            reps: args.reps.max(1),
+            ..MeasureOptions::default()
+        },
+        check: (!args.no_check).then_some(CheckOptions {
+            n_tokens: args.check_tokens,
+            reps: args.check_reps,
+            block: args.check_block,
+        }),
+        force: args.force,
     };
+    let tuned = tune_paths(&model, &plan)?;
+    let shape = &tuned.shape;
     println!(
         "FFN {}×{}, rows {}, exact downs {:?}, {threads} thread{}",
         shape.n_ff,
         shape.n_embd,
         shape.rows_type,
         shape.exact_down_types,
-        if threads == 1 { "" } else { "s" }
+        plural(threads)
     );
-    match &source {
+    match &tuned.source {
         Source::Cached(p) => println!("cached: {}", p.display()),
         Source::Measured(p) => println!(
             "measured in {:.1} s{}",
-            t.elapsed().as_secs_f64(),
+            tuned.measuring.as_secs_f64(),
             p.as_ref()
                 .map(|p| format!(", saved to {}", p.display()))
                 .unwrap_or_default()
         ),
         Source::Builtin(why) => println!("built-in curves: {why}"),
     }
-    print_curves(&shape, &costs);
-    let Some(file) = source.file() else {
-        return Ok(());
-    };
-    if args.no_check {
-        cache::write(file, &shape, threads, &costs, &Verdicts::default())?;
-        println!("decode check: not run (--no-check); the measured curves will be used");
-        return Ok(());
-    }
-    let mode: SparsityMode = args.sparsity.parse()?;
-    let mask = args
-        .mask
-        .clone()
-        .or_else(|| super::sparsity_setup::existing_sidecar(&model, &path));
-    if mode.is_dense() || (mode.needs_sidecar() && mask.is_none()) {
-        cache::write(file, &shape, threads, &costs, &Verdicts::default())?;
-        println!(
-            "decode check: not run ({}); the measured curves will be used unchecked",
-            if mode.is_dense() {
-                "a dense mode has no sparse paths".to_string()
-            } else {
-                format!(
-                    "{} needs a calibration sidecar: pass --mask, or run `ghost run --sparsity {}` once",
-                    args.sparsity, args.sparsity
-                )
+    print_curves(shape, &tuned.costs);
+    match &tuned.decode {
+        DecodeTuning::NoFile => {}
+        DecodeTuning::NotRun(why) => {
+            println!("decode check: not run ({why}); the measured curves will be used unchecked")
+        }
+        DecodeTuning::Done(verdicts) => {
+            let check = verdicts.checks.first();
+            println!(
+                "decode check ({}, {} × {} tokens, {threads} thread{}): measured curves at {:.3}× the built-in ones' speed (median of {} paired blocks)",
+                check.map_or(args.sparsity.as_str(), |c| c.mode.as_str()),
+                args.check_reps.max(1),
+                args.check_tokens,
+                plural(threads),
+                check.map_or(1.0, |c| c.speedup),
+                check.map_or(0, |c| c.pairs),
+            );
+            for p in &verdicts.paths {
+                println!(
+                    "path check: {} never taken: {:.3}× the speed (median of {} paired blocks, faster in {}): {}",
+                    p.class.name(),
+                    p.speedup,
+                    p.pairs,
+                    p.wins,
+                    if p.turns_off() { "turned off" } else { "kept" }
+                );
             }
-        );
-        return Ok(());
+            println!(
+                "used from now on at {threads} thread{}: {}",
+                plural(threads),
+                describe(verdicts)
+            );
+        }
     }
-    let verdicts = tune_in_a_context(&model, mask.as_deref(), &costs, &args)?;
-    record_and_install(file, &shape, threads, &costs, &verdicts)?;
-    let check = verdicts.checks.first();
-    println!(
-        "decode check ({}, {} × {} tokens, {threads} thread{}): measured curves at {:.3}× the built-in ones' speed (median of {} paired blocks)",
-        check.map_or(args.sparsity.as_str(), |c| c.mode.as_str()),
-        args.check_reps.max(1),
-        args.check_tokens,
-        if threads == 1 { "" } else { "s" },
-        check.map_or(1.0, |c| c.speedup),
-        check.map_or(0, |c| c.pairs),
-    );
-    for p in &verdicts.paths {
-        println!(
-            "path check: {} never taken: {:.3}× the speed (median of {} paired blocks, faster in {}): {}",
-            p.class.name(),
-            p.speedup,
-            p.pairs,
-            p.wins,
-            if p.turns_off() { "turned off" } else { "kept" }
-        );
-    }
-    println!(
-        "used from now on at {threads} thread{}: {}",
-        if threads == 1 { "" } else { "s" },
-        describe(&verdicts)
-    );
     Ok(())
 }
 
-/// The tuning in decode ([`tune_in_decode`]) in a fresh context with the sparsity mode of
-/// `args` (and `mask`).
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+/// What to tune, and how long to measure.
+#[derive(Clone, Debug)]
+pub struct TunePlan<'a> {
+    /// The sparsity mode of the decode check (its verdicts are kept for this mode).
+    pub mode: &'a str,
+    /// The calibration sidecar the mode uses, if it needs one.
+    pub mask: Option<&'a Path>,
+    /// Worker threads to tune for (at least 1).
+    pub threads: usize,
+    pub measure: MeasureOptions,
+    /// How long the decode check runs; `None` not to check the curves in decode.
+    pub check: Option<CheckOptions>,
+    /// Measure the curves even when a cache file holds them.
+    pub force: bool,
+}
+
+/// What happened to the decode check of a tune.
+#[derive(Clone, Debug)]
+pub enum DecodeTuning {
+    /// The built-in curves serve (no cache file to record verdicts in).
+    NoFile,
+    /// Not run, for this reason: the measured curves are recorded unchecked.
+    NotRun(String),
+    /// Run: these verdicts are recorded and installed.
+    Done(Verdicts),
+}
+
+/// What a tune found.
+#[derive(Clone, Debug)]
+pub struct Tuned {
+    pub shape: FfnShape,
+    /// The measured (or cached, or built-in) curves.
+    pub costs: PathCosts,
+    pub source: Source,
+    /// Time spent reading or measuring the curves.
+    pub measuring: std::time::Duration,
+    pub decode: DecodeTuning,
+}
+
+/// Tune the sparse paths of `model` on this CPU as `plan` says: the curves measured at the
+/// model's FFN shape with `plan.threads` workers (or read from the cache), then checked in
+/// decode with `plan.mode` against the built-in ones, each path class decode took tried
+/// off; the verdicts recorded in the cache file (one per thread count) and installed in
+/// this process. `ghost tune`, and `ghost run`'s first sparse run at a thread count.
+pub fn tune_paths(model: &Arc<Model>, plan: &TunePlan) -> Result<Tuned> {
+    let shape = FfnShape::of_model(model);
+    let threads = plan.threads.max(1);
+    let t = std::time::Instant::now();
+    let (costs, source) = {
+        let pool = ThreadPool::new(threads)?;
+        load_or_measure(
+            &shape,
+            &plan.measure,
+            &PoolSplitter(&pool),
+            plan.force,
+            &mut |what| eprintln!("ghost: measuring {what}"),
+        )?
+    };
+    let measuring = t.elapsed();
+    let decode = match (source.file(), &plan.check) {
+        (None, _) => DecodeTuning::NoFile,
+        (Some(file), None) => {
+            cache::write(file, &shape, threads, &costs, &Verdicts::default())?;
+            DecodeTuning::NotRun("--no-check".into())
+        }
+        (Some(file), Some(opts)) => {
+            let mode: SparsityMode = plan.mode.parse()?;
+            if mode.is_dense() || (mode.needs_sidecar() && plan.mask.is_none()) {
+                cache::write(file, &shape, threads, &costs, &Verdicts::default())?;
+                DecodeTuning::NotRun(if mode.is_dense() {
+                    "a dense mode has no sparse paths".to_string()
+                } else {
+                    format!(
+                        "{} needs a calibration sidecar: pass --mask, or run `ghost run --sparsity {}` once",
+                        plan.mode, plan.mode
+                    )
+                })
+            } else {
+                let verdicts = tune_in_a_context(model, plan, &costs, opts)?;
+                record_and_install(file, &shape, threads, &costs, &verdicts)?;
+                DecodeTuning::Done(verdicts)
+            }
+        }
+    };
+    Ok(Tuned {
+        shape,
+        costs,
+        source,
+        measuring,
+        decode,
+    })
+}
+
+/// The tuning in decode ([`tune_in_decode`]) in a fresh context with `plan`'s sparsity mode
+/// and sidecar.
 fn tune_in_a_context(
     model: &Arc<Model>,
-    mask: Option<&Path>,
+    plan: &TunePlan,
     costs: &PathCosts,
-    args: &Args,
+    opts: &CheckOptions,
 ) -> Result<Verdicts> {
-    let opts = CheckOptions {
-        n_tokens: args.check_tokens,
-        reps: args.check_reps,
-        block: args.check_block,
-    };
     let mut ctx = Context::new(
         model.clone(),
         ContextParams {
             n_ctx: (PROMPT_TOKENS + opts.n_tokens).next_multiple_of(64),
             n_batch: 512,
-            n_threads: args.threads.max(1),
+            n_threads: plan.threads.max(1),
             exact_prefill: false,
             ..Default::default()
         },
     )?;
     eprintln!(
         "ghost: decode check: {} with {}, built-in and measured curves alternating, then each sparse path class off",
-        args.sparsity,
-        mask.map(|p| p.display().to_string())
+        plan.mode,
+        plan.mask
+            .map(|p| p.display().to_string())
             .unwrap_or_else(|| "no sidecar".into())
     );
-    let sparse = attach(&mut ctx, mask, &args.sparsity, PathPolicy::Fastest)?;
+    let sparse = attach(&mut ctx, plan.mask, plan.mode, PathPolicy::Fastest)?;
     let Some(sparse) = sparse else {
         crate::bail!(InvalidArgument, "the decode check needs a sparse mode");
     };
-    tune_in_decode(&mut ctx, &sparse, costs, &args.sparsity, &opts)
+    tune_in_decode(&mut ctx, &sparse, costs, plan.mode, opts)
 }
 
 fn print_curves(shape: &FfnShape, costs: &PathCosts) {

@@ -480,7 +480,8 @@ pub fn write(
 /// file exists ([`Verdicts::decode_costs`]: the measured curves unless `ghost tune` found
 /// them slower in decode than the built-in ones, without the path classes that decoded
 /// faster off). Never measures: for the front ends and library callers such as the C ABI,
-/// where a measurement would be a surprise; `ghost tune -m MODEL -t N` makes the file.
+/// where a measurement would be a surprise; `ghost tune -m MODEL -t N` makes the file (and
+/// `ghost run`'s first sparse run with a mode and thread count, `cli::sparsity_setup`).
 /// Otherwise the built-in curves serve.
 pub fn install_cached(shape: &FfnShape, n_threads: usize, mode: Option<&str>) -> CachedUse {
     let builtin = std::env::var(ENV).is_ok_and(|v| v == "builtin");

@@ -31,8 +31,9 @@
 //! Q4_K copy at the 8B width 1.39 at 93% of the bytes, not 0.98; memory traffic from other
 //! cores moves the curves too. So a process can measure the curves of the gathered rows and
 //! the exact down copies on its own CPU at a model's own shape ([`measure`], a few seconds),
-//! cache them ([`cache`]) and install them ([`install_tuned`]): `ghost tune` measures, the
-//! front ends and the C ABI use what it cached. Measuring stays the user's step: kernels
+//! cache them ([`cache`]) and install them ([`install_tuned`]): `ghost tune` measures (and
+//! `ghost run`'s first sparse run with a mode and thread count, for models up to 512 MiB), the
+//! front ends and the C ABI use what it cached. Measuring alone is not enough: kernels
 //! timed in isolation are not decode, and on that VM the measured curves gained 2 points on
 //! SmolLM2 but chose the dense down at the 8B shape's 50% setting, where the built-in curves'
 //! exact copy was faster. So `ghost tune` also decodes with both sets of curves in paired
