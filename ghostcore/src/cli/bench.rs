@@ -53,7 +53,8 @@ pub struct Args {
     /// Output format.
     #[arg(short = 'o', long, default_value = "md", value_parser = ["md", "json"])]
     pub output: String,
-    /// Sparsity sidecar made by `ghost calibrate` (for `--sparsity`).
+    /// Sparsity sidecar made by `ghost calibrate` (for `--sparsity`; default: MODEL.ghost
+    /// beside the model, or the one a first `ghost run --sparsity budget:2` cached).
     #[arg(long)]
     pub mask: Option<PathBuf>,
     /// Also time decode with this sparsity mode, interleaved rep by rep with the dense
@@ -110,7 +111,7 @@ fn time_generation(ctx: &mut Context, tokens: &[u32]) -> Result<f64> {
     Ok(tokens.len() as f64 / t.elapsed().as_secs_f64())
 }
 
-pub fn run(args: Args) -> Result<()> {
+pub fn run(mut args: Args) -> Result<()> {
     if args.reps == 0 {
         bail!(InvalidArgument, "--reps must be at least 1");
     }
@@ -126,6 +127,9 @@ pub fn run(args: Args) -> Result<()> {
             },
         },
     )?;
+    if args.sparsity.is_some() && args.mask.is_none() {
+        args.mask = super::sparsity_setup::existing_sidecar(&model, &path);
+    }
     let info = model.info().clone();
     let n_ctx = args
         .n_prompt

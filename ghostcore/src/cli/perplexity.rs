@@ -30,7 +30,8 @@ pub struct Args {
     /// Score at most this many chunks (default: all).
     #[arg(long = "chunks")]
     pub chunks: Option<usize>,
-    /// Sparsity sidecar made by `ghost calibrate`.
+    /// Sparsity sidecar made by `ghost calibrate` (default: MODEL.ghost beside the model,
+    /// or the one a first `ghost run --sparsity budget:2` cached).
     #[arg(long)]
     pub mask: Option<PathBuf>,
     /// Sparsity mode (e.g. `target:0.4:product`, `dead,gate:0.05`, `budget:2`): also reports
@@ -106,9 +107,12 @@ pub fn perplexity(
     })
 }
 
-pub fn run(args: Args) -> Result<()> {
+pub fn run(mut args: Args) -> Result<()> {
     let path = super::run::resolve_model(args.model.as_deref())?;
     let model = Model::load(&path, &ModelParams::default())?;
+    if args.sparsity.is_some() && args.mask.is_none() {
+        args.mask = super::sparsity_setup::existing_sidecar(&model, &path);
+    }
     let text = std::fs::read(&args.file)?;
     let text = String::from_utf8_lossy(&text);
     let tok = model.tokenizer()?;

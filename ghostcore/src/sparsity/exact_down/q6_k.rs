@@ -199,9 +199,13 @@ impl ExactQ6kDown {
     ) {
         let n = self.n_embd;
         let row = self.row_bytes();
-        let ahead = prefetch_distance(row);
-        // Ids whose rows' first `ahead` bytes were prefetched: the kernel prefetches the rest
-        // of each row `ahead` bytes in front of the tile it computes.
+        // `acc` holds the piece's sums (first `n`), then one run's (`n` more).
+        acc.clear();
+        acc.resize(2 * n, 0);
+        let (acc, run_sums) = acc.split_at_mut(n);
+        // Ids whose rows' first `ahead` bytes were prefetched before the kernel: it then
+        // prefetches each row of the next groups as it walks the rows of the current one.
+        let ahead = PREFETCH_AHEAD.min(row);
         let mut pf = 0;
         let mut k = 0;
         while k < ids.len() {
@@ -214,20 +218,29 @@ impl ExactQ6kDown {
             let inv = 127.0 / amax;
             let mut hq = [0i8; PIECE];
             avx2::round_to_i8(&coefs[k..end], inv, &mut hq[..end - k]);
-            acc.clear();
-            acc.resize(n, 0);
+            acc.fill(0);
             let mut r = k;
             while r < end {
                 let r_end = run_end(ids, r, SUB).min(r + SUB).min(end);
-                // The kernel walks the run's rows tile by tile (48 bytes of each row at a
-                // time), prefetching each row `ahead` bytes in front; start the rows of the
-                // next 16 ids while this run is computed.
-                let want = (r_end + SUB).min(ids.len());
-                for &next in &ids[pf.max(r)..want.max(pf)] {
-                    prefetch(&self.quants[next as usize * row..][..row.min(ahead)]);
+                let next = &ids[r_end..(r_end + avx2::NEXT).min(ids.len())];
+                let want = (r_end + avx2::NEXT).min(ids.len());
+                if pf < r {
+                    // The kernel prefetches ahead within a run; a run it did not reach
+                    // (the first) starts with its rows' first lines.
+                    for &j in &ids[r..r_end] {
+                        prefetch(&self.quants[j as usize * row..][..ahead]);
+                    }
                 }
                 pf = pf.max(want);
-                avx2::sub_block_run(self, &ids[r..r_end], &hq[r - k..r_end - k], acc, dot);
+                avx2::sub_block_run(
+                    self,
+                    &ids[r..r_end],
+                    &hq[r - k..r_end - k],
+                    next,
+                    acc,
+                    run_sums,
+                    dot,
+                );
                 r = r_end;
             }
             let d = &self.block_scales[ids[k] as usize / BLOCK * n..][..n];
@@ -247,17 +260,6 @@ impl ExactQ6kDown {
 }
 
 #[cfg(target_arch = "x86_64")]
-/// How far ahead the AVX2 path prefetches rows, in bytes: [`PREFETCH_AHEAD`], doubled for
-/// rows of 1 KiB or more (measured from memory at widths 576 and 4096:
-/// `bench/sparsity/path_costs.rs`).
-fn prefetch_distance(row: usize) -> usize {
-    if row >= 4 * PREFETCH_AHEAD {
-        2 * PREFETCH_AHEAD
-    } else {
-        PREFETCH_AHEAD
-    }
-}
-
 /// Reference: the weights exactly (`d·sc` is exact in f32), coefficients unrounded.
 fn piece_scalar(c: &ExactQ6kDown, ids: &[u32], coefs: &[f32], out: &mut [f32]) {
     let n = c.n_embd;
@@ -317,64 +319,75 @@ mod avx2 {
         }
     }
 
+    /// Ids after a run whose rows the kernel prefetches (two groups of four).
+    pub(super) const NEXT: usize = 8;
+
     /// `acc[o] += sc[g][o] · Σ_k hq[k] · (q[ids[k]][o] − 32)` for a run of at most 16 ids in
-    /// one sub-block `g`. Only called after `active_isa()` reported AVX2+FMA+F16C, and with
-    /// [`Dot4::Vnni`] only where `vnni_active()`.
+    /// one sub-block `g`; `next` (at most [`NEXT`]) are the ids after the run, whose rows
+    /// are prefetched; `run_sums` is scratch of `n_embd`. Only called after `active_isa()`
+    /// reported AVX2+FMA+F16C, and with [`Dot4::Vnni`] only where `vnni_active()`.
     pub(super) fn sub_block_run(
         c: &ExactQ6kDown,
         ids: &[u32],
         hq: &[i8],
+        next: &[u32],
         acc: &mut [i32],
+        run_sums: &mut [i32],
         dot: Dot4,
     ) {
         assert!(
-            !ids.is_empty() && ids.len() <= SUB && hq.len() == ids.len() && acc.len() == c.n_embd
+            !ids.is_empty()
+                && ids.len() <= SUB
+                && hq.len() == ids.len()
+                && acc.len() == c.n_embd
+                && run_sums.len() == c.n_embd
+                && next.len() <= NEXT
         );
         // SAFETY: CPU support checked by the caller (`accumulate`; VNNI by `Dot4::best`).
-        // `accumulate` checked every id against `n_ff`, and `acc.len() == n_embd`, a multiple
-        // of 32 (asserted above and at construction): each row `j·row .. (j+1)·row` holds
-        // `n_embd / 64` whole 48-byte tiles, and sub-block `g`'s `n_embd` scales and every
-        // 64-output tile of `acc` read or written below lie inside bounds.
+        // `accumulate` checked every id against `n_ff`, and `acc.len() == run_sums.len() ==
+        // n_embd`, a multiple of 32 (asserted above and at construction): each row `j·row ..
+        // (j+1)·row` holds `n_embd / 64` whole 48-byte tiles, and sub-block `g`'s `n_embd`
+        // scales and every 64-output tile of `acc` and `run_sums` read or written below lie
+        // inside bounds. Prefetch addresses may lie anywhere.
         unsafe {
             match dot {
-                Dot4::Avx2 => sub_block_run_impl::<false>(c, ids, hq, acc),
-                Dot4::Vnni => sub_block_run_impl::<true>(c, ids, hq, acc),
+                Dot4::Avx2 => sub_block_run_impl::<false>(c, ids, hq, next, acc, run_sums),
+                Dot4::Vnni => sub_block_run_impl::<true>(c, ids, hq, next, acc, run_sums),
             }
         }
         super::tail_run(c, ids, hq, acc);
     }
 
-    /// `acc + Σ_{b in 4i..4i+4} x[b] · y[b]` in each i32 lane `i`, `x` unsigned below 64, `y`
-    /// signed: exact either way (`maddubs` pairs ≤ 2 · 63 · 127 < 2¹⁵, no saturation).
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    unsafe fn dot4<const VNNI: bool>(acc: __m256i, x: __m256i, y: __m256i) -> __m256i {
-        if VNNI {
-            crate::quant::dot_vnni::dpbusd(acc, x, y)
-        } else {
-            let pairs = _mm256_maddubs_epi16(x, y);
-            _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
-        }
-    }
-
-    /// For each 64-output tile, the run's rows are taken four at a time: their 32 bytes of
-    /// whole quants (with 2 spare bits each) and 16 bytes of nibbles (broadcast to both
-    /// 128-bit lanes) are interleaved byte by byte with in-lane unpacks, so that each 32-bit
-    /// lane holds the four rows' bits of two outputs; masks and shifts (per lane for the
-    /// nibbles) then give the four rows' 6-bit quants of 8 outputs in order per vector, summed times the four coefficients into
-    /// i32 by [`dot4`] (a padded group repeats its first row at coefficient 0). After the
-    /// run, `− 32 · Σ hq` and the i8 sub-block scale. |Σ| per lane ≤ 16 · 127 · 63, after the
-    /// correction ≤ 16 · 127 · 32; per piece of ≤ 256 ids, |acc| ≤ 256 · 127 · 32 · 128 < 2³¹.
+    /// The run's rows are taken four at a time (a padded group repeats its first row at
+    /// coefficient 0), and each group walks its four rows from start to end, 64 outputs (a
+    /// 48-byte tile of each row) at a time, so that memory is read row after row, as the
+    /// hardware prefetcher expects, and each row is prefetched two groups ahead (the rows of
+    /// the next run's first groups too). Per tile, the four rows' 32 bytes of whole quants
+    /// (with 2 spare bits each) and 16 bytes of nibbles (broadcast to both 128-bit lanes) are
+    /// interleaved byte by byte with in-lane unpacks, so that each 32-bit lane holds the four
+    /// rows' bits of two outputs; masks and shifts (per lane for the nibbles) then give the
+    /// four rows' 6-bit quants of 8 outputs in order per vector, summed times the four
+    /// coefficients into the run's i32 sums by [`dot4`]. After the run, `− 32 · Σ hq` and
+    /// the i8 sub-block scale into `acc`. |Σ| per lane ≤ 16 · 127 · 63, after the correction
+    /// ≤ 16 · 127 · 32; per piece of ≤ 256 ids, |acc| ≤ 256 · 127 · 32 · 128 < 2³¹.
+    ///
+    /// Walking all rows of a run side by side a tile at a time instead (sums in registers)
+    /// read SmolLM2's 576-wide down copy from memory at 1.4–1.7× the dense down's time at
+    /// 60% of its bytes; row by row, 1.0–1.2× (`ghost tune` curves, 2-core Zen 3 VM).
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn sub_block_run_impl<const VNNI: bool>(
         c: &ExactQ6kDown,
         ids: &[u32],
         hq: &[i8],
+        next: &[u32],
         acc: &mut [i32],
+        run_sums: &mut [i32],
     ) {
         let n = c.n_embd;
         let row = c.row_bytes();
-        let mut rows = [[0usize; 4]; SUB / 4];
+        // Row offsets of the run's groups, then of the two groups after it (for prefetching
+        // only: a missing id repeats the first next one, or points nowhere useful).
+        let mut rows = [[0usize; 4]; SUB / 4 + 2];
         let mut coef = [0i32; SUB / 4];
         let mut hsum = 0i32;
         let n_groups = ids.len().div_ceil(4);
@@ -391,6 +404,10 @@ mod avx2 {
             }
             coef[g] = i32::from_le_bytes(bytes);
         }
+        for i in 0..NEXT {
+            let j = next.get(i).or(next.first()).unwrap_or(&ids[0]);
+            rows[n_groups + i / 4][i % 4] = *j as usize * row;
+        }
         let corr = _mm256_set1_epi32(32 * hsum);
         let q = c.quants.as_ptr();
         let sc = c.sub_scales.as_ptr().add(ids[0] as usize / SUB * n);
@@ -399,57 +416,91 @@ mod avx2 {
         let bits45 = _mm256_set1_epi8(0x30);
         // The nibble of the high-half outputs: low nibbles in lane 0, high in lane 1.
         let nibble_shift = _mm256_setr_epi64x(0, 0, 4, 4);
-        let ahead = super::prefetch_distance(row);
-        let mut t = 0;
-        while t + TILE <= n {
-            let tile = t / TILE * TILE_BYTES;
-            let mut lo_sum = [_mm256_setzero_si256(); 4];
-            let mut hi_sum = [_mm256_setzero_si256(); 4];
-            for g in 0..n_groups {
-                let r = rows[g];
-                let l: [__m256i; 4] = std::array::from_fn(|i| {
-                    super::super::prefetch_line(q.wrapping_add(r[i] + tile + ahead));
-                    _mm256_loadu_si256(q.add(r[i] + tile).cast())
-                });
+        let sums = run_sums.as_mut_ptr();
+        let n_tiles = n / TILE;
+        for g in 0..n_groups {
+            let r = rows[g];
+            // Two groups ahead; a run of one group also fetches the group right after it,
+            // which no earlier group did.
+            let (ahead, also) = if n_groups == 1 {
+                (rows[2], Some(rows[1]))
+            } else {
+                (rows[g + 2], None)
+            };
+            let cv = _mm256_set1_epi32(coef[g]);
+            for ti in 0..n_tiles {
+                let (t, tile) = (ti * TILE, ti * TILE_BYTES);
+                for i in 0..4 {
+                    super::super::prefetch_line(q.wrapping_add(ahead[i] + tile));
+                    if let Some(also) = also {
+                        super::super::prefetch_line(q.wrapping_add(also[i] + tile));
+                    }
+                }
+                let l: [__m256i; 4] =
+                    std::array::from_fn(|i| _mm256_loadu_si256(q.add(r[i] + tile).cast()));
                 let h: [__m256i; 4] = std::array::from_fn(|i| {
                     _mm256_broadcastsi128_si256(_mm_loadu_si128(q.add(r[i] + tile + 32).cast()))
                 });
-                let interleave = |x: &[__m256i; 4]| -> [__m256i; 4] {
-                    let (ab_lo, ab_hi) = (
-                        _mm256_unpacklo_epi8(x[0], x[1]),
-                        _mm256_unpackhi_epi8(x[0], x[1]),
-                    );
-                    let (cd_lo, cd_hi) = (
-                        _mm256_unpacklo_epi8(x[2], x[3]),
-                        _mm256_unpackhi_epi8(x[2], x[3]),
-                    );
-                    [
-                        _mm256_unpacklo_epi16(ab_lo, cd_lo),
-                        _mm256_unpackhi_epi16(ab_lo, cd_lo),
-                        _mm256_unpacklo_epi16(ab_hi, cd_hi),
-                        _mm256_unpackhi_epi16(ab_hi, cd_hi),
-                    ]
-                };
                 let (v, w) = (interleave(&l), interleave(&h));
-                let cv = _mm256_set1_epi32(coef[g]);
                 for k in 0..4 {
                     let lo = _mm256_and_si256(v[k], low6);
                     let hi = _mm256_or_si256(
                         _mm256_and_si256(_mm256_srli_epi16(v[k], 2), bits45),
                         _mm256_and_si256(_mm256_srlv_epi64(w[k], nibble_shift), low4),
                     );
-                    lo_sum[k] = dot4::<VNNI>(lo_sum[k], lo, cv);
-                    hi_sum[k] = dot4::<VNNI>(hi_sum[k], hi, cv);
+                    let pl = sums.add(t + 8 * k).cast::<__m256i>();
+                    let ph = sums.add(t + 32 + 8 * k).cast::<__m256i>();
+                    let (al, ah) = if g == 0 {
+                        (_mm256_setzero_si256(), _mm256_setzero_si256())
+                    } else {
+                        (_mm256_loadu_si256(pl), _mm256_loadu_si256(ph))
+                    };
+                    _mm256_storeu_si256(pl, dot4::<VNNI>(al, lo, cv));
+                    _mm256_storeu_si256(ph, dot4::<VNNI>(ah, hi, cv));
                 }
             }
-            for (k, s) in lo_sum.iter().chain(&hi_sum).enumerate() {
-                let o = t + 8 * k;
-                let scv = _mm256_cvtepi8_epi32(_mm_loadl_epi64(sc.add(o).cast()));
-                let ap = acc.as_mut_ptr().add(o).cast::<__m256i>();
-                let prod = _mm256_mullo_epi32(scv, _mm256_sub_epi32(*s, corr));
-                _mm256_storeu_si256(ap, _mm256_add_epi32(_mm256_loadu_si256(ap), prod));
-            }
-            t += TILE;
+        }
+        let mut o = 0;
+        while o < n_tiles * TILE {
+            let scv = _mm256_cvtepi8_epi32(_mm_loadl_epi64(sc.add(o).cast()));
+            let ap = acc.as_mut_ptr().add(o).cast::<__m256i>();
+            let s = _mm256_loadu_si256(sums.add(o).cast());
+            let prod = _mm256_mullo_epi32(scv, _mm256_sub_epi32(s, corr));
+            _mm256_storeu_si256(ap, _mm256_add_epi32(_mm256_loadu_si256(ap), prod));
+            o += 8;
+        }
+    }
+
+    /// Four rows' bytes (32 each, same positions) → four registers whose 32-bit lane `l` of
+    /// register `k` holds the four rows' bytes `4k + l` of each 128-bit lane, in row order.
+    #[inline(always)]
+    unsafe fn interleave(x: &[__m256i; 4]) -> [__m256i; 4] {
+        let (ab_lo, ab_hi) = (
+            _mm256_unpacklo_epi8(x[0], x[1]),
+            _mm256_unpackhi_epi8(x[0], x[1]),
+        );
+        let (cd_lo, cd_hi) = (
+            _mm256_unpacklo_epi8(x[2], x[3]),
+            _mm256_unpackhi_epi8(x[2], x[3]),
+        );
+        [
+            _mm256_unpacklo_epi16(ab_lo, cd_lo),
+            _mm256_unpackhi_epi16(ab_lo, cd_lo),
+            _mm256_unpacklo_epi16(ab_hi, cd_hi),
+            _mm256_unpackhi_epi16(ab_hi, cd_hi),
+        ]
+    }
+
+    /// `acc + Σ_{b in 4i..4i+4} x[b] · y[b]` in each i32 lane `i`, `x` unsigned below 64, `y`
+    /// signed: exact either way (`maddubs` pairs ≤ 2 · 63 · 127 < 2¹⁵, no saturation).
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn dot4<const VNNI: bool>(acc: __m256i, x: __m256i, y: __m256i) -> __m256i {
+        if VNNI {
+            crate::quant::dot_vnni::dpbusd(acc, x, y)
+        } else {
+            let pairs = _mm256_maddubs_epi16(x, y);
+            _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
         }
     }
 

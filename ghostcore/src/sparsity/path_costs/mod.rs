@@ -14,12 +14,15 @@
 //! - the **input-major copy** over the kept input columns (`bench/sparsity/input_major.rs`,
 //!   `bench/results/2026-11-23-s5-input-major.md`, VNNI, from memory) takes 0.9 of the rows'
 //!   time at 10% dropped, 0.8 at 20%, 0.6 at 50%;
-//! - the **exact down copies** are slow at SmolLM2's width 576 (the dense down streams
-//!   ~20 GB/s there, the copies 7–10 GB/s): the Q4_K copy 2.3× the dense time at 80% of the
-//!   neurons active, the Q6_K copy 1.8× (in cache it matches the dense time: from memory its
-//!   short rows, walked side by side, stall), break-even near 30–40%; at the Llama-3-8B shape
-//!   (4096 × 14336) the Q4_K copy costs its bytes (0.98 at 80% active, 0.59 at 40%) and the
-//!   Q6_K copy 1.3–2.1× its bytes (1.04 at 81% of the bytes, 0.70 at 45%, 0.36 at 17%);
+//! - the **exact down copies** were slow at SmolLM2's width 576 while their kernels walked
+//!   the rows of a run side by side a few bytes at a time (the Q4_K copy 2.3× the dense time
+//!   at 80% of the neurons active, the Q6_K copy 1.8×; in cache they matched the dense time).
+//!   Read row after row (`exact_down/`, `bench/results/2026-12-07-s10-exact-down/`, a Zen 3
+//!   VM), they cost 0.97 of the dense time at 63% of the bytes (Q6_K) and 0.99 at 58%
+//!   (Q4_K), break-even near 60%: on AVX2 the neuron-major sums need byte interleaving that
+//!   the dense dot product does not, so they are compute-bound at about the dense cost per
+//!   weight. At the Llama-3-8B shape (4096 × 14336) they cost about their bytes (Q6_K 0.67
+//!   at 63%, Q4_K 0.88 at 75%);
 //! - the **requantized Q8_0 copy** (f32 axpy over neuron rows; `2026-11-23-s5-sparsity.md`):
 //!   1.4–2× its bytes at width 576, 1.0–1.5× at 4096.
 //!
@@ -150,40 +153,41 @@ const GATHERED_ROWS: TimeCurve = TimeCurve::new(&[
     (1.0, 1.05),
 ]);
 const INPUT_MAJOR: TimeCurve = TimeCurve::new(&[(0.0, 0.0), (0.5, 0.60), (0.8, 0.83), (1.0, 0.93)]);
-/// Exact copies against the share of the dense down's bytes they read (scales included).
+/// Exact copies against the share of the dense down's bytes they read (scales included),
+/// rows read one after another (`exact_down/`): medians of 3 runs of
+/// `bench/sparsity/path_costs.rs` on a 2-core Zen 3 VM
+/// (`bench/results/2026-12-07-s10-exact-down/path-costs-bench.txt`).
 const EXACT_Q4_K_576: TimeCurve = TimeCurve::new(&[
     (0.0, 0.0),
-    (0.29, 0.62),
-    (0.39, 0.74),
-    (0.57, 1.28),
-    (0.75, 1.94),
-    (0.93, 2.32),
+    (0.31, 0.60),
+    (0.41, 0.76),
+    (0.58, 0.99),
+    (0.75, 1.18),
+    (0.93, 1.19),
 ]);
 const EXACT_Q4_K_4096: TimeCurve = TimeCurve::new(&[
     (0.0, 0.0),
-    (0.30, 0.36),
-    (0.40, 0.43),
-    (0.57, 0.59),
-    (0.75, 0.75),
-    (0.93, 0.98),
+    (0.31, 0.43),
+    (0.40, 0.53),
+    (0.57, 0.69),
+    (0.75, 0.88),
+    (0.93, 1.02),
 ]);
-/// The Q6_K copy with 64-output tiles unpacked four rows at a time (`exact_down/q6_k.rs`):
-/// medians of 5 runs of `bench/sparsity/path_costs.rs` on the same VM, load ~1.5–1.8.
 const EXACT_Q6_K_576: TimeCurve = TimeCurve::new(&[
     (0.0, 0.0),
-    (0.17, 0.68),
-    (0.27, 0.86),
-    (0.45, 1.13),
-    (0.63, 1.43),
-    (0.81, 1.81),
+    (0.17, 0.38),
+    (0.27, 0.48),
+    (0.45, 0.75),
+    (0.63, 0.97),
+    (0.81, 1.13),
 ]);
 const EXACT_Q6_K_4096: TimeCurve = TimeCurve::new(&[
     (0.0, 0.0),
-    (0.17, 0.36),
-    (0.27, 0.49),
-    (0.45, 0.70),
-    (0.63, 0.84),
-    (0.81, 1.04),
+    (0.17, 0.32),
+    (0.27, 0.40),
+    (0.45, 0.54),
+    (0.63, 0.67),
+    (0.81, 0.92),
 ]);
 const Q8_0_COPY_576: TimeCurve = TimeCurve::new(&[(0.0, 0.0), (1.0, 1.6)]);
 const Q8_0_COPY_4096: TimeCurve = TimeCurve::new(&[(0.0, 0.0), (1.0, 1.2)]);
