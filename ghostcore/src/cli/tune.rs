@@ -117,7 +117,7 @@ pub fn run(args: Args) -> Result<()> {
         ),
         Source::Builtin(why) => println!("built-in curves: {why}"),
     }
-    print_curves(shape, &tuned.costs);
+    print_curves(shape, threads, &tuned.costs);
     match &tuned.decode {
         DecodeTuning::NoFile => {}
         DecodeTuning::NotRun(why) => {
@@ -287,8 +287,8 @@ fn tune_in_a_context(
     tune_in_decode(&mut ctx, &sparse, costs, plan.mode, opts)
 }
 
-fn print_curves(shape: &FfnShape, costs: &PathCosts) {
-    let builtin = PathCosts::builtin(shape.n_embd);
+fn print_curves(shape: &FfnShape, threads: usize, costs: &PathCosts) {
+    let builtin = PathCosts::builtin(shape.n_embd, threads);
     println!("(share of the dense bytes read → time relative to the dense kernel)");
     let print = |name: &str, c: &TimeCurve, b: &TimeCurve| {
         let pts: Vec<String> = c.points()[1..]

@@ -238,7 +238,8 @@ mod avx2 {
     /// pairs ahead prefetched (the next group's first rows too): the two rows' nibbles are
     /// interleaved byte by byte and multiplied with `maddubs` (32 weights per instruction,
     /// exact integer sums) into i16 sums per output held in `sums` (at most 8 pairs, then
-    /// added to i32 sums there too); after the group, `out += A·s·Σ − B·hsum` in f32.
+    /// added to i32 sums there too); after the last pairs, `out += A·s·Σ`, and after the
+    /// group `out −= B·hsum`, in f32.
     ///
     /// Walking all rows of the group side by side a tile at a time instead (sums in
     /// registers) read SmolLM2's 576-wide down copy from memory at 1.4–1.5× the dense
@@ -346,30 +347,27 @@ mod avx2 {
                     }
                     p += 1;
                 }
-                // The pairs' i16 sums into the i32 totals.
+                // The pairs' i16 sums into the i32 totals; after the last pairs, the totals
+                // times `A·s` into `out` (a group of at most 8 pairs never stores totals).
+                let last = p == n_pairs;
+                let s_v = _mm256_set1_ps(scale);
                 let mut o = 0;
                 while o < n {
-                    let s = _mm256_cvtepi16_epi32(_mm_loadu_si128(part.add(o).cast()));
+                    let mut s = _mm256_cvtepi16_epi32(_mm_loadu_si128(part.add(o).cast()));
                     let tp = total.add(o).cast::<__m256i>();
-                    if first_part {
-                        _mm256_storeu_si256(tp, s);
+                    if !first_part {
+                        s = _mm256_add_epi32(_mm256_loadu_si256(tp), s);
+                    }
+                    if last {
+                        let av = _mm256_cvtph_ps(_mm_loadu_si128(a.scales.as_ptr().add(o).cast()));
+                        let x = _mm256_mul_ps(s_v, _mm256_cvtepi32_ps(s));
+                        let op = a.out.as_mut_ptr().add(o);
+                        _mm256_storeu_ps(op, _mm256_fmadd_ps(av, x, _mm256_loadu_ps(op)));
                     } else {
-                        _mm256_storeu_si256(tp, _mm256_add_epi32(_mm256_loadu_si256(tp), s));
+                        _mm256_storeu_si256(tp, s);
                     }
                     o += 8;
                 }
-            }
-            let s_v = _mm256_set1_ps(scale);
-            let mut o = 0;
-            while o < n {
-                let av = _mm256_cvtph_ps(_mm_loadu_si128(a.scales.as_ptr().add(o).cast()));
-                let x = _mm256_mul_ps(
-                    s_v,
-                    _mm256_cvtepi32_ps(_mm256_loadu_si256(total.add(o).cast())),
-                );
-                let op = a.out.as_mut_ptr().add(o);
-                _mm256_storeu_ps(op, _mm256_fmadd_ps(av, x, _mm256_loadu_ps(op)));
-                o += 8;
             }
         }
         // The min term uses the exact coefficient sum.

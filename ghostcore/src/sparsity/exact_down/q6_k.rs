@@ -367,8 +367,8 @@ mod avx2 {
     /// interleaved byte by byte with in-lane unpacks, so that each 32-bit lane holds the four
     /// rows' bits of two outputs; masks and shifts (per lane for the nibbles) then give the
     /// four rows' 6-bit quants of 8 outputs in order per vector, summed times the four
-    /// coefficients into the run's i32 sums by [`dot4`]. After the run, `− 32 · Σ hq` and
-    /// the i8 sub-block scale into `acc`. |Σ| per lane ≤ 16 · 127 · 63, after the correction
+    /// coefficients into the run's i32 sums by [`dot4`]; the last group adds them, less
+    /// `32 · Σ hq` and times the i8 sub-block scale, into `acc`. |Σ| per lane ≤ 16 · 127 · 63, after the correction
     /// ≤ 16 · 127 · 32; per piece of ≤ 256 ids, |acc| ≤ 256 · 127 · 32 · 128 < 2³¹.
     ///
     /// Walking all rows of a run side by side a tile at a time instead (sums in registers)
@@ -428,6 +428,7 @@ mod avx2 {
                 (rows[g + 2], None)
             };
             let cv = _mm256_set1_epi32(coef[g]);
+            let last = g + 1 == n_groups;
             for ti in 0..n_tiles {
                 let (t, tile) = (ti * TILE, ti * TILE_BYTES);
                 for i in 0..4 {
@@ -448,26 +449,27 @@ mod avx2 {
                         _mm256_and_si256(_mm256_srli_epi16(v[k], 2), bits45),
                         _mm256_and_si256(_mm256_srlv_epi64(w[k], nibble_shift), low4),
                     );
-                    let pl = sums.add(t + 8 * k).cast::<__m256i>();
-                    let ph = sums.add(t + 32 + 8 * k).cast::<__m256i>();
-                    let (al, ah) = if g == 0 {
-                        (_mm256_setzero_si256(), _mm256_setzero_si256())
-                    } else {
-                        (_mm256_loadu_si256(pl), _mm256_loadu_si256(ph))
-                    };
-                    _mm256_storeu_si256(pl, dot4::<VNNI>(al, lo, cv));
-                    _mm256_storeu_si256(ph, dot4::<VNNI>(ah, hi, cv));
+                    for (o, x) in [(t + 8 * k, lo), (t + 32 + 8 * k, hi)] {
+                        let p = sums.add(o).cast::<__m256i>();
+                        let before = if g == 0 {
+                            _mm256_setzero_si256()
+                        } else {
+                            _mm256_loadu_si256(p)
+                        };
+                        let sum = dot4::<VNNI>(before, x, cv);
+                        if last {
+                            // The run's sums, corrected and scaled, into `acc` (a run of
+                            // one group never touches `run_sums`).
+                            let scv = _mm256_cvtepi8_epi32(_mm_loadl_epi64(sc.add(o).cast()));
+                            let ap = acc.as_mut_ptr().add(o).cast::<__m256i>();
+                            let prod = _mm256_mullo_epi32(scv, _mm256_sub_epi32(sum, corr));
+                            _mm256_storeu_si256(ap, _mm256_add_epi32(_mm256_loadu_si256(ap), prod));
+                        } else {
+                            _mm256_storeu_si256(p, sum);
+                        }
+                    }
                 }
             }
-        }
-        let mut o = 0;
-        while o < n_tiles * TILE {
-            let scv = _mm256_cvtepi8_epi32(_mm_loadl_epi64(sc.add(o).cast()));
-            let ap = acc.as_mut_ptr().add(o).cast::<__m256i>();
-            let s = _mm256_loadu_si256(sums.add(o).cast());
-            let prod = _mm256_mullo_epi32(scv, _mm256_sub_epi32(s, corr));
-            _mm256_storeu_si256(ap, _mm256_add_epi32(_mm256_loadu_si256(ap), prod));
-            o += 8;
         }
     }
 

@@ -145,16 +145,18 @@ impl Verdicts {
     }
 
     /// The curves decode with sparsity mode `mode` should use given the `measured` ones for
-    /// a layer of width `n_embd`: the measured ones unless they decoded slower than the
-    /// built-in ones, with the classes that decoded faster off in that mode turned off.
+    /// a layer of width `n_embd` at `n_threads` workers: the measured ones unless they
+    /// decoded slower than the built-in ones, with the classes that decoded faster off in
+    /// that mode turned off.
     pub fn decode_costs(
         &self,
         measured: &PathCosts,
         n_embd: usize,
+        n_threads: usize,
         mode: Option<&str>,
     ) -> PathCosts {
         let base = match self.check_for(mode) {
-            Some(c) if !c.keeps_measured() => PathCosts::builtin(n_embd),
+            Some(c) if !c.keeps_measured() => PathCosts::builtin(n_embd, n_threads),
             _ => *measured,
         };
         self.off(mode).iter().fold(base, PathCosts::without)
@@ -391,7 +393,7 @@ pub fn from_text(shape: &FfnShape, n_threads: usize, text: &str) -> Result<Optio
             return Ok(None);
         }
     }
-    let mut costs = PathCosts::builtin(shape.n_embd);
+    let mut costs = PathCosts::builtin(shape.n_embd, n_threads);
     let (mut rows, mut input_major, mut downs) = (false, false, Vec::new());
     let mut verdicts = Verdicts::default();
     for line in lines.filter(|l| !l.trim().is_empty()) {
@@ -508,7 +510,7 @@ pub fn install_from(
             install_tuned(
                 shape.n_embd,
                 n_threads,
-                v.decode_costs(&cached.costs, shape.n_embd, mode),
+                v.decode_costs(&cached.costs, shape.n_embd, n_threads, mode),
             );
             CachedUse::Installed {
                 path: path.to_path_buf(),
@@ -536,7 +538,7 @@ pub fn load_or_measure(
     let n_threads = exec.n_workers();
     let env = std::env::var(ENV).unwrap_or_default();
     let builtin = |why: &str| {
-        let c = PathCosts::builtin(shape.n_embd);
+        let c = PathCosts::builtin(shape.n_embd, n_threads);
         super::clear_tuned(shape.n_embd, n_threads);
         Ok((c, Source::Builtin(why.into())))
     };
@@ -580,7 +582,7 @@ mod tests {
     }
 
     fn measured() -> PathCosts {
-        let mut c = PathCosts::builtin(576);
+        let mut c = PathCosts::builtin(576, 1);
         c.gathered_rows = TimeCurve::from_measured(&[(0.2, 0.3), (0.6, 0.7), (0.9, 0.95)]).unwrap();
         c.input_major = TimeCurve::from_measured(&[(0.5, 0.6), (0.7, 0.8), (0.9, 1.0)]).unwrap();
         c.exact_q4_k_down = TimeCurve::from_measured(&[(0.1, 0.4), (0.8, 1.9)]).unwrap();
@@ -650,7 +652,7 @@ mod tests {
     #[test]
     fn verdicts_pick_the_curves_and_the_classes_off() {
         let c = measured();
-        let builtin = PathCosts::builtin(576);
+        let builtin = PathCosts::builtin(576, 1);
         let check = |speedup| DecodeCheck {
             mode: "budget:2".into(),
             speedup,
@@ -664,12 +666,12 @@ mod tests {
             wins: if speedup > 1.0 { 18 } else { 8 },
         };
         assert_eq!(
-            none().decode_costs(&c, 576, None),
+            none().decode_costs(&c, 576, 1, None),
             c,
             "unchecked: the measured curves"
         );
         let slower = Verdicts::of_one_mode(check(0.97), vec![]);
-        assert_eq!(slower.decode_costs(&c, 576, Some("budget:2")), builtin);
+        assert_eq!(slower.decode_costs(&c, 576, 1, Some("budget:2")), builtin);
         let v = Verdicts {
             checks: vec![check(1.0)],
             paths: vec![
@@ -685,24 +687,24 @@ mod tests {
         let want = c.without(PathClass::InputMajor);
         let budget = Some("budget:2");
         assert_eq!(
-            v.decode_costs(&c, 576, budget),
+            v.decode_costs(&c, 576, 1, budget),
             want,
             "only what decoded faster off in significantly more pairs"
         );
         assert_eq!(v.off(budget), PathSet::EMPTY.with(PathClass::InputMajor));
         assert_eq!(
-            v.decode_costs(&c, 576, Some("stat:0.5")),
+            v.decode_costs(&c, 576, 1, Some("stat:0.5")),
             c,
             "in that mode only"
         );
-        assert_eq!(v.decode_costs(&c, 576, None), c);
+        assert_eq!(v.decode_costs(&c, 576, 1, None), c);
         assert_eq!(v.off(Some(" budget:2 ")), v.off(budget), "as one word");
         let on_builtin = Verdicts {
             checks: vec![check(0.9)],
             ..v.clone()
         };
         assert_eq!(
-            on_builtin.decode_costs(&c, 576, budget),
+            on_builtin.decode_costs(&c, 576, 1, budget),
             builtin.without(PathClass::InputMajor)
         );
         // A second mode tuned: its own curve verdict and classes; untuned modes follow the
@@ -720,15 +722,15 @@ mod tests {
         );
         let both = v.merged_with(&stat);
         assert_eq!(both.checks.len(), 2);
-        assert_eq!(both.decode_costs(&c, 576, budget), want);
+        assert_eq!(both.decode_costs(&c, 576, 1, budget), want);
         assert_eq!(
-            both.decode_costs(&c, 576, Some("stat:0.5")),
+            both.decode_costs(&c, 576, 1, Some("stat:0.5")),
             builtin.without(PathClass::ExactDown)
         );
-        assert_eq!(both.decode_costs(&c, 576, Some("target:0.5:act")), c);
+        assert_eq!(both.decode_costs(&c, 576, 1, Some("target:0.5:act")), c);
         let retuned = both.merged_with(&Verdicts::of_one_mode(check(0.98), vec![]));
         assert_eq!(retuned.checks.len(), 2, "budget:2's verdicts replaced");
-        assert_eq!(retuned.decode_costs(&c, 576, budget), builtin);
+        assert_eq!(retuned.decode_costs(&c, 576, 1, budget), builtin);
         assert_eq!(retuned.paths.len(), 1, "stat:0.5's path check kept");
     }
 
@@ -816,7 +818,7 @@ mod tests {
             let base = if measured_used {
                 c
             } else {
-                PathCosts::builtin(s.n_embd)
+                PathCosts::builtin(s.n_embd, 1)
             };
             assert_eq!(installed.gathered_rows, base.gathered_rows);
             assert_eq!(installed.off, v.off(budget));

@@ -57,7 +57,7 @@ pub fn check_in_decode(
     opts: &CheckOptions,
 ) -> Result<DecodeCheck> {
     let width = ctx.model().config().n_embd;
-    let builtin = PathCosts::builtin(width);
+    let builtin = PathCosts::builtin(width, ctx.n_threads());
     let speed = compare_in_decode(ctx, &builtin, costs, opts)?;
     Ok(DecodeCheck {
         mode: mode_word(mode),
@@ -80,7 +80,7 @@ pub fn tune_in_decode(
 ) -> Result<Verdicts> {
     let mut verdicts = Verdicts::of_one_mode(check_in_decode(ctx, measured, mode, opts)?, vec![]);
     let width = ctx.model().config().n_embd;
-    let mut current = verdicts.decode_costs(measured, width, None);
+    let mut current = verdicts.decode_costs(measured, width, ctx.n_threads(), None);
     let taken = paths_taken(ctx, sparse, &current, opts)?;
     for class in taken.iter() {
         let candidate = current.without(class);
@@ -225,7 +225,7 @@ pub fn record_and_install(
     install_tuned(
         shape.n_embd,
         n_threads,
-        verdicts.decode_costs(costs, shape.n_embd, mode),
+        verdicts.decode_costs(costs, shape.n_embd, n_threads, mode),
     );
     Ok(())
 }

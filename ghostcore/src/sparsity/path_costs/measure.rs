@@ -105,7 +105,7 @@ pub fn measure(
     exec: &dyn Splitter,
     progress: &mut dyn FnMut(&str),
 ) -> Result<PathCosts> {
-    let mut costs = PathCosts::builtin(shape.n_embd);
+    let mut costs = PathCosts::builtin(shape.n_embd, exec.n_workers());
     progress("gathered rows");
     costs.gathered_rows = curve(gathered_rows(
         shape.rows_type,
@@ -366,7 +366,7 @@ mod tests {
                 "exact q6_K down"
             ]
         );
-        let builtin = PathCosts::builtin(256);
+        let builtin = PathCosts::builtin(256, 1);
         assert_ne!(costs.gathered_rows, builtin.gathered_rows);
         assert_eq!(costs.gathered_rows.points().len(), ROW_SHARES.len() + 1);
         assert_eq!(costs.exact_q4_k_down.points().len(), DOWN_SHARES.len() + 1);

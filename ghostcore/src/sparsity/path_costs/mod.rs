@@ -153,6 +153,18 @@ const GATHERED_ROWS: TimeCurve = TimeCurve::new(&[
     (1.0, 1.05),
 ]);
 const INPUT_MAJOR: TimeCurve = TimeCurve::new(&[(0.0, 0.0), (0.5, 0.60), (0.8, 0.83), (1.0, 0.93)]);
+/// The AVX2 (no VNNI) input-major kernel split over two or more workers: compute-bound, it
+/// scales worse than the dense rows (`ghost tune -t 2` on a 2-core Zen 3 VM at SmolLM2's
+/// shape, `bench/results/2026-12-07-s9-thread-tuning.md`, where the single-thread curve
+/// decoded `budget:2` at 0.75–0.89× the dense speed).
+const INPUT_MAJOR_AVX2_THREADS: TimeCurve = TimeCurve::new(&[
+    (0.0, 0.0),
+    (0.55, 0.66),
+    (0.73, 0.94),
+    (0.82, 1.15),
+    (0.91, 1.28),
+    (1.0, 1.28),
+]);
 /// Exact copies against the share of the dense down's bytes they read (scales included),
 /// rows read one after another (`exact_down/`): medians of 3 runs of
 /// `bench/sparsity/path_costs.rs` on a 2-core Zen 3 VM
@@ -325,7 +337,7 @@ impl PathCosts {
     pub fn of_this_process(n_embd: usize, n_threads: usize) -> Self {
         match InputMajorKernel::best() {
             InputMajorKernel::Scalar => PathCosts::BYTES,
-            _ => tuned(n_embd, n_threads).unwrap_or_else(|| PathCosts::builtin(n_embd)),
+            _ => tuned(n_embd, n_threads).unwrap_or_else(|| PathCosts::builtin(n_embd, n_threads)),
         }
     }
 
@@ -335,14 +347,20 @@ impl PathCosts {
         self
     }
 
-    /// The built-in curves for a layer of width `n_embd` (measured on the VM of this
-    /// module's documentation; bytes alone for the scalar kernels).
-    pub fn builtin(n_embd: usize) -> Self {
+    /// The built-in curves for a layer of width `n_embd` computed by `n_threads` workers
+    /// (measured on the VMs of this module's documentation; bytes alone for the scalar
+    /// kernels).
+    pub fn builtin(n_embd: usize, n_threads: usize) -> Self {
         let wide = n_embd >= WIDE;
-        match InputMajorKernel::best() {
+        let kernel = InputMajorKernel::best();
+        match kernel {
             InputMajorKernel::Vnni | InputMajorKernel::Avx2 => PathCosts {
                 gathered_rows: GATHERED_ROWS,
-                input_major: INPUT_MAJOR,
+                input_major: if kernel == InputMajorKernel::Avx2 && n_threads > 1 {
+                    INPUT_MAJOR_AVX2_THREADS
+                } else {
+                    INPUT_MAJOR
+                },
                 exact_q4_k_down: if wide {
                     EXACT_Q4_K_4096
                 } else {
@@ -490,7 +508,7 @@ mod tests {
     fn installed_curves_replace_the_builtin_ones_for_their_width() {
         // A width no other test installs; the state is process-wide.
         let width = 4321;
-        let mut costs = PathCosts::builtin(width);
+        let mut costs = PathCosts::builtin(width, 1);
         costs.gathered_rows = TimeCurve::from_measured(&[(0.5, 0.25), (1.0, 0.5)]).unwrap();
         install_tuned(width, 2, costs);
         assert_eq!(tuned(width, 2), Some(costs));
@@ -514,8 +532,24 @@ mod tests {
     }
 
     #[test]
+    fn builtin_input_major_curve_follows_the_kernel_and_thread_count() {
+        let (one, two) = (PathCosts::builtin(576, 1), PathCosts::builtin(576, 2));
+        match InputMajorKernel::best() {
+            // AVX2 without VNNI: cheaper than the rows at 10% of the input dropped with one
+            // worker, dearer with two.
+            InputMajorKernel::Avx2 => {
+                assert!(one.input_major(91, 100) < 1.0, "{one:?}");
+                assert!(two.input_major(91, 100) > 1.0, "{two:?}");
+                assert_eq!(two, PathCosts::builtin(576, 16));
+            }
+            InputMajorKernel::Vnni | InputMajorKernel::Scalar => assert_eq!(one, two),
+        }
+        assert_eq!(one.exact_q6_k_down, two.exact_q6_k_down);
+    }
+
+    #[test]
     fn paths_turned_off_are_never_cheaper() {
-        let on = PathCosts::builtin(576);
+        let on = PathCosts::builtin(576, 1);
         let e = ExactDown::from_down(
             GgmlType::Q4_K,
             32,
@@ -551,7 +585,7 @@ mod tests {
 
     #[test]
     fn all_rows_in_order_cost_the_dense_time() {
-        let p = PathCosts::builtin(576);
+        let p = PathCosts::builtin(576, 1);
         assert_eq!(p.gathered_rows(10, 10), 1.0);
         // From memory, a walk over most rows with gaps is no faster than all rows.
         if InputMajorKernel::best() != InputMajorKernel::Scalar {
