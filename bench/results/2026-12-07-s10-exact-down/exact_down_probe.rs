@@ -1,4 +1,6 @@
-// Scratch probe (not committed): absolute times of the dense down vs the exact copy, hot (L2) and cold.
+// Probe used in session 10 (not built by the workspace): copy to ghostcore/examples/ and run
+// `cargo run --release -p ghostcore --example exact_down_probe` (GC_TY=q4k for the Q4_K copy).
+// Absolute times of the dense down and the exact copy of one 576x1536 down, in cache and from memory.
 use ghostcore::quant::random::random_tensor;
 use ghostcore::quant::GgmlType;
 use ghostcore::sampling::Rng;
