@@ -95,7 +95,7 @@ pub fn use_measured_path_costs(model: &Model, n_threads: usize, mode: Option<&st
             let off: Vec<&str> = off.iter().map(|c| c.name()).collect();
             eprintln!(
                 "ghost: sparse paths tuned for {n_threads} thread{} ({}): {curves}{}",
-                if n_threads == 1 { "" } else { "s" },
+                super::tune::plural(n_threads),
                 path.display(),
                 if off.is_empty() {
                     String::new()
@@ -139,10 +139,7 @@ fn tune_if_never_tuned(
     if tuned {
         return;
     }
-    let threads = format!(
-        "{n_threads} thread{}",
-        if n_threads == 1 { "" } else { "s" }
-    );
+    let threads = format!("{n_threads} thread{}", super::tune::plural(n_threads));
     let size = model.info().tensor_bytes;
     if size > AUTO_TUNE_MAX_BYTES {
         eprintln!(

@@ -154,7 +154,8 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-fn plural(n: usize) -> &'static str {
+/// The plural ending of "thread" (and such) for `n`.
+pub(super) fn plural(n: usize) -> &'static str {
     if n == 1 {
         ""
     } else {
