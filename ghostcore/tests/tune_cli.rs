@@ -22,6 +22,18 @@ fn text(o: &Output) -> (String, String) {
     )
 }
 
+/// Runs `c` (with `GHOST_PATH_COSTS=env` if given), asserted to succeed: its stdout and
+/// stderr.
+fn succeed(mut c: Command, env: Option<&str>) -> (String, String) {
+    if let Some(v) = env {
+        c.env("GHOST_PATH_COSTS", v);
+    }
+    let o = c.output().unwrap();
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    (out, err)
+}
+
 /// The cache file a `saved to …` / `cached: …` line names.
 fn named_file(stdout: &str, after: &str) -> PathBuf {
     let line = stdout
@@ -50,13 +62,7 @@ fn tune_measures_caches_and_rereads() {
         c.args(["tune", "--reps", "1", "-m"])
             .arg(&model)
             .args(extra);
-        if let Some(v) = env {
-            c.env("GHOST_PATH_COSTS", v);
-        }
-        let o = c.output().unwrap();
-        let (out, err) = text(&o);
-        assert!(o.status.success(), "{out}\n{err}");
-        (out, err)
+        succeed(c, env)
     };
 
     let (out, err) = tune(&[], None);
@@ -255,14 +261,9 @@ fn first_sparse_run_tunes_once() {
             .args(["--sparsity", mode, "-m"])
             .arg(&model)
             .args(extra);
-        if let Some(v) = env {
-            c.env("GHOST_PATH_COSTS", v);
-        }
-        let o = c.output().unwrap();
-        let (out, err) = text(&o);
-        assert!(o.status.success(), "{out}\n{err}");
-        err
+        succeed(c, env).1
     };
+
     let files = || -> Vec<PathBuf> {
         match std::fs::read_dir(cache.join("ghostcore").join("path-costs")) {
             Ok(d) => d.map(|e| e.unwrap().path()).collect(),

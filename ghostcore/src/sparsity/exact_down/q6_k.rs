@@ -222,8 +222,8 @@ impl ExactQ6kDown {
             let mut r = k;
             while r < end {
                 let r_end = run_end(ids, r, SUB).min(r + SUB).min(end);
-                let next = &ids[r_end..(r_end + avx2::NEXT).min(ids.len())];
                 let want = (r_end + avx2::NEXT).min(ids.len());
+                let next = &ids[r_end..want];
                 if pf < r {
                     // The kernel prefetches ahead within a run; a run it did not reach
                     // (the first) starts with its rows' first lines.
