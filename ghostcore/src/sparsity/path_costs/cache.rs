@@ -305,6 +305,7 @@ pub fn to_text(
     let mut line = |name: &str, c: &TimeCurve| {
         s.push_str(name);
         for (x, y) in &c.points()[1..] {
+            // 4 decimals: the precision `TimeCurve::from_measured` keeps.
             s.push_str(&format!(" {x:.4}:{y:.4}"));
         }
         s.push('\n');
@@ -732,6 +733,18 @@ mod tests {
         assert_eq!(retuned.checks.len(), 2, "budget:2's verdicts replaced");
         assert_eq!(retuned.decode_costs(&c, 576, 1, budget), builtin);
         assert_eq!(retuned.paths.len(), 1, "stat:0.5's path check kept");
+    }
+
+    #[test]
+    fn measured_curves_read_back_equal() {
+        let s = shape();
+        let mut c = measured();
+        c.gathered_rows =
+            TimeCurve::from_measured(&[(0.183_31, 0.444_949_9), (0.6, 0.765_55)]).unwrap();
+        let back = from_text(&s, 1, &to_text(&s, 1, &c, &none()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(back.costs, c);
     }
 
     #[test]

@@ -97,18 +97,21 @@ impl TimeCurve {
     /// (0, 0) put first, and each time raised to at least the one before it, since reading
     /// more of a matrix never takes less time and a lower later median is noise. `None`
     /// unless there are 1 to `MAX_POINTS - 1` points with finite shares in (0, 1.5] and
-    /// finite times ≥ 0, all shares distinct.
+    /// finite times ≥ 0, all shares distinct. Values are kept to the 4 decimals the cache
+    /// file holds ([`cache`]), so that curves just measured and the same curves read back
+    /// are equal (and print alike).
     pub fn from_measured(points: &[(f64, f64)]) -> Option<TimeCurve> {
         if points.is_empty() || points.len() >= Self::MAX_POINTS {
             return None;
         }
+        let round = |v: f64| (v * 1e4).round() / 1e4;
+        let mut p: Vec<(f64, f64)> = points.iter().map(|&(x, y)| (round(x), round(y))).collect();
         let ok = |&(x, y): &(f64, f64)| {
             x.is_finite() && y.is_finite() && x > 0.0 && x <= 1.5 && y >= 0.0
         };
-        if !points.iter().all(ok) {
+        if !p.iter().all(ok) {
             return None;
         }
-        let mut p = points.to_vec();
         p.sort_by(|a, b| a.0.total_cmp(&b.0));
         if p.windows(2).any(|w| w[0].0 == w[1].0) {
             return None;
