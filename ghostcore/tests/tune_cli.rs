@@ -82,7 +82,7 @@ fn tune_measures_caches_and_rereads() {
         "{file:?}"
     );
     let saved = std::fs::read_to_string(&file).unwrap();
-    assert!(saved.starts_with("ghostcore-path-costs 3\ncpu "), "{saved}");
+    assert!(saved.starts_with("ghostcore-path-costs 4\ncpu "), "{saved}");
     assert!(saved.contains("\nthreads 1\n"), "{saved}");
     assert!(saved.contains("\ngathered_rows "), "{saved}");
 

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use crate::gguf::{GgufFile, GgufWriter};
 use crate::quant::random::random_tensor;
+use crate::quant::recipe::use_more_bits;
 use crate::quant::GgmlType;
 use crate::sampling::Rng;
 use crate::{bail, Result};
@@ -68,7 +69,10 @@ pub fn shape(name: &str) -> Result<Shape> {
     })
 }
 
-/// (matrix type, ffn_down / output type) of a weight-type recipe.
+/// (matrix type, bumped type) of a weight-type recipe: the bumped type is the output head's
+/// and, as in llama.cpp's recipes, that of `attn_v` and `ffn_down` in the layers it gives
+/// more bits (`use_more_bits`: the first and last eighth and every third layer between; for
+/// Q4_K_M that is Q6_K in about half the layers, Q4_K in the others).
 fn recipe(name: &str) -> Result<(GgmlType, GgmlType)> {
     Ok(match name {
         "q4_k_m" => (GgmlType::Q4_K, GgmlType::Q6_K),
@@ -180,18 +184,23 @@ pub fn build(
                 )?;
             }
         }
-        for (name, rows) in [
-            ("attn_q", e),
-            ("attn_k", kv),
-            ("attn_v", kv),
-            ("attn_output", e),
+        let bumped = if use_more_bits(i as i64, shape.n_layer as i64) {
+            down
+        } else {
+            mat
+        };
+        for (name, rows, ty) in [
+            ("attn_q", e, mat),
+            ("attn_k", kv, mat),
+            ("attn_v", kv, bumped),
+            ("attn_output", e, mat),
         ] {
             add(
                 &mut w,
                 n(name),
-                mat,
+                ty,
                 &[e as u64, rows as u64],
-                random_tensor(mat, e * rows, &mut rng)?,
+                random_tensor(ty, e * rows, &mut rng)?,
             )?;
         }
         for name in ["ffn_gate", "ffn_up"] {
@@ -206,9 +215,9 @@ pub fn build(
         add(
             &mut w,
             n("ffn_down"),
-            down,
+            bumped,
             &[f as u64, e as u64],
-            random_tensor(down, e * f, &mut rng)?,
+            random_tensor(bumped, e * f, &mut rng)?,
         )?;
     }
     Ok(w)
@@ -239,6 +248,40 @@ pub fn run(args: Args) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Q4_K_M gives `attn_v` and `ffn_down` Q6_K in llama.cpp's `use_more_bits` layers and Q4_K
+    /// in the others (as a real Q4_K_M file has both kinds of down), the other matrices Q4_K
+    /// and the output head Q6_K.
+    #[test]
+    fn q4_k_m_bumps_the_layers_llama_cpp_bumps() {
+        let mut sh = shape("tiny").unwrap();
+        sh.n_layer = 8;
+        let w = build(&sh, "llama", "q4_k_m", None, 1).unwrap();
+        let ty = |name: &str| {
+            w.tensors()
+                .iter()
+                .find(|t| t.name == name)
+                .map(|t| t.ty)
+                .unwrap()
+        };
+        // 8 layers: the first and last eighth (layers 0 and 7) and every third from layer 1
+        // (layers 3 and 6).
+        let bumped: Vec<usize> = (0..8)
+            .filter(|&i| ty(&format!("blk.{i}.ffn_down.weight")) == GgmlType::Q6_K)
+            .collect();
+        assert_eq!(bumped, [0, 3, 6, 7]);
+        for i in 0..8 {
+            let down = ty(&format!("blk.{i}.ffn_down.weight"));
+            assert_eq!(ty(&format!("blk.{i}.attn_v.weight")), down);
+            if !bumped.contains(&i) {
+                assert_eq!(down, GgmlType::Q4_K);
+            }
+            for m in ["attn_q", "attn_k", "attn_output", "ffn_gate", "ffn_up"] {
+                assert_eq!(ty(&format!("blk.{i}.{m}.weight")), GgmlType::Q4_K, "{m}");
+            }
+        }
+        assert_eq!(ty("output.weight"), GgmlType::Q6_K);
+    }
 
     /// Random blocks of every type dequantize to finite weights with a spread of a few
     /// hundredths and a mean well below that spread (a biased tensor makes every neuron see

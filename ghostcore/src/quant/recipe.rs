@@ -398,7 +398,8 @@ pub fn output_order(a: &str, b: &str) -> Ordering {
     layer_of(a).cmp(&layer_of(b)).then_with(|| a.cmp(b))
 }
 
-fn use_more_bits(i_layer: i64, n_layers: i64) -> bool {
+/// llama.cpp's `use_more_bits`: the layers its `_M` recipes give a larger type.
+pub fn use_more_bits(i_layer: i64, n_layers: i64) -> bool {
     i_layer < n_layers / 8 || i_layer >= 7 * n_layers / 8 || (i_layer - n_layers / 8) % 3 == 2
 }
 

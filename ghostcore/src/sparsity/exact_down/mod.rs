@@ -2,7 +2,8 @@
 //! weights (a column of the output-major GGUF tensor) lie in one contiguous row, with no
 //! requantization. The sparse down projection then reads only the rows of active neurons.
 //!
-//! - [`q4_k`]: Q4_K downs (4-bit quants, `(A, B)` scale pairs per 32 neurons rounded to f16).
+//! - [`q4_k`]: Q4_K downs (4-bit quants, the original 6-bit sub-block scales and mins a byte
+//!   each, and f16 block scales: 37/36 of the original bytes, exactly the same weights).
 //! - [`q6_k`]: Q6_K downs (6-bit quants, the original i8 sub-block scales and f16 block
 //!   scales: the same bytes and exactly the same weights as the original).
 //!

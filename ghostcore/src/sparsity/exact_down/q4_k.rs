@@ -1,24 +1,29 @@
 //! A neuron-major copy of a Q4_K `ffn_down` that keeps the model's own 4-bit quants.
 //!
 //! In a Q4_K `ffn_down` (`n_embd` rows of `n_ff`), weight `(o, j)` is `A·q − B` with a 4-bit
-//! `q` and, for the 32 neurons of sub-block `g = j / 32`, `A = d·sc` and `B = dmin·m` shared
-//! along row `o`. Transposing the quants and keeping one `(A, B)` pair per (group, output)
-//! gives neuron `j` a row of `n_embd` nibbles, with no requantization at all: the only change
-//! is `A` and `B` rounded to f16 (relative error ≤ 2⁻¹¹ of the scale, about 25× smaller than a
-//! Q8_0 copy's). The copy is about 1.11× the size of the original (`n_embd/2` bytes per neuron
-//! plus `4·n_embd` bytes of scales per group of 32), against 1.9× for a Q8_0 copy, so skipping
-//! neurons saves down bytes at any sparsity worth using.
+//! `q` and, for the 32 neurons of sub-block `g = j / 32`, `A = d·sc` and `B = dmin·m`: 6-bit
+//! `sc` and `m` per sub-block and f16 `d` and `dmin` per block of 256 neurons, along row `o`.
+//! Transposing the quants gives neuron `j` a row of `n_embd` nibbles; the copy keeps, per
+//! group of 32 neurons, the `n_embd` values of `sc` and of `m` (a byte each) and, per block,
+//! the `n_embd` f16 values of `d` and of `dmin` as the file holds them. Nothing is
+//! requantized or rounded: `A` and `B` are formed in f32 as the dequantizer forms them. The
+//! copy holds 4.625 bits per weight, 37/36 of the original's 4.5 (the 6-bit scales take a
+//! byte each), so a skipped neuron saves almost all of its down bytes. (The first version
+//! stored `A` and `B` as f16 per group and output: 5 bits per weight, so its scales alone
+//! were 22% of the original's bytes, read whenever a group had one active neuron.)
 //!
-//! The down projection over active neurons `S` is then, per group `g`:
-//! `out[o] += A[g][o] · Σ_{j∈S∩g} h_j q[j][o] − B[g][o] · Σ_{j∈S∩g} h_j`.
+//! The down projection over active neurons `S` is then, per group `g` of block `b`:
+//! `out[o] += d[b][o]·sc[g][o] · Σ_{j∈S∩g} h_j q[j][o] − dmin[b][o]·m[g][o] · Σ_{j∈S∩g} h_j`.
 
 use super::{prefetch, run_end, unit_runs, PREFETCH_AHEAD};
 use crate::quant::blocks::{unpack_scales_mins_k4, BlockQ4K};
 use crate::quant::{GgmlType, QK_K};
-use crate::{bail, Result};
+use crate::Result;
 
 /// Neurons per scale group (a Q4_K sub-block).
 pub const GROUP: usize = 32;
+/// Neurons per f16 `d`/`dmin` pair (a Q4_K block).
+pub const BLOCK: usize = QK_K;
 
 /// The exact neuron-major copy of one layer's Q4_K `ffn_down`.
 #[derive(Clone, Debug, PartialEq)]
@@ -29,35 +34,33 @@ pub struct ExactQ4kDown {
     /// outputs) hold output `32b + i` in the low nibble of byte `i` and `32b + 16 + i` in the
     /// high nibble.
     quants: Vec<u8>,
-    /// Per group: `n_embd` values of `A` then `n_embd` values of `B`, as f16 bits.
-    scales: Vec<u16>,
+    /// Per group: `n_embd` values of `sc` then `n_embd` values of `m` (6-bit, a byte each).
+    group_scales: Vec<u8>,
+    /// Per block: `n_embd` values of `d` then `n_embd` values of `dmin`, as f16 bits.
+    block_scales: Vec<u16>,
 }
 
 impl ExactQ4kDown {
     /// Build the copy from `down` (`n_embd` rows of `n_ff` Q4_K weights). `Unsupported` when
-    /// `down` is not Q4_K, `n_embd` is not a multiple of 32, or a scale overflows f16.
+    /// `down` is not Q4_K or `n_embd` is not a multiple of 32.
     pub fn from_q4_k(ty: GgmlType, n_embd: usize, n_ff: usize, down: &[u8]) -> Result<Self> {
         let blocks = super::down_blocks::<BlockQ4K>(ty, n_embd, n_ff, down)?;
         let per_row = n_ff / QK_K;
         let n_groups = n_ff / GROUP;
         let row = n_embd / 2;
         let mut quants = vec![0u8; n_ff * row];
-        let mut scales = vec![0u16; n_groups * 2 * n_embd];
+        let mut group_scales = vec![0u8; n_groups * 2 * n_embd];
+        let mut block_scales = vec![0u16; per_row * 2 * n_embd];
         for o in 0..n_embd {
             let (byte, shift) = ((o / 32) * 16 + o % 16, if o % 32 < 16 { 0 } else { 4 });
             for (b, blk) in blocks[o * per_row..(o + 1) * per_row].iter().enumerate() {
-                let d = crate::quant::blocks::f16_le(blk.d);
-                let dmin = crate::quant::blocks::f16_le(blk.dmin);
+                block_scales[b * 2 * n_embd + o] = u16::from_le_bytes(blk.d);
+                block_scales[b * 2 * n_embd + n_embd + o] = u16::from_le_bytes(blk.dmin);
                 let (sc, mn) = unpack_scales_mins_k4(&blk.scales);
                 for s in 0..8 {
                     let g = b * 8 + s;
-                    let a = half::f16::from_f32(d * sc[s] as f32);
-                    let m = half::f16::from_f32(dmin * mn[s] as f32);
-                    if !a.is_finite() || !m.is_finite() {
-                        bail!(Unsupported, "Q4_K scale of ffn_down overflows f16");
-                    }
-                    scales[g * 2 * n_embd + o] = a.to_bits();
-                    scales[g * 2 * n_embd + n_embd + o] = m.to_bits();
+                    group_scales[g * 2 * n_embd + o] = sc[s];
+                    group_scales[g * 2 * n_embd + n_embd + o] = mn[s];
                 }
                 for c in 0..4 {
                     for l in 0..32 {
@@ -73,7 +76,8 @@ impl ExactQ4kDown {
             n_embd,
             n_ff,
             quants,
-            scales,
+            group_scales,
+            block_scales,
         })
     }
 
@@ -90,28 +94,38 @@ impl ExactQ4kDown {
         self.n_embd / 2
     }
 
-    /// Bytes of one group's scales.
+    /// Bytes of one group's scales (`sc` and `m`).
     pub fn group_bytes(&self) -> usize {
+        2 * self.n_embd
+    }
+
+    /// Bytes of one block's scales (`d` and `dmin`).
+    pub fn block_bytes(&self) -> usize {
         4 * self.n_embd
     }
 
-    /// Group `g`'s scales as bytes (for prefetching).
-    fn scales_bytes(&self, g: usize) -> &[u8] {
-        let s = &self.scales[g * 2 * self.n_embd..(g + 1) * 2 * self.n_embd];
-        // SAFETY: a `[u16]` slice is readable as twice as many bytes (u8 has alignment 1 and
-        // no invalid values); the view borrows `self` immutably like the slice.
-        unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<u8>(), 2 * s.len()) }
+    /// Group `g`'s `sc` then `m` values.
+    fn group_scales(&self, g: usize) -> &[u8] {
+        &self.group_scales[g * 2 * self.n_embd..(g + 1) * 2 * self.n_embd]
+    }
+
+    /// Block `b`'s `d` then `dmin` values (f16 bits).
+    fn block_scales(&self, b: usize) -> &[u16] {
+        &self.block_scales[b * 2 * self.n_embd..(b + 1) * 2 * self.n_embd]
     }
 
     /// Total bytes of the copy.
     pub fn total_bytes(&self) -> usize {
-        self.quants.len() + 2 * self.scales.len()
+        self.quants.len() + self.group_scales.len() + 2 * self.block_scales.len()
     }
 
-    /// Bytes read by [`Self::accumulate`] over `ids` (quants of each id, scales of each run of
-    /// consecutive ids in one group).
+    /// Bytes read by [`Self::accumulate`] over `ids`: quants of each id, `sc`/`m` of each run
+    /// of consecutive ids in one group, `d`/`dmin` of each run in one block (the groups of a
+    /// run of one block find them in cache).
     pub fn bytes_for(&self, ids: &[u32]) -> usize {
-        ids.len() * self.row_bytes() + unit_runs(ids, GROUP) * self.group_bytes()
+        ids.len() * self.row_bytes()
+            + unit_runs(ids, GROUP) * self.group_bytes()
+            + unit_runs(ids, BLOCK) * self.block_bytes()
     }
 
     /// `out[o] += Σ_k coefs[k] · down[o][ids[k]]`. `acc` is scratch (resized). Ids are visited
@@ -140,18 +154,23 @@ impl ExactQ4kDown {
                 }
             }
             if let Some(&first) = ids.get(end) {
-                let sc = self.scales_bytes(first as usize / GROUP);
+                let next_g = first as usize / GROUP;
+                let sc = self.group_scales(next_g);
                 prefetch(&sc[..sc.len().min(2 * PREFETCH_AHEAD)]);
+                if next_g * GROUP / BLOCK != g * GROUP / BLOCK {
+                    let bs = self.block_scales(next_g * GROUP / BLOCK);
+                    prefetch(as_bytes(&bs[..bs.len().min(PREFETCH_AHEAD)]));
+                }
             }
             let hsum: f32 = coefs[k..end].iter().sum();
-            let sc = &self.scales[g * 2 * self.n_embd..(g + 1) * 2 * self.n_embd];
             group(GroupArgs {
                 quants: &self.quants,
                 row,
                 ids: &ids[k..end],
                 coefs: &coefs[k..end],
                 next: &ids[end..(end + 4).min(ids.len())],
-                scales: sc,
+                group_scales: self.group_scales(g),
+                block_scales: self.block_scales(g * GROUP / BLOCK),
                 hsum,
                 out,
                 acc: &mut scratch.f32s,
@@ -161,6 +180,13 @@ impl ExactQ4kDown {
         }
         Ok(())
     }
+}
+
+/// `s` viewed as bytes (for prefetching).
+fn as_bytes(s: &[u16]) -> &[u8] {
+    // SAFETY: a `[u16]` slice is readable as twice as many bytes (u8 has alignment 1 and no
+    // invalid values); the view borrows the same memory immutably, for the same lifetime.
+    unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<u8>(), 2 * s.len()) }
 }
 
 /// One group's share of the down projection.
@@ -173,8 +199,10 @@ struct GroupArgs<'a> {
     coefs: &'a [f32],
     /// The ids after the group's (at most 4; their rows are prefetched).
     next: &'a [u32],
-    /// The group's `A` then `B` values (f16 bits, `n_embd` each).
-    scales: &'a [u16],
+    /// The group's `sc` then `m` values (`n_embd` each).
+    group_scales: &'a [u8],
+    /// Its block's `d` then `dmin` values (f16 bits, `n_embd` each).
+    block_scales: &'a [u16],
     /// Σ coefs.
     hsum: f32,
     out: &'a mut [f32],
@@ -194,7 +222,7 @@ fn select_group_kernel() -> GroupKernel {
     group_scalar
 }
 
-/// Reference: `acc = Σ h_j q_j`, then `out += A·acc − B·hsum`.
+/// Reference: `acc = Σ h_j q_j`, then `out += d·sc·acc − dmin·m·hsum`.
 fn group_scalar(a: GroupArgs<'_>) {
     let n = a.out.len();
     a.acc.clear();
@@ -208,10 +236,11 @@ fn group_scalar(a: GroupArgs<'_>) {
             }
         }
     }
-    let (sa, sb) = a.scales.split_at(n);
+    let (sc, m) = a.group_scales.split_at(n);
+    let (d, dmin) = a.block_scales.split_at(n);
     for o in 0..n {
-        let av = half::f16::from_bits(sa[o]).to_f32();
-        let bv = half::f16::from_bits(sb[o]).to_f32();
+        let av = half::f16::from_bits(d[o]).to_f32() * sc[o] as f32;
+        let bv = half::f16::from_bits(dmin[o]).to_f32() * m[o] as f32;
         a.out[o] += av * a.acc[o] - bv * a.hsum;
     }
 }
@@ -226,8 +255,9 @@ mod avx2 {
     pub(super) fn group(a: GroupArgs<'_>) {
         // SAFETY: CPU support checked by `select_group_kernel`. `accumulate` checked every id
         // against `n_ff`, so each row `j·row .. (j+1)·row` lies inside `quants`; `out.len()`
-        // is `n_embd`, a multiple of 32, `row = n_embd/2`, and `scales` holds `2·n_embd`
-        // values: every tile below reads and writes inside those bounds.
+        // is `n_embd`, a multiple of 32, `row = n_embd/2`, and `group_scales` and
+        // `block_scales` hold `2·n_embd` values each: every tile below reads and writes
+        // inside those bounds.
         unsafe { group_impl(a) }
     }
 
@@ -238,8 +268,8 @@ mod avx2 {
     /// pairs ahead prefetched (the next group's first rows too): the two rows' nibbles are
     /// interleaved byte by byte and multiplied with `maddubs` (32 weights per instruction,
     /// exact integer sums) into i16 sums per output held in `sums` (at most 8 pairs, then
-    /// added to i32 sums there too); after the last pairs, `out += A·s·Σ`, and after the
-    /// group `out −= B·hsum`, in f32.
+    /// added to i32 sums there too); after the last pairs, `out += d·sc·s·Σ`, and after the
+    /// group `out −= dmin·m·hsum`, in f32.
     ///
     /// Walking all rows of the group side by side a tile at a time instead (sums in
     /// registers) read SmolLM2's 576-wide down copy from memory at 1.4–1.5× the dense
@@ -359,7 +389,7 @@ mod avx2 {
                         s = _mm256_add_epi32(_mm256_loadu_si256(tp), s);
                     }
                     if last {
-                        let av = _mm256_cvtph_ps(_mm_loadu_si128(a.scales.as_ptr().add(o).cast()));
+                        let av = scale_at(a.block_scales, a.group_scales, o);
                         let x = _mm256_mul_ps(s_v, _mm256_cvtepi32_ps(s));
                         let op = a.out.as_mut_ptr().add(o);
                         _mm256_storeu_ps(op, _mm256_fmadd_ps(av, x, _mm256_loadu_ps(op)));
@@ -373,11 +403,25 @@ mod avx2 {
         // The min term uses the exact coefficient sum.
         let mut o = 0;
         while o < n {
-            let bv = _mm256_cvtph_ps(_mm_loadu_si128(a.scales.as_ptr().add(n + o).cast()));
+            let bv = scale_at(a.block_scales, a.group_scales, n + o);
             let op = a.out.as_mut_ptr().add(o);
             _mm256_storeu_ps(op, _mm256_fnmadd_ps(bv, h_sum, _mm256_loadu_ps(op)));
             o += 8;
         }
+    }
+
+    /// `f16(block[i..i+8]) · group[i..i+8]` in f32: `A = d·sc` (from `i < n_embd`) or `B = dmin·m`
+    /// (from `n_embd + i`) of 8 outputs, formed as the dequantizer forms them.
+    ///
+    /// # Safety
+    /// AVX2 and F16C available; `i + 8 ≤ block.len()` and `i + 8 ≤ group.len()`.
+    #[target_feature(enable = "avx2,f16c")]
+    unsafe fn scale_at(block: &[u16], group: &[u8], i: usize) -> __m256 {
+        let d = _mm256_cvtph_ps(_mm_loadu_si128(block.as_ptr().add(i).cast()));
+        let s = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(
+            group.as_ptr().add(i).cast(),
+        )));
+        _mm256_mul_ps(d, s)
     }
 }
 
@@ -400,7 +444,8 @@ mod tests {
         let (n_embd, n_ff) = (96, 512);
         let (data, deq) = random_down(n_embd, n_ff, 3);
         let copy = ExactQ4kDown::from_q4_k(GgmlType::Q4_K, n_embd, n_ff, &data).unwrap();
-        assert!(copy.total_bytes() < 2 * data.len());
+        // 4.625 bits per weight against the original's 4.5.
+        assert_eq!(36 * copy.total_bytes(), 37 * data.len());
         let mut st = 9u64;
         let sorted: Vec<u32> = (0..n_ff as u32).filter(|j| j % 3 != 0).collect();
         let mut shuffled = sorted.clone();
@@ -435,7 +480,8 @@ mod tests {
                     ids: &ids[k..end],
                     coefs: &coefs[k..end],
                     next: &[],
-                    scales: &copy.scales[g * 2 * n_embd..(g + 1) * 2 * n_embd],
+                    group_scales: copy.group_scales(g),
+                    block_scales: copy.block_scales(g * GROUP / BLOCK),
                     hsum: coefs[k..end].iter().sum(),
                     out: &mut got_scalar,
                     acc: &mut acc,
@@ -443,19 +489,25 @@ mod tests {
                 });
                 k = end;
             }
-            // f16 scales: relative 2^-11 of each weight's scale, well inside 1e-3.
-            let tol = 1e-3 * scale;
+            // The original scales, exactly: float rounding only.
+            let tol = 1e-4 * scale;
             assert_close(&got_scalar, &got, &want, &bound, tol);
         }
     }
 
     #[test]
     fn bytes_count_quants_and_scale_groups() {
-        let (n_embd, n_ff) = (32, 256);
+        let (n_embd, n_ff) = (32, 512);
         let (data, _) = random_down(n_embd, n_ff, 5);
         let copy = ExactQ4kDown::from_q4_k(GgmlType::Q4_K, n_embd, n_ff, &data).unwrap();
-        // Ids 0, 1 (group 0), 40 (group 1), 2 (group 0 again: a second run).
-        assert_eq!(copy.bytes_for(&[0, 1, 40, 2]), 4 * 16 + 3 * 128);
+        // Ids 0, 1 (group 0), 40 (group 1), 2 (group 0 again: a second run), all in block 0:
+        // 4 rows of 16 bytes, 3 group runs of 64 bytes, 1 block run of 128 bytes.
+        assert_eq!(copy.bytes_for(&[0, 1, 40, 2]), 4 * 16 + 3 * 64 + 128);
+        // 300 starts a run of block 1, 3 one more of block 0.
+        assert_eq!(
+            copy.bytes_for(&[0, 1, 40, 300, 3]),
+            5 * 16 + 4 * 64 + 3 * 128
+        );
         assert_eq!(copy.bytes_for(&[]), 0);
     }
 

@@ -170,23 +170,24 @@ const INPUT_MAJOR_AVX2_THREADS: TimeCurve = TimeCurve::new(&[
 ]);
 /// Exact copies against the share of the dense down's bytes they read (scales included),
 /// rows read one after another (`exact_down/`): medians of 3 runs of
-/// `bench/sparsity/path_costs.rs` on a 2-core Zen 3 VM
-/// (`bench/results/2026-12-07-s10-exact-down/path-costs-bench.txt`).
+/// `bench/sparsity/path_costs.rs` on a 2-core Zen 3 VM (Q6_K:
+/// `bench/results/2026-12-07-s10-exact-down/path-costs-bench.txt`; Q4_K with its original
+/// 6-bit scales: `2026-12-07-s11-q4k-copy/path-costs-bench.txt`).
 const EXACT_Q4_K_576: TimeCurve = TimeCurve::new(&[
     (0.0, 0.0),
-    (0.31, 0.60),
-    (0.41, 0.76),
-    (0.58, 0.99),
-    (0.75, 1.18),
-    (0.93, 1.19),
+    (0.23, 0.48),
+    (0.32, 0.65),
+    (0.50, 0.93),
+    (0.67, 1.08),
+    (0.84, 1.10),
 ]);
 const EXACT_Q4_K_4096: TimeCurve = TimeCurve::new(&[
     (0.0, 0.0),
-    (0.31, 0.43),
-    (0.40, 0.53),
-    (0.57, 0.69),
-    (0.75, 0.88),
-    (0.93, 1.02),
+    (0.23, 0.37),
+    (0.32, 0.46),
+    (0.49, 0.62),
+    (0.67, 0.80),
+    (0.85, 0.95),
 ]);
 const EXACT_Q6_K_576: TimeCurve = TimeCurve::new(&[
     (0.0, 0.0),
