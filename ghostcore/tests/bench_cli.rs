@@ -58,6 +58,18 @@ fn bench_reports_the_paired_sparse_speedup() {
     let s = rows[1]["paired_speedup"].as_f64().unwrap();
     assert!(s.is_finite() && s > 0.0, "{out}");
     assert_eq!(rows[1]["paired_blocks"], 4, "{out}");
+    // The byte bound: stat:0.5 skips neurons, the FFN is a real share of a step's bytes, and
+    // the bound is 1 / (1 − share · skipped).
+    assert!(rows[0]["byte_bound_speedup"].is_null(), "dense row: {out}");
+    let skipped = rows[1]["ffn_bytes_skipped"].as_f64().unwrap();
+    let share = rows[1]["ffn_share_of_decode_bytes"].as_f64().unwrap();
+    let bound = rows[1]["byte_bound_speedup"].as_f64().unwrap();
+    assert!(skipped > 0.1 && skipped < 1.0, "{out}");
+    assert!(share > 0.1 && share < 1.0, "{out}");
+    assert!(
+        (bound - 1.0 / (1.0 - share * skipped)).abs() < 1e-9,
+        "{out}"
+    );
     for r in rows {
         assert!(r["avg_ts"].as_f64().unwrap() > 0.0, "{out}");
     }
@@ -65,7 +77,8 @@ fn bench_reports_the_paired_sparse_speedup() {
     let out = bench("33", "md");
     assert!(
         out.contains("tg33 stat:0.5: ")
-            && out.contains("× the dense decode speed (median of 4 paired 8-token blocks"),
+            && out.contains("× the dense decode speed (median of 4 paired 8-token blocks")
+            && out.contains("of the weight bytes a step reads, allows "),
         "{out}"
     );
     // Too few tokens for a pair: the rows only.

@@ -73,6 +73,24 @@ struct Row {
     samples: Vec<f64>,
     /// For a sparse decode row: its speed-up over dense in paired blocks.
     paired: Option<PairedSpeed>,
+    /// For a sparse decode row: the speed-up its FFN bytes skipped allow, and the FFN's share
+    /// of the weight bytes a decode step reads.
+    bound: Option<ByteBound>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct ByteBound {
+    speedup: f64,
+    ffn_share: f64,
+    ffn_bytes_skipped: f64,
+}
+
+/// What [`time_generation_side_by_side`] measured.
+struct SideBySide {
+    dense: Vec<f64>,
+    sparse: Vec<f64>,
+    paired: Option<PairedSpeed>,
+    bound: Option<ByteBound>,
 }
 
 /// Tokens per block of the paired dense/sparse comparison.
@@ -165,6 +183,7 @@ pub fn run(mut args: Args) -> Result<()> {
                 n_tokens: n,
                 samples,
                 paired: None,
+                bound: None,
             });
         }
         for &n in args.n_gen.iter().filter(|&&n| n > 0) {
@@ -184,14 +203,14 @@ pub fn run(mut args: Args) -> Result<()> {
                         n_tokens: n,
                         samples,
                         paired: None,
+                        bound: None,
                     });
                 }
                 Some(mode) => {
-                    let (dense, sparse, paired) =
-                        time_generation_side_by_side(&mut ctx, &toks, args.reps, &args, mode)?;
-                    for (test, samples, paired) in [
-                        (format!("tg{n}"), dense, None),
-                        (format!("tg{n} {mode}"), sparse, paired),
+                    let m = time_generation_side_by_side(&mut ctx, &toks, args.reps, &args, mode)?;
+                    for (test, samples, paired, bound) in [
+                        (format!("tg{n}"), m.dense, None, None),
+                        (format!("tg{n} {mode}"), m.sparse, m.paired, m.bound),
                     ] {
                         rows.push(Row {
                             backend: backend_label(&ctx),
@@ -200,6 +219,7 @@ pub fn run(mut args: Args) -> Result<()> {
                             n_tokens: n,
                             samples,
                             paired,
+                            bound,
                         });
                     }
                 }
@@ -227,6 +247,9 @@ pub fn run(mut args: Args) -> Result<()> {
                     "n_tokens": r.n_tokens, "avg_ts": m, "stddev_ts": s, "samples_ts": r.samples,
                     "paired_speedup": r.paired.map(|p| p.speedup),
                     "paired_blocks": r.paired.map(|p| p.pairs),
+                    "ffn_bytes_skipped": r.bound.map(|b| b.ffn_bytes_skipped),
+                    "ffn_share_of_decode_bytes": r.bound.map(|b| b.ffn_share),
+                    "byte_bound_speedup": r.bound.map(|b| b.speedup),
                 })
             })
             .collect();
@@ -247,6 +270,15 @@ pub fn run(mut args: Args) -> Result<()> {
                     "\n{}: {:.3}× the dense decode speed (median of {} paired {PAIR_BLOCK}-token blocks, dense and sparse alternating)",
                     r.test, p.speedup, p.pairs
                 );
+                if let Some(b) = &r.bound {
+                    println!(
+                        "byte bound: skipping {:.1}% of the FFN bytes, {:.1}% of the weight bytes a step reads, allows {:.3}×: {:.2} of it reached",
+                        100.0 * b.ffn_bytes_skipped,
+                        100.0 * b.ffn_share * b.ffn_bytes_skipped,
+                        b.speedup,
+                        p.speedup / b.speedup
+                    );
+                }
             }
         }
     }
@@ -271,7 +303,7 @@ fn time_generation_side_by_side(
     reps: usize,
     args: &Args,
     mode: &str,
-) -> Result<(Vec<f64>, Vec<f64>, Option<PairedSpeed>)> {
+) -> Result<SideBySide> {
     use crate::sparsity::engine::{attach, tally_summary, uninstall};
     let n = tokens.len();
     let mut dense_profile = [0.0; 6];
@@ -342,11 +374,24 @@ fn time_generation_side_by_side(
             per_token_ms(&sparse_profile)
         );
     }
+    let mut bound = None;
     if let Some(h) = handle {
         let tally = crate::sparsity::accelerated::current_tally(ctx, h.tally())?;
         eprintln!("{}", tally_summary(&tally));
+        let (ffn, all) = crate::sparsity::report::decode_weight_bytes(ctx.model());
+        let ffn_share = ffn as f64 / all.max(1) as f64;
+        bound = Some(ByteBound {
+            speedup: crate::sparsity::report::byte_bound(ffn_share, tally.bytes_skipped()),
+            ffn_share,
+            ffn_bytes_skipped: tally.bytes_skipped(),
+        });
     }
-    Ok((dense, sparse, paired))
+    Ok(SideBySide {
+        dense,
+        sparse,
+        paired,
+        bound,
+    })
 }
 
 fn accumulate(acc: &mut [f64], prof: &[(&'static str, f64)], keep: bool) {

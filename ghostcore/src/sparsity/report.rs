@@ -1,7 +1,50 @@
 //! Sweep results as CSV, a Markdown table and an SVG plot (written by hand: two scatter
-//! panels need no plotting crate).
+//! panels need no plotting crate), and the byte bound a decode speed-up is judged against.
 
 use std::fmt::Write as _;
+
+use crate::model::Model;
+
+/// The weight bytes one decode step reads: `(FFN gate, up and down, everything)`. The token
+/// embedding counts as one row (a lookup), unless it is also the output head (tied
+/// embeddings), which reads it whole.
+pub fn decode_weight_bytes(model: &Model) -> (usize, usize) {
+    let w = model.weights();
+    let mut ffn = 0;
+    let mut rest = w.output.len + w.output_norm.len;
+    if !w.tied_embeddings {
+        rest += w.token_embd.row_bytes();
+    }
+    for l in &w.layers {
+        ffn += l.ffn_gate.len + l.ffn_up.len + l.ffn_down.len;
+        rest += [l.attn_norm, l.wq, l.wk, l.wv, l.wo, l.ffn_norm]
+            .iter()
+            .map(|x| x.len)
+            .sum::<usize>();
+        rest += [
+            l.bq,
+            l.bk,
+            l.bv,
+            l.q_norm,
+            l.k_norm,
+            l.post_attn_norm,
+            l.post_ffn_norm,
+        ]
+        .iter()
+        .flatten()
+        .map(|x| x.len)
+        .sum::<usize>();
+    }
+    (ffn, ffn + rest)
+}
+
+/// The decode speed-up that skipping `ffn_bytes_skipped` of the FFN's weight bytes allows when
+/// the FFN is `ffn_share` of the weight bytes a step reads and time follows bytes read:
+/// `1 / (1 − ffn_share · ffn_bytes_skipped)` (issue 7's yardstick: a sparse decode should
+/// reach at least 85% of it).
+pub fn byte_bound(ffn_share: f64, ffn_bytes_skipped: f64) -> f64 {
+    1.0 / (1.0 - ffn_share * ffn_bytes_skipped).max(f64::MIN_POSITIVE)
+}
 
 /// One measured setting.
 #[derive(Clone, Debug, PartialEq)]
@@ -28,6 +71,9 @@ pub struct SweepRow {
     /// Decode speed-up over dense as measured in pairs of blocks (median of the pairs'
     /// ratios; more robust to drift than `tok_s / dense_tok_s`), when measured so.
     pub speedup: Option<f64>,
+    /// The speed-up the FFN bytes the speed run skipped allow ([`byte_bound`]), when speed
+    /// was measured.
+    pub byte_bound: Option<f64>,
 }
 
 impl SweepRow {
@@ -39,12 +85,12 @@ impl SweepRow {
 
 pub fn csv(rows: &[SweepRow]) -> String {
     let mut s =
-        String::from("mode,family,sparsity,ffn_bytes_skipped,ppl,dppl_pct,dppl_lo_pct,dppl_hi_pct,kl,tok_s,dense_tok_s,speedup\n");
+        String::from("mode,family,sparsity,ffn_bytes_skipped,ppl,dppl_pct,dppl_lo_pct,dppl_hi_pct,kl,tok_s,dense_tok_s,speedup,byte_bound\n");
     let opt = |v: Option<f64>| v.map(|x| format!("{x:.2}")).unwrap_or_default();
     for r in rows {
         let _ = writeln!(
             s,
-            "{},{},{:.4},{:.4},{:.4},{:.3},{:.3},{:.3},{:.5},{},{},{}",
+            "{},{},{:.4},{:.4},{:.4},{:.3},{:.3},{:.3},{:.5},{},{},{},{}",
             r.mode,
             r.family,
             r.sparsity,
@@ -56,7 +102,8 @@ pub fn csv(rows: &[SweepRow]) -> String {
             r.kl,
             opt(r.tok_s),
             opt(r.dense_tok_s),
-            r.speedup().map(|x| format!("{x:.3}")).unwrap_or_default()
+            r.speedup().map(|x| format!("{x:.3}")).unwrap_or_default(),
+            r.byte_bound.map(|x| format!("{x:.3}")).unwrap_or_default()
         );
     }
     s
@@ -64,7 +111,7 @@ pub fn csv(rows: &[SweepRow]) -> String {
 
 pub fn markdown(rows: &[SweepRow]) -> String {
     let mut s = String::from(
-        "| mode | sparsity | FFN bytes skipped | PPL | ΔPPL | ΔPPL 95% CI | KL | tok/s (dense) | speed-up |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| mode | sparsity | FFN bytes skipped | PPL | ΔPPL | ΔPPL 95% CI | KL | tok/s (dense) | speed-up | byte bound (reached) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in rows {
         let speed = match (r.tok_s, r.dense_tok_s) {
@@ -76,9 +123,14 @@ pub fn markdown(rows: &[SweepRow]) -> String {
             .speedup()
             .map(|x| format!("{x:.2}×"))
             .unwrap_or_else(|| "–".into());
+        let bound = match (r.byte_bound, r.speedup()) {
+            (Some(b), Some(x)) => format!("{b:.2}× ({:.2})", x / b),
+            (Some(b), None) => format!("{b:.2}×"),
+            _ => "–".into(),
+        };
         let _ = writeln!(
             s,
-            "| `{}` | {:.1}% | {:.1}% | {:.3} | {:+.2}% | {:+.1}% .. {:+.1}% | {:.4} | {} | {} |",
+            "| `{}` | {:.1}% | {:.1}% | {:.3} | {:+.2}% | {:+.1}% .. {:+.1}% | {:.4} | {} | {} | {} |",
             r.mode,
             100.0 * r.sparsity,
             100.0 * r.bytes_skipped,
@@ -88,7 +140,8 @@ pub fn markdown(rows: &[SweepRow]) -> String {
             r.dppl_hi_pct,
             r.kl,
             speed,
-            speedup
+            speedup,
+            bound
         );
     }
     s
@@ -264,6 +317,7 @@ mod tests {
             tok_s: Some(100.0 / (1.0 - b / 2.0)),
             dense_tok_s: Some(100.0),
             speedup: None,
+            byte_bound: None,
         }
     }
 
@@ -289,14 +343,58 @@ mod tests {
             m.contains("| 111.1 (100.0) | 1.11× |"),
             "speeds without pairs: {m}"
         );
+        assert!(m.contains("| 1.11× | – |"), "no bound without one: {m}");
         let mut paired = rows[0].clone();
         paired.speedup = Some(1.234);
         assert_eq!(paired.speedup(), Some(1.234));
-        assert!(csv(&[paired.clone()]).trim_end().ends_with(",1.234"));
-        assert!(markdown(&[paired]).contains("| 1.23× |"));
+        assert!(csv(&[paired.clone()]).trim_end().ends_with(",1.234,"));
+        paired.byte_bound = Some(1.5);
+        assert!(csv(&[paired.clone()]).trim_end().ends_with(",1.234,1.500"));
+        // The bound, and the share of it the speed-up reached (1.234 / 1.5).
+        assert!(markdown(&[paired]).contains("| 1.23× | 1.50× (0.82) |"));
         let s = svg(&rows, "SmolLM2 <test>", 20.0);
         assert!(s.starts_with("<svg") && s.trim_end().ends_with("</svg>"));
         assert_eq!(s.matches("<circle").count(), 6);
         assert!(s.contains("SmolLM2 &lt;test&gt;"));
+    }
+
+    #[test]
+    fn byte_bound_follows_the_bytes_left() {
+        assert_eq!(byte_bound(0.5, 0.0), 1.0);
+        // Half the bytes are FFN, half of those skipped: 3/4 of the bytes left.
+        assert!((byte_bound(0.5, 0.5) - 4.0 / 3.0).abs() < 1e-12);
+        assert!((byte_bound(0.739, 0.323) - 1.3136).abs() < 1e-3);
+        assert!(byte_bound(1.0, 1.0).is_finite());
+    }
+
+    /// Checked against the file's tensor table: every tensor but the token embedding, plus
+    /// one row of it (the synthetic model has its own output head).
+    #[test]
+    fn decode_bytes_count_every_tensor_once_and_one_embedding_row() {
+        let shape = crate::cli::synth::shape("tiny").unwrap();
+        let w = crate::cli::synth::build(&shape, "llama", "q4_k_m", None, 5).unwrap();
+        let file = crate::gguf::GgufFile::from_bytes(w.to_bytes()).unwrap();
+        let (mut ffn, mut all, mut embd_row) = (0, 0, 0);
+        for t in file.tensors() {
+            let (_, bytes) = file.tensor(&t.name).unwrap();
+            if t.name == "token_embd.weight" {
+                embd_row = bytes.len() / shape.n_vocab;
+                continue;
+            }
+            all += bytes.len();
+            if t.name.contains(".ffn_") && !t.name.contains("norm") {
+                ffn += bytes.len();
+            }
+        }
+        let model = Model::from_file(
+            file,
+            &crate::model::ModelParams {
+                skip_tokenizer: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert!(!model.weights().tied_embeddings);
+        assert_eq!(decode_weight_bytes(&model), (ffn, all + embd_row));
     }
 }
