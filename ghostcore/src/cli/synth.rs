@@ -101,12 +101,12 @@ pub fn build(
             "unknown synthetic architecture '{arch}' (llama, qwen2)"
         );
     }
-    let (mat, down) = recipe(ty)?;
+    let (mat, more_bits) = recipe(ty)?;
     for (what, n) in [("n_embd", shape.n_embd), ("n_ff", shape.n_ff)] {
-        if n % mat.block_size() != 0 || n % down.block_size() != 0 {
+        if n % mat.block_size() != 0 || n % more_bits.block_size() != 0 {
             bail!(
                 InvalidArgument,
-                "{what} = {n} is not a multiple of the {mat}/{down} block size"
+                "{what} = {n} is not a multiple of the {mat}/{more_bits} block size"
             );
         }
     }
@@ -162,9 +162,9 @@ pub fn build(
     add(
         &mut w,
         "output.weight".into(),
-        down,
+        more_bits,
         &[e as u64, shape.n_vocab as u64],
-        random_tensor(down, e * shape.n_vocab, &mut rng)?,
+        random_tensor(more_bits, e * shape.n_vocab, &mut rng)?,
     )?;
     for i in 0..shape.n_layer {
         let n = |s: &str| format!("blk.{i}.{s}.weight");
@@ -185,7 +185,7 @@ pub fn build(
             }
         }
         let bumped = if use_more_bits(i as i64, shape.n_layer as i64) {
-            down
+            more_bits
         } else {
             mat
         };
