@@ -378,8 +378,7 @@ fn time_generation_side_by_side(
     if let Some(h) = handle {
         let tally = crate::sparsity::accelerated::current_tally(ctx, h.tally())?;
         eprintln!("{}", tally_summary(&tally));
-        let (ffn, all) = crate::sparsity::report::decode_weight_bytes(ctx.model());
-        let ffn_share = ffn as f64 / all.max(1) as f64;
+        let ffn_share = crate::sparsity::report::decode_ffn_share(ctx.model());
         bound = Some(ByteBound {
             speedup: crate::sparsity::report::byte_bound(ffn_share, tally.bytes_skipped()),
             ffn_share,

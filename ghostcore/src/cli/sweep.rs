@@ -13,7 +13,7 @@ use crate::sparsity::engine::{
     build_down_copies, build_exact_downs, install, install_with, tally_summary, uninstall,
 };
 use crate::sparsity::eval::{perplexity, DenseReference, PplConfig};
-use crate::sparsity::report::{byte_bound, csv, decode_weight_bytes, markdown, svg, SweepRow};
+use crate::sparsity::report::{byte_bound, csv, decode_ffn_share, markdown, svg, SweepRow};
 use crate::sparsity::{
     resolve_plans, DownCopy, DownPath, LayerPlan, LayerRule, Rule, Score, Sidecar, SparsityMode,
 };
@@ -327,8 +327,7 @@ pub fn run(args: Args) -> Result<()> {
     }
 
     let exact = (!args.no_exact_down).then(|| Arc::new(build_exact_downs(&model)));
-    let (ffn_bytes, step_bytes) = decode_weight_bytes(&model);
-    let ffn_share = ffn_bytes as f64 / step_bytes.max(1) as f64;
+    let ffn_share = decode_ffn_share(&model);
     if !speed_tokens.is_empty() {
         eprintln!(
             "FFN weights: {:.1}% of the weight bytes a decode step reads",

@@ -38,6 +38,12 @@ pub fn decode_weight_bytes(model: &Model) -> (usize, usize) {
     (ffn, ffn + rest)
 }
 
+/// The FFN's share of the weight bytes one decode step reads ([`decode_weight_bytes`]).
+pub fn decode_ffn_share(model: &Model) -> f64 {
+    let (ffn, all) = decode_weight_bytes(model);
+    ffn as f64 / all.max(1) as f64
+}
+
 /// The decode speed-up that skipping `ffn_bytes_skipped` of the FFN's weight bytes allows when
 /// the FFN is `ffn_share` of the weight bytes a step reads and time follows bytes read:
 /// `1 / (1 − ffn_share · ffn_bytes_skipped)` (issue 7's yardstick: a sparse decode should
