@@ -166,11 +166,12 @@ pub(crate) fn prefetch_line(p: *const u8) {
     let _ = p;
 }
 
-/// Hint the CPU to load `bytes` into the cache (no effect elsewhere).
+/// Hint the CPU to load the memory of `values` into the cache (no effect elsewhere).
 #[inline(always)]
-pub(crate) fn prefetch(bytes: &[u8]) {
-    for line in bytes.chunks(64) {
-        prefetch_line(line.as_ptr());
+pub(crate) fn prefetch<T>(values: &[T]) {
+    let start = values.as_ptr().cast::<u8>();
+    for offset in (0..std::mem::size_of_val(values)).step_by(64) {
+        prefetch_line(start.wrapping_add(offset));
     }
 }
 

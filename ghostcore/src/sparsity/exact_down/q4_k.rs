@@ -159,7 +159,7 @@ impl ExactQ4kDown {
                 prefetch(&sc[..sc.len().min(2 * PREFETCH_AHEAD)]);
                 if next_g * GROUP / BLOCK != g * GROUP / BLOCK {
                     let bs = self.block_scales(next_g * GROUP / BLOCK);
-                    prefetch(as_bytes(&bs[..bs.len().min(PREFETCH_AHEAD)]));
+                    prefetch(&bs[..bs.len().min(PREFETCH_AHEAD)]);
                 }
             }
             let hsum: f32 = coefs[k..end].iter().sum();
@@ -180,13 +180,6 @@ impl ExactQ4kDown {
         }
         Ok(())
     }
-}
-
-/// `s` viewed as bytes (for prefetching).
-fn as_bytes(s: &[u16]) -> &[u8] {
-    // SAFETY: a `[u16]` slice is readable as twice as many bytes (u8 has alignment 1 and no
-    // invalid values); the view borrows the same memory immutably, for the same lifetime.
-    unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<u8>(), 2 * s.len()) }
 }
 
 /// One group's share of the down projection.
