@@ -86,6 +86,9 @@ pub fn generate_tokens(
         );
     }
     let mut sampler = Sampler::new(params.sampling.clone());
+    // An embedding may have more rows than the tokenizer has tokens (padded vocabularies,
+    // synthetic models): only ids the tokenizer can name are sampled.
+    let n_named = ctx.model().tokenizer().map_or(usize::MAX, |t| t.n_vocab());
     for &t in prompt {
         sampler.accept(t);
     }
@@ -98,7 +101,8 @@ pub fn generate_tokens(
     let mut generated = 0;
     let mut stop = StopReason::Length;
     while generated < params.max_tokens {
-        let tok = sampler.sample(ctx.logits());
+        let logits = ctx.logits();
+        let tok = sampler.sample(&logits[..n_named.min(logits.len())]);
         sampler.accept(tok);
         if !params.ignore_eog && is_eog(tok) {
             stop = StopReason::EndOfGeneration;

@@ -123,3 +123,75 @@ fn fixed_seed_reproduces_sampled_text() {
     let a = run(&mut ctx);
     assert_eq!(a, run(&mut ctx));
 }
+
+/// A model whose embedding has more rows than its tokenizer has tokens (a padded vocabulary;
+/// here a synthetic model with SmolLM2's tokenizer and 4× the rows) only ever samples ids the
+/// tokenizer can name: greedy picks the argmax over those, so the text can always be decoded.
+#[test]
+fn padded_embedding_rows_are_never_sampled() {
+    let Some(path) = find_model(SMOLLM2_Q4_K_M) else {
+        return;
+    };
+    let source = ghostcore::gguf::GgufFile::open(&path).unwrap();
+    let shape = ghostcore::cli::synth::Shape {
+        n_embd: 256,
+        n_layer: 1,
+        n_head: 4,
+        n_head_kv: 2,
+        n_ff: 512,
+        n_vocab: 4 * 49152,
+        rope_base: 10000.0,
+    };
+    let w = ghostcore::cli::synth::build(&shape, "llama", "q8_0", Some(&source), 3).unwrap();
+    let file = ghostcore::gguf::GgufFile::from_bytes(w.to_bytes()).unwrap();
+    let model = Model::from_file(file, &ModelParams::default()).unwrap();
+    let n_named = model.tokenizer().unwrap().n_vocab();
+    assert!(n_named < model.config().n_vocab);
+    let mut ctx = Context::new(
+        Arc::clone(&model),
+        ContextParams {
+            n_ctx: 64,
+            n_threads: 2,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let params = GenerateParams {
+        max_tokens: 12,
+        sampling: SamplerParams::greedy(),
+        ignore_eog: true,
+    };
+    let mut text = String::new();
+    let stats = generate(&mut ctx, Prompt::Text("Hello"), &params, |p| {
+        text.push_str(p);
+        true
+    })
+    .unwrap();
+    assert_eq!(stats.generated_tokens, 12);
+
+    // Independently: the argmax over the named ids, and how often the padded rows would win.
+    let ids = model
+        .tokenizer()
+        .unwrap()
+        .encode("Hello", true, true)
+        .unwrap();
+    ctx.reset();
+    ctx.decode(&ids).unwrap();
+    let (mut padded_wins, mut expected) = (0, Vec::new());
+    for _ in 0..12 {
+        let logits = ctx.logits();
+        padded_wins += usize::from(argmax(logits) >= n_named);
+        let t = argmax(&logits[..n_named]) as u32;
+        expected.push(t);
+        ctx.decode(&[t]).unwrap();
+    }
+    assert!(
+        padded_wins > 0,
+        "the padded rows never won the argmax: test exercises nothing"
+    );
+    let bytes: Vec<u8> = expected
+        .iter()
+        .flat_map(|&t| model.tokenizer().unwrap().token_to_piece(t, true).unwrap())
+        .collect();
+    assert_eq!(text, String::from_utf8_lossy(&bytes));
+}
