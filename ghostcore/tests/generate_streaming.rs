@@ -133,19 +133,23 @@ fn padded_embedding_rows_are_never_sampled() {
         return;
     };
     let source = ghostcore::gguf::GgufFile::open(&path).unwrap();
+    let n_source = ghostcore::tokenizer::Tokenizer::from_gguf(&source)
+        .unwrap()
+        .n_vocab();
     let shape = ghostcore::cli::synth::Shape {
         n_embd: 256,
         n_layer: 1,
         n_head: 4,
         n_head_kv: 2,
         n_ff: 512,
-        n_vocab: 4 * 49152,
+        n_vocab: 4 * n_source,
         rope_base: 10000.0,
     };
     let w = ghostcore::cli::synth::build(&shape, "llama", "q8_0", Some(&source), 3).unwrap();
     let file = ghostcore::gguf::GgufFile::from_bytes(w.to_bytes()).unwrap();
     let model = Model::from_file(file, &ModelParams::default()).unwrap();
     let n_named = model.tokenizer().unwrap().n_vocab();
+    assert_eq!(n_named, n_source);
     assert!(n_named < model.config().n_vocab);
     let mut ctx = Context::new(
         Arc::clone(&model),
