@@ -694,7 +694,10 @@ enum gc_status gc_ctx_set_sparsity(gc_ctx *ctx, const struct gc_sparsity_params 
  * text), and keeps the measured costs, for this process and later ones, only if they were
  * not slower. Then each class of sparse paths the decode took (input-major copy, gathered
  * rows, exact down copies) is tried never taken, in the same paired way, and turned off
- * where decode was faster without it. The verdicts are cached with the costs. All of it
+ * where decode was faster without it. Last, the sparse FFN so tuned decodes against the
+ * dense one, and that verdict is recorded too (`ghost run` then decodes dense where dense
+ * was significantly faster); this context keeps the sparsity it was given. The verdicts
+ * are cached with the costs. All of it
  * holds for the context's thread count (its n_threads): contexts with another count
  * use what was tuned for theirs. The context's token history is cleared.
  * `out_speedup` (may be NULL) receives the decode speed with the measured costs relative

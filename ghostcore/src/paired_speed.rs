@@ -7,9 +7,12 @@
 //! sparse against dense FFNs this way, the path-cost check (`ghost tune`,
 //! `gc_ctx_tune_path_costs`) measured against built-in path costs.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::context::Context;
+use crate::model::ffn::DecodeFfn;
+use crate::sparsity::engine::uninstall;
 use crate::Result;
 
 /// What [`paired_speed`] measured.
@@ -118,6 +121,39 @@ pub fn paired_speed(
         pairs: ratios.len(),
         candidate_wins: wins,
     })
+}
+
+/// Decode speed of the FFNs `sparse` (per layer, as [`Context::decode_ffns`] holds them)
+/// against the dense FFN, in paired blocks ([`paired_speed`]: the dense FFN is the
+/// baseline; on an accelerated context its sparse FFN is switched on and off too). Leaves
+/// the dense FFN installed.
+pub fn paired_decode_speed(
+    ctx: &mut Context,
+    sparse: &[Option<Arc<dyn DecodeFfn>>],
+    prompt: &[u32],
+    tokens: &[u32],
+    reps: usize,
+    block: usize,
+    cpu: bool,
+) -> Result<PairedSpeed> {
+    if sparse.is_empty() {
+        crate::bail!(InvalidArgument, "speed: a model without layers");
+    }
+    paired_speed(ctx, prompt, tokens, reps, block, cpu, &mut |ctx, side| {
+        if side == Side::Baseline {
+            return uninstall(ctx);
+        }
+        install_decode_ffns(ctx, sparse)
+    })
+}
+
+/// Puts the per-layer decode FFNs `ffns` (as [`Context::decode_ffns`] held them) back in
+/// `ctx`, with an accelerated context's sparse FFN switched on.
+pub fn install_decode_ffns(ctx: &mut Context, ffns: &[Option<Arc<dyn DecodeFfn>>]) -> Result<()> {
+    for (layer, ffn) in ffns.iter().enumerate() {
+        ctx.set_decode_ffn(layer, ffn.clone())?;
+    }
+    ctx.set_accelerated_ffn_sparsity_enabled(true)
 }
 
 fn median(v: &mut [f64]) -> f64 {

@@ -82,7 +82,7 @@ fn tune_measures_caches_and_rereads() {
         "{file:?}"
     );
     let saved = std::fs::read_to_string(&file).unwrap();
-    assert!(saved.starts_with("ghostcore-path-costs 4\ncpu "), "{saved}");
+    assert!(saved.starts_with("ghostcore-path-costs 5\ncpu "), "{saved}");
     assert!(saved.contains("\nthreads 1\n"), "{saved}");
     assert!(saved.contains("\ngathered_rows "), "{saved}");
 
@@ -167,6 +167,24 @@ fn tune_measures_caches_and_rereads() {
         path_checks.len(),
         "{out}"
     );
+    // Last, the sparse FFN against the dense one, recorded and printed.
+    let sparse_check = saved
+        .lines()
+        .find(|l| l.starts_with("sparse_check "))
+        .unwrap_or_else(|| panic!("{saved}"));
+    let w: Vec<&str> = sparse_check.split_whitespace().collect();
+    assert_eq!(
+        (w.len(), w[1], w[3]),
+        (5, "stat:0.5", "2"),
+        "{sparse_check}"
+    );
+    assert!(
+        out.contains("sparse check: the sparse FFN at ")
+            && out.contains("(median of 2 paired blocks, faster in "),
+        "{out}"
+    );
+    // Two pairs can never show dense significantly faster (the sign test needs 5 of 5).
+    assert!(out.contains("): sparse kept"), "{out}");
     // --no-check records no verdict.
     let (out, _) = tune(&["--no-check"], None);
     assert!(out.contains("decode check: not run (--no-check)"), "{out}");
@@ -180,7 +198,7 @@ fn tune_measures_caches_and_rereads() {
         let on_file = std::fs::read_to_string(&file).unwrap();
         let kept: Vec<&str> = on_file
             .lines()
-            .filter(|l| !l.starts_with("decode_check") && !l.starts_with("path_check"))
+            .filter(|l| !l.ends_with("_check") && !l.contains("_check "))
             .collect();
         std::fs::write(&file, format!("{}\n{verdict}\n", kept.join("\n"))).unwrap();
         let o = ghost(&cache)
@@ -281,10 +299,45 @@ fn first_sparse_run_tunes_once() {
     let saved = std::fs::read_to_string(&on_disk[0]).unwrap();
     assert!(saved.contains("\nthreads 1\n"), "{saved}");
     assert!(saved.contains("\ndecode_check stat:0.5 "), "{saved}");
+    assert!(saved.contains("\nsparse_check stat:0.5 "), "{saved}");
     // The next run with the mode uses the verdict, without tuning.
     let err = run("stat:0.5", &[], None);
     assert!(!err.contains("tuning"), "{err}");
     assert!(err.contains("sparse paths tuned for 1 thread"), "{err}");
+    // Where the tune found dense significantly faster with the mode, decode is dense and
+    // says so, unless --force-sparse; where not, decode is sparse.
+    let with_sparse_check = |line: &str| {
+        let kept: Vec<String> = saved
+            .lines()
+            .filter(|l| !l.starts_with("sparse_check "))
+            .map(str::to_string)
+            .collect();
+        std::fs::write(&on_disk[0], format!("{}\n{line}\n", kept.join("\n"))).unwrap();
+    };
+    with_sparse_check("sparse_check stat:0.5 0.9400 24 3");
+    let err = run("stat:0.5", &[], None);
+    assert!(
+        err.contains(
+            "ghost: decoding dense: on this CPU the sparse FFN decoded stat:0.5 at 0.94× the \
+             dense speed with 1 thread (dense faster in 21 of 24 pairs"
+        ),
+        "{err}"
+    );
+    assert!(
+        !err.contains("FFN bytes skipped"),
+        "dense: no sparse tally\n{err}"
+    );
+    let err = run("stat:0.5", &["--force-sparse"], None);
+    assert!(!err.contains("decoding dense"), "{err}");
+    assert!(err.contains("FFN bytes skipped"), "{err}");
+    with_sparse_check("sparse_check stat:0.5 0.9900 24 9");
+    let err = run("stat:0.5", &[], None);
+    assert!(
+        err.contains("at 0.990× the dense speed (faster in 9 of 24 pairs): sparse kept"),
+        "{err}"
+    );
+    assert!(err.contains("FFN bytes skipped"), "{err}");
+    with_sparse_check("");
     // Another mode would tune, but not with --no-tune or GHOST_PATH_COSTS set.
     for (extra, env) in [(&["--no-tune"][..], None), (&[][..], Some("builtin"))] {
         let err = run("gate:0.05", extra, env);

@@ -343,7 +343,7 @@ fn time_generation_side_by_side(
     let paired = match tokens.split_first() {
         Some((first, rest)) if rest.len() >= 2 * PAIR_BLOCK => {
             let cpu_time = ctx.n_threads() == 1 && !ctx.is_accelerated();
-            Some(super::sweep::paired_decode_speed(
+            Some(crate::paired_speed::paired_decode_speed(
                 ctx,
                 &sparse_ffns,
                 std::slice::from_ref(first),

@@ -69,6 +69,10 @@ pub struct Args {
     /// (`ghost tune` does it on demand).
     #[arg(long)]
     pub no_tune: bool,
+    /// Decode with the sparse FFN even where this CPU's tune found it slower than the dense
+    /// FFN with the mode and thread count (by default decode is then dense, and says so).
+    #[arg(long)]
+    pub force_sparse: bool,
     #[command(flatten)]
     pub device: super::DeviceArgs,
 }
@@ -250,6 +254,7 @@ pub fn run(args: Args) -> Result<()> {
             mode,
             args.threads,
             !args.no_tune,
+            args.force_sparse,
         )?,
         None => None,
     };

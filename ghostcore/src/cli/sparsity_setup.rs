@@ -13,6 +13,12 @@
 //! curves can decode slower than dense on some CPUs (0.75–0.89× at 2 threads on a Zen 3 VM,
 //! `bench/results/2026-12-07-s9-thread-tuning.md`); larger models get a hint to run
 //! `ghost tune` instead, as their tune takes minutes.
+//!
+//! The tune ends by decoding with the tuned sparse FFN against the dense one. Where dense
+//! was significantly faster with the mode at the thread count (SmolLM2's `budget:2` at 2
+//! threads on a Zen 3 VM), sparsity does not pay on this CPU: the front ends decode densely
+//! and say so, unless `--force-sparse` asks for the sparse FFN anyway (to measure it, or to
+//! spare memory bandwidth for other work).
 
 use std::path::{Path, PathBuf};
 
@@ -20,6 +26,8 @@ use crate::context::Context;
 use crate::model::Model;
 use crate::sparsity::calibrate::{calibrate, CalibrateOptions, Progress};
 use crate::sparsity::engine::{attach, SparseHandle};
+use crate::sparsity::path_costs::cache::SparseCheck;
+use crate::sparsity::path_costs::check::describe_sparse_check;
 use crate::sparsity::{model_checksum, PathPolicy, SparsityMode};
 use crate::tokenizer::Tokenizer;
 use crate::Result;
@@ -27,7 +35,8 @@ use crate::Result;
 use crate::sparsity::calibrate::{BUILTIN_CORPUS, BUILTIN_CORPUS_NAME};
 
 /// Parse `mode`, find (or build) the sidecar it needs, and install the sparse FFN in `ctx`.
-/// `Ok(None)` for the dense mode.
+/// `Ok(None)` for the dense mode, and where this CPU's tune found the mode's sparse FFN
+/// slower than dense at `ctx`'s thread count (unless `force_sparse`).
 pub fn setup(
     ctx: &mut Context,
     model_path: &Path,
@@ -35,6 +44,7 @@ pub fn setup(
     mode: &str,
     n_threads: usize,
     auto_tune: bool,
+    force_sparse: bool,
 ) -> Result<Option<SparseHandle>> {
     let parsed: SparsityMode = mode.parse()?;
     if parsed.is_dense() {
@@ -56,7 +66,20 @@ pub fn setup(
         if auto_tune {
             tune_if_never_tuned(ctx.model(), mode, sidecar.as_deref(), ctx.n_threads());
         }
-        use_measured_path_costs(ctx.model(), ctx.n_threads(), Some(mode));
+        let check = use_measured_path_costs(ctx.model(), ctx.n_threads(), Some(mode));
+        if let Some(c) = check.filter(|c| c.decodes_dense() && !force_sparse) {
+            let n = ctx.n_threads();
+            eprintln!(
+                "ghost: decoding dense: on this CPU the sparse FFN decoded {mode} at {:.2}× the \
+                 dense speed with {n} thread{} (dense faster in {} of {} pairs, `ghost tune`); \
+                 --force-sparse decodes with it anyway",
+                c.speedup,
+                super::tune::plural(n),
+                c.pairs - c.wins,
+                c.pairs
+            );
+            return Ok(None);
+        }
     }
     attach(ctx, sidecar.as_deref(), mode, PathPolicy::Fastest)
 }
@@ -67,8 +90,13 @@ pub fn setup(
 /// off with sparsity `mode`; saying which. Else the built-in curves serve. Nothing is measured here: that is
 /// `ghost tune`'s step, which checks in decode, since kernels timed in isolation are not
 /// decode (`bench/results/2026-12-06-s7-path-tuning.md`: +2 points on SmolLM2, worse at the
-/// 8B shape's 50% setting). For the front ends that decode with the fastest paths.
-pub fn use_measured_path_costs(model: &Model, n_threads: usize, mode: Option<&str>) {
+/// 8B shape's 50% setting). For the front ends that decode with the fastest paths. Returns
+/// the tune's check of `mode`'s sparse FFN against the dense one, if it made one.
+pub fn use_measured_path_costs(
+    model: &Model,
+    n_threads: usize,
+    mode: Option<&str>,
+) -> Option<SparseCheck> {
     use crate::sparsity::path_costs::cache::{install_cached, CachedUse};
     use crate::sparsity::path_costs::measure::FfnShape;
     let n_threads = if n_threads == 0 {
@@ -77,12 +105,13 @@ pub fn use_measured_path_costs(model: &Model, n_threads: usize, mode: Option<&st
         n_threads
     };
     match install_cached(&FfnShape::of_model(model), n_threads, mode) {
-        CachedUse::None => {}
+        CachedUse::None => None,
         CachedUse::Installed {
             path,
             measured,
             check,
             off,
+            sparse,
         } => {
             let curves = match (measured, check) {
                 (true, _) => "curves measured on this CPU".to_string(),
@@ -94,15 +123,20 @@ pub fn use_measured_path_costs(model: &Model, n_threads: usize, mode: Option<&st
             };
             let off: Vec<&str> = off.iter().map(|c| c.name()).collect();
             eprintln!(
-                "ghost: sparse paths tuned for {n_threads} thread{} ({}): {curves}{}",
+                "ghost: sparse paths tuned for {n_threads} thread{} ({}): {curves}{}{}",
                 super::tune::plural(n_threads),
                 path.display(),
                 if off.is_empty() {
                     String::new()
                 } else {
                     format!(", never {}", off.join(" or "))
-                }
+                },
+                sparse
+                    .as_ref()
+                    .map(|c| format!("; {}", describe_sparse_check(c)))
+                    .unwrap_or_default()
             );
+            sparse
         }
     }
 }

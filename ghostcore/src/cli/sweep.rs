@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::context::{Context, ContextParams};
 use crate::model::{Model, ModelParams};
-use crate::paired_speed::{paired_speed, PairedSpeed, Side};
+use crate::paired_speed::paired_decode_speed;
 use crate::quant::GgmlType;
 use crate::sparsity::engine::{
     build_down_copies, build_exact_downs, install, install_with, tally_summary, uninstall,
@@ -155,33 +155,6 @@ fn family(mode: &SparsityMode) -> String {
     } else {
         rule
     }
-}
-
-/// Decode speed of the FFNs `sparse` (per layer, as [`Context::decode_ffns`] holds them)
-/// against the dense FFN, in paired blocks ([`paired_speed`]: the dense FFN is the
-/// baseline; on an accelerated context its sparse FFN is switched on and off too). Leaves
-/// the dense FFN installed.
-pub fn paired_decode_speed(
-    ctx: &mut Context,
-    sparse: &[Option<Arc<dyn crate::model::ffn::DecodeFfn>>],
-    prompt: &[u32],
-    tokens: &[u32],
-    reps: usize,
-    block: usize,
-    cpu: bool,
-) -> Result<PairedSpeed> {
-    if sparse.is_empty() {
-        crate::bail!(InvalidArgument, "speed: a model without layers");
-    }
-    paired_speed(ctx, prompt, tokens, reps, block, cpu, &mut |ctx, side| {
-        if side == Side::Baseline {
-            return uninstall(ctx);
-        }
-        for (layer, ffn) in sparse.iter().enumerate() {
-            ctx.set_decode_ffn(layer, ffn.clone())?;
-        }
-        ctx.set_accelerated_ffn_sparsity_enabled(true)
-    })
 }
 
 pub fn run(args: Args) -> Result<()> {

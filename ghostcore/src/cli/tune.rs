@@ -11,9 +11,11 @@
 //! in paired blocks, built-in and measured curves alternating, then tries each class of
 //! sparse paths decode took never taken (input-major copy, gathered rows, exact downs), and
 //! records the verdicts in the cache file: curves that decoded slower are kept on file but
-//! not used, classes that decoded faster off are turned off. Everything is per thread count
-//! (`-t`, default 1): the kernels do not scale alike, so a front end decoding with N threads
-//! uses what `ghost tune -t N` found.
+//! not used, classes that decoded faster off are turned off. Last it decodes with the sparse
+//! FFN so tuned against the dense FFN; where dense is significantly faster, `ghost run`
+//! decodes dense with that mode and thread count (`--force-sparse` not to). Everything is
+//! per thread count (`-t`, default 1): the kernels do not scale alike, so a front end
+//! decoding with N threads uses what `ghost tune -t N` found.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -142,6 +144,23 @@ pub fn run(args: Args) -> Result<()> {
                     p.pairs,
                     p.wins,
                     if p.turns_off() { "turned off" } else { "kept" }
+                );
+            }
+            for c in &verdicts.sparse {
+                println!(
+                    "sparse check: the sparse FFN at {:.3}× the dense speed (median of {} paired blocks, faster in {}): {}",
+                    c.speedup,
+                    c.pairs,
+                    c.wins,
+                    if c.decodes_dense() {
+                        format!(
+                            "dense decodes faster; `ghost run --sparsity {}` at {threads} thread{} decodes dense",
+                            c.mode,
+                            plural(threads)
+                        )
+                    } else {
+                        "sparse kept".to_string()
+                    }
                 );
             }
             println!(

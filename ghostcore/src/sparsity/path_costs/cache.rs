@@ -3,7 +3,7 @@
 //! spent once per machine and model shape, as calibration is once per model.
 //!
 //! ```text
-//! ghostcore-path-costs 4
+//! ghostcore-path-costs 5
 //! cpu AMD EPYC (family 26 model 2 stepping 0)
 //! kernel vnni
 //! threads 2
@@ -14,6 +14,7 @@
 //! decode_check budget:2 1.0130 48
 //! path_check input_major budget:2 1.1210 24 20
 //! path_check exact_down budget:2 0.9820 24 9
+//! sparse_check budget:2 0.9480 24 4
 //! ```
 //!
 //! One file per thread count: the curves are measured with that many workers and the
@@ -33,6 +34,15 @@
 //! than not (the sign test), the class stays off ([`PathCheck::turns_off`]) when decoding with that sparsity mode: a class that
 //! does not pay at a mild setting can pay at a strong one (gathered rows at 20% kept), so
 //! other modes keep every class their curves choose.
+//!
+//! The `sparse_check` line is the check's last step: decode speed of the sparse FFN, with
+//! the setting the lines before it pick, relative to the dense FFN, over how many pairs, and
+//! in how many of them the sparse FFN was faster. Where dense decoded faster in
+//! significantly more pairs (the sign test, [`SparseCheck::decodes_dense`]), sparsity does
+//! not pay on this CPU with that mode and thread count, and the front ends that decode with
+//! the fastest paths decode densely instead, saying so (on a Zen 3 VM, SmolLM2's `budget:2`
+//! decoded at 0.94–0.96× dense with 2 threads, `bench/results/2026-12-07-s12-bitplane.md`).
+//! Like the other verdicts it was found on one model of the file's FFN shape.
 
 use std::path::{Path, PathBuf};
 
@@ -47,8 +57,9 @@ use crate::{bail, Result};
 /// Format revision of the file; bump when the measurement changes meaning (2: the
 /// input-major curve is measured too; 3: one file per thread count, measured with that many
 /// workers, and `path_check` lines; 4: the exact Q4_K down copy keeps the original 6-bit
-/// scales, so its curve covers other shares of the bytes and other times).
-pub const REVISION: u32 = 4;
+/// scales, so its curve covers other shares of the bytes and other times; 5: the
+/// `sparse_check` line, so that files tuned without it are tuned again).
+pub const REVISION: u32 = 5;
 const MAGIC: &str = "ghostcore-path-costs";
 /// The environment variable that overrides the tuning (`builtin` or `retune`).
 pub const ENV: &str = "GHOST_PATH_COSTS";
@@ -95,6 +106,30 @@ impl PathCheck {
     }
 }
 
+/// `ghost tune`'s last comparison, in decode: the sparse FFN, with the setting the other
+/// verdicts pick, against the dense FFN.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SparseCheck {
+    /// The sparsity mode decoded with.
+    pub mode: String,
+    /// Decode speed with the sparse FFN relative to the dense one (> 1: sparse faster).
+    pub speedup: f64,
+    pub pairs: usize,
+    /// Pairs in which the sparse FFN decoded faster.
+    pub wins: usize,
+}
+
+impl SparseCheck {
+    /// Whether decode with this mode should use the dense FFN instead: dense decoded faster
+    /// in significantly more pairs than not (the sign test, [`significant_wins`]). A median
+    /// below 1 alone is not enough: sparsity is what the user asked for, and a sparse FFN
+    /// that is as fast as dense still reads fewer bytes (less memory traffic for the other
+    /// cores).
+    pub fn decodes_dense(&self) -> bool {
+        self.speedup < 1.0 && significant_wins(self.pairs - self.wins, self.pairs)
+    }
+}
+
 /// What `ghost tune` found in decode about a file's curves, for one or more sparsity modes.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Verdicts {
@@ -103,6 +138,8 @@ pub struct Verdicts {
     pub checks: Vec<DecodeCheck>,
     /// Path classes tried off, in order, each for its mode.
     pub paths: Vec<PathCheck>,
+    /// The sparse FFN against the dense one, at most one per mode tuned.
+    pub sparse: Vec<SparseCheck>,
 }
 
 impl Verdicts {
@@ -111,7 +148,15 @@ impl Verdicts {
         Verdicts {
             checks: vec![check],
             paths,
+            sparse: vec![],
         }
+    }
+
+    /// The sparse-against-dense check of `mode` itself, if it was tuned with it: unlike the
+    /// curves, whether sparsity pays differs from mode to mode.
+    pub fn sparse_check_for(&self, mode: &str) -> Option<&SparseCheck> {
+        let mode = mode_word(mode);
+        self.sparse.iter().find(|c| c.mode == mode)
     }
 
     /// The curve check that decides for `mode`: its own, else the first one.
@@ -139,9 +184,16 @@ impl Verdicts {
                 .filter(|p| !replaced(&p.mode))
                 .cloned()
                 .collect(),
+            sparse: self
+                .sparse
+                .iter()
+                .filter(|c| !replaced(&c.mode))
+                .cloned()
+                .collect(),
         };
         v.checks.extend(newer.checks.iter().cloned());
         v.paths.extend(newer.paths.iter().cloned());
+        v.sparse.extend(newer.sparse.iter().cloned());
         v
     }
 
@@ -202,6 +254,8 @@ pub enum CachedUse {
         measured: bool,
         check: Option<DecodeCheck>,
         off: PathSet,
+        /// The mode's sparse-against-dense check, if it was tuned with it.
+        sparse: Option<SparseCheck>,
     },
 }
 
@@ -336,11 +390,38 @@ pub fn to_text(
             p.wins
         ));
     }
+    for c in &verdicts.sparse {
+        s.push_str(&format!(
+            "{SPARSE_LINE} {} {:.4} {} {}\n",
+            c.mode, c.speedup, c.pairs, c.wins
+        ));
+    }
     s
 }
 
 const CHECK_LINE: &str = "decode_check";
 const PATH_LINE: &str = "path_check";
+const SPARSE_LINE: &str = "sparse_check";
+
+fn parse_sparse_check(line: &str) -> Result<SparseCheck> {
+    let w: Vec<&str> = line.split_whitespace().collect();
+    let speedup = w.get(2).and_then(|v| v.parse::<f64>().ok());
+    let pairs = w.get(3).and_then(|v| v.parse::<usize>().ok());
+    let wins = w.get(4).and_then(|v| v.parse::<usize>().ok());
+    match (w.len(), speedup, pairs, wins) {
+        (5, Some(speedup), Some(pairs), Some(wins))
+            if speedup.is_finite() && speedup > 0.0 && pairs > 0 && wins <= pairs =>
+        {
+            Ok(SparseCheck {
+                mode: w[1].to_string(),
+                speedup,
+                pairs,
+                wins,
+            })
+        }
+        _ => bail!(Format, "path costs: bad sparse check {line:?}"),
+    }
+}
 
 fn parse_path_check(line: &str) -> Result<PathCheck> {
     let w: Vec<&str> = line.split_whitespace().collect();
@@ -407,6 +488,10 @@ pub fn from_text(shape: &FfnShape, n_threads: usize, text: &str) -> Result<Optio
         }
         if name == PATH_LINE {
             verdicts.paths.push(parse_path_check(line)?);
+            continue;
+        }
+        if name == SPARSE_LINE {
+            verdicts.sparse.push(parse_sparse_check(line)?);
             continue;
         }
         let mut points = Vec::new();
@@ -519,6 +604,7 @@ pub fn install_from(
                 measured: v.check_for(mode).is_none_or(DecodeCheck::keeps_measured),
                 check: v.check_for(mode).cloned(),
                 off: v.off(mode),
+                sparse: mode.and_then(|m| v.sparse_check_for(m)).cloned(),
             }
         }
         _ => CachedUse::None,
@@ -640,13 +726,20 @@ mod tests {
                     wins: 9,
                 },
             ],
+            sparse: vec![SparseCheck {
+                mode: "budget:2".into(),
+                speedup: 0.948,
+                pairs: 24,
+                wins: 4,
+            }],
         };
         let text = to_text(&s, 2, &c, &verdicts);
         assert!(
             text.ends_with(
                 "\ndecode_check input:0.1,cascade:0.2:0.4:upw 0.9731 48\n\
                  path_check input_major budget:2 1.1210 24 20\n\
-                 path_check exact_down budget:2 0.9820 24 9\n"
+                 path_check exact_down budget:2 0.9820 24 9\n\
+                 sparse_check budget:2 0.9480 24 4\n"
             ),
             "{text}"
         );
@@ -688,6 +781,7 @@ mod tests {
                     ..path(PathClass::RequantizedDown, 1.03)
                 },
             ],
+            sparse: vec![],
         };
         let want = c.without(PathClass::InputMajor);
         let budget = Some("budget:2");
@@ -777,6 +871,65 @@ mod tests {
             let e = from_text(&s, 1, &format!("{text}{bad}\n")).unwrap_err();
             assert!(e.to_string().contains("bad path check"), "{bad}: {e}");
         }
+        for bad in [
+            "sparse_check budget:2 slow 24 4",
+            "sparse_check budget:2 0.95 24",
+            "sparse_check budget:2 0 24 4",
+            "sparse_check budget:2 0.95 0 0",
+            "sparse_check budget:2 0.95 24 25",
+            "sparse_check budget:2 0.95 24 4 extra",
+        ] {
+            let e = from_text(&s, 1, &format!("{text}{bad}\n")).unwrap_err();
+            assert!(e.to_string().contains("bad sparse check"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn dense_decodes_only_where_it_was_significantly_faster() {
+        let check = |speedup, wins| SparseCheck {
+            mode: "budget:2".into(),
+            speedup,
+            pairs: 24,
+            wins,
+        };
+        // Dense faster in 20 of 24 pairs (p = 0.0008): dense; in 16 (p = 0.076): sparse kept.
+        assert!(check(0.948, 4).decodes_dense());
+        assert!(!check(0.98, 8).decodes_dense());
+        assert!(
+            !check(1.02, 4).decodes_dense(),
+            "a median above 1 keeps sparse"
+        );
+        assert!(!check(1.05, 20).decodes_dense());
+        let v = Verdicts {
+            sparse: vec![check(0.948, 4)],
+            ..Verdicts::default()
+        };
+        assert_eq!(v.sparse_check_for(" budget:2"), Some(&check(0.948, 4)));
+        assert_eq!(
+            v.sparse_check_for("stat:0.5"),
+            None,
+            "per mode, no fallback"
+        );
+        // Retuning a mode replaces its sparse check; another mode's stays.
+        let stat = Verdicts {
+            sparse: vec![SparseCheck {
+                mode: "stat:0.5".into(),
+                ..check(1.1, 22)
+            }],
+            ..Verdicts::default()
+        };
+        let both = v.merged_with(&stat);
+        assert_eq!(both.sparse.len(), 2);
+        let retuned = both.merged_with(&Verdicts {
+            checks: vec![DecodeCheck {
+                mode: "budget:2".into(),
+                speedup: 1.0,
+                pairs: 24,
+            }],
+            ..Verdicts::default()
+        });
+        assert_eq!(retuned.sparse_check_for("budget:2"), None);
+        assert!(retuned.sparse_check_for("stat:0.5").is_some());
     }
 
     #[test]
@@ -814,6 +967,7 @@ mod tests {
             let v = Verdicts {
                 checks: file_check.map(check).into_iter().collect(),
                 paths,
+                sparse: vec![],
             };
             write(&p, &s, 2, &c, &v).unwrap();
             assert_eq!(
@@ -829,6 +983,7 @@ mod tests {
                     measured: measured_used,
                     check: v.checks.first().cloned(),
                     off: v.off(budget),
+                    sparse: None,
                 }
             );
             let installed = super::super::tuned(s.n_embd, 2).unwrap();
@@ -844,6 +999,27 @@ mod tests {
                 super::super::tuned(s.n_embd, 2).unwrap().off,
                 PathSet::EMPTY
             );
+        }
+        // The sparse-against-dense check reaches the front end for its own mode only.
+        let dense_wins = SparseCheck {
+            mode: "budget:2".into(),
+            speedup: 0.95,
+            pairs: 24,
+            wins: 3,
+        };
+        let v = Verdicts {
+            checks: vec![check(1.0)],
+            sparse: vec![dense_wins.clone()],
+            ..Verdicts::default()
+        };
+        write(&p, &s, 2, &c, &v).unwrap();
+        match install_from(&p, &s, 2, budget) {
+            CachedUse::Installed { sparse, .. } => assert_eq!(sparse, Some(dense_wins)),
+            other => panic!("{other:?}"),
+        }
+        match install_from(&p, &s, 2, Some("stat:0.5")) {
+            CachedUse::Installed { sparse, .. } => assert_eq!(sparse, None),
+            other => panic!("{other:?}"),
         }
         super::super::clear_tuned(s.n_embd, 2);
         std::fs::remove_dir_all(&dir).unwrap();

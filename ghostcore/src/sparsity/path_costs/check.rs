@@ -6,17 +6,21 @@
 //! curves it decodes with its sparse FFN, built-in and measured curves alternating in paired
 //! blocks ([`crate::paired_speed`]), keeps the faster set ([`check_in_decode`]), then tries
 //! each class of sparse paths that decode took never taken, one at a time in the same
-//! paired way, and turns off those it decodes faster without ([`tune_in_decode`]). The
-//! verdicts go into the cache file (see [`super::cache`]); `ghost tune` and
-//! `gc_ctx_tune_path_costs` run it.
+//! paired way, and turns off those it decodes faster without ([`tune_in_decode`]). Last, it
+//! decodes with the sparse FFN so tuned against the dense FFN: a sparse FFN can be the
+//! fastest of its kind and still slower than dense (SmolLM2's `budget:2` at 0.94–0.96× with
+//! 2 threads on a Zen 3 VM), and then the front ends decode densely. The verdicts go into
+//! the cache file (see [`super::cache`]); `ghost tune` and `gc_ctx_tune_path_costs` run it.
 
 use std::path::Path;
 
-use super::cache::{self, mode_word, DecodeCheck, PathCheck, Verdicts};
+use super::cache::{self, mode_word, DecodeCheck, PathCheck, SparseCheck, Verdicts};
 use super::measure::FfnShape;
 use super::{clear_tuned, install_tuned, PathCosts, PathSet};
 use crate::context::Context;
-use crate::paired_speed::{paired_speed, PairedSpeed, Side};
+use crate::paired_speed::{
+    install_decode_ffns, paired_decode_speed, paired_speed, PairedSpeed, Side,
+};
 use crate::sparsity::calibrate::BUILTIN_CORPUS;
 use crate::sparsity::engine::SparseHandle;
 use crate::tokenizer::Tokenizer;
@@ -68,9 +72,11 @@ pub fn check_in_decode(
 
 /// [`check_in_decode`], then each class of sparse paths that decode takes with the curves it
 /// kept tried never taken, in [`PathClass::ALL`]'s order, against the setting so far (which
-/// it joins when it decoded faster, [`PathCheck::turns_off`]). `sparse` is the handle of the
+/// it joins when it decoded faster, [`PathCheck::turns_off`]); then the sparse FFN with the
+/// setting so found against the dense FFN ([`SparseCheck`]). `sparse` is the handle of the
 /// sparse FFN installed in `ctx` (its tally tells which paths decode took; it is reset).
-/// The context is left holding the check's tokens, with the built-in curves installed.
+/// The context is left holding the check's tokens, with its sparse FFN and the built-in
+/// curves installed.
 pub fn tune_in_decode(
     ctx: &mut Context,
     sparse: &SparseHandle,
@@ -97,8 +103,46 @@ pub fn tune_in_decode(
         }
         verdicts.paths.push(check);
     }
+    verdicts
+        .sparse
+        .push(check_against_dense(ctx, &current, mode, opts)?);
     clear_tuned(width, ctx.n_threads());
     Ok(verdicts)
+}
+
+/// Decode speed of the sparse FFN installed in `ctx`, with `costs` installed for its
+/// model's width, against the dense FFN, in paired blocks; the sparse FFN is installed again
+/// afterwards, and no curves are (the built-in ones serve).
+fn check_against_dense(
+    ctx: &mut Context,
+    costs: &PathCosts,
+    mode: &str,
+    opts: &CheckOptions,
+) -> Result<SparseCheck> {
+    let n_tokens = check_length(ctx, opts)?;
+    let ids = check_tokens(ctx, PROMPT_TOKENS + n_tokens)?;
+    let (width, n_threads) = (ctx.model().config().n_embd, ctx.n_threads());
+    let sparse = ctx.decode_ffns().to_vec();
+    install_tuned(width, n_threads, *costs);
+    let speed = paired_decode_speed(
+        ctx,
+        &sparse,
+        &ids[..PROMPT_TOKENS],
+        &ids[PROMPT_TOKENS..],
+        opts.reps,
+        opts.block.max(1),
+        n_threads == 1,
+    );
+    let restored = install_decode_ffns(ctx, &sparse);
+    clear_tuned(width, n_threads);
+    let speed = speed?;
+    restored?;
+    Ok(SparseCheck {
+        mode: mode_word(mode),
+        speedup: speed.speedup,
+        pairs: speed.pairs,
+        wins: speed.candidate_wins,
+    })
 }
 
 /// The sparse path classes decode takes in `ctx` with `costs`, over one repetition's tokens.
@@ -259,9 +303,29 @@ pub fn describe(verdicts: &Verdicts) -> String {
             )
         })
         .collect();
-    if paths.is_empty() {
+    let setting = if paths.is_empty() {
         curves
     } else {
         format!("{curves}; {}", paths.join(", "))
+    };
+    match verdicts.sparse.first() {
+        None => setting,
+        Some(c) => format!("{setting}; {}", describe_sparse_check(c)),
     }
+}
+
+/// A sparse-against-dense check in words, with what decode does about it.
+pub fn describe_sparse_check(c: &SparseCheck) -> String {
+    format!(
+        "the sparse FFN decoded {} at {:.3}× the dense speed (faster in {} of {} pairs): {}",
+        c.mode,
+        c.speedup,
+        c.wins,
+        c.pairs,
+        if c.decodes_dense() {
+            "dense decodes faster here"
+        } else {
+            "sparse kept"
+        }
+    )
 }
