@@ -2,7 +2,7 @@
 //! fixed shapes, to compare CPUs and kernels (`ghost tune -m MODEL` measures them at a
 //! model's own shape and installs them):
 //!
-//! `cargo bench -p ghostcore --bench path_costs [-- --quick]`
+//! `cargo bench -p ghostcore --bench path_costs [-- --quick] [--hot]`
 //!
 //! - *gathered rows*: `matvec_rows` over a random sorted share of a Q5_0 matrix's rows against
 //!   all rows in order (rows of 396, 1,408 and 2,816 bytes: widths 576, 2048, 4096);
@@ -11,8 +11,10 @@
 //!
 //! Each figure is the median over reps of (sparse time / dense time), the two alternated rep
 //! by rep on matrices cycled through more memory than the last-level cache, so that both read
-//! from memory (`sparsity::path_costs::measure`). Run it on an idle machine; the printed
-//! points are the `(share of bytes, relative time)` pairs of the curves.
+//! from memory (`sparsity::path_costs::measure`); `--hot` cycles through two copies only,
+//! which the last-level cache holds, so that the kernels' compute shows without the memory
+//! (SmolLM2's shape). Run it on an idle machine; the printed points are the `(share of
+//! bytes, relative time)` pairs of the curves.
 
 use ghostcore::quant::GgmlType;
 use ghostcore::sparsity::path_costs::measure::{exact_down, gathered_rows, MeasureOptions};
@@ -28,8 +30,14 @@ fn print(what: String, points: &[(f64, f64)]) {
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    let hot = std::env::args().any(|a| a == "--hot");
     let opts = MeasureOptions {
         reps: if quick { 15 } else { 101 },
+        cycle_bytes: if hot {
+            0
+        } else {
+            MeasureOptions::default().cycle_bytes
+        },
         ..MeasureOptions::default()
     };
     println!(

@@ -128,9 +128,10 @@ impl ExactQ4kDown {
             + unit_runs(ids, BLOCK) * self.block_bytes()
     }
 
-    /// `out[o] += Σ_k coefs[k] · down[o][ids[k]]`. `acc` is scratch (resized). Ids are visited
-    /// in order and grouped by runs within one 32-neuron group, so ascending ids cost one
-    /// scale pass per group; any order gives the same sum up to rounding.
+    /// `out[o] += Σ_k coefs[k] · down[o][ids[k]]`. `scratch` is resized. Ids are visited in
+    /// order and grouped by runs within one 256-neuron block and, inside, one 32-neuron
+    /// group, so ascending ids read each scale once; any order gives the same sum up to
+    /// rounding.
     pub fn accumulate(
         &self,
         ids: &[u32],
@@ -139,50 +140,78 @@ impl ExactQ4kDown {
         scratch: &mut super::ExactDownScratch,
     ) -> Result<()> {
         super::check_accumulate(ids, coefs, out, self.n_embd, self.n_ff)?;
-        let group = select_group_kernel();
-        let row = self.row_bytes();
+        #[cfg(target_arch = "x86_64")]
+        if crate::quant::active_isa() == crate::quant::Isa::Avx2 {
+            self.accumulate_avx2(ids, coefs, out, scratch);
+            return Ok(());
+        }
         let mut k = 0;
         while k < ids.len() {
             let g = ids[k] as usize / GROUP;
             let end = run_end(ids, k, GROUP);
-            // The kernel walks the group's rows one pair after another, prefetching the
-            // rows two pairs ahead (into the next group's first rows); start the first
-            // group's rows, and each next group's scales, here.
-            if k == 0 {
-                for &j in ids.iter().take(4) {
-                    prefetch(&self.quants[j as usize * row..][..row.min(PREFETCH_AHEAD)]);
-                }
-            }
-            if let Some(&first) = ids.get(end) {
-                let next_g = first as usize / GROUP;
-                let sc = self.group_scales(next_g);
-                prefetch(&sc[..sc.len().min(2 * PREFETCH_AHEAD)]);
-                if next_g * GROUP / BLOCK != g * GROUP / BLOCK {
-                    let bs = self.block_scales(next_g * GROUP / BLOCK);
-                    prefetch(&bs[..bs.len().min(PREFETCH_AHEAD)]);
-                }
-            }
-            let hsum: f32 = coefs[k..end].iter().sum();
-            group(GroupArgs {
+            group_scalar(GroupArgs {
                 quants: &self.quants,
-                row,
+                row: self.row_bytes(),
                 ids: &ids[k..end],
                 coefs: &coefs[k..end],
-                next: &ids[end..(end + 4).min(ids.len())],
                 group_scales: self.group_scales(g),
                 block_scales: self.block_scales(g * GROUP / BLOCK),
-                hsum,
+                hsum: coefs[k..end].iter().sum(),
                 out,
                 acc: &mut scratch.f32s,
-                sums: &mut scratch.i32s,
             });
             k = end;
         }
         Ok(())
     }
+
+    /// The AVX2 path: pieces of ids within one block ([`avx2::piece_end`]), each summed in
+    /// integers up to its block scales ([`avx2::block`]). Only called after `active_isa()`
+    /// reported AVX2+FMA+F16C, with ids checked against `n_ff` and `out.len() == n_embd`.
+    #[cfg(target_arch = "x86_64")]
+    fn accumulate_avx2(
+        &self,
+        ids: &[u32],
+        coefs: &[f32],
+        out: &mut [f32],
+        scratch: &mut super::ExactDownScratch,
+    ) {
+        let row = self.row_bytes();
+        // The kernel walks the rows one pair after another, prefetching the rows
+        // `avx2::AHEAD` pairs ahead, and each next run's and block's scales; start the first
+        // ones here.
+        for &j in ids.iter().take(2 * avx2::AHEAD) {
+            prefetch(&self.quants[j as usize * row..][..row.min(PREFETCH_AHEAD)]);
+        }
+        if let Some(&j) = ids.first() {
+            prefetch(self.group_scales(j as usize / GROUP));
+            prefetch(self.block_scales(j as usize / BLOCK));
+        }
+        let mut k = 0;
+        while k < ids.len() {
+            let b = ids[k] as usize / BLOCK;
+            let end = avx2::piece_end(ids, k);
+            if let Some(&first) = ids.get(end) {
+                let next_b = first as usize / BLOCK;
+                if next_b != b {
+                    prefetch(self.block_scales(next_b));
+                }
+            }
+            avx2::block(avx2::BlockArgs {
+                copy: self,
+                block: b,
+                ids: &ids[k..end],
+                coefs: &coefs[k..end],
+                next: &ids[end..(end + 2 * avx2::AHEAD).min(ids.len())],
+                out,
+                scratch,
+            });
+            k = end;
+        }
+    }
 }
 
-/// One group's share of the down projection.
+/// One group's share of the down projection, for the scalar reference.
 struct GroupArgs<'a> {
     /// All neurons' quant rows (`row` bytes each).
     quants: &'a [u8],
@@ -190,8 +219,6 @@ struct GroupArgs<'a> {
     /// Active neurons of this group and their coefficients.
     ids: &'a [u32],
     coefs: &'a [f32],
-    /// The ids after the group's (at most 4; their rows are prefetched).
-    next: &'a [u32],
     /// The group's `sc` then `m` values (`n_embd` each).
     group_scales: &'a [u8],
     /// Its block's `d` then `dmin` values (f16 bits, `n_embd` each).
@@ -199,23 +226,11 @@ struct GroupArgs<'a> {
     /// Σ coefs.
     hsum: f32,
     out: &'a mut [f32],
-    /// Scratch (the scalar kernel's).
     acc: &'a mut Vec<f32>,
-    /// Scratch (the SIMD kernel's).
-    sums: &'a mut Vec<i32>,
 }
 
-type GroupKernel = fn(GroupArgs<'_>);
-
-fn select_group_kernel() -> GroupKernel {
-    #[cfg(target_arch = "x86_64")]
-    if crate::quant::active_isa() == crate::quant::Isa::Avx2 {
-        return avx2::group;
-    }
-    group_scalar
-}
-
-/// Reference: `acc = Σ h_j q_j`, then `out += d·sc·acc − dmin·m·hsum`.
+/// Reference: `acc = Σ h_j q_j`, then `out += d·sc·acc − dmin·m·hsum` (the weights exactly,
+/// coefficients unrounded).
 fn group_scalar(a: GroupArgs<'_>) {
     let n = a.out.len();
     a.acc.clear();
@@ -242,179 +257,254 @@ fn group_scalar(a: GroupArgs<'_>) {
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::GroupArgs;
+    use super::super::{prefetch, prefetch_line, run_end, ExactDownScratch};
+    use super::{ExactQ4kDown, GROUP};
 
-    /// Only selected after `active_isa()` reported AVX2+FMA+F16C.
-    pub(super) fn group(a: GroupArgs<'_>) {
-        // SAFETY: CPU support checked by `select_group_kernel`. `accumulate` checked every id
-        // against `n_ff`, so each row `j·row .. (j+1)·row` lies inside `quants`; `out.len()`
-        // is `n_embd`, a multiple of 32, `row = n_embd/2`, and `group_scales` and
-        // `block_scales` hold `2·n_embd` values each: every tile below reads and writes
-        // inside those bounds.
-        unsafe { group_impl(a) }
+    /// Pairs of rows ahead of the pair being summed whose lines are prefetched (twice the
+    /// first version's distance, whose sums took more instructions; at the 8B shape's
+    /// 2 KiB rows, 16 KiB ahead, half of L1).
+    pub(super) const AHEAD: usize = 4;
+
+    /// A piece of ids within one block ([`piece_end`]), and where its sum goes.
+    pub(super) struct BlockArgs<'a> {
+        pub copy: &'a ExactQ4kDown,
+        /// The block all `ids` lie in.
+        pub block: usize,
+        pub ids: &'a [u32],
+        pub coefs: &'a [f32],
+        /// The ids after the piece (at most `2·AHEAD`; their rows are prefetched).
+        pub next: &'a [u32],
+        pub out: &'a mut [f32],
+        pub scratch: &'a mut ExactDownScratch,
     }
 
-    /// The group's coefficients are quantized to i8 (one scale per 32 of them, as the dense
-    /// path quantizes its down input to 8 bits). Pairs of rows are taken one after another,
-    /// each walked from start to end 32 outputs (16 bytes of each row) at a time, so that
-    /// memory is read row after row, as the hardware prefetcher expects, with the rows two
-    /// pairs ahead prefetched (the next group's first rows too): the two rows' nibbles are
-    /// interleaved byte by byte and multiplied with `maddubs` (32 weights per instruction,
-    /// exact integer sums) into i16 sums per output held in `sums` (at most 8 pairs, then
-    /// added to i32 sums there too); after the last pairs, `out += d·sc·s·Σ`, and after the
-    /// group `out −= dmin·m·hsum`, in f32.
-    ///
-    /// Walking all rows of the group side by side a tile at a time instead (sums in
-    /// registers) read SmolLM2's 576-wide down copy from memory at 1.4–1.5× the dense
-    /// down's time at 58% of its bytes (2-core Zen 3 VM).
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn group_impl(a: GroupArgs<'_>) {
+    /// `out += Σ_k coefs[k] · down[:, ids[k]]` over a piece of one block. Only called after
+    /// `active_isa()` reported AVX2+FMA+F16C, by `accumulate_avx2`.
+    pub(super) fn block(a: BlockArgs<'_>) {
         let n = a.out.len();
-        let q = a.quants.as_ptr();
-        let h_sum = _mm256_set1_ps(a.hsum);
-        // `sums`: n i32 totals, then n i16 sums of up to 8 pairs (n/2 i32 slots).
-        a.sums.clear();
-        a.sums.resize(n + n / 2, 0);
-        let (total, part) = a.sums.split_at_mut(n);
-        let total = total.as_mut_ptr();
-        let part = part.as_mut_ptr().cast::<i16>();
-        // Row offsets of the rows after the group (for prefetching only).
-        let next: [usize; 4] = std::array::from_fn(|i| {
-            a.next
-                .get(i)
-                .or(a.next.first())
-                .or(a.ids.first())
-                .map_or(0, |&j| j as usize * a.row)
-        });
-        // Up to 32 coefficients at a time share one i8 scale.
-        for (ids, coefs) in a.ids.chunks(32).zip(a.coefs.chunks(32)) {
-            let amax = coefs.iter().fold(0f32, |m, h| m.max(h.abs()));
-            if amax == 0.0 {
-                continue;
+        assert!(
+            n == a.copy.n_embd && n % 32 == 0 && !a.ids.is_empty(),
+            "exact Q4_K down piece: {n} outputs, {} ids",
+            a.ids.len()
+        );
+        assert_eq!(piece_end(a.ids, 0), a.ids.len(), "one piece");
+        assert!(a
+            .ids
+            .iter()
+            .all(|&j| j as usize / super::BLOCK == a.block && (j as usize) < a.copy.n_ff));
+        // SAFETY: CPU support checked by the caller. Asserted above: every id lies in block
+        // `block` of the copy, so each row `j·row .. (j+1)·row` lies inside `quants` and the
+        // groups' and the block's scales exist; `out.len() == n_embd`, a multiple of 32,
+        // `row = n_embd/2`, and the scratch buffers are sized to `n_embd` below: every tile
+        // read or written lies inside those bounds. Prefetch addresses may lie anywhere.
+        unsafe { block_impl(a) }
+    }
+
+    /// Most runs of ids in one group a piece holds (those of a block, for ascending ids).
+    const MAX_RUNS: usize = super::BLOCK / GROUP;
+    /// Most entries of a piece's row list: its ids, a padding entry per run, and the rows
+    /// after the piece.
+    const MAX_ROWS: usize = MAX_RUNS * GROUP + MAX_RUNS + 2 * AHEAD;
+
+    /// The end of the piece of `ids` starting at `k`: ids in one block, in at most
+    /// [`MAX_RUNS`] runs within one group of at most 32 ids each (more ids or runs only with
+    /// repeated or unsorted ids), which keeps the kernel's integer sums in range.
+    pub(super) fn piece_end(ids: &[u32], k: usize) -> usize {
+        let block = ids[k] as usize / super::BLOCK;
+        let mut end = k;
+        for _ in 0..MAX_RUNS {
+            if end == ids.len() || ids[end] as usize / super::BLOCK != block {
+                break;
             }
-            let scale = amax / 127.0;
-            let inv = 127.0 / amax;
-            // (row offset, i8 coefficient) per neuron, padded to an even count with a zero
-            // coefficient; then the four rows after, for prefetching.
-            let mut rows = [0usize; 36];
-            let mut hq = [0i8; 32];
-            for (k, (&j, &h)) in ids.iter().zip(coefs).enumerate() {
-                rows[k] = j as usize * a.row;
-                hq[k] = (h * inv).round().clamp(-127.0, 127.0) as i8;
+            end = run_end(ids, end, GROUP).min(end + GROUP);
+        }
+        end
+    }
+
+    /// The piece's coefficients are rounded to i8 with one scale `s` (as the dense path
+    /// quantizes its down input to Q8_K, one scale per 256 values), so every sum up to the
+    /// block scales is an exact integer. Per group run, pairs of rows are taken one after
+    /// another, each walked from start to end 64 outputs (32 bytes of each row) at a time,
+    /// so that memory is read row after row as the hardware prefetcher expects, with the
+    /// rows `AHEAD` pairs ahead prefetched (into the next runs and pieces): the two rows'
+    /// nibbles interleaved byte by byte and multiplied with `maddubs` (exact i16 sums of two
+    /// weights), lanes put back in output order, added into i16 sums per output (pairs 0–7
+    /// in one half of `sums16`, 8–15 in the other: |Σ| ≤ 8 · 2 · 15 · 127 = 30480). After
+    /// the run, `acc += sc · Σ` in i32 (|acc| ≤ 8 groups · 63 · 60960 < 2³¹) and
+    /// `mins += m · hsum` in f32; after the piece, `out += d·s·acc − dmin·mins`.
+    ///
+    /// The first version scaled each group's sums into `out` in f32 (`d·sc` formed per
+    /// group and output) and walked 32 outputs at a time: on a 2-core Zen 3 VM its time at
+    /// 50% of SmolLM2's down bytes was 0.92–1.00 of the dense down's.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn block_impl(a: BlockArgs<'_>) {
+        let n = a.out.len();
+        let row = a.copy.row_bytes();
+        let q = a.copy.quants.as_ptr();
+        let amax = a.coefs.iter().fold(0f32, |m, h| m.max(h.abs()));
+        if amax == 0.0 {
+            return;
+        }
+        let scale = amax / 127.0;
+        let inv = 127.0 / amax;
+        // The piece's rows, run after run, each run padded to an even count with a zero
+        // coefficient; then the rows after the piece (prefetched only). `runs`: (first
+        // entry, ids, group, Σ coefficients) of each run of ids in one group (at most 32:
+        // more only with repeated ids).
+        let mut rows = [0usize; MAX_ROWS];
+        let mut hq = [0i8; MAX_ROWS];
+        let mut runs = [(0usize, 0usize, 0usize, 0f32); MAX_RUNS];
+        let (mut n_rows, mut n_runs, mut k) = (0, 0, 0);
+        while k < a.ids.len() {
+            let end = run_end(a.ids, k, GROUP).min(k + GROUP);
+            let hsum = a.coefs[k..end].iter().sum::<f32>();
+            runs[n_runs] = (n_rows, end - k, a.ids[k] as usize / GROUP, hsum);
+            n_runs += 1;
+            for (&j, &h) in a.ids[k..end].iter().zip(&a.coefs[k..end]) {
+                rows[n_rows] = j as usize * row;
+                hq[n_rows] = (h * inv).round().clamp(-127.0, 127.0) as i8;
+                n_rows += 1;
             }
-            let n_pairs = ids.len().div_ceil(2);
-            if ids.len() % 2 == 1 {
-                rows[ids.len()] = rows[ids.len() - 1];
-                hq[ids.len()] = 0;
+            if (end - k) % 2 == 1 {
+                rows[n_rows] = rows[n_rows - 1];
+                n_rows += 1;
             }
-            rows[2 * n_pairs..2 * n_pairs + 4].copy_from_slice(&next);
-            let low4 = _mm_set1_epi8(0x0f);
-            let mut p = 0;
-            while p < n_pairs {
-                // At most 8 pairs in i16: |Σ| ≤ 8 · 2 · 15 · 127 = 30480.
-                let end = (p + 8).min(n_pairs);
-                let first_part = p == 0;
-                while p < end {
-                    let c = (hq[2 * p] as u8 as u16) | ((hq[2 * p + 1] as u8 as u16) << 8);
-                    let coef = _mm256_set1_epi16(c as i16);
-                    let (r1, r2) = (rows[2 * p], rows[2 * p + 1]);
-                    // Two pairs ahead, or the rows after the group.
-                    let ahead = (2 * p + 4).min(2 * n_pairs + 2);
-                    let (f1, f2) = (rows[ahead], rows[ahead + 1]);
-                    // A group of one pair also fetches the two rows right after it, which
-                    // no earlier pair did.
-                    let (f3, f4) = if n_pairs == 1 {
-                        (rows[2], rows[3])
+            k = end;
+        }
+        for &j in a.next.iter().take(2 * AHEAD) {
+            rows[n_rows] = j as usize * row;
+            n_rows += 1;
+        }
+        // `i32s`: n i32 sums of the piece, then 2n i16 sums of a group run (n i32 slots).
+        let ExactDownScratch { f32s, i32s } = a.scratch;
+        i32s.clear();
+        i32s.resize(2 * n, 0);
+        f32s.clear();
+        f32s.resize(n, 0.0);
+        let (acc, sums16) = i32s.split_at_mut(n);
+        let acc = acc.as_mut_ptr();
+        let sums16 = sums16.as_mut_ptr().cast::<i16>();
+        let mins = f32s.as_mut_ptr();
+        let low4 = _mm_set1_epi8(0x0f);
+        let low4x2 = _mm256_set1_epi8(0x0f);
+        let n64 = n - n % 64;
+        for (r, &(first_row, n_ids, g, hsum)) in runs[..n_runs].iter().enumerate() {
+            let scales = a.copy.group_scales(g);
+            // All of the next run's scales (or the next piece's first run's): they are read
+            // right after its rows, and a fraction of them prefetched left the rest to stall
+            // the scaling loop.
+            let next_g = match runs[..n_runs].get(r + 1) {
+                Some(&(_, _, g, _)) => Some(g),
+                None => a.next.first().map(|&j| j as usize / GROUP),
+            };
+            if let Some(g) = next_g {
+                prefetch(a.copy.group_scales(g));
+            }
+            let n_pairs = n_ids.div_ceil(2);
+            for p in 0..n_pairs {
+                let e = first_row + 2 * p;
+                let c = (hq[e] as u8 as u16) | ((hq[e + 1] as u8 as u16) << 8);
+                let coef = _mm256_set1_epi16(c as i16);
+                let (r1, r2) = (rows[e], rows[e + 1]);
+                // `AHEAD` pairs ahead in the piece, or the rows after it (the last pair's own
+                // rows at the very end).
+                let ahead = (e + 2 * AHEAD).min(n_rows - 2);
+                let (f1, f2) = (rows[ahead], rows[ahead + 1]);
+                let part = sums16.add(if p < 8 { 0 } else { n });
+                let first = p % 8 == 0;
+                let add = |ptr: *mut i16, v: __m256i| {
+                    let ptr = ptr.cast::<__m256i>();
+                    if first {
+                        _mm256_storeu_si256(ptr, v);
                     } else {
-                        (f1, f2)
-                    };
-                    let mut t = 0;
-                    while t < n {
-                        if t % 128 == 0 {
-                            super::super::prefetch_line(q.wrapping_add(f1 + t / 2));
-                            super::super::prefetch_line(q.wrapping_add(f2 + t / 2));
-                            if n_pairs == 1 {
-                                super::super::prefetch_line(q.wrapping_add(f3 + t / 2));
-                                super::super::prefetch_line(q.wrapping_add(f4 + t / 2));
-                            }
-                        }
-                        let v1 = _mm_loadu_si128(q.add(r1 + t / 2).cast());
-                        let v2 = _mm_loadu_si128(q.add(r2 + t / 2).cast());
-                        let lo1 = _mm_and_si128(v1, low4);
-                        let lo2 = _mm_and_si128(v2, low4);
-                        let hi1 = _mm_and_si128(_mm_srli_epi16(v1, 4), low4);
-                        let hi2 = _mm_and_si128(_mm_srli_epi16(v2, 4), low4);
-                        let x_ab = _mm256_set_m128i(
-                            _mm_unpackhi_epi8(lo1, lo2),
-                            _mm_unpacklo_epi8(lo1, lo2),
-                        );
-                        let x_cd = _mm256_set_m128i(
-                            _mm_unpackhi_epi8(hi1, hi2),
-                            _mm_unpacklo_epi8(hi1, hi2),
-                        );
-                        // Outputs t..t+16, then t+16..t+32, as i16.
-                        let (pab, pcd) = (
-                            part.add(t).cast::<__m256i>(),
-                            part.add(t + 16).cast::<__m256i>(),
-                        );
-                        let ab = _mm256_maddubs_epi16(x_ab, coef);
-                        let cd = _mm256_maddubs_epi16(x_cd, coef);
-                        if p % 8 == 0 {
-                            _mm256_storeu_si256(pab, ab);
-                            _mm256_storeu_si256(pcd, cd);
-                        } else {
-                            _mm256_storeu_si256(pab, _mm256_add_epi16(_mm256_loadu_si256(pab), ab));
-                            _mm256_storeu_si256(pcd, _mm256_add_epi16(_mm256_loadu_si256(pcd), cd));
-                        }
-                        t += 32;
+                        _mm256_storeu_si256(ptr, _mm256_add_epi16(_mm256_loadu_si256(ptr), v));
                     }
-                    p += 1;
+                };
+                let mut t = 0;
+                while t < n64 {
+                    if t % 128 == 0 {
+                        prefetch_line(q.wrapping_add(f1 + t / 2));
+                        prefetch_line(q.wrapping_add(f2 + t / 2));
+                    }
+                    // 32 bytes of each row: outputs t..t+16 (low nibbles) and t+16..t+32
+                    // (high) in the first lane, t+32.. and t+48.. in the second.
+                    let v1 = _mm256_loadu_si256(q.add(r1 + t / 2).cast());
+                    let v2 = _mm256_loadu_si256(q.add(r2 + t / 2).cast());
+                    let lo1 = _mm256_and_si256(v1, low4x2);
+                    let lo2 = _mm256_and_si256(v2, low4x2);
+                    let hi1 = _mm256_and_si256(_mm256_srli_epi16(v1, 4), low4x2);
+                    let hi2 = _mm256_and_si256(_mm256_srli_epi16(v2, 4), low4x2);
+                    // Lanes of outputs [t..t+8 | t+32..t+40], [t+8.. | t+40..], ...
+                    let s0 = _mm256_maddubs_epi16(_mm256_unpacklo_epi8(lo1, lo2), coef);
+                    let s1 = _mm256_maddubs_epi16(_mm256_unpackhi_epi8(lo1, lo2), coef);
+                    let s2 = _mm256_maddubs_epi16(_mm256_unpacklo_epi8(hi1, hi2), coef);
+                    let s3 = _mm256_maddubs_epi16(_mm256_unpackhi_epi8(hi1, hi2), coef);
+                    // ... put back in output order: t..t+16, t+16.., t+32.., t+48...
+                    add(part.add(t), _mm256_permute2x128_si256::<0x20>(s0, s1));
+                    add(part.add(t + 16), _mm256_permute2x128_si256::<0x20>(s2, s3));
+                    add(part.add(t + 32), _mm256_permute2x128_si256::<0x31>(s0, s1));
+                    add(part.add(t + 48), _mm256_permute2x128_si256::<0x31>(s2, s3));
+                    t += 64;
                 }
-                // The pairs' i16 sums into the i32 totals; after the last pairs, the totals
-                // times `A·s` into `out` (a group of at most 8 pairs never stores totals).
-                let last = p == n_pairs;
-                let s_v = _mm256_set1_ps(scale);
-                let mut o = 0;
-                while o < n {
-                    let mut s = _mm256_cvtepi16_epi32(_mm_loadu_si128(part.add(o).cast()));
-                    let tp = total.add(o).cast::<__m256i>();
-                    if !first_part {
-                        s = _mm256_add_epi32(_mm256_loadu_si256(tp), s);
-                    }
-                    if last {
-                        let av = scale_at(a.block_scales, a.group_scales, o);
-                        let x = _mm256_mul_ps(s_v, _mm256_cvtepi32_ps(s));
-                        let op = a.out.as_mut_ptr().add(o);
-                        _mm256_storeu_ps(op, _mm256_fmadd_ps(av, x, _mm256_loadu_ps(op)));
-                    } else {
-                        _mm256_storeu_si256(tp, s);
-                    }
-                    o += 8;
+                if t < n {
+                    // The last 32 outputs of an odd multiple of 32: 16 bytes of each row.
+                    prefetch_line(q.wrapping_add(f1 + t / 2));
+                    prefetch_line(q.wrapping_add(f2 + t / 2));
+                    let v1 = _mm_loadu_si128(q.add(r1 + t / 2).cast());
+                    let v2 = _mm_loadu_si128(q.add(r2 + t / 2).cast());
+                    let lo1 = _mm_and_si128(v1, low4);
+                    let lo2 = _mm_and_si128(v2, low4);
+                    let hi1 = _mm_and_si128(_mm_srli_epi16(v1, 4), low4);
+                    let hi2 = _mm_and_si128(_mm_srli_epi16(v2, 4), low4);
+                    let x_ab =
+                        _mm256_set_m128i(_mm_unpackhi_epi8(lo1, lo2), _mm_unpacklo_epi8(lo1, lo2));
+                    let x_cd =
+                        _mm256_set_m128i(_mm_unpackhi_epi8(hi1, hi2), _mm_unpacklo_epi8(hi1, hi2));
+                    add(part.add(t), _mm256_maddubs_epi16(x_ab, coef));
+                    add(part.add(t + 16), _mm256_maddubs_epi16(x_cd, coef));
                 }
+            }
+            // acc += sc · Σ (both halves when more than 8 pairs), mins += m · hsum.
+            let two = n_pairs > 8;
+            let (sc, m) = scales.split_at(n);
+            let hsum = _mm256_set1_ps(hsum);
+            let mut o = 0;
+            while o < n {
+                let mut s = _mm256_cvtepi16_epi32(_mm_loadu_si128(sums16.add(o).cast()));
+                if two {
+                    let s2 = _mm256_cvtepi16_epi32(_mm_loadu_si128(sums16.add(n + o).cast()));
+                    s = _mm256_add_epi32(s, s2);
+                }
+                let scv = _mm256_cvtepu8_epi32(_mm_loadl_epi64(sc.as_ptr().add(o).cast()));
+                let ap = acc.add(o).cast::<__m256i>();
+                _mm256_storeu_si256(
+                    ap,
+                    _mm256_add_epi32(_mm256_loadu_si256(ap), _mm256_mullo_epi32(s, scv)),
+                );
+                let mv = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(
+                    m.as_ptr().add(o).cast(),
+                )));
+                let mp = mins.add(o);
+                _mm256_storeu_ps(mp, _mm256_fmadd_ps(mv, hsum, _mm256_loadu_ps(mp)));
+                o += 8;
             }
         }
-        // The min term uses the exact coefficient sum.
+        // out += d·s·acc − dmin·mins.
+        let (d, dmin) = a.copy.block_scales(a.block).split_at(n);
+        let s_v = _mm256_set1_ps(scale);
         let mut o = 0;
         while o < n {
-            let bv = scale_at(a.block_scales, a.group_scales, n + o);
+            let dv = _mm256_cvtph_ps(_mm_loadu_si128(d.as_ptr().add(o).cast()));
+            let dm = _mm256_cvtph_ps(_mm_loadu_si128(dmin.as_ptr().add(o).cast()));
+            let x = _mm256_mul_ps(
+                s_v,
+                _mm256_cvtepi32_ps(_mm256_loadu_si256(acc.add(o).cast())),
+            );
             let op = a.out.as_mut_ptr().add(o);
-            _mm256_storeu_ps(op, _mm256_fnmadd_ps(bv, h_sum, _mm256_loadu_ps(op)));
+            let v = _mm256_fmadd_ps(dv, x, _mm256_loadu_ps(op));
+            _mm256_storeu_ps(op, _mm256_fnmadd_ps(dm, _mm256_loadu_ps(mins.add(o)), v));
             o += 8;
         }
-    }
-
-    /// `f16(block[i..i+8]) · group[i..i+8]` in f32: `A = d·sc` (from `i < n_embd`) or `B = dmin·m`
-    /// (from `n_embd + i`) of 8 outputs, formed as the dequantizer forms them.
-    ///
-    /// # Safety
-    /// AVX2 and F16C available; `i + 8 ≤ block.len()` and `i + 8 ≤ group.len()`.
-    #[target_feature(enable = "avx2,f16c")]
-    unsafe fn scale_at(block: &[u16], group: &[u8], i: usize) -> __m256 {
-        let d = _mm256_cvtph_ps(_mm_loadu_si128(block.as_ptr().add(i).cast()));
-        let s = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(
-            group.as_ptr().add(i).cast(),
-        )));
-        _mm256_mul_ps(d, s)
     }
 }
 
@@ -429,12 +519,18 @@ mod tests {
     }
 
     /// Both kernels against the dequantized original in f64, for sorted, unsorted and empty
-    /// id lists. The SIMD kernel rounds the coefficients to i8 (per ≤32 of one group), so its
-    /// bound is Σ_j |w_oj| · max|h in j's group| / 254 plus float rounding.
+    /// id lists, at widths with and without a 32-output tail after the 64-output tiles. The
+    /// SIMD kernel rounds the coefficients to i8 (per run of ids in one 256-neuron block), so
+    /// its bound is Σ_j |w_oj| · max|h in j's run| / 254 plus float rounding.
     #[test]
     fn accumulate_matches_dequantized_original() {
-        // 96 outputs: three 32-output tiles.
-        let (n_embd, n_ff) = (96, 512);
+        for n_embd in [96, 128] {
+            accumulate_matches_at(n_embd);
+        }
+    }
+
+    fn accumulate_matches_at(n_embd: usize) {
+        let n_ff = 512;
         let (data, deq) = random_down(n_embd, n_ff, 3);
         let copy = ExactQ4kDown::from_q4_k(GgmlType::Q4_K, n_embd, n_ff, &data).unwrap();
         // 4.625 bits per weight against the original's 4.5.
@@ -444,14 +540,23 @@ mod tests {
         let mut shuffled = sorted.clone();
         shuffled.reverse();
         shuffled.swap(0, 40);
-        for ids in [sorted, shuffled, Vec::new()] {
+        // Groups alternating id by id (a run per id, more runs than a piece holds), and one
+        // id repeated past a group's 32.
+        let alternating: Vec<u32> = (0..100u32).map(|i| (i % 8) * 32 + i / 8).collect();
+        let repeated: Vec<u32> = std::iter::repeat_n(5u32, 40).chain([6, 300, 5]).collect();
+        for ids in [sorted, shuffled, alternating, repeated, Vec::new()] {
             let coefs: Vec<f32> = ids.iter().map(|_| lcg(&mut st)).collect();
-            let mut group_max = vec![0f64; n_ff / GROUP];
-            for (&j, &h) in ids.iter().zip(&coefs) {
-                let g = j as usize / GROUP;
-                group_max[g] = group_max[g].max(h.abs() as f64);
+            // The largest |h| of each id's run within one block.
+            let mut coef_max = vec![0f64; ids.len()];
+            let mut k = 0;
+            while k < ids.len() {
+                let end = run_end(&ids, k, BLOCK);
+                let m = coefs[k..end]
+                    .iter()
+                    .fold(0f64, |m, h| m.max(h.abs() as f64));
+                coef_max[k..end].fill(m);
+                k = end;
             }
-            let coef_max: Vec<f64> = ids.iter().map(|&j| group_max[j as usize / GROUP]).collect();
             let (want, bound) = reference_and_bound(&deq, n_embd, n_ff, &ids, &coefs, &coef_max);
             let scale = want.iter().map(|v| v.abs()).fold(1e-3, f64::max);
             let mut got = vec![0f32; n_embd];
@@ -472,13 +577,11 @@ mod tests {
                     row: copy.row_bytes(),
                     ids: &ids[k..end],
                     coefs: &coefs[k..end],
-                    next: &[],
                     group_scales: copy.group_scales(g),
                     block_scales: copy.block_scales(g * GROUP / BLOCK),
                     hsum: coefs[k..end].iter().sum(),
                     out: &mut got_scalar,
                     acc: &mut acc,
-                    sums: &mut Vec::new(),
                 });
                 k = end;
             }
