@@ -31,15 +31,13 @@ fn print(what: String, points: &[(f64, f64)]) {
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let hot = std::env::args().any(|a| a == "--hot");
-    let opts = MeasureOptions {
+    let mut opts = MeasureOptions {
         reps: if quick { 15 } else { 101 },
-        cycle_bytes: if hot {
-            0
-        } else {
-            MeasureOptions::default().cycle_bytes
-        },
         ..MeasureOptions::default()
     };
+    if hot {
+        opts.cycle_bytes = 0;
+    }
     println!(
         "(share of the dense bytes read, time relative to the dense kernel); medians of up to {} reps",
         opts.reps
