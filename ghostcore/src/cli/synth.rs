@@ -21,7 +21,7 @@ pub struct Args {
     /// Shape: tiny, smollm2, llama3-1b, llama3-3b, llama3-8b.
     #[arg(long, default_value = "smollm2")]
     pub shape: String,
-    /// Weight types: q4_k_m, q4_0, q8_0, f16.
+    /// Weight types: q4_k_m, q4_0, q5_0 (the type SmolLM2's gate and up fall back to), q8_0, f16.
     #[arg(long = "type", default_value = "q4_k_m")]
     pub ty: String,
     /// Copy the tokenizer (`tokenizer.*` metadata) from this GGUF model.
@@ -77,11 +77,12 @@ fn recipe(name: &str) -> Result<(GgmlType, GgmlType)> {
     Ok(match name {
         "q4_k_m" => (GgmlType::Q4_K, GgmlType::Q6_K),
         "q4_0" => (GgmlType::Q4_0, GgmlType::Q4_0),
+        "q5_0" => (GgmlType::Q5_0, GgmlType::Q5_0),
         "q8_0" => (GgmlType::Q8_0, GgmlType::Q8_0),
         "f16" => (GgmlType::F16, GgmlType::F16),
         other => bail!(
             InvalidArgument,
-            "unknown type '{other}' (q4_k_m, q4_0, q8_0, f16)"
+            "unknown type '{other}' (q4_k_m, q4_0, q5_0, q8_0, f16)"
         ),
     })
 }

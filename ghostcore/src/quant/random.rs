@@ -37,6 +37,11 @@ pub fn random_tensor(ty: GgmlType, n: usize, rng: &mut Rng) -> Result<Vec<u8>> {
                 out.extend_from_slice(&f16_bytes(0.006 + 0.004 * unit(rng)));
                 out.extend((0..16).map(|_| byte(rng)));
             }
+            GgmlType::Q5_0 => {
+                // d, 4 bytes of high bits, 16 of low nibbles: weights d·(q − 16).
+                out.extend_from_slice(&f16_bytes(0.003 + 0.002 * unit(rng)));
+                out.extend((0..4 + 16).map(|_| byte(rng)));
+            }
             GgmlType::Q4_K => {
                 // Zero-mean weights d·sc·(q − 7.5): each sub-block's min is its scale
                 // (m = sc, dmin = 7.5·d). Independent random mins gave every weight a mean

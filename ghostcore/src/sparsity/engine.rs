@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use super::exact_down::ExactDown;
 use super::ffn::{sparse_ffn, Activation, FfnScratch, FfnStepStats, FfnWeights, LayerPlan};
 use super::input_major::{place_in_huge_pages, InputMajorQ5_0};
+use super::path_costs::{PathClass, PathCosts, PathSet};
 use super::plan::SparsityTally;
 use super::repack::{default_copy_type, neuron_major_down};
 use super::rows::{QMatrix, Splitter};
@@ -191,14 +192,32 @@ pub fn install(
     plans: Vec<LayerPlan>,
     down: Option<Arc<Vec<DownCopy>>>,
 ) -> Result<SparseHandle> {
+    install_without(ctx, plans, down, PathSet::EMPTY)
+}
+
+/// [`install`], building no copies for the path classes in `never` (decode with the
+/// installed path costs never takes them: see [`attach`]). On an accelerated context
+/// `never` is ignored.
+fn install_without(
+    ctx: &mut Context,
+    plans: Vec<LayerPlan>,
+    down: Option<Arc<Vec<DownCopy>>>,
+    never: PathSet,
+) -> Result<SparseHandle> {
     if ctx.is_accelerated() {
         return install_accelerated(ctx, &plans, down);
     }
-    let exact = plans
-        .iter()
-        .any(|p| *p != LayerPlan::DENSE)
-        .then(|| Arc::new(build_exact_downs(ctx.model())));
-    install_with(ctx, plans, down, exact)
+    let exact = (plans.iter().any(|p| *p != LayerPlan::DENSE)
+        && !never.contains(PathClass::ExactDown))
+    .then(|| Arc::new(build_exact_downs(ctx.model())));
+    let down = down.filter(|_| !never.contains(PathClass::RequantizedDown));
+    install_parts(
+        ctx,
+        plans,
+        down,
+        exact,
+        !never.contains(PathClass::InputMajor),
+    )
 }
 
 /// Whether every layer's `ffn_down` has an exact neuron-major copy ([`ExactDown`]), so that
@@ -241,6 +260,18 @@ pub fn install_with(
     down: Option<Arc<Vec<DownCopy>>>,
     exact: Option<Arc<Vec<Option<ExactDown>>>>,
 ) -> Result<SparseHandle> {
+    install_parts(ctx, plans, down, exact, true)
+}
+
+/// [`install_with`], building the input-major gate/up copies only if `input_major` (and a
+/// plan zeroes input entries).
+fn install_parts(
+    ctx: &mut Context,
+    plans: Vec<LayerPlan>,
+    down: Option<Arc<Vec<DownCopy>>>,
+    exact: Option<Arc<Vec<Option<ExactDown>>>>,
+    input_major: bool,
+) -> Result<SparseHandle> {
     let n_layer = ctx.model().config().n_layer;
     if plans.len() != n_layer {
         bail!(
@@ -268,9 +299,7 @@ pub fn install_with(
         }
     }
     // Input-major gate/up copies only where a plan zeroes input entries.
-    let input_major = plans
-        .iter()
-        .any(|p| p.input.is_some())
+    let input_major = (input_major && plans.iter().any(|p| p.input.is_some()))
         .then(|| Arc::new(build_input_majors(ctx.model())));
     let tally = Arc::new(Mutex::new(SparsityTally::new(n_layer)));
     for (layer, plan) in plans.into_iter().enumerate() {
@@ -338,7 +367,9 @@ pub fn install_calibration(ctx: &mut Context, stats: Arc<Mutex<CalibrationStats>
 
 /// Front-end helper for `--mask FILE --sparsity MODE`: load and check the sidecar, resolve
 /// the mode with path policy `paths`, and install the sparse FFN in `ctx`. `Ok(None)` for
-/// the dense mode.
+/// the dense mode. With the fastest paths, the copies of path classes that the path costs
+/// installed for `ctx`'s width and thread count never take (`ghost tune` turned them off)
+/// are not built: on SmolLM2 the exact down copies alone are 18 MB and 50 ms of load.
 pub fn attach(
     ctx: &mut Context,
     mask: Option<&std::path::Path>,
@@ -358,15 +389,23 @@ pub fn attach(
         .into_iter()
         .map(|p| p.with_paths(paths))
         .collect();
+    let never = match paths {
+        super::ffn::PathPolicy::Fastest if !ctx.is_accelerated() => {
+            PathCosts::of_this_process(model.config().n_embd, ctx.n_threads()).off
+        }
+        _ => PathSet::EMPTY,
+    };
     let copies = match sidecar.and_then(|s| s.down_copies) {
         Some(c) => Some(c),
         // An accelerated context builds the copy type its device reads (see `install`).
         None if ctx.is_accelerated() => None,
-        // Exact copies (built by `install`) serve every layer: no requantized copy needed.
+        None if never.contains(PathClass::RequantizedDown) => None,
+        // Exact copies (built by `install`) serve every layer: no requantized copy needed
+        // (nor, where the exact ones are turned off, one the tune never measured).
         None if exact_downs_cover(&model) => None,
         None => Some(build_down_copies(&model, None)?.0),
     };
-    install(ctx, plans, copies.map(Arc::new)).map(Some)
+    install_without(ctx, plans, copies.map(Arc::new), never).map(Some)
 }
 
 /// The per-layer sparsity and `FFN bytes skipped` lines front ends print.
@@ -382,4 +421,88 @@ pub fn tally_summary(t: &SparsityTally) -> String {
         100.0 * t.sparsity(),
         100.0 * t.bytes_skipped()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::context::ContextParams;
+    use crate::gguf::GgufFile;
+    use crate::model::ModelParams;
+    use crate::sparsity::path_costs::{clear_tuned, install_tuned};
+    use crate::sparsity::{LayerRule, PathPolicy};
+
+    /// What decode took over a few tokens, with every class priced by its bytes.
+    fn paths_taken(ctx: &mut Context, h: &SparseHandle) -> PathSet {
+        let width = ctx.model().config().n_embd;
+        install_tuned(width, ctx.n_threads(), PathCosts::BYTES);
+        ctx.reset();
+        h.reset();
+        for t in [1u32, 7, 42, 99, 3, 250] {
+            ctx.decode(&[t]).unwrap();
+        }
+        h.tally().paths_taken()
+    }
+
+    /// A context over the tiny synthetic model with weights of `ty`, its width, and a thread
+    /// count no other test installs path costs for (they are process-wide).
+    fn tiny_context(ty: &str) -> (Context, usize, usize) {
+        let shape = crate::cli::synth::shape("tiny").unwrap();
+        let w = crate::cli::synth::build(&shape, "llama", ty, None, 11).unwrap();
+        let params = ModelParams {
+            skip_tokenizer: true,
+            ..ModelParams::default()
+        };
+        let model = Model::from_file(GgufFile::from_bytes(w.to_bytes()).unwrap(), &params).unwrap();
+        let n_threads = 3;
+        let ctx = Context::new(
+            model,
+            ContextParams {
+                n_ctx: 64,
+                n_threads,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        (ctx, shape.n_embd, n_threads)
+    }
+
+    /// With the fastest paths, the copies of the classes the installed costs never take are
+    /// not built: decode cannot take them even once the costs would (and, as a control, it
+    /// does when they were built).
+    #[test]
+    fn attach_builds_no_copies_for_classes_turned_off() {
+        // Q4_K_M types: the downs have exact copies.
+        let (mut ctx, width, n_threads) = tiny_context("q4_k_m");
+        assert!(exact_downs_cover(ctx.model()));
+        for (off, exact_built) in [
+            (PathSet::EMPTY, true),
+            (PathSet::EMPTY.with(PathClass::ExactDown), false),
+        ] {
+            let costs = off.iter().fold(PathCosts::BYTES, PathCosts::without);
+            install_tuned(width, n_threads, costs);
+            let h = attach(&mut ctx, None, "stat:0.5", PathPolicy::Fastest)
+                .unwrap()
+                .unwrap();
+            let taken = paths_taken(&mut ctx, &h);
+            assert_eq!(taken.contains(PathClass::ExactDown), exact_built, "{off:?}");
+            uninstall(&mut ctx).unwrap();
+        }
+        clear_tuned(width, n_threads);
+        // The input-major copies likewise, for plans that zero input entries (of Q5_0 gate
+        // and up rows).
+        let (mut ctx, width, n_threads) = tiny_context("q5_0");
+        let n_layer = ctx.model().config().n_layer;
+        let plans = vec![LayerPlan::new(None, LayerRule::Stat(0.5)).with_input(Some(0.5)); n_layer];
+        for (never, built) in [
+            (PathSet::EMPTY, true),
+            (PathSet::EMPTY.with(PathClass::InputMajor), false),
+        ] {
+            let h = install_without(&mut ctx, plans.clone(), None, never).unwrap();
+            let taken = paths_taken(&mut ctx, &h);
+            assert_eq!(taken.contains(PathClass::InputMajor), built, "{never:?}");
+            uninstall(&mut ctx).unwrap();
+        }
+        clear_tuned(width, n_threads);
+    }
 }
