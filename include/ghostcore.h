@@ -713,6 +713,28 @@ enum gc_status gc_ctx_set_sparsity(gc_ctx *ctx, const struct gc_sparsity_params 
 enum gc_status gc_ctx_tune_path_costs(gc_ctx *ctx, bool force, double *out_speedup);
 
 /**
+ * Whether sparsity pays on this CPU for the context: what the last tune
+ * (gc_ctx_tune_path_costs, or `ghost tune -t N --sparsity MODE`) found when it decoded the
+ * context's sparsity mode at its thread count with the tuned sparse FFN against the dense
+ * one, in paired blocks. `*out_checked` is false where no tune with that mode and thread
+ * count is cached on this machine (and on the GPU); otherwise `*out_speedup` receives the
+ * sparse FFN's decode speed relative to dense (> 1: faster; median of the pairs) and
+ * `*out_dense_faster` whether dense was faster in significantly more pairs (sign test,
+ * one-sided 5%). `ghost run` decodes dense where it was; a program may do the same by
+ * setting GC_SPARSITY_DENSE. Any out pointer may be NULL.
+ *
+ * Errors: GC_ERR_INVALID_ARG (NULL or dense context), GC_ERR_FORMAT (a damaged cache file,
+ * named in the message), GC_ERR_IO.
+ *
+ * # Safety
+ * `ctx` NULL or live; each out pointer NULL or writable.
+ */
+enum gc_status gc_ctx_sparse_check(const gc_ctx *ctx,
+                                   bool *out_checked,
+                                   double *out_speedup,
+                                   bool *out_dense_faster);
+
+/**
  * Returns the message of the most recent failing GhostCore call on the calling thread,
  * or "" if none has failed yet. Never NULL. The string belongs to the library and stays
  * valid until the next failing call on this thread; copy it to keep it. Successful calls

@@ -449,6 +449,32 @@ impl Context {
         Ok(verdicts.checks.first().map_or(1.0, |c| c.speedup))
     }
 
+    /// What this CPU's tune (gc_ctx_tune_path_costs or `ghost tune`) found when it decoded
+    /// the context's sparsity mode, at its thread count, with the sparse FFN against the
+    /// dense one: `None` where it was never tuned with that mode (or on the GPU, where the
+    /// CPU's tune does not apply).
+    pub fn sparse_check(
+        &self,
+    ) -> FfiResult<Option<ghostcore::sparsity::path_costs::cache::SparseCheck>> {
+        use ghostcore::sparsity::path_costs::cache;
+        if self.mode.is_dense() {
+            return invalid_arg(
+                "this context is dense: set a sparse mode first (gc_ctx_set_sparsity or \
+                 gc_ctx_set_mask)",
+            );
+        }
+        if self.inner.is_accelerated() {
+            return Ok(None);
+        }
+        let shape = FfnShape::of_model(&self.model.inner);
+        let n_threads = self.inner.n_threads();
+        let Some(file) = cache::cache_path(&shape, n_threads) else {
+            return Ok(None);
+        };
+        let cached = cache::read(&file, &shape, n_threads)?;
+        Ok(cached.and_then(|c| c.verdicts.sparse_check_for(&self.mode.to_string()).cloned()))
+    }
+
     /// Fails with a clear message when `n` more tokens do not fit.
     fn check_room(&self, n: usize) -> FfiResult<()> {
         let (past, cap) = (self.inner.n_past(), self.inner.n_ctx());

@@ -388,3 +388,44 @@ pub unsafe extern "C" fn gc_ctx_tune_path_costs(
         Ok(())
     })
 }
+
+/// Whether sparsity pays on this CPU for the context: what the last tune
+/// (gc_ctx_tune_path_costs, or `ghost tune -t N --sparsity MODE`) found when it decoded the
+/// context's sparsity mode at its thread count with the tuned sparse FFN against the dense
+/// one, in paired blocks. `*out_checked` is false where no tune with that mode and thread
+/// count is cached on this machine (and on the GPU); otherwise `*out_speedup` receives the
+/// sparse FFN's decode speed relative to dense (> 1: faster; median of the pairs) and
+/// `*out_dense_faster` whether dense was faster in significantly more pairs (sign test,
+/// one-sided 5%). `ghost run` decodes dense where it was; a program may do the same by
+/// setting GC_SPARSITY_DENSE. Any out pointer may be NULL.
+///
+/// Errors: GC_ERR_INVALID_ARG (NULL or dense context), GC_ERR_FORMAT (a damaged cache file,
+/// named in the message), GC_ERR_IO.
+///
+/// # Safety
+/// `ctx` NULL or live; each out pointer NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn gc_ctx_sparse_check(
+    ctx: *const gc_ctx,
+    out_checked: *mut bool,
+    out_speedup: *mut f64,
+    out_dense_faster: *mut bool,
+) -> gc_status {
+    boundary(|| {
+        // SAFETY: caller's contract.
+        let ctx = unsafe { handle(ctx, "ctx") }?;
+        let check = ctx.lock()?.sparse_check()?;
+        // SAFETY (each write): non-NULL and writable per the caller's contract.
+        if !out_checked.is_null() {
+            unsafe { write_out(out_checked, check.is_some()) };
+        }
+        if !out_speedup.is_null() {
+            unsafe { write_out(out_speedup, check.as_ref().map_or(1.0, |c| c.speedup)) };
+        }
+        if !out_dense_faster.is_null() {
+            let dense = check.as_ref().is_some_and(|c| c.decodes_dense());
+            unsafe { write_out(out_dense_faster, dense) };
+        }
+        Ok(())
+    })
+}

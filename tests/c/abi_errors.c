@@ -197,6 +197,8 @@ static void check_without_model(const char *tmpdir) {
     EXPECT(gc_ctx_set_sparsity(FAKE(gc_ctx), NULL), GC_ERR_INVALID_ARG);
     EXPECT(gc_ctx_tune_path_costs(NULL, false, NULL), GC_ERR_INVALID_ARG);
     EXPECT(gc_ctx_tune_path_costs(FAKE(gc_ctx), true, NULL), GC_ERR_INVALID_ARG);
+    EXPECT(gc_ctx_sparse_check(NULL, NULL, NULL, NULL), GC_ERR_INVALID_ARG);
+    EXPECT(gc_ctx_sparse_check(FAKE(gc_ctx), NULL, NULL, NULL), GC_ERR_INVALID_ARG);
 }
 
 /* Checks that need a live model (and a context, once this build has a forward pass). */
@@ -340,6 +342,7 @@ static void check_with_model(const char *path) {
         EXPECT(gc_ctx_set_sparsity(ctx, NULL), GC_OK);
         /* the path-cost check decodes with the context's sparsity: a dense one is refused */
         EXPECT_MSG(gc_ctx_tune_path_costs(ctx, false, NULL), GC_ERR_INVALID_ARG, "dense");
+        EXPECT_MSG(gc_ctx_sparse_check(ctx, NULL, NULL, NULL), GC_ERR_INVALID_ARG, "dense");
         EXPECT(gc_ctx_set_mask(ctx, NULL), GC_OK);
         EXPECT(gc_ctx_set_mask(ctx, FAKE(gc_mask)), GC_ERR_INVALID_ARG);
         /* the context keeps the model alive */

@@ -7,7 +7,8 @@
  *  - a saved-and-loaded mask generates exactly what the original does;
  *  - a context keeps its mask alive after gc_mask_free;
  *  - a mask is refused by a model with other weights (when a second model is given);
- *  - gc_ctx_tune_path_costs measures and checks the path costs in decode (under the
+ *  - gc_ctx_tune_path_costs measures and checks the path costs in decode, and
+ *    gc_ctx_sparse_check then reports the sparse-against-dense verdict (under the
  *    XDG_CACHE_HOME the runner points to a scratch folder), and the context generates after.
  *
  *   sparsity MODEL.gguf CORPUS.txt TMPDIR [OTHER_MODEL.gguf]
@@ -182,6 +183,17 @@ int main(int argc, char **argv) {
                    speedup);
             check(st == GC_OK && speedup > 0.2 && speedup < 5.0,
                   "gc_ctx_tune_path_costs measures and checks in decode");
+            {
+                bool checked = false, dense_faster = true;
+                double sparse_speedup = 0.0;
+                check(gc_ctx_sparse_check(ctx3, &checked, &sparse_speedup, &dense_faster) ==
+                          GC_OK,
+                      "gc_ctx_sparse_check reads the tune's verdict");
+                printf("sparsity: the tuned sparse FFN decoded at %.3fx the dense speed%s\n",
+                       sparse_speedup, dense_faster ? " (dense significantly faster)" : "");
+                check(checked && sparse_speedup > 0.2 && sparse_speedup < 5.0,
+                      "the tune checked the sparse FFN against the dense one");
+            }
             s = generate(ctx3, &text);
             check(s > 0.0f && text.len > 0, "the tuned context still generates sparsely");
             check(gc_ctx_tune_path_costs(ctx3, false, NULL) == GC_OK,
