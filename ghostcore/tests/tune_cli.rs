@@ -327,6 +327,28 @@ fn first_sparse_run_tunes_once() {
         !err.contains("FFN bytes skipped"),
         "dense: no sparse tally\n{err}"
     );
+    // A damaged sidecar is still an error, although the dense decode would not read it.
+    let bad = dir.join("bad.ghost");
+    std::fs::write(&bad, b"not a sidecar").unwrap();
+    let o = ghost(&cache)
+        .args([
+            "run",
+            "-p",
+            "Hello",
+            "-n",
+            "2",
+            "-t",
+            "1",
+            "--sparsity",
+            "stat:0.5",
+            "-m",
+        ])
+        .arg(&model)
+        .arg("--mask")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "{}", text(&o).1);
     let err = run("stat:0.5", &["--force-sparse"], None);
     assert!(!err.contains("decoding dense"), "{err}");
     assert!(err.contains("FFN bytes skipped"), "{err}");

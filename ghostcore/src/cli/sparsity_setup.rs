@@ -68,6 +68,11 @@ pub fn setup(
         }
         let check = use_measured_path_costs(ctx.model(), ctx.n_threads(), Some(mode));
         if let Some(c) = check.filter(|c| c.decodes_dense() && !force_sparse) {
+            // The sidecar is still checked against the model: a wrong one is an error even
+            // when this run does not read it.
+            if let Some(p) = &sidecar {
+                crate::sparsity::Sidecar::load(p, ctx.model().gguf())?;
+            }
             let n = ctx.n_threads();
             eprintln!(
                 "ghost: decoding dense: on this CPU the sparse FFN decoded {mode} at {:.2}× the \

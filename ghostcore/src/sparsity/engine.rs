@@ -369,7 +369,7 @@ pub fn install_calibration(ctx: &mut Context, stats: Arc<Mutex<CalibrationStats>
 /// the mode with path policy `paths`, and install the sparse FFN in `ctx`. `Ok(None)` for
 /// the dense mode. With the fastest paths, the copies of path classes that the path costs
 /// installed for `ctx`'s width and thread count never take (`ghost tune` turned them off)
-/// are not built: on SmolLM2 the exact down copies alone are 18 MB and 50 ms of load.
+/// are not built (on SmolLM2 the exact down copies are 18 MB of peak memory).
 pub fn attach(
     ctx: &mut Context,
     mask: Option<&std::path::Path>,
