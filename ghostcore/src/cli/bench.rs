@@ -326,10 +326,7 @@ fn time_generation_side_by_side(
         ctx.reset_profile();
         let d = time_generation(ctx, tokens)?;
         accumulate(&mut dense_profile, &ctx.profile(), rep > 0);
-        for (layer, ffn) in sparse_ffns.iter().enumerate() {
-            ctx.set_decode_ffn(layer, ffn.clone())?;
-        }
-        ctx.set_accelerated_ffn_sparsity_enabled(true)?;
+        crate::paired_speed::install_decode_ffns(ctx, &sparse_ffns)?;
         ctx.reset_profile();
         let s = time_generation(ctx, tokens)?;
         accumulate(&mut sparse_profile, &ctx.profile(), rep > 0);

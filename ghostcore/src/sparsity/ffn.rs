@@ -577,18 +577,12 @@ pub fn sparse_ffn(
     if fused && ids_listed {
         // As the gathered branch lists them: kept by the first stage and above the product
         // threshold (where h was zeroed, |0| > t_prod only if every kept neuron is active).
-        // Branch-free, as in step 5 (a branch per neuron here took a fifth of this
+        // Branch-free through `compact` (a branch per neuron here took a fifth of this
         // function's own time on SmolLM2).
-        s.ids.resize(n_ff, 0);
-        s.coefs.resize(n_ff, 0.0);
-        let mut n = 0;
-        for (i, (&h, &k)) in s.h_dense.iter().zip(&s.keep).enumerate() {
-            s.ids[n] = i as u32;
-            s.coefs[n] = h;
-            n += usize::from(k & (h.abs() > t_prod));
-        }
-        s.ids.truncate(n);
-        s.coefs.truncate(n);
+        let keep = &s.keep;
+        compact(&s.h_dense, None, &mut s.ids, &mut s.coefs, |id, h| {
+            keep[id as usize] & (h.abs() > t_prod)
+        });
     }
     let exact_bytes = w
         .down_exact
