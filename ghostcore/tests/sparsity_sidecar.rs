@@ -108,6 +108,78 @@ fn round_trip_preserves_everything() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// The up-first score's thresholds round-trip and resolve into up-first rules; a sidecar
+/// without them (written before that score existed) still loads, and asking it for `actw`
+/// is an error that says to calibrate again, while its other modes still resolve.
+#[test]
+fn up_first_thresholds_resolve_and_older_sidecars_lack_them() {
+    let model = tiny_model(0.0);
+    let s = calibrated(&model);
+    let back = Sidecar::from_gguf(&GgufFile::from_bytes(s.to_bytes().unwrap()).unwrap()).unwrap();
+    assert_eq!(back.layers[0].thr_actw.len(), TARGETS.len());
+    assert!(back.layers[0].thr_actw.iter().any(|&t| t > 0.0));
+    let plans = resolve_plans(
+        &"cascade:0.2:0.4:actw".parse().unwrap(),
+        Some(&back),
+        N_LAYER,
+    )
+    .unwrap();
+    match &plans[1].rule {
+        LayerRule::UpFirst { t, scale, t_prod } => {
+            assert!(*t > 0.0 && *t_prod > 0.0);
+            assert_eq!(scale, &back.layers[1].mean_abs_act);
+        }
+        other => panic!("expected an up-first rule, got {other:?}"),
+    }
+
+    // `auto`: per layer, the side whose first stage lost less on the calibration sample.
+    let mut forced = back.clone();
+    let n_t = TARGETS.len();
+    forced.layers[0].loss_actw = vec![0.01; n_t];
+    forced.layers[0].loss_upw = vec![0.02; n_t];
+    forced.layers[1].loss_actw = vec![0.03; n_t];
+    forced.layers[1].loss_upw = vec![0.02; n_t];
+    let plans = resolve_plans(
+        &"cascade:0.2:0.4:auto".parse().unwrap(),
+        Some(&forced),
+        N_LAYER,
+    )
+    .unwrap();
+    assert!(
+        matches!(plans[0].rule, LayerRule::UpFirst { .. }),
+        "{:?}",
+        plans[0]
+    );
+    assert!(
+        matches!(plans[1].rule, LayerRule::ScaledCascade { .. }),
+        "{:?}",
+        plans[1]
+    );
+
+    let mut old = s.clone();
+    old.layers.iter_mut().for_each(|l| {
+        l.thr_actw.clear();
+        l.loss_upw.clear();
+        l.loss_actw.clear();
+    });
+    let file = GgufFile::from_bytes(old.to_bytes().unwrap()).unwrap();
+    assert!(file.tensor_info("blk.0.sparsity.thr_actw").is_none());
+    assert!(file.tensor_info("blk.0.sparsity.loss_upw").is_none());
+    let old = Sidecar::from_gguf(&file).unwrap();
+    assert!(old.layers[0].thr_actw.is_empty());
+    for m in [
+        "target:0.3:actw",
+        "cascade:0.2:0.4:actw",
+        "cascade:0.2:0.4:auto",
+    ] {
+        match resolve_plans(&m.parse().unwrap(), Some(&old), N_LAYER) {
+            Err(Error::InvalidArgument(msg)) => assert!(msg.contains("calibrate"), "{msg}"),
+            other => panic!("{m}: expected InvalidArgument, got {other:?}"),
+        }
+    }
+    assert!(resolve_plans(&"cascade:0.2:0.4:upw".parse().unwrap(), Some(&old), N_LAYER).is_ok());
+}
+
 #[test]
 fn mismatched_model_is_refused() {
     let model = tiny_model(0.0);

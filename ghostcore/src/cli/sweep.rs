@@ -145,7 +145,16 @@ fn family(mode: &SparsityMode) -> String {
             Score::Act => "target act (CATS)".into(),
             Score::Product => "target product".into(),
             Score::UpWeighted => "target act·mean|up|".into(),
+            Score::ActWeighted => "target up·mean|act| (up first)".into(),
+            Score::Auto => "target auto (upw or actw per layer)".into(),
         },
+        Some(Rule::Cascade {
+            first: Score::ActWeighted,
+            ..
+        }) => "cascade up→product (up first)".into(),
+        Some(Rule::Cascade {
+            first: Score::Auto, ..
+        }) => "cascade auto→product (upw or actw per layer)".into(),
         Some(Rule::Cascade { .. }) => "cascade act→product".into(),
         Some(Rule::Stat(_)) => "stat mean+kσ".into(),
         Some(Rule::Budget(_)) => "budget".into(),

@@ -5,7 +5,8 @@
 //! The device evaluates the gate stage (`|act| > t`, optionally weighted per neuron, which
 //! also carries the dead-neuron mask as zero weights) and the product stage (`|act·up| > t`)
 //! of every mode but the per-token statistic (`stat:K`) and input sparsity (`input:S`, alone
-//! or combined), which stay CPU-only (`Unsupported`).
+//! or combined), which stay CPU-only (`Unsupported`). The up-first stage (`actw`) has no
+//! device kernel either: the device applies such a rule's product stage only.
 
 use super::ffn::{LayerPlan, LayerRule};
 use super::plan::{LayerTally, SparsityTally};
@@ -40,6 +41,10 @@ pub fn device_rule(plan: &LayerPlan, n_ff: usize) -> Result<Option<DeviceRule>> 
         LayerRule::Product(t) => (f32::NEG_INFINITY, None, *t),
         LayerRule::Cascade { t_act, t_prod } => (*t_act, None, *t_prod),
         LayerRule::ScaledCascade { t, scale, t_prod } => (*t, Some(scale.clone()), *t_prod),
+        // The device computes gate and up together, so an up-first stage would skip nothing
+        // there: it applies the rule's product stage only (fewer bytes skipped, quality at
+        // least as good), as `attach` notes.
+        LayerRule::UpFirst { t_prod, .. } => (f32::NEG_INFINITY, None, *t_prod),
         other => bail!(
             Unsupported,
             "sparsity rule {other:?} runs on the CPU only (the GPU takes gate, target, cascade, \
@@ -105,6 +110,15 @@ pub fn attach(ctx: &mut Context, plans: &[LayerPlan], copies: Option<&[DownCopy]
     if plans.iter().any(|p| p.input.is_some()) {
         eprintln!(
             "ghostcore: input sparsity runs on the CPU only; the GPU applies the rest of the rule"
+        );
+    }
+    if plans
+        .iter()
+        .any(|p| matches!(p.rule, LayerRule::UpFirst { .. }))
+    {
+        eprintln!(
+            "ghostcore: the up-first stage (actw) runs on the CPU only; the GPU applies the \
+             product stage of the rule"
         );
     }
     let rules = plans
@@ -190,6 +204,23 @@ mod tests {
             .unwrap();
         assert_eq!(r.act_threshold, f32::NEG_INFINITY);
         assert_eq!(r.product_threshold, 0.2);
+        // Up first: the device keeps the product stage only.
+        let r = device_rule(
+            &plan(
+                None,
+                LayerRule::UpFirst {
+                    t: 0.1,
+                    scale: vec![1.0; 4],
+                    t_prod: 0.3,
+                },
+            ),
+            4,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(r.act_threshold, f32::NEG_INFINITY);
+        assert_eq!(r.product_threshold, 0.3);
+        assert!(r.neuron_scale.is_none());
         let r = device_rule(
             &plan(
                 None,

@@ -201,6 +201,13 @@ pub enum LayerRule {
     },
     /// Skip up and down where |act| ≤ mean + k·σ of |act| over this token's live neurons.
     Stat(f32),
+    /// Up first: dense up; skip gate and down where |up·x|·scale_j ≤ t (scale: calibrated
+    /// mean |act(gate·x)|), then down where |act·up| ≤ t_prod (< 0: no second stage).
+    UpFirst {
+        t: f32,
+        scale: Vec<f32>,
+        t_prod: f32,
+    },
 }
 
 /// Which down projection a step uses.
@@ -311,7 +318,8 @@ pub struct FfnStepStats {
     pub n_ff: usize,
     /// Neurons whose down row contributed.
     pub n_active: usize,
-    /// Neurons whose up row was read.
+    /// Neurons whose second projection was computed: the up row (gate first), or the gate row
+    /// of an up-first rule.
     pub n_up: usize,
     /// Weight bytes read (gate + up + down, including the down copy when used).
     pub bytes_read: usize,
@@ -403,28 +411,38 @@ pub fn sparse_ffn(
         x
     };
 
-    // 2. Gate over the live neurons, then the activation in place.
+    // 2. The first projection over the live neurons: the gate, then the activation in place;
+    //    or, for an up-first rule, the up (the activation then applies to the gate values
+    //    computed second). `s.gate` holds the first projection, `s.up` the second.
+    let up_first = matches!(plan.rule, LayerRule::UpFirst { .. });
+    let (first_w, first_in, second_w, second_in) = if up_first {
+        (&w.up, w.up_in, &w.gate, w.gate_in)
+    } else {
+        (&w.gate, w.gate_in, &w.up, w.up_in)
+    };
     let live: Option<&[u32]> = plan.live.as_deref();
     let n_live = live.map_or(n_ff, <[u32]>::len);
     s.gate.resize(n_live, 0.0);
-    quantize_input(&w.gate, x, &mut s.xq)?;
+    quantize_input(first_w, x, &mut s.xq)?;
     let costs = match plan.paths {
         PathPolicy::Fastest => PathCosts::of_this_process(n_embd, exec.n_workers()),
         PathPolicy::FewestBytes => PathCosts::BYTES,
     };
     stats.bytes_read += project_rows(
-        &w.gate,
+        first_w,
         live,
         &s.xq,
-        input_major_bytes(w.gate_in, dropped, &s.xq)?,
+        input_major_bytes(first_in, dropped, &s.xq)?,
         &costs,
         (&mut s.all_rows, &mut s.input_major),
         &mut stats.paths,
         exec,
         &mut s.gate,
     )?;
-    for g in s.gate.iter_mut() {
-        *g = w.act.apply(*g);
+    if !up_first {
+        for g in s.gate.iter_mut() {
+            *g = w.act.apply(*g);
+        }
     }
 
     // 3. Choose the neurons whose up row is needed (ids), then those whose down is needed.
@@ -432,7 +450,9 @@ pub fn sparse_ffn(
         LayerRule::Dense | LayerRule::Product(_) => None,
         LayerRule::Act(t) => Some(*t),
         LayerRule::Cascade { t_act, .. } => Some(*t_act),
-        LayerRule::Scaled { .. } | LayerRule::ScaledCascade { .. } => None,
+        LayerRule::Scaled { .. } | LayerRule::ScaledCascade { .. } | LayerRule::UpFirst { .. } => {
+            None
+        }
         LayerRule::Stat(k) => {
             let n = s.gate.len().max(1) as f64;
             let mean = s.gate.iter().map(|a| a.abs() as f64).sum::<f64>() / n;
@@ -446,7 +466,9 @@ pub fn sparse_ffn(
         }
     };
     let stage_one = match (&plan.rule, act_threshold) {
-        (LayerRule::Scaled { t, scale }, _) | (LayerRule::ScaledCascade { t, scale, .. }, _) => {
+        (LayerRule::Scaled { t, scale }, _)
+        | (LayerRule::ScaledCascade { t, scale, .. }, _)
+        | (LayerRule::UpFirst { t, scale, .. }, _) => {
             if scale.len() != n_ff {
                 bail!(
                     InvalidArgument,
@@ -462,14 +484,16 @@ pub fn sparse_ffn(
     // The second stage: product thresholds drop more down rows.
     let t_prod = match plan.rule {
         LayerRule::Product(t) => Some(t),
-        LayerRule::Cascade { t_prod, .. } | LayerRule::ScaledCascade { t_prod, .. } => Some(t_prod),
+        LayerRule::Cascade { t_prod, .. }
+        | LayerRule::ScaledCascade { t_prod, .. }
+        | LayerRule::UpFirst { t_prod, .. } => Some(t_prod),
         _ => None,
     };
     let t_prod = t_prod.unwrap_or(-1.0);
-    if w.up.vec_dot_type() != w.gate.vec_dot_type() {
-        quantize_input(&w.up, x, &mut s.xq)?;
+    if second_w.vec_dot_type() != first_w.vec_dot_type() {
+        quantize_input(second_w, x, &mut s.xq)?;
     }
-    let up_copy = input_major_bytes(w.up_in, dropped, &s.xq)?;
+    let up_copy = input_major_bytes(second_in, dropped, &s.xq)?;
 
     // 4–5, when every neuron is live and up is fastest over all its rows (a mild first
     //    stage), in order or through the input-major copy (which computes every row
@@ -486,14 +510,14 @@ pub fn sparse_ffn(
     let fused = n_up_all.is_some_and(|n_up| {
         let sel = n_up < n_ff;
         matches!(
-            rows_path(&costs, &w.up, sel, n_up, up_copy),
+            rows_path(&costs, second_w, sel, n_up, up_copy),
             RowsPath::All | RowsPath::InputMajor(..)
         )
     });
     let n_active = if let (true, Some(n_up)) = (fused, n_up_all) {
         s.up.resize(n_ff, 0.0);
         stats.bytes_read += project_rows(
-            &w.up,
+            second_w,
             None,
             &s.xq,
             up_copy,
@@ -503,6 +527,11 @@ pub fn sparse_ffn(
             exec,
             &mut s.up,
         )?;
+        if up_first {
+            for g in s.up.iter_mut() {
+                *g = w.act.apply(*g);
+            }
+        }
         stats.n_up = n_up;
         s.h_dense.resize(n_ff, 0.0);
         let mut n_active = 0;
@@ -526,7 +555,7 @@ pub fn sparse_ffn(
         s.up.resize(n_up, 0.0);
         let rows = if n_up == n_ff { None } else { Some(&s.ids[..]) };
         stats.bytes_read += project_rows(
-            &w.up,
+            second_w,
             rows,
             &s.xq,
             up_copy,
@@ -536,6 +565,11 @@ pub fn sparse_ffn(
             exec,
             &mut s.up,
         )?;
+        if up_first {
+            for g in s.up.iter_mut() {
+                *g = w.act.apply(*g);
+            }
+        }
         stats.n_up = n_up;
 
         // 5. h = act·up; the second stage drops more down rows.
@@ -1181,6 +1215,30 @@ mod tests {
                     a.abs() * scale_ref[j] as f64 > 0.03 && (a * u).abs() > 0.02
                 }),
             ),
+            // Up first: the stage-one test reads |up·x|, and the gate is computed only for
+            // the neurons it keeps.
+            (
+                LayerRule::UpFirst {
+                    t: 0.05,
+                    scale: scale.clone(),
+                    t_prod: -1.0,
+                },
+                Box::new({
+                    let s = scale.clone();
+                    move |_, u, j| u.abs() * s[j] as f64 > 0.05
+                }),
+            ),
+            (
+                LayerRule::UpFirst {
+                    t: 0.05,
+                    scale: scale.clone(),
+                    t_prod: 0.02,
+                },
+                Box::new({
+                    let s = scale.clone();
+                    move |a, u, j| u.abs() * s[j] as f64 > 0.05 && (a * u).abs() > 0.02
+                }),
+            ),
         ];
         for (rule, keep) in cases {
             let plan = LayerPlan::new(None, rule);
@@ -1206,6 +1264,41 @@ mod tests {
             }
             assert!(st.bytes_skipped() > 0.0);
         }
+    }
+
+    /// With the fewest-bytes paths, an up-first rule reads every up row, the gate rows of the
+    /// neurons it keeps only, and the down copy rows of those.
+    #[test]
+    fn up_first_reads_all_up_rows_and_only_the_kept_gate_rows() {
+        let (n_embd, n_ff) = (32, 256);
+        let o = make(n_embd, n_ff, 5);
+        let w = weights(&o, n_embd, n_ff, true);
+        let x = input(n_embd, 9);
+        let scale = vec![1.0f32; n_ff];
+        let t = 0.1f32;
+        let kept = (0..n_ff)
+            .filter(|&j| {
+                let ux: f64 = (0..n_embd)
+                    .map(|c| o.u[j * n_embd + c] as f64 * x[c] as f64)
+                    .sum();
+                ux.abs() > t as f64
+            })
+            .count();
+        assert!(kept > 0 && kept < n_ff, "{kept}");
+        let plan = LayerPlan::new(
+            None,
+            LayerRule::UpFirst {
+                t,
+                scale,
+                t_prod: -1.0,
+            },
+        )
+        .with_paths(PathPolicy::FewestBytes);
+        let mut out = vec![0.0; n_embd];
+        let st = sparse_ffn(&w, &plan, &x, &mut FfnScratch::default(), &Serial, &mut out).unwrap();
+        assert_eq!((st.n_up, st.n_active), (kept, kept));
+        let row = n_embd * 4;
+        assert_eq!(st.bytes_read, n_ff * row + kept * row + kept * row);
     }
 
     #[test]

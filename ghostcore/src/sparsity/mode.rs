@@ -10,8 +10,8 @@
 //! | `dense` or `off` | no sparsity (the default) |
 //! | `dead` | drop the sidecar's dead neurons from gate/up/down |
 //! | `gate:T` | GhostGate: skip neurons with \|act(gate·x)\| ≤ T (one global T) |
-//! | `target:S[:SCORE]` | per-layer calibrated thresholds reaching sparsity S on SCORE (`act` default, `product`, `upw`) |
-//! | `cascade:S1:S2[:upw]` | skip up+down for the S1 share with the smallest \|act\| (or \|act\|·mean\|up\| with `upw`), then down for neurons whose product falls in the smallest S2 share |
+//! | `target:S[:SCORE]` | per-layer calibrated thresholds reaching sparsity S on SCORE (`act` default, `product`, `upw`, `actw`, `auto`) |
+//! | `cascade:S1:S2[:FIRST]` | skip up+down for the S1 share with the smallest \|act\| (or \|act\|·mean\|up\| with `upw`), then down for neurons whose product falls in the smallest S2 share. `actw` runs up first: the up matvec dense, gate+down skipped for the smallest \|up\|·mean\|act\|; `auto` takes `upw` or `actw` per layer, whichever lost less on the calibration sample |
 //! | `stat:K` | per-token threshold mean + K·σ of \|act(gate·x)\| |
 //! | `input:S` | TEAL: zero the S share of smallest-magnitude FFN-input entries (calibrated per layer); gate and up skip those columns |
 //! | `budget:P` | the sidecar's best setting within a P% perplexity increase |
@@ -32,21 +32,41 @@ pub enum Score {
     Product,
     /// |act(gate·x)| times the neuron's calibrated mean |up·x|: a cheap product predictor.
     UpWeighted,
+    /// |up·x| times the neuron's calibrated mean |act(gate·x)|: the same predictor from the
+    /// other side. The up matvec runs dense and the gate rows of skipped neurons are never
+    /// read (up first).
+    ActWeighted,
+    /// Per layer, `upw` or `actw`: whichever lost the smaller share of Σ|act·up|² on the
+    /// calibration sample at the first stage's share (a choice between two scores, with no
+    /// thresholds of its own; cascades and targets only).
+    Auto,
 }
 
 impl Score {
-    pub const ALL: [Score; 3] = [Score::Act, Score::Product, Score::UpWeighted];
+    /// The scores that have calibrated thresholds of their own.
+    pub const ALL: [Score; 4] = [
+        Score::Act,
+        Score::Product,
+        Score::UpWeighted,
+        Score::ActWeighted,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Score::Act => "act",
             Score::Product => "product",
             Score::UpWeighted => "upw",
+            Score::ActWeighted => "actw",
+            Score::Auto => "auto",
         }
     }
 
+    /// A score by name: one of [`Score::ALL`], or `auto`.
     pub fn from_name(s: &str) -> Option<Score> {
-        Score::ALL.into_iter().find(|x| x.name() == s)
+        Score::ALL
+            .into_iter()
+            .chain([Score::Auto])
+            .find(|x| x.name() == s)
     }
 }
 
@@ -63,8 +83,8 @@ pub enum Rule {
     Gate(f32),
     /// Per-layer calibrated thresholds reaching the given sparsity on `score`.
     Target { sparsity: f32, score: Score },
-    /// Two stages: `skip_all` share by `first` (`Act` or `UpWeighted`; no up, no down), then
-    /// `skip_down` share by product.
+    /// Two stages: `skip_all` share by `first` (`Act` or `UpWeighted`: no up, no down;
+    /// `ActWeighted`: no gate, no down), then `skip_down` share by product.
     Cascade {
         skip_all: f32,
         skip_down: f32,
@@ -177,7 +197,7 @@ fn parse_rule(part: &str) -> Result<Rule> {
                 None => Score::Act,
                 Some(name) => Score::from_name(name).ok_or_else(|| {
                     Error::InvalidArgument(format!(
-                        "unknown score {name:?} (expected act, product or upw)"
+                        "unknown score {name:?} (expected act, product, upw, actw or auto)"
                     ))
                 })?,
             };
@@ -188,10 +208,12 @@ fn parse_rule(part: &str) -> Result<Rule> {
             let first = match args.get(2) {
                 None => Score::Act,
                 Some(name) => match Score::from_name(name) {
-                    Some(sc @ (Score::Act | Score::UpWeighted)) => sc,
+                    Some(
+                        sc @ (Score::Act | Score::UpWeighted | Score::ActWeighted | Score::Auto),
+                    ) => sc,
                     _ => crate::bail!(
                         InvalidArgument,
-                        "cascade first-stage score {name:?} (expected act or upw)"
+                        "cascade first-stage score {name:?} (expected act, upw, actw or auto)"
                     ),
                 },
             };
@@ -391,6 +413,24 @@ mod tests {
                 first: Score::UpWeighted,
             })
         );
+        for (name, first) in [("actw", Score::ActWeighted), ("auto", Score::Auto)] {
+            assert_eq!(
+                p(&format!("cascade:0.25:0.45:{name}")).unwrap().rule,
+                Some(Rule::Cascade {
+                    skip_all: 0.25,
+                    skip_down: 0.45,
+                    first,
+                })
+            );
+            assert_eq!(
+                p(&format!("target:0.3:{name}")).unwrap().rule,
+                Some(Rule::Target {
+                    sparsity: 0.3,
+                    score: first,
+                })
+            );
+        }
+        assert!(p("cascade:0.2:0.4:product").is_err());
     }
 
     #[test]
@@ -405,6 +445,9 @@ mod tests {
             "stat:2",
             "input:0.3",
             "input:0.2,cascade:0.2:0.45:upw",
+            "input:0.1,cascade:0.25:0.45:actw",
+            "cascade:0.2:0.4:auto",
+            "target:0.3:auto",
             "dead,input:0.1,target:0.45:product",
             "budget:2",
         ] {

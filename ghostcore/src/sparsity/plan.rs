@@ -4,7 +4,7 @@
 use super::ffn::{FfnStepStats, LayerPlan, LayerRule};
 use super::mode::{Rule, Score, SparsityMode};
 use super::path_costs::{PathClass, PathSet};
-use super::sidecar::{interpolate_threshold, Sidecar};
+use super::sidecar::{interpolate_threshold, LayerCalibration, Sidecar};
 use crate::{bail, Error, Result};
 
 /// Resolve `mode` into per-layer plans for a model of `n_layer` layers. `budget:P` is
@@ -29,6 +29,21 @@ pub fn resolve_plans(
                 s.n_layer
             );
         }
+    }
+    let up_first = matches!(
+        mode.rule,
+        Some(
+            Rule::Target {
+                score: Score::ActWeighted | Score::Auto,
+                ..
+            } | Rule::Cascade {
+                first: Score::ActWeighted | Score::Auto,
+                ..
+            }
+        )
+    );
+    if up_first {
+        require_up_first_thresholds(need("actw")?)?;
     }
     if let Some(Rule::Budget(p)) = mode.rule {
         let s = need("budget")?;
@@ -83,6 +98,13 @@ pub fn resolve_plans(
             Some(Rule::Gate(t)) => LayerRule::Act(t),
             Some(Rule::Stat(k)) => LayerRule::Stat(k),
             Some(Rule::Target { sparsity, score }) => {
+                let score = match score {
+                    Score::Auto => {
+                        let sc = need("target")?;
+                        auto_first_score(&sc.targets, &sc.layers[il], sparsity)
+                    }
+                    s => s,
+                };
                 let t = layer_thr(score, sparsity)?;
                 match score {
                     Score::Act => LayerRule::Act(t),
@@ -91,6 +113,12 @@ pub fn resolve_plans(
                         t,
                         scale: need("target")?.layers[il].mean_abs_up.clone(),
                     },
+                    Score::ActWeighted => LayerRule::UpFirst {
+                        t,
+                        scale: need("target")?.layers[il].mean_abs_act.clone(),
+                        t_prod: -1.0,
+                    },
+                    Score::Auto => unreachable!("chosen above"),
                 }
             }
             Some(Rule::Cascade {
@@ -126,8 +154,37 @@ fn with_input_thresholds(
         .collect()
 }
 
-/// The cascade rule of layer `il`: skip up and down for the `skip_all` share by `first`
-/// (`Act` or `UpWeighted`), then down for the `skip_down` share by product.
+/// Whether every layer of `sidecar` has thresholds for the up-first score (sidecars written
+/// before it existed do not): an error naming the fix otherwise.
+fn require_up_first_thresholds(sidecar: &Sidecar) -> Result<()> {
+    if sidecar
+        .layers
+        .iter()
+        .any(|l| l.thr_actw.is_empty() || l.loss_upw.is_empty() || l.loss_actw.is_empty())
+    {
+        bail!(
+            InvalidArgument,
+            "this sidecar has no thresholds for the up-first score `actw` (it was calibrated \
+             before that score existed): run `ghost calibrate` again"
+        );
+    }
+    Ok(())
+}
+
+/// What `auto` picks for a layer whose first stage skips the `share` of neurons: `actw` (up
+/// first) where it lost less of Σ|act·up|² on the calibration sample than `upw`, else `upw`.
+fn auto_first_score(targets: &[f32], layer: &LayerCalibration, share: f32) -> Score {
+    let loss = |table: &[f32]| interpolate_threshold(targets, table, share);
+    if loss(&layer.loss_actw) < loss(&layer.loss_upw) {
+        Score::ActWeighted
+    } else {
+        Score::UpWeighted
+    }
+}
+
+/// The cascade rule of layer `il`: skip the second projection and down for the `skip_all`
+/// share by `first` (`Act` or `UpWeighted`: gate first, up and down skipped; `ActWeighted`:
+/// up first, gate and down skipped), then down for the `skip_down` share by product.
 fn cascade_rule(
     sidecar: &Sidecar,
     il: usize,
@@ -139,10 +196,19 @@ fn cascade_rule(
     let thr =
         |score: Score, s: f32| interpolate_threshold(&sidecar.targets, layer.thresholds(score), s);
     let t_prod = thr(Score::Product, skip_down);
+    let first = match first {
+        Score::Auto => auto_first_score(&sidecar.targets, layer, skip_all),
+        s => s,
+    };
     match first {
         Score::UpWeighted => LayerRule::ScaledCascade {
             t: thr(Score::UpWeighted, skip_all),
             scale: layer.mean_abs_up.clone(),
+            t_prod,
+        },
+        Score::ActWeighted => LayerRule::UpFirst {
+            t: thr(Score::ActWeighted, skip_all),
+            scale: layer.mean_abs_act.clone(),
             t_prod,
         },
         _ => LayerRule::Cascade {
@@ -160,6 +226,9 @@ pub fn resolve_layered_cascade(
     first: Score,
     levels: &[(f32, f32)],
 ) -> Result<Vec<LayerPlan>> {
+    if matches!(first, Score::ActWeighted | Score::Auto) {
+        require_up_first_thresholds(sidecar)?;
+    }
     if levels.len() != sidecar.n_layer {
         bail!(
             InvalidArgument,

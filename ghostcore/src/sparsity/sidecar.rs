@@ -25,6 +25,10 @@ use crate::{bail, Error, Result};
 pub const SIDECAR_TYPE: &str = "ghostcore.sparsity";
 pub const SIDECAR_VERSION: u32 = 1;
 
+/// Per-layer tensors added with the up-first score: absent from older sidecars, which load
+/// without them (and are written back without them).
+const UP_FIRST_KEYS: [&str; 3] = ["thr_actw", "loss_upw", "loss_actw"];
+
 /// What calibration stored about one layer.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LayerCalibration {
@@ -43,6 +47,14 @@ pub struct LayerCalibration {
     pub thr_act: Vec<f32>,
     pub thr_prod: Vec<f32>,
     pub thr_upw: Vec<f32>,
+    /// Thresholds of the up-first score |up·x|·mean|act| (`actw`); empty in sidecars
+    /// written before that score existed.
+    pub thr_actw: Vec<f32>,
+    /// Per target: the share of Σ|act·up|² on the calibration sample that a first stage by
+    /// `upw` / by `actw` of that share loses (what `auto` chooses by); empty in sidecars
+    /// written before the up-first score existed.
+    pub loss_upw: Vec<f32>,
+    pub loss_actw: Vec<f32>,
     pub thr_input: Vec<f32>,
     /// Neurons never above ε (by |act·up|) on the corpus.
     pub dead: Vec<bool>,
@@ -57,6 +69,8 @@ impl LayerCalibration {
             Score::Act => &self.thr_act,
             Score::Product => &self.thr_prod,
             Score::UpWeighted => &self.thr_upw,
+            Score::ActWeighted => &self.thr_actw,
+            Score::Auto => &[],
         }
     }
 
@@ -240,6 +254,9 @@ impl Sidecar {
                     thr_act: l.thresholds(Score::Act, &targets),
                     thr_prod: l.thresholds(Score::Product, &targets),
                     thr_upw: l.thresholds(Score::UpWeighted, &targets),
+                    thr_actw: l.thresholds(Score::ActWeighted, &targets),
+                    loss_upw: l.first_stage_loss(Score::UpWeighted, &targets),
+                    loss_actw: l.first_stage_loss(Score::ActWeighted, &targets),
                     thr_input: l.input_thresholds(&targets),
                     dead: l.dead_mask(),
                     hot_order: l.hot_order(),
@@ -368,7 +385,7 @@ impl Sidecar {
                     Value::Array(Array::U64(h.counts().to_vec())),
                 );
             }
-            let f32s: [(&str, &Vec<f32>, u64); 10] = [
+            let f32s: [(&str, &Vec<f32>, u64); 13] = [
                 ("freq_act", &l.freq_act, n_ff),
                 ("freq_prod", &l.freq_prod, n_ff),
                 ("mean_abs_act", &l.mean_abs_act, n_ff),
@@ -378,9 +395,17 @@ impl Sidecar {
                 ("thr_act", &l.thr_act, n_t),
                 ("thr_prod", &l.thr_prod, n_t),
                 ("thr_upw", &l.thr_upw, n_t),
+                ("thr_actw", &l.thr_actw, n_t),
+                ("loss_upw", &l.loss_upw, n_t),
+                ("loss_actw", &l.loss_actw, n_t),
                 ("thr_input", &l.thr_input, n_t),
             ];
             for (k, v, len) in f32s {
+                // A sidecar loaded from a file older than the up-first score has none of its
+                // thresholds; it is written back without them.
+                if UP_FIRST_KEYS.contains(&k) && v.is_empty() {
+                    continue;
+                }
                 if v.len() as u64 != len {
                     bail!(
                         Internal,
@@ -628,6 +653,12 @@ impl Sidecar {
                 }
                 Ok(v)
             };
+            let optional = |k: &str| -> Result<Vec<f32>> {
+                match file.tensor_info(&p(k)) {
+                    Some(_) => thr(k),
+                    None => Ok(Vec::new()),
+                }
+            };
             layers.push(LayerCalibration {
                 freq_act: f32_tensor(&p("freq_act"), n_ff)?,
                 freq_prod: f32_tensor(&p("freq_prod"), n_ff)?,
@@ -641,6 +672,10 @@ impl Sidecar {
                 thr_act: thr("thr_act")?,
                 thr_prod: thr("thr_prod")?,
                 thr_upw: thr("thr_upw")?,
+                // Optional: sidecars from before the up-first score lack these.
+                thr_actw: optional("thr_actw")?,
+                loss_upw: optional("loss_upw")?,
+                loss_actw: optional("loss_actw")?,
                 thr_input: thr("thr_input")?,
                 dead: dead_bytes.iter().map(|&b| b == 1).collect(),
                 hot_order: order,

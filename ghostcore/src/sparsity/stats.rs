@@ -118,6 +118,15 @@ impl LayerStats {
                     .flat_map(|row| row.iter().zip(&mu).map(|(a, m)| a * m))
                     .collect()
             }
+            Score::ActWeighted => {
+                let ma = self.mean_abs_act();
+                self.sample_up
+                    .chunks_exact(self.n_ff)
+                    .flat_map(|row| row.iter().zip(&ma).map(|(u, m)| u * m))
+                    .collect()
+            }
+            // A choice between two scores, not a score: no values of its own.
+            Score::Auto => Vec::new(),
         }
     }
 
@@ -125,6 +134,36 @@ impl LayerStats {
     /// order statistics of the sample. Empty sample → all zeros.
     pub fn thresholds(&self, score: Score, targets: &[f32]) -> Vec<f32> {
         quantiles(self.sampled_scores(score), targets)
+    }
+
+    /// For each of `targets`: the share of Σ|act·up|² over the sample that a first stage
+    /// skipping that share of the values of `score` would lose (the values below the
+    /// threshold [`Self::thresholds`] gives). Empty sample → all zeros.
+    pub fn first_stage_loss(&self, score: Score, targets: &[f32]) -> Vec<f32> {
+        let scores = self.sampled_scores(score);
+        let mut pairs: Vec<(f32, f64)> = scores
+            .iter()
+            .zip(self.sample_act.iter().zip(&self.sample_up))
+            .map(|(&s, (&a, &u))| (s, (a as f64 * u as f64).powi(2)))
+            .collect();
+        let total: f64 = pairs.iter().map(|p| p.1).sum();
+        if pairs.is_empty() || total <= 0.0 {
+            return vec![0.0; targets.len()];
+        }
+        pairs.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
+        let mut cum = Vec::with_capacity(pairs.len() + 1);
+        cum.push(0.0f64);
+        for p in &pairs {
+            cum.push(cum.last().copied().unwrap_or(0.0) + p.1);
+        }
+        let n = pairs.len();
+        targets
+            .iter()
+            .map(|&q| {
+                let r = ((q.clamp(0.0, 1.0) as f64 * n as f64) as usize).min(n);
+                (cum[r] / total) as f32
+            })
+            .collect()
     }
 
     /// Thresholds on |x| (FFN input entries) for TEAL input sparsity.
@@ -277,5 +316,25 @@ mod tests {
             }
             assert!(thr.windows(2).all(|w| w[0] <= w[1]));
         }
+        // First-stage losses: from 0 to the whole Σh², non-decreasing, and never below the
+        // product score's (which skips the smallest |act·up| themselves: the least loss for
+        // the count).
+        let oracle = l.first_stage_loss(Score::Product, &TARGETS);
+        for score in [Score::Act, Score::UpWeighted, Score::ActWeighted] {
+            let loss = l.first_stage_loss(score, &TARGETS);
+            assert!(loss.windows(2).all(|w| w[0] <= w[1]), "{score}");
+            assert!(loss.iter().all(|&v| (0.0..=1.0).contains(&v)), "{score}");
+            for (v, o) in loss.iter().zip(&oracle) {
+                assert!(*v >= *o - 1e-6, "{score}: {v} below the oracle's {o}");
+            }
+            assert!(
+                loss[TARGETS.len() / 2] > oracle[TARGETS.len() / 2],
+                "{score}"
+            );
+        }
+        assert_eq!(
+            l.first_stage_loss(Score::UpWeighted, &[0.0, 1.0]),
+            vec![0.0, 1.0]
+        );
     }
 }
