@@ -48,6 +48,11 @@ impl Activation {
             Activation::GeluTanh => crate::backend::cpu::ops::gelu_tanh(x),
         }
     }
+
+    /// [`Self::apply`] to every value in place.
+    pub fn apply_all(self, v: &mut [f32]) {
+        v.iter_mut().for_each(|x| *x = self.apply(*x));
+    }
 }
 
 /// One FFN layer's weights. `gate`/`up`: `n_ff` rows of `n_embd`; `down`: `n_embd` rows of
@@ -440,9 +445,7 @@ pub fn sparse_ffn(
         &mut s.gate,
     )?;
     if !up_first {
-        for g in s.gate.iter_mut() {
-            *g = w.act.apply(*g);
-        }
+        w.act.apply_all(&mut s.gate);
     }
 
     // 3. Choose the neurons whose up row is needed (ids), then those whose down is needed.
@@ -528,9 +531,7 @@ pub fn sparse_ffn(
             &mut s.up,
         )?;
         if up_first {
-            for g in s.up.iter_mut() {
-                *g = w.act.apply(*g);
-            }
+            w.act.apply_all(&mut s.up);
         }
         stats.n_up = n_up;
         s.h_dense.resize(n_ff, 0.0);
@@ -566,9 +567,7 @@ pub fn sparse_ffn(
             &mut s.up,
         )?;
         if up_first {
-            for g in s.up.iter_mut() {
-                *g = w.act.apply(*g);
-            }
+            w.act.apply_all(&mut s.up);
         }
         stats.n_up = n_up;
 
