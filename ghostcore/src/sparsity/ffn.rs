@@ -352,8 +352,11 @@ pub struct FfnScratch {
     xq: Vec<u8>,
     partials: Vec<Vec<f32>>,
     x_masked: Vec<f32>,
-    gate: Vec<f32>,
-    up: Vec<f32>,
+    /// The first projection's values: `act(gate·x)`, or `up·x` for an up-first rule.
+    first: Vec<f32>,
+    /// The second projection's values (over the neurons stage one kept): `up·x`, or
+    /// `act(gate·x)` for an up-first rule.
+    second: Vec<f32>,
     ids: Vec<u32>,
     coefs: Vec<f32>,
     h_dense: Vec<f32>,
@@ -367,7 +370,7 @@ pub struct FfnScratch {
 impl FfnScratch {
     /// After a step with [`LayerPlan::DENSE`]: `act(gate·x)` and `up·x` of every neuron.
     pub fn dense_act_up(&self) -> (&[f32], &[f32]) {
-        (&self.gate, &self.up)
+        (&self.first, &self.second)
     }
 }
 
@@ -418,7 +421,7 @@ pub fn sparse_ffn(
 
     // 2. The first projection over the live neurons: the gate, then the activation in place;
     //    or, for an up-first rule, the up (the activation then applies to the gate values
-    //    computed second). `s.gate` holds the first projection, `s.up` the second.
+    //    computed second). `s.first` holds the first projection, `s.second` the second.
     let up_first = matches!(plan.rule, LayerRule::UpFirst { .. });
     let (first_w, first_in, second_w, second_in) = if up_first {
         (&w.up, w.up_in, &w.gate, w.gate_in)
@@ -427,7 +430,7 @@ pub fn sparse_ffn(
     };
     let live: Option<&[u32]> = plan.live.as_deref();
     let n_live = live.map_or(n_ff, <[u32]>::len);
-    s.gate.resize(n_live, 0.0);
+    s.first.resize(n_live, 0.0);
     quantize_input(first_w, x, &mut s.xq)?;
     let costs = match plan.paths {
         PathPolicy::Fastest => PathCosts::of_this_process(n_embd, exec.n_workers()),
@@ -442,13 +445,14 @@ pub fn sparse_ffn(
         (&mut s.all_rows, &mut s.input_major),
         &mut stats.paths,
         exec,
-        &mut s.gate,
+        &mut s.first,
     )?;
     if !up_first {
-        w.act.apply_all(&mut s.gate);
+        w.act.apply_all(&mut s.first);
     }
 
-    // 3. Choose the neurons whose up row is needed (ids), then those whose down is needed.
+    // 3. Choose the neurons whose second projection is needed (ids), then those whose down
+    //    is needed.
     let act_threshold = match &plan.rule {
         LayerRule::Dense | LayerRule::Product(_) => None,
         LayerRule::Act(t) => Some(*t),
@@ -457,10 +461,10 @@ pub fn sparse_ffn(
             None
         }
         LayerRule::Stat(k) => {
-            let n = s.gate.len().max(1) as f64;
-            let mean = s.gate.iter().map(|a| a.abs() as f64).sum::<f64>() / n;
+            let n = s.first.len().max(1) as f64;
+            let mean = s.first.iter().map(|a| a.abs() as f64).sum::<f64>() / n;
             let var = s
-                .gate
+                .first
                 .iter()
                 .map(|a| (a.abs() as f64 - mean).powi(2))
                 .sum::<f64>()
@@ -496,16 +500,16 @@ pub fn sparse_ffn(
     if second_w.vec_dot_type() != first_w.vec_dot_type() {
         quantize_input(second_w, x, &mut s.xq)?;
     }
-    let up_copy = input_major_bytes(second_in, dropped, &s.xq)?;
+    let second_copy = input_major_bytes(second_in, dropped, &s.xq)?;
 
-    // 4–5, when every neuron is live and up is fastest over all its rows (a mild first
-    //    stage), in order or through the input-major copy (which computes every row
-    //    anyway): up over all rows, then h = act·up over every neuron in one vectorizable
-    //    pass, zero where either stage drops the neuron, ready for the dense down. The id
+    // 4–5, when every neuron is live and the second projection is fastest over all its
+    //    rows (a mild first stage), in order or through the input-major copy (which
+    //    computes every row anyway): the second projection over all rows, then h = act·up
+    //    over every neuron in one vectorizable pass, zero where either stage drops the neuron, ready for the dense down. The id
     //    list a down copy needs is built only if a copy could be faster.
     let n_up_all = match live {
         None => {
-            stage_one.mark(&s.gate, &mut s.keep);
+            stage_one.mark(&s.first, &mut s.keep);
             Some(s.keep.iter().map(|&k| usize::from(k)).sum())
         }
         Some(_) => None,
@@ -513,30 +517,36 @@ pub fn sparse_ffn(
     let fused = n_up_all.is_some_and(|n_up| {
         let sel = n_up < n_ff;
         matches!(
-            rows_path(&costs, second_w, sel, n_up, up_copy),
+            rows_path(&costs, second_w, sel, n_up, second_copy),
             RowsPath::All | RowsPath::InputMajor(..)
         )
     });
     let n_active = if let (true, Some(n_up)) = (fused, n_up_all) {
-        s.up.resize(n_ff, 0.0);
+        s.second.resize(n_ff, 0.0);
         stats.bytes_read += project_rows(
             second_w,
             None,
             &s.xq,
-            up_copy,
+            second_copy,
             &costs,
             (&mut s.all_rows, &mut s.input_major),
             &mut stats.paths,
             exec,
-            &mut s.up,
+            &mut s.second,
         )?;
         if up_first {
-            w.act.apply_all(&mut s.up);
+            w.act.apply_all(&mut s.second);
         }
         stats.n_up = n_up;
         s.h_dense.resize(n_ff, 0.0);
         let mut n_active = 0;
-        for (((h, &a), &u), &k) in s.h_dense.iter_mut().zip(&s.gate).zip(&s.up).zip(&s.keep) {
+        for (((h, &a), &u), &k) in s
+            .h_dense
+            .iter_mut()
+            .zip(&s.first)
+            .zip(&s.second)
+            .zip(&s.keep)
+        {
             // Branch-free (`&`, a select): both tests are close to coin flips per neuron,
             // and mispredicted branches here cost ~5 µs per SmolLM2 layer, more than the
             // rows a mild setting skips.
@@ -547,36 +557,36 @@ pub fn sparse_ffn(
         }
         n_active
     } else {
-        compact(&s.gate, live, &mut s.ids, &mut s.coefs, |id, a| {
+        compact(&s.first, live, &mut s.ids, &mut s.coefs, |id, a| {
             stage_one.keeps(id as usize, a)
         });
-        // 4. Up over the chosen rows (all rows in order when nothing was dropped: same
+        // 4. The second projection over the chosen rows (all rows in order when nothing was dropped: same
         //    kernel as the dense path), gathered, or over the kept input columns.
         let n_up = s.ids.len();
-        s.up.resize(n_up, 0.0);
+        s.second.resize(n_up, 0.0);
         let rows = if n_up == n_ff { None } else { Some(&s.ids[..]) };
         stats.bytes_read += project_rows(
             second_w,
             rows,
             &s.xq,
-            up_copy,
+            second_copy,
             &costs,
             (&mut s.all_rows, &mut s.input_major),
             &mut stats.paths,
             exec,
-            &mut s.up,
+            &mut s.second,
         )?;
         if up_first {
-            w.act.apply_all(&mut s.up);
+            w.act.apply_all(&mut s.second);
         }
         stats.n_up = n_up;
 
-        // 5. h = act·up; the second stage drops more down rows.
+        // 5. h = first·second (act·up); the second stage drops more down rows.
         let mut n_active = 0;
         for i in 0..n_up {
             // Branch-free compaction: the keep test is close to a coin flip per neuron, and
             // a mispredicted branch costs more than the two stores.
-            let h = s.coefs[i] * s.up[i];
+            let h = s.coefs[i] * s.second[i];
             s.ids[n_active] = s.ids[i];
             s.coefs[n_active] = h;
             n_active += usize::from(h.abs() > t_prod);

@@ -111,23 +111,18 @@ impl LayerStats {
                 .zip(&self.sample_up)
                 .map(|(a, u)| a * u)
                 .collect(),
-            Score::UpWeighted => {
-                let mu = self.mean_abs_up();
-                self.sample_act
-                    .chunks_exact(self.n_ff)
-                    .flat_map(|row| row.iter().zip(&mu).map(|(a, m)| a * m))
-                    .collect()
-            }
-            Score::ActWeighted => {
-                let ma = self.mean_abs_act();
-                self.sample_up
-                    .chunks_exact(self.n_ff)
-                    .flat_map(|row| row.iter().zip(&ma).map(|(u, m)| u * m))
-                    .collect()
-            }
+            Score::UpWeighted => self.weighted_rows(&self.sample_act, &self.mean_abs_up()),
+            Score::ActWeighted => self.weighted_rows(&self.sample_up, &self.mean_abs_act()),
             // A choice between two scores, not a score: no values of its own.
             Score::Auto => Vec::new(),
         }
+    }
+
+    /// Each sampled row of `rows` (`n_ff` values per token) times the per-neuron `weights`.
+    fn weighted_rows(&self, rows: &[f32], weights: &[f32]) -> Vec<f32> {
+        rows.chunks_exact(self.n_ff)
+            .flat_map(|row| row.iter().zip(weights).map(|(v, w)| v * w))
+            .collect()
     }
 
     /// Thresholds on `score` reaching each of `targets` (share of values ≤ threshold), exact
