@@ -258,12 +258,14 @@ impl Mask {
             SparsityMode {
                 dead: false,
                 input: None,
+                coarse: None,
                 rule: Some(Rule::Budget(1.0)),
             }
         } else {
             SparsityMode {
                 dead: true,
                 input: None,
+                coarse: None,
                 rule: None,
             }
         }

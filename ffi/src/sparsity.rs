@@ -322,6 +322,7 @@ pub unsafe extern "C" fn gc_ctx_set_sparsity(
                 SparsityMode {
                     dead: false,
                     input: None,
+                    coarse: None,
                     rule: Some(Rule::Gate(p.threshold)),
                 }
             }
@@ -330,6 +331,7 @@ pub unsafe extern "C" fn gc_ctx_set_sparsity(
                 SparsityMode {
                     dead: false,
                     input: None,
+                    coarse: None,
                     rule: Some(Rule::Target {
                         sparsity: p.target_sparsity,
                         score: Score::Act,

@@ -528,6 +528,8 @@ fn axpy_rows_matches_f64_accumulation() {
         GgmlType::F32,
         GgmlType::F16,
         GgmlType::Q8_0,
+        GgmlType::Q4_0,
+        GgmlType::Q5_0,
         GgmlType::Q4_K,
         GgmlType::Q6_K,
     ] {

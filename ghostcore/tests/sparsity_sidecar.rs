@@ -364,7 +364,7 @@ fn combined_input_budget_entries_round_trip_and_resolve() {
         BudgetEntry {
             layer_levels: None,
             max_ppl_increase_pct: 2.0,
-            mode: "input:0.2,target:0.45:product".into(),
+            mode: "input:0.2,target:0.45:product,coarse:0.7".into(),
             measured_ppl_increase_pct: 1.9,
             measured_ppl_ci95_pct: None,
             bytes_skipped: 0.25,
@@ -372,7 +372,7 @@ fn combined_input_budget_entries_round_trip_and_resolve() {
         BudgetEntry {
             layer_levels: Some(vec![(0.0, 0.0), (0.3, 0.55)]),
             max_ppl_increase_pct: 5.0,
-            mode: "input:0.1,cascade:0.150:0.275:upw".into(),
+            mode: "input:0.1,cascade:0.150:0.275:upw,coarse:0.8".into(),
             measured_ppl_increase_pct: 4.1,
             measured_ppl_ci95_pct: None,
             bytes_skipped: 0.31,
@@ -387,7 +387,16 @@ fn combined_input_budget_entries_round_trip_and_resolve() {
     for (il, plan) in p.iter().enumerate() {
         assert_eq!(plan.input, Some(input_thr(il, 0.3)));
         assert_eq!(plan.rule, LayerRule::Dense);
+        assert_eq!(plan.coarse, None);
     }
+    // Coarse rows below each layer's product threshold at the coarse share.
+    let coarse_thr = |il: usize, share: f32| {
+        interpolate_threshold(
+            &back.targets,
+            back.layers[il].thresholds(Score::Product),
+            share,
+        )
+    };
     let p = resolve_plans(&"dead,budget:2".parse().unwrap(), Some(&back), N_LAYER).unwrap();
     for (il, plan) in p.iter().enumerate() {
         assert_eq!(plan.input, Some(input_thr(il, 0.2)));
@@ -397,6 +406,8 @@ fn combined_input_budget_entries_round_trip_and_resolve() {
             0.45,
         );
         assert_eq!(plan.rule, LayerRule::Product(t));
+        assert_eq!(plan.coarse, Some(coarse_thr(il, 0.7)));
+        assert!(plan.coarse.unwrap() > t);
     }
     // Neuron 3 of layer 1 is dead: `dead` carried into the budget's plans.
     assert!(p[1].live.as_ref().is_some_and(|l| !l.contains(&3)));
@@ -404,6 +415,20 @@ fn combined_input_budget_entries_round_trip_and_resolve() {
     assert_eq!(p[0].rule, LayerRule::Dense);
     assert!(matches!(p[1].rule, LayerRule::ScaledCascade { .. }));
     assert_eq!(p[1].input, Some(input_thr(1, 0.1)));
+    assert_eq!(p[1].coarse, Some(coarse_thr(1, 0.8)));
+    // Coarse rows need a sidecar's thresholds, and do not combine with a budget.
+    assert!(matches!(
+        resolve_plans(
+            &"cascade:0.2:0.4,coarse:0.8".parse().unwrap(),
+            None,
+            N_LAYER
+        ),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        "coarse:0.8,budget:2".parse::<ghostcore::sparsity::SparsityMode>(),
+        Err(Error::InvalidArgument(_))
+    ));
     // The input rule and a budget do not combine.
     assert!(matches!(
         "input:0.2,budget:2".parse::<ghostcore::sparsity::SparsityMode>(),

@@ -55,9 +55,9 @@ pub struct Args {
     #[arg(long)]
     pub ignore_eos: bool,
     /// Activation-sparsity mode for decoding: `dense` (default), `dead`, `gate:T`,
-    /// `target:S[:act|product|upw]`, `cascade:S1:S2[:upw]`, `stat:K`, `input:S`, `budget:P`
-    /// (at most P% more perplexity); `dead` and `input:S` combine with a rule (e.g.
-    /// `dead,budget:2`, `input:0.1,cascade:0.2:0.45:upw`). Modes that need calibration
+    /// `target:S[:act|product|upw|actw|auto]`, `cascade:S1:S2[:upw|actw|auto]`, `stat:K`,
+    /// `input:S`, `budget:P` (at most P% more perplexity); `dead` and `input:S` combine with a
+    /// rule (e.g. `dead,budget:2`, `input:0.1,cascade:0.25:0.4:auto`). Modes that need calibration
     /// use --mask, else MODEL.ghost beside the model, else a sidecar cached (and, the first
     /// time, calibrated on a built-in corpus) under the user's cache directory.
     #[arg(long)]

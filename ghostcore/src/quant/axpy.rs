@@ -1,6 +1,7 @@
-//! `out += coef * row` kernels for the sparse down projection: F32, F16 and Q8_0 rows
+//! `out += coef * row` kernels for the sparse down projection: F32, F16, Q8_0 and Q4_0 rows
 //! directly (scalar and AVX2), and with AVX2 also Q5_0, Q4_K and Q6_K (the types a
-//! neuron-major `ffn_down` copy is usually stored in). Other types are dequantized first.
+//! neuron-major `ffn_down` copy is usually stored in; Q4_0 serves the coarse copies of Q6_K
+//! downs). Other types are dequantized first.
 
 use crate::quant::blocks::*;
 use crate::quant::types::GgmlType;
@@ -21,6 +22,7 @@ pub(crate) fn axpy_kernel_for(ty: GgmlType, isa: crate::quant::Isa) -> Option<Ax
             GgmlType::F32 => return Some(avx2::axpy_f32 as Axpy),
             GgmlType::F16 => return Some(avx2::axpy_f16 as Axpy),
             GgmlType::Q8_0 => return Some(avx2::axpy_q8_0 as Axpy),
+            GgmlType::Q4_0 => return Some(avx2::axpy_q4_0 as Axpy),
             GgmlType::Q5_0 => return Some(avx2::axpy_q5_0 as Axpy),
             GgmlType::Q4_K => return Some(avx2::axpy_q4_k as Axpy),
             GgmlType::Q6_K => return Some(avx2::axpy_q6_k as Axpy),
@@ -32,6 +34,7 @@ pub(crate) fn axpy_kernel_for(ty: GgmlType, isa: crate::quant::Isa) -> Option<Ax
         GgmlType::F32 => Some(axpy_f32),
         GgmlType::F16 => Some(axpy_f16),
         GgmlType::Q8_0 => Some(axpy_q8_0),
+        GgmlType::Q4_0 => Some(axpy_q4_0),
         _ => None,
     }
 }
@@ -60,6 +63,21 @@ fn axpy_q8_0(coef: f32, row: &[u8], out: &mut [f32]) {
     }
 }
 
+fn axpy_q4_0(coef: f32, row: &[u8], out: &mut [f32]) {
+    for (b, o) in cast_blocks_prefix::<BlockQ4_0>(row)
+        .iter()
+        .zip(out.chunks_exact_mut(QK32))
+    {
+        // Byte i holds weight i in its low nibble and weight i + 16 in its high one.
+        let dc = coef * b.d();
+        let (lo, hi) = o.split_at_mut(QK32 / 2);
+        for ((l, h), &q) in lo.iter_mut().zip(hi).zip(&b.qs) {
+            *l += dc * ((q & 0x0f) as i32 - 8) as f32;
+            *h += dc * ((q >> 4) as i32 - 8) as f32;
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
@@ -81,6 +99,10 @@ mod avx2 {
     pub(super) fn axpy_q8_0(coef: f32, row: &[u8], out: &mut [f32]) {
         // SAFETY: as above.
         unsafe { q8_0_impl(coef, row, out) }
+    }
+    pub(super) fn axpy_q4_0(coef: f32, row: &[u8], out: &mut [f32]) {
+        // SAFETY: as above.
+        unsafe { q4_0_impl(coef, row, out) }
     }
     pub(super) fn axpy_q5_0(coef: f32, row: &[u8], out: &mut [f32]) {
         // SAFETY: as above.
@@ -131,6 +153,18 @@ mod avx2 {
             let w = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(*part));
             let p = o.as_mut_ptr().add(8 * k);
             _mm256_storeu_ps(p, _mm256_fmadd_ps(*c, w, _mm256_loadu_ps(p)));
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q4_0_impl(coef: f32, row: &[u8], out: &mut [f32]) {
+        use crate::quant::dot_avx2::{h2f, nibbles_32};
+        for (b, o) in cast_blocks_prefix::<BlockQ4_0>(row)
+            .iter()
+            .zip(out.chunks_exact_mut(QK32))
+        {
+            let q = _mm256_sub_epi8(nibbles_32(&b.qs), _mm256_set1_epi8(8));
+            fma_i8x32(o, q, _mm256_set1_ps(coef * h2f(b.d)), None);
         }
     }
 
@@ -244,6 +278,43 @@ mod avx2 {
                 let w = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
                 let p = o.as_mut_ptr().add(8 * k);
                 _mm256_storeu_ps(p, _mm256_fmadd_ps(dc, w, _mm256_loadu_ps(p)));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::{dequantize_row, quantize::quantize_row, Isa};
+
+    /// The portable and (where the CPU has it) AVX2 Q4_0 kernels add `coef ×` the
+    /// dequantized row to what `out` held.
+    #[test]
+    fn q4_0_kernels_add_the_dequantized_row() {
+        let n = 96;
+        let x: Vec<f32> = (0..n)
+            .map(|i| ((i * 37 % 23) as f32 - 11.0) * 0.13)
+            .collect();
+        let mut row = vec![0u8; GgmlType::Q4_0.row_bytes(n as u64).unwrap() as usize];
+        quantize_row(GgmlType::Q4_0, &x, &mut row).unwrap();
+        let mut deq = vec![0f32; n];
+        dequantize_row(GgmlType::Q4_0, &row, &mut deq).unwrap();
+        let init: Vec<f32> = (0..n).map(|i| i as f32 * 0.01).collect();
+        let mut isas = vec![Isa::Scalar];
+        if crate::quant::best_supported_isa() == Isa::Avx2 {
+            isas.push(Isa::Avx2);
+        }
+        for isa in isas {
+            let f = axpy_kernel_for(GgmlType::Q4_0, isa).unwrap();
+            let mut out = init.clone();
+            f(-0.7, &row, &mut out);
+            for i in 0..n {
+                let want = init[i] - 0.7 * deq[i];
+                assert!(
+                    (out[i] - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                    "{isa} {i}"
+                );
             }
         }
     }

@@ -104,12 +104,19 @@ pub fn device_copy_type() -> Result<Option<GgmlType>> {
 ///
 /// Input sparsity (`input:S`, which a `budget:P` entry may combine with a neuron rule) has no
 /// device kernel: that stage is dropped, with a note, and the neuron rule runs on a dense input
-/// (fewer bytes skipped, quality at least as good).
+/// (fewer bytes skipped, quality at least as good). Coarse down rows (`coarse:S`) likewise:
+/// the device reads every active neuron's row from its own copy.
 pub fn attach(ctx: &mut Context, plans: &[LayerPlan], copies: Option<&[DownCopy]>) -> Result<()> {
     let n_ff = ctx.model().config().n_ff;
     if plans.iter().any(|p| p.input.is_some()) {
         eprintln!(
             "ghostcore: input sparsity runs on the CPU only; the GPU applies the rest of the rule"
+        );
+    }
+    if plans.iter().any(|p| p.coarse.is_some()) {
+        eprintln!(
+            "ghostcore: coarse down rows run on the CPU only; the GPU reads every active \
+             neuron's down row from its own copy"
         );
     }
     if plans
@@ -186,6 +193,7 @@ mod tests {
             live,
             input: None,
             rule,
+            coarse: None,
             down: DownPath::Auto,
             paths: Default::default(),
         }

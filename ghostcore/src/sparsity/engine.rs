@@ -9,7 +9,7 @@ use super::ffn::{sparse_ffn, Activation, FfnScratch, FfnStepStats, FfnWeights, L
 use super::input_major::{place_in_huge_pages, InputMajorQ5_0};
 use super::path_costs::{PathClass, PathCosts, PathSet};
 use super::plan::SparsityTally;
-use super::repack::{default_copy_type, neuron_major_down};
+use super::repack::{coarse_copy_type, default_copy_type, neuron_major_down};
 use super::rows::{QMatrix, Splitter};
 use super::sidecar::DownCopy;
 use super::stats::CalibrationStats;
@@ -89,6 +89,27 @@ pub fn build_down_copies(model: &Model, ty: Option<GgmlType>) -> Result<(Vec<Dow
     Ok((out, worst))
 }
 
+/// Coarse neuron-major copies of every layer's `ffn_down` for `coarse:S`, of the type
+/// [`coarse_copy_type`] gives (`None` for layers without one), with the largest relative RMS
+/// requantization error over them.
+pub fn build_coarse_downs(model: &Model) -> Result<(Vec<Option<DownCopy>>, f64)> {
+    let n_embd = model.config().n_embd;
+    let mut worst = 0f64;
+    let mut out = Vec::with_capacity(model.config().n_layer);
+    for il in 0..model.config().n_layer {
+        let down = qmatrix(model, &model.layer(il).ffn_down)?;
+        out.push(match coarse_copy_type(down.ty, n_embd) {
+            Some(t) => {
+                let (data, err) = neuron_major_down(&down, t)?;
+                worst = worst.max(err.rel_rmse);
+                Some(DownCopy { ty: t, data })
+            }
+            None => None,
+        });
+    }
+    Ok((out, worst))
+}
+
 /// Exact neuron-major copies ([`ExactDown`]) of every layer whose `ffn_down` is Q4_K or
 /// Q6_K (`None` for the other layers). Cheap: the quants are only moved, never requantized.
 pub fn build_exact_downs(model: &Model) -> Vec<Option<ExactDown>> {
@@ -137,6 +158,7 @@ struct SparseLayer {
     down: Option<Arc<Vec<DownCopy>>>,
     exact: Option<Arc<Vec<Option<ExactDown>>>>,
     input_major: Option<Arc<Vec<InputMajorCopies>>>,
+    coarse: Option<Arc<Vec<Option<DownCopy>>>>,
     scratch: Mutex<FfnScratch>,
     tally: Arc<Mutex<SparsityTally>>,
 }
@@ -150,6 +172,10 @@ impl DecodeFfn for SparseLayer {
         }
         if let Some(c) = self.input_major.as_ref().map(|c| &c[self.layer]) {
             w = w.with_input_major(c.gate.as_ref(), c.up.as_ref())?;
+        }
+        if let Some(c) = self.coarse.as_ref().and_then(|c| c[self.layer].as_ref()) {
+            let (n_ff, n_embd) = (w.n_ff(), w.n_embd());
+            w = w.with_coarse_down(QMatrix::new(c.ty, n_ff, n_embd, &c.data)?)?;
         }
         let mut scratch = lock(&self.scratch);
         let st: FfnStepStats = sparse_ffn(
@@ -301,6 +327,11 @@ fn install_parts(
     // Input-major gate/up copies only where a plan zeroes input entries.
     let input_major = (input_major && plans.iter().any(|p| p.input.is_some()))
         .then(|| Arc::new(build_input_majors(ctx.model())));
+    // Coarse down copies only where a plan reads coarse rows (beside the exact copies).
+    let coarse = match exact.is_some() && plans.iter().any(|p| p.coarse.is_some()) {
+        true => Some(Arc::new(build_coarse_downs(ctx.model())?.0)),
+        false => None,
+    };
     let tally = Arc::new(Mutex::new(SparsityTally::new(n_layer)));
     for (layer, plan) in plans.into_iter().enumerate() {
         let f = SparseLayer {
@@ -309,6 +340,7 @@ fn install_parts(
             down: down.clone(),
             exact: exact.clone(),
             input_major: input_major.clone(),
+            coarse: coarse.clone(),
             scratch: Mutex::new(FfnScratch::default()),
             tally: tally.clone(),
         };
@@ -415,12 +447,17 @@ pub fn tally_summary(t: &SparsityTally) -> String {
         .iter()
         .map(|s| format!("{:.0}", 100.0 * s))
         .collect();
-    format!(
+    let mut s = format!(
         "per-layer sparsity (%): {}\nneuron sparsity: {:.1}%\nFFN bytes skipped: {:.1}%",
         per.join(" "),
         100.0 * t.sparsity(),
         100.0 * t.bytes_skipped()
-    )
+    );
+    let coarse = t.coarse_share();
+    if coarse > 0.0 {
+        s += &format!("\ncoarse down rows: {:.1}% of the neurons", 100.0 * coarse);
+    }
+    s
 }
 
 #[cfg(test)]
@@ -504,5 +541,34 @@ mod tests {
             uninstall(&mut ctx).unwrap();
         }
         clear_tuned(width, n_threads);
+    }
+    /// Plans with coarse rows get coarse copies for the layers whose down type has one, and
+    /// read them: a threshold above every product sends each active neuron of those layers to
+    /// its coarse row, so fewer bytes are read than without.
+    #[test]
+    fn coarse_plans_build_and_read_the_coarse_copies() {
+        let (mut ctx, width, _) = tiny_context("q4_k_m");
+        let n_layer = ctx.model().config().n_layer;
+        let coarse_layers = (0..n_layer)
+            .filter(|&il| coarse_copy_type(ctx.model().layer(il).ffn_down.ty, width).is_some())
+            .count();
+        assert!(coarse_layers > 0);
+        let (coarse, _) = build_coarse_downs(ctx.model()).unwrap();
+        assert_eq!(coarse.iter().filter(|c| c.is_some()).count(), coarse_layers);
+        let base = LayerPlan::new(None, LayerRule::Stat(0.5)).with_paths(PathPolicy::FewestBytes);
+        let mut skipped = Vec::new();
+        for t in [None, Some(f32::INFINITY)] {
+            let h = install(&mut ctx, vec![base.clone().with_coarse(t); n_layer], None).unwrap();
+            ctx.reset();
+            h.reset();
+            for tok in [1u32, 7, 42, 99] {
+                ctx.decode(&[tok]).unwrap();
+            }
+            let tally = h.tally();
+            assert_eq!(tally.coarse_share() > 0.0, t.is_some(), "{t:?}");
+            skipped.push(tally.bytes_skipped());
+            uninstall(&mut ctx).unwrap();
+        }
+        assert!(skipped[1] > skipped[0], "{skipped:?}");
     }
 }

@@ -70,6 +70,10 @@ pub struct FfnWeights<'a> {
     /// where they cost less than the rows (they skip the zeroed inputs' columns).
     pub gate_in: Option<&'a InputMajorQ5_0>,
     pub up_in: Option<&'a InputMajorQ5_0>,
+    /// Optional coarser neuron-major copy of the down (requantized to fewer bits than the
+    /// exact copy): with `coarse:S`, the active neurons of smallest product read their down
+    /// row from it.
+    pub down_coarse: Option<QMatrix<'a>>,
     pub act: Activation,
 }
 
@@ -111,8 +115,25 @@ impl<'a> FfnWeights<'a> {
             down_exact: None,
             gate_in: None,
             up_in: None,
+            down_coarse: None,
             act,
         })
+    }
+
+    /// Add the coarse neuron-major copy of the down (`n_ff` rows of `n_embd`).
+    pub fn with_coarse_down(mut self, c: QMatrix<'a>) -> Result<Self> {
+        if c.n_rows != self.n_ff() || c.n_cols != self.n_embd() {
+            bail!(
+                Format,
+                "coarse down copy is {}×{}, expected {}×{}",
+                c.n_rows,
+                c.n_cols,
+                self.n_ff(),
+                self.n_embd()
+            );
+        }
+        self.down_coarse = Some(c);
+        Ok(self)
     }
 
     /// Add input-major copies of gate and/or up.
@@ -266,6 +287,9 @@ pub struct LayerPlan {
     /// which then skip those columns; the rule applies to the masked input's neurons.
     pub input: Option<f32>,
     pub rule: LayerRule,
+    /// Coarse down rows: an active neuron with |act·up| ≤ t reads its down row from the
+    /// coarse copy (`FfnWeights::down_coarse`), where that copy and the exact one are used.
+    pub coarse: Option<f32>,
     pub down: DownPath,
     pub paths: PathPolicy,
 }
@@ -275,6 +299,7 @@ impl LayerPlan {
         live: None,
         input: None,
         rule: LayerRule::Dense,
+        coarse: None,
         down: DownPath::Auto,
         paths: PathPolicy::Fastest,
     };
@@ -284,6 +309,7 @@ impl LayerPlan {
             live,
             input: None,
             rule,
+            coarse: None,
             down: DownPath::Auto,
             paths: PathPolicy::Fastest,
         }
@@ -298,6 +324,12 @@ impl LayerPlan {
     /// The same plan with input entries |x_i| ≤ `t` zeroed first.
     pub fn with_input(mut self, t: Option<f32>) -> Self {
         self.input = t;
+        self
+    }
+
+    /// The same plan with coarse down rows for active neurons with |act·up| ≤ `t`.
+    pub fn with_coarse(mut self, t: Option<f32>) -> Self {
+        self.coarse = t;
         self
     }
 
@@ -326,6 +358,8 @@ pub struct FfnStepStats {
     /// Neurons whose second projection was computed: the up row (gate first), or the gate row
     /// of an up-first rule.
     pub n_up: usize,
+    /// Neurons whose down row came from the coarse copy (counted in `n_active`).
+    pub n_coarse: usize,
     /// Weight bytes read (gate + up + down, including the down copy when used).
     pub bytes_read: usize,
     /// Weight bytes a dense step reads.
@@ -349,7 +383,11 @@ impl FfnStepStats {
 /// Reusable buffers for [`sparse_ffn`].
 #[derive(Default, Debug)]
 pub struct FfnScratch {
+    /// The quantized FFN input, masked when input entries were dropped.
     xq: Vec<u8>,
+    /// The quantized exact (unmasked) input, when entries were dropped: what a projection
+    /// that reads all its columns uses, since skipping columns saves it nothing.
+    xq_exact: Vec<u8>,
     partials: Vec<Vec<f32>>,
     x_masked: Vec<f32>,
     /// The first projection's values: `act(gate·x)`, or `up·x` for an up-first rule.
@@ -363,6 +401,13 @@ pub struct FfnScratch {
     /// Per neuron: kept by the first stage (the all-rows step).
     keep: Vec<bool>,
     accs: Vec<ExactDownScratch>,
+    /// The coarse neurons' ids and products, and their down sum.
+    coarse_ids: Vec<u32>,
+    coarse_coefs: Vec<f32>,
+    coarse_out: Vec<f32>,
+    /// The other active neurons (exact down rows) when coarse rows are used.
+    fine_ids: Vec<u32>,
+    fine_coefs: Vec<f32>,
     all_rows: Vec<f32>,
     input_major: InputMajorScratch,
 }
@@ -400,8 +445,11 @@ pub fn sparse_ffn(
     let s = scratch;
 
     // 1. Input (TEAL): zero small entries; where an input-major copy costs less, the gate
-    //    and up matvecs then skip those columns. When no entry is dropped, the input
-    //    and every kernel stay those of the dense path.
+    //    and up matvecs then skip those columns. A projection computed another way reads
+    //    every column anyway, so it gets the exact input (`x_exact`): the dropped entries
+    //    cost quality only where they save bytes. When no entry is dropped, the input and
+    //    every kernel stay those of the dense path.
+    let x_exact = x;
     let mut dropped = false;
     let x: &[f32] = if let Some(t) = plan.input {
         s.x_masked.clear();
@@ -431,7 +479,7 @@ pub fn sparse_ffn(
     let live: Option<&[u32]> = plan.live.as_deref();
     let n_live = live.map_or(n_ff, <[u32]>::len);
     s.first.resize(n_live, 0.0);
-    quantize_input(first_w, x, &mut s.xq)?;
+    quantize_inputs(first_w, x, x_exact, dropped, (&mut s.xq, &mut s.xq_exact))?;
     let costs = match plan.paths {
         PathPolicy::Fastest => PathCosts::of_this_process(n_embd, exec.n_workers()),
         PathPolicy::FewestBytes => PathCosts::BYTES,
@@ -439,7 +487,7 @@ pub fn sparse_ffn(
     stats.bytes_read += project_rows(
         first_w,
         live,
-        &s.xq,
+        (&s.xq, if dropped { &s.xq_exact } else { &s.xq }),
         input_major_bytes(first_in, dropped, &s.xq)?,
         &costs,
         (&mut s.all_rows, &mut s.input_major),
@@ -498,8 +546,9 @@ pub fn sparse_ffn(
     };
     let t_prod = t_prod.unwrap_or(-1.0);
     if second_w.vec_dot_type() != first_w.vec_dot_type() {
-        quantize_input(second_w, x, &mut s.xq)?;
+        quantize_inputs(second_w, x, x_exact, dropped, (&mut s.xq, &mut s.xq_exact))?;
     }
+    let xq_exact: &[u8] = if dropped { &s.xq_exact } else { &s.xq };
     let second_copy = input_major_bytes(second_in, dropped, &s.xq)?;
 
     // 4–5, when every neuron is live and the second projection is fastest over all its
@@ -526,7 +575,7 @@ pub fn sparse_ffn(
         stats.bytes_read += project_rows(
             second_w,
             None,
-            &s.xq,
+            (&s.xq, xq_exact),
             second_copy,
             &costs,
             (&mut s.all_rows, &mut s.input_major),
@@ -568,7 +617,7 @@ pub fn sparse_ffn(
         stats.bytes_read += project_rows(
             second_w,
             rows,
-            &s.xq,
+            (&s.xq, xq_exact),
             second_copy,
             &costs,
             (&mut s.all_rows, &mut s.input_major),
@@ -607,8 +656,14 @@ pub fn sparse_ffn(
     // The gathered branch listed the active neurons; the fused one lists them only when a
     // copy could be faster than the dense down even at a lower bound of its bytes (a copy
     // reads at least its share of the scales), and otherwise the dense down reads `h_dense`.
+    let coarse_copy = w
+        .down_coarse
+        .zip(w.down_exact)
+        .zip(plan.coarse)
+        .filter(|_| plan.down == DownPath::Auto);
     let ids_listed = !fused
         || forced
+        || coarse_copy.is_some()
         || (skipped
             && plan.down == DownPath::Auto
             && (w.down_exact.is_some_and(|e| {
@@ -660,13 +715,64 @@ pub fn sparse_ffn(
     if let Some((e, b)) = exact_bytes {
         let c = costs.exact_down(e, b, dense_down);
         if !forced && c < best_cost {
-            (best, choice) = (b, DownChoice::Exact(e));
+            (best, best_cost, choice) = (b, c, DownChoice::Exact(e));
+        }
+    }
+    // Coarse rows: the active neurons with |h| ≤ t read the coarse copy, the others the
+    // exact one (its bytes for them only).
+    if let Some(((c, e), t)) = coarse_copy {
+        s.fine_ids.clear();
+        s.fine_coefs.clear();
+        s.coarse_ids.clear();
+        s.coarse_coefs.clear();
+        for (&j, &h) in s.ids.iter().zip(&s.coefs) {
+            let (ids, coefs) = if h.abs() <= t {
+                (&mut s.coarse_ids, &mut s.coarse_coefs)
+            } else {
+                (&mut s.fine_ids, &mut s.fine_coefs)
+            };
+            ids.push(j);
+            coefs.push(h);
+        }
+        if !s.coarse_ids.is_empty() {
+            let (fine, rough) = (e.bytes_for(&s.fine_ids), s.coarse_ids.len() * c.row_bytes());
+            let cost = costs.exact_down(e, fine, dense_down)
+                + costs.requantized_down(c.ty, rough, dense_down);
+            if cost < best_cost {
+                (best, choice) = (fine + rough, DownChoice::ExactAndCoarse(e, c));
+            }
         }
     }
     match choice {
         DownChoice::Exact(e) => {
             stats.paths.insert(PathClass::ExactDown);
             exact_down_split(e, &s.ids, &s.coefs, out, exec, &mut s.partials, &mut s.accs)?;
+        }
+        DownChoice::ExactAndCoarse(e, c) => {
+            stats.paths.insert(PathClass::ExactDown);
+            stats.paths.insert(PathClass::RequantizedDown);
+            stats.n_coarse = s.coarse_ids.len();
+            exact_down_split(
+                e,
+                &s.fine_ids,
+                &s.fine_coefs,
+                out,
+                exec,
+                &mut s.partials,
+                &mut s.accs,
+            )?;
+            s.coarse_out.resize(out.len(), 0.0);
+            axpy_rows(
+                &c,
+                &s.coarse_ids,
+                &s.coarse_coefs,
+                &mut s.coarse_out,
+                exec,
+                &mut s.partials,
+            )?;
+            for (o, v) in out.iter_mut().zip(&s.coarse_out) {
+                *o += v;
+            }
         }
         DownChoice::Copy(dt) => {
             stats.paths.insert(PathClass::RequantizedDown);
@@ -689,15 +795,16 @@ pub fn sparse_ffn(
     Ok(stats)
 }
 
-/// `out[k] = row sel[k] · x` (every row when `sel` is `None`) of `m` for the quantized input
-/// `xq`, by whichever is fastest for this step (see [`PathCosts`]): all rows in order (then
-/// the selected ones picked), the selected rows gathered, or the input-major copy over the
-/// kept input columns (`copy`: the copy and the bytes it would read). Returns the bytes read.
+/// `out[k] = row sel[k] · x` (every row when `sel` is `None`) of `m`, by whichever is fastest
+/// for this step (see [`PathCosts`]): all rows in order (then the selected ones picked) or the
+/// selected rows gathered, over the quantized exact input `xq.1`; or the input-major copy over
+/// the kept input columns of the masked input `xq.0` (`copy`: the copy and the bytes it would
+/// read). Returns the bytes read.
 #[allow(clippy::too_many_arguments)]
 fn project_rows(
     m: &QMatrix,
     sel: Option<&[u32]>,
-    xq: &[u8],
+    (xq_masked, xq): (&[u8], &[u8]),
     copy: Option<(&InputMajorQ5_0, usize)>,
     costs: &PathCosts,
     (all_rows, im_scratch): (&mut Vec<f32>, &mut InputMajorScratch),
@@ -728,7 +835,7 @@ fn project_rows(
         (RowsPath::InputMajor(c, b), _) => {
             taken.insert(PathClass::InputMajor);
             all_rows.resize(n_all, 0.0);
-            c.matvec(xq, all_rows, im_scratch, exec)?;
+            c.matvec(xq_masked, all_rows, im_scratch, exec)?;
             gather(all_rows, sel, out);
             Ok(b)
         }
@@ -776,6 +883,22 @@ fn input_major_bytes<'c>(
         Some(c) if dropped => Ok(Some((c, c.bytes_for(xq)?))),
         _ => Ok(None),
     }
+}
+
+/// The quantized masked input into `bufs.0` and, when entries were `dropped`, the quantized
+/// exact input into `bufs.1`, both for `m`'s vector-dot type.
+fn quantize_inputs(
+    m: &QMatrix,
+    masked: &[f32],
+    exact: &[f32],
+    dropped: bool,
+    bufs: (&mut Vec<u8>, &mut Vec<u8>),
+) -> Result<()> {
+    quantize_input(m, masked, bufs.0)?;
+    if dropped {
+        quantize_input(m, exact, bufs.1)?;
+    }
+    Ok(())
 }
 
 /// `out[k] = all[ids[k]]` (`out = all` when `ids` is `None`).
@@ -851,6 +974,8 @@ enum DownChoice<'a> {
     Dense,
     Copy(QMatrix<'a>),
     Exact(&'a ExactDown),
+    /// The exact copy for most active neurons, the coarse copy for those of smallest |h|.
+    ExactAndCoarse(&'a ExactDown, QMatrix<'a>),
 }
 
 /// `out = Σ_k coefs[k] · down[:, ids[k]]` over the exact copy, the id list split between
@@ -1453,9 +1578,10 @@ mod tests {
     }
 
     /// Input sparsity combined with each neuron rule: with every threshold at 0 the result is
-    /// the dense one exactly (the copies are not even used); with thresholds, the input-major
-    /// copies give the rows' result on the masked input (f64 reference over the dequantized
-    /// weights), and read fewer gate/up bytes than the rows.
+    /// the dense one exactly (the copies are not even used); with thresholds, a projection
+    /// through an input-major copy sees the masked input and reads fewer bytes than the rows,
+    /// while one computed over rows sees the exact input (f64 reference over the dequantized
+    /// weights): without copies the step is the rule's on the exact input, bit for bit.
     #[test]
     fn input_sparsity_combines_with_rules_through_input_major_copies() {
         let (n_embd, n_ff) = (64, 128);
@@ -1500,25 +1626,45 @@ mod tests {
                 0.02,
             ),
         ] {
-            let plan = LayerPlan::new(None, rule).with_input(Some(t_in));
+            let plan = LayerPlan::new(None, rule.clone()).with_input(Some(t_in));
             let mut got = vec![0.0; n_embd];
             let st = sparse_ffn(&with, &plan, &x, &mut sc, &Serial, &mut got).unwrap();
+            assert!(st.paths.contains(PathClass::InputMajor), "{plan:?}");
+            // Without copies every projection reads all its columns: the exact input's step.
             let mut rows = vec![0.0; n_embd];
             let st_rows = sparse_ffn(&without, &plan, &x, &mut sc, &Serial, &mut rows).unwrap();
-            assert_eq!(st.n_active, st_rows.n_active, "{plan:?}");
+            let mut exact = vec![0.0; n_embd];
+            let st_exact = sparse_ffn(
+                &without,
+                &LayerPlan::new(None, rule),
+                &x,
+                &mut sc,
+                &Serial,
+                &mut exact,
+            )
+            .unwrap();
+            assert_eq!(rows, exact, "{plan:?}");
+            assert_eq!(st_rows.n_active, st_exact.n_active, "{plan:?}");
             assert!(st.bytes_read < st_rows.bytes_read, "{plan:?}");
-            // Reference in f64 on the masked input and the dequantized weights; the kernels
-            // quantize the input to 8 bits, hence the tolerance.
+            // Reference in f64 on the dequantized weights: the gate over the masked input (its
+            // copy is always the cheaper), the up over the masked input only if its copy was
+            // taken too (otherwise its kept rows were gathered, on the exact input). The
+            // kernels quantize the input to 8 bits, hence the tolerance.
+            let up_in = if st.paths.contains(PathClass::GatheredRows) {
+                &x
+            } else {
+                &xm
+            };
             let mut want = vec![0f64; n_embd];
             for j in 0..n_ff {
-                let dot = |w: &[f32]| -> f64 {
+                let dot = |w: &[f32], x: &[f32]| -> f64 {
                     (0..n_embd)
-                        .map(|c| w[j * n_embd + c] as f64 * xm[c] as f64)
+                        .map(|c| w[j * n_embd + c] as f64 * x[c] as f64)
                         .sum()
                 };
-                let gx = dot(&l.g);
+                let gx = dot(&l.g, &xm);
                 let a = gx / (1.0 + (-gx).exp());
-                let h = a * dot(&l.u);
+                let h = a * dot(&l.u, up_in);
                 if a.abs() <= t_act || h.abs() <= t_prod {
                     continue;
                 }
@@ -1528,12 +1674,6 @@ mod tests {
             }
             let scale = want.iter().map(|v| v.abs()).fold(1e-3, f64::max);
             for r in 0..n_embd {
-                assert!(
-                    (got[r] - rows[r]).abs() as f64 <= 1e-4 * scale,
-                    "{plan:?}: copy {} vs rows {}",
-                    got[r],
-                    rows[r]
-                );
                 assert!(
                     (got[r] as f64 - want[r]).abs() <= 0.03 * scale,
                     "{plan:?}: {} vs reference {}",
@@ -1548,17 +1688,30 @@ mod tests {
     /// (it reads fewer bytes than the dense down) and gives the dense down's result on the
     /// masked coefficients (both quantize the coefficients to 8 bits per 256, hence the
     /// tolerance); a copy of another type than the down is refused.
-    #[test]
-    fn exact_q6_k_down_matches_masked_dense_down() {
+    /// `act·up` of every neuron for input `x`, from a dense step.
+    fn dense_products(w: &FfnWeights, x: &[f32], sc: &mut FfnScratch) -> Vec<f32> {
+        let mut out = vec![0.0; w.n_embd()];
+        sparse_ffn(w, &LayerPlan::DENSE, x, sc, &Serial, &mut out).unwrap();
+        let (act, up) = sc.dense_act_up();
+        act.iter().zip(up).map(|(a, u)| a * u).collect()
+    }
+
+    /// `o`'s down (`n_embd` rows of `n_ff`) quantized to Q6_K.
+    fn q6_k_down(o: &Owned, n_embd: usize, n_ff: usize) -> Vec<u8> {
         use crate::quant::quantize::quantize_row;
-        let (n_embd, n_ff) = (64, 512);
-        let o = make(n_embd, n_ff, 41);
         let rb = GgmlType::Q6_K.row_bytes(n_ff as u64).unwrap() as usize;
         let mut down = vec![0u8; n_embd * rb];
-        for r in 0..n_embd {
-            let row = &o.d[r * n_ff..(r + 1) * n_ff];
-            quantize_row(GgmlType::Q6_K, row, &mut down[r * rb..(r + 1) * rb]).unwrap();
+        for (row, dst) in o.d.chunks_exact(n_ff).zip(down.chunks_exact_mut(rb)) {
+            quantize_row(GgmlType::Q6_K, row, dst).unwrap();
         }
+        down
+    }
+
+    #[test]
+    fn exact_q6_k_down_matches_masked_dense_down() {
+        let (n_embd, n_ff) = (64, 512);
+        let o = make(n_embd, n_ff, 41);
+        let down = q6_k_down(&o, n_embd, n_ff);
         let exact = ExactDown::from_down(GgmlType::Q6_K, n_embd, n_ff, &down).unwrap();
         let f = GgmlType::F32;
         let w = FfnWeights::new(
@@ -1578,17 +1731,10 @@ mod tests {
         let mut sc = FfnScratch::default();
         // Thresholds at the 80th and 92nd percentiles of |act·up|: with that few neurons
         // active the exact copy is the cheapest path under any path costs.
-        sparse_ffn(
-            &w,
-            &LayerPlan::DENSE,
-            &x,
-            &mut sc,
-            &Serial,
-            &mut vec![0.0; n_embd],
-        )
-        .unwrap();
-        let (act, up) = sc.dense_act_up();
-        let mut h: Vec<f32> = act.iter().zip(up).map(|(a, u)| (a * u).abs()).collect();
+        let mut h: Vec<f32> = dense_products(&w, &x, &mut sc)
+            .iter()
+            .map(|v| v.abs())
+            .collect();
         h.sort_by(f32::total_cmp);
         for t in [h[n_ff * 80 / 100], h[n_ff * 92 / 100]] {
             let auto = LayerPlan::new(None, LayerRule::Product(t));
@@ -1617,6 +1763,131 @@ mod tests {
                     want[r]
                 );
             }
+        }
+    }
+    /// `coarse:S` on a Q6_K down with a Q4_0 coarse copy: the active neurons at or below the
+    /// coarse threshold read the coarse rows, the others the exact copy (f64 reference over
+    /// both copies' dequantized rows), and the step reads exactly those rows' bytes. A
+    /// threshold below every active product, or a missing coarse copy, changes nothing.
+    #[test]
+    fn coarse_rows_serve_the_smallest_active_products() {
+        use crate::quant::dequantize_row;
+        use crate::sparsity::repack::{coarse_copy_type, neuron_major_down};
+        let (n_embd, n_ff) = (64, 512);
+        let o = make(n_embd, n_ff, 51);
+        let down = q6_k_down(&o, n_embd, n_ff);
+        let down_m = QMatrix::new(GgmlType::Q6_K, n_embd, n_ff, &down).unwrap();
+        let exact = ExactDown::from_down(GgmlType::Q6_K, n_embd, n_ff, &down).unwrap();
+        let coarse_ty = coarse_copy_type(GgmlType::Q6_K, n_embd).unwrap();
+        assert_eq!(coarse_ty, GgmlType::Q4_0);
+        let (coarse, _) = neuron_major_down(&down_m, coarse_ty).unwrap();
+        let coarse_m = QMatrix::new(coarse_ty, n_ff, n_embd, &coarse).unwrap();
+        let f = GgmlType::F32;
+        let plain = FfnWeights::new(
+            QMatrix::new(f, n_ff, n_embd, &o.gate).unwrap(),
+            QMatrix::new(f, n_ff, n_embd, &o.up).unwrap(),
+            down_m,
+            None,
+            Activation::Silu,
+        )
+        .unwrap()
+        .with_exact_down(&exact)
+        .unwrap();
+        let w = plain.with_coarse_down(coarse_m).unwrap();
+        assert!(matches!(
+            plain.with_coarse_down(
+                QMatrix::new(coarse_ty, n_ff / 2, n_embd, &coarse[..coarse.len() / 2]).unwrap()
+            ),
+            Err(crate::Error::Format(_))
+        ));
+        let x = input(n_embd, 53);
+        let mut sc = FfnScratch::default();
+        let h = dense_products(&w, &x, &mut sc);
+        let mut sorted: Vec<f32> = h.iter().map(|v| v.abs()).collect();
+        sorted.sort_by(f32::total_cmp);
+        // 40% of the neurons active; the lower 25 points of them coarse.
+        let (t_prod, t_coarse) = (sorted[n_ff * 60 / 100], sorted[n_ff * 85 / 100]);
+        let base =
+            LayerPlan::new(None, LayerRule::Product(t_prod)).with_paths(PathPolicy::FewestBytes);
+        let mut without = vec![0.0; n_embd];
+        let st0 = sparse_ffn(&w, &base, &x, &mut sc, &Serial, &mut without).unwrap();
+        assert_eq!(st0.n_coarse, 0);
+        let plan = base.clone().with_coarse(Some(t_coarse));
+        let mut got = vec![0.0; n_embd];
+        let st = sparse_ffn(&w, &plan, &x, &mut sc, &Serial, &mut got).unwrap();
+        let fine: Vec<u32> = (0..n_ff as u32)
+            .filter(|&j| h[j as usize].abs() > t_coarse)
+            .collect();
+        let rough: Vec<u32> = (0..n_ff as u32)
+            .filter(|&j| h[j as usize].abs() > t_prod && h[j as usize].abs() <= t_coarse)
+            .collect();
+        assert!(
+            rough.len() > n_ff / 5 && fine.len() > n_ff / 20,
+            "{} / {}",
+            rough.len(),
+            fine.len()
+        );
+        assert_eq!(st.n_active, st0.n_active);
+        assert_eq!(st.n_coarse, rough.len());
+        let gate_up = w.gate.total_bytes() + w.up.total_bytes();
+        assert_eq!(
+            st.bytes_read,
+            gate_up + exact.bytes_for(&fine) + rough.len() * coarse_m.row_bytes()
+        );
+        assert!(st.bytes_read < st0.bytes_read);
+        // Reference: the exact copy's own sum over the fine neurons (its kernel rounds the
+        // coefficients, see `exact_q6_k_down_matches_masked_dense_down`), plus the coarse rows
+        // of the others in f64.
+        let fine_h: Vec<f32> = fine.iter().map(|&j| h[j as usize]).collect();
+        let mut fine_out = vec![0.0; n_embd];
+        exact_down_split(
+            &exact,
+            &fine,
+            &fine_h,
+            &mut fine_out,
+            &Serial,
+            &mut Vec::new(),
+            &mut Vec::new(),
+        )
+        .unwrap();
+        let crb = coarse_m.row_bytes();
+        let mut row = vec![0f32; n_embd];
+        let mut want: Vec<f64> = fine_out.iter().map(|&v| v as f64).collect();
+        for &j in &rough {
+            dequantize_row(
+                coarse_ty,
+                &coarse[j as usize * crb..(j as usize + 1) * crb],
+                &mut row,
+            )
+            .unwrap();
+            for (wv, &d) in want.iter_mut().zip(&row) {
+                *wv += d as f64 * h[j as usize] as f64;
+            }
+        }
+        let scale = want.iter().fold(1e-3f64, |m, v| m.max(v.abs()));
+        let mut moved = 0f64;
+        for r in 0..n_embd {
+            assert!(
+                (got[r] as f64 - want[r]).abs() <= 1e-4 * scale,
+                "output {r}: {} vs reference {}",
+                got[r],
+                want[r]
+            );
+            moved = moved.max((got[r] - without[r]).abs() as f64);
+        }
+        assert!(
+            moved > 1e-2 * scale,
+            "the coarse rows changed too little: {moved}"
+        );
+        // Nothing coarse below the product threshold; no coarse copy, no coarse rows.
+        for (weights, plan) in [
+            (&w, base.clone().with_coarse(Some(t_prod * 0.5))),
+            (&plain, plan.clone()),
+        ] {
+            let mut out = vec![0.0; n_embd];
+            let st1 = sparse_ffn(weights, &plan, &x, &mut sc, &Serial, &mut out).unwrap();
+            assert_eq!(out, without);
+            assert_eq!((st1.n_coarse, st1.bytes_read), (0, st0.bytes_read));
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The `--sparsity` mode language: which FFN neurons (or input entries) a decode step skips.
 //!
-//! Grammar (comma-separated parts; `dead` and `input:S` combine with each other and with any
-//! one rule except `budget:P`, which combines only with `dead`; e.g.
+//! Grammar (comma-separated parts; `dead`, `input:S` and `coarse:S` combine with each other
+//! and with any one rule except `budget:P`, which combines only with `dead`; e.g.
 //! `input:0.2,cascade:0.2:0.45:upw` zeroes 20% of the FFN input, which removes gate and up
 //! columns, and then applies the cascade to the neurons of the masked input):
 //!
@@ -14,6 +14,7 @@
 //! | `cascade:S1:S2[:FIRST]` | skip up+down for the S1 share with the smallest \|act\| (or \|act\|·mean\|up\| with `upw`), then down for neurons whose product falls in the smallest S2 share. `actw` runs up first: the up matvec dense, gate+down skipped for the smallest \|up\|·mean\|act\|; `auto` takes `upw` or `actw` per layer, whichever lost less on the calibration sample |
 //! | `stat:K` | per-token threshold mean + K·σ of \|act(gate·x)\| |
 //! | `input:S` | TEAL: zero the S share of smallest-magnitude FFN-input entries (calibrated per layer); gate and up skip those columns |
+//! | `coarse:S` | the active neurons whose product falls in the smallest S share (calibrated per layer; S above the rule's down share) add their down row from a coarser neuron-major copy (e.g. Q4_0 for a Q6_K down): fewer bytes for the neurons that contribute least |
 //! | `budget:P` | the sidecar's best setting within a P% perplexity increase |
 //!
 //! Sparsities are fractions in `[0, 1)` or percentages (`40%`).
@@ -104,6 +105,9 @@ pub struct SparsityMode {
     /// TEAL input sparsity: the share of FFN-input entries zeroed (per-layer calibrated
     /// thresholds), so that gate and up skip those columns. Combines with `rule`.
     pub input: Option<f32>,
+    /// Coarse down rows: the share of neurons, by product, below which an active neuron's
+    /// down row is read from the coarser copy. Combines with `rule`.
+    pub coarse: Option<f32>,
     pub rule: Option<Rule>,
 }
 
@@ -111,6 +115,7 @@ impl SparsityMode {
     pub const DENSE: SparsityMode = SparsityMode {
         dead: false,
         input: None,
+        coarse: None,
         rule: None,
     };
 
@@ -124,18 +129,35 @@ impl SparsityMode {
 
     /// No neuron (and no input entry) is ever skipped.
     pub fn is_dense(&self) -> bool {
-        !self.dead && self.input.is_none() && self.rule.is_none()
+        !self.dead && self.input.is_none() && self.coarse.is_none() && self.rule.is_none()
     }
 
     /// Whether this mode needs per-layer calibrated data from a sidecar.
     pub fn needs_sidecar(&self) -> bool {
         self.dead
             || self.input.is_some()
+            || self.coarse.is_some()
             || matches!(
                 self.rule,
                 Some(Rule::Target { .. } | Rule::Cascade { .. } | Rule::Budget(_))
             )
     }
+}
+
+/// `slot := S` for the part `NAME:S` of mode `mode` (an error if the mode named it already).
+fn parse_share_part(mode: &str, part: &str, what: &str, slot: &mut Option<f32>) -> Result<()> {
+    let (name, args) = part.split_once(':').unwrap_or((part, ""));
+    if slot.is_some() {
+        crate::bail!(InvalidArgument, "sparsity mode {mode:?} names {name} twice");
+    }
+    if args.is_empty() || args.contains(':') {
+        crate::bail!(
+            InvalidArgument,
+            "sparsity rule {part:?}: wrong number of ':' arguments"
+        );
+    }
+    *slot = Some(parse_fraction(args.trim(), what)?);
+    Ok(())
 }
 
 fn parse_fraction(s: &str, what: &str) -> Result<f32> {
@@ -271,30 +293,25 @@ impl FromStr for SparsityMode {
                     mode.dead = true;
                 }
                 _ if part.starts_with("input:") || part == "input" => {
-                    if mode.input.is_some() {
-                        crate::bail!(InvalidArgument, "sparsity mode {s:?} names input twice");
-                    }
-                    let args: Vec<&str> = part.split(':').skip(1).collect();
-                    if args.len() != 1 {
-                        crate::bail!(
-                            InvalidArgument,
-                            "sparsity rule {part:?}: wrong number of ':' arguments"
-                        );
-                    }
-                    mode.input = Some(parse_fraction(args[0].trim(), "input sparsity")?);
+                    parse_share_part(s, part, "input sparsity", &mut mode.input)?;
+                }
+                _ if part.starts_with("coarse:") || part == "coarse" => {
+                    parse_share_part(s, part, "coarse share", &mut mode.coarse)?;
                 }
                 _ => {
                     if mode.rule.is_some() {
                         crate::bail!(
                             InvalidArgument,
-                            "sparsity mode {s:?} has more than one rule (only `dead` and `input:S` combine)"
+                            "sparsity mode {s:?} has more than one rule (only `dead`, `input:S` and `coarse:S` combine)"
                         );
                     }
                     mode.rule = Some(parse_rule(part)?);
                 }
             }
         }
-        if mode.input.is_some() && matches!(mode.rule, Some(Rule::Budget(_))) {
+        if (mode.input.is_some() || mode.coarse.is_some())
+            && matches!(mode.rule, Some(Rule::Budget(_)))
+        {
             crate::bail!(
                 InvalidArgument,
                 "sparsity mode {s:?}: budget:P chooses its own setting (only `dead` combines with it)"
@@ -339,6 +356,9 @@ impl fmt::Display for SparsityMode {
         }
         if let Some(r) = &self.rule {
             parts.push(r.to_string());
+        }
+        if let Some(s) = self.coarse {
+            parts.push(format!("coarse:{s}"));
         }
         f.write_str(&parts.join(","))
     }
@@ -385,10 +405,24 @@ mod tests {
             SparsityMode {
                 dead: true,
                 input: Some(0.2),
+                coarse: None,
                 rule: Some(Rule::Cascade {
                     skip_all: 0.2,
                     skip_down: 0.45,
                     first: Score::UpWeighted,
+                })
+            }
+        );
+        assert_eq!(
+            p("input:0.1,cascade:0.25:0.4:auto,coarse:70%").unwrap(),
+            SparsityMode {
+                dead: false,
+                input: Some(0.1),
+                coarse: Some(0.7),
+                rule: Some(Rule::Cascade {
+                    skip_all: 0.25,
+                    skip_down: 0.4,
+                    first: Score::Auto,
                 })
             }
         );
@@ -398,6 +432,7 @@ mod tests {
             SparsityMode {
                 dead: true,
                 input: None,
+                coarse: None,
                 rule: Some(Rule::Cascade {
                     skip_all: 0.2,
                     skip_down: 0.4,
@@ -449,6 +484,7 @@ mod tests {
             "cascade:0.2:0.4:auto",
             "target:0.3:auto",
             "dead,input:0.1,target:0.45:product",
+            "input:0.1,cascade:0.25:0.4:auto,coarse:0.7",
             "budget:2",
         ] {
             let m = p(s).unwrap();
@@ -478,6 +514,10 @@ mod tests {
             "input",
             "input:0.2:0.3",
             "input:1.5",
+            "coarse:0.6,coarse:0.7",
+            "coarse:0.7,budget:2",
+            "coarse",
+            "coarse:0.5:0.6",
         ] {
             match p(s) {
                 Err(Error::InvalidArgument(_)) => {}

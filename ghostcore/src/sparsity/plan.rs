@@ -74,7 +74,7 @@ pub fn resolve_plans(
                 );
             };
             let plans = resolve_layered_cascade(s, inner.dead, first, levels)?;
-            return Ok(with_input_thresholds(plans, s, inner.input));
+            return Ok(with_calibrated_shares(plans, s, inner.input, inner.coarse));
         }
         return resolve_plans(&inner, sidecar, n_layer);
     }
@@ -130,26 +130,37 @@ pub fn resolve_plans(
         };
         plans.push(LayerPlan::new(live, rule));
     }
-    Ok(match mode.input {
-        Some(share) => with_input_thresholds(plans, need("input")?, Some(share)),
-        None => plans,
+    Ok(match (mode.input, mode.coarse) {
+        (None, None) => plans,
+        (_, None) => with_calibrated_shares(plans, need("input")?, mode.input, None),
+        _ => with_calibrated_shares(plans, need("coarse")?, mode.input, mode.coarse),
     })
 }
 
-/// `plans` with each layer's calibrated input threshold for the input sparsity `share`
-/// (unchanged for `None`).
-fn with_input_thresholds(
+/// `plans` with each layer's calibrated thresholds for the shares of its parts that take
+/// one: the input threshold for the input sparsity `input`, and the product threshold for
+/// the coarse share `coarse` (active neurons below it read the coarse down copy).
+fn with_calibrated_shares(
     plans: Vec<LayerPlan>,
     sidecar: &Sidecar,
-    share: Option<f32>,
+    input: Option<f32>,
+    coarse: Option<f32>,
 ) -> Vec<LayerPlan> {
-    let Some(share) = share else { return plans };
+    let thr = |table: &[f32], share: Option<f32>| {
+        share.map(|s| interpolate_threshold(&sidecar.targets, table, s))
+    };
     plans
         .into_iter()
-        .enumerate()
-        .map(|(il, p)| {
-            let t = interpolate_threshold(&sidecar.targets, &sidecar.layers[il].thr_input, share);
-            p.with_input(Some(t))
+        .zip(&sidecar.layers)
+        .map(|(p, layer)| {
+            let p = match input {
+                Some(_) => p.with_input(thr(&layer.thr_input, input)),
+                None => p,
+            };
+            match coarse {
+                Some(_) => p.with_coarse(thr(layer.thresholds(Score::Product), coarse)),
+                None => p,
+            }
         })
         .collect()
 }
@@ -268,6 +279,8 @@ pub struct LayerTally {
     pub steps: u64,
     pub active: u64,
     pub up_rows: u64,
+    /// Σ active neurons whose down row came from the coarse copy.
+    pub coarse: u64,
     pub neurons: u64,
     pub bytes_read: u64,
     pub bytes_dense: u64,
@@ -287,6 +300,7 @@ impl SparsityTally {
             t.steps += 1;
             t.active += s.n_active as u64;
             t.up_rows += s.n_up as u64;
+            t.coarse += s.n_coarse as u64;
             t.neurons += s.n_ff as u64;
             t.bytes_read += s.bytes_read as u64;
             t.bytes_dense += s.bytes_dense as u64;
@@ -301,6 +315,7 @@ impl SparsityTally {
             a.steps += b.steps;
             a.active += b.active;
             a.up_rows += b.up_rows;
+            a.coarse += b.coarse;
             a.neurons += b.neurons;
             a.bytes_read += b.bytes_read;
             a.bytes_dense += b.bytes_dense;
@@ -338,6 +353,16 @@ impl SparsityTally {
             .iter()
             .fold((0u64, 0u64), |(a, n), t| (a + t.active, n + t.neurons));
         1.0 - a as f64 / n.max(1) as f64
+    }
+
+    /// Share of the neurons whose down row came from the coarse copy, over all layers and
+    /// steps.
+    pub fn coarse_share(&self) -> f64 {
+        let (c, n) = self
+            .layers
+            .iter()
+            .fold((0u64, 0u64), |(c, n), t| (c + t.coarse, n + t.neurons));
+        c as f64 / n.max(1) as f64
     }
 
     /// Share of FFN weight bytes not read, over all layers and steps.
@@ -386,6 +411,7 @@ mod tests {
             n_ff: 10,
             n_active: 6,
             n_up: 8,
+            n_coarse: 0,
             bytes_read: 70,
             bytes_dense: 100,
             paths: PathSet::EMPTY.with(PathClass::ExactDown),

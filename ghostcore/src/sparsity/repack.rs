@@ -21,6 +21,20 @@ pub fn default_copy_type(_down_ty: GgmlType, n_embd: usize) -> GgmlType {
     }
 }
 
+/// The type of the coarse neuron-major down copy (`coarse:S`) for a `down_ty` down at width
+/// `n_embd`: about 2 bits fewer per weight than the exact copy, or `None` where no block type
+/// of the width is that much smaller. A Q6_K down (6.56 bits) gets Q4_K (4.5) where rows are
+/// whole 256-blocks, else Q4_0 (4.5, blocks of 32); a Q4_K down (4.5) gets Q3_K (3.44) where
+/// rows are whole 256-blocks, else nothing (the 32-blocks' Q4_0 is as large as the exact copy).
+pub fn coarse_copy_type(down_ty: GgmlType, n_embd: usize) -> Option<GgmlType> {
+    match down_ty {
+        GgmlType::Q6_K if n_embd % 256 == 0 => Some(GgmlType::Q4_K),
+        GgmlType::Q6_K if n_embd % 32 == 0 => Some(GgmlType::Q4_0),
+        GgmlType::Q4_K if n_embd % 256 == 0 => Some(GgmlType::Q3_K),
+        _ => None,
+    }
+}
+
 /// How far the requantized copy is from the original weights.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct RepackError {
