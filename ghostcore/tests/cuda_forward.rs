@@ -425,6 +425,7 @@ fn gpu_sparse_decode_matches_cpu_sparse_decode() {
         .map(|(act, prod)| LayerPlan {
             live: None,
             input: None,
+            coarse: None,
             rule: LayerRule::Cascade {
                 t_act: quantile(act, 0.3),
                 t_prod: quantile(prod, 0.5),
@@ -441,6 +442,7 @@ fn gpu_sparse_decode_matches_cpu_sparse_decode() {
             // Every third layer dense; the others by |act| times a per-neuron weight.
             live: None,
             input: None,
+            coarse: None,
             rule: if il % 3 == 2 {
                 LayerRule::Dense
             } else {

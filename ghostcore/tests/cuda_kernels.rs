@@ -1215,6 +1215,7 @@ fn cuda_real_model_ffn_matches_cpu_engine() {
     let plan = LayerPlan {
         live: None,
         input: None,
+        coarse: None,
         rule: LayerRule::Dense,
         down: DownPath::NeuronMajor,
         paths: Default::default(),
