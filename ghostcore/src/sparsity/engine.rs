@@ -542,6 +542,7 @@ mod tests {
         }
         clear_tuned(width, n_threads);
     }
+
     /// Plans with coarse rows get coarse copies for the layers whose down type has one, and
     /// read them: a threshold above every product sends each active neuron of those layers to
     /// its coarse row, so fewer bytes are read than without.

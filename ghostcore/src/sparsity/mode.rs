@@ -127,7 +127,7 @@ impl SparsityMode {
         }
     }
 
-    /// No neuron (and no input entry) is ever skipped.
+    /// No neuron (and no input entry) is ever skipped, and every down row is read exact.
     pub fn is_dense(&self) -> bool {
         !self.dead && self.input.is_none() && self.coarse.is_none() && self.rule.is_none()
     }
