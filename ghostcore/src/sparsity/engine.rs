@@ -237,13 +237,7 @@ fn install_without(
         && !never.contains(PathClass::ExactDown))
     .then(|| Arc::new(build_exact_downs(ctx.model())));
     let down = down.filter(|_| !never.contains(PathClass::RequantizedDown));
-    install_parts(
-        ctx,
-        plans,
-        down,
-        exact,
-        !never.contains(PathClass::InputMajor),
-    )
+    install_parts(ctx, plans, down, exact, never)
 }
 
 /// Whether every layer's `ffn_down` has an exact neuron-major copy ([`ExactDown`]), so that
@@ -286,17 +280,18 @@ pub fn install_with(
     down: Option<Arc<Vec<DownCopy>>>,
     exact: Option<Arc<Vec<Option<ExactDown>>>>,
 ) -> Result<SparseHandle> {
-    install_parts(ctx, plans, down, exact, true)
+    install_parts(ctx, plans, down, exact, PathSet::EMPTY)
 }
 
-/// [`install_with`], building the input-major gate/up copies only if `input_major` (and a
-/// plan zeroes input entries).
+/// [`install_with`], building the input-major gate/up copies (where a plan zeroes input
+/// entries) and the coarse down copies (where a plan reads coarse rows) unless `never`
+/// names their path class.
 fn install_parts(
     ctx: &mut Context,
     plans: Vec<LayerPlan>,
     down: Option<Arc<Vec<DownCopy>>>,
     exact: Option<Arc<Vec<Option<ExactDown>>>>,
-    input_major: bool,
+    never: PathSet,
 ) -> Result<SparseHandle> {
     let n_layer = ctx.model().config().n_layer;
     if plans.len() != n_layer {
@@ -325,10 +320,15 @@ fn install_parts(
         }
     }
     // Input-major gate/up copies only where a plan zeroes input entries.
-    let input_major = (input_major && plans.iter().any(|p| p.input.is_some()))
-        .then(|| Arc::new(build_input_majors(ctx.model())));
-    // Coarse down copies only where a plan reads coarse rows (beside the exact copies).
-    let coarse = match exact.is_some() && plans.iter().any(|p| p.coarse.is_some()) {
+    let input_major = (!never.contains(PathClass::InputMajor)
+        && plans.iter().any(|p| p.input.is_some()))
+    .then(|| Arc::new(build_input_majors(ctx.model())));
+    // Coarse down copies only where a plan reads coarse rows (beside the exact copies; they
+    // are read by the requantized-copy kernels).
+    let coarse = match exact.is_some()
+        && !never.contains(PathClass::RequantizedDown)
+        && plans.iter().any(|p| p.coarse.is_some())
+    {
         true => Some(Arc::new(build_coarse_downs(ctx.model())?.0)),
         false => None,
     };

@@ -554,8 +554,9 @@ pub fn sparse_ffn(
     // 4–5, when every neuron is live and the second projection is fastest over all its
     //    rows (a mild first stage), in order or through the input-major copy (which
     //    computes every row anyway): the second projection over all rows, then h = act·up
-    //    over every neuron in one vectorizable pass, zero where either stage drops the neuron, ready for the dense down. The id
-    //    list a down copy needs is built only if a copy could be faster.
+    //    over every neuron in one vectorizable pass, zero where either stage drops the
+    //    neuron, ready for the dense down. The id list a down copy needs is built only if a
+    //    copy could be faster.
     let n_up_all = match live {
         None => {
             stage_one.mark(&s.first, &mut s.keep);
@@ -609,8 +610,9 @@ pub fn sparse_ffn(
         compact(&s.first, live, &mut s.ids, &mut s.coefs, |id, a| {
             stage_one.keeps(id as usize, a)
         });
-        // 4. The second projection over the chosen rows (all rows in order when nothing was dropped: same
-        //    kernel as the dense path), gathered, or over the kept input columns.
+        // 4. The second projection over the chosen rows (all rows in order when nothing was
+        //    dropped: same kernel as the dense path), gathered, or over the kept input
+        //    columns.
         let n_up = s.ids.len();
         s.second.resize(n_up, 0.0);
         let rows = if n_up == n_ff { None } else { Some(&s.ids[..]) };
@@ -660,7 +662,7 @@ pub fn sparse_ffn(
         .down_coarse
         .zip(w.down_exact)
         .zip(plan.coarse)
-        .filter(|_| plan.down == DownPath::Auto);
+        .filter(|_| plan.down == DownPath::Auto && !costs.off.contains(PathClass::RequantizedDown));
     let ids_listed = !fused
         || forced
         || coarse_copy.is_some()
