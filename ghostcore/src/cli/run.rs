@@ -56,10 +56,11 @@ pub struct Args {
     pub ignore_eos: bool,
     /// Activation-sparsity mode for decoding: `dense` (default), `dead`, `gate:T`,
     /// `target:S[:act|product|upw|actw|auto]`, `cascade:S1:S2[:upw|actw|auto]`, `stat:K`,
-    /// `input:S`, `budget:P` (at most P% more perplexity); `dead` and `input:S` combine with a
-    /// rule (e.g. `dead,budget:2`, `input:0.1,cascade:0.25:0.4:auto`). Modes that need calibration
-    /// use --mask, else MODEL.ghost beside the model, else a sidecar cached (and, the first
-    /// time, calibrated on a built-in corpus) under the user's cache directory.
+    /// `input:S`, `coarse:S`, `budget:P` (at most P% more perplexity); `dead`, `input:S` and
+    /// `coarse:S` combine with a rule (e.g. `dead,budget:2`,
+    /// `input:0.1,cascade:0.25:0.35:auto,coarse:0.9`). Modes that need calibration use --mask,
+    /// else MODEL.ghost beside the model, else a sidecar cached (and, the first time,
+    /// calibrated on a built-in corpus) under the user's cache directory.
     #[arg(long)]
     pub sparsity: Option<String>,
     /// Calibration sidecar written by `ghost calibrate`.

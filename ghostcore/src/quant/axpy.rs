@@ -24,6 +24,7 @@ pub(crate) fn axpy_kernel_for(ty: GgmlType, isa: crate::quant::Isa) -> Option<Ax
             GgmlType::Q8_0 => return Some(avx2::axpy_q8_0 as Axpy),
             GgmlType::Q4_0 => return Some(avx2::axpy_q4_0 as Axpy),
             GgmlType::Q5_0 => return Some(avx2::axpy_q5_0 as Axpy),
+            GgmlType::Q3_K => return Some(avx2::axpy_q3_k as Axpy),
             GgmlType::Q4_K => return Some(avx2::axpy_q4_k as Axpy),
             GgmlType::Q6_K => return Some(avx2::axpy_q6_k as Axpy),
             _ => {}
@@ -108,6 +109,10 @@ mod avx2 {
         // SAFETY: as above.
         unsafe { q5_0_impl(coef, row, out) }
     }
+    pub(super) fn axpy_q3_k(coef: f32, row: &[u8], out: &mut [f32]) {
+        // SAFETY: as above.
+        unsafe { q3_k_impl(coef, row, out) }
+    }
     pub(super) fn axpy_q4_k(coef: f32, row: &[u8], out: &mut [f32]) {
         // SAFETY: as above.
         unsafe { q4_k_impl(coef, row, out) }
@@ -178,6 +183,41 @@ mod avx2 {
             let q = _mm256_or_si256(nibbles_32(&b.qs), fifth_bits_32(b.qh()));
             let q = _mm256_sub_epi8(q, _mm256_set1_epi8(16));
             fma_i8x32(o, q, _mm256_set1_ps(coef * h2f(b.d)), None);
+        }
+    }
+
+    /// Q3_K: in each 128-weight half, weight `32·j + l` has its low 2 bits at bits `2j..2j+2`
+    /// of `qs[32·half + l]` and its third bit at bit `4·half + j` of `hmask[l]` (set: +0,
+    /// clear: −4); each 16 weights share a 6-bit scale (minus 32).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q3_k_impl(coef: f32, row: &[u8], out: &mut [f32]) {
+        let (three, four) = (_mm256_set1_epi8(3), _mm256_set1_epi8(4));
+        for (b, o) in cast_blocks_prefix::<BlockQ3K>(row)
+            .iter()
+            .zip(out.chunks_exact_mut(256))
+        {
+            let cd = coef * b.d();
+            let scales = b.unpacked_scales();
+            let hmask = _mm256_loadu_si256(b.hmask.as_ptr().cast());
+            for half in 0..2 {
+                let q = _mm256_loadu_si256(b.qs.as_ptr().add(32 * half).cast());
+                for j in 0..4 {
+                    let low =
+                        _mm256_and_si256(_mm256_srl_epi16(q, _mm_cvtsi32_si128(2 * j)), three);
+                    let bit = _mm256_set1_epi8((1u8 << (4 * half + j as usize)) as i8);
+                    let clear =
+                        _mm256_cmpeq_epi8(_mm256_and_si256(hmask, bit), _mm256_setzero_si256());
+                    let w = _mm256_sub_epi8(low, _mm256_and_si256(clear, four));
+                    let is = 8 * half + 2 * j as usize;
+                    let start = 128 * half + 32 * j as usize;
+                    fma_i8x32_halves(
+                        &mut o[start..start + 32],
+                        w,
+                        _mm256_set1_ps(cd * (scales[is] as i32 - 32) as f32),
+                        _mm256_set1_ps(cd * (scales[is + 1] as i32 - 32) as f32),
+                    );
+                }
+            }
         }
     }
 
@@ -288,34 +328,48 @@ mod tests {
     use super::*;
     use crate::quant::{dequantize_row, quantize::quantize_row, Isa};
 
-    /// The portable and (where the CPU has it) AVX2 Q4_0 kernels add `coef ×` the
-    /// dequantized row to what `out` held.
+    /// The portable and (where the CPU has it) AVX2 kernels add `coef ×` the dequantized row
+    /// to what `out` held (Q4_0; Q3_K, whose coarse down copies have only the AVX2 kernel and
+    /// otherwise the dequantizing fallback of `axpy_rows`).
     #[test]
-    fn q4_0_kernels_add_the_dequantized_row() {
-        let n = 96;
+    fn axpy_kernels_add_the_dequantized_row() {
+        kernels_add_the_dequantized_row(GgmlType::Q4_0, 96);
+        kernels_add_the_dequantized_row(GgmlType::Q3_K, 512);
+    }
+
+    fn kernels_add_the_dequantized_row(ty: GgmlType, n: usize) {
         let x: Vec<f32> = (0..n)
             .map(|i| ((i * 37 % 23) as f32 - 11.0) * 0.13)
             .collect();
-        let mut row = vec![0u8; GgmlType::Q4_0.row_bytes(n as u64).unwrap() as usize];
-        quantize_row(GgmlType::Q4_0, &x, &mut row).unwrap();
+        let mut row = vec![0u8; ty.row_bytes(n as u64).unwrap() as usize];
+        quantize_row(ty, &x, &mut row).unwrap();
         let mut deq = vec![0f32; n];
-        dequantize_row(GgmlType::Q4_0, &row, &mut deq).unwrap();
+        dequantize_row(ty, &row, &mut deq).unwrap();
         let init: Vec<f32> = (0..n).map(|i| i as f32 * 0.01).collect();
         let mut isas = vec![Isa::Scalar];
         if crate::quant::best_supported_isa() == Isa::Avx2 {
             isas.push(Isa::Avx2);
         }
+        let mut tested = 0;
         for isa in isas {
-            let f = axpy_kernel_for(GgmlType::Q4_0, isa).unwrap();
+            let Some(f) = axpy_kernel_for(ty, isa) else {
+                continue;
+            };
+            tested += 1;
             let mut out = init.clone();
             f(-0.7, &row, &mut out);
             for i in 0..n {
                 let want = init[i] - 0.7 * deq[i];
                 assert!(
                     (out[i] - want).abs() <= 1e-5 * (1.0 + want.abs()),
-                    "{isa} {i}"
+                    "{ty} {isa} {i}"
                 );
             }
+        }
+        if tested == 0 {
+            // Only Q3_K lacks a portable kernel.
+            assert_eq!(ty, GgmlType::Q3_K);
+            eprintln!("skipped {ty}: this CPU has no AVX2, and {ty} has no portable kernel");
         }
     }
 }

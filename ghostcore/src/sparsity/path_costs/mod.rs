@@ -429,17 +429,33 @@ impl PathCosts {
     }
 
     /// A requantized down copy of type `ty` reading `bytes`, against a dense down of `all`
-    /// bytes (measured for Q8_0, the default copy type; other types: bytes alone).
+    /// bytes. The curve is measured for Q8_0, the default copy type. The copies' axpy kernels
+    /// dequantize every weight to f32 and multiply-add it, so their time follows the weights
+    /// they read, not the bytes: a row of another quantized type costs what a Q8_0 row of
+    /// the same width costs. F16/F32 copies, and every copy under the fewest-bytes policy,
+    /// are priced by their bytes. Pricing coarser types by bytes alone chose a Q3_K coarse
+    /// copy for half the active neurons of a Llama-8B shape, which decoded 0.81× the dense
+    /// speed where the exact copy alone decodes 1.13×
+    /// (`bench/results/2026-12-07-s16-gather-bandwidth.md`).
     pub fn requantized_down(&self, ty: GgmlType, bytes: usize, all: usize) -> f64 {
         if self.off.contains(PathClass::RequantizedDown) {
             return f64::INFINITY;
         }
-        let curve = if ty == GgmlType::Q8_0 {
-            self.requantized_q8_0_down
-        } else {
-            TimeCurve::BYTES
-        };
-        curve.at(share(bytes, all))
+        let curve = self.requantized_q8_0_down;
+        if curve == TimeCurve::BYTES || matches!(ty, GgmlType::F32 | GgmlType::F16) {
+            // The fewest-bytes policy (and the scalar kernels) price every path by its bytes.
+            return TimeCurve::BYTES.at(share(bytes, all));
+        }
+        curve.at(share(bytes, all) * q8_0_bytes_per_byte(ty))
+    }
+}
+
+/// Bytes a Q8_0 row takes per byte of a `ty` row of the same width.
+fn q8_0_bytes_per_byte(ty: GgmlType) -> f64 {
+    const WIDTH: u64 = 256; // a multiple of every block size
+    match (GgmlType::Q8_0.row_bytes(WIDTH), ty.row_bytes(WIDTH)) {
+        (Some(q8), Some(t)) if t > 0 => q8 as f64 / t as f64,
+        _ => 1.0,
     }
 }
 
@@ -450,6 +466,43 @@ fn share(part: usize, all: usize) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A requantized copy's rows cost what Q8_0 rows of the same width cost: its axpy time
+    /// follows the weights it reads, not its bytes. F16 is priced by its bytes.
+    #[test]
+    fn requantized_rows_cost_their_weights_not_their_bytes() {
+        let costs = PathCosts::builtin(4096, 1);
+        let (width, rows, all_rows) = (4096u64, 1000, 14336);
+        let row = |ty: GgmlType| ty.row_bytes(width).unwrap() as usize;
+        let dense = all_rows * row(GgmlType::Q6_K);
+        let q8 = costs.requantized_down(GgmlType::Q8_0, rows * row(GgmlType::Q8_0), dense);
+        for ty in [
+            GgmlType::Q3_K,
+            GgmlType::Q4_0,
+            GgmlType::Q4_K,
+            GgmlType::Q5_0,
+        ] {
+            let c = costs.requantized_down(ty, rows * row(ty), dense);
+            assert!((c - q8).abs() < 1e-9, "{ty}: {c} against Q8_0's {q8}");
+        }
+        let f16 = rows * row(GgmlType::F16);
+        assert_eq!(
+            costs.requantized_down(GgmlType::F16, f16, dense),
+            f16 as f64 / dense as f64
+        );
+        // The fewest-bytes policy prices every copy by its bytes.
+        let q3 = rows * row(GgmlType::Q3_K);
+        assert_eq!(
+            PathCosts::BYTES.requantized_down(GgmlType::Q3_K, q3, dense),
+            q3 as f64 / dense as f64
+        );
+        assert_eq!(
+            costs
+                .without(PathClass::RequantizedDown)
+                .requantized_down(GgmlType::Q3_K, 1, dense),
+            f64::INFINITY
+        );
+    }
 
     #[test]
     fn curves_interpolate_and_extend() {
