@@ -186,12 +186,14 @@ mod avx2 {
         }
     }
 
-    /// Q3_K: in each 128-weight half, weight `32·j + l` has its low 2 bits at bits `2j..2j+2`
-    /// of `qs[32·half + l]` and its third bit at bit `4·half + j` of `hmask[l]` (set: +0,
-    /// clear: −4); each 16 weights share a 6-bit scale (minus 32).
+    /// Q3_K: 32-weight groups decoded as the dot kernel does ([`q3_group_quants`], minus 4);
+    /// each 16 weights share a 6-bit scale (minus 32).
+    ///
+    /// [`q3_group_quants`]: crate::quant::dot_avx2::q3_group_quants
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn q3_k_impl(coef: f32, row: &[u8], out: &mut [f32]) {
-        let (three, four) = (_mm256_set1_epi8(3), _mm256_set1_epi8(4));
+        use crate::quant::dot_avx2::q3_group_quants;
+        let four = _mm256_set1_epi8(4);
         for (b, o) in cast_blocks_prefix::<BlockQ3K>(row)
             .iter()
             .zip(out.chunks_exact_mut(256))
@@ -202,14 +204,9 @@ mod avx2 {
             for half in 0..2 {
                 let q = _mm256_loadu_si256(b.qs.as_ptr().add(32 * half).cast());
                 for j in 0..4 {
-                    let low =
-                        _mm256_and_si256(_mm256_srl_epi16(q, _mm_cvtsi32_si128(2 * j)), three);
-                    let bit = _mm256_set1_epi8((1u8 << (4 * half + j as usize)) as i8);
-                    let clear =
-                        _mm256_cmpeq_epi8(_mm256_and_si256(hmask, bit), _mm256_setzero_si256());
-                    let w = _mm256_sub_epi8(low, _mm256_and_si256(clear, four));
-                    let is = 8 * half + 2 * j as usize;
-                    let start = 128 * half + 32 * j as usize;
+                    let w = _mm256_sub_epi8(q3_group_quants(q, hmask, half, j), four);
+                    let is = 8 * half + 2 * j;
+                    let start = 128 * half + 32 * j;
                     fma_i8x32_halves(
                         &mut o[start..start + 32],
                         w,

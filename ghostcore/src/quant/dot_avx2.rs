@@ -176,6 +176,21 @@ unsafe fn q6_high_bits(qh: __m256i, k: i32, three: __m256i) -> __m256i {
     _mm256_slli_epi16(_mm256_and_si256(shifted, three), 4)
 }
 
+/// The unsigned 3-bit quants (0..7: the signed weight plus 4) of 32-weight group `k` (0..4) of
+/// half `half` (0 or 1) of a Q3_K block, one byte a weight, from that half's `qs` bytes `q`
+/// and the block's `hmask` `hm`: the low 2 bits are bits `2k..2k+2` of `q`, the third is bit
+/// `4·half + k` of `hm` (the weight is the low bits when it is set, the low bits − 4 when not).
+#[inline(always)]
+pub(crate) unsafe fn q3_group_quants(q: __m256i, hm: __m256i, half: usize, k: usize) -> __m256i {
+    let ql = _mm256_and_si256(
+        _mm256_srl_epi16(q, _mm_cvtsi32_si128(2 * k as i32)),
+        _mm256_set1_epi8(3),
+    );
+    let bit = _mm_cvtsi32_si128((4 * half + k) as i32);
+    let h = _mm256_and_si256(_mm256_srl_epi16(hm, bit), _mm256_set1_epi8(1));
+    _mm256_or_si256(ql, _mm256_slli_epi16(h, 2))
+}
+
 /// The unsigned 6-bit quants (0..63) of the four 32-weight groups of half `half` (0 or 1) of
 /// a Q6_K block, one byte a weight: low nibbles from `ql`, bits 4-5 from `qh`.
 #[inline(always)]
@@ -746,8 +761,6 @@ unsafe fn dot_q2_k(w: &[BlockQ2K], a: &[BlockQ8K]) -> f32 {
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_q3_k(w: &[BlockQ3K], a: &[BlockQ8K]) -> f32 {
     let mut acc = _mm256_setzero_ps();
-    let three = _mm256_set1_epi8(3);
-    let one = _mm256_set1_epi8(1);
     let four = _mm256_set1_epi8(4);
     for (x, y) in w.iter().zip(a) {
         let scales = x.unpacked_scales();
@@ -756,12 +769,8 @@ unsafe fn dot_q3_k(w: &[BlockQ3K], a: &[BlockQ8K]) -> f32 {
         for half in 0..2 {
             let q = _mm256_loadu_si256(x.qs.as_ptr().add(32 * half).cast());
             for k in 0..4 {
-                let ql =
-                    _mm256_and_si256(_mm256_srl_epi16(q, _mm_cvtsi32_si128(2 * k as i32)), three);
-                let bit = _mm_cvtsi32_si128((4 * half + k) as i32);
-                let h = _mm256_and_si256(_mm256_srl_epi16(hm, bit), one);
                 // q3 = ql - 4 * (1 - h) = (ql | 4h) - 4; Σ q3 y = Σ (ql | 4h) y - Σ 4 y.
-                let u = _mm256_or_si256(ql, _mm256_slli_epi16(h, 2));
+                let u = q3_group_quants(q, hm, half, k);
                 let yv = _mm256_loadu_si256(y.qs.as_ptr().add(128 * half + 32 * k).cast());
                 let p = _mm256_sub_epi16(maddubs(u, yv), maddubs(four, yv));
                 let g = 8 * half + 2 * k;
